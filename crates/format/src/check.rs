@@ -1,0 +1,427 @@
+//! Validation of an image and its chain that reports every problem found, not only the
+//! first: the structural checks of vhd-util check, DiscUtils' checker and qemu's open,
+//! gathered from vhd-format.md §7.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::error::{Error, Result};
+use crate::image::backend::{Backend, FileBackend};
+use crate::image::{Disk, OpenOptions};
+use crate::spec::bat::check_block_layout;
+use crate::spec::header::check_block_size;
+use crate::spec::{
+    Bat, DiskType, DynamicHeader, Footer, HostDriveHeader, Problem, Severity, BAT_ENTRY_UNUSED,
+    FOOTER_SIZE, HEADER_SIZE, SECTOR_SIZE,
+};
+
+/// Problems found in one file.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct FileReport {
+    /// The file.
+    pub path: PathBuf,
+    /// Every problem, in the order found.
+    pub problems: Vec<Problem>,
+}
+
+/// The result of checking a disk and its chain.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CheckReport {
+    /// One report per file: the disk checked first, then its ancestors.
+    pub files: Vec<FileReport>,
+}
+
+impl CheckReport {
+    /// Problems of warning or error severity, over all files.
+    pub fn problem_count(&self) -> usize {
+        self.problems()
+            .filter(|(_, p)| p.severity >= Severity::Warning)
+            .count()
+    }
+
+    /// Whether nothing of warning or error severity was found.
+    pub fn is_clean(&self) -> bool {
+        self.problem_count() == 0
+    }
+
+    /// Every problem with the file it was found in.
+    pub fn problems(&self) -> impl Iterator<Item = (&Path, &Problem)> {
+        self.files
+            .iter()
+            .flat_map(|f| f.problems.iter().map(move |p| (f.path.as_path(), p)))
+    }
+}
+
+/// Checks the disk at `path` and every ancestor it can reach. Fails only when the file
+/// cannot be read at all; everything else is a problem in the report.
+pub fn check(path: &Path, opts: &OpenOptions) -> Result<CheckReport> {
+    let file = std::fs::File::open(path).map_err(|e| Error::file(path, "opening", e))?;
+    let backend: Arc<dyn Backend> = Arc::new(FileBackend::new(file));
+    let mut files = vec![FileReport {
+        path: path.to_owned(),
+        problems: check_file(&*backend)?,
+    }];
+    let structurally_ok = files[0]
+        .problems
+        .iter()
+        .all(|p| p.severity < Severity::Error || p.field == "checksum");
+    if structurally_ok {
+        // Open the chain to check the links; each ancestor is checked as a file too.
+        let top_opts = OpenOptions {
+            writable: false,
+            strict: false,
+            ..opts.clone()
+        };
+        match Disk::open_with(path, &top_opts) {
+            Ok(disk) => {
+                for (child, parent) in disk.layers().iter().zip(disk.layers().iter().skip(1)) {
+                    let mut problems = Vec::new();
+                    if let Some(h) = child.header() {
+                        let mtime = std::fs::metadata(parent.path())
+                            .and_then(|m| m.modified())
+                            .ok()
+                            .map(crate::spec::VhdTime::from_system_time);
+                        if let Some(t) = mtime {
+                            if h.parent_timestamp.0 != 0 && t != h.parent_timestamp {
+                                problems.push(
+                                    Problem::new(
+                                        Severity::Info,
+                                        "dynamic header",
+                                        "parent time stamp",
+                                        format!(
+                                            "records {}, the parent was modified {}",
+                                            h.parent_timestamp.to_rfc3339(),
+                                            t.to_rfc3339()
+                                        ),
+                                    )
+                                    .at(h_offset(child)),
+                                );
+                            }
+                        }
+                        if parent.footer().unique_id != h.parent_unique_id {
+                            problems.push(Problem::new(
+                                Severity::Error,
+                                "dynamic header",
+                                "parent unique id",
+                                format!(
+                                    "records {}, the parent {} has {}",
+                                    h.parent_unique_id,
+                                    parent.path().display(),
+                                    parent.footer().unique_id
+                                ),
+                            ));
+                        }
+                    }
+                    let last = files.len() - 1;
+                    files[last].problems.extend(problems);
+                    let pf = std::fs::File::open(parent.path())
+                        .map_err(|e| Error::file(parent.path(), "opening", e))?;
+                    files.push(FileReport {
+                        path: parent.path().to_owned(),
+                        problems: check_file(&FileBackend::new(pf))?,
+                    });
+                }
+            }
+            Err(e) => {
+                let field = match e {
+                    Error::ParentNotFound { .. } | Error::ParentIdMismatch { .. } => "parent",
+                    Error::ChainLoop { .. } | Error::ChainTooDeep { .. } => "parent chain",
+                    Error::HostDriveNotFound { .. } => "host drive",
+                    _ => "open",
+                };
+                files[0].problems.push(Problem::new(
+                    Severity::Error,
+                    "chain",
+                    field,
+                    e.to_string(),
+                ));
+            }
+        }
+    }
+    Ok(CheckReport { files })
+}
+
+fn h_offset(f: &crate::image::VhdFile) -> u64 {
+    f.footer().data_offset
+}
+
+/// Checks one file on its own, structure by structure, and lists every problem.
+/// Fails only on an I/O error other than a short read.
+pub fn check_file(b: &dyn Backend) -> Result<Vec<Problem>> {
+    let mut p = Vec::new();
+    let len = b
+        .len()
+        .map_err(|e| Error::file("<image>", "reading the length", e))?;
+    if len < FOOTER_SIZE as u64 {
+        p.push(Problem::new(
+            Severity::Error,
+            "file",
+            "length",
+            format!("{len} bytes is too short for a footer"),
+        ));
+        return Ok(p);
+    }
+    let rem = len % SECTOR_SIZE;
+    let footer_at = if rem == 511 { len - 511 } else { len - 512 };
+    if rem != 0 && rem != 511 {
+        p.push(Problem::new(
+            Severity::Warning,
+            "file",
+            "length",
+            format!("{len} is not a multiple of 512 (nor 512·n + 511 for an old short footer)"),
+        ));
+    }
+    let read = |off: u64, n: usize| -> Option<Vec<u8>> {
+        let mut buf = vec![0u8; n];
+        b.read_exact_at(&mut buf, off).ok().map(|_| buf)
+    };
+    let mut end_raw = read(footer_at, (len - footer_at).min(512) as usize).unwrap_or_default();
+    end_raw.resize(FOOTER_SIZE, 0);
+    let end = Footer::decode(&end_raw).expect("512 bytes");
+    let copy = read(0, FOOTER_SIZE).and_then(|r| Footer::decode(&r).ok());
+    let footer = if end.cookie_ok() {
+        for x in end.validate(Some(len)) {
+            let at = footer_at + field_offset(x.field);
+            p.push(x.at(at));
+        }
+        end.clone()
+    } else {
+        match copy.clone().filter(|c| c.cookie_ok()) {
+            Some(c) => {
+                p.push(
+                    Problem::new(
+                        Severity::Error,
+                        "footer",
+                        "cookie",
+                        "no footer at the end of the file; the copy at offset 0 is intact (repairable)",
+                    )
+                    .at(footer_at),
+                );
+                for x in c.validate(Some(len)) {
+                    let at = field_offset(x.field);
+                    p.push(x.at(at));
+                }
+                c
+            }
+            None => {
+                p.extend(end.validate(Some(len)).into_iter().map(|x| x.at(footer_at)));
+                return Ok(p);
+            }
+        }
+    };
+    match footer.disk_type {
+        DiskType::Fixed => {
+            if footer_at < footer.current_size {
+                p.push(
+                    Problem::new(
+                        Severity::Error,
+                        "file",
+                        "length",
+                        format!(
+                            "fixed disk holds {footer_at} bytes of data, its footer says {}",
+                            footer.current_size
+                        ),
+                    )
+                    .at(footer_at),
+                );
+            } else if footer_at > footer.current_size {
+                p.push(Problem::new(
+                    Severity::Warning,
+                    "file",
+                    "length",
+                    format!(
+                        "{} bytes between the data and the footer",
+                        footer_at - footer.current_size
+                    ),
+                ));
+            }
+        }
+        DiskType::Dynamic | DiskType::Differencing => {
+            if let Some(c) = copy.as_ref().filter(|_| end.cookie_ok()) {
+                if c.encode_raw() != footer.encode_raw() {
+                    let what = if c.cookie_ok() {
+                        "differs from the footer at the end"
+                    } else {
+                        "is missing or damaged"
+                    };
+                    p.push(
+                        Problem::new(
+                            Severity::Warning,
+                            "footer copy",
+                            "content",
+                            format!("the footer copy at offset 0 {what} (repairable)"),
+                        )
+                        .at(0),
+                    );
+                }
+            }
+            check_sparse(b, &footer, len, footer_at, &mut p);
+        }
+        DiskType::Reserved(5) => {
+            let at = footer.data_offset;
+            match read(at, crate::spec::HOST_DRIVE_HEADER_SIZE) {
+                Some(raw) => {
+                    let h = HostDriveHeader::decode(&raw).expect("1024 bytes");
+                    p.extend(h.validate(&raw).into_iter().map(|x| x.at(at)));
+                }
+                None => p.push(
+                    Problem::new(
+                        Severity::Error,
+                        "host-drive header",
+                        "data offset",
+                        "points past the end of the file",
+                    )
+                    .at(at),
+                ),
+            }
+        }
+        _ => {}
+    }
+    Ok(p)
+}
+
+fn field_offset(field: &str) -> u64 {
+    use crate::spec::footer::off;
+    (match field {
+        "features" => off::FEATURES,
+        "file format version" => off::VERSION,
+        "data offset" => off::DATA_OFFSET,
+        "time stamp" => off::TIMESTAMP,
+        "current size" => off::CURRENT_SIZE,
+        "geometry" => off::GEOMETRY,
+        "disk type" => off::DISK_TYPE,
+        "checksum" => off::CHECKSUM,
+        "unique id" => off::UNIQUE_ID,
+        "saved state" => off::SAVED_STATE,
+        "reserved" => off::RESERVED,
+        _ => 0,
+    }) as u64
+}
+
+fn check_sparse(b: &dyn Backend, footer: &Footer, len: u64, footer_at: u64, p: &mut Vec<Problem>) {
+    let hoff = footer.data_offset;
+    let mut raw = [0u8; HEADER_SIZE];
+    if hoff.saturating_add(HEADER_SIZE as u64) > len || b.read_exact_at(&mut raw, hoff).is_err() {
+        return; // the footer's data offset problem is already reported
+    }
+    let header = DynamicHeader::decode(&raw).expect("1024 bytes");
+    let differencing = footer.disk_type == DiskType::Differencing;
+    let hp = header.validate(footer.current_size, Some(len), differencing);
+    let fatal = hp
+        .iter()
+        .any(|x| x.severity == Severity::Error && x.field != "checksum");
+    p.extend(hp.into_iter().map(|x| x.at(hoff)));
+    if header.cookie != crate::spec::HEADER_COOKIE || check_block_size(header.block_size).is_err() {
+        return;
+    }
+    let block_size = u64::from(header.block_size);
+    let used = footer.current_size.div_ceil(block_size);
+    let toff = header.table_offset;
+    // Read what of the BAT fits in the file, never more.
+    let on_disk = header.bat_size_on_disk();
+    let avail = len.saturating_sub(toff).min(on_disk);
+    let mut bat_raw = vec![0u8; avail as usize];
+    if toff >= len || b.read_exact_at(&mut bat_raw, toff).is_err() {
+        return;
+    }
+    let all = Bat::decode(&bat_raw);
+    let used_n = (used as usize).min(all.len());
+    for (i, &e) in all.entries().iter().enumerate().skip(used_n) {
+        if e != BAT_ENTRY_UNUSED {
+            p.push(
+                Problem::new(
+                    Severity::Warning,
+                    "BAT",
+                    "padding",
+                    format!("entry {i} lies past the virtual size but is not 0xFFFFFFFF"),
+                )
+                .at(toff + i as u64 * 4),
+            );
+            break;
+        }
+    }
+    let bat = Bat::decode(&bat_raw[..used_n * 4]);
+    let bitmap_size = header.bitmap_size();
+    let stride = bitmap_size + block_size;
+    let mut metadata = vec![
+        (0, FOOTER_SIZE as u64),
+        (hoff, hoff + HEADER_SIZE as u64),
+        (toff, toff + on_disk),
+    ];
+    for l in header.locators.iter().filter(|l| l.is_used()) {
+        let n = crate::spec::round_up_to_sector(u64::from(l.data_length)).unwrap_or(u64::MAX);
+        if l.data_offset < len {
+            metadata.push((l.data_offset, l.data_offset.saturating_add(n).min(len)));
+        }
+    }
+    for x in check_block_layout(&bat, stride, &metadata, footer_at) {
+        let offset = match x {
+            crate::spec::bat::BlockLayoutProblem::IntoMetadata { offset, .. }
+            | crate::spec::bat::BlockLayoutProblem::PastEnd { offset, .. }
+            | crate::spec::bat::BlockLayoutProblem::Overlap { offset, .. } => offset,
+        };
+        p.push(Problem::new(Severity::Error, "BAT", "entry", x.to_string()).at(offset));
+    }
+    if differencing {
+        let names: Vec<String> = header
+            .locators
+            .iter()
+            .filter(|l| l.is_used())
+            .filter_map(|l| {
+                let n = l.data_length.min(crate::spec::locator::MAX_LOCATOR_DATA) as usize;
+                let mut buf = vec![0u8; n];
+                b.read_exact_at(&mut buf, l.data_offset).ok()?;
+                l.decode_path(&buf).map(|x| x.path)
+            })
+            .collect();
+        let parent_name = crate::spec::locator::windows_to_unix(&header.parent_name());
+        let base = |s: &str| s.rsplit('/').next().unwrap_or(s).to_owned();
+        for n in &names {
+            if !parent_name.is_empty() && base(n) != base(&parent_name) {
+                p.push(Problem::new(
+                    Severity::Info,
+                    "parent locator",
+                    "path",
+                    format!("locator names {n:?}, the header's parent name is {parent_name:?}"),
+                ));
+            }
+        }
+        if names.is_empty() && parent_name.is_empty() {
+            p.push(Problem::new(
+                Severity::Warning,
+                "dynamic header",
+                "parent",
+                "no usable parent locator and no parent name: the parent cannot be found",
+            ));
+        }
+    }
+    if fatal {
+        return;
+    }
+    let blocks_end = bat
+        .allocated()
+        .map(|(_, off)| off + stride)
+        .max()
+        .unwrap_or(0);
+    let meta_end = metadata.iter().map(|&(_, e)| e).max().unwrap_or(0);
+    let data_end = blocks_end.max(meta_end);
+    if footer_at > data_end.div_ceil(SECTOR_SIZE) * SECTOR_SIZE {
+        let gap = footer_at - data_end;
+        let severity = if gap >= stride {
+            Severity::Warning
+        } else {
+            Severity::Info
+        };
+        p.push(
+            Problem::new(
+                severity,
+                "file",
+                "length",
+                format!(
+                    "{gap} bytes between the last block or metadata ({data_end:#x}) and the footer: unreferenced space (e.g. an allocation cut short)"
+                ),
+            )
+            .at(data_end),
+        );
+    }
+}

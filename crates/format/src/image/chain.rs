@@ -1,0 +1,478 @@
+//! A disk as a guest sees it: one file, or a differencing chain resolved down to its base.
+
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+use crate::spec::locator::MAX_LOCATOR_DATA;
+use crate::spec::SECTOR_SIZE;
+
+use super::file::{LayerExtent, VhdFile};
+use super::{DiskKind, OpenOptions};
+
+/// Where a range of the disk's virtual bytes lives, across the whole chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Extent {
+    /// Stored in chain level `layer` (0 = the file opened) at `file_offset`.
+    Data {
+        /// Chain level holding the bytes.
+        layer: usize,
+        /// Byte offset in that file (or host device).
+        file_offset: u64,
+        /// Length in bytes.
+        len: u64,
+    },
+    /// Stored nowhere: reads as zeros.
+    Zero {
+        /// Length in bytes.
+        len: u64,
+    },
+}
+
+impl Extent {
+    /// Length of the extent.
+    pub fn len(&self) -> u64 {
+        match *self {
+            Extent::Data { len, .. } | Extent::Zero { len } => len,
+        }
+    }
+
+    /// Whether the extent is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Finds and opens parents. The file-system resolver is the default; tests and fuzz
+/// targets resolve over an in-memory set of files.
+pub trait ParentResolver {
+    /// Opens `path` read-only, or returns `Ok(None)` if there is no such file.
+    fn open(&self, path: &Path, opts: &OpenOptions) -> Result<Option<VhdFile>>;
+}
+
+/// Resolves parents on the host's file system.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct FsResolver;
+
+impl ParentResolver for FsResolver {
+    fn open(&self, path: &Path, opts: &OpenOptions) -> Result<Option<VhdFile>> {
+        if !path.is_file() {
+            return Ok(None);
+        }
+        match VhdFile::open(path, opts) {
+            Ok(f) => Ok(Some(f)),
+            Err(Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// An open disk: the file opened (level 0) and, for differencing disks, every ancestor
+/// down to a fixed or dynamic base.
+#[derive(Debug)]
+pub struct Disk {
+    layers: Vec<VhdFile>,
+    warnings: Vec<String>,
+}
+
+impl Disk {
+    /// Opens a VHD read-only, resolving its parents.
+    pub fn open(path: impl AsRef<Path>) -> Result<Disk> {
+        Disk::open_with(path, &OpenOptions::new())
+    }
+
+    /// Opens a VHD for writing (its parents read-only).
+    pub fn open_rw(path: impl AsRef<Path>) -> Result<Disk> {
+        Disk::open_with(path, &OpenOptions::new().writable(true))
+    }
+
+    /// Opens a VHD with options.
+    pub fn open_with(path: impl AsRef<Path>, opts: &OpenOptions) -> Result<Disk> {
+        let top = VhdFile::open(path.as_ref(), opts)?;
+        Disk::resolve(top, opts, &FsResolver)
+    }
+
+    /// Opens a VHD, or a raw image when the file has no VHD footer.
+    pub fn open_any(path: impl AsRef<Path>, opts: &OpenOptions) -> Result<Disk> {
+        let top = VhdFile::open_any(path.as_ref(), opts)?;
+        Disk::resolve(top, opts, &FsResolver)
+    }
+
+    /// Builds the chain under `top`, opening parents through `resolver`.
+    pub fn resolve(
+        top: VhdFile,
+        opts: &OpenOptions,
+        resolver: &dyn ParentResolver,
+    ) -> Result<Disk> {
+        let top_path = top.path().to_owned();
+        let mut layers = vec![top];
+        let mut warnings = Vec::new();
+        let mut seen_paths = vec![canonical(&top_path)];
+        let mut seen_ids = vec![layers[0].footer().unique_id];
+        let parent_opts = OpenOptions {
+            writable: false,
+            parent: None,
+            ..opts.clone()
+        };
+        while !opts.no_parents {
+            let child = layers.last().expect("chain has its top");
+            if !child.is_differencing() {
+                break;
+            }
+            if layers.len() > opts.max_depth {
+                return Err(Error::ChainTooDeep {
+                    path: top_path,
+                    max: opts.max_depth,
+                });
+            }
+            let explicit = if layers.len() == 1 {
+                opts.parent.clone()
+            } else {
+                None
+            };
+            let parent = find_parent(child, explicit, &parent_opts, resolver, &mut warnings)?;
+            let canon = canonical(parent.path());
+            let id = parent.footer().unique_id;
+            if seen_paths.contains(&canon) || (!id.is_nil() && seen_ids.contains(&id)) {
+                return Err(Error::ChainLoop {
+                    path: top_path,
+                    again: parent.path().to_owned(),
+                });
+            }
+            if parent.kind() == DiskKind::HostDrive {
+                return Err(Error::Unsupported {
+                    path: child.path().to_owned(),
+                    detail: format!(
+                        "its parent {} is a host-drive disk, which cannot be a parent",
+                        parent.path().display()
+                    ),
+                });
+            }
+            if parent.virtual_size() != child.virtual_size() {
+                warnings.push(format!(
+                    "{}: size {} differs from its child's {}",
+                    parent.path().display(),
+                    parent.virtual_size(),
+                    child.virtual_size()
+                ));
+            }
+            seen_paths.push(canon);
+            seen_ids.push(id);
+            layers.push(parent);
+        }
+        Ok(Disk { layers, warnings })
+    }
+
+    /// The files of the chain, the one opened first.
+    pub fn layers(&self) -> &[VhdFile] {
+        &self.layers
+    }
+
+    /// The file opened.
+    pub fn top(&self) -> &VhdFile {
+        &self.layers[0]
+    }
+
+    /// Mutable access to the file opened (to rewrite its footer or header).
+    pub fn top_mut(&mut self) -> &mut VhdFile {
+        &mut self.layers[0]
+    }
+
+    /// Warnings of every level, and of the chain itself.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut w: Vec<String> = self
+            .layers
+            .iter()
+            .flat_map(|l| {
+                l.warnings()
+                    .iter()
+                    .map(move |m| format!("{}: {m}", l.path().display()))
+            })
+            .collect();
+        w.extend(self.warnings.iter().cloned());
+        w
+    }
+
+    /// Virtual size in bytes.
+    pub fn virtual_size(&self) -> u64 {
+        self.top().virtual_size()
+    }
+
+    /// Kind of the file opened.
+    pub fn kind(&self) -> DiskKind {
+        self.top().kind()
+    }
+
+    /// Where the bytes of `offset..offset+len` live, across the chain. The range is
+    /// clipped to the virtual size.
+    pub fn extents(&self, offset: u64, len: u64) -> Result<Vec<Extent>> {
+        let size = self.virtual_size();
+        let offset = offset.min(size);
+        let len = len.min(size - offset);
+        let mut out = Vec::new();
+        self.extents_from(0, offset, len, &mut out)?;
+        Ok(out)
+    }
+
+    fn extents_from(
+        &self,
+        level: usize,
+        offset: u64,
+        len: u64,
+        out: &mut Vec<Extent>,
+    ) -> Result<()> {
+        let layer = &self.layers[level];
+        let within = len.min(layer.virtual_size().saturating_sub(offset));
+        let mut pos = offset;
+        for e in layer.extents(offset, within)? {
+            match e {
+                LayerExtent::Data { file_offset, len } => push(
+                    out,
+                    Extent::Data {
+                        layer: level,
+                        file_offset,
+                        len,
+                    },
+                ),
+                LayerExtent::Zero { len } => push(out, Extent::Zero { len }),
+                LayerExtent::Parent { len } => {
+                    if level + 1 < self.layers.len() {
+                        self.extents_from(level + 1, pos, len, out)?;
+                    } else {
+                        push(out, Extent::Zero { len });
+                    }
+                }
+            }
+            pos += e.len();
+        }
+        if len > within {
+            push(out, Extent::Zero { len: len - within });
+        }
+        Ok(())
+    }
+
+    fn check_range(&self, offset: u64, len: u64) -> Result<()> {
+        let size = self.virtual_size();
+        if offset.checked_add(len).is_none_or(|end| end > size) {
+            return Err(Error::OutOfRange {
+                path: self.top().path().to_owned(),
+                offset,
+                len,
+                size,
+            });
+        }
+        Ok(())
+    }
+
+    /// Reads `buf.len()` virtual bytes at `offset`, through the whole chain.
+    pub fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
+        self.check_range(offset, buf.len() as u64)?;
+        let mut pos = 0usize;
+        for e in self.extents(offset, buf.len() as u64)? {
+            let n = e.len() as usize;
+            let dst = &mut buf[pos..pos + n];
+            match e {
+                Extent::Data {
+                    layer, file_offset, ..
+                } => self.layers[layer].read_data(dst, file_offset)?,
+                Extent::Zero { .. } => dst.fill(0),
+            }
+            pos += n;
+        }
+        Ok(())
+    }
+
+    /// Writes `data` at virtual `offset` (any offset and length) into the file opened.
+    /// Partial sectors are completed from the chain's current content. Dynamic and
+    /// differencing disks are written in the crash-safe order documented on the file
+    /// layer; call [`Disk::flush`] before relying on fixed-disk data being durable.
+    pub fn write_at(&self, data: &[u8], offset: u64) -> Result<()> {
+        self.check_range(offset, data.len() as u64)?;
+        if data.is_empty() {
+            return Ok(());
+        }
+        let end = offset + data.len() as u64;
+        let start = offset / SECTOR_SIZE * SECTOR_SIZE;
+        let aligned_end = end.div_ceil(SECTOR_SIZE) * SECTOR_SIZE;
+        if start == offset && aligned_end == end {
+            return self.top().write_aligned(data, offset);
+        }
+        let mut buf = vec![0u8; (aligned_end - start) as usize];
+        // The virtual size is a whole number of sectors, so both sectors exist.
+        self.read_at(&mut buf[..SECTOR_SIZE as usize], start)?;
+        let last = aligned_end - SECTOR_SIZE;
+        let tail_at = (last - start) as usize;
+        self.read_at(&mut buf[tail_at..], last)?;
+        let head = (offset - start) as usize;
+        buf[head..head + data.len()].copy_from_slice(data);
+        self.top().write_aligned(&buf, start)
+    }
+
+    /// Makes every write durable.
+    pub fn flush(&self) -> Result<()> {
+        self.top().flush()
+    }
+}
+
+fn push(out: &mut Vec<Extent>, e: Extent) {
+    if let Some(last) = out.last_mut() {
+        match (last, e) {
+            (Extent::Zero { len }, Extent::Zero { len: l }) => {
+                *len += l;
+                return;
+            }
+            (
+                Extent::Data {
+                    layer,
+                    file_offset,
+                    len,
+                },
+                Extent::Data {
+                    layer: la,
+                    file_offset: o,
+                    len: l,
+                },
+            ) if *layer == la && *file_offset + *len == o => {
+                *len += l;
+                return;
+            }
+            _ => {}
+        }
+    }
+    out.push(e);
+}
+
+fn canonical(p: &Path) -> PathBuf {
+    std::fs::canonicalize(p).unwrap_or_else(|_| p.to_owned())
+}
+
+/// The paths where `child`'s parent may be, in the order they are tried: relative
+/// locators (against the child's directory), absolute locators, then the header's parent
+/// name next to the child.
+pub fn parent_candidates(child: &VhdFile) -> Vec<PathBuf> {
+    let Some(header) = child.header() else {
+        return Vec::new();
+    };
+    let dir = child
+        .path()
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    let mut relative = Vec::new();
+    let mut absolute = Vec::new();
+    let file_len = child.file_len();
+    for l in header.locators.iter().filter(|l| l.is_used()) {
+        let len = l.data_length.min(MAX_LOCATOR_DATA);
+        if len == 0 || l.data_offset.saturating_add(u64::from(len)) > file_len {
+            continue;
+        }
+        let mut payload = vec![0u8; len as usize];
+        if child
+            .backend()
+            .read_exact_at(&mut payload, l.data_offset)
+            .is_err()
+        {
+            continue;
+        }
+        if let Some(p) = l.decode_path(&payload) {
+            if p.relative {
+                relative.push(dir.join(&p.path));
+            } else {
+                absolute.push(PathBuf::from(&p.path));
+            }
+        }
+    }
+    let name = crate::spec::locator::windows_to_unix(&header.parent_name());
+    let mut by_name = Vec::new();
+    if !name.is_empty() {
+        if let Some(base) = Path::new(&name).file_name() {
+            by_name.push(dir.join(base));
+        }
+        if name.starts_with('/') {
+            by_name.push(PathBuf::from(&name));
+        }
+    }
+    let mut out: Vec<PathBuf> = Vec::new();
+    for p in relative.into_iter().chain(absolute).chain(by_name) {
+        let p = normalize(&p);
+        if !out.contains(&p) {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// Removes `.` components and folds `dir/..` lexically.
+fn normalize(p: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                if !out.pop() {
+                    out.push("..");
+                }
+            }
+            other => out.push(other.as_os_str()),
+        }
+    }
+    out
+}
+
+fn find_parent(
+    child: &VhdFile,
+    explicit: Option<PathBuf>,
+    opts: &OpenOptions,
+    resolver: &dyn ParentResolver,
+    warnings: &mut Vec<String>,
+) -> Result<VhdFile> {
+    let header = child.header().expect("differencing disks have a header");
+    let expected = header.parent_unique_id;
+    let candidates = match explicit {
+        Some(p) => vec![p],
+        None => parent_candidates(child),
+    };
+    let mut tried = Vec::new();
+    let mut mismatch: Option<VhdFile> = None;
+    for cand in candidates {
+        tried.push(cand.clone());
+        let Some(parent) = resolver.open(&cand, opts)? else {
+            continue;
+        };
+        let found = parent.footer().unique_id;
+        if found == expected {
+            return Ok(parent);
+        }
+        if mismatch.is_none() {
+            mismatch = Some(parent);
+        }
+    }
+    if let Some(parent) = mismatch {
+        if opts.ignore_parent_id {
+            warnings.push(format!(
+                "{}: parent {} has unique id {}, the child expects {}; used anyway as asked",
+                child.path().display(),
+                parent.path().display(),
+                parent.footer().unique_id,
+                expected
+            ));
+            return Ok(parent);
+        }
+        return Err(Error::ParentIdMismatch {
+            child: child.path().to_owned(),
+            parent: parent.path().to_owned(),
+            expected,
+            found: parent.footer().unique_id,
+        });
+    }
+    let name = header.parent_name();
+    Err(Error::ParentNotFound {
+        child: child.path().to_owned(),
+        name: if name.is_empty() {
+            "(no parent name recorded)".into()
+        } else {
+            name
+        },
+        tried,
+    })
+}

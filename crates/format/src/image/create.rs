@@ -1,0 +1,378 @@
+//! Creating disks: fixed, dynamic, differencing and host-drive.
+//!
+//! Every disk is written under a temporary name in the target's directory, made
+//! durable, then renamed into place without replacing anything, and the directory is
+//! synced: the target name appears only when the file is complete.
+
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+use crate::spec::header::check_block_size;
+use crate::spec::locator::{encode_utf16le, ParentLocator, PlatformCode};
+use crate::spec::{
+    round_up_to_sector, Bat, DiskType, DynamicHeader, Footer, VhdTime, DEFAULT_BLOCK_SIZE,
+    FOOTER_SIZE, HEADER_SIZE, MAX_CREATE_SIZE, MIN_CREATE_SIZE, SECTOR_SIZE,
+};
+
+use super::backend::{Backend, FileBackend};
+use super::chain::Disk;
+use super::{DiskKind, OpenOptions};
+
+/// What to create.
+#[derive(Debug, Clone)]
+pub struct CreateOptions {
+    /// Kind of disk.
+    pub kind: DiskKind,
+    /// Virtual size in bytes (fixed and dynamic; a multiple of 512 from 3 MiB to 2040 GiB).
+    pub size: u64,
+    /// Block size of dynamic and differencing disks (power of two, default 2 MiB).
+    pub block_size: u32,
+    /// Parent of a differencing disk; a relative path is looked up next to the child
+    /// first, then from the current directory.
+    pub parent: Option<PathBuf>,
+    /// Host device (or file) of a host-drive disk.
+    pub host_drive: Option<PathBuf>,
+    /// Create the host-drive link read-only.
+    pub read_only: bool,
+}
+
+impl CreateOptions {
+    /// A fixed or dynamic disk of `size` bytes.
+    pub fn new(kind: DiskKind, size: u64) -> CreateOptions {
+        CreateOptions {
+            kind,
+            size,
+            block_size: DEFAULT_BLOCK_SIZE,
+            parent: None,
+            host_drive: None,
+            read_only: false,
+        }
+    }
+
+    /// A differencing disk over `parent`.
+    pub fn differencing(parent: impl Into<PathBuf>) -> CreateOptions {
+        CreateOptions {
+            parent: Some(parent.into()),
+            ..CreateOptions::new(DiskKind::Differencing, 0)
+        }
+    }
+
+    /// A host-drive stub linking `device`.
+    pub fn host_drive(device: impl Into<PathBuf>, read_only: bool) -> CreateOptions {
+        CreateOptions {
+            host_drive: Some(device.into()),
+            read_only,
+            ..CreateOptions::new(DiskKind::HostDrive, 0)
+        }
+    }
+
+    /// Sets the block size.
+    pub fn block_size(mut self, block_size: u32) -> CreateOptions {
+        self.block_size = block_size;
+        self
+    }
+}
+
+/// Parses a size: bytes, or a number with a K/M/G/T suffix (powers of 1024; `KiB`,
+/// `KB` and `k` mean the same).
+///
+/// ```
+/// use vhdkit_format::image::parse_size;
+/// assert_eq!(parse_size("3M"), Ok(3 << 20));
+/// assert_eq!(parse_size("2GiB"), Ok(2 << 30));
+/// assert_eq!(parse_size("4096"), Ok(4096));
+/// assert!(parse_size("12X").is_err());
+/// ```
+pub fn parse_size(s: &str) -> std::result::Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, suffix) = t.split_at(split);
+    if num.is_empty() {
+        return Err(format!(
+            "invalid size {s:?}: expected a number of bytes with an optional K/M/G/T suffix"
+        ));
+    }
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("invalid size {s:?}: number too large"))?;
+    let shift = match suffix.to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        "t" | "tb" | "tib" => 40,
+        _ => {
+            return Err(format!(
+                "invalid size {s:?}: unknown suffix {suffix:?} (use K, M, G or T)"
+            ))
+        }
+    };
+    n.checked_mul(1u64 << shift)
+        .ok_or_else(|| format!("invalid size {s:?}: too large"))
+}
+
+/// Checks a fixed or dynamic disk size against the Virtual Server limits.
+pub fn check_create_size(size: u64) -> Result<()> {
+    if size < MIN_CREATE_SIZE {
+        return Err(Error::SizeTooSmall {
+            size,
+            detail: format!("the smallest disk is 3 MiB ({MIN_CREATE_SIZE} bytes)"),
+        });
+    }
+    if size > MAX_CREATE_SIZE {
+        return Err(Error::SizeTooLarge {
+            size,
+            detail: format!("the largest disk is 2040 GiB ({MAX_CREATE_SIZE} bytes)"),
+        });
+    }
+    if size % SECTOR_SIZE != 0 {
+        return Err(Error::InvalidArgument(format!(
+            "size {size} is not a multiple of 512 bytes"
+        )));
+    }
+    Ok(())
+}
+
+impl Disk {
+    /// Creates a disk at `path`, which must not exist.
+    pub fn create(path: impl AsRef<Path>, opts: &CreateOptions) -> Result<()> {
+        let path = path.as_ref();
+        if path.symlink_metadata().is_ok() {
+            return Err(Error::AlreadyExists {
+                path: path.to_owned(),
+            });
+        }
+        match opts.kind {
+            DiskKind::Fixed => {
+                check_create_size(opts.size)?;
+                let footer = Footer::new(DiskType::Fixed, opts.size);
+                write_new(path, |b| {
+                    b.set_len(opts.size)?;
+                    b.write_all_at(&footer.encode(), opts.size)
+                })
+            }
+            DiskKind::Dynamic => {
+                check_create_size(opts.size)?;
+                check_block_size(opts.block_size).map_err(Error::InvalidArgument)?;
+                let bytes = sparse_image(DiskType::Dynamic, opts.size, opts.block_size, None)?;
+                write_new(path, |b| b.write_all_at(&bytes, 0))
+            }
+            DiskKind::Differencing => {
+                check_block_size(opts.block_size).map_err(Error::InvalidArgument)?;
+                let parent = opts.parent.as_deref().ok_or_else(|| {
+                    Error::InvalidArgument("a differencing disk needs a parent".into())
+                })?;
+                let link = ParentLink::resolve(path, parent)?;
+                let bytes = sparse_image(
+                    DiskType::Differencing,
+                    link.size,
+                    opts.block_size,
+                    Some(&link),
+                )?;
+                write_new(path, |b| b.write_all_at(&bytes, 0))
+            }
+            DiskKind::HostDrive => {
+                let device = opts.host_drive.as_deref().ok_or_else(|| {
+                    Error::InvalidArgument("a host-drive disk needs a host drive".into())
+                })?;
+                let device =
+                    std::fs::canonicalize(device).map_err(|e| Error::HostDriveNotFound {
+                        path: path.to_owned(),
+                        device: device.to_owned(),
+                        detail: format!("cannot find it: {e}"),
+                    })?;
+                let f = File::open(&device).map_err(|e| Error::HostDriveNotFound {
+                    path: path.to_owned(),
+                    device: device.clone(),
+                    detail: format!("cannot open it: {e}"),
+                })?;
+                let dev = FileBackend::new(f);
+                let size = dev
+                    .len()
+                    .map_err(|e| Error::file(&device, "reading the size", e))?;
+                if size == 0 || size % SECTOR_SIZE != 0 {
+                    return Err(Error::InvalidArgument(format!(
+                        "host drive {} is {size} bytes: not a positive multiple of 512",
+                        device.display()
+                    )));
+                }
+                let bytes = super::hostdrive::stub_bytes(&device, &dev, size, opts.read_only)?;
+                write_new(path, |b| b.write_all_at(&bytes, 0))
+            }
+            DiskKind::Raw => Err(Error::InvalidArgument(
+                "vhdkit creates VHDs, not raw images".into(),
+            )),
+        }
+    }
+}
+
+/// What a child records about its parent.
+struct ParentLink {
+    size: u64,
+    unique_id: uuid::Uuid,
+    timestamp: VhdTime,
+    name: String,
+    absolute: String,
+    relative: String,
+}
+
+impl ParentLink {
+    fn resolve(child: &Path, parent: &Path) -> Result<ParentLink> {
+        let child_dir = child
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let child_dir = std::fs::canonicalize(child_dir)
+            .map_err(|e| Error::file(child_dir, "resolving the child's directory", e))?;
+        let parent_path = if parent.is_relative() && child_dir.join(parent).is_file() {
+            child_dir.join(parent)
+        } else {
+            parent.to_owned()
+        };
+        let parent_abs =
+            std::fs::canonicalize(&parent_path).map_err(|_| Error::ParentNotFound {
+                child: child.to_owned(),
+                name: parent.display().to_string(),
+                tried: vec![child_dir.join(parent), parent.to_owned()],
+            })?;
+        let disk = Disk::open_with(&parent_abs, &OpenOptions::new())?;
+        if disk.kind() == DiskKind::HostDrive || disk.kind() == DiskKind::Raw {
+            return Err(Error::WrongDiskType {
+                path: parent_abs,
+                found: disk.kind().to_string(),
+                expected: "a parent must be a fixed, dynamic or differencing VHD".into(),
+            });
+        }
+        let mtime = std::fs::metadata(&parent_abs)
+            .and_then(|m| m.modified())
+            .map_err(|e| Error::file(&parent_abs, "reading the modification time", e))?;
+        let rel =
+            pathdiff::diff_paths(&parent_abs, &child_dir).unwrap_or_else(|| parent_abs.clone());
+        let rel = rel.to_string_lossy().replace('/', "\\");
+        let relative = if rel.starts_with("..") {
+            rel
+        } else {
+            format!(".\\{rel}")
+        };
+        let name = parent_abs
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        Ok(ParentLink {
+            size: disk.virtual_size(),
+            unique_id: disk.top().footer().unique_id,
+            timestamp: VhdTime::from_system_time(mtime),
+            name,
+            absolute: parent_abs.to_string_lossy().into_owned(),
+            relative,
+        })
+    }
+}
+
+/// The bytes of a new dynamic or differencing disk without blocks:
+/// footer copy · header · BAT · [W2ku payload · W2ru payload] · footer.
+fn sparse_image(
+    disk_type: DiskType,
+    size: u64,
+    block_size: u32,
+    parent: Option<&ParentLink>,
+) -> Result<Vec<u8>> {
+    let entries = u32::try_from(size.div_ceil(u64::from(block_size)))
+        .map_err(|_| Error::InvalidArgument(format!("size {size} needs too many blocks")))?;
+    let table_offset = (FOOTER_SIZE + HEADER_SIZE) as u64;
+    let mut header = DynamicHeader::new(table_offset, entries, block_size);
+    let bat = Bat::new_unused(entries).encode();
+    let mut end = table_offset + bat.len() as u64;
+    let mut payloads: Vec<(u64, Vec<u8>)> = Vec::new();
+    let mut footer = Footer::new(disk_type, size);
+    if let Some(link) = parent {
+        header.parent_unique_id = link.unique_id;
+        header.parent_timestamp = link.timestamp;
+        header
+            .set_parent_name(&link.name)
+            .map_err(Error::InvalidArgument)?;
+        for (slot, (code, text)) in [
+            (PlatformCode::W2ku, &link.absolute),
+            (PlatformCode::W2ru, &link.relative),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let data = encode_utf16le(text);
+            let space = round_up_to_sector(data.len() as u64)
+                .filter(|&s| s <= u64::from(crate::spec::locator::MAX_LOCATOR_DATA))
+                .ok_or_else(|| Error::InvalidArgument("parent path too long".into()))?;
+            header.locators[slot] = ParentLocator {
+                code,
+                // Both fit: at most MAX_LOCATOR_DATA.
+                data_space: space as u32,
+                data_length: data.len() as u32,
+                reserved: 0,
+                data_offset: end,
+            };
+            payloads.push((end, data));
+            end += space;
+        }
+        footer.original_size = size;
+    }
+    let total = end + FOOTER_SIZE as u64;
+    let mut out = vec![0u8; total as usize];
+    let fbytes = footer.encode();
+    out[..FOOTER_SIZE].copy_from_slice(&fbytes);
+    out[FOOTER_SIZE..FOOTER_SIZE + HEADER_SIZE].copy_from_slice(&header.encode());
+    let t = table_offset as usize;
+    out[t..t + bat.len()].copy_from_slice(&bat);
+    for (at, data) in payloads {
+        out[at as usize..at as usize + data.len()].copy_from_slice(&data);
+    }
+    out[end as usize..].copy_from_slice(&fbytes);
+    Ok(out)
+}
+
+/// Writes a new file through `fill` under a temporary name beside `path`, syncs it,
+/// renames it to `path` without replacing anything, and syncs the directory.
+pub(crate) fn write_new(
+    path: &Path,
+    fill: impl FnOnce(&FileBackend) -> std::io::Result<()>,
+) -> Result<()> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "disk".into());
+    let tmp = tempfile::Builder::new()
+        .prefix(&format!(".{name}."))
+        .suffix(".vhdkit-tmp")
+        .tempfile_in(dir)
+        .map_err(|e| Error::file(dir, "creating a temporary file", e))?;
+    let backend = FileBackend::new(
+        tmp.as_file()
+            .try_clone()
+            .map_err(|e| Error::file(tmp.path(), "duplicating a handle", e))?,
+    );
+    fill(&backend).map_err(|e| Error::file(path, "writing the new disk", e))?;
+    let mut f = tmp.as_file();
+    f.flush()
+        .and_then(|_| f.sync_all())
+        .map_err(|e| Error::file(path, "syncing the new disk", e))?;
+    tmp.persist_noclobber(path).map_err(|e| {
+        if e.error.kind() == std::io::ErrorKind::AlreadyExists {
+            Error::AlreadyExists {
+                path: path.to_owned(),
+            }
+        } else {
+            Error::file(path, "renaming the new disk into place", e.error)
+        }
+    })?;
+    sync_dir(dir).map_err(|e| Error::file(dir, "syncing the directory", e))
+}
+
+/// Makes a directory's entries (a rename, a new file) durable.
+pub(crate) fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    File::open(dir)?.sync_all()
+}

@@ -1,0 +1,1087 @@
+//! One VHD file: its footer, and for dynamic and differencing disks its header, BAT and
+//! locators; or a host-drive stub and its device; or a raw image. Answers "where do the
+//! bytes of this virtual range live in this file" and writes into it crash-safely.
+
+use std::fs::{File, OpenOptions as FsOpenOptions};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+
+use crate::error::{Error, Result};
+use crate::spec::bat::check_block_layout;
+use crate::spec::bitmap::{set_range, SectorBitmap};
+use crate::spec::footer::{DISK_TYPE_HOST_DRIVE_STUB, POISON_COOKIE};
+use crate::spec::header::check_block_size;
+use crate::spec::hostdrive::HOST_DRIVE_HEADER_SIZE;
+use crate::spec::{
+    Bat, DiskType, DynamicHeader, Footer, HostDriveHeader, Severity, BAT_ENTRY_UNUSED,
+    FOOTER_COOKIE, FOOTER_SIZE, HEADER_SIZE, SECTOR_SIZE,
+};
+
+use super::backend::{Backend, FileBackend};
+use super::hostdrive;
+use super::OpenOptions;
+
+/// Where a range of one file's virtual bytes lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LayerExtent {
+    /// Stored in this file (or its host device) at `file_offset`.
+    Data {
+        /// Byte offset in the file (or device).
+        file_offset: u64,
+        /// Length in bytes.
+        len: u64,
+    },
+    /// Not stored here: reads as zeros in a parentless disk.
+    Zero {
+        /// Length in bytes.
+        len: u64,
+    },
+    /// Not stored here: comes from the parent.
+    Parent {
+        /// Length in bytes.
+        len: u64,
+    },
+}
+
+impl LayerExtent {
+    /// Length of the extent.
+    pub fn len(&self) -> u64 {
+        match *self {
+            LayerExtent::Data { len, .. }
+            | LayerExtent::Zero { len }
+            | LayerExtent::Parent { len } => len,
+        }
+    }
+
+    /// Whether the extent is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Which footer copy an image was opened with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FooterSource {
+    /// The footer at the end of the file (the normal case).
+    End,
+    /// The 511-byte footer of Virtual PC before 2004.
+    ShortEnd,
+    /// The copy at offset 0, because the footer at the end is damaged.
+    Copy,
+}
+
+/// The layout-specific part of an open file.
+#[derive(Debug)]
+pub(crate) enum Layout {
+    Raw,
+    Fixed,
+    Sparse(Sparse),
+    HostDrive(HostDrive),
+}
+
+#[derive(Debug)]
+pub(crate) struct Sparse {
+    pub header: DynamicHeader,
+    pub header_offset: u64,
+    pub bat: RwLock<Bat>,
+    pub block_size: u64,
+    pub bitmap_size: u64,
+    /// Byte ranges taken by metadata: footer copy, header, BAT, locator payloads.
+    pub metadata: Vec<(u64, u64)>,
+    pub state: Mutex<SparseState>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SparseState {
+    /// Where the next block's bitmap may start (before alignment).
+    pub next_free: u64,
+    /// Where the trailing footer is.
+    pub footer_at: u64,
+}
+
+#[derive(Debug)]
+pub(crate) struct HostDrive {
+    pub header: Mutex<HostDriveHeader>,
+    pub device: Arc<dyn Backend>,
+    pub device_path: PathBuf,
+    pub dirty_identity: Mutex<bool>,
+}
+
+/// One open VHD file (one level of a chain).
+#[derive(Debug)]
+pub struct VhdFile {
+    path: PathBuf,
+    backend: Arc<dyn Backend>,
+    writable: bool,
+    footer: Footer,
+    footer_source: FooterSource,
+    file_len: u64,
+    pub(crate) layout: Layout,
+    warnings: Vec<String>,
+}
+
+/// Block data is placed so that it starts on this boundary (bitmap just before it), as
+/// Windows and blktap do: page-aligned data for the page cache and memory maps.
+pub const DATA_ALIGNMENT: u64 = 4096;
+
+impl VhdFile {
+    /// Opens `path` as a VHD (read-only unless `opts.writable`).
+    pub fn open(path: &Path, opts: &OpenOptions) -> Result<VhdFile> {
+        let file = open_file(path, opts.writable)?;
+        let backend: Arc<dyn Backend> = Arc::new(FileBackend::new(file));
+        VhdFile::from_backend(path, backend, opts)
+    }
+
+    /// Opens `path` as a VHD if it has a footer, else as a raw image.
+    pub fn open_any(path: &Path, opts: &OpenOptions) -> Result<VhdFile> {
+        let file = open_file(path, opts.writable)?;
+        let backend: Arc<dyn Backend> = Arc::new(FileBackend::new(file));
+        if looks_like_vhd(&*backend) {
+            VhdFile::from_backend(path, backend, opts)
+        } else {
+            VhdFile::raw(path, backend, opts.writable)
+        }
+    }
+
+    /// Wraps a raw image: every byte is disk data, the file's length is the disk's size.
+    pub fn raw(path: &Path, backend: Arc<dyn Backend>, writable: bool) -> Result<VhdFile> {
+        let len = backend
+            .len()
+            .map_err(|e| Error::file(path, "reading the length", e))?;
+        let mut footer = Footer::new(DiskType::Fixed, len);
+        footer.cookie = [0; 8];
+        Ok(VhdFile {
+            path: path.to_owned(),
+            backend,
+            writable,
+            footer,
+            footer_source: FooterSource::End,
+            file_len: len,
+            layout: Layout::Raw,
+            warnings: Vec::new(),
+        })
+    }
+
+    /// Opens a VHD held by any backend (memory in tests and fuzzing).
+    pub fn from_backend(
+        path: &Path,
+        backend: Arc<dyn Backend>,
+        opts: &OpenOptions,
+    ) -> Result<VhdFile> {
+        let len = backend
+            .len()
+            .map_err(|e| Error::file(path, "reading the length", e))?;
+        let mut warnings = Vec::new();
+        let (footer, footer_source, footer_at) =
+            read_footer(path, &*backend, len, opts, &mut warnings)?;
+        let problems = footer.validate(Some(len));
+        for p in &problems {
+            if p.field == "checksum" {
+                continue; // handled by read_footer
+            }
+            match p.severity {
+                Severity::Error => {
+                    if let DiskType::Reserved(code) | DiskType::Unknown(code) = footer.disk_type {
+                        if code != DISK_TYPE_HOST_DRIVE_STUB {
+                            return Err(Error::Unsupported {
+                                path: path.to_owned(),
+                                detail: format!(
+                                    "footer disk type {code} (a deprecated or unknown type, e.g. a Connectix linked disk) is not supported"
+                                ),
+                            });
+                        }
+                    }
+                    return Err(
+                        Error::corrupt(path, "footer", footer_at, &p.message).with_field(p.field)
+                    );
+                }
+                Severity::Warning => warnings.push(p.to_string()),
+                Severity::Info => {}
+            }
+        }
+        let layout = match footer.disk_type {
+            DiskType::Fixed => {
+                let data_len = footer_at;
+                if data_len < footer.current_size {
+                    return Err(Error::corrupt(
+                        path,
+                        "footer",
+                        footer_at,
+                        format!(
+                            "fixed disk holds {data_len} bytes of data but its footer says {} (file truncated?)",
+                            footer.current_size
+                        ),
+                    ));
+                }
+                if data_len > footer.current_size {
+                    warnings.push(format!(
+                        "fixed disk has {} bytes after its data before the footer",
+                        data_len - footer.current_size
+                    ));
+                }
+                Layout::Fixed
+            }
+            DiskType::Dynamic | DiskType::Differencing => Layout::Sparse(open_sparse(
+                path,
+                &*backend,
+                &footer,
+                len,
+                footer_at,
+                footer_source,
+                opts,
+                &mut warnings,
+            )?),
+            _ => Layout::HostDrive(hostdrive::open_stub(
+                path,
+                &*backend,
+                &footer,
+                len,
+                opts,
+                &mut warnings,
+            )?),
+        };
+        Ok(VhdFile {
+            path: path.to_owned(),
+            backend,
+            writable: opts.writable,
+            footer,
+            footer_source,
+            file_len: len,
+            layout,
+            warnings,
+        })
+    }
+
+    /// Path of the file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The footer in use.
+    pub fn footer(&self) -> &Footer {
+        &self.footer
+    }
+
+    /// Which footer copy was used.
+    pub fn footer_source(&self) -> FooterSource {
+        self.footer_source
+    }
+
+    /// The dynamic header, for dynamic and differencing disks.
+    pub fn header(&self) -> Option<&DynamicHeader> {
+        match &self.layout {
+            Layout::Sparse(s) => Some(&s.header),
+            _ => None,
+        }
+    }
+
+    /// The host-drive header, for host-drive stubs.
+    pub fn host_drive(&self) -> Option<(HostDriveHeader, PathBuf)> {
+        match &self.layout {
+            Layout::HostDrive(h) => Some((
+                h.header.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+                h.device_path.clone(),
+            )),
+            _ => None,
+        }
+    }
+
+    /// A copy of the BAT, for dynamic and differencing disks.
+    pub fn bat(&self) -> Option<Bat> {
+        match &self.layout {
+            Layout::Sparse(s) => Some(s.bat.read().unwrap_or_else(|e| e.into_inner()).clone()),
+            _ => None,
+        }
+    }
+
+    /// Block size of dynamic and differencing disks.
+    pub fn block_size(&self) -> Option<u64> {
+        match &self.layout {
+            Layout::Sparse(s) => Some(s.block_size),
+            _ => None,
+        }
+    }
+
+    /// Bytes of sector bitmap before each block.
+    pub fn bitmap_size(&self) -> Option<u64> {
+        match &self.layout {
+            Layout::Sparse(s) => Some(s.bitmap_size),
+            _ => None,
+        }
+    }
+
+    /// Kind of the file.
+    pub fn kind(&self) -> super::DiskKind {
+        match &self.layout {
+            Layout::Raw => super::DiskKind::Raw,
+            Layout::Fixed => super::DiskKind::Fixed,
+            Layout::HostDrive(_) => super::DiskKind::HostDrive,
+            Layout::Sparse(_) if self.footer.disk_type == DiskType::Differencing => {
+                super::DiskKind::Differencing
+            }
+            Layout::Sparse(_) => super::DiskKind::Dynamic,
+        }
+    }
+
+    /// Virtual size in bytes: the footer's current size (what Hyper-V, libvhdi and
+    /// qemu for every creator but `vpc `/`qemu` present).
+    pub fn virtual_size(&self) -> u64 {
+        self.footer.current_size
+    }
+
+    /// Length of the file when opened, or as grown since.
+    pub fn file_len(&self) -> u64 {
+        match &self.layout {
+            Layout::Sparse(s) => {
+                let st = s.state.lock().unwrap_or_else(|e| e.into_inner());
+                (st.footer_at + FOOTER_SIZE as u64).max(self.file_len)
+            }
+            _ => self.file_len,
+        }
+    }
+
+    /// Whether writes are allowed.
+    pub fn is_writable(&self) -> bool {
+        self.writable
+    }
+
+    /// Warnings met while opening (damaged footer used from its copy, bad checksums
+    /// accepted, …).
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
+    }
+
+    /// The backend holding the file.
+    pub fn backend(&self) -> &Arc<dyn Backend> {
+        &self.backend
+    }
+
+    /// Whether this is a differencing disk.
+    pub fn is_differencing(&self) -> bool {
+        self.footer.disk_type == DiskType::Differencing && matches!(self.layout, Layout::Sparse(_))
+    }
+
+    /// Byte ranges of the file's metadata (footer copy, header, BAT, locator payloads)
+    /// for dynamic and differencing disks.
+    pub fn metadata_ranges(&self) -> Vec<(u64, u64)> {
+        match &self.layout {
+            Layout::Sparse(s) => s.metadata.clone(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Number of allocated blocks (dynamic and differencing disks).
+    pub fn allocated_blocks(&self) -> u64 {
+        match &self.layout {
+            Layout::Sparse(s) => s
+                .bat
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .allocated_count(),
+            _ => 0,
+        }
+    }
+
+    /// Reads the bitmap of an allocated block.
+    pub(crate) fn read_bitmap(&self, s: &Sparse, block_offset: u64) -> Result<Vec<u8>> {
+        let mut bm = vec![0u8; s.bitmap_size as usize];
+        self.backend
+            .read_exact_at(&mut bm, block_offset)
+            .map_err(|e| Error::io(&self.path, "reading a sector bitmap", block_offset, e))?;
+        Ok(bm)
+    }
+
+    /// Where the bytes of `offset..offset + len` (within the virtual size) live in this
+    /// file, in order. Unstored parts are `Parent` for differencing disks and `Zero`
+    /// otherwise.
+    pub fn extents(&self, offset: u64, len: u64) -> Result<Vec<LayerExtent>> {
+        let mut out = Vec::new();
+        let size = self.virtual_size();
+        let end = offset.saturating_add(len).min(size);
+        let mut pos = offset.min(size);
+        let absent = |len| {
+            if self.is_differencing() {
+                LayerExtent::Parent { len }
+            } else {
+                LayerExtent::Zero { len }
+            }
+        };
+        match &self.layout {
+            Layout::Raw | Layout::Fixed | Layout::HostDrive(_) => {
+                if end > pos {
+                    out.push(LayerExtent::Data {
+                        file_offset: pos,
+                        len: end - pos,
+                    });
+                }
+            }
+            Layout::Sparse(s) => {
+                let bat = s.bat.read().unwrap_or_else(|e| e.into_inner());
+                while pos < end {
+                    let block = pos / s.block_size;
+                    let in_block = pos % s.block_size;
+                    let n = (s.block_size - in_block).min(end - pos);
+                    match bat.block_offset(block) {
+                        None => push(&mut out, absent(n)),
+                        Some(boff) => {
+                            let bm = self.read_bitmap(s, boff)?;
+                            let bitmap = SectorBitmap::new(&bm);
+                            let data = boff + s.bitmap_size;
+                            let mut p = in_block;
+                            let stop = in_block + n;
+                            while p < stop {
+                                let sector = p / SECTOR_SIZE;
+                                let last_sector = (stop - 1) / SECTOR_SIZE;
+                                let run = bitmap.run_length(sector, last_sector - sector + 1);
+                                let run_end = ((sector + run) * SECTOR_SIZE).min(stop);
+                                let l = run_end - p;
+                                if bitmap.is_set(sector) {
+                                    push(
+                                        &mut out,
+                                        LayerExtent::Data {
+                                            file_offset: data + p,
+                                            len: l,
+                                        },
+                                    );
+                                } else {
+                                    push(&mut out, absent(l));
+                                }
+                                p = run_end;
+                            }
+                        }
+                    }
+                    pos += n;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Reads stored bytes at a file offset given by a `Data` extent.
+    pub fn read_data(&self, buf: &mut [u8], file_offset: u64) -> Result<()> {
+        match &self.layout {
+            Layout::HostDrive(h) => h
+                .device
+                .read_exact_at(buf, file_offset)
+                .map_err(|e| Error::io(&h.device_path, "reading the host drive", file_offset, e)),
+            _ => self
+                .backend
+                .read_exact_at(buf, file_offset)
+                .map_err(|e| Error::io(&self.path, "reading disk data", file_offset, e)),
+        }
+    }
+
+    fn check_writable(&self) -> Result<()> {
+        if !self.writable {
+            return Err(Error::ReadOnly {
+                path: self.path.clone(),
+                detail: "opened read-only".into(),
+            });
+        }
+        if let Layout::HostDrive(h) = &self.layout {
+            if h.header
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .read_only()
+            {
+                return Err(Error::ReadOnly {
+                    path: self.path.clone(),
+                    detail: "the host-drive link was created read-only".into(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes sector-aligned `data` at sector-aligned virtual `offset`.
+    ///
+    /// Crash-safe write order for dynamic and differencing disks (the image stays valid
+    /// and reads as either the old or the new data if the process dies between any two
+    /// steps; a BAT entry never points at a block whose bitmap and data are not durable):
+    ///
+    /// 1. If new blocks are needed, write the footer at the new end of the file first:
+    ///    the file ends with a valid footer at every instant.
+    /// 2. Write every new block's bitmap (bits of the written sectors only) and data,
+    ///    zero-filling whatever part of it overlaps the old file contents, and write the
+    ///    data of ranges in already allocated blocks.
+    /// 3. `fdatasync`.
+    /// 4. Set the new bitmap bits of already allocated blocks, and write the BAT sectors
+    ///    holding the new entries (one 512-byte sector each).
+    /// 5. `fdatasync`.
+    ///
+    /// A crash before 4 leaves unreferenced space at the end (`check` reports it; the next
+    /// allocation reuses nothing, `check --repair` or `compact` reclaims it) and sectors
+    /// whose bits are still clear, which read as before.
+    pub(crate) fn write_aligned(&self, data: &[u8], offset: u64) -> Result<()> {
+        self.check_writable()?;
+        debug_assert!(offset % SECTOR_SIZE == 0 && data.len() as u64 % SECTOR_SIZE == 0);
+        let len = data.len() as u64;
+        let end = offset
+            .checked_add(len)
+            .filter(|&e| e <= self.virtual_size());
+        if end.is_none() {
+            return Err(Error::OutOfRange {
+                path: self.path.clone(),
+                offset,
+                len,
+                size: self.virtual_size(),
+            });
+        }
+        match &self.layout {
+            Layout::Raw | Layout::Fixed => self
+                .backend
+                .write_all_at(data, offset)
+                .map_err(|e| Error::io(&self.path, "writing disk data", offset, e)),
+            Layout::HostDrive(h) => {
+                h.device
+                    .write_all_at(data, offset)
+                    .map_err(|e| Error::io(&h.device_path, "writing the host drive", offset, e))?;
+                if hostdrive::touches_identity(h, offset, len) {
+                    *h.dirty_identity.lock().unwrap_or_else(|e| e.into_inner()) = true;
+                }
+                Ok(())
+            }
+            Layout::Sparse(s) => self.write_sparse(s, data, offset),
+        }
+    }
+
+    fn write_sparse(&self, s: &Sparse, data: &[u8], offset: u64) -> Result<()> {
+        let io = |doing, at| move |e| Error::io(&self.path, doing, at, e);
+        let mut state = s.state.lock().unwrap_or_else(|e| e.into_inner());
+        let old_len = state.footer_at + FOOTER_SIZE as u64;
+        let stride = s.bitmap_size + s.block_size;
+
+        // Plan: split into block pieces; place new blocks.
+        struct Piece {
+            block: u64,
+            in_block: u64,
+            src: std::ops::Range<usize>,
+            block_offset: u64,
+            new: bool,
+        }
+        let mut pieces = Vec::new();
+        let mut next_free = state.next_free;
+        {
+            let bat = s.bat.read().unwrap_or_else(|e| e.into_inner());
+            let mut pos = offset;
+            let end = offset + data.len() as u64;
+            while pos < end {
+                let block = pos / s.block_size;
+                let in_block = pos % s.block_size;
+                let n = (s.block_size - in_block).min(end - pos);
+                let src = (pos - offset) as usize..(pos - offset + n) as usize;
+                let (block_offset, new) = match bat.block_offset(block) {
+                    Some(o) => (o, false),
+                    None => match pieces.iter().find(|p: &&Piece| p.block == block && p.new) {
+                        Some(p) => (p.block_offset, true),
+                        None => {
+                            let at = align_block(next_free, s.bitmap_size);
+                            next_free = at + stride;
+                            (at, true)
+                        }
+                    },
+                };
+                pieces.push(Piece {
+                    block,
+                    in_block,
+                    src,
+                    block_offset,
+                    new,
+                });
+                pos += n;
+            }
+        }
+        let new_blocks: Vec<(u64, u64)> = {
+            let mut v: Vec<(u64, u64)> = pieces
+                .iter()
+                .filter(|p| p.new)
+                .map(|p| (p.block, p.block_offset))
+                .collect();
+            v.dedup();
+            v
+        };
+        for &(_, at) in &new_blocks {
+            if (at / SECTOR_SIZE) >= u64::from(BAT_ENTRY_UNUSED) {
+                return Err(Error::Unsupported {
+                    path: self.path.clone(),
+                    detail: "the file would grow past 2 TiB, beyond what a BAT entry can address"
+                        .into(),
+                });
+            }
+        }
+
+        // Step 1: footer at the new end.
+        let new_footer_at = next_free.max(state.footer_at);
+        if new_footer_at != state.footer_at {
+            let bytes = self.footer.encode();
+            self.backend
+                .write_all_at(&bytes, new_footer_at)
+                .map_err(io("writing the footer at the new end", new_footer_at))?;
+        }
+
+        // Step 2: new blocks (bitmap + data, zero-filled where old bytes lie) and data of
+        // existing blocks.
+        for &(block, at) in &new_blocks {
+            let mut bitmap = vec![0u8; s.bitmap_size as usize];
+            for p in pieces.iter().filter(|p| p.block == block) {
+                let first = p.in_block / SECTOR_SIZE;
+                set_range(&mut bitmap, first, p.src.len() as u64 / SECTOR_SIZE);
+            }
+            self.backend
+                .write_all_at(&bitmap, at)
+                .map_err(io("writing a new block's bitmap", at))?;
+            // Zero whatever of the data area lies inside the old file contents.
+            let data_at = at + s.bitmap_size;
+            if data_at < old_len {
+                let zero_end = (data_at + s.block_size).min(old_len);
+                let zeros = vec![0u8; (zero_end - data_at) as usize];
+                self.backend
+                    .write_all_at(&zeros, data_at)
+                    .map_err(io("zero-filling a new block", data_at))?;
+            }
+        }
+        for p in &pieces {
+            let at = p.block_offset + s.bitmap_size + p.in_block;
+            self.backend
+                .write_all_at(&data[p.src.clone()], at)
+                .map_err(io("writing block data", at))?;
+        }
+        // Step 3.
+        self.backend
+            .sync()
+            .map_err(|e| Error::file(&self.path, "syncing block data", e))?;
+
+        // Step 4: bitmap bits of existing blocks, then BAT sectors of new blocks.
+        for p in pieces.iter().filter(|p| !p.new) {
+            let mut bm = self.read_bitmap(s, p.block_offset)?;
+            let before = bm.clone();
+            let first = p.in_block / SECTOR_SIZE;
+            let count = p.src.len() as u64 / SECTOR_SIZE;
+            set_range(&mut bm, first, count);
+            if bm != before {
+                // Rewrite only the bitmap sectors that changed.
+                for (i, (a, b)) in bm.chunks(512).zip(before.chunks(512)).enumerate() {
+                    if a != b {
+                        let at = p.block_offset + i as u64 * SECTOR_SIZE;
+                        self.backend
+                            .write_all_at(a, at)
+                            .map_err(io("updating a sector bitmap", at))?;
+                    }
+                }
+            }
+        }
+        if !new_blocks.is_empty() {
+            let mut bat = s.bat.write().unwrap_or_else(|e| e.into_inner());
+            for &(block, at) in &new_blocks {
+                // Fits: checked against BAT_ENTRY_UNUSED above.
+                bat.set(block, (at / SECTOR_SIZE) as u32);
+            }
+            let mut sectors: Vec<u64> = new_blocks
+                .iter()
+                .map(|&(b, _)| b * 4 / SECTOR_SIZE)
+                .collect();
+            sectors.dedup();
+            for sector in sectors {
+                let (_, bytes) = bat.sector_of(sector * SECTOR_SIZE / 4);
+                let at = s.header.table_offset + sector * SECTOR_SIZE;
+                self.backend
+                    .write_all_at(&bytes, at)
+                    .map_err(io("writing a BAT sector", at))?;
+            }
+        }
+        // Step 5.
+        self.backend
+            .sync()
+            .map_err(|e| Error::file(&self.path, "syncing the BAT", e))?;
+        state.next_free = next_free.max(state.next_free);
+        state.footer_at = new_footer_at;
+        Ok(())
+    }
+
+    /// Makes all writes durable; for host drives, refreshes the identity record.
+    pub fn flush(&self) -> Result<()> {
+        if !self.writable {
+            return Ok(());
+        }
+        if let Layout::HostDrive(h) = &self.layout {
+            h.device
+                .sync()
+                .map_err(|e| Error::file(&h.device_path, "syncing the host drive", e))?;
+            hostdrive::refresh_identity(self, h)?;
+        }
+        self.backend
+            .sync()
+            .map_err(|e| Error::file(&self.path, "syncing", e))
+    }
+
+    /// Rewrites the footer (at the end, and at offset 0 for dynamic and differencing
+    /// disks) with new field values, durably: end copy first, sync, then offset 0.
+    pub fn rewrite_footer(&mut self, footer: Footer) -> Result<()> {
+        self.check_writable()?;
+        let bytes = footer.encode();
+        let at = match &self.layout {
+            Layout::Sparse(s) => s.state.lock().unwrap_or_else(|e| e.into_inner()).footer_at,
+            _ => self.file_len.saturating_sub(FOOTER_SIZE as u64),
+        };
+        self.backend
+            .write_all_at(&bytes, at)
+            .map_err(|e| Error::io(&self.path, "writing the footer", at, e))?;
+        self.backend
+            .sync()
+            .map_err(|e| Error::file(&self.path, "syncing the footer", e))?;
+        if footer.disk_type.is_sparse() || matches!(self.layout, Layout::HostDrive(_)) {
+            self.backend
+                .write_all_at(&bytes, 0)
+                .map_err(|e| Error::io(&self.path, "writing the footer copy", 0, e))?;
+            self.backend
+                .sync()
+                .map_err(|e| Error::file(&self.path, "syncing the footer copy", e))?;
+        }
+        self.footer = Footer::decode(&bytes).map_err(|e| Error::InvalidArgument(e.to_string()))?;
+        Ok(())
+    }
+
+    /// Rewrites the dynamic header durably (e.g. a new parent timestamp after a merge).
+    pub fn rewrite_header(&mut self, header: DynamicHeader) -> Result<()> {
+        self.check_writable()?;
+        let Layout::Sparse(s) = &mut self.layout else {
+            return Err(Error::WrongDiskType {
+                path: self.path.clone(),
+                found: self.footer.disk_type.to_string(),
+                expected: "expected a dynamic or differencing disk".into(),
+            });
+        };
+        let bytes = header.encode();
+        self.backend
+            .write_all_at(&bytes, s.header_offset)
+            .map_err(|e| Error::io(&self.path, "writing the dynamic header", s.header_offset, e))?;
+        self.backend
+            .sync()
+            .map_err(|e| Error::file(&self.path, "syncing the dynamic header", e))?;
+        s.header =
+            DynamicHeader::decode(&bytes).map_err(|e| Error::InvalidArgument(e.to_string()))?;
+        Ok(())
+    }
+}
+
+fn push(out: &mut Vec<LayerExtent>, e: LayerExtent) {
+    if let Some(last) = out.last_mut() {
+        match (last, e) {
+            (LayerExtent::Zero { len }, LayerExtent::Zero { len: l })
+            | (LayerExtent::Parent { len }, LayerExtent::Parent { len: l }) => {
+                *len += l;
+                return;
+            }
+            (
+                LayerExtent::Data { file_offset, len },
+                LayerExtent::Data {
+                    file_offset: o,
+                    len: l,
+                },
+            ) if *file_offset + *len == o => {
+                *len += l;
+                return;
+            }
+            _ => {}
+        }
+    }
+    out.push(e);
+}
+
+/// Where a new block goes at or after `free`: the bitmap ends where the data starts, on
+/// a [`DATA_ALIGNMENT`] boundary.
+pub(crate) fn align_block(free: u64, bitmap_size: u64) -> u64 {
+    let data = (free + bitmap_size).div_ceil(DATA_ALIGNMENT) * DATA_ALIGNMENT;
+    data - bitmap_size
+}
+
+pub(crate) fn open_file(path: &Path, writable: bool) -> Result<File> {
+    let file = FsOpenOptions::new()
+        .read(true)
+        .write(writable)
+        .open(path)
+        .map_err(|e| {
+            if e.kind() == std::io::ErrorKind::PermissionDenied && writable {
+                Error::ReadOnly {
+                    path: path.to_owned(),
+                    detail: "no write permission".into(),
+                }
+            } else {
+                Error::file(path, "opening", e)
+            }
+        })?;
+    let meta = file
+        .metadata()
+        .map_err(|e| Error::file(path, "reading metadata", e))?;
+    if meta.is_dir() {
+        return Err(Error::NotVhd {
+            path: path.to_owned(),
+            detail: "it is a directory".into(),
+        });
+    }
+    // Advisory locks: shared for readers, exclusive for the writer.
+    let locked = if writable {
+        file.try_lock()
+    } else {
+        file.try_lock_shared()
+    };
+    if let Err(std::fs::TryLockError::WouldBlock) = locked {
+        return Err(Error::InUse {
+            path: path.to_owned(),
+        });
+    }
+    Ok(file)
+}
+
+/// Whether the backend has a `conectix` cookie at its end or at offset 0.
+pub(crate) fn looks_like_vhd(b: &dyn Backend) -> bool {
+    let Ok(len) = b.len() else { return false };
+    let mut cookie = [0u8; 8];
+    let at = |off: u64, c: &mut [u8; 8]| b.read_exact_at(c, off).is_ok() && *c == FOOTER_COOKIE;
+    (len >= 512 && at(len - 512, &mut cookie))
+        || (len >= 511 && len % 512 == 511 && at(len - 511, &mut cookie))
+        || (len >= 512 && at(0, &mut cookie))
+}
+
+fn read_footer_at(b: &dyn Backend, at: u64, short: bool) -> Option<Footer> {
+    let mut buf = [0u8; FOOTER_SIZE];
+    let n = if short { FOOTER_SIZE - 1 } else { FOOTER_SIZE };
+    b.read_exact_at(&mut buf[..n], at).ok()?;
+    Footer::decode(&buf).ok()
+}
+
+/// Picks the footer: the one at the end, the 511-byte one of old Virtual PC, or the copy
+/// at offset 0 when the end is damaged. Returns it, where it came from, and where the
+/// trailing footer sits (the offset where disk data must end).
+fn read_footer(
+    path: &Path,
+    b: &dyn Backend,
+    len: u64,
+    opts: &OpenOptions,
+    warnings: &mut Vec<String>,
+) -> Result<(Footer, FooterSource, u64)> {
+    if len < FOOTER_SIZE as u64 {
+        return Err(Error::NotVhd {
+            path: path.to_owned(),
+            detail: format!("the file is {len} bytes, too short to hold a 512-byte footer"),
+        });
+    }
+    let end = read_footer_at(b, len - 512, false);
+    let short = if len % 512 == 511 {
+        read_footer_at(b, len - 511, true)
+    } else {
+        None
+    };
+    let copy = read_footer_at(b, 0, false).filter(|f| f.cookie_ok() && f.disk_type.is_sparse());
+    let good = |f: &Option<Footer>| f.as_ref().is_some_and(|f| f.cookie_ok() && f.checksum_ok());
+    if good(&end) {
+        return Ok((end.expect("checked"), FooterSource::End, len - 512));
+    }
+    if good(&short) {
+        return Ok((short.expect("checked"), FooterSource::ShortEnd, len - 511));
+    }
+    if end.as_ref().is_some_and(|f| f.cookie == POISON_COOKIE) {
+        return Err(Error::Unsupported {
+            path: path.to_owned(),
+            detail:
+                "the footer cookie is `v_poison`: the disk was disabled on purpose by XenServer"
+                    .into(),
+        });
+    }
+    let end_state = match &end {
+        Some(f) if f.cookie_ok() => format!(
+            "the footer at {:#x} has a bad checksum (stored {:#010x}, computed {:#010x})",
+            len - 512,
+            f.checksum,
+            f.computed_checksum()
+        ),
+        _ => format!("there is no footer at {:#x}", len - 512),
+    };
+    if let Some(c) = copy.as_ref().filter(|c| c.checksum_ok()) {
+        warnings.push(format!(
+            "{end_state}; using the footer copy at offset 0 (check --repair restores it)"
+        ));
+        // Blocks may reach the end of the file when the trailing footer was lost.
+        let footer_at = if end.as_ref().is_some_and(|f| f.cookie_ok()) {
+            len - 512
+        } else {
+            len
+        };
+        return Ok((c.clone(), FooterSource::Copy, footer_at));
+    }
+    // A footer with the right cookie but a bad checksum, and no better copy: libvhdi and
+    // VirtualBox read such files; vhdkit does too unless asked to be strict, and says so.
+    for (cand, source, at) in [
+        (&end, FooterSource::End, len - 512),
+        (&short, FooterSource::ShortEnd, len.saturating_sub(511)),
+    ] {
+        if let Some(f) = cand.as_ref().filter(|f| f.cookie_ok()) {
+            if opts.strict {
+                return Err(Error::corrupt(
+                    path,
+                    "footer",
+                    at,
+                    format!(
+                        "checksum stored {:#010x}, computed {:#010x}",
+                        f.checksum,
+                        f.computed_checksum()
+                    ),
+                )
+                .with_field("checksum"));
+            }
+            warnings.push(format!(
+                "footer checksum is wrong (stored {:#010x}, computed {:#010x}); reading anyway",
+                f.checksum,
+                f.computed_checksum()
+            ));
+            return Ok((f.clone(), source, at));
+        }
+    }
+    if let Some(c) = copy {
+        if !opts.strict {
+            warnings.push(format!(
+                "{end_state}; the footer copy at offset 0 has a bad checksum too; reading it anyway"
+            ));
+            return Ok((c, FooterSource::Copy, len));
+        }
+    }
+    Err(Error::NotVhd {
+        path: path.to_owned(),
+        detail: format!(
+            "no `conectix` footer at the end ({:#x}) or at offset 0",
+            len - 512
+        ),
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn open_sparse(
+    path: &Path,
+    b: &dyn Backend,
+    footer: &Footer,
+    len: u64,
+    footer_at: u64,
+    source: FooterSource,
+    opts: &OpenOptions,
+    warnings: &mut Vec<String>,
+) -> Result<Sparse> {
+    let hoff = footer.data_offset;
+    let hend = hoff
+        .checked_add(HEADER_SIZE as u64)
+        .filter(|&e| e <= len)
+        .ok_or_else(|| {
+            Error::corrupt(
+                path,
+                "footer",
+                footer_at,
+                format!("data offset {hoff:#x} points past the end of the file ({len:#x})"),
+            )
+            .with_field("data offset")
+        })?;
+    let mut raw = [0u8; HEADER_SIZE];
+    b.read_exact_at(&mut raw, hoff)
+        .map_err(|e| Error::io(path, "reading the dynamic header", hoff, e))?;
+    let header = DynamicHeader::decode(&raw).map_err(|e| Error::InvalidArgument(e.to_string()))?;
+    let differencing = footer.disk_type == DiskType::Differencing;
+    for p in header.validate(footer.current_size, Some(len), differencing) {
+        match (p.severity, p.field) {
+            (Severity::Error, "checksum") if !opts.strict => {
+                warnings.push(format!("{p}; reading anyway"))
+            }
+            (Severity::Error, field) => {
+                return Err(
+                    Error::corrupt(path, "dynamic header", hoff, p.message).with_field(field)
+                )
+            }
+            (Severity::Warning, _) => warnings.push(p.to_string()),
+            (Severity::Info, _) => {}
+        }
+    }
+    check_block_size(header.block_size)
+        .map_err(|m| Error::corrupt(path, "dynamic header", hoff + 32, m))?;
+    let block_size = u64::from(header.block_size);
+    let bitmap_size = header.bitmap_size();
+    // Only the entries that cover the virtual size matter; any beyond are slack.
+    let used_entries = footer.current_size.div_ceil(block_size);
+    let bat_bytes = used_entries * 4;
+    let toff = header.table_offset;
+    if toff.saturating_add(bat_bytes) > len {
+        return Err(Error::corrupt(
+            path,
+            "BAT",
+            toff,
+            format!("{used_entries} entries run past the end of the file ({len:#x})"),
+        ));
+    }
+    let mut bat_raw = vec![0u8; bat_bytes as usize];
+    b.read_exact_at(&mut bat_raw, toff)
+        .map_err(|e| Error::io(path, "reading the BAT", toff, e))?;
+    let bat = Bat::decode(&bat_raw);
+    let mut metadata = vec![
+        (0, FOOTER_SIZE as u64),
+        (hoff, hend),
+        (toff, toff + header.bat_size_on_disk()),
+    ];
+    for l in header.locators.iter().filter(|l| l.is_used()) {
+        let used = crate::spec::round_up_to_sector(u64::from(l.data_length)).unwrap_or(u64::MAX);
+        if l.data_offset < len && used > 0 {
+            metadata.push((l.data_offset, l.data_offset.saturating_add(used).min(len)));
+        }
+    }
+    let stride = bitmap_size + block_size;
+    if let Some(p) = check_block_layout(&bat, stride, &metadata, footer_at).first() {
+        let offset = match p {
+            crate::spec::bat::BlockLayoutProblem::IntoMetadata { offset, .. }
+            | crate::spec::bat::BlockLayoutProblem::PastEnd { offset, .. }
+            | crate::spec::bat::BlockLayoutProblem::Overlap { offset, .. } => *offset,
+        };
+        return Err(Error::corrupt(path, "BAT", offset, p.to_string()));
+    }
+    let blocks_end = bat
+        .allocated()
+        .map(|(_, off)| off + stride)
+        .max()
+        .unwrap_or(0);
+    let meta_end = metadata.iter().map(|&(_, e)| e).max().unwrap_or(0);
+    let next_free = blocks_end.max(meta_end).div_ceil(SECTOR_SIZE) * SECTOR_SIZE;
+    let footer_pos = if source == FooterSource::Copy {
+        // The trailing footer is damaged: the next write puts a good one past the data.
+        footer_at.max(next_free)
+    } else {
+        footer_at
+    };
+    Ok(Sparse {
+        header,
+        header_offset: hoff,
+        bat: RwLock::new(bat),
+        block_size,
+        bitmap_size,
+        metadata,
+        state: Mutex::new(SparseState {
+            next_free,
+            footer_at: footer_pos,
+        }),
+    })
+}
+
+/// Reads a host-drive stub's header bytes at its data offset.
+pub(crate) fn read_host_header(
+    path: &Path,
+    b: &dyn Backend,
+    at: u64,
+    len: u64,
+) -> Result<[u8; HOST_DRIVE_HEADER_SIZE]> {
+    if at.saturating_add(HOST_DRIVE_HEADER_SIZE as u64) > len {
+        return Err(Error::corrupt(
+            path,
+            "footer",
+            len.saturating_sub(512),
+            format!("data offset {at:#x} points past the end of the file"),
+        ));
+    }
+    let mut raw = [0u8; HOST_DRIVE_HEADER_SIZE];
+    b.read_exact_at(&mut raw, at)
+        .map_err(|e| Error::io(path, "reading the host-drive header", at, e))?;
+    Ok(raw)
+}

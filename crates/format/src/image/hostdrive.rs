@@ -1,0 +1,196 @@
+//! Host-drive stubs: opening the device a stub names, checking it is still the drive
+//! that was linked, and creating stubs. The byte layout is in `spec::hostdrive` and
+//! `docs/host-drive.md`.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use crate::error::{Error, Result};
+use crate::spec::hostdrive::{
+    HOST_DRIVE_COOKIE, HOST_DRIVE_FLAG_READ_ONLY, HOST_DRIVE_IDENTITY_SPAN, HOST_DRIVE_VERSION,
+};
+use crate::spec::{DiskType, Footer, HostDriveHeader, Severity};
+
+use super::backend::{Backend, FileBackend};
+use super::file::{read_host_header, HostDrive, VhdFile};
+use super::OpenOptions;
+
+/// Offset of the host-drive header in a stub.
+pub const HOST_DRIVE_HEADER_OFFSET: u64 = 512;
+
+/// CRC32 of the first and last `span` bytes of the device (the whole device if it is
+/// smaller than two spans): cheap evidence that the drive is still the one linked.
+pub fn identity_crc(device: &dyn Backend, size: u64, span: u32) -> std::io::Result<u32> {
+    let span = u64::from(span).min(size);
+    let mut h = crc32fast::Hasher::new();
+    let mut buf = vec![0u8; span as usize];
+    device.read_exact_at(&mut buf, 0)?;
+    h.update(&buf);
+    if size > span {
+        let tail_at = size - span;
+        device.read_exact_at(&mut buf, tail_at)?;
+        h.update(&buf);
+    }
+    Ok(h.finalize())
+}
+
+pub(crate) fn open_stub(
+    path: &Path,
+    b: &dyn Backend,
+    footer: &Footer,
+    len: u64,
+    opts: &OpenOptions,
+    warnings: &mut Vec<String>,
+) -> Result<HostDrive> {
+    let at = footer.data_offset;
+    let raw = read_host_header(path, b, at, len)?;
+    let header =
+        HostDriveHeader::decode(&raw).map_err(|e| Error::InvalidArgument(e.to_string()))?;
+    if header.cookie != HOST_DRIVE_COOKIE {
+        return Err(Error::Unsupported {
+            path: path.to_owned(),
+            detail: format!(
+                "footer disk type {} (deprecated) without a vhdkit host-drive header",
+                footer.disk_type.code()
+            ),
+        });
+    }
+    for p in header.validate(&raw) {
+        match p.severity {
+            Severity::Error => {
+                return Err(
+                    Error::corrupt(path, "host-drive header", at, p.message).with_field(p.field)
+                )
+            }
+            Severity::Warning => warnings.push(p.to_string()),
+            Severity::Info => {}
+        }
+    }
+    if footer.current_size != header.device_size {
+        return Err(Error::corrupt(
+            path,
+            "host-drive header",
+            at,
+            format!(
+                "device size {} differs from the footer's size {}",
+                header.device_size, footer.current_size
+            ),
+        ));
+    }
+    let device_path = PathBuf::from(&header.device_path);
+    let not_found = |detail: String| Error::HostDriveNotFound {
+        path: path.to_owned(),
+        device: device_path.clone(),
+        detail,
+    };
+    let writable = opts.writable && !header.read_only();
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(writable)
+        .open(&device_path)
+        .map_err(|e| not_found(format!("cannot open it: {e}")))?;
+    let device: Arc<dyn Backend> = Arc::new(FileBackend::new(file));
+    let size = device
+        .len()
+        .map_err(|e| not_found(format!("cannot read its size: {e}")))?;
+    if size != header.device_size {
+        return Err(not_found(format!(
+            "it is {size} bytes now, but {} bytes were linked: not the same drive",
+            header.device_size
+        )));
+    }
+    if !opts.ignore_host_drive_identity {
+        let crc = identity_crc(&*device, size, header.identity_span)
+            .map_err(|e| not_found(format!("cannot read it: {e}")))?;
+        if crc != header.identity_crc {
+            return Err(not_found(format!(
+                "its first and last MiB changed since it was linked (CRC32 {crc:08x}, recorded {:08x}): not the same drive? (override: --ignore-host-drive-identity)",
+                header.identity_crc
+            )));
+        }
+    }
+    Ok(HostDrive {
+        header: Mutex::new(header),
+        device,
+        device_path,
+        dirty_identity: Mutex::new(false),
+    })
+}
+
+/// Whether a write at `offset..offset+len` touches the bytes hashed for the identity.
+pub(crate) fn touches_identity(h: &HostDrive, offset: u64, len: u64) -> bool {
+    let header = h.header.lock().unwrap_or_else(|e| e.into_inner());
+    let span = u64::from(header.identity_span);
+    offset < span || offset.saturating_add(len) > header.device_size.saturating_sub(span)
+}
+
+/// After writes into the identity regions, records the new identity in the stub.
+pub(crate) fn refresh_identity(file: &VhdFile, h: &HostDrive) -> Result<()> {
+    let mut dirty = h.dirty_identity.lock().unwrap_or_else(|e| e.into_inner());
+    if !*dirty {
+        return Ok(());
+    }
+    let mut header = h.header.lock().unwrap_or_else(|e| e.into_inner());
+    let crc = identity_crc(&*h.device, header.device_size, header.identity_span)
+        .map_err(|e| Error::io(&h.device_path, "reading the host drive identity", 0, e))?;
+    header.identity_crc = crc;
+    let bytes = header.encode().map_err(Error::InvalidArgument)?;
+    file.backend()
+        .write_all_at(&bytes, HOST_DRIVE_HEADER_OFFSET)
+        .map_err(|e| {
+            Error::io(
+                file.path(),
+                "updating the host-drive header",
+                HOST_DRIVE_HEADER_OFFSET,
+                e,
+            )
+        })?;
+    file.backend()
+        .sync()
+        .map_err(|e| Error::file(file.path(), "syncing the host-drive header", e))?;
+    *dirty = false;
+    Ok(())
+}
+
+/// Builds the 2048 bytes of a stub linking `device` (opened, `size` bytes).
+pub(crate) fn stub_bytes(
+    device_path: &Path,
+    device: &dyn Backend,
+    size: u64,
+    read_only: bool,
+) -> Result<Vec<u8>> {
+    let path_str = device_path.to_str().ok_or_else(|| {
+        Error::InvalidArgument(format!(
+            "host drive path {} is not UTF-8",
+            device_path.display()
+        ))
+    })?;
+    let crc = identity_crc(device, size, HOST_DRIVE_IDENTITY_SPAN)
+        .map_err(|e| Error::io(device_path, "reading the host drive", 0, e))?;
+    let header = HostDriveHeader {
+        cookie: HOST_DRIVE_COOKIE,
+        version: HOST_DRIVE_VERSION,
+        flags: if read_only {
+            HOST_DRIVE_FLAG_READ_ONLY
+        } else {
+            0
+        },
+        device_size: size,
+        identity_crc: crc,
+        identity_span: HOST_DRIVE_IDENTITY_SPAN,
+        checksum: 0,
+        device_path: path_str.to_owned(),
+    };
+    let hbytes = header.encode().map_err(Error::InvalidArgument)?;
+    let mut footer = Footer::new(
+        DiskType::Reserved(crate::spec::footer::DISK_TYPE_HOST_DRIVE_STUB),
+        size,
+    );
+    footer.data_offset = HOST_DRIVE_HEADER_OFFSET;
+    let fbytes = footer.encode();
+    let mut out = Vec::with_capacity(2048);
+    out.extend_from_slice(&fbytes);
+    out.extend_from_slice(&hbytes);
+    out.extend_from_slice(&fbytes);
+    Ok(out)
+}
