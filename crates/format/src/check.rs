@@ -407,10 +407,13 @@ fn check_sparse(b: &dyn Backend, footer: &Footer, len: u64, footer_at: u64, p: &
     let data_end = blocks_end.max(meta_end);
     if footer_at > data_end.div_ceil(SECTOR_SIZE) * SECTOR_SIZE {
         let gap = footer_at - data_end;
-        let severity = if gap >= stride {
-            Severity::Warning
+        let (severity, why) = if gap >= stride {
+            (
+                Severity::Warning,
+                "unreferenced space, e.g. an allocation cut short",
+            )
         } else {
-            Severity::Info
+            (Severity::Info, "padding")
         };
         p.push(
             Problem::new(
@@ -418,7 +421,7 @@ fn check_sparse(b: &dyn Backend, footer: &Footer, len: u64, footer_at: u64, p: &
                 "file",
                 "length",
                 format!(
-                    "{gap} bytes between the last block or metadata ({data_end:#x}) and the footer: unreferenced space (e.g. an allocation cut short)"
+                    "{gap} bytes between the last block or metadata ({data_end:#x}) and the footer: {why}"
                 ),
             )
             .at(data_end),

@@ -9,6 +9,9 @@ use crate::spec::SECTOR_SIZE;
 use super::file::{LayerExtent, VhdFile};
 use super::{DiskKind, OpenOptions};
 
+/// Writes into differencing disks cover whole bitmap bytes: 8 sectors.
+pub const DIFFERENCING_GRANULE: u64 = 8 * SECTOR_SIZE;
+
 /// Where a range of the disk's virtual bytes lives, across the whole chain.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Extent {
@@ -285,23 +288,38 @@ impl Disk {
     /// Partial sectors are completed from the chain's current content. Dynamic and
     /// differencing disks are written in the crash-safe order documented on the file
     /// layer; call [`Disk::flush`] before relying on fixed-disk data being durable.
+    ///
+    /// Writes into a differencing disk are widened to whole 8-sector granules (one
+    /// bitmap byte), copying the surrounding sectors up from the parent: libvhdi reads
+    /// every sector after the first set bit of a bitmap byte from the child, so a byte
+    /// with a set bit followed by clear ones would read differently there. With whole
+    /// bytes set, every reader agrees.
     pub fn write_at(&self, data: &[u8], offset: u64) -> Result<()> {
         self.check_range(offset, data.len() as u64)?;
         if data.is_empty() {
             return Ok(());
         }
+        let granule = if self.top().is_differencing() {
+            DIFFERENCING_GRANULE
+        } else {
+            SECTOR_SIZE
+        };
+        let size = self.virtual_size();
         let end = offset + data.len() as u64;
-        let start = offset / SECTOR_SIZE * SECTOR_SIZE;
-        let aligned_end = end.div_ceil(SECTOR_SIZE) * SECTOR_SIZE;
+        let start = offset / granule * granule;
+        let aligned_end = (end.div_ceil(granule) * granule).min(size);
         if start == offset && aligned_end == end {
             return self.top().write_aligned(data, offset);
         }
         let mut buf = vec![0u8; (aligned_end - start) as usize];
-        // The virtual size is a whole number of sectors, so both sectors exist.
-        self.read_at(&mut buf[..SECTOR_SIZE as usize], start)?;
-        let last = aligned_end - SECTOR_SIZE;
-        let tail_at = (last - start) as usize;
-        self.read_at(&mut buf[tail_at..], last)?;
+        // Complete the first and last granule from the chain (the virtual size is a whole
+        // number of sectors, so both ranges exist).
+        let head_end = (start + granule).min(aligned_end);
+        self.read_at(&mut buf[..(head_end - start) as usize], start)?;
+        let tail_start = ((aligned_end - 1) / granule * granule).max(start);
+        if tail_start >= head_end {
+            self.read_at(&mut buf[(tail_start - start) as usize..], tail_start)?;
+        }
         let head = (offset - start) as usize;
         buf[head..head + data.len()].copy_from_slice(data);
         self.top().write_aligned(&buf, start)

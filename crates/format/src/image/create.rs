@@ -348,6 +348,8 @@ pub(crate) fn write_new(
     let tmp = tempfile::Builder::new()
         .prefix(&format!(".{name}."))
         .suffix(".vhdkit-tmp")
+        // Like any new file: 0666 less the umask (tempfile's default is 0600).
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666))
         .tempfile_in(dir)
         .map_err(|e| Error::file(dir, "creating a temporary file", e))?;
     let backend = FileBackend::new(

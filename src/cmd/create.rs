@@ -1,0 +1,103 @@
+//! `vhdkit create`.
+
+use std::path::PathBuf;
+
+use clap::{Args, ValueEnum};
+use vhdkit_format::spec::DEFAULT_BLOCK_SIZE;
+use vhdkit_format::{CreateOptions, Disk, DiskKind};
+
+use super::{size_arg, CliError, EXIT_OK};
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum CreateType {
+    Fixed,
+    Dynamic,
+    Differencing,
+    HostDrive,
+}
+
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    /// The disk to create (must not exist).
+    path: PathBuf,
+    /// Kind of disk.
+    #[arg(long = "type", value_enum)]
+    kind: CreateType,
+    /// Virtual size (fixed and dynamic): bytes or K/M/G/T, 3 MiB to 2040 GiB.
+    #[arg(long, value_parser = size_arg)]
+    size: Option<u64>,
+    /// Block size of dynamic and differencing disks (a power of two; default 2 MiB).
+    #[arg(long, value_parser = size_arg)]
+    block_size: Option<u64>,
+    /// Parent of a differencing disk (a relative path is looked up next to the new disk
+    /// first).
+    #[arg(long)]
+    parent: Option<PathBuf>,
+    /// Host block device (or file) a host-drive disk links to.
+    #[arg(long, value_name = "DEVICE")]
+    host_drive: Option<PathBuf>,
+    /// Link the host drive read-only.
+    #[arg(long)]
+    read_only: bool,
+}
+
+fn usage(msg: &str) -> CliError {
+    // clap's own error type gives the usage exit code (2) and formatting.
+    let mut cmd = <super::Cli as clap::CommandFactory>::command();
+    cmd.error(clap::error::ErrorKind::ArgumentConflict, msg)
+        .exit()
+}
+
+pub fn run(a: CreateArgs) -> Result<u8, CliError> {
+    let block_size = match a.block_size {
+        None => DEFAULT_BLOCK_SIZE,
+        Some(b) => {
+            u32::try_from(b).map_err(|_| usage(&format!("--block-size {b} is too large")))?
+        }
+    };
+    let opts = match a.kind {
+        CreateType::Fixed | CreateType::Dynamic => {
+            let Some(size) = a.size else {
+                return Err(usage("--size is required for fixed and dynamic disks"));
+            };
+            if a.parent.is_some() || a.host_drive.is_some() {
+                return Err(usage("--parent and --host-drive go with other disk types"));
+            }
+            let kind = if matches!(a.kind, CreateType::Fixed) {
+                DiskKind::Fixed
+            } else {
+                DiskKind::Dynamic
+            };
+            CreateOptions::new(kind, size).block_size(block_size)
+        }
+        CreateType::Differencing => {
+            let Some(parent) = a.parent else {
+                return Err(usage("--parent is required for a differencing disk"));
+            };
+            if a.size.is_some() {
+                return Err(usage(
+                    "a differencing disk takes its size from its parent; drop --size",
+                ));
+            }
+            CreateOptions::differencing(parent).block_size(block_size)
+        }
+        CreateType::HostDrive => {
+            let Some(device) = a.host_drive else {
+                return Err(usage(
+                    "--host-drive DEVICE is required for a host-drive disk",
+                ));
+            };
+            if a.size.is_some() {
+                return Err(usage(
+                    "a host-drive disk takes its size from the drive; drop --size",
+                ));
+            }
+            CreateOptions::host_drive(device, a.read_only)
+        }
+    };
+    if a.read_only && !matches!(a.kind, CreateType::HostDrive) {
+        return Err(usage("--read-only applies to host-drive disks"));
+    }
+    Disk::create(&a.path, &opts)?;
+    Ok(EXIT_OK)
+}

@@ -1,0 +1,137 @@
+//! Subcommands, one file each.
+
+mod check;
+mod compare;
+mod create;
+mod info;
+mod map;
+mod read;
+mod write;
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use vhdkit_format::image::parse_size;
+use vhdkit_format::OpenOptions;
+
+/// Exit code: success.
+pub const EXIT_OK: u8 = 0;
+/// Exit code: `compare` found a difference, or `check` found problems.
+pub const EXIT_DIFFERENT: u8 = 1;
+/// Exit code: the operation failed.
+pub const EXIT_FAILED: u8 = 3;
+
+/// vhdkit — create, inspect, read and write VHD (conectix) virtual disks.
+#[derive(Debug, Parser)]
+#[command(name = "vhdkit", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create a fixed, dynamic, differencing or host-drive disk.
+    Create(create::CreateArgs),
+    /// Show what a disk is: type, sizes, creator, ids, parent chain, host drive.
+    Info(info::InfoArgs),
+    /// Validate a disk and its chain; report every problem found (exit 1 if any).
+    Check(check::CheckArgs),
+    /// Read virtual bytes (the whole disk by default) to stdout or a file.
+    Read(read::ReadArgs),
+    /// Write bytes from stdin or a file into a disk at a virtual offset.
+    Write(write::WriteArgs),
+    /// Compare the virtual contents of two disks (VHD of any kind, or raw images).
+    Compare(compare::CompareArgs),
+    /// List the disk's extents: allocated here, from a parent, or zero.
+    Map(map::MapArgs),
+}
+
+/// Options for opening existing images.
+#[derive(Debug, Clone, Args)]
+pub struct OpenArgs {
+    /// Accept a parent whose unique id differs from the one the child recorded.
+    #[arg(long)]
+    ignore_parent_id: bool,
+    /// Use this file as the disk's parent instead of searching its locators.
+    #[arg(long, value_name = "PARENT")]
+    with_parent: Option<PathBuf>,
+    /// Refuse images with bad checksums instead of reading them with a warning.
+    #[arg(long)]
+    strict: bool,
+    /// Accept a host drive whose first/last MiB changed since it was linked.
+    #[arg(long)]
+    ignore_host_drive_identity: bool,
+}
+
+impl OpenArgs {
+    fn options(&self) -> OpenOptions {
+        OpenOptions {
+            ignore_parent_id: self.ignore_parent_id,
+            parent: self.with_parent.clone(),
+            strict: self.strict,
+            ignore_host_drive_identity: self.ignore_host_drive_identity,
+            ..OpenOptions::default()
+        }
+    }
+}
+
+/// A size on the command line: bytes or K/M/G/T (powers of 1024).
+pub fn size_arg(s: &str) -> Result<u64, String> {
+    parse_size(s)
+}
+
+/// What can go wrong in a command.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// From the engine.
+    #[error(transparent)]
+    Format(#[from] vhdkit_format::Error),
+    /// Reading input or writing output.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Anything else, already worded.
+    #[error("{0}")]
+    Other(String),
+}
+
+impl CliError {
+    fn io(what: impl Into<String>, source: std::io::Error) -> CliError {
+        CliError::Io {
+            what: what.into(),
+            source,
+        }
+    }
+
+    /// Whether stdout was closed under us (e.g. `vhdkit read … | head`).
+    pub fn is_broken_pipe(&self) -> bool {
+        matches!(self, CliError::Io { source, .. } if source.kind() == std::io::ErrorKind::BrokenPipe)
+    }
+}
+
+/// Runs the parsed command and returns the exit code.
+pub fn run(cli: Cli) -> Result<u8, CliError> {
+    match cli.command {
+        Command::Create(a) => create::run(a),
+        Command::Info(a) => info::run(a),
+        Command::Check(a) => check::run(a),
+        Command::Read(a) => read::run(a),
+        Command::Write(a) => write::run(a),
+        Command::Compare(a) => compare::run(a),
+        Command::Map(a) => map::run(a),
+    }
+}
+
+/// Prints a JSON value on stdout.
+fn print_json(v: &serde_json::Value) -> Result<(), CliError> {
+    let s = serde_json::to_string_pretty(v).map_err(|e| CliError::Other(e.to_string()))?;
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{s}").map_err(|e| CliError::io("writing to stdout", e))
+}

@@ -1,0 +1,103 @@
+//! `vhdkit read`.
+
+use std::fs::File;
+use std::io::Write;
+use std::path::PathBuf;
+
+use clap::Args;
+use vhdkit_format::image::Extent;
+use vhdkit_format::Disk;
+
+use super::{size_arg, CliError, OpenArgs, EXIT_OK};
+
+/// Bytes read per step.
+const CHUNK: u64 = 4 << 20;
+
+#[derive(Debug, Args)]
+pub struct ReadArgs {
+    /// The disk.
+    path: PathBuf,
+    /// First virtual byte to read.
+    #[arg(long, default_value = "0", value_parser = size_arg)]
+    offset: u64,
+    /// Bytes to read (default: to the end of the disk).
+    #[arg(long, value_parser = size_arg)]
+    length: Option<u64>,
+    /// Write to this file instead of stdout (zero ranges become holes).
+    #[arg(long)]
+    output: Option<PathBuf>,
+    #[command(flatten)]
+    open: OpenArgs,
+}
+
+pub fn run(a: ReadArgs) -> Result<u8, CliError> {
+    let disk = Disk::open_with(&a.path, &a.open.options())?;
+    let size = disk.virtual_size();
+    let length = a.length.unwrap_or(size.saturating_sub(a.offset));
+    if a.offset.checked_add(length).is_none_or(|e| e > size) {
+        return Err(vhdkit_format::Error::OutOfRange {
+            path: a.path.clone(),
+            offset: a.offset,
+            len: length,
+            size,
+        }
+        .into());
+    }
+    match &a.output {
+        Some(out) => {
+            let f = File::create(out)
+                .map_err(|e| CliError::io(format!("creating {}", out.display()), e))?;
+            copy(&disk, a.offset, length, Sink::File(&f))?;
+            f.set_len(length)
+                .and_then(|_| f.sync_all())
+                .map_err(|e| CliError::io(format!("writing {}", out.display()), e))?;
+        }
+        None => {
+            let mut out = std::io::stdout().lock();
+            copy(&disk, a.offset, length, Sink::Stream(&mut out))?;
+            out.flush()
+                .map_err(|e| CliError::io("writing to stdout", e))?;
+        }
+    }
+    Ok(EXIT_OK)
+}
+
+/// Where read bytes go.
+enum Sink<'a> {
+    /// A fresh regular file: zero chunks are left as holes.
+    File(&'a File),
+    /// Any stream.
+    Stream(&'a mut dyn Write),
+}
+
+/// Copies `length` virtual bytes from `offset` into `sink`.
+fn copy(disk: &Disk, offset: u64, length: u64, mut sink: Sink<'_>) -> Result<(), CliError> {
+    use std::os::unix::fs::FileExt;
+    let mut buf = vec![0u8; CHUNK as usize];
+    let mut pos = 0u64;
+    while pos < length {
+        let n = CHUNK.min(length - pos);
+        let at = offset + pos;
+        let chunk = &mut buf[..n as usize];
+        match &mut sink {
+            Sink::File(f) => {
+                let all_zero = disk
+                    .extents(at, n)?
+                    .iter()
+                    .all(|e| matches!(e, Extent::Zero { .. }));
+                if !all_zero {
+                    disk.read_at(chunk, at)?;
+                    f.write_all_at(chunk, pos)
+                        .map_err(|e| CliError::io("writing the output", e))?;
+                }
+            }
+            Sink::Stream(w) => {
+                disk.read_at(chunk, at)?;
+                w.write_all(chunk)
+                    .map_err(|e| CliError::io("writing to stdout", e))?;
+            }
+        }
+        pos += n;
+    }
+    Ok(())
+}
