@@ -5,7 +5,9 @@ mod compare;
 mod create;
 mod info;
 mod map;
+mod ops;
 mod read;
+mod runner;
 mod write;
 
 use std::path::PathBuf;
@@ -45,6 +47,16 @@ enum Command {
     Compare(compare::CompareArgs),
     /// List the disk's extents: allocated here, from a parent, or zero.
     Map(map::MapArgs),
+    /// Convert any disk (a chain is flattened; raw and host-drive too) into a new
+    /// fixed, dynamic or raw file.
+    Convert(ops::ConvertArgs),
+    /// Compact a dynamic or differencing disk in place: release empty blocks, fill
+    /// the holes, shorten the file.
+    Compact(ops::CompactArgs),
+    /// Merge a differencing disk into its parent, in place (the child stays valid).
+    Merge(ops::MergeArgs),
+    /// Flatten a differencing disk and its ancestors into a new fixed or dynamic file.
+    MergeTo(ops::MergeToArgs),
 }
 
 /// Options for opening existing images.
@@ -125,6 +137,10 @@ pub fn run(cli: Cli) -> Result<u8, CliError> {
         Command::Write(a) => write::run(a),
         Command::Compare(a) => compare::run(a),
         Command::Map(a) => map::run(a),
+        Command::Convert(a) => ops::convert(a),
+        Command::Compact(a) => ops::compact(a),
+        Command::Merge(a) => ops::merge(a),
+        Command::MergeTo(a) => ops::merge_to(a),
     }
 }
 

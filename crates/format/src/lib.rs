@@ -27,6 +27,7 @@
 pub mod check;
 pub mod error;
 pub mod image;
+pub mod ops;
 pub mod spec;
 
 pub use error::{Error, ErrorKind, Result};

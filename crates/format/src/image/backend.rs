@@ -7,6 +7,7 @@ use std::os::unix::fs::FileExt;
 use std::sync::RwLock;
 
 /// Positional storage under an image. Implementations must be usable from many threads.
+#[allow(clippy::len_without_is_empty)] // a length that can fail; emptiness is never asked
 pub trait Backend: Send + Sync + std::fmt::Debug {
     /// Current length in bytes.
     fn len(&self) -> io::Result<u64>;

@@ -116,7 +116,10 @@ impl Disk {
             parent: None,
             ..opts.clone()
         };
-        while !opts.no_parents {
+        loop {
+            if opts.no_parents {
+                break;
+            }
             let child = layers.last().expect("chain has its top");
             if !child.is_differencing() {
                 break;
@@ -493,4 +496,25 @@ fn find_parent(
         },
         tried,
     })
+}
+
+impl Disk {
+    /// Like [`Disk::read_at`], but reads stored bytes through read-only memory maps of
+    /// bounded windows (the operations' read path).
+    pub fn read_mapped(&self, buf: &mut [u8], offset: u64) -> Result<()> {
+        self.check_range(offset, buf.len() as u64)?;
+        let mut pos = 0usize;
+        for e in self.extents(offset, buf.len() as u64)? {
+            let n = e.len() as usize;
+            let dst = &mut buf[pos..pos + n];
+            match e {
+                Extent::Data {
+                    layer, file_offset, ..
+                } => self.layers[layer].read_data_mapped(dst, file_offset)?,
+                Extent::Zero { .. } => dst.fill(0),
+            }
+            pos += n;
+        }
+        Ok(())
+    }
 }

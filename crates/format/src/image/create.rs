@@ -127,7 +127,7 @@ pub fn check_create_size(size: u64) -> Result<()> {
             detail: format!("the largest disk is 2040 GiB ({MAX_CREATE_SIZE} bytes)"),
         });
     }
-    if size % SECTOR_SIZE != 0 {
+    if !size.is_multiple_of(SECTOR_SIZE) {
         return Err(Error::InvalidArgument(format!(
             "size {size} is not a multiple of 512 bytes"
         )));

@@ -76,7 +76,7 @@ pub enum FooterSource {
 pub(crate) enum Layout {
     Raw,
     Fixed,
-    Sparse(Sparse),
+    Sparse(Box<Sparse>),
     HostDrive(HostDrive),
 }
 
@@ -222,7 +222,7 @@ impl VhdFile {
                 }
                 Layout::Fixed
             }
-            DiskType::Dynamic | DiskType::Differencing => Layout::Sparse(open_sparse(
+            DiskType::Dynamic | DiskType::Differencing => Layout::Sparse(Box::new(open_sparse(
                 path,
                 &*backend,
                 &footer,
@@ -231,7 +231,7 @@ impl VhdFile {
                 footer_source,
                 opts,
                 &mut warnings,
-            )?),
+            )?)),
             _ => Layout::HostDrive(hostdrive::open_stub(
                 path,
                 &*backend,
@@ -458,6 +458,20 @@ impl VhdFile {
         Ok(out)
     }
 
+    /// Reads stored bytes at a file offset given by a `Data` extent through a read-only
+    /// memory map of that window when the bytes live in a file, by `pread` otherwise.
+    pub fn read_data_mapped(&self, buf: &mut [u8], file_offset: u64) -> Result<()> {
+        let (file, path) = match &self.layout {
+            Layout::HostDrive(h) => (h.device.as_file(), &h.device_path),
+            _ => (self.backend.as_file(), &self.path),
+        };
+        match file {
+            Some(f) => super::mmap::copy_mapped(f, file_offset, buf)
+                .map_err(|e| Error::io(path, "reading mapped disk data", file_offset, e)),
+            None => self.read_data(buf, file_offset),
+        }
+    }
+
     /// Reads stored bytes at a file offset given by a `Data` extent.
     pub fn read_data(&self, buf: &mut [u8], file_offset: u64) -> Result<()> {
         match &self.layout {
@@ -500,8 +514,9 @@ impl VhdFile {
     /// and reads as either the old or the new data if the process dies between any two
     /// steps; a BAT entry never points at a block whose bitmap and data are not durable):
     ///
-    /// 1. If new blocks are needed, write the footer at the new end of the file first:
-    ///    the file ends with a valid footer at every instant.
+    /// 1. If new blocks are needed, write the footer at the new end of the file first
+    ///    and `fdatasync`: the file ends with a valid footer at every instant. The new
+    ///    space counts as taken from here on, even if a later step fails.
     /// 2. Write every new block's bitmap (bits of the written sectors only) and data,
     ///    zero-filling whatever part of it overlaps the old file contents, and write the
     ///    data of ranges in already allocated blocks.
@@ -515,7 +530,9 @@ impl VhdFile {
     /// whose bits are still clear, which read as before.
     pub(crate) fn write_aligned(&self, data: &[u8], offset: u64) -> Result<()> {
         self.check_writable()?;
-        debug_assert!(offset % SECTOR_SIZE == 0 && data.len() as u64 % SECTOR_SIZE == 0);
+        debug_assert!(
+            offset.is_multiple_of(SECTOR_SIZE) && (data.len() as u64).is_multiple_of(SECTOR_SIZE)
+        );
         let len = data.len() as u64;
         let end = offset
             .checked_add(len)
@@ -611,14 +628,23 @@ impl VhdFile {
             }
         }
 
-        // Step 1: footer at the new end.
+        // Step 1: footer at the new end, durable before any block write can overwrite the
+        // old one or extend the file.
         let new_footer_at = next_free.max(state.footer_at);
         if new_footer_at != state.footer_at {
             let bytes = self.footer.encode();
             self.backend
                 .write_all_at(&bytes, new_footer_at)
                 .map_err(io("writing the footer at the new end", new_footer_at))?;
+            self.backend
+                .sync()
+                .map_err(|e| Error::file(&self.path, "syncing the footer at the new end", e))?;
         }
+        // The space is taken from here on: if a later step fails, it stays unreferenced
+        // (a leak, as after a crash) rather than being handed to another block while the
+        // in-memory or on-disk BAT may already point into it.
+        state.next_free = next_free.max(state.next_free);
+        state.footer_at = new_footer_at;
 
         // Step 2: new blocks (bitmap + data, zero-filled where old bytes lie) and data of
         // existing blocks.
@@ -694,8 +720,6 @@ impl VhdFile {
         self.backend
             .sync()
             .map_err(|e| Error::file(&self.path, "syncing the BAT", e))?;
-        state.next_free = next_free.max(state.next_free);
-        state.footer_at = new_footer_at;
         Ok(())
     }
 

@@ -3,13 +3,16 @@
 
 pub mod backend;
 mod chain;
-mod create;
-mod file;
+pub(crate) mod create;
+pub(crate) mod file;
 pub mod hostdrive;
+mod mmap;
 
 pub use backend::{Backend, FileBackend, MemBackend};
 pub use chain::{parent_candidates, Disk, Extent, FsResolver, ParentResolver};
+pub(crate) use create::sync_dir;
 pub use create::{parse_size, CreateOptions};
+pub(crate) use file::align_block;
 pub use file::{FooterSource, LayerExtent, VhdFile, DATA_ALIGNMENT};
 
 /// What kind of disk a file is. The discriminants are the Virtual Server API's
@@ -126,6 +129,12 @@ impl OpenOptions {
     /// Sets [`OpenOptions::parent`].
     pub fn parent(mut self, path: impl Into<std::path::PathBuf>) -> Self {
         self.parent = Some(path.into());
+        self
+    }
+
+    /// Clears [`OpenOptions::parent`].
+    pub fn parent_none(mut self) -> Self {
+        self.parent = None;
         self
     }
 

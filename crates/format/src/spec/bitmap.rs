@@ -29,7 +29,7 @@ impl<'a> SectorBitmap<'a> {
         while n < limit {
             let i = start + n;
             // Skip whole bytes when aligned and uniform.
-            if i % 8 == 0 && n + 8 <= limit {
+            if i.is_multiple_of(8) && n + 8 <= limit {
                 let byte = usize::try_from(i / 8)
                     .ok()
                     .and_then(|b| self.bytes.get(b))

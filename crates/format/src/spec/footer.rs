@@ -370,7 +370,7 @@ impl Footer {
                 }
             }
             DiskType::Dynamic | DiskType::Differencing => {
-                let bad = self.data_offset < 512 || self.data_offset % SECTOR_SIZE != 0;
+                let bad = self.data_offset < 512 || !self.data_offset.is_multiple_of(SECTOR_SIZE);
                 let past_end =
                     file_len.is_some_and(|len| self.data_offset.saturating_add(1024 + 512) > len);
                 if bad || past_end {
@@ -393,7 +393,7 @@ impl Footer {
                 format!("found {other}, expected fixed (2), dynamic (3) or differencing (4)"),
             )),
         }
-        if self.current_size % SECTOR_SIZE != 0 {
+        if !self.current_size.is_multiple_of(SECTOR_SIZE) {
             p.push(Problem::new(
                 Severity::Error,
                 s,

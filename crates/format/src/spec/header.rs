@@ -245,7 +245,7 @@ impl DynamicHeader {
         if let Err(msg) = check_block_size(self.block_size) {
             p.push(Problem::new(Severity::Error, s, "block size", msg));
         }
-        if self.table_offset == 0 || self.table_offset % SECTOR_SIZE != 0 {
+        if self.table_offset == 0 || !self.table_offset.is_multiple_of(SECTOR_SIZE) {
             p.push(Problem::new(
                 Severity::Error,
                 s,

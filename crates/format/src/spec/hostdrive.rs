@@ -148,7 +148,7 @@ impl HostDriveHeader {
                 "the device path is empty or not UTF-8",
             ));
         }
-        if self.device_size % super::SECTOR_SIZE != 0 {
+        if !self.device_size.is_multiple_of(super::SECTOR_SIZE) {
             p.push(Problem::new(
                 Severity::Error,
                 s,

@@ -1,0 +1,43 @@
+//! The one module that memory-maps, and the only `unsafe` in vhdkit.
+//!
+//! Operations read their sources through read-only maps of bounded windows: one map per
+//! stored extent (at most one block plus its bitmap), unmapped as soon as its bytes are
+//! copied out, so memory stays bounded whatever the disk's size.
+
+use std::fs::File;
+use std::io;
+
+use memmap2::MmapOptions;
+
+/// Copies `dst.len()` bytes at `offset` of `file` into `dst` through a read-only map of
+/// exactly that window.
+pub(crate) fn copy_mapped(file: &File, offset: u64, dst: &mut [u8]) -> io::Result<()> {
+    if dst.is_empty() {
+        return Ok(());
+    }
+    let len = file.metadata()?.len();
+    let end = offset
+        .checked_add(dst.len() as u64)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "window overflows"))?;
+    if end > len && file.metadata()?.is_file() {
+        // Mapping past the end of a file would fault on access; report a short read.
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "mapped window runs past the end of the file",
+        ));
+    }
+    // SAFETY: the map is read-only, private to this call and dropped before it returns,
+    // after one copy. The window lies inside the file (checked just above for regular
+    // files), so no access faults unless another process truncates the file meanwhile.
+    // vhdkit takes an advisory shared lock on every file it reads and an exclusive lock
+    // on every file it modifies (image::file::open_file), so no vhdkit process changes
+    // the file under the map; and within this process, writers (compact, merge) never
+    // write a range while it is mapped — they map a block's old location, copy it out,
+    // unmap, and only then write elsewhere. A concurrent writer that ignores the locks
+    // could make the copied bytes inconsistent (never memory-unsafe for `&[u8]` copies
+    // of plain bytes) or raise SIGBUS by truncating the file; that is the documented
+    // limit of memory-mapped reading.
+    let map = unsafe { MmapOptions::new().offset(offset).len(dst.len()).map(file)? };
+    dst.copy_from_slice(&map);
+    Ok(())
+}

@@ -1,0 +1,252 @@
+//! Compact: release the blocks that carry nothing — all-zero blocks of a dynamic disk,
+//! blocks with an empty sector bitmap in a differencing disk — move the blocks stored
+//! highest into the holes, and shorten the file. In place, no temporary file.
+//!
+//! Crash safety: **at every instant the image is valid and reads exactly as before.**
+//! 1. Scan the allocated blocks in parallel (read-only).
+//! 2. Release: mark those BAT entries unused, write the changed BAT sectors, fsync.
+//!    Content is unchanged: an unused entry reads as zeros (dynamic) or as the parent
+//!    (differencing), which is what the released blocks held.
+//! 3. Move, one block at a time: copy bitmap and data from the highest live block into
+//!    the lowest free slot, fsync; point its BAT entry at the copy (one sector write),
+//!    fsync. Until the BAT sector lands the old copy is the one in use, and it is never
+//!    overwritten before then, so either location is valid.
+//! 4. Write the footer just past the last live block, fsync (the old footer at the end
+//!    of the file is still valid and identical), truncate after the new footer, fsync.
+//!
+//! A cancel between steps or moves leaves a valid, partly compacted image; running
+//! compact again continues.
+
+use std::path::Path;
+use std::time::Instant;
+
+use rayon::prelude::*;
+use vhdkit_task::{Phase, Progress};
+
+use crate::error::{Error, Result};
+use crate::image::file::{LayerExtent, Layout, VhdFile};
+use crate::image::Disk;
+use crate::spec::{Bat, DiskType, FOOTER_SIZE, SECTOR_SIZE};
+
+use super::plan::plan_compact;
+use super::{is_zero, OpsOptions, Report};
+
+/// Refuses what cannot be compacted: fixed, host-drive and raw disks, and disks in a
+/// saved state.
+pub fn check_compactable(disk: &Disk) -> Result<()> {
+    let top = disk.top();
+    if !top.footer().disk_type.is_sparse() || top.header().is_none() {
+        return Err(Error::WrongDiskType {
+            path: top.path().to_owned(),
+            found: top.kind().to_string(),
+            expected: "compact needs a dynamic or differencing disk".into(),
+        });
+    }
+    if top.footer().saved_state != 0 {
+        return Err(Error::WrongDiskType {
+            path: top.path().to_owned(),
+            found: "disk in a saved state".into(),
+            expected: "compaction is not allowed while the saved-state flag is set".into(),
+        });
+    }
+    Ok(())
+}
+
+/// Compacts the dynamic or differencing disk at `path` in place.
+pub fn compact(path: &Path, opts: &OpsOptions, progress: &Progress) -> Result<Report> {
+    let start = Instant::now();
+    let open = opts.open.clone().writable(true).no_parents(true);
+    let disk = Disk::open_with(path, &open)?;
+    check_compactable(&disk)?;
+    let f = disk.top();
+    let Layout::Sparse(s) = &f.layout else {
+        unreachable!("checked by check_compactable");
+    };
+    let bat = f.bat().expect("sparse disks have a BAT");
+    let stride = s.bitmap_size + s.block_size;
+    let differencing = f.footer().disk_type == DiskType::Differencing;
+    let file_size_before = f.file_len();
+    let allocated: Vec<(u64, u64)> = bat.allocated().collect();
+    let mut report = Report {
+        operation: "compact".into(),
+        path: path.to_owned(),
+        blocks_total: allocated.len() as u64,
+        file_size_before,
+        ..Report::default()
+    };
+
+    // 1. Scan.
+    progress.set_phase(
+        Phase::Scan,
+        allocated.len() as u64,
+        allocated.len() as u64 * s.block_size,
+    );
+    let per_chunk = (opts.chunk_bytes / s.block_size).max(1) as usize;
+    let mut releasable = Vec::new();
+    for chunk in allocated.chunks(per_chunk) {
+        progress.check_cancelled()?;
+        let found: Vec<Option<u64>> = chunk
+            .par_iter()
+            .map(|&(block, _)| -> Result<Option<u64>> {
+                let empty = block_is_empty(f, block, s.block_size, differencing)?;
+                Ok(empty.then_some(block))
+            })
+            .collect::<Result<_>>()?;
+        releasable.extend(found.into_iter().flatten());
+        for &(block, _) in chunk {
+            progress.block_done(block, s.block_size);
+        }
+    }
+    report.blocks_zero = releasable.len() as u64;
+
+    let metadata_end = f
+        .metadata_ranges()
+        .iter()
+        .map(|&(_, e)| e)
+        .max()
+        .unwrap_or(0);
+    let plan = plan_compact(&bat, &releasable, stride, metadata_end);
+    let footer_at = s.state.lock().unwrap_or_else(|e| e.into_inner()).footer_at;
+
+    // With --verify: CRC32 of every live block's bitmap and data before anything moves.
+    let live: Vec<(u64, u64)> = plan
+        .new_bat
+        .allocated()
+        .map(|(b, _)| (b, bat.block_offset(b).unwrap_or(0)))
+        .collect();
+    let before = if opts.verify {
+        Some(block_crcs(f, &live, stride)?)
+    } else {
+        None
+    };
+
+    // 2. Release.
+    progress.check_cancelled()?;
+    let mut current = bat.clone();
+    for &b in &plan.release {
+        current.set(b, crate::spec::BAT_ENTRY_UNUSED);
+    }
+    write_bat_sectors(f, s.header.table_offset, &current, &plan.release)?;
+    sync(f, "syncing the released BAT entries")?;
+    report.blocks_released = plan.release.len() as u64;
+    *s.bat.write().unwrap_or_else(|e| e.into_inner()) = current.clone();
+
+    // 3. Move.
+    progress.set_phase(
+        Phase::Move,
+        plan.moves.len() as u64,
+        plan.moves.len() as u64 * stride,
+    );
+    let mut buf = vec![0u8; stride as usize];
+    for m in &plan.moves {
+        progress.check_cancelled()?;
+        f.read_data_mapped(&mut buf, m.from)?;
+        f.backend()
+            .write_all_at(&buf, m.to)
+            .map_err(|e| Error::io(f.path(), "copying a block to its new place", m.to, e))?;
+        sync(f, "syncing a moved block")?;
+        // Fits: `to` is a former BAT entry's sector.
+        current.set(m.block, (m.to / SECTOR_SIZE) as u32);
+        write_bat_sectors(f, s.header.table_offset, &current, &[m.block])?;
+        sync(f, "syncing a moved block's BAT entry")?;
+        *s.bat.write().unwrap_or_else(|e| e.into_inner()) = current.clone();
+        report.blocks_moved += 1;
+        report.bytes_written += stride;
+        progress.block_done(m.block, stride);
+    }
+
+    // 4. Footer past the last live block, then truncate.
+    progress.check_cancelled()?;
+    progress.set_phase(Phase::Flush, 0, 0);
+    let new_footer_at = plan.new_footer_at;
+    if new_footer_at < footer_at {
+        let footer = f.footer().encode();
+        f.backend()
+            .write_all_at(&footer, new_footer_at)
+            .map_err(|e| Error::io(f.path(), "writing the footer", new_footer_at, e))?;
+        sync(f, "syncing the new footer")?;
+        f.backend()
+            .set_len(new_footer_at + FOOTER_SIZE as u64)
+            .map_err(|e| Error::file(f.path(), "truncating", e))?;
+        sync(f, "syncing the truncation")?;
+    }
+    if let Some(before) = before {
+        progress.set_phase(Phase::Verify, live.len() as u64, live.len() as u64 * stride);
+        let now: Vec<(u64, u64)> = live
+            .iter()
+            .map(|&(b, _)| (b, current.block_offset(b).unwrap_or(0)))
+            .collect();
+        let after = block_crcs(f, &now, stride)?;
+        if let Some(i) = (0..before.len()).find(|&i| before[i] != after[i]) {
+            return Err(Error::Corrupt {
+                path: path.to_owned(),
+                structure: "block",
+                offset: now[i].1,
+                detail: format!(
+                    "verification failed: block {} reads back with a different CRC32 after compaction",
+                    now[i].0
+                ),
+            });
+        }
+        report.verified = true;
+    }
+    report.file_size_after = std::fs::metadata(path)
+        .map(|m| m.len())
+        .map_err(|e| Error::file(path, "reading the size", e))?;
+    report.elapsed = start.elapsed();
+    Ok(report)
+}
+
+/// Whether a block carries nothing: an empty bitmap, or (dynamic disks) only zeros in
+/// its marked sectors.
+fn block_is_empty(f: &VhdFile, block: u64, block_size: u64, differencing: bool) -> Result<bool> {
+    let start = block * block_size;
+    let len = block_size.min(f.virtual_size().saturating_sub(start));
+    let extents = f.extents(start, len)?;
+    let mut buf = Vec::new();
+    for e in extents {
+        if let LayerExtent::Data { file_offset, len } = e {
+            if differencing {
+                return Ok(false);
+            }
+            buf.resize(len as usize, 0);
+            f.read_data_mapped(&mut buf, file_offset)?;
+            if !is_zero(&buf) {
+                return Ok(false);
+            }
+        }
+    }
+    Ok(true)
+}
+
+/// CRC32 of each (block, offset)'s bitmap and data, computed in parallel.
+fn block_crcs(f: &VhdFile, blocks: &[(u64, u64)], stride: u64) -> Result<Vec<u32>> {
+    blocks
+        .par_iter()
+        .map(|&(_, off)| {
+            let mut buf = vec![0u8; stride as usize];
+            f.read_data_mapped(&mut buf, off)?;
+            Ok(crc32fast::hash(&buf))
+        })
+        .collect()
+}
+
+fn write_bat_sectors(f: &VhdFile, table_offset: u64, bat: &Bat, blocks: &[u64]) -> Result<()> {
+    let mut sectors: Vec<u64> = blocks.iter().map(|b| b * 4 / SECTOR_SIZE).collect();
+    sectors.sort_unstable();
+    sectors.dedup();
+    for sector in sectors {
+        let (_, bytes) = bat.sector_of(sector * SECTOR_SIZE / 4);
+        let at = table_offset + sector * SECTOR_SIZE;
+        f.backend()
+            .write_all_at(&bytes, at)
+            .map_err(|e| Error::io(f.path(), "writing a BAT sector", at, e))?;
+    }
+    Ok(())
+}
+
+fn sync(f: &VhdFile, doing: &'static str) -> Result<()> {
+    f.backend()
+        .sync()
+        .map_err(|e| Error::file(f.path(), doing, e))
+}

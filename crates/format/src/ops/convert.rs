@@ -1,0 +1,325 @@
+//! Convert (and merge-to): the source's virtual content — any disk, a whole chain
+//! flattened, a host drive or a raw image — into a new fixed, dynamic or raw file.
+//!
+//! Crash safety: the destination name appears only when the file is complete and
+//! durable. Everything is written under a temporary name in the destination's
+//! directory; after the last write (and the verification, when asked) the file is
+//! fsynced, renamed into place without replacing anything, and the directory fsynced.
+//! A cancel or an error drops the temporary file: no destination is left behind.
+
+use std::path::Path;
+use std::time::Instant;
+
+use rayon::prelude::*;
+use vhdkit_task::{Phase, Progress};
+
+use crate::error::{Error, Result};
+use crate::image::backend::{Backend, FileBackend};
+use crate::image::{sync_dir, Disk, OpenOptions};
+use crate::spec::{
+    Bat, DiskType, DynamicHeader, Footer, BAT_ENTRY_UNUSED, FOOTER_SIZE, SECTOR_SIZE,
+};
+
+use super::plan::DynamicLayout;
+use super::source::{compose, Composed};
+use super::{OpsOptions, Report, Target};
+
+/// Unit of work of fixed and raw outputs (their "blocks"): 2 MiB.
+const FLAT_UNIT: u64 = 2 << 20;
+
+/// Writes `disk`'s virtual content to a new file `dst` of kind `target`.
+pub fn convert_disk(
+    disk: &Disk,
+    dst: &Path,
+    target: Target,
+    opts: &OpsOptions,
+    progress: &Progress,
+    operation: &str,
+) -> Result<Report> {
+    let start = Instant::now();
+    let size = disk.virtual_size();
+    if !size.is_multiple_of(SECTOR_SIZE) {
+        return Err(Error::InvalidArgument(format!(
+            "{}: size {size} is not a whole number of sectors",
+            disk.top().path().display()
+        )));
+    }
+    if target == Target::Dynamic {
+        crate::spec::header::check_block_size(opts.block_size).map_err(Error::InvalidArgument)?;
+        if size > crate::spec::MAX_CREATE_SIZE {
+            return Err(Error::SizeTooLarge {
+                size,
+                detail: "a dynamic disk holds at most 2040 GiB; convert to fixed or raw".into(),
+            });
+        }
+    }
+    let dir = dst
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = dst
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "disk".into());
+    let tmp = tempfile::Builder::new()
+        .prefix(&format!(".{name}."))
+        .suffix(".vhdkit-tmp")
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666))
+        .tempfile_in(dir)
+        .map_err(|e| Error::file(dir, "creating a temporary file", e))?;
+    let tmp_path = tmp.path().to_owned();
+    let out = FileBackend::new(
+        tmp.as_file()
+            .try_clone()
+            .map_err(|e| Error::file(&tmp_path, "duplicating a handle", e))?,
+    );
+    let unit = match target {
+        Target::Dynamic => u64::from(opts.block_size),
+        Target::Fixed | Target::Raw => FLAT_UNIT,
+    };
+    let blocks = size.div_ceil(unit);
+    let mut report = Report {
+        operation: operation.into(),
+        path: dst.to_owned(),
+        blocks_total: blocks,
+        ..Report::default()
+    };
+    let mut writer = Writer::new(target, size, opts.block_size, &out, &tmp_path)?;
+    let mut crcs = if opts.verify {
+        Vec::with_capacity(blocks as usize)
+    } else {
+        Vec::new()
+    };
+    let per_chunk = (opts.chunk_bytes / unit).max(1);
+    progress.set_phase(Phase::Copy, blocks, size);
+    let mut first = 0;
+    while first < blocks {
+        progress.check_cancelled()?;
+        let last = (first + per_chunk).min(blocks);
+        let composed: Vec<Composed> = (first..last)
+            .into_par_iter()
+            .map(|b| compose(disk, b, unit))
+            .collect::<Result<_>>()?;
+        if opts.verify {
+            crcs.extend(composed.par_iter().map(crc_of).collect::<Vec<_>>());
+        }
+        for c in &composed {
+            match &c.data {
+                Some(d) => {
+                    writer.write_block(c.index, d)?;
+                    report.blocks_copied += 1;
+                    report.bytes_written += c.len;
+                }
+                None => report.blocks_zero += 1,
+            }
+            progress.block_done(c.index, c.len);
+        }
+        first = last;
+    }
+    writer.finish()?;
+    progress.set_phase(Phase::Flush, 0, 0);
+    out.sync()
+        .map_err(|e| Error::file(&tmp_path, "syncing the new file", e))?;
+    if opts.verify {
+        progress.check_cancelled()?;
+        verify(&tmp_path, target, unit, &crcs, opts, progress)?;
+        report.verified = true;
+    }
+    progress.check_cancelled()?;
+    tmp.persist_noclobber(dst).map_err(|e| {
+        if e.error.kind() == std::io::ErrorKind::AlreadyExists {
+            Error::AlreadyExists {
+                path: dst.to_owned(),
+            }
+        } else {
+            Error::file(dst, "renaming the new file into place", e.error)
+        }
+    })?;
+    sync_dir(dir).map_err(|e| Error::file(dir, "syncing the directory", e))?;
+    report.file_size_after = std::fs::metadata(dst).map(|m| m.len()).unwrap_or(0);
+    report.elapsed = start.elapsed();
+    Ok(report)
+}
+
+fn crc_of(c: &Composed) -> u32 {
+    let mut h = crc32fast::Hasher::new();
+    match &c.data {
+        Some(d) => h.update(d),
+        None => {
+            let zeros = [0u8; 64 * 1024];
+            let mut left = c.len;
+            while left > 0 {
+                let n = left.min(zeros.len() as u64) as usize;
+                h.update(&zeros[..n]);
+                left -= n as u64;
+            }
+        }
+    }
+    h.finalize()
+}
+
+/// Reads the written file back block by block and compares each CRC32 with the
+/// source's, in parallel.
+fn verify(
+    path: &Path,
+    target: Target,
+    unit: u64,
+    expected: &[u32],
+    opts: &OpsOptions,
+    progress: &Progress,
+) -> Result<()> {
+    let open = OpenOptions {
+        writable: false,
+        ..OpenOptions::default()
+    };
+    let disk = match target {
+        Target::Raw => {
+            let f = std::fs::File::open(path).map_err(|e| Error::file(path, "opening", e))?;
+            let file =
+                crate::image::VhdFile::raw(path, std::sync::Arc::new(FileBackend::new(f)), false)?;
+            Disk::resolve(file, &open, &crate::image::FsResolver)?
+        }
+        _ => Disk::open_with(path, &open)?,
+    };
+    let blocks = expected.len() as u64;
+    progress.set_phase(Phase::Verify, blocks, disk.virtual_size());
+    let per_chunk = (opts.chunk_bytes / unit).max(1);
+    let mut first = 0;
+    while first < blocks {
+        progress.check_cancelled()?;
+        let last = (first + per_chunk).min(blocks);
+        let bad = (first..last)
+            .into_par_iter()
+            .map(|b| -> Result<Option<u64>> {
+                let c = compose(&disk, b, unit)?;
+                Ok((crc_of(&c) != expected[b as usize]).then_some(b))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        if let Some(b) = bad.into_iter().flatten().next() {
+            return Err(Error::Corrupt {
+                path: path.to_owned(),
+                structure: "written data",
+                offset: b * unit,
+                detail: format!("verification failed: block {b} reads back with a different CRC32 than the source"),
+            });
+        }
+        for b in first..last {
+            progress.block_done(b, unit);
+        }
+        first = last;
+    }
+    Ok(())
+}
+
+/// The ordered writer of a new file.
+struct Writer<'a> {
+    target: Target,
+    size: u64,
+    out: &'a FileBackend,
+    path: &'a Path,
+    dynamic: Option<(DynamicLayout, Bat, u64)>,
+}
+
+impl<'a> Writer<'a> {
+    fn new(
+        target: Target,
+        size: u64,
+        block_size: u32,
+        out: &'a FileBackend,
+        path: &'a Path,
+    ) -> Result<Self> {
+        let dynamic = match target {
+            Target::Dynamic => {
+                let layout = DynamicLayout::new(size, block_size).ok_or_else(|| {
+                    Error::InvalidArgument(format!("size {size} needs too many blocks"))
+                })?;
+                let bat = Bat::new_unused(layout.entries);
+                let next = layout.metadata_end;
+                Some((layout, bat, next))
+            }
+            _ => None,
+        };
+        Ok(Writer {
+            target,
+            size,
+            out,
+            path,
+            dynamic,
+        })
+    }
+
+    fn io(&self, doing: &'static str, at: u64) -> impl FnOnce(std::io::Error) -> Error + '_ {
+        move |e| Error::io(self.path, doing, at, e)
+    }
+
+    /// Writes a non-zero block. Blocks arrive in index order.
+    fn write_block(&mut self, index: u64, data: &[u8]) -> Result<()> {
+        match self.target {
+            Target::Fixed | Target::Raw => {
+                let at = index * FLAT_UNIT;
+                self.out
+                    .write_all_at(data, at)
+                    .map_err(self.io("writing disk data", at))
+            }
+            Target::Dynamic => {
+                let (layout, bat, next) = self.dynamic.as_mut().expect("dynamic writer");
+                let at = crate::image::align_block(*next, layout.bitmap_size);
+                *next = at + layout.bitmap_size + layout.block_size;
+                if at / SECTOR_SIZE >= u64::from(BAT_ENTRY_UNUSED) {
+                    return Err(Error::Unsupported {
+                        path: self.path.to_owned(),
+                        detail: "the file would grow past what a BAT entry addresses".into(),
+                    });
+                }
+                bat.set(index, (at / SECTOR_SIZE) as u32);
+                // Bitmap: every sector of the block that lies inside the disk.
+                let mut bitmap = vec![0u8; layout.bitmap_size as usize];
+                let sectors = (data.len() as u64) / SECTOR_SIZE;
+                crate::spec::bitmap::set_range(&mut bitmap, 0, sectors);
+                let mut buf = Vec::with_capacity(bitmap.len() + data.len());
+                buf.extend_from_slice(&bitmap);
+                buf.extend_from_slice(data);
+                let path = self.path;
+                self.out
+                    .write_all_at(&buf, at)
+                    .map_err(|e| Error::io(path, "writing a block", at, e))
+            }
+        }
+    }
+
+    /// Writes the metadata and footers.
+    fn finish(self) -> Result<()> {
+        match self.target {
+            Target::Raw => self
+                .out
+                .set_len(self.size)
+                .map_err(|e| Error::file(self.path, "setting the length", e)),
+            Target::Fixed => {
+                self.out
+                    .set_len(self.size)
+                    .map_err(|e| Error::file(self.path, "setting the length", e))?;
+                let footer = Footer::new(DiskType::Fixed, self.size);
+                self.out
+                    .write_all_at(&footer.encode(), self.size)
+                    .map_err(self.io("writing the footer", self.size))
+            }
+            Target::Dynamic => {
+                let (layout, bat, next) = self.dynamic.as_ref().expect("dynamic writer");
+                // Fits: checked by check_block_size.
+                let header = DynamicHeader::new(
+                    layout.table_offset,
+                    layout.entries,
+                    layout.block_size as u32,
+                );
+                let footer = Footer::new(DiskType::Dynamic, self.size).encode();
+                let end = (*next).max(layout.metadata_end);
+                self.out
+                    .write_all_at(&footer, 0)
+                    .and_then(|_| self.out.write_all_at(&header.encode(), FOOTER_SIZE as u64))
+                    .and_then(|_| self.out.write_all_at(&bat.encode(), layout.table_offset))
+                    .and_then(|_| self.out.write_all_at(&footer, end))
+                    .map_err(self.io("writing the metadata", 0))
+            }
+        }
+    }
+}

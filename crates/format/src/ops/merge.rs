@@ -1,0 +1,176 @@
+//! Merge: write a differencing disk's own sectors into its immediate parent, in place.
+//!
+//! Crash safety: **the child's view never changes.** Every run of sectors whose bit is
+//! set in the child is written into the parent through the parent's own crash-safe
+//! write path (data and bitmap durable before the BAT entry). The child overrides those
+//! sectors anyway, so a partial merge is invisible through the child, and a rerun
+//! repeats the same idempotent writes. The parent seen alone changes — that is what a
+//! merge means. The parent is fsynced before success is reported; then the child's
+//! recorded parent time stamp is updated (what strict readers check), and with
+//! `delete_child` the child is deleted last.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use rayon::prelude::*;
+use vhdkit_task::{Phase, Progress};
+
+use crate::error::{Error, Result};
+use crate::image::file::{LayerExtent, VhdFile};
+use crate::image::{sync_dir, Disk, DiskKind, OpenOptions};
+use crate::spec::VhdTime;
+
+use super::{OpsOptions, Report};
+
+/// Checks what can be seen before starting: a differencing disk, a parent that is
+/// found, matches, is writable and is not smaller than the child. Returns the parent.
+pub fn precheck(child: &Path, opts: &OpsOptions) -> Result<PathBuf> {
+    let disk = Disk::open_with(child, &opts.open.clone().writable(false))?;
+    if disk.kind() != DiskKind::Differencing {
+        return Err(Error::WrongDiskType {
+            path: child.to_owned(),
+            found: disk.kind().to_string(),
+            expected: "merge needs a differencing disk".into(),
+        });
+    }
+    let parent = &disk.layers()[1];
+    if parent.virtual_size() < disk.virtual_size() {
+        return Err(Error::InvalidArgument(format!(
+            "{}: the parent {} ({} bytes) is smaller than the child ({} bytes)",
+            child.display(),
+            parent.path().display(),
+            parent.virtual_size(),
+            disk.virtual_size()
+        )));
+    }
+    let meta = std::fs::metadata(parent.path())
+        .map_err(|e| Error::file(parent.path(), "reading metadata", e))?;
+    if meta.permissions().readonly() {
+        return Err(Error::ReadOnly {
+            path: parent.path().to_owned(),
+            detail: "the parent is read-only; merge writes into it".into(),
+        });
+    }
+    Ok(parent.path().to_owned())
+}
+
+/// Merges `child` into its parent.
+pub fn merge(child: &Path, opts: &OpsOptions, progress: &Progress) -> Result<Report> {
+    let start = Instant::now();
+    let parent_path = precheck(child, opts)?;
+    let child_file = VhdFile::open(child, &OpenOptions::new())?;
+    // The parent opens for writing with its own chain (a differencing parent completes
+    // partial granules from its ancestors).
+    let parent = Disk::open_with(
+        &parent_path,
+        &opts.open.clone().writable(true).parent_none(),
+    )?;
+    if Some(parent.top().footer().unique_id) != child_file.header().map(|h| h.parent_unique_id)
+        && !opts.open.ignore_parent_id
+    {
+        return Err(Error::ParentIdMismatch {
+            child: child.to_owned(),
+            parent: parent_path.clone(),
+            expected: child_file
+                .header()
+                .map(|h| h.parent_unique_id)
+                .unwrap_or_default(),
+            found: parent.top().footer().unique_id,
+        });
+    }
+    let block_size = child_file
+        .block_size()
+        .expect("differencing disks have blocks");
+    let bat = child_file.bat().expect("differencing disks have a BAT");
+    let blocks: Vec<u64> = bat.allocated().map(|(i, _)| i).collect();
+    let file_size_before = parent.top().file_len();
+    let mut report = Report {
+        operation: "merge".into(),
+        path: parent_path.clone(),
+        blocks_total: blocks.len() as u64,
+        file_size_before,
+        ..Report::default()
+    };
+    progress.set_phase(
+        Phase::Copy,
+        blocks.len() as u64,
+        blocks.len() as u64 * block_size,
+    );
+    let per_chunk = (opts.chunk_bytes / block_size).max(1) as usize;
+    for chunk in blocks.chunks(per_chunk) {
+        progress.check_cancelled()?;
+        // Compose the child's runs of marked sectors in parallel…
+        let runs: Vec<Vec<(u64, Vec<u8>)>> = chunk
+            .par_iter()
+            .map(|&b| child_runs(&child_file, b, block_size))
+            .collect::<Result<_>>()?;
+        // …and write them in order, joining runs that touch.
+        let mut pending: Option<(u64, Vec<u8>)> = None;
+        for (off, data) in runs.into_iter().flatten() {
+            report.bytes_written += data.len() as u64;
+            match &mut pending {
+                Some((p_off, p_data)) if *p_off + p_data.len() as u64 == off => {
+                    p_data.extend_from_slice(&data)
+                }
+                _ => {
+                    if let Some((p_off, p_data)) = pending.take() {
+                        parent.write_at(&p_data, p_off)?;
+                    }
+                    pending = Some((off, data));
+                }
+            }
+        }
+        if let Some((p_off, p_data)) = pending {
+            parent.write_at(&p_data, p_off)?;
+        }
+        for &b in chunk {
+            report.blocks_copied += 1;
+            progress.block_done(b, block_size);
+        }
+    }
+    progress.set_phase(Phase::Flush, 0, 0);
+    parent.flush()?;
+    report.file_size_after = parent.top().file_len();
+    drop(parent);
+    drop(child_file);
+    // The parent changed: record its new modification time in the child.
+    let mtime = std::fs::metadata(&parent_path)
+        .and_then(|m| m.modified())
+        .map_err(|e| Error::file(&parent_path, "reading the modification time", e))?;
+    let mut child_rw = VhdFile::open(child, &OpenOptions::new().writable(true))?;
+    let mut header = child_rw
+        .header()
+        .cloned()
+        .expect("differencing disks have a header");
+    header.parent_timestamp = VhdTime::from_system_time(mtime);
+    child_rw.rewrite_header(header)?;
+    drop(child_rw);
+    if opts.delete_child {
+        std::fs::remove_file(child)
+            .map_err(|e| Error::file(child, "deleting the merged child", e))?;
+        let dir = child
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        sync_dir(dir).map_err(|e| Error::file(dir, "syncing the directory", e))?;
+    }
+    report.elapsed = start.elapsed();
+    Ok(report)
+}
+
+/// The runs of sectors block `b` of the child holds itself: (virtual offset, bytes).
+fn child_runs(child: &VhdFile, b: u64, block_size: u64) -> Result<Vec<(u64, Vec<u8>)>> {
+    let start = b * block_size;
+    let len = block_size.min(child.virtual_size().saturating_sub(start));
+    let mut out = Vec::new();
+    let mut pos = start;
+    for e in child.extents(start, len)? {
+        if let LayerExtent::Data { file_offset, len } = e {
+            let mut buf = vec![0u8; len as usize];
+            child.read_data_mapped(&mut buf, file_offset)?;
+            out.push((pos, buf));
+        }
+        pos += e.len();
+    }
+    Ok(out)
+}

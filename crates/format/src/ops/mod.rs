@@ -1,0 +1,219 @@
+//! The four `IVMHardDisk` operations — compact, convert, merge, merge-to — and create,
+//! each as a plain function over a [`Progress`] and as an IVMTask2-style [`Task`].
+//!
+//! Every operation runs block by block: metadata gives a plan (pure data, see [`plan`]),
+//! chunks of blocks are composed on rayon from read-only memory maps of the sources,
+//! skipping all-zero data, and one ordered writer writes them in the order the
+//! operation's crash-safety argument needs (stated on each module). Cancellation is
+//! checked and progress reported between chunks; success is reported only after the
+//! result is durable (fsync).
+
+pub mod compact;
+pub mod convert;
+pub mod merge;
+pub mod plan;
+mod source;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use vhdkit_task::{Progress, Task, TaskBuilder};
+
+use crate::error::{Error, Result};
+use crate::image::{CreateOptions, Disk, DiskKind, OpenOptions};
+
+pub use source::is_zero;
+
+/// What a convert or merge-to produces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Target {
+    /// A fixed VHD.
+    Fixed,
+    /// A dynamic VHD.
+    Dynamic,
+    /// A raw image (no VHD structure).
+    Raw,
+}
+
+impl Target {
+    /// Lower-case name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Target::Fixed => "fixed",
+            Target::Dynamic => "dynamic",
+            Target::Raw => "raw",
+        }
+    }
+}
+
+/// Options shared by the operations.
+#[derive(Debug, Clone)]
+pub struct OpsOptions {
+    /// Opening sources (parent id override, strictness, …).
+    pub open: OpenOptions,
+    /// Block size of a dynamic result.
+    pub block_size: u32,
+    /// Read the result back and compare CRC32s block by block before reporting success.
+    pub verify: bool,
+    /// Bytes composed per chunk (a cancellation point and a progress event each).
+    pub chunk_bytes: u64,
+    /// Merge: delete the child once merged and durable.
+    pub delete_child: bool,
+}
+
+impl Default for OpsOptions {
+    fn default() -> Self {
+        OpsOptions {
+            open: OpenOptions::default(),
+            block_size: crate::spec::DEFAULT_BLOCK_SIZE,
+            verify: false,
+            chunk_bytes: 32 << 20,
+            delete_child: false,
+        }
+    }
+}
+
+/// What an operation did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Report {
+    /// The operation (`convert`, `compact`, `merge`, `merge-to`, `create`).
+    pub operation: String,
+    /// The file produced or changed.
+    pub path: PathBuf,
+    /// Blocks considered.
+    pub blocks_total: u64,
+    /// Blocks written with data.
+    pub blocks_copied: u64,
+    /// Blocks found all zero (skipped or released).
+    pub blocks_zero: u64,
+    /// Blocks released (compact).
+    pub blocks_released: u64,
+    /// Blocks moved (compact).
+    pub blocks_moved: u64,
+    /// Bytes of data written.
+    pub bytes_written: u64,
+    /// File size before (compact, merge: of the file changed).
+    pub file_size_before: u64,
+    /// File size after.
+    pub file_size_after: u64,
+    /// Whether the result was read back and verified.
+    pub verified: bool,
+    /// Wall time.
+    #[serde(serialize_with = "ser_secs")]
+    pub elapsed: Duration,
+}
+
+fn ser_secs<S: serde::Serializer>(d: &Duration, s: S) -> std::result::Result<S::Ok, S::Error> {
+    s.serialize_f64(d.as_secs_f64())
+}
+
+/// A running operation.
+pub type OpTask = Task<Report, Error>;
+
+fn spawn(desc: String, work: impl FnOnce(&Progress) -> Result<Report> + Send + 'static) -> OpTask {
+    TaskBuilder::new(desc).cancelable(true).spawn(work)
+}
+
+fn require_absent(dst: &Path) -> Result<()> {
+    if dst.symlink_metadata().is_ok() {
+        return Err(Error::AlreadyExists {
+            path: dst.to_owned(),
+        });
+    }
+    Ok(())
+}
+
+/// Starts compacting `path` in place. Fails at once on a wrong disk type.
+pub fn compact_task(path: &Path, opts: &OpsOptions) -> Result<OpTask> {
+    let probe = Disk::open_with(path, &opts.open.clone().no_parents(true))?;
+    compact::check_compactable(&probe)?;
+    drop(probe);
+    let (p, o) = (path.to_owned(), opts.clone());
+    Ok(spawn(format!("Compacting {}", path.display()), move |pr| {
+        compact::compact(&p, &o, pr)
+    }))
+}
+
+/// Starts converting `src` (any kind, chains flattened, or raw) into a new `dst`.
+pub fn convert_task(src: &Path, dst: &Path, target: Target, opts: &OpsOptions) -> Result<OpTask> {
+    require_absent(dst)?;
+    let disk = Disk::open_any(src, &opts.open)?;
+    let (d, o) = (dst.to_owned(), opts.clone());
+    Ok(spawn(
+        format!(
+            "Converting {} to {} {}",
+            src.display(),
+            target.name(),
+            dst.display()
+        ),
+        move |pr| convert::convert_disk(&disk, &d, target, &o, pr, "convert"),
+    ))
+}
+
+/// Starts merging differencing disk `child` into its parent, in place.
+pub fn merge_task(child: &Path, opts: &OpsOptions) -> Result<OpTask> {
+    merge::precheck(child, opts)?;
+    let (c, o) = (child.to_owned(), opts.clone());
+    Ok(spawn(
+        format!("Merging {} into its parent", child.display()),
+        move |pr| merge::merge(&c, &o, pr),
+    ))
+}
+
+/// Starts flattening the chain of differencing disk `child` into a new `dst`.
+pub fn merge_to_task(
+    child: &Path,
+    dst: &Path,
+    target: Target,
+    opts: &OpsOptions,
+) -> Result<OpTask> {
+    require_absent(dst)?;
+    if target == Target::Raw {
+        return Err(Error::InvalidArgument(
+            "merge-to writes a fixed or dynamic VHD".into(),
+        ));
+    }
+    let disk = Disk::open_with(child, &opts.open)?;
+    if disk.kind() != DiskKind::Differencing {
+        return Err(Error::WrongDiskType {
+            path: child.to_owned(),
+            found: disk.kind().to_string(),
+            expected: "merge-to needs a differencing disk".into(),
+        });
+    }
+    let (d, o) = (dst.to_owned(), opts.clone());
+    Ok(spawn(
+        format!(
+            "Merging {} and its ancestors to {}",
+            child.display(),
+            dst.display()
+        ),
+        move |pr| convert::convert_disk(&disk, &d, target, &o, pr, "merge-to"),
+    ))
+}
+
+/// Starts creating a disk.
+pub fn create_task(path: &Path, opts: &CreateOptions) -> Result<OpTask> {
+    require_absent(path)?;
+    if matches!(opts.kind, DiskKind::Fixed | DiskKind::Dynamic) {
+        crate::image::create::check_create_size(opts.size)?;
+    }
+    let (p, o) = (path.to_owned(), opts.clone());
+    Ok(spawn(
+        format!("Creating {} disk {}", opts.kind, path.display()),
+        move |pr| {
+            let start = std::time::Instant::now();
+            pr.check_cancelled()?;
+            Disk::create(&p, &o)?;
+            let size = std::fs::metadata(&p).map(|m| m.len()).unwrap_or(0);
+            Ok(Report {
+                operation: "create".into(),
+                path: p,
+                file_size_after: size,
+                elapsed: start.elapsed(),
+                ..Report::default()
+            })
+        },
+    ))
+}

@@ -1,0 +1,199 @@
+//! Plans: what an operation will do, as plain data, computed from metadata alone.
+
+use crate::image::align_block;
+use crate::spec::{Bat, BAT_ENTRY_UNUSED, FOOTER_SIZE, HEADER_SIZE, SECTOR_SIZE};
+
+/// Where the parts of a new dynamic disk go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DynamicLayout {
+    /// Virtual size.
+    pub size: u64,
+    /// Block size.
+    pub block_size: u64,
+    /// Bitmap bytes per block.
+    pub bitmap_size: u64,
+    /// BAT entries.
+    pub entries: u32,
+    /// Offset of the BAT.
+    pub table_offset: u64,
+    /// End of metadata (header, BAT).
+    pub metadata_end: u64,
+}
+
+impl DynamicLayout {
+    /// The layout vhdkit writes: footer copy, header at 512, BAT at 1536, blocks after.
+    pub fn new(size: u64, block_size: u32) -> Option<DynamicLayout> {
+        let entries = u32::try_from(size.div_ceil(u64::from(block_size))).ok()?;
+        let table_offset = (FOOTER_SIZE + HEADER_SIZE) as u64;
+        let bat_bytes = (u64::from(entries) * 4).div_ceil(SECTOR_SIZE) * SECTOR_SIZE;
+        Some(DynamicLayout {
+            size,
+            block_size: u64::from(block_size),
+            bitmap_size: crate::spec::header::bitmap_size_for(block_size),
+            entries,
+            table_offset,
+            metadata_end: table_offset + bat_bytes,
+        })
+    }
+
+    /// Offsets of the first `n` blocks placed one after another (data 4 KiB aligned).
+    pub fn block_offsets(&self) -> impl Iterator<Item = u64> + '_ {
+        let stride = self.bitmap_size + self.block_size;
+        let mut next = self.metadata_end;
+        std::iter::from_fn(move || {
+            let at = align_block(next, self.bitmap_size);
+            next = at + stride;
+            Some(at)
+        })
+    }
+}
+
+/// One block move of a compaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Move {
+    /// Block index.
+    pub block: u64,
+    /// Current byte offset (bitmap start).
+    pub from: u64,
+    /// New byte offset.
+    pub to: u64,
+}
+
+/// What a compaction does: which blocks it releases, which it moves where, and the
+/// resulting end of live data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompactPlan {
+    /// Blocks whose BAT entries become unused.
+    pub release: Vec<u64>,
+    /// Moves, in the order they run: the highest live block into the lowest free slot.
+    pub moves: Vec<Move>,
+    /// The BAT once everything ran.
+    pub new_bat: Bat,
+    /// Where the footer goes: past the last live block and the metadata.
+    pub new_footer_at: u64,
+}
+
+/// Plans a compaction. The slots are the positions blocks occupy now (known not to
+/// overlap); released blocks free theirs, and live blocks stored highest move down into
+/// the lowest free slots until no free slot lies below a live block.
+pub fn plan_compact(bat: &Bat, releasable: &[u64], stride: u64, metadata_end: u64) -> CompactPlan {
+    let mut new_bat = bat.clone();
+    let mut release: Vec<u64> = releasable.to_vec();
+    release.sort_unstable();
+    release.dedup();
+    for &b in &release {
+        new_bat.set(b, BAT_ENTRY_UNUSED);
+    }
+    let mut free: Vec<u64> = release
+        .iter()
+        .filter_map(|&b| bat.block_offset(b))
+        .collect();
+    free.sort_unstable_by(|a, b| b.cmp(a)); // pop() yields the lowest
+    let mut live: Vec<(u64, u64)> = new_bat.allocated().map(|(i, off)| (off, i)).collect();
+    live.sort_unstable(); // pop() yields the highest
+    let mut moves = Vec::new();
+    while let (Some(&lowest_free), Some(&(highest, block))) = (free.last(), live.last()) {
+        if lowest_free >= highest {
+            break;
+        }
+        free.pop();
+        live.pop();
+        moves.push(Move {
+            block,
+            from: highest,
+            to: lowest_free,
+        });
+        // Fits: lowest_free is an existing entry's sector number.
+        new_bat.set(block, (lowest_free / SECTOR_SIZE) as u32);
+        // The vacated slot is free now, and above every remaining live block.
+        free.push(highest);
+        free.sort_unstable_by(|a, b| b.cmp(a));
+    }
+    let live_end = new_bat
+        .allocated()
+        .map(|(_, off)| off + stride)
+        .max()
+        .unwrap_or(0);
+    let new_footer_at = live_end.max(metadata_end).div_ceil(SECTOR_SIZE) * SECTOR_SIZE;
+    CompactPlan {
+        release,
+        moves,
+        new_bat,
+        new_footer_at,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bat_of(entries: &[u32]) -> Bat {
+        let mut b = Bat::new_unused(entries.len() as u32);
+        for (i, &e) in entries.iter().enumerate() {
+            b.set(i as u64, e);
+        }
+        b
+    }
+
+    #[test]
+    fn compact_plan_moves_highest_blocks_into_released_holes() {
+        // Blocks at sectors 10, 20, 30, 40 (stride 10 sectors); release block 0 and 2.
+        let u = BAT_ENTRY_UNUSED;
+        let bat = bat_of(&[10, 20, 30, 40, u]);
+        let plan = plan_compact(&bat, &[0, 2], 10 * 512, 10 * 512);
+        assert_eq!(plan.release, vec![0, 2]);
+        assert_eq!(
+            plan.moves,
+            vec![Move {
+                block: 3,
+                from: 40 * 512,
+                to: 10 * 512
+            }]
+        );
+        assert_eq!(plan.new_bat.entries(), &[u, 20, u, 10, u]);
+        assert_eq!(plan.new_footer_at, 30 * 512);
+    }
+
+    #[test]
+    fn compact_plan_with_nothing_released_moves_nothing() {
+        let bat = bat_of(&[10, 20]);
+        let plan = plan_compact(&bat, &[], 10 * 512, 10 * 512);
+        assert!(plan.moves.is_empty());
+        assert_eq!(plan.new_footer_at, 30 * 512);
+    }
+
+    #[test]
+    fn compact_plan_releasing_everything_ends_at_metadata() {
+        let bat = bat_of(&[10, 20]);
+        let plan = plan_compact(&bat, &[0, 1], 10 * 512, 3 * 512);
+        assert!(plan.moves.is_empty());
+        assert_eq!(plan.new_bat.allocated_count(), 0);
+        assert_eq!(plan.new_footer_at, 3 * 512);
+    }
+
+    #[test]
+    fn compact_plan_never_moves_a_block_upwards() {
+        let u = BAT_ENTRY_UNUSED;
+        let bat = bat_of(&[50, 10, 20, 30, 40, u, 60]);
+        let plan = plan_compact(&bat, &[1, 3], 10 * 512, 10 * 512);
+        for m in &plan.moves {
+            assert!(m.to < m.from);
+        }
+        // Live blocks 0, 2, 4, 6 end up packed in the lowest slots.
+        let mut offs: Vec<u64> = plan.new_bat.allocated().map(|(_, o)| o / 512).collect();
+        offs.sort();
+        assert_eq!(offs, vec![10, 20, 30, 40]);
+    }
+
+    #[test]
+    fn dynamic_layout_aligns_block_data_to_4k() {
+        let l = DynamicLayout::new(10 << 20, 2 << 20).expect("fits");
+        assert_eq!(l.entries, 5);
+        assert_eq!(l.metadata_end, 1536 + 512);
+        let offs: Vec<u64> = l.block_offsets().take(3).collect();
+        for o in &offs {
+            assert_eq!((o + 512) % 4096, 0);
+        }
+        assert_eq!(offs[1] - offs[0], (2 << 20) + 4096);
+    }
+}

@@ -1,0 +1,156 @@
+//! `vhdkit convert`, `compact`, `merge`, `merge-to`.
+
+use std::path::PathBuf;
+
+use clap::{Args, ValueEnum};
+use vhdkit_format::ops::{self, OpsOptions, Target};
+use vhdkit_format::spec::DEFAULT_BLOCK_SIZE;
+
+use super::runner::{self, RunArgs};
+use super::{size_arg, CliError, OpenArgs};
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum ConvertType {
+    Fixed,
+    Dynamic,
+    Raw,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum MergeToType {
+    Fixed,
+    Dynamic,
+}
+
+/// Options of the data-moving operations.
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// Read the result back and compare every block's CRC32 with the source's.
+    #[arg(long)]
+    verify: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ConvertArgs {
+    /// Source: any VHD (a differencing chain is flattened), host-drive stub or raw image.
+    src: PathBuf,
+    /// Destination (must not exist).
+    dst: PathBuf,
+    /// Kind of the destination.
+    #[arg(long = "type", value_enum)]
+    kind: ConvertType,
+    /// Block size of a dynamic destination (default 2 MiB).
+    #[arg(long, value_parser = size_arg)]
+    block_size: Option<u64>,
+    #[command(flatten)]
+    verify: VerifyArgs,
+    #[command(flatten)]
+    run: RunArgs,
+    #[command(flatten)]
+    open: OpenArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct CompactArgs {
+    /// A dynamic or differencing disk, compacted in place.
+    path: PathBuf,
+    #[command(flatten)]
+    verify: VerifyArgs,
+    #[command(flatten)]
+    run: RunArgs,
+    #[command(flatten)]
+    open: OpenArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct MergeArgs {
+    /// The differencing disk whose sectors go into its parent.
+    child: PathBuf,
+    /// Delete the child once the merge is durable.
+    #[arg(long)]
+    delete_child: bool,
+    #[command(flatten)]
+    run: RunArgs,
+    #[command(flatten)]
+    open: OpenArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct MergeToArgs {
+    /// The differencing disk whose chain is flattened.
+    child: PathBuf,
+    /// Destination (must not exist).
+    dst: PathBuf,
+    /// Kind of the destination.
+    #[arg(long = "type", value_enum)]
+    kind: MergeToType,
+    /// Block size of a dynamic destination (default 2 MiB).
+    #[arg(long, value_parser = size_arg)]
+    block_size: Option<u64>,
+    #[command(flatten)]
+    verify: VerifyArgs,
+    #[command(flatten)]
+    run: RunArgs,
+    #[command(flatten)]
+    open: OpenArgs,
+}
+
+fn block_size(b: Option<u64>) -> Result<u32, CliError> {
+    match b {
+        None => Ok(DEFAULT_BLOCK_SIZE),
+        Some(b) => {
+            u32::try_from(b).map_err(|_| CliError::Other(format!("--block-size {b} is too large")))
+        }
+    }
+}
+
+pub fn convert(a: ConvertArgs) -> Result<u8, CliError> {
+    let target = match a.kind {
+        ConvertType::Fixed => Target::Fixed,
+        ConvertType::Dynamic => Target::Dynamic,
+        ConvertType::Raw => Target::Raw,
+    };
+    let opts = OpsOptions {
+        open: a.open.options(),
+        block_size: block_size(a.block_size)?,
+        verify: a.verify.verify,
+        ..OpsOptions::default()
+    };
+    let task = ops::convert_task(&a.src, &a.dst, target, &opts)?;
+    runner::run(task, &a.run)
+}
+
+pub fn compact(a: CompactArgs) -> Result<u8, CliError> {
+    let opts = OpsOptions {
+        open: a.open.options(),
+        verify: a.verify.verify,
+        ..OpsOptions::default()
+    };
+    let task = ops::compact_task(&a.path, &opts)?;
+    runner::run(task, &a.run)
+}
+
+pub fn merge(a: MergeArgs) -> Result<u8, CliError> {
+    let opts = OpsOptions {
+        open: a.open.options(),
+        delete_child: a.delete_child,
+        ..OpsOptions::default()
+    };
+    let task = ops::merge_task(&a.child, &opts)?;
+    runner::run(task, &a.run)
+}
+
+pub fn merge_to(a: MergeToArgs) -> Result<u8, CliError> {
+    let target = match a.kind {
+        MergeToType::Fixed => Target::Fixed,
+        MergeToType::Dynamic => Target::Dynamic,
+    };
+    let opts = OpsOptions {
+        open: a.open.options(),
+        block_size: block_size(a.block_size)?,
+        verify: a.verify.verify,
+        ..OpsOptions::default()
+    };
+    let task = ops::merge_to_task(&a.child, &a.dst, target, &opts)?;
+    runner::run(task, &a.run)
+}

@@ -1,0 +1,148 @@
+//! Running an operation's task from the command line: progress bar or JSON progress
+//! events on stderr, Ctrl-C as a task cancel (exit 130), the final report as text or
+//! JSON on stdout.
+
+use std::io::IsTerminal;
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+use serde_json::json;
+use vhdkit_format::ops::{OpTask, Report};
+use vhdkit_task::{ProgressEvent, TaskFailure};
+
+use super::{print_json, CliError, EXIT_OK};
+
+/// Exit code of a command cancelled with Ctrl-C.
+pub const EXIT_CANCELLED: u8 = 130;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ProgressMode {
+    /// A progress bar when stderr is a terminal (the default).
+    Auto,
+    /// One JSON progress event per line on stderr.
+    Json,
+    /// Nothing.
+    None,
+}
+
+/// Output options of long commands.
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    /// Progress display.
+    #[arg(long, value_enum, default_value = "auto")]
+    progress: ProgressMode,
+    /// Print the final report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+fn event_json(e: &ProgressEvent) -> serde_json::Value {
+    json!({
+        "task_id": e.task_id,
+        "phase": e.phase.name(),
+        "block_index": e.block_index,
+        "blocks_done": e.blocks_done,
+        "blocks_total": e.blocks_total,
+        "bytes_done": e.bytes_done,
+        "bytes_total": e.bytes_total,
+        "percent": e.percent(),
+        "final": e.is_final,
+        "result": e.result.map(|r| r.name()),
+    })
+}
+
+/// Waits for `task`, showing progress, and turns its outcome into an exit code.
+pub fn run(task: OpTask, args: &RunArgs) -> Result<u8, CliError> {
+    let t = task.clone();
+    // A second Ctrl-C while cancelling is ignored: the rollback must finish.
+    let _ = ctrlc::set_handler(move || {
+        let _ = t.cancel();
+    });
+    let rx = task.subscribe();
+    match args.progress {
+        ProgressMode::Json => {
+            for e in rx.iter() {
+                eprintln!("{}", event_json(&e));
+            }
+        }
+        ProgressMode::Auto if std::io::stderr().is_terminal() => {
+            let bar = indicatif::ProgressBar::new(100);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{msg:>8} [{bar:40}] {percent:>3}% {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+                .progress_chars("=> "),
+            );
+            loop {
+                match rx.recv_timeout(Duration::from_millis(100)) {
+                    Ok(e) => {
+                        if e.is_final {
+                            break;
+                        }
+                        bar.set_message(e.phase.name());
+                        bar.set_length(e.bytes_total.max(1));
+                        bar.set_position(e.bytes_done);
+                    }
+                    Err(crossbeam_timeout) if crossbeam_timeout.is_timeout() => {}
+                    Err(_) => break,
+                }
+            }
+            bar.finish_and_clear();
+        }
+        _ => {}
+    }
+    task.wait_for_completion(None);
+    match task.join() {
+        Ok(report) => {
+            if args.json {
+                print_json(
+                    &serde_json::to_value(&report).map_err(|e| CliError::Other(e.to_string()))?,
+                )?;
+            } else {
+                println!("{}", summary(&report));
+            }
+            Ok(EXIT_OK)
+        }
+        Err(TaskFailure::Cancelled) => {
+            eprintln!("vhdkit: cancelled; nothing was lost");
+            Ok(EXIT_CANCELLED)
+        }
+        Err(TaskFailure::Failed(e)) => Err(e.into()),
+        Err(other) => Err(CliError::Other(other.to_string())),
+    }
+}
+
+fn summary(r: &Report) -> String {
+    let mut s = format!("{}: {}", r.operation, r.path.display());
+    match r.operation.as_str() {
+        "compact" => {
+            s += &format!(
+                ": {} of {} blocks released, {} moved, {} -> {} bytes",
+                r.blocks_released,
+                r.blocks_total,
+                r.blocks_moved,
+                r.file_size_before,
+                r.file_size_after
+            )
+        }
+        "merge" => {
+            s += &format!(
+                ": {} blocks, {} bytes merged into the parent",
+                r.blocks_copied, r.bytes_written
+            )
+        }
+        "create" => s += &format!(": {} bytes", r.file_size_after),
+        _ => {
+            s += &format!(
+                ": {} of {} blocks written, {} zero, {} bytes",
+                r.blocks_copied, r.blocks_total, r.blocks_zero, r.file_size_after
+            )
+        }
+    }
+    if r.verified {
+        s += ", verified";
+    }
+    s += &format!(" ({:.2} s)", r.elapsed.as_secs_f64());
+    s
+}
