@@ -22,3 +22,8 @@
 
 pub use vhdkit_format as format;
 pub use vhdkit_task as task;
+
+/// The README's library example, compiled and run as a doctest.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
