@@ -4,9 +4,10 @@ use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
 use vhdkit_format::spec::DEFAULT_BLOCK_SIZE;
-use vhdkit_format::{CreateOptions, Disk, DiskKind};
+use vhdkit_format::{CreateOptions, DiskKind};
 
-use super::{size_arg, CliError, EXIT_OK};
+use super::runner::{self, RunArgs};
+use super::{size_arg, CliError};
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum CreateType {
@@ -39,6 +40,8 @@ pub struct CreateArgs {
     /// Link the host drive read-only.
     #[arg(long)]
     read_only: bool,
+    #[command(flatten)]
+    run: RunArgs,
 }
 
 fn usage(msg: &str) -> CliError {
@@ -98,6 +101,6 @@ pub fn run(a: CreateArgs) -> Result<u8, CliError> {
     if a.read_only && !matches!(a.kind, CreateType::HostDrive) {
         return Err(usage("--read-only applies to host-drive disks"));
     }
-    Disk::create(&a.path, &opts)?;
-    Ok(EXIT_OK)
+    let task = vhdkit_format::ops::create_task(&a.path, &opts)?;
+    runner::run(task, &a.run)
 }

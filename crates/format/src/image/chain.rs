@@ -135,7 +135,18 @@ impl Disk {
             } else {
                 None
             };
-            let parent = find_parent(child, explicit, &parent_opts, resolver, &mut warnings)?;
+            let parent = match find_parent(child, explicit, &parent_opts, resolver, &mut warnings) {
+                // A file of this chain opened for writing holds an exclusive lock, so
+                // meeting it again as a parent fails to lock: that is a loop, not another
+                // process.
+                Err(Error::InUse { path }) if seen_paths.contains(&canonical(&path)) => {
+                    return Err(Error::ChainLoop {
+                        path: top_path,
+                        again: path,
+                    })
+                }
+                other => other?,
+            };
             let canon = canonical(parent.path());
             let id = parent.footer().unique_id;
             if seen_paths.contains(&canon) || (!id.is_nil() && seen_ids.contains(&id)) {
@@ -503,11 +514,20 @@ impl Disk {
     /// bounded windows (the operations' read path).
     pub fn read_mapped(&self, buf: &mut [u8], offset: u64) -> Result<()> {
         self.check_range(offset, buf.len() as u64)?;
+        let extents = self.extents(offset, buf.len() as u64)?;
+        self.read_extents_mapped(&extents, buf)
+    }
+
+    /// Fills `buf` from `extents` (as [`Disk::extents`] returned them for a range of
+    /// exactly `buf.len()` bytes) through read-only memory maps.
+    pub fn read_extents_mapped(&self, extents: &[Extent], buf: &mut [u8]) -> Result<()> {
         let mut pos = 0usize;
-        for e in self.extents(offset, buf.len() as u64)? {
+        for e in extents {
             let n = e.len() as usize;
-            let dst = &mut buf[pos..pos + n];
-            match e {
+            let dst = buf
+                .get_mut(pos..pos + n)
+                .ok_or_else(|| Error::InvalidArgument("extents longer than the buffer".into()))?;
+            match *e {
                 Extent::Data {
                     layer, file_offset, ..
                 } => self.layers[layer].read_data_mapped(dst, file_offset)?,

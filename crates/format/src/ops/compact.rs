@@ -131,29 +131,54 @@ pub fn compact(path: &Path, opts: &OpsOptions, progress: &Progress) -> Result<Re
     report.blocks_released = plan.release.len() as u64;
     *s.bat.write().unwrap_or_else(|e| e.into_inner()) = current.clone();
 
-    // 3. Move.
+    // 3. Move, in batches: copy a batch of blocks into free slots, fsync, then point
+    //    their BAT entries at the copies, fsync. A batch never writes into a slot that
+    //    one of its own blocks vacates: that slot is still referenced until the batch's
+    //    BAT sectors are durable.
     progress.set_phase(
         Phase::Move,
         plan.moves.len() as u64,
         plan.moves.len() as u64 * stride,
     );
+    let per_batch = (opts.chunk_bytes / stride).max(1) as usize;
     let mut buf = vec![0u8; stride as usize];
+    let mut batch: Vec<super::plan::Move> = Vec::new();
+    let mut vacated = std::collections::HashSet::new();
+    let commit = |batch: &mut Vec<super::plan::Move>, current: &mut Bat| -> Result<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        sync(f, "syncing moved blocks")?;
+        for m in batch.iter() {
+            // Fits: `to` is a former BAT entry's sector.
+            current.set(m.block, (m.to / SECTOR_SIZE) as u32);
+        }
+        let blocks: Vec<u64> = batch.iter().map(|m| m.block).collect();
+        write_bat_sectors(f, s.header.table_offset, current, &blocks)?;
+        sync(f, "syncing moved blocks' BAT entries")?;
+        *s.bat.write().unwrap_or_else(|e| e.into_inner()) = current.clone();
+        for m in batch.iter() {
+            progress.block_done(m.block, stride);
+        }
+        batch.clear();
+        Ok(())
+    };
     for m in &plan.moves {
-        progress.check_cancelled()?;
+        if vacated.contains(&m.to) || batch.len() >= per_batch {
+            commit(&mut batch, &mut current)?;
+            vacated.clear();
+            progress.check_cancelled()?;
+        }
         f.read_data_mapped(&mut buf, m.from)?;
         f.backend()
             .write_all_at(&buf, m.to)
             .map_err(|e| Error::io(f.path(), "copying a block to its new place", m.to, e))?;
-        sync(f, "syncing a moved block")?;
-        // Fits: `to` is a former BAT entry's sector.
-        current.set(m.block, (m.to / SECTOR_SIZE) as u32);
-        write_bat_sectors(f, s.header.table_offset, &current, &[m.block])?;
-        sync(f, "syncing a moved block's BAT entry")?;
-        *s.bat.write().unwrap_or_else(|e| e.into_inner()) = current.clone();
+        vacated.insert(m.from);
+        batch.push(*m);
         report.blocks_moved += 1;
         report.bytes_written += stride;
-        progress.block_done(m.block, stride);
     }
+    commit(&mut batch, &mut current)?;
 
     // 4. Footer past the last live block, then truncate.
     progress.check_cancelled()?;

@@ -276,13 +276,14 @@ impl<'a> Writer<'a> {
                 let mut bitmap = vec![0u8; layout.bitmap_size as usize];
                 let sectors = (data.len() as u64) / SECTOR_SIZE;
                 crate::spec::bitmap::set_range(&mut bitmap, 0, sectors);
-                let mut buf = Vec::with_capacity(bitmap.len() + data.len());
-                buf.extend_from_slice(&bitmap);
-                buf.extend_from_slice(data);
                 let path = self.path;
+                let data_at = at + layout.bitmap_size;
                 self.out
-                    .write_all_at(&buf, at)
-                    .map_err(|e| Error::io(path, "writing a block", at, e))
+                    .write_all_at(&bitmap, at)
+                    .map_err(|e| Error::io(path, "writing a block bitmap", at, e))?;
+                self.out
+                    .write_all_at(data, data_at)
+                    .map_err(|e| Error::io(path, "writing a block", data_at, e))
             }
         }
     }

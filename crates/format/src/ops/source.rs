@@ -35,10 +35,8 @@ pub(crate) fn compose(disk: &Disk, index: u64, unit: u64) -> Result<Composed> {
     let size = disk.virtual_size();
     let start = index * unit;
     let len = unit.min(size - start);
-    let stored = disk
-        .extents(start, len)?
-        .iter()
-        .any(|e| matches!(e, Extent::Data { .. }));
+    let extents = disk.extents(start, len)?;
+    let stored = extents.iter().any(|e| matches!(e, Extent::Data { .. }));
     if !stored {
         return Ok(Composed {
             index,
@@ -47,7 +45,7 @@ pub(crate) fn compose(disk: &Disk, index: u64, unit: u64) -> Result<Composed> {
         });
     }
     let mut buf = vec![0u8; len as usize];
-    disk.read_mapped(&mut buf, start)?;
+    disk.read_extents_mapped(&extents, &mut buf)?;
     let data = if is_zero(&buf) { None } else { Some(buf) };
     Ok(Composed { index, data, len })
 }
