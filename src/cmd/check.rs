@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 use serde_json::json;
-use vhdkit_format::check::check;
+use vhdkit_format::check::{check, repair};
 
 use super::{print_json, CliError, OpenArgs, EXIT_DIFFERENT, EXIT_OK};
 
@@ -15,11 +15,21 @@ pub struct CheckArgs {
     /// Print JSON.
     #[arg(long)]
     json: bool,
+    /// First restore what is safely restorable: a damaged footer from its copy, a file
+    /// length cut short or left long by a crash, orphaned tail blocks. Never guesses at
+    /// data.
+    #[arg(long)]
+    repair: bool,
     #[command(flatten)]
     open: OpenArgs,
 }
 
 pub fn run(a: CheckArgs) -> Result<u8, CliError> {
+    let repaired = if a.repair {
+        Some(repair(&a.path)?)
+    } else {
+        None
+    };
     let report = check(&a.path, &a.open.options())?;
     let clean = report.is_clean();
     if a.json {
@@ -28,8 +38,12 @@ pub fn run(a: CheckArgs) -> Result<u8, CliError> {
             "clean": clean,
             "problem_count": report.problem_count(),
             "files": report.files,
+            "repairs": repaired.as_ref().map(|r| &r.actions),
         }))?;
     } else {
+        for action in repaired.iter().flat_map(|r| &r.actions) {
+            println!("{}: repaired: {action}", a.path.display());
+        }
         for (path, p) in report.problems() {
             println!("{}: {p}", path.display());
         }
