@@ -455,7 +455,7 @@ pub struct RepairReport {
 /// offset 0 at every instant.
 pub fn repair(path: &Path) -> Result<RepairReport> {
     let file = crate::image::file::open_file(path, true)?;
-    let b = FileBackend::new(file);
+    let b = FileBackend::with_path(file, path);
     let io = |doing: &'static str, at: u64| move |e| Error::io(path, doing, at, e);
     let len = b
         .len()

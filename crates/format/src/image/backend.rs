@@ -29,12 +29,24 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
 #[derive(Debug)]
 pub struct FileBackend {
     file: File,
+    path: std::path::PathBuf,
 }
 
 impl FileBackend {
     /// Wraps an open file.
     pub fn new(file: File) -> FileBackend {
-        FileBackend { file }
+        FileBackend {
+            file,
+            path: std::path::PathBuf::new(),
+        }
+    }
+
+    /// Wraps an open file, remembering its path (which fault injection matches on).
+    pub fn with_path(file: File, path: impl Into<std::path::PathBuf>) -> FileBackend {
+        FileBackend {
+            file,
+            path: path.into(),
+        }
     }
 }
 
@@ -54,14 +66,17 @@ impl Backend for FileBackend {
     }
 
     fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        faults::before(&self.path, faults::FaultOp::Write)?;
         FileExt::write_all_at(&self.file, buf, offset)
     }
 
     fn set_len(&self, len: u64) -> io::Result<()> {
+        faults::before(&self.path, faults::FaultOp::Write)?;
         self.file.set_len(len)
     }
 
     fn sync(&self) -> io::Result<()> {
+        faults::before(&self.path, faults::FaultOp::Sync)?;
         self.file.sync_data()
     }
 
@@ -148,6 +163,112 @@ impl Backend for MemBackend {
     }
 
     fn sync(&self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Fault injection for tests: make the N-th write or sync of files under a directory
+/// fail with a chosen OS error (ENOSPC, EIO, …), as a full or failing volume would.
+/// Unarmed, it costs one relaxed atomic load per write.
+pub mod faults {
+    use std::io;
+    use std::path::{Path, PathBuf};
+    use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+    use std::sync::Mutex;
+
+    /// Which call fails.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum FaultOp {
+        /// Writes and length changes.
+        Write,
+        /// Syncs.
+        Sync,
+    }
+
+    /// A fault to inject.
+    #[derive(Debug, Clone)]
+    pub struct FaultPlan {
+        /// Only files under this directory are affected.
+        pub dir: PathBuf,
+        /// The call that fails.
+        pub op: FaultOp,
+        /// Fail the `nth` such call (1-based); 0 fails none and only counts.
+        pub nth: u64,
+        /// The OS error number to fail with (28 = ENOSPC, 5 = EIO).
+        pub errno: i32,
+    }
+
+    struct Armed {
+        id: u64,
+        plan: FaultPlan,
+        writes: AtomicU64,
+        syncs: AtomicU64,
+    }
+
+    static ARMED: AtomicUsize = AtomicUsize::new(0);
+    static PLANS: Mutex<Vec<Armed>> = Mutex::new(Vec::new());
+    static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+    /// An armed fault; dropping it disarms.
+    #[derive(Debug)]
+    pub struct FaultGuard {
+        id: u64,
+    }
+
+    impl FaultGuard {
+        /// Writes and syncs seen so far under the plan's directory.
+        pub fn counts(&self) -> (u64, u64) {
+            let plans = PLANS.lock().unwrap_or_else(|e| e.into_inner());
+            plans
+                .iter()
+                .find(|a| a.id == self.id)
+                .map(|a| {
+                    (
+                        a.writes.load(Ordering::SeqCst),
+                        a.syncs.load(Ordering::SeqCst),
+                    )
+                })
+                .unwrap_or((0, 0))
+        }
+    }
+
+    impl Drop for FaultGuard {
+        fn drop(&mut self) {
+            let mut plans = PLANS.lock().unwrap_or_else(|e| e.into_inner());
+            plans.retain(|a| a.id != self.id);
+            ARMED.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
+    /// Arms a fault until the guard is dropped.
+    pub fn arm(plan: FaultPlan) -> FaultGuard {
+        let id = NEXT_ID.fetch_add(1, Ordering::SeqCst);
+        let mut plans = PLANS.lock().unwrap_or_else(|e| e.into_inner());
+        plans.push(Armed {
+            id,
+            plan,
+            writes: AtomicU64::new(0),
+            syncs: AtomicU64::new(0),
+        });
+        ARMED.fetch_add(1, Ordering::SeqCst);
+        FaultGuard { id }
+    }
+
+    pub(crate) fn before(path: &Path, op: FaultOp) -> io::Result<()> {
+        if ARMED.load(Ordering::Relaxed) == 0 || path.as_os_str().is_empty() {
+            return Ok(());
+        }
+        let plans = PLANS.lock().unwrap_or_else(|e| e.into_inner());
+        for a in plans.iter().filter(|a| path.starts_with(&a.plan.dir)) {
+            let counter = match op {
+                FaultOp::Write => &a.writes,
+                FaultOp::Sync => &a.syncs,
+            };
+            let n = counter.fetch_add(1, Ordering::SeqCst) + 1;
+            if a.plan.op == op && a.plan.nth == n {
+                return Err(io::Error::from_raw_os_error(a.plan.errno));
+            }
+        }
         Ok(())
     }
 }

@@ -5,7 +5,6 @@
 //! synced: the target name appears only when the file is complete.
 
 use std::fs::File;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
@@ -352,15 +351,15 @@ pub(crate) fn write_new(
         .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666))
         .tempfile_in(dir)
         .map_err(|e| Error::file(dir, "creating a temporary file", e))?;
-    let backend = FileBackend::new(
+    let backend = FileBackend::with_path(
         tmp.as_file()
             .try_clone()
             .map_err(|e| Error::file(tmp.path(), "duplicating a handle", e))?,
+        tmp.path(),
     );
     fill(&backend).map_err(|e| Error::file(path, "writing the new disk", e))?;
-    let mut f = tmp.as_file();
-    f.flush()
-        .and_then(|_| f.sync_all())
+    backend
+        .sync()
         .map_err(|e| Error::file(path, "syncing the new disk", e))?;
     tmp.persist_noclobber(path).map_err(|e| {
         if e.error.kind() == std::io::ErrorKind::AlreadyExists {

@@ -98,6 +98,9 @@ pub(crate) struct SparseState {
     pub next_free: u64,
     /// Where the trailing footer is.
     pub footer_at: u64,
+    /// The trailing footer is missing or damaged (opened from the copy at offset 0): the
+    /// next write rewrites it at `footer_at` even when no block is allocated past it.
+    pub footer_stale: bool,
 }
 
 #[derive(Debug)]
@@ -129,14 +132,14 @@ impl VhdFile {
     /// Opens `path` as a VHD (read-only unless `opts.writable`).
     pub fn open(path: &Path, opts: &OpenOptions) -> Result<VhdFile> {
         let file = open_file(path, opts.writable)?;
-        let backend: Arc<dyn Backend> = Arc::new(FileBackend::new(file));
+        let backend: Arc<dyn Backend> = Arc::new(FileBackend::with_path(file, path));
         VhdFile::from_backend(path, backend, opts)
     }
 
     /// Opens `path` as a VHD if it has a footer, else as a raw image.
     pub fn open_any(path: &Path, opts: &OpenOptions) -> Result<VhdFile> {
         let file = open_file(path, opts.writable)?;
-        let backend: Arc<dyn Backend> = Arc::new(FileBackend::new(file));
+        let backend: Arc<dyn Backend> = Arc::new(FileBackend::with_path(file, path));
         if looks_like_vhd(&*backend) {
             VhdFile::from_backend(path, backend, opts)
         } else {
@@ -631,7 +634,7 @@ impl VhdFile {
         // Step 1: footer at the new end, durable before any block write can overwrite the
         // old one or extend the file.
         let new_footer_at = next_free.max(state.footer_at);
-        if new_footer_at != state.footer_at {
+        if new_footer_at != state.footer_at || state.footer_stale {
             let bytes = self.footer.encode();
             self.backend
                 .write_all_at(&bytes, new_footer_at)
@@ -645,6 +648,7 @@ impl VhdFile {
         // in-memory or on-disk BAT may already point into it.
         state.next_free = next_free.max(state.next_free);
         state.footer_at = new_footer_at;
+        state.footer_stale = false;
 
         // Step 2: new blocks (bitmap + data, zero-filled where old bytes lie) and data of
         // existing blocks.
@@ -1085,6 +1089,7 @@ fn open_sparse(
         state: Mutex::new(SparseState {
             next_free,
             footer_at: footer_pos,
+            footer_stale: source == FooterSource::Copy,
         }),
     })
 }

@@ -89,7 +89,7 @@ pub(crate) fn open_stub(
         .write(writable)
         .open(&device_path)
         .map_err(|e| not_found(format!("cannot open it: {e}")))?;
-    let device: Arc<dyn Backend> = Arc::new(FileBackend::new(file));
+    let device: Arc<dyn Backend> = Arc::new(FileBackend::with_path(file, &device_path));
     let size = device
         .len()
         .map_err(|e| not_found(format!("cannot read its size: {e}")))?;

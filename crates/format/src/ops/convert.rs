@@ -68,10 +68,11 @@ pub fn convert_disk(
         .tempfile_in(dir)
         .map_err(|e| Error::file(dir, "creating a temporary file", e))?;
     let tmp_path = tmp.path().to_owned();
-    let out = FileBackend::new(
+    let out = FileBackend::with_path(
         tmp.as_file()
             .try_clone()
             .map_err(|e| Error::file(&tmp_path, "duplicating a handle", e))?,
+        &tmp_path,
     );
     let unit = match target {
         Target::Dynamic => u64::from(opts.block_size),

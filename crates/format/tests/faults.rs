@@ -1,0 +1,286 @@
+//! Fault injection: every write and every sync of each operation fails in turn (ENOSPC
+//! for writes, EIO for syncs), and each time the operation reports the right HRESULT and
+//! leaves exactly what it promises: no destination for new files, an unchanged view for
+//! in-place operations, and a rerun that completes.
+
+use std::path::{Path, PathBuf};
+
+use vhdkit_format::image::backend::faults::{arm, FaultOp, FaultPlan};
+use vhdkit_format::ops::{self, OpsOptions, Target};
+use vhdkit_format::{CreateOptions, Disk, DiskKind, Error};
+use vhdkit_task::{CancelToken, HResult, Progress};
+
+const ENOSPC: i32 = 28;
+const EIO: i32 = 5;
+const MIB: u64 = 1 << 20;
+
+fn pattern(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+fn content(path: &Path) -> Vec<u8> {
+    let disk = Disk::open(path).expect("open");
+    let mut all = vec![0u8; disk.virtual_size() as usize];
+    disk.read_at(&mut all, 0).expect("read");
+    all
+}
+
+/// A dynamic base with data, a differencing child with data, and zeroed blocks in both.
+fn make_chain(dir: &Path) -> (PathBuf, PathBuf) {
+    let base = dir.join("base.vhd");
+    Disk::create(
+        &base,
+        &CreateOptions::new(DiskKind::Dynamic, 8 * MIB).block_size(512 * 1024),
+    )
+    .expect("create base");
+    {
+        let d = Disk::open_rw(&base).expect("open base");
+        d.write_at(&pattern(1, 3 * MIB as usize), 0).expect("w");
+        d.write_at(&vec![0u8; MIB as usize], MIB).expect("zeros");
+        d.write_at(&pattern(2, 5000), 6 * MIB + 77).expect("w");
+        d.flush().expect("flush");
+    }
+    let child = dir.join("child.vhd");
+    Disk::create(
+        &child,
+        &CreateOptions::differencing(&base).block_size(512 * 1024),
+    )
+    .expect("create child");
+    {
+        let d = Disk::open_rw(&child).expect("open child");
+        d.write_at(&pattern(3, 700_000), 2 * MIB + 1234).expect("w");
+        d.write_at(&vec![0u8; 4096], 5 * MIB)
+            .expect("zeros over parent");
+        d.flush().expect("flush");
+    }
+    (base, child)
+}
+
+fn progress() -> Progress {
+    Progress::detached(CancelToken::new())
+}
+
+fn leftovers(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .expect("dir")
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".vhdkit-tmp"))
+        .collect()
+}
+
+/// Runs `op` once counting writes and syncs under a fresh directory.
+fn count_faults(setup: &dyn Fn(&Path), op: &dyn Fn(&Path) -> Result<(), Error>) -> (u64, u64) {
+    let dir = tempfile::tempdir().expect("tmp");
+    setup(dir.path());
+    let guard = arm(FaultPlan {
+        dir: dir.path().to_owned(),
+        op: FaultOp::Write,
+        nth: 0,
+        errno: ENOSPC,
+    });
+    op(dir.path()).expect("clean run succeeds");
+    guard.counts()
+}
+
+/// For every write (ENOSPC) and every sync (EIO) of `op`, fails it and calls `verify`.
+/// Returns the number of fault points exercised.
+fn every_fault(
+    setup: &dyn Fn(&Path),
+    op: &dyn Fn(&Path) -> Result<(), Error>,
+    verify: &dyn Fn(&Path, &Error),
+) -> u64 {
+    let (writes, syncs) = count_faults(setup, op);
+    assert!(writes + syncs > 0, "the operation writes or syncs");
+    let mut points = 0;
+    for (fault, total, errno, hresult) in [
+        (FaultOp::Write, writes, ENOSPC, HResult::E_DISK_FULL),
+        (FaultOp::Sync, syncs, EIO, HResult::VM_E_HD_IMAGE_ACCESS),
+    ] {
+        for nth in 1..=total {
+            let dir = tempfile::tempdir().expect("tmp");
+            setup(dir.path());
+            let result = {
+                let _guard = arm(FaultPlan {
+                    dir: dir.path().to_owned(),
+                    op: fault,
+                    nth,
+                    errno,
+                });
+                op(dir.path())
+            };
+            let err = result.expect_err("an injected fault makes the operation fail");
+            assert_eq!(err.hresult(), hresult, "{fault:?} #{nth}: {err}");
+            verify(dir.path(), &err);
+            points += 1;
+        }
+    }
+    points
+}
+
+#[test]
+fn convert_with_any_failed_write_or_sync_leaves_no_destination() {
+    for target in [Target::Dynamic, Target::Fixed, Target::Raw] {
+        let setup = |d: &Path| {
+            make_chain(d);
+        };
+        let op = |d: &Path| -> Result<(), Error> {
+            let disk = Disk::open(d.join("child.vhd"))?;
+            let opts = OpsOptions {
+                verify: true,
+                block_size: 512 * 1024,
+                ..OpsOptions::default()
+            };
+            ops::convert::convert_disk(&disk, &d.join("out"), target, &opts, &progress(), "convert")
+                .map(|_| ())
+        };
+        let points = every_fault(&setup, &op, &|d, _| {
+            assert!(!d.join("out").exists(), "no destination after a failure");
+            assert!(
+                leftovers(d).is_empty(),
+                "no temporary file left: {:?}",
+                leftovers(d)
+            );
+        });
+        eprintln!("convert to {target:?}: {points} fault points");
+    }
+}
+
+#[test]
+fn create_with_any_failed_write_or_sync_leaves_no_file() {
+    for kind in [DiskKind::Fixed, DiskKind::Dynamic] {
+        let op = |d: &Path| -> Result<(), Error> {
+            Disk::create(d.join("new.vhd"), &CreateOptions::new(kind, 8 * MIB))
+        };
+        let points = every_fault(&|_| {}, &op, &|d, _| {
+            assert!(!d.join("new.vhd").exists());
+            assert!(leftovers(d).is_empty());
+        });
+        eprintln!("create {kind}: {points} fault points");
+    }
+}
+
+#[test]
+fn compact_with_any_failed_write_or_sync_keeps_content_and_reruns() {
+    for which in ["base.vhd", "child.vhd"] {
+        let setup = |d: &Path| {
+            make_chain(d);
+        };
+        let before = {
+            let dir = tempfile::tempdir().expect("tmp");
+            make_chain(dir.path());
+            content(&dir.path().join(which))
+        };
+        let op = |d: &Path| -> Result<(), Error> {
+            let opts = OpsOptions {
+                chunk_bytes: 512 * 1024,
+                ..OpsOptions::default()
+            };
+            ops::compact::compact(&d.join(which), &opts, &progress()).map(|_| ())
+        };
+        let points = every_fault(&setup, &op, &|d, _| {
+            let path = d.join(which);
+            assert_eq!(
+                content(&path),
+                before,
+                "content unchanged after a failed compact"
+            );
+            op(d).expect("a rerun completes");
+            assert_eq!(content(&path), before, "content unchanged after the rerun");
+            let report = vhdkit_format::check::check(&path, &Default::default()).expect("check");
+            assert!(report.is_clean(), "{:?}", report.files);
+        });
+        eprintln!("compact {which}: {points} fault points");
+    }
+}
+
+#[test]
+fn merge_with_any_failed_write_or_sync_keeps_the_child_view_and_reruns() {
+    let setup = |d: &Path| {
+        make_chain(d);
+    };
+    let view = {
+        let dir = tempfile::tempdir().expect("tmp");
+        make_chain(dir.path());
+        content(&dir.path().join("child.vhd"))
+    };
+    let op = |d: &Path| -> Result<(), Error> {
+        let opts = OpsOptions {
+            chunk_bytes: 512 * 1024,
+            ..OpsOptions::default()
+        };
+        ops::merge::merge(&d.join("child.vhd"), &opts, &progress()).map(|_| ())
+    };
+    let points = every_fault(&setup, &op, &|d, _| {
+        assert_eq!(
+            content(&d.join("child.vhd")),
+            view,
+            "the child's view never changes"
+        );
+        op(d).expect("a rerun completes");
+        assert_eq!(content(&d.join("child.vhd")), view);
+        assert_eq!(
+            content(&d.join("base.vhd")),
+            view,
+            "the parent holds the merged view"
+        );
+    });
+    eprintln!("merge: {points} fault points");
+}
+
+#[test]
+fn write_with_any_failed_write_or_sync_reads_old_or_new_data() {
+    for which in ["base.vhd", "child.vhd"] {
+        let before = {
+            let dir = tempfile::tempdir().expect("tmp");
+            make_chain(dir.path());
+            content(&dir.path().join(which))
+        };
+        let data = pattern(9, 1_500_000);
+        let at = 3 * MIB + 100;
+        let op = |d: &Path| -> Result<(), Error> {
+            let disk = Disk::open_rw(d.join(which))?;
+            disk.write_at(&data, at)?;
+            disk.flush()
+        };
+        let points = every_fault(
+            &|d| {
+                make_chain(d);
+            },
+            &op,
+            &|d, _| {
+                let now = content(&d.join(which));
+                let r = at as usize..at as usize + data.len();
+                assert_eq!(
+                    now[..r.start],
+                    before[..r.start],
+                    "outside the range: unchanged"
+                );
+                assert_eq!(
+                    now[r.end..],
+                    before[r.end..],
+                    "outside the range: unchanged"
+                );
+                // Inside, each sector holds the old or the new bytes.
+                for s in (r.start / 512)..r.end.div_ceil(512) {
+                    let span = (s * 512).max(r.start)..((s + 1) * 512).min(r.end);
+                    let got = &now[span.clone()];
+                    assert!(
+                        got == &before[span.clone()]
+                            || got == &data[span.start - r.start..span.end - r.start],
+                        "sector {s} is neither old nor new"
+                    );
+                }
+            },
+        );
+        eprintln!("write into {which}: {points} fault points");
+    }
+}
