@@ -411,7 +411,18 @@ impl VhdFile {
             }
         };
         match &self.layout {
-            Layout::Raw | Layout::Fixed | Layout::HostDrive(_) => {
+            Layout::Raw | Layout::Fixed => {
+                if end > pos {
+                    match self.backend.as_file() {
+                        Some(f) => data_and_holes(f, pos, end, &mut out),
+                        None => out.push(LayerExtent::Data {
+                            file_offset: pos,
+                            len: end - pos,
+                        }),
+                    }
+                }
+            }
+            Layout::HostDrive(_) => {
                 if end > pos {
                     out.push(LayerExtent::Data {
                         file_offset: pos,
@@ -475,6 +486,19 @@ impl VhdFile {
         }
     }
 
+    /// Maps the stored bytes of a `Data` extent read-only, when they live in a file.
+    pub fn map_data(&self, file_offset: u64, len: u64) -> Option<Result<super::Window>> {
+        let (file, path) = match &self.layout {
+            Layout::HostDrive(h) => (h.device.as_file()?, &h.device_path),
+            _ => (self.backend.as_file()?, &self.path),
+        };
+        let len = usize::try_from(len).ok()?;
+        Some(
+            super::mmap::map_window(file, file_offset, len)
+                .map_err(|e| Error::io(path, "mapping disk data", file_offset, e)),
+        )
+    }
+
     /// Reads stored bytes at a file offset given by a `Data` extent.
     pub fn read_data(&self, buf: &mut [u8], file_offset: u64) -> Result<()> {
         match &self.layout {
@@ -528,9 +552,10 @@ impl VhdFile {
     ///    holding the new entries (one 512-byte sector each).
     /// 5. `fdatasync`.
     ///
-    /// A crash before 4 leaves unreferenced space at the end (`check` reports it; the next
-    /// allocation reuses nothing, `check --repair` or `compact` reclaims it) and sectors
-    /// whose bits are still clear, which read as before.
+    /// A crash before 4 leaves unreferenced space before the footer (`check` reports it;
+    /// after reopening, the next allocation reuses it, zero-filling what it does not
+    /// write; `check --repair` or `compact` reclaims it) and sectors whose bits are still
+    /// clear, which read as before. `docs/crash-safety.md` has the full analysis.
     pub(crate) fn write_aligned(&self, data: &[u8], offset: u64) -> Result<()> {
         self.check_writable()?;
         debug_assert!(
@@ -790,6 +815,54 @@ impl VhdFile {
         s.header =
             DynamicHeader::decode(&bytes).map_err(|e| Error::InvalidArgument(e.to_string()))?;
         Ok(())
+    }
+}
+
+/// Splits `pos..end` of a flat file into stored data and holes (`SEEK_DATA`/`SEEK_HOLE`),
+/// so that sparse raw and fixed images are read only where they hold data. Where the
+/// file system cannot tell, everything is data.
+fn data_and_holes(file: &File, pos: u64, end: u64, out: &mut Vec<LayerExtent>) {
+    use rustix::fs::{seek, SeekFrom};
+    let mut p = pos;
+    while p < end {
+        match seek(file, SeekFrom::Data(p)) {
+            Ok(d) if d >= end => {
+                push(out, LayerExtent::Zero { len: end - p });
+                return;
+            }
+            Ok(d) => {
+                if d > p {
+                    push(out, LayerExtent::Zero { len: d - p });
+                }
+                let start = d.max(p);
+                let hole = seek(file, SeekFrom::Hole(start))
+                    .unwrap_or(end)
+                    .clamp(start + 1, end);
+                push(
+                    out,
+                    LayerExtent::Data {
+                        file_offset: start,
+                        len: hole - start,
+                    },
+                );
+                p = hole;
+            }
+            // ENXIO: no data at or after `p`.
+            Err(rustix::io::Errno::NXIO) => {
+                push(out, LayerExtent::Zero { len: end - p });
+                return;
+            }
+            Err(_) => {
+                push(
+                    out,
+                    LayerExtent::Data {
+                        file_offset: p,
+                        len: end - p,
+                    },
+                );
+                return;
+            }
+        }
     }
 }
 

@@ -9,6 +9,47 @@ use std::io;
 
 use memmap2::MmapOptions;
 
+/// A read-only map of one window of a file, unmapped on drop.
+#[derive(Debug)]
+pub struct Window {
+    map: memmap2::Mmap,
+}
+
+impl std::ops::Deref for Window {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.map
+    }
+}
+
+/// Maps `len` bytes at `offset` of `file` read-only, faulting the pages in at once.
+pub(crate) fn map_window(file: &File, offset: u64, len: usize) -> io::Result<Window> {
+    let file_len = file.metadata()?.len();
+    let end = offset
+        .checked_add(len as u64)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "window overflows"))?;
+    if len == 0 || (end > file_len && file.metadata()?.is_file()) {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "mapped window is empty or runs past the end of the file",
+        ));
+    }
+    // SAFETY: as for `copy_mapped` below: a read-only window inside the file (checked
+    // just above), of a file vhdkit holds an advisory lock on (shared for sources,
+    // exclusive for files it modifies), and never written by this process while the
+    // window lives — operations map source blocks and write only to other files, or
+    // (compact) to other slots of the same file. The window is dropped (unmapped) as soon
+    // as its block is written out, so at most one chunk of windows exists at a time.
+    let map = unsafe {
+        MmapOptions::new()
+            .offset(offset)
+            .len(len)
+            .populate()
+            .map(file)?
+    };
+    Ok(Window { map })
+}
+
 /// Copies `dst.len()` bytes at `offset` of `file` into `dst` through a read-only map of
 /// exactly that window.
 pub(crate) fn copy_mapped(file: &File, offset: u64, dst: &mut [u8]) -> io::Result<()> {

@@ -7,6 +7,7 @@ pub(crate) mod create;
 pub(crate) mod file;
 pub mod hostdrive;
 mod mmap;
+pub use mmap::Window;
 
 pub use backend::{Backend, FileBackend, MemBackend};
 pub use chain::{parent_candidates, Disk, Extent, FsResolver, ParentResolver};

@@ -21,7 +21,7 @@ use crate::spec::{
 };
 
 use super::plan::DynamicLayout;
-use super::source::{compose, Composed};
+use super::source::{compose, BufferPool, Composed};
 use super::{OpsOptions, Report, Target};
 
 /// Unit of work of fixed and raw outputs (their "blocks"): 2 MiB.
@@ -92,6 +92,7 @@ pub fn convert_disk(
         Vec::new()
     };
     let per_chunk = (opts.chunk_bytes / unit).max(1);
+    let pool = BufferPool::default();
     progress.set_phase(Phase::Copy, blocks, size);
     let mut first = 0;
     while first < blocks {
@@ -99,12 +100,12 @@ pub fn convert_disk(
         let last = (first + per_chunk).min(blocks);
         let composed: Vec<Composed> = (first..last)
             .into_par_iter()
-            .map(|b| compose(disk, b, unit))
+            .map(|b| compose(disk, b, unit, &pool))
             .collect::<Result<_>>()?;
         if opts.verify {
             crcs.extend(composed.par_iter().map(crc_of).collect::<Vec<_>>());
         }
-        for c in &composed {
+        for c in composed {
             match &c.data {
                 Some(d) => {
                     writer.write_block(c.index, d)?;
@@ -114,6 +115,7 @@ pub fn convert_disk(
                 None => report.blocks_zero += 1,
             }
             progress.block_done(c.index, c.len);
+            pool.give(c.data);
         }
         first = last;
     }
@@ -185,6 +187,7 @@ fn verify(
     let blocks = expected.len() as u64;
     progress.set_phase(Phase::Verify, blocks, disk.virtual_size());
     let per_chunk = (opts.chunk_bytes / unit).max(1);
+    let pool = BufferPool::default();
     let mut first = 0;
     while first < blocks {
         progress.check_cancelled()?;
@@ -192,8 +195,10 @@ fn verify(
         let bad = (first..last)
             .into_par_iter()
             .map(|b| -> Result<Option<u64>> {
-                let c = compose(&disk, b, unit)?;
-                Ok((crc_of(&c) != expected[b as usize]).then_some(b))
+                let c = compose(&disk, b, unit, &pool)?;
+                let ok = crc_of(&c) == expected[b as usize];
+                pool.give(c.data);
+                Ok((!ok).then_some(b))
             })
             .collect::<Result<Vec<_>>>()?;
         if let Some(b) = bad.into_iter().flatten().next() {

@@ -1,7 +1,9 @@
 //! Composing blocks of a source view (any disk, chain or raw image).
 
+use std::sync::Mutex;
+
 use crate::error::Result;
-use crate::image::{Disk, Extent};
+use crate::image::{Disk, Extent, Window};
 
 /// Whether every byte of `buf` is zero (word at a time).
 pub fn is_zero(buf: &[u8]) -> bool {
@@ -19,19 +21,65 @@ pub fn is_zero(buf: &[u8]) -> bool {
     chunks.remainder().iter().all(|&b| b == 0)
 }
 
+/// The bytes of a composed block: a window of the source mapped as is (no copy), or a
+/// buffer composed from several extents.
+pub(crate) enum BlockData {
+    /// One stored extent covering the whole block: handed out as the mapped source.
+    Mapped(Window),
+    /// Composed from several extents (chain levels, zero runs) into a pooled buffer.
+    Owned(Vec<u8>),
+}
+
+impl std::ops::Deref for BlockData {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            BlockData::Mapped(w) => w,
+            BlockData::Owned(v) => v,
+        }
+    }
+}
+
 /// One composed block of the source.
 pub(crate) struct Composed {
     /// Block index.
     pub index: u64,
     /// The bytes, or `None` when the block reads as zeros.
-    pub data: Option<Vec<u8>>,
+    pub data: Option<BlockData>,
     /// Length of the block (the last one may be short).
     pub len: u64,
 }
 
+/// Reuses block buffers across chunks: no allocation (and no page faults on fresh
+/// memory) per block once the first chunk has run.
+#[derive(Default)]
+pub(crate) struct BufferPool {
+    free: Mutex<Vec<Vec<u8>>>,
+}
+
+impl BufferPool {
+    fn take(&self, len: usize) -> Vec<u8> {
+        let mut v = self
+            .free
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pop()
+            .unwrap_or_default();
+        v.resize(len, 0);
+        v
+    }
+
+    /// Returns a block's buffer to the pool.
+    pub(crate) fn give(&self, data: Option<BlockData>) {
+        if let Some(BlockData::Owned(v)) = data {
+            self.free.lock().unwrap_or_else(|e| e.into_inner()).push(v);
+        }
+    }
+}
+
 /// Reads block `index` of `unit` bytes (clipped to the virtual size) from `disk`,
 /// skipping the read entirely when no level stores any of it.
-pub(crate) fn compose(disk: &Disk, index: u64, unit: u64) -> Result<Composed> {
+pub(crate) fn compose(disk: &Disk, index: u64, unit: u64, pool: &BufferPool) -> Result<Composed> {
     let size = disk.virtual_size();
     let start = index * unit;
     let len = unit.min(size - start);
@@ -44,10 +92,28 @@ pub(crate) fn compose(disk: &Disk, index: u64, unit: u64) -> Result<Composed> {
             len,
         });
     }
-    let mut buf = vec![0u8; len as usize];
-    disk.read_extents_mapped(&extents, &mut buf)?;
-    let data = if is_zero(&buf) { None } else { Some(buf) };
+    let data = match extents.as_slice() {
+        [Extent::Data {
+            layer, file_offset, ..
+        }] => match disk.layers()[*layer].map_data(*file_offset, len) {
+            Some(w) => BlockData::Mapped(w?),
+            None => owned(disk, &extents, len, pool)?,
+        },
+        _ => owned(disk, &extents, len, pool)?,
+    };
+    let data = if is_zero(&data) {
+        pool.give(Some(data));
+        None
+    } else {
+        Some(data)
+    };
     Ok(Composed { index, data, len })
+}
+
+fn owned(disk: &Disk, extents: &[Extent], len: u64, pool: &BufferPool) -> Result<BlockData> {
+    let mut buf = pool.take(len as usize);
+    disk.read_extents_mapped(extents, &mut buf)?;
+    Ok(BlockData::Owned(buf))
 }
 
 #[cfg(test)]
