@@ -176,7 +176,7 @@ fn realworld_freebsd_dynamic_with_a_partial_last_block_reads_to_its_exact_end() 
     let disk = Disk::open(dir.join("freebsd-mkimg-dynamic-4m-bsdlabel.vhd")).expect("open");
     let size = disk.virtual_size();
     assert_eq!(size, 4_352_000);
-    assert!(size % disk.top().block_size().expect("dynamic") != 0);
+    assert!(!size.is_multiple_of(disk.top().block_size().expect("dynamic")));
 
     let content = read_all(&disk);
 

@@ -112,6 +112,20 @@ pub fn parse_size(s: &str) -> std::result::Result<u64, String> {
         .ok_or_else(|| format!("invalid size {s:?}: too large"))
 }
 
+/// The number of BAT entries a disk of `size` bytes in blocks of `block_size` needs, if
+/// vhdkit creates tables that large (see [`crate::spec::MAX_CREATE_BAT_ENTRIES`]).
+pub fn check_bat_entries(size: u64, block_size: u32) -> Result<u32> {
+    let entries = size.div_ceil(u64::from(block_size));
+    if entries > crate::spec::MAX_CREATE_BAT_ENTRIES {
+        return Err(Error::InvalidArgument(format!(
+            "block size {block_size} is too small for a {size}-byte disk: the BAT would have {entries} entries (at most {}); use a larger --block-size",
+            crate::spec::MAX_CREATE_BAT_ENTRIES
+        )));
+    }
+    // Fits: at most 2^26.
+    Ok(entries as u32)
+}
+
 /// Checks a fixed or dynamic disk size against the Virtual Server limits.
 pub fn check_create_size(size: u64) -> Result<()> {
     if size < MIN_CREATE_SIZE {
@@ -278,8 +292,7 @@ fn sparse_image(
     block_size: u32,
     parent: Option<&ParentLink>,
 ) -> Result<Vec<u8>> {
-    let entries = u32::try_from(size.div_ceil(u64::from(block_size)))
-        .map_err(|_| Error::InvalidArgument(format!("size {size} needs too many blocks")))?;
+    let entries = check_bat_entries(size, block_size)?;
     let table_offset = (FOOTER_SIZE + HEADER_SIZE) as u64;
     let mut header = DynamicHeader::new(table_offset, entries, block_size);
     let bat = Bat::new_unused(entries).encode();

@@ -14,8 +14,13 @@
 //! 4. Write the footer just past the last live block, fsync (the old footer at the end
 //!    of the file is still valid and identical), truncate after the new footer, fsync.
 //!
-//! A cancel between steps or moves leaves a valid, partly compacted image; running
-//! compact again continues.
+//! A cancel between steps or moves leaves a valid, partly compacted image: once the BAT
+//! has changed, a cancel still runs step 4 for the blocks where they are then (footer
+//! just past the last live block, file shortened), so no unreferenced tail is left.
+//! Running compact again continues: besides released blocks, its plan fills the free
+//! slots between the metadata and the last live block ([`free_slots`]), which is where
+//! a run cut short — cancelled, or killed between a copy and its BAT update — left its
+//! holes.
 
 use std::path::Path;
 use std::time::Instant;
@@ -28,7 +33,7 @@ use crate::image::file::{LayerExtent, Layout, VhdFile};
 use crate::image::Disk;
 use crate::spec::{Bat, DiskType, FOOTER_SIZE, SECTOR_SIZE};
 
-use super::plan::plan_compact;
+use super::plan::{free_slots, plan_compact_with_holes};
 use super::{is_zero, OpsOptions, Report};
 
 /// Refuses what cannot be compacted: fixed, host-drive and raw disks, and disks in a
@@ -105,7 +110,14 @@ pub fn compact(path: &Path, opts: &OpsOptions, progress: &Progress) -> Result<Re
         .map(|&(_, e)| e)
         .max()
         .unwrap_or(0);
-    let plan = plan_compact(&bat, &releasable, stride, metadata_end);
+    let holes = free_slots(
+        &bat,
+        stride,
+        s.bitmap_size,
+        &f.metadata_ranges(),
+        metadata_end,
+    );
+    let plan = plan_compact_with_holes(&bat, &releasable, &holes, stride, metadata_end);
     let footer_at = s.state.lock().unwrap_or_else(|e| e.into_inner()).footer_at;
 
     // With --verify: CRC32 of every live block's bitmap and data before anything moves.
@@ -163,11 +175,16 @@ pub fn compact(path: &Path, opts: &OpsOptions, progress: &Progress) -> Result<Re
         batch.clear();
         Ok(())
     };
+    // The BAT has changed: from here on a cancel still shortens the file (step 4).
+    let mut cancelled = false;
     for m in &plan.moves {
         if vacated.contains(&m.to) || batch.len() >= per_batch {
             commit(&mut batch, &mut current)?;
             vacated.clear();
-            progress.check_cancelled()?;
+            if progress.is_cancelled() {
+                cancelled = true;
+                break;
+            }
         }
         f.read_data_mapped(&mut buf, m.from)?;
         f.backend()
@@ -181,9 +198,15 @@ pub fn compact(path: &Path, opts: &OpsOptions, progress: &Progress) -> Result<Re
     commit(&mut batch, &mut current)?;
 
     // 4. Footer past the last live block, then truncate.
-    progress.check_cancelled()?;
+    cancelled |= progress.is_cancelled();
     progress.set_phase(Phase::Flush, 0, 0);
-    let new_footer_at = plan.new_footer_at;
+    let live_end = current
+        .allocated()
+        .map(|(_, off)| off + stride)
+        .max()
+        .unwrap_or(0);
+    let new_footer_at = live_end.max(metadata_end).div_ceil(SECTOR_SIZE) * SECTOR_SIZE;
+    debug_assert!(cancelled || new_footer_at == plan.new_footer_at);
     if new_footer_at < footer_at {
         let footer = f.footer().encode();
         f.backend()
@@ -194,6 +217,9 @@ pub fn compact(path: &Path, opts: &OpsOptions, progress: &Progress) -> Result<Re
             .set_len(new_footer_at + FOOTER_SIZE as u64)
             .map_err(|e| Error::file(f.path(), "truncating", e))?;
         sync(f, "syncing the truncation")?;
+    }
+    if cancelled {
+        return Err(vhdkit_task::Cancelled.into());
     }
     if let Some(before) = before {
         progress.set_phase(Phase::Verify, live.len() as u64, live.len() as u64 * stride);

@@ -46,6 +46,7 @@ pub fn convert_disk(
     }
     if target == Target::Dynamic {
         crate::spec::header::check_block_size(opts.block_size).map_err(Error::InvalidArgument)?;
+        crate::image::create::check_bat_entries(size, opts.block_size)?;
         if size > crate::spec::MAX_CREATE_SIZE {
             return Err(Error::SizeTooLarge {
                 size,

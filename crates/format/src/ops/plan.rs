@@ -77,6 +77,52 @@ pub struct CompactPlan {
 /// overlap); released blocks free theirs, and live blocks stored highest move down into
 /// the lowest free slots until no free slot lies below a live block.
 pub fn plan_compact(bat: &Bat, releasable: &[u64], stride: u64, metadata_end: u64) -> CompactPlan {
+    plan_compact_with_holes(bat, releasable, &[], stride, metadata_end)
+}
+
+/// Free slots for blocks in the unreferenced space between `floor` and the highest
+/// allocated block: space that no BAT entry and no metadata range covers, as left by a
+/// compaction cancelled (or killed) part-way, or by an allocation cut short. Each slot
+/// is `stride` bytes placed as vhdkit places blocks (data on a [`DATA_ALIGNMENT`]
+/// boundary, bitmap just before), in increasing order.
+///
+/// [`DATA_ALIGNMENT`]: crate::image::DATA_ALIGNMENT
+pub fn free_slots(
+    bat: &Bat,
+    stride: u64,
+    bitmap_size: u64,
+    metadata: &[(u64, u64)],
+    floor: u64,
+) -> Vec<u64> {
+    let mut taken: Vec<(u64, u64)> = bat
+        .allocated()
+        .map(|(_, off)| (off, off + stride))
+        .chain(metadata.iter().copied())
+        .collect();
+    taken.sort_unstable();
+    let mut slots = Vec::new();
+    let mut cursor = floor;
+    for (start, end) in taken {
+        let mut at = align_block(cursor, bitmap_size);
+        while at + stride <= start {
+            slots.push(at);
+            at = align_block(at + stride, bitmap_size);
+        }
+        cursor = cursor.max(end);
+    }
+    slots
+}
+
+/// [`plan_compact`] that may also move blocks into `holes`: free slots that no block
+/// occupies now (see [`free_slots`]), so that a compaction cut short is completed by
+/// the next one.
+pub fn plan_compact_with_holes(
+    bat: &Bat,
+    releasable: &[u64],
+    holes: &[u64],
+    stride: u64,
+    metadata_end: u64,
+) -> CompactPlan {
     let mut new_bat = bat.clone();
     let mut release: Vec<u64> = releasable.to_vec();
     release.sort_unstable();
@@ -87,6 +133,7 @@ pub fn plan_compact(bat: &Bat, releasable: &[u64], stride: u64, metadata_end: u6
     let mut free: Vec<u64> = release
         .iter()
         .filter_map(|&b| bat.block_offset(b))
+        .chain(holes.iter().copied())
         .collect();
     free.sort_unstable_by(|a, b| b.cmp(a)); // pop() yields the lowest
     let mut live: Vec<(u64, u64)> = new_bat.allocated().map(|(i, off)| (off, i)).collect();
@@ -183,6 +230,46 @@ mod tests {
         let mut offs: Vec<u64> = plan.new_bat.allocated().map(|(_, o)| o / 512).collect();
         offs.sort();
         assert_eq!(offs, vec![10, 20, 30, 40]);
+    }
+
+    #[test]
+    fn free_slots_finds_aligned_gaps_below_the_last_block() {
+        // Stride 4608 (bitmap 512 + 4096 data); metadata up to 2048; blocks at 3584
+        // and, after a gap of two slots, at 3584 + 3 * 8192.
+        let u = BAT_ENTRY_UNUSED;
+        let first = 3584u64;
+        let pitch = 8192u64; // align_block(first + 4608, 512) - first
+        let bat = bat_of(&[(first / 512) as u32, u, ((first + 3 * pitch) / 512) as u32]);
+        let slots = free_slots(
+            &bat,
+            4608,
+            512,
+            &[(0, 512), (512, 1536), (1536, 2048)],
+            2048,
+        );
+        assert_eq!(slots, vec![first + pitch, first + 2 * pitch]);
+    }
+
+    #[test]
+    fn free_slots_of_a_packed_file_is_empty() {
+        let bat = bat_of(&[7, 23, 39]);
+        assert!(free_slots(&bat, 8192, 512, &[(0, 3584)], 3584).is_empty());
+    }
+
+    #[test]
+    fn compact_plan_fills_holes_left_by_an_earlier_run() {
+        // Blocks at sectors 10 and 40 (stride 10 sectors), a hole at 20: block 1 moves.
+        let bat = bat_of(&[10, 40]);
+        let plan = plan_compact_with_holes(&bat, &[], &[20 * 512], 10 * 512, 10 * 512);
+        assert_eq!(
+            plan.moves,
+            vec![Move {
+                block: 1,
+                from: 40 * 512,
+                to: 20 * 512
+            }]
+        );
+        assert_eq!(plan.new_footer_at, 30 * 512);
     }
 
     #[test]

@@ -102,9 +102,11 @@ impl Bat {
     /// The 512-byte sector of the encoded table that holds entry `i`, with its index
     /// within the table, for the one-sector BAT update of the crash-safe write order.
     pub fn sector_of(&self, i: u64) -> (u64, [u8; 512]) {
-        let sector = i * 4 / SECTOR_SIZE;
+        // Divide first: `i * 4` overflows for indexes past 2^62.
+        let per_sector = SECTOR_SIZE / 4;
+        let sector = i / per_sector;
         let mut out = [0xFFu8; 512];
-        let first = sector * SECTOR_SIZE / 4;
+        let first = sector * per_sector;
         for k in 0..128u64 {
             if let Some(e) = self.entry(first + k) {
                 BigEndian::write_u32(&mut out[(k * 4) as usize..], e);

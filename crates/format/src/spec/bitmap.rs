@@ -27,9 +27,12 @@ impl<'a> SectorBitmap<'a> {
         let bit = self.is_set(start);
         let mut n = 1;
         while n < limit {
-            let i = start + n;
+            // No sector lies past u64::MAX: the run ends there.
+            let Some(i) = start.checked_add(n) else {
+                break;
+            };
             // Skip whole bytes when aligned and uniform.
-            if i.is_multiple_of(8) && n + 8 <= limit {
+            if i.is_multiple_of(8) && limit - n >= 8 {
                 let byte = usize::try_from(i / 8)
                     .ok()
                     .and_then(|b| self.bytes.get(b))

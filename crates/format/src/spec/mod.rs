@@ -49,6 +49,11 @@ pub const MIN_BLOCK_SIZE: u32 = 512;
 /// produces them.
 pub const MAX_BLOCK_SIZE: u32 = 256 * 1024 * 1024;
 
+/// Most BAT entries vhdkit writes into a disk it creates: 2^26 (a 256 MiB table). Reading
+/// accepts any table the file holds; creating refuses block sizes so small for the disk
+/// that the table alone would take gigabytes of memory and disk.
+pub const MAX_CREATE_BAT_ENTRIES: u64 = 1 << 26;
+
 /// Creator application vhdkit writes into every footer it creates.
 ///
 /// qemu-img 10 sizes a disk by its CHS geometry only when the creator is `vpc ` or

@@ -1,0 +1,576 @@
+//! Cancelling each operation at many points leaves exactly the state its crash-safety
+//! table promises:
+//!
+//! - convert, merge-to: no destination and no temporary file; the source untouched;
+//! - compact: the image valid and reading as before at every cancel point, and a rerun
+//!   ending at the size of an uncancelled compaction;
+//! - merge: the child's view unchanged, and a rerun completing the merge.
+//!
+//! Cancellation is made frequent with a chunk of one block (one cancellation point per
+//! block) and driven from the progress listener: the task is cancelled after K events,
+//! for K over the whole run (K = 0 cancels right after spawn). A task that finished
+//! before it saw the cancel may end in Success; both outcomes are accepted, the state
+//! each promises is asserted, and every loop asserts that it really cancelled mid-way.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use vhdkit_format::check::check;
+use vhdkit_format::ops::{self, OpTask, OpsOptions, Target};
+use vhdkit_format::{CreateOptions, Disk, DiskKind, OpenOptions, VhdFile};
+use vhdkit_task::{HResult, Phase, TaskFailure, VMTaskResult};
+
+const KIB: u64 = 1024;
+const MIB: u64 = 1024 * KIB;
+/// Block size of every disk here, and the chunk of every operation: one block.
+const BS: u64 = 64 * KIB;
+const SIZE: u64 = 4 * MIB;
+
+/// xorshift64*.
+struct Rng(u64);
+
+impl Rng {
+    fn new(seed: u64) -> Rng {
+        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+
+    fn next_u64(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    fn bytes(&mut self, n: usize) -> Vec<u8> {
+        let mut out = Vec::with_capacity(n + 8);
+        while out.len() < n {
+            out.extend_from_slice(&self.next_u64().to_le_bytes());
+        }
+        out.truncate(n);
+        out
+    }
+}
+
+fn opts(verify: bool) -> OpsOptions {
+    OpsOptions {
+        block_size: BS as u32,
+        chunk_bytes: BS,
+        verify,
+        ..OpsOptions::default()
+    }
+}
+
+fn view(path: &Path) -> Vec<u8> {
+    let disk = Disk::open(path).unwrap_or_else(|e| panic!("opening {}: {e}", path.display()));
+    let mut buf = vec![0u8; disk.virtual_size() as usize];
+    disk.read_at(&mut buf, 0).expect("read the whole disk");
+    buf
+}
+
+fn assert_same(what: &str, got: &[u8], want: &[u8]) {
+    assert_eq!(got.len(), want.len(), "{what}: lengths differ");
+    if let Some(i) = got.iter().zip(want).position(|(a, b)| a != b) {
+        panic!("{what}: first difference at byte {i}");
+    }
+}
+
+fn assert_clean(path: &Path) {
+    let r = check(path, &OpenOptions::new())
+        .unwrap_or_else(|e| panic!("check {}: {e}", path.display()));
+    assert!(r.is_clean(), "{}: {r:?}", path.display());
+}
+
+fn names(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .expect("read dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+fn file_len(path: &Path) -> u64 {
+    std::fs::metadata(path).expect("metadata").len()
+}
+
+fn bat_entries(path: &Path) -> Vec<u32> {
+    VhdFile::open(path, &OpenOptions::new())
+        .expect("open")
+        .bat()
+        .expect("a BAT")
+        .entries()
+        .to_vec()
+}
+
+/// How a task run with a cancel after `k` events ended.
+struct Ending {
+    result: VMTaskResult,
+    /// Phase of the last ordinary event the listener saw.
+    last_phase: Phase,
+}
+
+/// Listens to `task`, cancels it after `k` events (at once for 0), waits for the end,
+/// and checks the IVMTask2 members of the outcome.
+fn run_cancelling_after(task: OpTask, k: usize) -> Ending {
+    let rx = task.subscribe();
+    if k == 0 {
+        task.cancel().expect("cancelable");
+    }
+    let mut seen = 0;
+    let mut last_phase = Phase::Prepare;
+    let mut final_result = None;
+    for e in rx.iter() {
+        if e.is_final {
+            final_result = e.result;
+            break;
+        }
+        last_phase = e.phase;
+        seen += 1;
+        if seen == k {
+            task.cancel().expect("cancelable");
+        }
+    }
+    assert!(task.wait_for_completion(Some(Duration::from_secs(60))));
+    let result = task.result().expect("complete");
+    assert_eq!(
+        final_result,
+        Some(result),
+        "the final event carries the result"
+    );
+    match result {
+        VMTaskResult::Cancelled => {
+            assert_eq!(task.error(), HResult::E_ABORT);
+            assert!(task.percent_completed() < 100);
+            assert!(matches!(task.join(), Err(TaskFailure::Cancelled)));
+        }
+        VMTaskResult::Success => {
+            assert_eq!(task.error(), HResult::S_OK);
+            assert_eq!(task.percent_completed(), 100);
+            task.join().expect("a report");
+        }
+        other => panic!("unexpected result {other:?}: {}", task.error_description()),
+    }
+    Ending { result, last_phase }
+}
+
+/// Counts of outcomes over a loop, printed at the end (see `--nocapture`).
+#[derive(Default)]
+struct Tally {
+    cancelled: usize,
+    succeeded: usize,
+    /// Cancelled runs by the last phase the listener saw.
+    by_phase: BTreeMap<&'static str, usize>,
+}
+
+impl Tally {
+    fn add(&mut self, e: &Ending) {
+        if e.result == VMTaskResult::Cancelled {
+            self.cancelled += 1;
+            *self.by_phase.entry(e.last_phase.name()).or_default() += 1;
+        } else {
+            self.succeeded += 1;
+        }
+    }
+
+    fn report(&self, what: &str, points: usize, mid_way: usize) {
+        eprintln!(
+            "{what}: {} cancel points tried: {} cancelled ({} with partial work on disk), {} finished first; cancelled by phase {:?}",
+            points,
+            self.cancelled,
+            mid_way,
+            self.succeeded,
+            self.by_phase
+        );
+    }
+}
+
+/// Copies the files `names` from `from` into a fresh directory under `root`.
+fn fresh_copy(root: &Path, from: &Path, i: usize, names: &[&str]) -> PathBuf {
+    let d = root.join(format!("run{i}"));
+    std::fs::create_dir(&d).expect("mkdir");
+    for n in names {
+        std::fs::copy(from.join(n), d.join(n)).expect("copy");
+    }
+    d
+}
+
+/// Cancel points `0, step, 2*step, …` up to a little past `events`.
+fn points(events: usize, step: usize) -> Vec<usize> {
+    (0..=events + 2).step_by(step).collect()
+}
+
+// ---------------------------------------------------------------------------------------
+// Compact
+// ---------------------------------------------------------------------------------------
+
+/// A dynamic disk with every block written, every third one then zeroed: releases and
+/// many moves.
+fn compact_template(dir: &Path) -> Vec<u8> {
+    let p = dir.join("d.vhd");
+    Disk::create(
+        &p,
+        &CreateOptions::new(DiskKind::Dynamic, SIZE).block_size(BS as u32),
+    )
+    .expect("create");
+    let disk = Disk::open_rw(&p).expect("open");
+    let mut rng = Rng::new(9);
+    disk.write_at(&rng.bytes(SIZE as usize), 0).expect("write");
+    for b in (0..SIZE / BS).filter(|b| b % 3 == 0) {
+        disk.write_at(&vec![0; BS as usize], b * BS).expect("zero");
+    }
+    disk.flush().expect("flush");
+    drop(disk);
+    view(&p)
+}
+
+fn compact_cancelled_at_many_points(differencing: bool) {
+    let root = tempfile::tempdir().expect("tempdir");
+    let tpl = root.path().join("template");
+    std::fs::create_dir(&tpl).expect("mkdir");
+    let files: &[&str] = if differencing {
+        &["d.vhd", "c.vhd"]
+    } else {
+        &["d.vhd"]
+    };
+    let content = compact_template(&tpl);
+    let target_name = if differencing {
+        // A child whose blocks hold data, zeros (kept: they hide the parent), and
+        // blocks with empty bitmaps (released).
+        let c = tpl.join("c.vhd");
+        Disk::create(
+            &c,
+            &CreateOptions::differencing(tpl.join("d.vhd")).block_size(BS as u32),
+        )
+        .expect("create child");
+        let disk = Disk::open_rw(&c).expect("open");
+        let mut rng = Rng::new(10);
+        for b in 0..SIZE / BS {
+            let data = if b % 4 == 1 {
+                vec![0; BS as usize]
+            } else {
+                rng.bytes(BS as usize)
+            };
+            disk.write_at(&data, b * BS).expect("write");
+        }
+        disk.flush().expect("flush");
+        drop(disk);
+        let f = VhdFile::open(&c, &OpenOptions::new()).expect("open");
+        let bat = f.bat().expect("BAT");
+        let bitmap = f.bitmap_size().expect("bitmap");
+        drop(f);
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&c)
+            .expect("open");
+        for b in (0..SIZE / BS).filter(|b| b % 4 == 2 || b % 4 == 3 && b % 8 == 3) {
+            use std::os::unix::fs::FileExt;
+            let at = bat.block_offset(b).expect("allocated");
+            file.write_all_at(&vec![0; bitmap as usize], at)
+                .expect("clear bitmap");
+        }
+        file.sync_all().expect("sync");
+        "c.vhd"
+    } else {
+        "d.vhd"
+    };
+    let content = if differencing {
+        view(&tpl.join(target_name))
+    } else {
+        content
+    };
+    let original_bat = bat_entries(&tpl.join(target_name));
+    let allocated_before = original_bat.iter().filter(|&&e| e != u32::MAX).count();
+    let original_len = file_len(&tpl.join(target_name));
+
+    // The uncancelled run: its final size and the number of events it sends.
+    let d = fresh_copy(root.path(), &tpl, 1000, files);
+    let task = ops::compact_task(&d.join(target_name), &opts(false)).expect("starts");
+    let rx = task.subscribe();
+    let events = rx.iter().filter(|e| !e.is_final).count();
+    let report = task.join().expect("compact");
+    assert!(report.blocks_released > 0 && report.blocks_moved > 0);
+    let final_len = file_len(&d.join(target_name));
+    assert!(final_len < original_len);
+
+    let mut tally = Tally::default();
+    let mut mid_way = 0;
+    let mut stages = BTreeMap::new();
+    // Sparse over the scan (one event per allocated block, plus the phase change),
+    // dense over the moves and the end.
+    let scan_events = allocated_before as usize + 1;
+    let pts: Vec<usize> = (0..scan_events)
+        .step_by(8)
+        .chain(scan_events..=events + 2)
+        .collect();
+    for (i, &k) in pts.iter().enumerate() {
+        let d = fresh_copy(root.path(), &tpl, i, files);
+        let p = d.join(target_name);
+        let task = ops::compact_task(&p, &opts(i % 2 == 0)).expect("starts");
+
+        let ending = run_cancelling_after(task, k);
+        tally.add(&ending);
+
+        // Valid and unchanged in content, whatever the outcome.
+        assert_clean(&p);
+        assert_same(&format!("content after cancel at {k}"), &view(&p), &content);
+        if ending.result == VMTaskResult::Cancelled {
+            let len = file_len(&p);
+            assert!(len <= original_len);
+            let now = bat_entries(&p);
+            let moved = now
+                .iter()
+                .zip(&original_bat)
+                .filter(|(n, o)| n != o && **n != u32::MAX)
+                .count();
+            let stage = if now == original_bat {
+                "nothing changed"
+            } else if moved == 0 {
+                "released, none moved"
+            } else if moved < report.blocks_moved as usize {
+                mid_way += 1;
+                "part of the moves done"
+            } else {
+                "all moves done"
+            };
+            *stages.entry(stage).or_insert(0usize) += 1;
+            // A rerun completes to the same size as an uncancelled compaction.
+            let task = ops::compact_task(&p, &opts(false)).expect("rerun starts");
+            task.join().expect("the rerun completes");
+            assert_eq!(
+                file_len(&p),
+                final_len,
+                "size after a rerun of a compaction cancelled after {k} events"
+            );
+            assert_clean(&p);
+            assert_same("content after the rerun", &view(&p), &content);
+        } else {
+            assert_eq!(file_len(&p), final_len);
+        }
+        std::fs::remove_dir_all(&d).expect("clean up");
+    }
+    tally.report(
+        if differencing {
+            "compact (differencing)"
+        } else {
+            "compact (dynamic)"
+        },
+        pts.len(),
+        mid_way,
+    );
+    eprintln!(
+        "  cancelled compactions by state on disk ({} moves in all): {stages:?}",
+        report.blocks_moved
+    );
+    assert!(
+        tally.cancelled >= pts.len() / 2,
+        "too few runs were cancelled"
+    );
+    assert!(mid_way > 0, "no cancel landed part-way through the moves");
+}
+
+#[test]
+fn compact_dynamic_cancelled_at_many_points_stays_valid_and_rerun_completes() {
+    compact_cancelled_at_many_points(false);
+}
+
+#[test]
+fn compact_differencing_cancelled_at_many_points_stays_valid_and_rerun_completes() {
+    compact_cancelled_at_many_points(true);
+}
+
+// ---------------------------------------------------------------------------------------
+// Convert and merge-to
+// ---------------------------------------------------------------------------------------
+
+/// A dynamic disk with data in most blocks, and a child over it with its own data.
+fn chain_template(dir: &Path) -> (Vec<u8>, Vec<u8>) {
+    let base = dir.join("base.vhd");
+    Disk::create(
+        &base,
+        &CreateOptions::new(DiskKind::Dynamic, SIZE).block_size(BS as u32),
+    )
+    .expect("create");
+    let mut rng = Rng::new(21);
+    let disk = Disk::open_rw(&base).expect("open");
+    for b in (0..SIZE / BS).filter(|b| b % 5 != 4) {
+        disk.write_at(&rng.bytes((BS / 2) as usize), b * BS + 1024)
+            .expect("write");
+    }
+    disk.flush().expect("flush");
+    drop(disk);
+    let child = dir.join("child.vhd");
+    Disk::create(
+        &child,
+        &CreateOptions::differencing(&base).block_size(BS as u32),
+    )
+    .expect("create child");
+    let disk = Disk::open_rw(&child).expect("open");
+    for b in (0..SIZE / BS).filter(|b| b % 3 != 0) {
+        let data = if b % 7 == 0 {
+            vec![0; BS as usize]
+        } else {
+            rng.bytes(BS as usize)
+        };
+        disk.write_at(&data[..(BS as usize - 4096)], b * BS + 2048)
+            .expect("write");
+    }
+    disk.flush().expect("flush");
+    drop(disk);
+    (view(&base), view(&child))
+}
+
+/// Convert (`merge_to` false) or merge-to of the child, cancelled at many points.
+fn new_file_cancelled_at_many_points(merge_to: bool, target: Target, step: usize) {
+    let root = tempfile::tempdir().expect("tempdir");
+    let tpl = root.path().join("template");
+    std::fs::create_dir(&tpl).expect("mkdir");
+    let (_, content) = chain_template(&tpl);
+    let files = ["base.vhd", "child.vhd"];
+    let start = |src: &Path, dst: &Path, verify: bool| {
+        if merge_to {
+            ops::merge_to_task(src, dst, target, &opts(verify)).expect("starts")
+        } else {
+            ops::convert_task(src, dst, target, &opts(verify)).expect("starts")
+        }
+    };
+    let d = fresh_copy(root.path(), &tpl, 1000, &files);
+    let task = start(&d.join("child.vhd"), &d.join("out"), true);
+    let events = task.subscribe().iter().filter(|e| !e.is_final).count();
+    task.join().expect("uncancelled run");
+
+    let mut tally = Tally::default();
+    let pts = points(events, step);
+    for (i, &k) in pts.iter().enumerate() {
+        let d = fresh_copy(root.path(), &tpl, i, &files);
+        let before: Vec<Vec<u8>> = files
+            .iter()
+            .map(|n| std::fs::read(d.join(n)).expect("read"))
+            .collect();
+        let dst = d.join("out");
+        let task = start(&d.join("child.vhd"), &dst, i % 3 != 1);
+
+        let ending = run_cancelling_after(task, k);
+        tally.add(&ending);
+
+        if ending.result == VMTaskResult::Cancelled {
+            assert!(
+                !dst.exists(),
+                "cancelled after {k} events: a destination is left"
+            );
+            assert_eq!(
+                names(&d),
+                vec!["base.vhd".to_string(), "child.vhd".to_string()],
+                "cancelled after {k} events: something is left behind"
+            );
+        } else {
+            let got = match target {
+                Target::Raw => std::fs::read(&dst).expect("read"),
+                _ => view(&dst),
+            };
+            assert_same("the finished result", &got, &content);
+            assert_eq!(names(&d).len(), 3, "{:?}", names(&d));
+        }
+        for (n, b) in files.iter().zip(&before) {
+            assert!(std::fs::read(d.join(n)).expect("read") == *b, "{n} changed");
+        }
+        std::fs::remove_dir_all(&d).expect("clean up");
+    }
+    tally.report(
+        &format!(
+            "{} to {}",
+            if merge_to { "merge-to" } else { "convert" },
+            target.name()
+        ),
+        pts.len(),
+        tally.by_phase.values().sum(),
+    );
+    assert!(
+        tally.cancelled >= pts.len() / 2,
+        "too few runs were cancelled"
+    );
+    assert!(
+        tally.by_phase.contains_key("copy"),
+        "no cancel landed while copying"
+    );
+}
+
+#[test]
+fn convert_to_dynamic_cancelled_at_many_points_leaves_no_destination() {
+    new_file_cancelled_at_many_points(false, Target::Dynamic, 4);
+}
+
+#[test]
+fn convert_to_raw_cancelled_at_many_points_leaves_no_destination() {
+    new_file_cancelled_at_many_points(false, Target::Raw, 1);
+}
+
+#[test]
+fn merge_to_dynamic_cancelled_at_many_points_leaves_no_destination() {
+    new_file_cancelled_at_many_points(true, Target::Dynamic, 4);
+}
+
+#[test]
+fn merge_to_fixed_cancelled_at_many_points_leaves_no_destination() {
+    new_file_cancelled_at_many_points(true, Target::Fixed, 1);
+}
+
+// ---------------------------------------------------------------------------------------
+// Merge
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn merge_cancelled_at_many_points_keeps_the_child_view_and_rerun_completes() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let tpl = root.path().join("template");
+    std::fs::create_dir(&tpl).expect("mkdir");
+    let (parent_before, content) = chain_template(&tpl);
+    let files = ["base.vhd", "child.vhd"];
+    let d = fresh_copy(root.path(), &tpl, 1000, &files);
+    let task = ops::merge_task(&d.join("child.vhd"), &opts(false)).expect("starts");
+    let events = task.subscribe().iter().filter(|e| !e.is_final).count();
+    task.join().expect("uncancelled merge");
+    let merged_len = file_len(&d.join("base.vhd"));
+    assert_same("uncancelled merge", &view(&d.join("base.vhd")), &content);
+
+    let mut tally = Tally::default();
+    let mut mid_way = 0;
+    let pts = points(events, 3);
+    for (i, &k) in pts.iter().enumerate() {
+        let d = fresh_copy(root.path(), &tpl, i, &files);
+        let (parent, child) = (d.join("base.vhd"), d.join("child.vhd"));
+        let task = ops::merge_task(&child, &opts(false)).expect("starts");
+
+        let ending = run_cancelling_after(task, k);
+        tally.add(&ending);
+
+        assert_same(
+            &format!("child view after cancel at {k}"),
+            &view(&child),
+            &content,
+        );
+        assert_clean(&parent);
+        assert_clean(&child);
+        if ending.result == VMTaskResult::Cancelled {
+            let now = view(&parent);
+            if now != parent_before && now != content {
+                mid_way += 1;
+            }
+            let task = ops::merge_task(&child, &opts(false)).expect("rerun starts");
+            task.join().expect("the rerun completes");
+            assert_same("child view after the rerun", &view(&child), &content);
+        }
+        assert_same("parent view after the merge", &view(&parent), &content);
+        assert_eq!(file_len(&parent), merged_len);
+        assert_clean(&parent);
+        std::fs::remove_dir_all(&d).expect("clean up");
+    }
+    tally.report("merge", pts.len(), mid_way);
+    assert!(
+        tally.cancelled >= pts.len() / 2,
+        "too few runs were cancelled"
+    );
+    assert!(mid_way > 0, "no cancel landed part-way through the writes");
+}
