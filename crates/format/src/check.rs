@@ -350,7 +350,11 @@ fn check_sparse(b: &dyn Backend, footer: &Footer, len: u64, footer_at: u64, p: &
         (hoff, hoff + HEADER_SIZE as u64),
         (toff, toff + on_disk),
     ];
-    for l in header.locators.iter().filter(|l| l.is_used()) {
+    for l in header
+        .locators
+        .iter()
+        .filter(|l| l.is_used() && l.data_length <= crate::spec::locator::MAX_LOCATOR_DATA)
+    {
         let n = crate::spec::round_up_to_sector(u64::from(l.data_length)).unwrap_or(u64::MAX);
         if l.data_offset < len {
             metadata.push((l.data_offset, l.data_offset.saturating_add(n).min(len)));
@@ -522,7 +526,11 @@ pub fn repair(path: &Path) -> Result<RepairReport> {
     let stride = header.bitmap_size() + block_size;
     let mut data_end = toff + header.bat_size_on_disk();
     data_end = data_end.max(hoff + HEADER_SIZE as u64);
-    for l in header.locators.iter().filter(|l| l.is_used()) {
+    for l in header
+        .locators
+        .iter()
+        .filter(|l| l.is_used() && l.data_length <= crate::spec::locator::MAX_LOCATOR_DATA)
+    {
         let n = crate::spec::round_up_to_sector(u64::from(l.data_length)).unwrap_or(0);
         if l.data_offset.saturating_add(n) <= len {
             data_end = data_end.max(l.data_offset + n);

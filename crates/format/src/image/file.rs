@@ -1124,10 +1124,39 @@ fn open_sparse(
         (hoff, hend),
         (toff, toff + header.bat_size_on_disk()),
     ];
-    for l in header.locators.iter().filter(|l| l.is_used()) {
+    for (slot, l) in header
+        .locators
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| l.is_used())
+    {
+        if l.data_length > crate::spec::locator::MAX_LOCATOR_DATA {
+            // No path is that long: a damaged entry, ignored rather than taken to claim a
+            // region of the file that may well hold blocks.
+            warnings.push(format!(
+                "parent locator slot {slot}: length {} is absurd; ignored",
+                l.data_length
+            ));
+            continue;
+        }
         let used = crate::spec::round_up_to_sector(u64::from(l.data_length)).unwrap_or(u64::MAX);
+        let end = l.data_offset.saturating_add(used);
+        // A payload running past the end of the file is clipped here, so growing the
+        // file would put new blocks inside it, and the grown file would no longer open.
+        if opts.writable && used > 0 && end > len {
+            return Err(Error::corrupt(
+                path,
+                "parent locator",
+                hoff + (crate::spec::header::LOCATORS_OFFSET + slot * crate::spec::locator::LOCATOR_ENTRY_SIZE) as u64,
+                format!(
+                    "slot {slot}: payload {:#x}..{end:#x} runs past the end of the file ({len:#x}); new blocks would land inside it (open read-only, or repair the locator)",
+                    l.data_offset
+                ),
+            )
+            .with_field("data offset"));
+        }
         if l.data_offset < len && used > 0 {
-            metadata.push((l.data_offset, l.data_offset.saturating_add(used).min(len)));
+            metadata.push((l.data_offset, end.min(len)));
         }
     }
     let stride = bitmap_size + block_size;

@@ -14,13 +14,16 @@
 //! 4. Write the footer just past the last live block, fsync (the old footer at the end
 //!    of the file is still valid and identical), truncate after the new footer, fsync.
 //!
-//! A cancel between steps or moves leaves a valid, partly compacted image: once the BAT
-//! has changed, a cancel still runs step 4 for the blocks where they are then (footer
-//! just past the last live block, file shortened), so no unreferenced tail is left.
-//! Running compact again continues: besides released blocks, its plan fills the free
-//! slots between the metadata and the last live block ([`free_slots`]), which is where
-//! a run cut short — cancelled, or killed between a copy and its BAT update — left its
-//! holes.
+//! Step 4 also runs right after the release and after each batch of moves whenever the
+//! last live block is now lower, so the file does not keep an unreferenced tail (which
+//! `check` reports as a leak) while the moves go on; a crash leaves one only between a
+//! BAT update and the truncation that follows it.
+//!
+//! A cancel between steps or moves leaves a valid, partly compacted image, shortened to
+//! its last live block. Running compact again continues: besides released blocks, its
+//! plan fills the free slots between the metadata and the last live block
+//! ([`free_slots`]), which is where a run cut short — cancelled, or killed between a
+//! copy and its BAT update — left its holes.
 
 use std::path::Path;
 use std::time::Instant;
@@ -118,7 +121,7 @@ pub fn compact(path: &Path, opts: &OpsOptions, progress: &Progress) -> Result<Re
         metadata_end,
     );
     let plan = plan_compact_with_holes(&bat, &releasable, &holes, stride, metadata_end);
-    let footer_at = s.state.lock().unwrap_or_else(|e| e.into_inner()).footer_at;
+    let mut footer_at = s.state.lock().unwrap_or_else(|e| e.into_inner()).footer_at;
 
     // With --verify: CRC32 of every live block's bitmap and data before anything moves.
     let live: Vec<(u64, u64)> = plan
@@ -142,6 +145,9 @@ pub fn compact(path: &Path, opts: &OpsOptions, progress: &Progress) -> Result<Re
     sync(f, "syncing the released BAT entries")?;
     report.blocks_released = plan.release.len() as u64;
     *s.bat.write().unwrap_or_else(|e| e.into_inner()) = current.clone();
+    // Released blocks at the end of the file: shorten it now rather than leave an
+    // unreferenced tail (which `check` reports) for the whole of the moves.
+    footer_at = shorten(f, &current, stride, metadata_end, footer_at)?;
 
     // 3. Move, in batches: copy a batch of blocks into free slots, fsync, then point
     //    their BAT entries at the copies, fsync. A batch never writes into a slot that
@@ -156,7 +162,10 @@ pub fn compact(path: &Path, opts: &OpsOptions, progress: &Progress) -> Result<Re
     let mut buf = vec![0u8; stride as usize];
     let mut batch: Vec<super::plan::Move> = Vec::new();
     let mut vacated = std::collections::HashSet::new();
-    let commit = |batch: &mut Vec<super::plan::Move>, current: &mut Bat| -> Result<()> {
+    let commit = |batch: &mut Vec<super::plan::Move>,
+                  current: &mut Bat,
+                  footer_at: &mut u64|
+     -> Result<()> {
         if batch.is_empty() {
             return Ok(());
         }
@@ -169,6 +178,8 @@ pub fn compact(path: &Path, opts: &OpsOptions, progress: &Progress) -> Result<Re
         write_bat_sectors(f, s.header.table_offset, current, &blocks)?;
         sync(f, "syncing moved blocks' BAT entries")?;
         *s.bat.write().unwrap_or_else(|e| e.into_inner()) = current.clone();
+        // The vacated slots were the highest: shorten the file past them at once.
+        *footer_at = shorten(f, current, stride, metadata_end, *footer_at)?;
         for m in batch.iter() {
             progress.block_done(m.block, stride);
         }
@@ -179,7 +190,7 @@ pub fn compact(path: &Path, opts: &OpsOptions, progress: &Progress) -> Result<Re
     let mut cancelled = false;
     for m in &plan.moves {
         if vacated.contains(&m.to) || batch.len() >= per_batch {
-            commit(&mut batch, &mut current)?;
+            commit(&mut batch, &mut current, &mut footer_at)?;
             vacated.clear();
             if progress.is_cancelled() {
                 cancelled = true;
@@ -195,29 +206,12 @@ pub fn compact(path: &Path, opts: &OpsOptions, progress: &Progress) -> Result<Re
         report.blocks_moved += 1;
         report.bytes_written += stride;
     }
-    commit(&mut batch, &mut current)?;
+    commit(&mut batch, &mut current, &mut footer_at)?;
 
     // 4. Footer past the last live block, then truncate.
     cancelled |= progress.is_cancelled();
     progress.set_phase(Phase::Flush, 0, 0);
-    let live_end = current
-        .allocated()
-        .map(|(_, off)| off + stride)
-        .max()
-        .unwrap_or(0);
-    let new_footer_at = live_end.max(metadata_end).div_ceil(SECTOR_SIZE) * SECTOR_SIZE;
-    debug_assert!(cancelled || new_footer_at == plan.new_footer_at);
-    if new_footer_at < footer_at {
-        let footer = f.footer().encode();
-        f.backend()
-            .write_all_at(&footer, new_footer_at)
-            .map_err(|e| Error::io(f.path(), "writing the footer", new_footer_at, e))?;
-        sync(f, "syncing the new footer")?;
-        f.backend()
-            .set_len(new_footer_at + FOOTER_SIZE as u64)
-            .map_err(|e| Error::file(f.path(), "truncating", e))?;
-        sync(f, "syncing the truncation")?;
-    }
+    shorten(f, &current, stride, metadata_end, footer_at)?;
     if cancelled {
         return Err(vhdkit_task::Cancelled.into());
     }
@@ -246,6 +240,38 @@ pub fn compact(path: &Path, opts: &OpsOptions, progress: &Progress) -> Result<Re
         .map_err(|e| Error::file(path, "reading the size", e))?;
     report.elapsed = start.elapsed();
     Ok(report)
+}
+
+/// Step 4 for the blocks where `current` has them: writes the footer just past the last
+/// live block (or the metadata), fsync, truncates after it, fsync — if that is before
+/// the footer now at `footer_at`. Returns where the footer is afterwards. The old footer
+/// stays valid until the truncation, and the new one is identical, so either is found.
+fn shorten(
+    f: &VhdFile,
+    current: &Bat,
+    stride: u64,
+    metadata_end: u64,
+    footer_at: u64,
+) -> Result<u64> {
+    let live_end = current
+        .allocated()
+        .map(|(_, off)| off + stride)
+        .max()
+        .unwrap_or(0);
+    let new_footer_at = live_end.max(metadata_end).div_ceil(SECTOR_SIZE) * SECTOR_SIZE;
+    if new_footer_at >= footer_at {
+        return Ok(footer_at);
+    }
+    let footer = f.footer().encode();
+    f.backend()
+        .write_all_at(&footer, new_footer_at)
+        .map_err(|e| Error::io(f.path(), "writing the footer", new_footer_at, e))?;
+    sync(f, "syncing the new footer")?;
+    f.backend()
+        .set_len(new_footer_at + FOOTER_SIZE as u64)
+        .map_err(|e| Error::file(f.path(), "truncating", e))?;
+    sync(f, "syncing the truncation")?;
+    Ok(new_footer_at)
 }
 
 /// Whether a block carries nothing: an empty bitmap, or (dynamic disks) only zeros in
