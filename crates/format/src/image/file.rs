@@ -921,6 +921,13 @@ pub(crate) fn open_file(path: &Path, writable: bool) -> Result<File> {
             detail: "it is a directory".into(),
         });
     }
+    // A read-only file stays read-only even for a user (root) the OS would let write.
+    if writable && meta.permissions().readonly() {
+        return Err(Error::ReadOnly {
+            path: path.to_owned(),
+            detail: "the file is read-only".into(),
+        });
+    }
     // Advisory locks: shared for readers, exclusive for the writer.
     let locked = if writable {
         file.try_lock()

@@ -1,0 +1,437 @@
+//! The command-line contract of the operations: `--json` reports, `--progress json`
+//! event lines on stderr ending with the final event, `--verify`, and Ctrl-C (SIGINT)
+//! as a cancel with exit code 130 and the operation's guarantee kept.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use vhdkit_format::{CreateOptions, Disk, DiskKind};
+
+const KIB: u64 = 1024;
+const MIB: u64 = 1024 * KIB;
+
+fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_vhdkit")
+}
+
+fn vhdkit(args: &[&str]) -> Output {
+    Command::new(bin())
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run vhdkit")
+}
+
+fn p(path: &Path) -> &str {
+    path.to_str().expect("UTF-8 path")
+}
+
+/// Runs and asserts exit 0; returns stdout parsed as JSON.
+fn json_of(args: &[&str]) -> Value {
+    let o = vhdkit(args);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{args:?}: stdout is not JSON ({e}): {}",
+            String::from_utf8_lossy(&o.stdout)
+        )
+    })
+}
+
+/// xorshift64* bytes.
+fn pattern(seed: u64, n: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut out = Vec::with_capacity(n + 8);
+    while out.len() < n {
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        out.extend_from_slice(&x.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes());
+    }
+    out.truncate(n);
+    out
+}
+
+/// An 8 MiB dynamic disk (block 512 KiB): data in blocks 0–5 and 10–15, blocks 6–9
+/// written with zeros (released by compact).
+fn dynamic_disk(path: &Path) {
+    let bs = 512 * KIB;
+    Disk::create(
+        path,
+        &CreateOptions::new(DiskKind::Dynamic, 8 * MIB).block_size(bs as u32),
+    )
+    .expect("create");
+    let mut data = pattern(1, (8 * MIB) as usize);
+    data[(6 * bs) as usize..(10 * bs) as usize].fill(0);
+    let d = Disk::open_rw(path).expect("open");
+    d.write_at(&data, 0).expect("write");
+    d.flush().expect("flush");
+}
+
+/// `dir/base.vhd` (dynamic, data) and `dir/child.vhd` over it (data in half of it).
+fn chain(dir: &Path) -> std::path::PathBuf {
+    let base = dir.join("base.vhd");
+    dynamic_disk(&base);
+    let child = dir.join("child.vhd");
+    Disk::create(
+        &child,
+        &CreateOptions::differencing(&base).block_size((512 * KIB) as u32),
+    )
+    .expect("create child");
+    let d = Disk::open_rw(&child).expect("open");
+    d.write_at(&pattern(2, (4 * MIB) as usize), 2 * MIB + 512)
+        .expect("write");
+    d.flush().expect("flush");
+    child
+}
+
+fn file_len(path: &Path) -> u64 {
+    std::fs::metadata(path).expect("metadata").len()
+}
+
+/// The fields every report carries, with the types the contract gives them.
+fn assert_report_shape(r: &Value, operation: &str, path: &Path) {
+    assert_eq!(r["operation"], operation, "{r}");
+    assert_eq!(r["path"], p(path), "{r}");
+    for k in [
+        "blocks_total",
+        "blocks_copied",
+        "blocks_zero",
+        "blocks_released",
+        "blocks_moved",
+        "bytes_written",
+        "file_size_before",
+        "file_size_after",
+    ] {
+        assert!(r[k].is_u64(), "{k} missing or not a count: {r}");
+    }
+    assert!(r["verified"].is_boolean(), "{r}");
+    assert!(r["elapsed"].as_f64().is_some_and(|s| s >= 0.0), "{r}");
+}
+
+fn same_content(a: &Path, b: &Path) -> bool {
+    vhdkit(&["compare", p(a), p(b)]).status.code() == Some(0)
+}
+
+#[test]
+fn convert_json_report_has_operation_and_counts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let src = dir.path().join("src.vhd");
+    dynamic_disk(&src);
+    let dst = dir.path().join("dst.vhd");
+
+    let r = json_of(&[
+        "convert",
+        p(&src),
+        p(&dst),
+        "--type",
+        "dynamic",
+        "--json",
+        "--progress",
+        "none",
+    ]);
+
+    assert_report_shape(&r, "convert", &dst);
+    // 8 MiB in 2 MiB blocks, each holding some data.
+    assert_eq!(r["blocks_total"], 4);
+    assert_eq!(r["blocks_copied"], 4);
+    assert_eq!(r["blocks_zero"], 0);
+    assert_eq!(r["bytes_written"], 8 * MIB);
+    assert_eq!(r["file_size_after"], file_len(&dst));
+    assert_eq!(r["verified"], false);
+    assert!(same_content(&src, &dst));
+}
+
+#[test]
+fn compact_json_report_counts_released_blocks_and_sizes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let disk = dir.path().join("d.vhd");
+    dynamic_disk(&disk);
+    let before = file_len(&disk);
+
+    let r = json_of(&["compact", p(&disk), "--json", "--progress", "none"]);
+
+    assert_report_shape(&r, "compact", &disk);
+    assert_eq!(r["blocks_total"], 16);
+    assert_eq!(r["blocks_released"], 4);
+    assert_eq!(r["file_size_before"], before);
+    assert_eq!(r["file_size_after"], file_len(&disk));
+    assert!(file_len(&disk) < before);
+}
+
+#[test]
+fn merge_json_report_names_the_parent() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let child = chain(dir.path());
+    let parent = dir.path().join("base.vhd");
+
+    let r = json_of(&["merge", p(&child), "--json", "--progress", "none"]);
+
+    assert_report_shape(&r, "merge", &parent);
+    assert!(r["blocks_copied"].as_u64().unwrap() > 0);
+    assert!(r["bytes_written"].as_u64().unwrap() >= 4 * MIB);
+    assert!(same_content(&child, &parent));
+}
+
+#[test]
+fn merge_with_delete_child_flag_deletes_the_child() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let child = chain(dir.path());
+    let o = vhdkit(&["merge", p(&child), "--delete-child", "--progress", "none"]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(!child.exists());
+}
+
+#[test]
+fn merge_to_json_report_and_verify() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let child = chain(dir.path());
+    let dst = dir.path().join("flat.vhd");
+
+    let r = json_of(&[
+        "merge-to",
+        p(&child),
+        p(&dst),
+        "--type",
+        "fixed",
+        "--verify",
+        "--json",
+        "--progress",
+        "none",
+    ]);
+
+    assert_report_shape(&r, "merge-to", &dst);
+    assert_eq!(r["verified"], true);
+    assert_eq!(file_len(&dst), 8 * MIB + 512);
+    assert!(same_content(&child, &dst));
+}
+
+#[test]
+fn convert_with_verify_reports_verified() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let src = dir.path().join("src.vhd");
+    dynamic_disk(&src);
+    for (kind, name) in [("fixed", "f.vhd"), ("dynamic", "d.vhd"), ("raw", "r.img")] {
+        let dst = dir.path().join(name);
+        let r = json_of(&[
+            "convert",
+            p(&src),
+            p(&dst),
+            "--type",
+            kind,
+            "--verify",
+            "--json",
+            "--progress",
+            "none",
+        ]);
+        assert_eq!(r["verified"], true, "{kind}: {r}");
+        assert!(same_content(&src, &dst), "{kind}");
+    }
+}
+
+#[test]
+fn compact_with_verify_reports_verified_in_text_and_json() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let a = dir.path().join("a.vhd");
+    dynamic_disk(&a);
+    let b = dir.path().join("b.vhd");
+    std::fs::copy(&a, &b).expect("copy");
+
+    let r = json_of(&["compact", p(&a), "--verify", "--json", "--progress", "none"]);
+    let text = vhdkit(&["compact", p(&b), "--verify", "--progress", "none"]);
+
+    assert_eq!(r["verified"], true);
+    assert_eq!(text.status.code(), Some(0));
+    let line = String::from_utf8_lossy(&text.stdout);
+    assert!(line.contains("verified"), "{line}");
+    assert!(line.contains("released"), "{line}");
+}
+
+/// Runs with `--progress json`; returns the stderr lines parsed.
+fn progress_lines(args: &[&str]) -> Vec<Value> {
+    let o = vhdkit(args);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stderr)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON line ({e}): {l:?}")))
+        .collect()
+}
+
+fn assert_progress_stream(lines: &[Value]) {
+    assert!(lines.len() >= 2, "{lines:?}");
+    for l in lines {
+        for k in [
+            "task_id",
+            "blocks_done",
+            "blocks_total",
+            "bytes_done",
+            "bytes_total",
+            "percent",
+        ] {
+            assert!(l[k].is_u64(), "{k}: {l}");
+        }
+        assert!(l["phase"].is_string(), "{l}");
+        assert!(l["final"].is_boolean(), "{l}");
+        assert!(l["percent"].as_u64().unwrap() <= 100);
+    }
+    let (last, rest) = lines.split_last().expect("lines");
+    assert!(
+        rest.iter().all(|l| l["final"] == false),
+        "one final event, last"
+    );
+    assert_eq!(last["final"], true);
+    assert_eq!(last["result"], "Success");
+    assert_eq!(last["percent"], 100);
+    assert_eq!(last["phase"], "finish");
+    let id = &lines[0]["task_id"];
+    assert!(lines.iter().all(|l| &l["task_id"] == id));
+}
+
+#[test]
+fn progress_json_prints_event_lines_ending_with_the_final_event() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let src = dir.path().join("src.vhd");
+    dynamic_disk(&src);
+    let child = chain(dir.path());
+    let cases: Vec<Vec<String>> = vec![
+        vec![
+            "convert".into(),
+            p(&src).into(),
+            p(&dir.path().join("c.vhd")).into(),
+            "--type".into(),
+            "dynamic".into(),
+        ],
+        vec!["compact".into(), p(&src).into(), "--verify".into()],
+        vec![
+            "merge-to".into(),
+            p(&child).into(),
+            p(&dir.path().join("m.vhd")).into(),
+            "--type".into(),
+            "dynamic".into(),
+        ],
+        vec!["merge".into(), p(&child).into()],
+    ];
+    for case in cases {
+        let mut args: Vec<&str> = case.iter().map(String::as_str).collect();
+        args.extend(["--progress", "json"]);
+
+        let lines = progress_lines(&args);
+
+        assert_progress_stream(&lines);
+        // The bulk phase counts up to its totals.
+        let main = if args[0] == "compact" { "scan" } else { "copy" };
+        let bulk: Vec<&Value> = lines.iter().filter(|l| l["phase"] == main).collect();
+        assert!(!bulk.is_empty(), "{args:?}: no {main} events");
+        let last = bulk.last().unwrap();
+        assert!(last["blocks_done"].as_u64() <= last["blocks_total"].as_u64());
+    }
+}
+
+/// A 128 MiB raw image full of data: a convert of it takes a while in any build.
+fn big_raw(path: &Path) {
+    use std::io::Write;
+    let chunk = pattern(3, MIB as usize);
+    let mut f = std::io::BufWriter::new(std::fs::File::create(path).expect("create"));
+    for _ in 0..128 {
+        f.write_all(&chunk).expect("write");
+    }
+    f.flush().expect("flush");
+}
+
+/// Starts `args` with `--progress json`, waits for its first progress line (so the
+/// Ctrl-C handler is installed), sends SIGINT with `kill -INT`, and returns the exit
+/// code and the rest of stderr.
+fn interrupt(args: &[&str]) -> (Option<i32>, String) {
+    let mut child = Command::new(bin())
+        .args(args)
+        .args(["--progress", "json"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
+    let first = lines.next().expect("a first line").expect("read");
+    assert!(first.starts_with('{'), "{first}");
+    let sent = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(sent.success());
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    let t = Instant::now();
+    let status = child.wait().expect("wait");
+    assert!(t.elapsed() < Duration::from_secs(60));
+    (status.code(), rest.join("\n"))
+}
+
+#[test]
+fn convert_interrupted_with_sigint_exits_130_and_leaves_no_destination() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let src = dir.path().join("big.img");
+    big_raw(&src);
+    let out = dir.path().join("out");
+    std::fs::create_dir(&out).expect("mkdir");
+    let dst = out.join("dst.vhd");
+
+    let (code, stderr) = interrupt(&["convert", p(&src), p(&dst), "--type", "dynamic", "--verify"]);
+
+    assert_eq!(code, Some(130), "{stderr}");
+    assert!(stderr.contains("\"final\":true"), "{stderr}");
+    assert!(stderr.contains("cancelled"), "{stderr}");
+    assert!(!dst.exists());
+    let left: Vec<_> = std::fs::read_dir(&out).expect("read dir").collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+#[test]
+fn compact_interrupted_with_sigint_exits_130_and_keeps_the_image() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let disk = dir.path().join("d.vhd");
+    let bs = 16 * KIB;
+    Disk::create(
+        &disk,
+        &CreateOptions::new(DiskKind::Dynamic, 64 * MIB).block_size(bs as u32),
+    )
+    .expect("create");
+    let mut data = pattern(4, (64 * MIB) as usize);
+    for b in (0..64 * MIB / bs).filter(|b| b % 3 == 0) {
+        data[(b * bs) as usize..((b + 1) * bs) as usize].fill(0);
+    }
+    let d = Disk::open_rw(&disk).expect("open");
+    d.write_at(&data, 0).expect("write");
+    d.flush().expect("flush");
+    drop(d);
+    let before = dir.path().join("before.vhd");
+    std::fs::copy(&disk, &before).expect("copy");
+
+    let (code, stderr) = interrupt(&["compact", p(&disk)]);
+
+    assert_eq!(code, Some(130), "{stderr}");
+    let check = vhdkit(&["check", p(&disk)]);
+    assert_eq!(
+        check.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&check.stdout)
+    );
+    assert!(same_content(&disk, &before));
+}

@@ -1,0 +1,586 @@
+//! SIGKILL in the middle of `vhdkit compact`, `vhdkit merge` and `vhdkit convert`.
+//!
+//! Each test first times an uninterrupted run (and when each of its phases began, from
+//! its `--progress json` events), then starts the binary again and again on a fresh copy
+//! of the same image and kills it (SIGKILL: `Child::kill` on Unix) at points from a
+//! fixed pseudo-random sequence: half spread over the whole run from the spawn, half
+//! spread over the part that changes the image, counted from the moment the run being
+//! killed reports that phase. After each kill:
+//!
+//! - compact, merge: the image opens; `vhdkit check` exits 0 — or reports nothing but
+//!   unreferenced space after the last block (a leak, which the crash-safety design
+//!   allows after a crash: the space is not referenced, the content is unchanged); the
+//!   content read with `vhdkit read` is the content before; and a rerun completes, after
+//!   which `check` exits 0 and the content is still the same.
+//! - convert: the destination either does not exist or is complete and right (a
+//!   temporary file, which a killed process cannot remove, may stay; it is never the
+//!   destination's name).
+//!
+//! The counts of kills that landed mid-operation and of runs that finished first are
+//! printed (see `--nocapture`).
+
+use std::collections::BTreeMap;
+use std::os::unix::process::ExitStatusExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use vhdkit_format::{CreateOptions, Disk, DiskKind, OpenOptions, VhdFile};
+
+mod support {
+    //! Helpers of this file.
+
+    use std::ffi::OsStr;
+    use std::process::{Command, Output, Stdio};
+
+    pub const KIB: u64 = 1024;
+    pub const MIB: u64 = 1024 * KIB;
+
+    pub fn bin() -> &'static str {
+        env!("CARGO_BIN_EXE_vhdkit")
+    }
+
+    /// Runs vhdkit to the end.
+    pub fn vhdkit<I, S>(args: I) -> Output
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        Command::new(bin())
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run vhdkit")
+    }
+
+    /// xorshift64*.
+    pub struct Rng(u64);
+
+    impl Rng {
+        pub fn new(seed: u64) -> Rng {
+            Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+        }
+
+        pub fn next_u64(&mut self) -> u64 {
+            let mut x = self.0;
+            x ^= x >> 12;
+            x ^= x << 25;
+            x ^= x >> 27;
+            self.0 = x;
+            x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+        }
+
+        /// Uniform in [0, 1).
+        pub fn unit(&mut self) -> f64 {
+            (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+        }
+
+        pub fn bytes(&mut self, n: usize) -> Vec<u8> {
+            let mut out = Vec::with_capacity(n + 8);
+            while out.len() < n {
+                out.extend_from_slice(&self.next_u64().to_le_bytes());
+            }
+            out.truncate(n);
+            out
+        }
+    }
+}
+
+use support::*;
+
+/// Kills per operation.
+const KILLS: usize = 14;
+/// Image size and block size: many small blocks, so a run lasts long enough to be hit.
+const SIZE: u64 = 32 * MIB;
+const BS: u64 = 16 * KIB;
+
+fn p(path: &Path) -> &str {
+    path.to_str().expect("UTF-8 path")
+}
+
+/// When to kill a run: `delay` after the spawn, or after the run's first progress event
+/// of phase `after` (read from its `--progress json` output).
+#[derive(Debug, Clone, Copy)]
+struct KillAt {
+    after: Option<&'static str>,
+    delay: Duration,
+}
+
+/// Starts `vhdkit args…` (which ask for `--progress json`) and SIGKILLs it at `at`
+/// unless it finished first. Returns whether the kill landed (the process died of
+/// SIGKILL).
+fn run_and_kill(args: &[&str], at: KillAt) -> bool {
+    use std::io::BufRead;
+    let mut child = Command::new(bin())
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn vhdkit");
+    // Drain stderr to its end on another thread, reporting the phases as they start.
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let reader = std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
+                if let Some(phase) = v["phase"].as_str() {
+                    let _ = tx.send(phase.to_owned());
+                }
+            }
+        }
+    });
+    if let Some(phase) = at.after {
+        // Until the phase starts or the run ends (the channel closes).
+        while let Ok(seen) = rx.recv() {
+            if seen == phase {
+                break;
+            }
+        }
+    }
+    std::thread::sleep(at.delay);
+    let landed = match child.try_wait().expect("try_wait") {
+        Some(status) => {
+            assert!(status.success(), "{args:?} failed on its own: {status}");
+            false
+        }
+        None => {
+            child.kill().expect("SIGKILL");
+            let status = child.wait().expect("wait");
+            // Otherwise it finished between try_wait and kill.
+            assert!(
+                status.signal() == Some(9) || status.success(),
+                "{args:?}: {status}"
+            );
+            status.signal() == Some(9)
+        }
+    };
+    reader.join().expect("stderr reader");
+    landed
+}
+
+/// `n` kill points from a fixed pseudo-random sequence: every other one a delay after
+/// the spawn spread over the whole run (`0.05..1.05 × total`, one per stratum,
+/// jittered); the others a delay after the start of `phase`, the part that changes the
+/// image, spread over what remained of the run from there (`0..1.05 ×`).
+fn kill_points(timing: &Timing, phase: &'static str, n: usize, seed: u64) -> Vec<KillAt> {
+    let mut rng = Rng::new(seed);
+    let total = timing.total;
+    let rest = total.saturating_sub(timing.phases.get(phase).copied().unwrap_or_default());
+    let halves = n.div_ceil(2) as f64;
+    (0..n)
+        .map(|i| {
+            let stratum = ((i / 2) as f64 + rng.unit()) / halves;
+            if i % 2 == 0 {
+                KillAt {
+                    after: None,
+                    delay: total.mul_f64(0.05 + stratum),
+                }
+            } else {
+                KillAt {
+                    after: Some(phase),
+                    delay: rest.mul_f64(1.05 * stratum),
+                }
+            }
+        })
+        .collect()
+}
+
+/// When an uninterrupted run's phases began (first progress event of each, from the
+/// spawn) and how long it took.
+struct Timing {
+    total: Duration,
+    phases: BTreeMap<String, Duration>,
+}
+
+/// Runs `args` (which ask for `--progress json`) to the end, timing its phases.
+fn timed(args: &[&str]) -> Timing {
+    use std::io::BufRead;
+    let t = Instant::now();
+    let mut child = Command::new(bin())
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn vhdkit");
+    let mut phases = BTreeMap::new();
+    let stderr = child.stderr.take().expect("stderr");
+    for line in std::io::BufReader::new(stderr).lines() {
+        let line = line.expect("a line");
+        if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
+            if let Some(phase) = v["phase"].as_str() {
+                phases
+                    .entry(phase.to_owned())
+                    .or_insert_with(|| t.elapsed());
+            }
+        }
+    }
+    let status = child.wait().expect("wait");
+    assert!(status.success(), "{args:?}: {status}");
+    Timing {
+        total: t.elapsed(),
+        phases,
+    }
+}
+
+/// What `vhdkit check` says: `Ok(false)` clean, `Ok(true)` only unreferenced space
+/// (a leak), `Err` anything else.
+fn check_state(disk: &Path) -> Result<bool, String> {
+    let o = vhdkit(["check", "--json", p(disk)]);
+    let text = String::from_utf8_lossy(&o.stdout).into_owned();
+    match o.status.code() {
+        Some(0) => Ok(false),
+        Some(1) => {
+            let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
+            let problems: Vec<&serde_json::Value> = v["files"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .flat_map(|f| f["problems"].as_array().into_iter().flatten())
+                .filter(|p| p["severity"] != "info" && p["severity"] != "Info")
+                .collect();
+            let leak_only = !problems.is_empty()
+                && problems.iter().all(|p| {
+                    p["field"] == "length"
+                        && p["message"]
+                            .as_str()
+                            .is_some_and(|m| m.contains("unreferenced space"))
+                });
+            if leak_only {
+                Ok(true)
+            } else {
+                Err(text)
+            }
+        }
+        _ => Err(format!(
+            "check exited {:?}: {text}{}",
+            o.status,
+            String::from_utf8_lossy(&o.stderr)
+        )),
+    }
+}
+
+/// `vhdkit read DISK` into a file; returns the bytes.
+fn read(disk: &Path, scratch: &Path) -> Vec<u8> {
+    let out = scratch.join("read.raw");
+    let _ = std::fs::remove_file(&out);
+    let o = vhdkit(["read", p(disk), "--output", p(&out)]);
+    assert!(
+        o.status.success(),
+        "read {}: {}",
+        disk.display(),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    std::fs::read(&out).expect("read output")
+}
+
+fn assert_same(what: &str, got: &[u8], want: &[u8]) {
+    assert_eq!(got.len(), want.len(), "{what}: lengths differ");
+    if got == want {
+        return; // memcmp: fast even in a debug build
+    }
+    if let Some(i) = got.iter().zip(want).position(|(a, b)| a != b) {
+        panic!("{what}: first difference at byte {i}");
+    }
+}
+
+fn bat(path: &Path) -> Vec<u32> {
+    VhdFile::open(path, &OpenOptions::new())
+        .expect("the image opens")
+        .bat()
+        .expect("a BAT")
+        .entries()
+        .to_vec()
+}
+
+fn report(
+    what: &str,
+    timing: &Timing,
+    killed: usize,
+    finished: usize,
+    extra: &BTreeMap<&str, usize>,
+) {
+    let phases: Vec<String> = timing
+        .phases
+        .iter()
+        .map(|(k, v)| format!("{k} at {} ms", v.as_millis()))
+        .collect();
+    eprintln!(
+        "{what}: uninterrupted run {} ms ({}); {} kills: {killed} landed mid-operation (SIGKILL status), {finished} finished first; {extra:?}",
+        timing.total.as_millis(),
+        phases.join(", "),
+        killed + finished
+    );
+}
+
+/// A dynamic disk with random data in every block but every third, which holds zeros:
+/// a third of the blocks to release and many to move.
+fn compact_image(path: &Path) -> Vec<u8> {
+    Disk::create(
+        path,
+        &CreateOptions::new(DiskKind::Dynamic, SIZE).block_size(BS as u32),
+    )
+    .expect("create");
+    let mut data = Rng::new(77).bytes(SIZE as usize);
+    for b in (0..SIZE / BS).filter(|b| b % 3 == 1) {
+        data[(b * BS) as usize..((b + 1) * BS) as usize].fill(0);
+    }
+    let disk = Disk::open_rw(path).expect("open");
+    disk.write_at(&data, 0).expect("write");
+    disk.flush().expect("flush");
+    data
+}
+
+#[test]
+fn compact_killed_at_random_points_stays_valid_and_rerun_completes() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let tpl = root.path().join("template.vhd");
+    let content = compact_image(&tpl);
+    let original = bat(&tpl);
+    let work = root.path().join("work.vhd");
+    std::fs::copy(&tpl, &work).expect("copy");
+    let args = ["compact", p(&work), "--progress", "json"];
+    let timing = timed(&args);
+    let final_len = std::fs::metadata(&work).expect("metadata").len();
+    let final_bat = bat(&work);
+    assert!(final_len < std::fs::metadata(&tpl).expect("metadata").len());
+
+    let (mut killed, mut finished) = (0, 0);
+    let mut states: BTreeMap<&str, usize> = BTreeMap::new();
+    for at in kill_points(&timing, "move", KILLS, 1) {
+        std::fs::copy(&tpl, &work).expect("copy");
+
+        let landed = run_and_kill(&args, at);
+
+        if landed {
+            killed += 1;
+            let now = bat(&work);
+            let state = if now == original {
+                "untouched"
+            } else if now == final_bat {
+                "BAT final"
+            } else {
+                "part-way"
+            };
+            *states.entry(state).or_default() += 1;
+        } else {
+            finished += 1;
+        }
+        let leak =
+            check_state(&work).unwrap_or_else(|e| panic!("check after a kill at {at:?}: {e}"));
+        if leak {
+            *states.entry("check: leak only").or_default() += 1;
+        }
+        assert_same(
+            &format!("content after a kill at {at:?}"),
+            &read(&work, root.path()),
+            &content,
+        );
+        if landed {
+            let o = vhdkit(["compact", p(&work), "--progress", "none"]);
+            assert!(
+                o.status.success(),
+                "rerun: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+            assert_eq!(check_state(&work), Ok(false), "check after the rerun");
+            assert_same(
+                "content after the rerun",
+                &read(&work, root.path()),
+                &content,
+            );
+        }
+        assert_eq!(
+            std::fs::metadata(&work).expect("metadata").len(),
+            final_len,
+            "size once compacted (kill at {at:?})"
+        );
+    }
+    report("compact", &timing, killed, finished, &states);
+    assert!(killed >= KILLS / 3, "too few kills landed mid-operation");
+    assert!(
+        states.get("part-way").copied().unwrap_or(0) > 0,
+        "no kill landed while the BAT was changing"
+    );
+}
+
+/// A dynamic base with data in most blocks and a differencing child with data over
+/// most of it, some writes not on granule boundaries.
+fn merge_chain(dir: &Path) -> Vec<u8> {
+    let base = dir.join("base.vhd");
+    Disk::create(
+        &base,
+        &CreateOptions::new(DiskKind::Dynamic, SIZE).block_size(BS as u32),
+    )
+    .expect("create");
+    let mut rng = Rng::new(78);
+    let disk = Disk::open_rw(&base).expect("open");
+    disk.write_at(&rng.bytes((SIZE / 2) as usize), SIZE / 4)
+        .expect("write");
+    disk.flush().expect("flush");
+    drop(disk);
+    let child = dir.join("child.vhd");
+    Disk::create(
+        &child,
+        &CreateOptions::differencing(&base).block_size(BS as u32),
+    )
+    .expect("create child");
+    let disk = Disk::open_rw(&child).expect("open");
+    let len = SIZE - SIZE / 8 - 1536;
+    disk.write_at(&rng.bytes(len as usize), SIZE / 16 + 512)
+        .expect("write");
+    disk.write_at(&vec![0; (SIZE / 16) as usize], SIZE / 2)
+        .expect("write zeros");
+    disk.flush().expect("flush");
+    drop(disk);
+    let d = Disk::open(&child).expect("open");
+    let mut buf = vec![0u8; SIZE as usize];
+    d.read_at(&mut buf, 0).expect("read");
+    buf
+}
+
+fn copy_chain(from: &Path, to: &Path) {
+    let _ = std::fs::remove_dir_all(to);
+    std::fs::create_dir(to).expect("mkdir");
+    for n in ["base.vhd", "child.vhd"] {
+        std::fs::copy(from.join(n), to.join(n)).expect("copy");
+    }
+}
+
+#[test]
+fn merge_killed_at_random_points_keeps_the_child_view_and_rerun_completes() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let tpl = root.path().join("template");
+    std::fs::create_dir(&tpl).expect("mkdir");
+    let content = merge_chain(&tpl);
+    let parent_before = read(&tpl.join("base.vhd"), root.path());
+    let work = root.path().join("work");
+    copy_chain(&tpl, &work);
+    let child = work.join("child.vhd");
+    let parent = work.join("base.vhd");
+    let args = ["merge", p(&child), "--progress", "json"];
+    let timing = timed(&args);
+    assert_same(
+        "parent after a merge",
+        &read(&parent, root.path()),
+        &content,
+    );
+
+    let (mut killed, mut finished) = (0, 0);
+    let mut states: BTreeMap<&str, usize> = BTreeMap::new();
+    for at in kill_points(&timing, "copy", KILLS, 2) {
+        copy_chain(&tpl, &work);
+
+        let landed = run_and_kill(&args, at);
+
+        if landed {
+            killed += 1;
+        } else {
+            finished += 1;
+        }
+        let leak =
+            check_state(&child).unwrap_or_else(|e| panic!("check after a kill at {at:?}: {e}"));
+        if leak {
+            *states.entry("check: leak only").or_default() += 1;
+        }
+        assert_same(
+            &format!("child after a kill at {at:?}"),
+            &read(&child, root.path()),
+            &content,
+        );
+        if landed {
+            let parent_now = read(&parent, root.path());
+            let state = if parent_now == parent_before {
+                "parent untouched"
+            } else if parent_now == content {
+                "parent merged"
+            } else {
+                "parent part-way"
+            };
+            *states.entry(state).or_default() += 1;
+            let o = vhdkit(["merge", p(&child), "--progress", "none"]);
+            assert!(
+                o.status.success(),
+                "rerun: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+            assert_eq!(check_state(&child), Ok(false), "check after the rerun");
+            assert_same(
+                "child after the rerun",
+                &read(&child, root.path()),
+                &content,
+            );
+        }
+        assert_same("parent once merged", &read(&parent, root.path()), &content);
+    }
+    report("merge", &timing, killed, finished, &states);
+    assert!(killed >= KILLS / 3, "too few kills landed mid-operation");
+}
+
+#[test]
+fn convert_killed_at_random_points_never_leaves_a_partial_destination() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let src = root.path().join("src.vhd");
+    let content = compact_image(&src);
+    let out = root.path().join("out");
+    std::fs::create_dir(&out).expect("mkdir");
+    let dst = out.join("dst.vhd");
+    let args = |dst: &Path| -> Vec<String> {
+        [
+            "convert",
+            p(&src),
+            p(dst),
+            "--type",
+            "dynamic",
+            "--progress",
+            "json",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let a = args(&dst);
+    let a: Vec<&str> = a.iter().map(String::as_str).collect();
+    let timing = timed(&a);
+
+    let (mut killed, mut finished, mut temps_left) = (0, 0, 0);
+    for at in kill_points(&timing, "copy", KILLS / 2, 3) {
+        let _ = std::fs::remove_dir_all(&out);
+        std::fs::create_dir(&out).expect("mkdir");
+
+        let landed = run_and_kill(&a, at);
+
+        if landed {
+            killed += 1;
+        } else {
+            finished += 1;
+        }
+        let names: Vec<String> = std::fs::read_dir(&out)
+            .expect("read dir")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        for n in &names {
+            assert!(
+                n == "dst.vhd" || (n.starts_with(".dst.vhd.") && n.ends_with(".vhdkit-tmp")),
+                "unexpected file {n}"
+            );
+        }
+        temps_left += names.iter().filter(|n| n.ends_with(".vhdkit-tmp")).count();
+        if dst.exists() {
+            assert_eq!(check_state(&dst), Ok(false));
+            assert_same(
+                "a destination that exists",
+                &read(&dst, root.path()),
+                &content,
+            );
+        } else {
+            assert!(landed, "the run finished but left no destination");
+        }
+    }
+    let mut extra = BTreeMap::new();
+    extra.insert("temporary files left by a kill", temps_left);
+    report("convert", &timing, killed, finished, &extra);
+    assert!(killed >= 1, "no kill landed mid-operation");
+}
