@@ -343,47 +343,77 @@ fn sparse_image(
     Ok(out)
 }
 
-/// Writes a new file through `fill` under a temporary name beside `path`, syncs it,
-/// renames it to `path` without replacing anything, and syncs the directory.
+/// A new file being written under a temporary name beside its destination. Dropping it
+/// (on cancel or error) deletes the temporary file; [`NewFile::persist`] makes it durable
+/// and gives it its name.
+pub(crate) struct NewFile {
+    tmp: tempfile::NamedTempFile,
+    /// Positional access to the temporary file (fault injection sees its path).
+    pub backend: FileBackend,
+    dir: PathBuf,
+}
+
+impl NewFile {
+    /// Creates `.NAME.XXXXXX.vhdkit-tmp` in the destination's directory, mode 0666 less
+    /// the umask (tempfile's default would be 0600).
+    pub(crate) fn beside(path: &Path) -> Result<NewFile> {
+        let dir = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."))
+            .to_owned();
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "disk".into());
+        let tmp = tempfile::Builder::new()
+            .prefix(&format!(".{name}."))
+            .suffix(".vhdkit-tmp")
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666))
+            .tempfile_in(&dir)
+            .map_err(|e| Error::file(&dir, "creating a temporary file", e))?;
+        let backend = FileBackend::with_path(
+            tmp.as_file()
+                .try_clone()
+                .map_err(|e| Error::file(tmp.path(), "duplicating a handle", e))?,
+            tmp.path(),
+        );
+        Ok(NewFile { tmp, backend, dir })
+    }
+
+    /// The temporary file's path.
+    pub(crate) fn tmp_path(&self) -> &Path {
+        self.tmp.path()
+    }
+
+    /// Syncs the file, renames it to `path` without replacing anything, and syncs the
+    /// directory: the name appears only once the file is complete and durable.
+    pub(crate) fn persist(self, path: &Path) -> Result<()> {
+        self.backend
+            .sync()
+            .map_err(|e| Error::file(path, "syncing the new file", e))?;
+        self.tmp.persist_noclobber(path).map_err(|e| {
+            if e.error.kind() == std::io::ErrorKind::AlreadyExists {
+                Error::AlreadyExists {
+                    path: path.to_owned(),
+                }
+            } else {
+                Error::file(path, "renaming the new file into place", e.error)
+            }
+        })?;
+        sync_dir(&self.dir).map_err(|e| Error::file(&self.dir, "syncing the directory", e))
+    }
+}
+
+/// Writes a new file through `fill` under a temporary name beside `path`, then persists
+/// it (see [`NewFile`]).
 pub(crate) fn write_new(
     path: &Path,
     fill: impl FnOnce(&FileBackend) -> std::io::Result<()>,
 ) -> Result<()> {
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "disk".into());
-    let tmp = tempfile::Builder::new()
-        .prefix(&format!(".{name}."))
-        .suffix(".vhdkit-tmp")
-        // Like any new file: 0666 less the umask (tempfile's default is 0600).
-        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666))
-        .tempfile_in(dir)
-        .map_err(|e| Error::file(dir, "creating a temporary file", e))?;
-    let backend = FileBackend::with_path(
-        tmp.as_file()
-            .try_clone()
-            .map_err(|e| Error::file(tmp.path(), "duplicating a handle", e))?,
-        tmp.path(),
-    );
-    fill(&backend).map_err(|e| Error::file(path, "writing the new disk", e))?;
-    backend
-        .sync()
-        .map_err(|e| Error::file(path, "syncing the new disk", e))?;
-    tmp.persist_noclobber(path).map_err(|e| {
-        if e.error.kind() == std::io::ErrorKind::AlreadyExists {
-            Error::AlreadyExists {
-                path: path.to_owned(),
-            }
-        } else {
-            Error::file(path, "renaming the new disk into place", e.error)
-        }
-    })?;
-    sync_dir(dir).map_err(|e| Error::file(dir, "syncing the directory", e))
+    let new = NewFile::beside(path)?;
+    fill(&new.backend).map_err(|e| Error::file(path, "writing the new disk", e))?;
+    new.persist(path)
 }
 
 /// Makes a directory's entries (a rename, a new file) durable.

@@ -15,7 +15,7 @@ use vhdkit_task::{Phase, Progress};
 
 use crate::error::{Error, Result};
 use crate::image::backend::{Backend, FileBackend};
-use crate::image::{sync_dir, Disk, OpenOptions};
+use crate::image::{Disk, OpenOptions};
 use crate::spec::{
     Bat, DiskType, DynamicHeader, Footer, BAT_ENTRY_UNUSED, FOOTER_SIZE, SECTOR_SIZE,
 };
@@ -54,27 +54,9 @@ pub fn convert_disk(
             });
         }
     }
-    let dir = dst
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = dst
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "disk".into());
-    let tmp = tempfile::Builder::new()
-        .prefix(&format!(".{name}."))
-        .suffix(".vhdkit-tmp")
-        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666))
-        .tempfile_in(dir)
-        .map_err(|e| Error::file(dir, "creating a temporary file", e))?;
-    let tmp_path = tmp.path().to_owned();
-    let out = FileBackend::with_path(
-        tmp.as_file()
-            .try_clone()
-            .map_err(|e| Error::file(&tmp_path, "duplicating a handle", e))?,
-        &tmp_path,
-    );
+    let new = crate::image::create::NewFile::beside(dst)?;
+    let tmp_path = new.tmp_path().to_owned();
+    let out = &new.backend;
     let unit = match target {
         Target::Dynamic => u64::from(opts.block_size),
         Target::Fixed | Target::Raw => FLAT_UNIT,
@@ -86,7 +68,7 @@ pub fn convert_disk(
         blocks_total: blocks,
         ..Report::default()
     };
-    let mut writer = Writer::new(target, size, opts.block_size, &out, &tmp_path)?;
+    let mut writer = Writer::new(target, size, opts.block_size, out, &tmp_path)?;
     let mut crcs = if opts.verify {
         Vec::with_capacity(blocks as usize)
     } else {
@@ -130,16 +112,7 @@ pub fn convert_disk(
         report.verified = true;
     }
     progress.check_cancelled()?;
-    tmp.persist_noclobber(dst).map_err(|e| {
-        if e.error.kind() == std::io::ErrorKind::AlreadyExists {
-            Error::AlreadyExists {
-                path: dst.to_owned(),
-            }
-        } else {
-            Error::file(dst, "renaming the new file into place", e.error)
-        }
-    })?;
-    sync_dir(dir).map_err(|e| Error::file(dir, "syncing the directory", e))?;
+    new.persist(dst)?;
     report.file_size_after = std::fs::metadata(dst).map(|m| m.len()).unwrap_or(0);
     report.elapsed = start.elapsed();
     Ok(report)
