@@ -309,9 +309,17 @@ impl Disk {
     /// with a set bit followed by clear ones would read differently there. With whole
     /// bytes set, every reader agrees.
     pub fn write_at(&self, data: &[u8], offset: u64) -> Result<()> {
-        self.check_range(offset, data.len() as u64)?;
-        if data.is_empty() {
-            return Ok(());
+        self.write_runs(&[(offset, data)])
+    }
+
+    /// Writes several runs `(virtual offset, bytes)` at once, each as [`Disk::write_at`]
+    /// would, under one application of the crash-safe write order (one footer move and
+    /// two barriers for all of them). Runs may be unaligned; runs that share a sector or
+    /// (differencing disks) a granule are combined, the later run winning where they
+    /// overlap.
+    pub fn write_runs(&self, runs: &[(u64, &[u8])]) -> Result<()> {
+        for &(offset, data) in runs {
+            self.check_range(offset, data.len() as u64)?;
         }
         let granule = if self.top().is_differencing() {
             DIFFERENCING_GRANULE
@@ -319,24 +327,81 @@ impl Disk {
             SECTOR_SIZE
         };
         let size = self.virtual_size();
-        let end = offset + data.len() as u64;
-        let start = offset / granule * granule;
-        let aligned_end = (end.div_ceil(granule) * granule).min(size);
-        if start == offset && aligned_end == end {
-            return self.top().write_aligned(data, offset);
+        let widen = |offset: u64, len: u64| {
+            let start = offset / granule * granule;
+            let end = ((offset + len).div_ceil(granule) * granule).min(size);
+            (start, end)
+        };
+        // Group runs whose widened ranges overlap, in offset order.
+        let mut order: Vec<usize> = (0..runs.len()).filter(|&i| !runs[i].1.is_empty()).collect();
+        order.sort_by_key(|&i| runs[i].0);
+        let mut groups: Vec<(u64, u64, Vec<usize>)> = Vec::new();
+        for i in order {
+            let (start, end) = widen(runs[i].0, runs[i].1.len() as u64);
+            match groups.last_mut() {
+                Some(g) if start < g.1 => {
+                    g.1 = g.1.max(end);
+                    g.2.push(i);
+                }
+                _ => groups.push((start, end, vec![i])),
+            }
         }
-        let mut buf = vec![0u8; (aligned_end - start) as usize];
-        // Complete the first and last granule from the chain (the virtual size is a whole
-        // number of sectors, so both ranges exist).
-        let head_end = (start + granule).min(aligned_end);
-        self.read_at(&mut buf[..(head_end - start) as usize], start)?;
-        let tail_start = ((aligned_end - 1) / granule * granule).max(start);
-        if tail_start >= head_end {
-            self.read_at(&mut buf[(tail_start - start) as usize..], tail_start)?;
+        let mut owned: Vec<(u64, Vec<u8>)> = Vec::new();
+        let mut borrowed: Vec<(u64, &[u8])> = Vec::new();
+        for (start, end, members) in groups {
+            if let [only] = members.as_slice() {
+                let (offset, data) = runs[*only];
+                if offset == start && offset + data.len() as u64 == end {
+                    borrowed.push((offset, data));
+                    continue;
+                }
+            }
+            let mut buf = vec![0u8; (end - start) as usize];
+            // Every granule the runs do not cover entirely keeps its current content:
+            // read those from the chain (consecutive ones in one read), then lay the runs
+            // over the buffer.
+            let mut covered: Vec<(u64, u64)> = members
+                .iter()
+                .map(|&m| (runs[m].0, runs[m].0 + runs[m].1.len() as u64))
+                .collect();
+            covered.sort_unstable();
+            let mut merged: Vec<(u64, u64)> = Vec::new();
+            for (a, b) in covered {
+                match merged.last_mut() {
+                    Some(last) if a <= last.1 => last.1 = last.1.max(b),
+                    _ => merged.push((a, b)),
+                }
+            }
+            let fully_covered = |g0: u64, g1: u64| merged.iter().any(|&(a, b)| a <= g0 && g1 <= b);
+            let mut g = start;
+            let mut pending: Option<u64> = None;
+            while g < end {
+                let ge = (g + granule).min(end);
+                if fully_covered(g, ge) {
+                    if let Some(p) = pending.take() {
+                        self.read_at(&mut buf[(p - start) as usize..(g - start) as usize], p)?;
+                    }
+                } else if pending.is_none() {
+                    pending = Some(g);
+                }
+                g = ge;
+            }
+            if let Some(p) = pending {
+                self.read_at(&mut buf[(p - start) as usize..], p)?;
+            }
+            for &m in &members {
+                let (offset, data) = runs[m];
+                let at = (offset - start) as usize;
+                buf[at..at + data.len()].copy_from_slice(data);
+            }
+            owned.push((start, buf));
         }
-        let head = (offset - start) as usize;
-        buf[head..head + data.len()].copy_from_slice(data);
-        self.top().write_aligned(&buf, start)
+        let mut all: Vec<(u64, &[u8])> = borrowed;
+        all.extend(owned.iter().map(|(o, b)| (*o, b.as_slice())));
+        if all.is_empty() {
+            return Ok(());
+        }
+        self.top().write_aligned_runs(&all)
     }
 
     /// Makes every write durable.

@@ -556,52 +556,65 @@ impl VhdFile {
     /// after reopening, the next allocation reuses it, zero-filling what it does not
     /// write; `check --repair` or `compact` reclaims it) and sectors whose bits are still
     /// clear, which read as before. `docs/crash-safety.md` has the full analysis.
-    pub(crate) fn write_aligned(&self, data: &[u8], offset: u64) -> Result<()> {
+    ///
+    /// The order is applied once to all `runs` — sector-aligned `(virtual offset, bytes)`
+    /// pairs: one footer move, one barrier after the data, one after the metadata (merge
+    /// writes a whole chunk of runs this way).
+    pub(crate) fn write_aligned_runs(&self, runs: &[(u64, &[u8])]) -> Result<()> {
         self.check_writable()?;
-        debug_assert!(
-            offset.is_multiple_of(SECTOR_SIZE) && (data.len() as u64).is_multiple_of(SECTOR_SIZE)
-        );
-        let len = data.len() as u64;
-        let end = offset
-            .checked_add(len)
-            .filter(|&e| e <= self.virtual_size());
-        if end.is_none() {
-            return Err(Error::OutOfRange {
-                path: self.path.clone(),
-                offset,
-                len,
-                size: self.virtual_size(),
-            });
+        for &(offset, data) in runs {
+            debug_assert!(
+                offset.is_multiple_of(SECTOR_SIZE)
+                    && (data.len() as u64).is_multiple_of(SECTOR_SIZE)
+            );
+            let len = data.len() as u64;
+            if offset
+                .checked_add(len)
+                .is_none_or(|e| e > self.virtual_size())
+            {
+                return Err(Error::OutOfRange {
+                    path: self.path.clone(),
+                    offset,
+                    len,
+                    size: self.virtual_size(),
+                });
+            }
         }
         match &self.layout {
-            Layout::Raw | Layout::Fixed => self
-                .backend
-                .write_all_at(data, offset)
-                .map_err(|e| Error::io(&self.path, "writing disk data", offset, e)),
-            Layout::HostDrive(h) => {
-                h.device
-                    .write_all_at(data, offset)
-                    .map_err(|e| Error::io(&h.device_path, "writing the host drive", offset, e))?;
-                if hostdrive::touches_identity(h, offset, len) {
-                    *h.dirty_identity.lock().unwrap_or_else(|e| e.into_inner()) = true;
+            Layout::Raw | Layout::Fixed => {
+                for &(offset, data) in runs {
+                    self.backend
+                        .write_all_at(data, offset)
+                        .map_err(|e| Error::io(&self.path, "writing disk data", offset, e))?;
                 }
                 Ok(())
             }
-            Layout::Sparse(s) => self.write_sparse(s, data, offset),
+            Layout::HostDrive(h) => {
+                for &(offset, data) in runs {
+                    h.device.write_all_at(data, offset).map_err(|e| {
+                        Error::io(&h.device_path, "writing the host drive", offset, e)
+                    })?;
+                    if hostdrive::touches_identity(h, offset, data.len() as u64) {
+                        *h.dirty_identity.lock().unwrap_or_else(|e| e.into_inner()) = true;
+                    }
+                }
+                Ok(())
+            }
+            Layout::Sparse(s) => self.write_sparse(s, runs),
         }
     }
 
-    fn write_sparse(&self, s: &Sparse, data: &[u8], offset: u64) -> Result<()> {
+    fn write_sparse(&self, s: &Sparse, runs: &[(u64, &[u8])]) -> Result<()> {
         let io = |doing, at| move |e| Error::io(&self.path, doing, at, e);
         let mut state = s.state.lock().unwrap_or_else(|e| e.into_inner());
         let old_len = state.footer_at + FOOTER_SIZE as u64;
         let stride = s.bitmap_size + s.block_size;
 
         // Plan: split into block pieces; place new blocks.
-        struct Piece {
+        struct Piece<'d> {
             block: u64,
             in_block: u64,
-            src: std::ops::Range<usize>,
+            data: &'d [u8],
             block_offset: u64,
             new: bool,
         }
@@ -609,32 +622,34 @@ impl VhdFile {
         let mut next_free = state.next_free;
         {
             let bat = s.bat.read().unwrap_or_else(|e| e.into_inner());
-            let mut pos = offset;
-            let end = offset + data.len() as u64;
-            while pos < end {
-                let block = pos / s.block_size;
-                let in_block = pos % s.block_size;
-                let n = (s.block_size - in_block).min(end - pos);
-                let src = (pos - offset) as usize..(pos - offset + n) as usize;
-                let (block_offset, new) = match bat.block_offset(block) {
-                    Some(o) => (o, false),
-                    None => match pieces.iter().find(|p: &&Piece| p.block == block && p.new) {
-                        Some(p) => (p.block_offset, true),
-                        None => {
-                            let at = align_block(next_free, s.bitmap_size);
-                            next_free = at + stride;
-                            (at, true)
-                        }
-                    },
-                };
-                pieces.push(Piece {
-                    block,
-                    in_block,
-                    src,
-                    block_offset,
-                    new,
-                });
-                pos += n;
+            for &(offset, data) in runs {
+                let mut pos = offset;
+                let end = offset + data.len() as u64;
+                while pos < end {
+                    let block = pos / s.block_size;
+                    let in_block = pos % s.block_size;
+                    let n = (s.block_size - in_block).min(end - pos);
+                    let src = &data[(pos - offset) as usize..(pos - offset + n) as usize];
+                    let (block_offset, new) = match bat.block_offset(block) {
+                        Some(o) => (o, false),
+                        None => match pieces.iter().find(|p: &&Piece| p.block == block && p.new) {
+                            Some(p) => (p.block_offset, true),
+                            None => {
+                                let at = align_block(next_free, s.bitmap_size);
+                                next_free = at + stride;
+                                (at, true)
+                            }
+                        },
+                    };
+                    pieces.push(Piece {
+                        block,
+                        in_block,
+                        data: src,
+                        block_offset,
+                        new,
+                    });
+                    pos += n;
+                }
             }
         }
         let new_blocks: Vec<(u64, u64)> = {
@@ -643,6 +658,7 @@ impl VhdFile {
                 .filter(|p| p.new)
                 .map(|p| (p.block, p.block_offset))
                 .collect();
+            v.sort_unstable();
             v.dedup();
             v
         };
@@ -681,7 +697,7 @@ impl VhdFile {
             let mut bitmap = vec![0u8; s.bitmap_size as usize];
             for p in pieces.iter().filter(|p| p.block == block) {
                 let first = p.in_block / SECTOR_SIZE;
-                set_range(&mut bitmap, first, p.src.len() as u64 / SECTOR_SIZE);
+                set_range(&mut bitmap, first, p.data.len() as u64 / SECTOR_SIZE);
             }
             self.backend
                 .write_all_at(&bitmap, at)
@@ -699,7 +715,7 @@ impl VhdFile {
         for p in &pieces {
             let at = p.block_offset + s.bitmap_size + p.in_block;
             self.backend
-                .write_all_at(&data[p.src.clone()], at)
+                .write_all_at(p.data, at)
                 .map_err(io("writing block data", at))?;
         }
         // Step 3.
@@ -712,7 +728,7 @@ impl VhdFile {
             let mut bm = self.read_bitmap(s, p.block_offset)?;
             let before = bm.clone();
             let first = p.in_block / SECTOR_SIZE;
-            let count = p.src.len() as u64 / SECTOR_SIZE;
+            let count = p.data.len() as u64 / SECTOR_SIZE;
             set_range(&mut bm, first, count);
             if bm != before {
                 // Rewrite only the bitmap sectors that changed.

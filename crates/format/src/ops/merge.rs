@@ -100,29 +100,16 @@ pub fn merge(child: &Path, opts: &OpsOptions, progress: &Progress) -> Result<Rep
     for chunk in blocks.chunks(per_chunk) {
         progress.check_cancelled()?;
         // Compose the child's runs of marked sectors in parallel…
-        let runs: Vec<Vec<(u64, Vec<u8>)>> = chunk
+        let runs: Vec<Vec<(u64, RunData)>> = chunk
             .par_iter()
             .map(|&b| child_runs(&child_file, b, block_size))
             .collect::<Result<_>>()?;
-        // …and write them in order, joining runs that touch.
-        let mut pending: Option<(u64, Vec<u8>)> = None;
-        for (off, data) in runs.into_iter().flatten() {
-            report.bytes_written += data.len() as u64;
-            match &mut pending {
-                Some((p_off, p_data)) if *p_off + p_data.len() as u64 == off => {
-                    p_data.extend_from_slice(&data)
-                }
-                _ => {
-                    if let Some((p_off, p_data)) = pending.take() {
-                        parent.write_at(&p_data, p_off)?;
-                    }
-                    pending = Some((off, data));
-                }
-            }
-        }
-        if let Some((p_off, p_data)) = pending {
-            parent.write_at(&p_data, p_off)?;
-        }
+        // …and write the whole chunk into the parent under one application of its
+        // crash-safe write order (one footer move, two barriers).
+        let runs: Vec<(u64, RunData)> = runs.into_iter().flatten().collect();
+        report.bytes_written += runs.iter().map(|(_, d)| d.len() as u64).sum::<u64>();
+        let refs: Vec<(u64, &[u8])> = runs.iter().map(|(o, d)| (*o, &**d)).collect();
+        parent.write_runs(&refs)?;
         for &b in chunk {
             report.blocks_copied += 1;
             progress.block_done(b, block_size);
@@ -158,17 +145,40 @@ pub fn merge(child: &Path, opts: &OpsOptions, progress: &Progress) -> Result<Rep
     Ok(report)
 }
 
+/// A run of the child's own sectors: mapped straight from the child's file (no copy)
+/// when it lives in a file, copied otherwise.
+enum RunData {
+    Mapped(crate::image::Window),
+    Owned(Vec<u8>),
+}
+
+impl std::ops::Deref for RunData {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            RunData::Mapped(w) => w,
+            RunData::Owned(v) => v,
+        }
+    }
+}
+
 /// The runs of sectors block `b` of the child holds itself: (virtual offset, bytes).
-fn child_runs(child: &VhdFile, b: u64, block_size: u64) -> Result<Vec<(u64, Vec<u8>)>> {
+fn child_runs(child: &VhdFile, b: u64, block_size: u64) -> Result<Vec<(u64, RunData)>> {
     let start = b * block_size;
     let len = block_size.min(child.virtual_size().saturating_sub(start));
     let mut out = Vec::new();
     let mut pos = start;
     for e in child.extents(start, len)? {
         if let LayerExtent::Data { file_offset, len } = e {
-            let mut buf = vec![0u8; len as usize];
-            child.read_data_mapped(&mut buf, file_offset)?;
-            out.push((pos, buf));
+            let data = match child.map_data(file_offset, len) {
+                Some(w) => RunData::Mapped(w?),
+                None => {
+                    let mut buf = vec![0u8; len as usize];
+                    child.read_data(&mut buf, file_offset)?;
+                    RunData::Owned(buf)
+                }
+            };
+            out.push((pos, data));
         }
         pos += e.len();
     }
