@@ -122,6 +122,8 @@ pub struct VhdFile {
     file_len: u64,
     pub(crate) layout: Layout,
     warnings: Vec<String>,
+    /// Stored ranges of a read-only raw or fixed file (`SEEK_DATA`/`SEEK_HOLE`, found once).
+    data_map: std::sync::OnceLock<Vec<(u64, u64)>>,
 }
 
 /// Block data is placed so that it starts on this boundary (bitmap just before it), as
@@ -163,6 +165,7 @@ impl VhdFile {
             file_len: len,
             layout: Layout::Raw,
             warnings: Vec::new(),
+            data_map: std::sync::OnceLock::new(),
         })
     }
 
@@ -253,6 +256,7 @@ impl VhdFile {
             file_len: len,
             layout,
             warnings,
+            data_map: std::sync::OnceLock::new(),
         })
     }
 
@@ -413,8 +417,17 @@ impl VhdFile {
         match &self.layout {
             Layout::Raw | Layout::Fixed => {
                 if end > pos {
-                    match self.backend.as_file() {
-                        Some(f) => data_and_holes(f, pos, end, &mut out),
+                    match self.backend.as_file().filter(|_| !self.writable) {
+                        Some(f) => {
+                            // One pass over the file's data and holes, then lookups: no
+                            // seek per block (on tmpfs each seek walks the page cache),
+                            // no shared file position between workers. Writable files
+                            // change under the map, so they are read as all data.
+                            let map = self
+                                .data_map
+                                .get_or_init(|| data_ranges(f, self.virtual_size()));
+                            map_extents(map, pos, end, &mut out);
+                        }
                         None => out.push(LayerExtent::Data {
                             file_offset: pos,
                             len: end - pos,
@@ -834,49 +847,60 @@ impl VhdFile {
     }
 }
 
-/// Splits `pos..end` of a flat file into stored data and holes (`SEEK_DATA`/`SEEK_HOLE`),
-/// so that sparse raw and fixed images are read only where they hold data. Where the
-/// file system cannot tell, everything is data.
-fn data_and_holes(file: &File, pos: u64, end: u64, out: &mut Vec<LayerExtent>) {
+/// The stored (non-hole) ranges of `0..limit` of a flat file, from `SEEK_DATA` and
+/// `SEEK_HOLE`. Where the file system cannot tell, everything is data.
+fn data_ranges(file: &File, limit: u64) -> Vec<(u64, u64)> {
     use rustix::fs::{seek, SeekFrom};
-    let mut p = pos;
-    while p < end {
+    let mut out = Vec::new();
+    let mut p = 0;
+    while p < limit {
         match seek(file, SeekFrom::Data(p)) {
-            Ok(d) if d >= end => {
-                push(out, LayerExtent::Zero { len: end - p });
-                return;
-            }
+            Ok(d) if d >= limit => break,
             Ok(d) => {
-                if d > p {
-                    push(out, LayerExtent::Zero { len: d - p });
-                }
                 let start = d.max(p);
                 let hole = seek(file, SeekFrom::Hole(start))
-                    .unwrap_or(end)
-                    .clamp(start + 1, end);
-                push(
-                    out,
-                    LayerExtent::Data {
-                        file_offset: start,
-                        len: hole - start,
-                    },
-                );
+                    .unwrap_or(limit)
+                    .clamp(start + 1, limit);
+                out.push((start, hole));
                 p = hole;
             }
             // ENXIO: no data at or after `p`.
-            Err(rustix::io::Errno::NXIO) => {
-                push(out, LayerExtent::Zero { len: end - p });
-                return;
-            }
+            Err(rustix::io::Errno::NXIO) => break,
             Err(_) => {
+                out.push((p, limit));
+                break;
+            }
+        }
+    }
+    out
+}
+
+/// Splits `pos..end` into `Data` and `Zero` extents along sorted stored ranges.
+fn map_extents(map: &[(u64, u64)], pos: u64, end: u64, out: &mut Vec<LayerExtent>) {
+    let mut p = pos;
+    // First range that ends after `pos`.
+    let mut i = map.partition_point(|&(_, e)| e <= pos);
+    while p < end {
+        match map.get(i) {
+            Some(&(s, e)) if s < end => {
+                if s > p {
+                    push(out, LayerExtent::Zero { len: s - p });
+                    p = s;
+                }
+                let stop = e.min(end);
                 push(
                     out,
                     LayerExtent::Data {
                         file_offset: p,
-                        len: end - p,
+                        len: stop - p,
                     },
                 );
-                return;
+                p = stop;
+                i += 1;
+            }
+            _ => {
+                push(out, LayerExtent::Zero { len: end - p });
+                p = end;
             }
         }
     }
@@ -945,15 +969,29 @@ pub(crate) fn open_file(path: &Path, writable: bool) -> Result<File> {
         });
     }
     // Advisory locks: shared for readers, exclusive for the writer.
-    let locked = if writable {
-        file.try_lock()
-    } else {
-        file.try_lock_shared()
-    };
-    if let Err(std::fs::TryLockError::WouldBlock) = locked {
-        return Err(Error::InUse {
-            path: path.to_owned(),
-        });
+    // A lock can be held for a moment by a copy of the descriptor that a fork() of this
+    // process (another thread spawning a program) keeps until its exec: retry briefly
+    // before calling the file busy.
+    let mut wait = std::time::Duration::from_millis(2);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_millis(500);
+    loop {
+        let locked = if writable {
+            file.try_lock()
+        } else {
+            file.try_lock_shared()
+        };
+        match locked {
+            Err(std::fs::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(wait);
+                wait = (wait * 2).min(std::time::Duration::from_millis(50));
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(Error::InUse {
+                    path: path.to_owned(),
+                })
+            }
+            _ => break,
+        }
     }
     Ok(file)
 }
@@ -1238,4 +1276,60 @@ pub(crate) fn read_host_header(
     b.read_exact_at(&mut raw, at)
         .map_err(|e| Error::io(path, "reading the host-drive header", at, e))?;
     Ok(raw)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn map_extents_splits_a_range_along_stored_ranges() {
+        let map = [(4096, 8192), (16384, 20480)];
+        let mut out = Vec::new();
+        map_extents(&map, 0, 24576, &mut out);
+        assert_eq!(
+            out,
+            vec![
+                LayerExtent::Zero { len: 4096 },
+                LayerExtent::Data {
+                    file_offset: 4096,
+                    len: 4096
+                },
+                LayerExtent::Zero { len: 8192 },
+                LayerExtent::Data {
+                    file_offset: 16384,
+                    len: 4096
+                },
+                LayerExtent::Zero { len: 4096 },
+            ]
+        );
+        let mut inner = Vec::new();
+        map_extents(&map, 5000, 6000, &mut inner);
+        assert_eq!(
+            inner,
+            vec![LayerExtent::Data {
+                file_offset: 5000,
+                len: 1000
+            }]
+        );
+        let mut none = Vec::new();
+        map_extents(&[], 0, 100, &mut none);
+        assert_eq!(none, vec![LayerExtent::Zero { len: 100 }]);
+    }
+
+    #[test]
+    fn data_ranges_of_a_sparse_file_find_the_written_parts() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let p = dir.path().join("sparse.raw");
+        let f = std::fs::File::create(&p).expect("create");
+        f.set_len(8 << 20).expect("len");
+        std::os::unix::fs::FileExt::write_all_at(&f, &[1u8; 4096], 3 << 20).expect("write");
+        let ranges = data_ranges(&f, 8 << 20);
+        // File systems without hole reporting call it all data; either way the written
+        // page is inside a stored range.
+        assert!(ranges
+            .iter()
+            .any(|&(s, e)| s <= 3 << 20 && (3 << 20) + 4096 <= e));
+        assert!(ranges.iter().all(|&(s, e)| s < e && e <= 8 << 20));
+    }
 }

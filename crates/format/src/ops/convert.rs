@@ -20,9 +20,13 @@ use crate::spec::{
     Bat, DiskType, DynamicHeader, Footer, BAT_ENTRY_UNUSED, FOOTER_SIZE, SECTOR_SIZE,
 };
 
+use super::is_zero;
 use super::plan::DynamicLayout;
 use super::source::{compose, BufferPool, Composed};
 use super::{OpsOptions, Report, Target};
+
+/// Pages of fixed and raw outputs that are all zero stay holes, at this granularity.
+const ZERO_PAGE: usize = 4096;
 
 /// Unit of work of fixed and raw outputs (their "blocks"): 2 MiB.
 const FLAT_UNIT: u64 = 2 << 20;
@@ -236,10 +240,25 @@ impl<'a> Writer<'a> {
     fn write_block(&mut self, index: u64, data: &[u8]) -> Result<()> {
         match self.target {
             Target::Fixed | Target::Raw => {
-                let at = index * FLAT_UNIT;
-                self.out
-                    .write_all_at(data, at)
-                    .map_err(self.io("writing disk data", at))
+                // The output is a fresh sparse file: write only the pages that hold data,
+                // leaving all-zero 4 KiB pages as holes (less to copy, flush and store).
+                let base = index * FLAT_UNIT;
+                let mut pages = data.chunks(ZERO_PAGE).enumerate().peekable();
+                while let Some((i, page)) = pages.next() {
+                    if is_zero(page) {
+                        continue;
+                    }
+                    let start = i * ZERO_PAGE;
+                    let mut end = start + page.len();
+                    while let Some((_, next)) = pages.next_if(|(_, p)| !is_zero(p)) {
+                        end += next.len();
+                    }
+                    let at = base + start as u64;
+                    self.out
+                        .write_all_at(&data[start..end], at)
+                        .map_err(self.io("writing disk data", at))?;
+                }
+                Ok(())
             }
             Target::Dynamic => {
                 let (layout, bat, next) = self.dynamic.as_mut().expect("dynamic writer");
