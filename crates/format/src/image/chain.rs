@@ -389,7 +389,11 @@ impl Disk {
             if let Some(p) = pending {
                 self.read_at(&mut buf[(p - start) as usize..], p)?;
             }
-            for &m in &members {
+            // In the caller's order, not the offset order of the grouping: the later run
+            // wins where runs overlap.
+            let mut in_order = members;
+            in_order.sort_unstable();
+            for &m in &in_order {
                 let (offset, data) = runs[m];
                 let at = (offset - start) as usize;
                 buf[at..at + data.len()].copy_from_slice(data);

@@ -1,0 +1,385 @@
+//! Helpers shared by the fuzz targets: an in-memory parent resolver, splitting one input
+//! into several files, bounded whole-disk reads with invariant checks, and builders for
+//! small valid images (used by the `write` target and the seed generator).
+//!
+//! Every path handed to the library lives under [`FUZZ_DIR`], a directory that does not
+//! exist, so nothing a target does can touch the host's files (host-drive stubs aside:
+//! a stub naming a real device would be opened read-only, see `README.md`).
+
+use std::cell::Cell;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use vhdkit_format::image::{Backend, Extent, MemBackend, ParentResolver};
+use vhdkit_format::spec::locator::{encode_utf16le, ParentLocator, PlatformCode};
+use vhdkit_format::spec::{Bat, DiskType, DynamicHeader, Footer, FOOTER_SIZE, HEADER_SIZE};
+use vhdkit_format::{Disk, OpenOptions, Result, VhdFile};
+
+/// Directory of every in-memory file (it does not exist on the host).
+pub const FUZZ_DIR: &str = "/nonexistent-vhdkit-fuzz";
+
+/// Separates the files of a multi-file input (`chain` target). Also in `vhd.dict`.
+pub const FILE_SEP: &[u8] = b"\n--vhdkit-fuzz-file--\n";
+
+/// Most files one `chain` input holds.
+pub const MAX_FILES: usize = 4;
+
+/// How far any in-memory file may grow when written (like a full volume past it).
+pub const GROWTH_LIMIT: u64 = 64 << 20;
+
+/// A memory backend over `bytes` that may grow to `limit`, with 1 MiB of room reserved
+/// up front so that growing does not reallocate and copy on every new block.
+pub fn mem_backend(bytes: Vec<u8>, limit: u64) -> Arc<MemBackend> {
+    let mut v = Vec::with_capacity(bytes.len() + (1usize << 20).min(limit as usize));
+    v.extend_from_slice(&bytes);
+    Arc::new(MemBackend::with_limit(v, limit))
+}
+
+/// Path of in-memory file `i` (`/nonexistent-vhdkit-fuzz/<i>.vhd`).
+pub fn path_of(i: usize) -> PathBuf {
+    Path::new(FUZZ_DIR).join(format!("{i}.vhd"))
+}
+
+/// Splits a `chain` input into at most [`MAX_FILES`] files at [`FILE_SEP`].
+pub fn split_files(data: &[u8]) -> Vec<&[u8]> {
+    let mut out = Vec::new();
+    let mut rest = data;
+    while out.len() + 1 < MAX_FILES {
+        match find(rest, FILE_SEP) {
+            Some(i) => {
+                out.push(&rest[..i]);
+                rest = &rest[i + FILE_SEP.len()..];
+            }
+            None => break,
+        }
+    }
+    out.push(rest);
+    out
+}
+
+/// Joins files into one `chain` input (inverse of [`split_files`]).
+pub fn join_files(files: &[&[u8]]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (i, f) in files.iter().enumerate() {
+        if i > 0 {
+            out.extend_from_slice(FILE_SEP);
+        }
+        out.extend_from_slice(f);
+    }
+    out
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    // Compare whole windows only where the first byte matches: a `memcmp` per position
+    // would go through the sanitizer's interceptor a million times for a 1 MiB input.
+    let (&first, _) = needle.split_first()?;
+    let last = hay.len().checked_sub(needle.len())?;
+    let mut i = 0;
+    while i <= last {
+        let step = hay[i..=last].iter().position(|&b| b == first)?;
+        i += step;
+        if &hay[i..i + needle.len()] == needle {
+            return Some(i);
+        }
+        i += 1;
+    }
+    None
+}
+
+/// A parent resolver over in-memory files named `0.vhd`, `1.vhd`, …: a path is matched
+/// by its file name. With `fallback`, a name that matches nothing opens the files
+/// `1..n` in turn, so mutated locators still reach a parent (the unique-id check then
+/// decides, as on a real file system).
+#[derive(Debug)]
+pub struct MemResolver {
+    files: Vec<Arc<MemBackend>>,
+    fallback: bool,
+    next: Cell<usize>,
+}
+
+impl MemResolver {
+    /// A resolver over `files` (file `i` is `path_of(i)`).
+    pub fn new(files: Vec<Arc<MemBackend>>, fallback: bool) -> MemResolver {
+        MemResolver {
+            files,
+            fallback,
+            next: Cell::new(0),
+        }
+    }
+
+    /// Opens file `i` with `opts`.
+    pub fn open_index(&self, i: usize, opts: &OpenOptions) -> Result<VhdFile> {
+        let backend: Arc<dyn Backend> = self.files[i].clone();
+        VhdFile::from_backend(&path_of(i), backend, opts)
+    }
+}
+
+impl ParentResolver for MemResolver {
+    fn open(&self, path: &Path, opts: &OpenOptions) -> Result<Option<VhdFile>> {
+        let name = path.file_name();
+        let by_name = (0..self.files.len()).find(|&i| path_of(i).file_name() == name);
+        let idx = match by_name {
+            Some(i) => i,
+            None if self.fallback && self.files.len() > 1 => {
+                let n = self.next.get();
+                self.next.set(n + 1);
+                1 + n % (self.files.len() - 1)
+            }
+            None => return Ok(None),
+        };
+        self.open_index(idx, opts).map(Some)
+    }
+}
+
+/// A resolver that finds nothing.
+#[derive(Debug, Default)]
+pub struct NoResolver;
+
+impl ParentResolver for NoResolver {
+    fn open(&self, _: &Path, _: &OpenOptions) -> Result<Option<VhdFile>> {
+        Ok(None)
+    }
+}
+
+/// A tiny deterministic generator (splitmix64) for input-derived choices.
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    /// Seeds from bytes (FNV-1a of the length and the first and last KiB: cheap for
+    /// megabyte inputs, and still moved by most mutations).
+    pub fn from_bytes(b: &[u8]) -> Rng {
+        let mut h = 0xcbf2_9ce4_8422_2325u64 ^ b.len() as u64;
+        let head = &b[..b.len().min(1024)];
+        let tail = &b[b.len().saturating_sub(1024)..];
+        for &x in head.iter().chain(tail) {
+            h ^= u64::from(x);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        Rng(h)
+    }
+
+    /// Next value.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// A value below `n` (0 when `n` is 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        if n == 0 {
+            0
+        } else {
+            self.next_u64() % n
+        }
+    }
+}
+
+/// Bytes read at the start and at the end of a disk, at most.
+pub const EDGE: u64 = 1 << 20;
+/// Bytes of each random range, at most.
+pub const RANDOM_RANGE: u64 = 64 << 10;
+/// Chunk of the chunked reads.
+pub const CHUNK: u64 = 16 << 10;
+
+/// The ranges [`exercise_reads`] reads: the first and last MiB and three random ranges.
+pub fn sample_ranges(size: u64, rng: &mut Rng) -> Vec<(u64, u64)> {
+    let mut v = vec![
+        (0, size.min(EDGE)),
+        (size.saturating_sub(EDGE), size.min(EDGE)),
+    ];
+    for _ in 0..3 {
+        let off = rng.below(size);
+        let len = rng.below(RANDOM_RANGE + 1).min(size - off);
+        v.push((off, len));
+    }
+    v
+}
+
+/// Checks what a chain's extents promise: they cover exactly the range asked, and every
+/// `Data` extent lies inside its layer's file.
+pub fn check_extents(disk: &Disk, extents: &[Extent], len: u64) {
+    let total: u64 = extents.iter().map(Extent::len).sum();
+    assert_eq!(
+        total, len,
+        "extents cover {total} bytes of a {len}-byte range"
+    );
+    for e in extents {
+        if let Extent::Data {
+            layer,
+            file_offset,
+            len,
+        } = *e
+        {
+            let l = &disk.layers()[layer];
+            if l.host_drive().is_some() {
+                continue;
+            }
+            let end = file_offset.checked_add(len).expect("extent end overflows");
+            assert!(
+                end <= l.file_len(),
+                "data extent {file_offset:#x}+{len:#x} of layer {layer} runs past its file ({:#x})",
+                l.file_len()
+            );
+        }
+    }
+}
+
+/// Reads a bounded sample of the disk (first and last MiB, a few random ranges) in
+/// chunks and at once, checks both agree, and maps the whole disk's extents.
+pub fn exercise_reads(disk: &Disk, rng: &mut Rng) {
+    let size = disk.virtual_size();
+    if let Ok(ext) = disk.extents(0, size) {
+        check_extents(disk, &ext, size);
+    }
+    for (off, len) in sample_ranges(size, rng) {
+        let Ok(ext) = disk.extents(off, len) else {
+            continue;
+        };
+        check_extents(disk, &ext, len);
+        // Buffers kept across runs: a fresh megabyte each time costs the sanitizer's
+        // allocator an mmap and 256 page faults.
+        let (mut whole, mut mapped) = SCRATCH.with(|s| s.take());
+        whole.clear();
+        whole.resize(len as usize, 0);
+        mapped.clear();
+        mapped.resize(len as usize, 0);
+        let ok = disk.read_at(&mut whole, off).is_ok();
+        if ok {
+            check_sample(disk, off, &whole, &mut mapped);
+        }
+        SCRATCH.with(|s| s.set((whole, mapped)));
+    }
+    // Out of range reads must fail, not panic.
+    let mut one = [0u8; 1];
+    assert!(disk.read_at(&mut one, size).is_err());
+    let _ = disk.read_at(&mut one, u64::MAX);
+}
+
+thread_local! {
+    static SCRATCH: Cell<(Vec<u8>, Vec<u8>)> = const { Cell::new((Vec::new(), Vec::new())) };
+}
+
+/// Reads `whole.len()` bytes at `off` again in chunks and through the mapped path, and
+/// checks both agree with `whole`.
+fn check_sample(disk: &Disk, off: u64, whole: &[u8], mapped: &mut [u8]) {
+    let len = whole.len() as u64;
+    let mut pos = 0;
+    let mut buf = [0u8; CHUNK as usize];
+    while pos < len {
+        let n = CHUNK.min(len - pos);
+        let chunk = &mut buf[..n as usize];
+        if disk.read_at(chunk, off + pos).is_ok() {
+            assert_eq!(
+                chunk[..],
+                whole[pos as usize..(pos + n) as usize],
+                "chunked read at {:#x} differs from the whole-range read",
+                off + pos
+            );
+        }
+        pos += n;
+    }
+    if disk.read_mapped(mapped, off).is_ok() {
+        assert!(*mapped == *whole, "mapped read at {off:#x} differs");
+    }
+}
+
+/// Writes `data` at `offset` and, when the write succeeds, checks it reads back.
+pub fn write_and_verify(disk: &Disk, data: &[u8], offset: u64) -> bool {
+    match disk.write_at(data, offset) {
+        Ok(()) => {
+            let mut back = vec![0u8; data.len()];
+            disk.read_at(&mut back, offset)
+                .expect("reading back a range just written");
+            assert!(back == data, "a write at {offset:#x} does not read back");
+            true
+        }
+        Err(_) => false,
+    }
+}
+
+/// A fixed disk of `size` bytes of `content` (zero-extended) with a footer.
+pub fn fixed_image(size: u64, content: &[u8], id: [u8; 16]) -> Vec<u8> {
+    let mut footer = Footer::new(DiskType::Fixed, size);
+    footer.unique_id = uuid_from(id);
+    footer.timestamp = vhdkit_format::spec::VhdTime(0x2000_0000);
+    let mut out = vec![0u8; size as usize];
+    let n = content.len().min(out.len());
+    out[..n].copy_from_slice(&content[..n]);
+    out.extend_from_slice(&footer.encode());
+    out
+}
+
+/// What a differencing image records about its parent.
+#[derive(Debug, Clone)]
+pub struct ParentInfo {
+    /// The parent's footer unique id.
+    pub unique_id: [u8; 16],
+    /// The parent's file name (`1.vhd`).
+    pub name: String,
+}
+
+/// A dynamic (or, with `parent`, differencing) disk without blocks, laid out as vhdkit
+/// creates it: footer copy · header · BAT · [locator payloads] · footer.
+pub fn sparse_image(
+    size: u64,
+    block_size: u32,
+    parent: Option<&ParentInfo>,
+    id: [u8; 16],
+) -> Vec<u8> {
+    let entries = u32::try_from(size.div_ceil(u64::from(block_size))).expect("small disk");
+    let table_offset = (FOOTER_SIZE + HEADER_SIZE) as u64;
+    let mut header = DynamicHeader::new(table_offset, entries, block_size);
+    let bat = Bat::new_unused(entries).encode();
+    let mut end = table_offset + bat.len() as u64;
+    let mut payloads = Vec::new();
+    let kind = if parent.is_some() {
+        DiskType::Differencing
+    } else {
+        DiskType::Dynamic
+    };
+    let mut footer = Footer::new(kind, size);
+    footer.unique_id = uuid_from(id);
+    footer.timestamp = vhdkit_format::spec::VhdTime(0x2000_0000);
+    if let Some(p) = parent {
+        header.parent_unique_id = uuid_from(p.unique_id);
+        header.parent_timestamp = vhdkit_format::spec::VhdTime(0x2000_0000);
+        header.set_parent_name(&p.name).expect("short name");
+        let abs = format!("C:{}\\{}", FUZZ_DIR.replace('/', "\\"), p.name);
+        let rel = format!(".\\{}", p.name);
+        for (slot, (code, text)) in [(PlatformCode::W2ku, abs), (PlatformCode::W2ru, rel)]
+            .into_iter()
+            .enumerate()
+        {
+            let data = encode_utf16le(&text);
+            let space = (data.len() as u64).div_ceil(512) * 512;
+            header.locators[slot] = ParentLocator {
+                code,
+                data_space: space as u32,
+                data_length: data.len() as u32,
+                reserved: 0,
+                data_offset: end,
+            };
+            payloads.push((end, data));
+            end += space;
+        }
+    }
+    let mut out = vec![0u8; (end as usize) + FOOTER_SIZE];
+    let fbytes = footer.encode();
+    out[..FOOTER_SIZE].copy_from_slice(&fbytes);
+    out[FOOTER_SIZE..FOOTER_SIZE + HEADER_SIZE].copy_from_slice(&header.encode());
+    let t = table_offset as usize;
+    out[t..t + bat.len()].copy_from_slice(&bat);
+    for (at, data) in payloads {
+        out[at as usize..at as usize + data.len()].copy_from_slice(&data);
+    }
+    out[end as usize..].copy_from_slice(&fbytes);
+    out
+}
+
+fn uuid_from(b: [u8; 16]) -> uuid::Uuid {
+    uuid::Uuid::from_bytes(b)
+}
