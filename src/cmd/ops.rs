@@ -104,18 +104,27 @@ fn block_size(b: Option<u64>) -> Result<u32, CliError> {
     }
 }
 
+/// Options of the operations that write a new file (convert, merge-to).
+fn new_file_opts(
+    open: &OpenArgs,
+    block: Option<u64>,
+    verify: &VerifyArgs,
+) -> Result<OpsOptions, CliError> {
+    Ok(OpsOptions {
+        open: open.options(),
+        block_size: block_size(block)?,
+        verify: verify.verify,
+        ..OpsOptions::default()
+    })
+}
+
 pub fn convert(a: ConvertArgs) -> Result<u8, CliError> {
     let target = match a.kind {
         ConvertType::Fixed => Target::Fixed,
         ConvertType::Dynamic => Target::Dynamic,
         ConvertType::Raw => Target::Raw,
     };
-    let opts = OpsOptions {
-        open: a.open.options(),
-        block_size: block_size(a.block_size)?,
-        verify: a.verify.verify,
-        ..OpsOptions::default()
-    };
+    let opts = new_file_opts(&a.open, a.block_size, &a.verify)?;
     let task = ops::convert_task(&a.src, &a.dst, target, &opts)?;
     runner::run(task, &a.run)
 }
@@ -145,12 +154,7 @@ pub fn merge_to(a: MergeToArgs) -> Result<u8, CliError> {
         MergeToType::Fixed => Target::Fixed,
         MergeToType::Dynamic => Target::Dynamic,
     };
-    let opts = OpsOptions {
-        open: a.open.options(),
-        block_size: block_size(a.block_size)?,
-        verify: a.verify.verify,
-        ..OpsOptions::default()
-    };
+    let opts = new_file_opts(&a.open, a.block_size, &a.verify)?;
     let task = ops::merge_to_task(&a.child, &a.dst, target, &opts)?;
     runner::run(task, &a.run)
 }
