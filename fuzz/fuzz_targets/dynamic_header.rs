@@ -42,7 +42,7 @@ fuzz_target!(|data: &[u8]| {
     let _ = header.bat_size_on_disk();
     if check_block_size(header.block_size).is_ok() {
         let bm = bitmap_size_for(header.block_size);
-        assert!(bm >= 512 && bm % 512 == 0);
+        assert!(bm >= 512 && bm.is_multiple_of(512));
         assert!(bm * 8 * 512 >= u64::from(header.block_size));
     }
     for l in &header.locators {
