@@ -368,11 +368,7 @@ fn check_sparse(b: &dyn Backend, footer: &Footer, len: u64, footer_at: u64, p: &
     }
     let layout = check_block_layout(&bat, stride, &metadata, footer_at);
     for x in layout.iter().take(MAX_LISTED_BAT_PROBLEMS) {
-        let offset = match *x {
-            crate::spec::bat::BlockLayoutProblem::IntoMetadata { offset, .. }
-            | crate::spec::bat::BlockLayoutProblem::PastEnd { offset, .. }
-            | crate::spec::bat::BlockLayoutProblem::Overlap { offset, .. } => offset,
-        };
+        let offset = x.offset();
         p.push(Problem::new(Severity::Error, "BAT", "entry", x.to_string()).at(offset));
     }
     if layout.len() > MAX_LISTED_BAT_PROBLEMS {

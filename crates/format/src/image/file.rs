@@ -1222,11 +1222,7 @@ fn open_sparse(
     }
     let stride = bitmap_size + block_size;
     if let Some(p) = check_block_layout(&bat, stride, &metadata, footer_at).first() {
-        let offset = match p {
-            crate::spec::bat::BlockLayoutProblem::IntoMetadata { offset, .. }
-            | crate::spec::bat::BlockLayoutProblem::PastEnd { offset, .. }
-            | crate::spec::bat::BlockLayoutProblem::Overlap { offset, .. } => *offset,
-        };
+        let offset = p.offset();
         return Err(Error::corrupt(path, "BAT", offset, p.to_string()));
     }
     let blocks_end = bat

@@ -146,6 +146,17 @@ pub enum BlockLayoutProblem {
     },
 }
 
+impl BlockLayoutProblem {
+    /// Byte offset of the block the problem concerns.
+    pub fn offset(&self) -> u64 {
+        match *self {
+            BlockLayoutProblem::IntoMetadata { offset, .. }
+            | BlockLayoutProblem::PastEnd { offset, .. }
+            | BlockLayoutProblem::Overlap { offset, .. } => offset,
+        }
+    }
+}
+
 impl std::fmt::Display for BlockLayoutProblem {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
