@@ -23,6 +23,12 @@ impl std::ops::Deref for Window {
 }
 
 /// Maps `len` bytes at `offset` of `file` read-only, faulting the pages in at once.
+///
+/// Populating at map time costs one kernel call per window instead of a page fault per
+/// 64 KiB. Measured on ext4 (1 GiB, warm cache): fixed→dynamic 0.41 s populated against
+/// 0.58 s faulted on demand. The price is that populating holds the process's mapping
+/// lock, so on tmpfs sources zero detection barely gains from a second thread (1.07×
+/// end to end; faulted on demand it gained 1.5× but lost 40% on ext4).
 pub(crate) fn map_window(file: &File, offset: u64, len: usize) -> io::Result<Window> {
     let file_len = file.metadata()?.len();
     let end = offset
