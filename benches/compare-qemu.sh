@@ -9,7 +9,7 @@
 #   --runs N       timed runs per tool and case, alternating vhdkit/qemu (default 5; env RUNS)
 #   --dir DIR      where the temporary directory goes (default $TMPDIR or /tmp; env DIR).
 #                  The conversions read and write there: it is the device being measured.
-#   --only LIST    sections to run, comma-separated: convert, ops, big, scale (default all;
+#   --only LIST    sections to run, comma-separated: convert, ops, big, rss, scale (default all;
 #                  env ONLY)
 #   --keep         keep the generated inputs and print their directory (for --inputs)
 #   --inputs DIR   reuse the inputs a --keep run left in DIR (same size): no generation,
@@ -42,7 +42,7 @@ set -euo pipefail
 SIZE=${SIZE:-1G}
 RUNS=${RUNS:-5}
 DIR=${DIR:-${TMPDIR:-/tmp}}
-ONLY=${ONLY:-convert,ops,big,scale}
+ONLY=${ONLY:-convert,ops,big,rss,scale}
 BUILD=1
 KEEP=0
 INPUTS=
@@ -263,33 +263,33 @@ if want ops; then
     floor_runs floor.base base.raw base.vhd
     op_row "compact (dynamic, ~10% zero blocks)" compact floor.base
 
-    log "case merge"
+    # Merge and merge-to of the same chain, alternating, so that their ratio (target:
+    # merge ≤ 0.5 × merge-to) compares runs made under the same conditions.
+    log "case merge and merge-to"
     merge_prep() { rm -rf "$W/m"; mkdir "$W/m"; cp base.vhd child.vhd "$W/m/"; }
     merge_cmd=("$VHDKIT" merge "$W/m/child.vhd" --with-parent "$W/m/base.vhd" --progress none)
     merge_prep; "${merge_cmd[@]}" >/dev/null
     verify vpc "$W/m/base.vhd" chain.raw "vhdkit merge (the parent now reads as the chain)"
+    for type in dynamic fixed; do
+        rm -f "$W/mt.vhd"
+        "$VHDKIT" merge-to child.vhd "$W/mt.vhd" --type "$type" --progress none >/dev/null
+        verify vpc "$W/mt.vhd" chain.raw "vhdkit merge-to $type"
+    done
     for ((i = 0; i < RUNS; i++)); do
         merge_prep; sync
         timed merge "${merge_cmd[@]}"
+        for type in dynamic fixed; do
+            rm -f "$W/mt.vhd"; sync
+            timed "merge-to-$type" "$VHDKIT" merge-to child.vhd "$W/mt.vhd" --type "$type" --progress none
+        done
     done
-    rm -rf "$W/m"
+    rm -rf "$W/m" "$W/mt.vhd"
     floor_runs floor.child child.raw child.vhd
     op_row "merge (child, ~25% of blocks, into parent)" merge floor.child
-
-    log "case merge-to"
-    for type in dynamic fixed; do
-        mt_cmd=("$VHDKIT" merge-to child.vhd "$W/mt.vhd" --type "$type" --progress none)
-        rm -f "$W/mt.vhd"; "${mt_cmd[@]}" >/dev/null
-        verify vpc "$W/mt.vhd" chain.raw "vhdkit merge-to $type"
-        for ((i = 0; i < RUNS; i++)); do
-            rm -f "$W/mt.vhd"; sync
-            timed "merge-to-$type" "${mt_cmd[@]}"
-        done
-        rm -f "$W/mt.vhd"
-    done
     floor_runs floor.chain chain.raw base.vhd child.vhd
     op_row "merge-to dynamic (chain of 2)" merge-to-dynamic floor.chain
     op_row "merge-to fixed (chain of 2)" merge-to-fixed floor.chain
+    MERGE_RATIO=$(ratio "$(median merge)" "$(median merge-to-dynamic)")
 
     log "case check"
     for ((i = 0; i < RUNS; i++)); do
@@ -322,6 +322,56 @@ if want big; then
         BIG+=("| $c | $a | $q | $ok | $(peak_mib "big.$c") |")
     done
     rm -f "$W/big.vhd"
+fi
+
+# --- peak memory on a 16 GiB disk ---------------------------------------------------
+# Every operation on 16 GiB disks holding 1 GiB of data spread over the whole range
+# (and a child holding 256 MiB): peak RSS, target ≤ 256 MiB. One run each; the time is
+# shown for orientation only.
+RSS=()
+if want rss; then
+    log "case peak RSS on 16 GiB disks"
+    R=$W/rss
+    rm -rf "$R"; mkdir "$R"
+    "$VHDKIT" create --type dynamic --size 16G "$R/base.vhd" >/dev/null
+    for ((i = 0; i < 64; i++)); do
+        head -c 16M /dev/urandom | "$VHDKIT" write "$R/base.vhd" --offset $((i * 256 + 3))M
+    done
+    "$VHDKIT" create --type differencing --parent "$R/base.vhd" "$R/child.vhd" >/dev/null
+    for ((i = 0; i < 32; i++)); do
+        head -c 8M /dev/urandom | "$VHDKIT" write "$R/child.vhd" --offset $((i * 512 + 130))M
+    done
+    rss_case() { # NAME CMD...: one run; the row gives its peak RSS
+        local name=$1 kib secs
+        shift
+        rm -f "$T/times/rss.$name"
+        timed "rss.$name" "$@"
+        secs=$(median "rss.$name"); kib=$(awk '{print $2}' "$T/times/rss.$name")
+        RSS+=("| $name | $(awk -v k="$kib" 'BEGIN{printf "%.0f", k / 1024}') | $(awk -v k="$kib" 'BEGIN{print (k <= 262144) ? "yes" : "NO"}') | $secs |")
+    }
+    vk=("$VHDKIT")
+    rss_case "info" "${vk[@]}" info "$R/child.vhd"
+    rss_case "check" "${vk[@]}" check "$R/child.vhd"
+    rss_case "map" "${vk[@]}" map "$R/child.vhd"
+    rss_case "read (whole chain to stdout)" "${vk[@]}" read "$R/child.vhd"
+    rss_case "convert dynamic → raw" "${vk[@]}" convert "$R/base.vhd" "$R/base.raw" --type raw --progress none
+    rss_case "convert raw → dynamic --verify" "${vk[@]}" convert "$R/base.raw" "$R/d.vhd" --type dynamic --verify --progress none
+    rss_case "convert dynamic → fixed" "${vk[@]}" convert "$R/base.vhd" "$R/f.vhd" --type fixed --progress none
+    rss_case "convert fixed → dynamic" "${vk[@]}" convert "$R/f.vhd" "$R/d2.vhd" --type dynamic --progress none
+    rm -f "$R/d.vhd" "$R/d2.vhd" "$R/f.vhd"
+    rss_case "compare (chain vs raw)" "${vk[@]}" compare "$R/base.vhd" "$R/base.raw"
+    rm -f "$R/base.raw"
+    rss_case "merge-to dynamic" "${vk[@]}" merge-to "$R/child.vhd" "$R/mt.vhd" --type dynamic --progress none
+    rss_case "merge-to fixed --verify" "${vk[@]}" merge-to "$R/child.vhd" "$R/mtf.vhd" --type fixed --verify --progress none
+    rm -f "$R/mt.vhd" "$R/mtf.vhd"
+    # Compact works on a copy with the child's blocks zeroed into it: release + moves.
+    cp --sparse=always "$R/base.vhd" "$R/c.vhd"
+    for ((i = 0; i < 64; i += 2)); do
+        head -c 16M /dev/zero | "$VHDKIT" write "$R/c.vhd" --offset $((i * 256 + 3))M
+    done
+    rss_case "compact (half the data zeroed)" "${vk[@]}" compact "$R/c.vhd" --progress none
+    rss_case "merge (child into parent)" "${vk[@]}" merge "$R/child.vhd" --progress none
+    rm -rf "$R"
 fi
 
 # --- CPU scaling ----------------------------------------------------------------------
@@ -392,6 +442,9 @@ qemu-img has no counterpart: its vpc driver opens no differencing disk and has n
 | case | vhdkit median s | floor cat s | floor cp+fsync s | vhdkit / cat | vhdkit / cp | vhdkit peak RSS MiB |
 |---|---:|---:|---:|---:|---:|---:|
 $(printf '%s\n' "${OPS[@]}")
+
+merge / merge-to dynamic of the same chain (medians of alternating runs): **$MERGE_RATIO**
+(target ≤ 0.50).
 EOF
 fi
 if ((${#BIG[@]})); then
@@ -402,6 +455,17 @@ Sparse 2040 GiB dynamic disk (4 MiB BAT, 3 blocks allocated); target < 1 s.
 | case | vhdkit median s | qemu-img median s | < 1 s | vhdkit peak RSS MiB |
 |---|---:|---|---|---:|
 $(printf '%s\n' "${BIG[@]}")
+EOF
+fi
+if ((${#RSS[@]})); then
+    cat <<EOF
+
+Peak RSS of every operation on 16 GiB disks (1 GiB of data spread over the range; a child
+with 256 MiB); target ≤ 256 MiB. One run each; seconds for orientation only.
+
+| operation | peak RSS MiB | ≤ 256 MiB | s |
+|---|---:|---|---:|
+$(printf '%s\n' "${RSS[@]}")
 EOF
 fi
 if ((${#SCALE[@]})); then

@@ -134,9 +134,13 @@ fn convert_with_any_failed_write_or_sync_leaves_no_destination() {
         };
         let op = |d: &Path| -> Result<(), Error> {
             let disk = Disk::open(d.join("child.vhd"))?;
+            // Small chunks and background syncs every 1 MiB: the flusher thread's syncs
+            // are fault points too.
             let opts = OpsOptions {
                 verify: true,
                 block_size: 512 * 1024,
+                chunk_bytes: 1 << 20,
+                sync_bytes: 1 << 20,
                 ..OpsOptions::default()
             };
             ops::convert::convert_disk(&disk, &d.join("out"), target, &opts, &progress(), "convert")

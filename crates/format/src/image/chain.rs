@@ -590,6 +590,21 @@ impl Disk {
     /// Fills `buf` from `extents` (as [`Disk::extents`] returned them for a range of
     /// exactly `buf.len()` bytes) through read-only memory maps.
     pub fn read_extents_mapped(&self, extents: &[Extent], buf: &mut [u8]) -> Result<()> {
+        self.fill_extents(extents, buf, VhdFile::read_data_mapped)
+    }
+
+    /// Fills `buf` from `extents` (as [`Disk::extents`] returned them) with positional
+    /// reads.
+    pub fn read_extents(&self, extents: &[Extent], buf: &mut [u8]) -> Result<()> {
+        self.fill_extents(extents, buf, VhdFile::read_data)
+    }
+
+    fn fill_extents(
+        &self,
+        extents: &[Extent],
+        buf: &mut [u8],
+        read: fn(&VhdFile, &mut [u8], u64) -> Result<()>,
+    ) -> Result<()> {
         let mut pos = 0usize;
         for e in extents {
             let n = e.len() as usize;
@@ -599,7 +614,7 @@ impl Disk {
             match *e {
                 Extent::Data {
                     layer, file_offset, ..
-                } => self.layers[layer].read_data_mapped(dst, file_offset)?,
+                } => read(&self.layers[layer], dst, file_offset)?,
                 Extent::Zero { .. } => dst.fill(0),
             }
             pos += n;

@@ -22,7 +22,7 @@ use crate::spec::{
 
 use super::is_zero;
 use super::plan::DynamicLayout;
-use super::source::{compose, BufferPool, Composed};
+use super::source::{compose, compose_via, BufferPool, Composed, ReadVia};
 use super::{OpsOptions, Report, Target};
 
 /// Pages of fixed and raw outputs that are all zero stay holes, at this granularity.
@@ -98,6 +98,7 @@ pub fn convert_disk(
         let writing = s.spawn(move || -> Result<(Writer<'_>, WriteStats)> {
             let mut writer = writer;
             let mut stats = WriteStats::default();
+            let mut unsynced = 0u64;
             for composed in rx {
                 for c in composed {
                     match &c.data {
@@ -105,18 +106,24 @@ pub fn convert_disk(
                             writer.write_block(c.index, d)?;
                             stats.blocks_copied += 1;
                             stats.bytes_written += c.len;
+                            unsynced += c.len;
                         }
                         None => stats.blocks_zero += 1,
                     }
                     progress.block_done(c.index, c.len);
                     pool.give(c.data);
                 }
-                // Ask for a sync of what is written so far. One request per chunk (the
-                // count of syncs is deterministic, which fault injection relies on); the
-                // writer waits only when the flusher is two chunks behind, which also
-                // bounds the dirty data in the page cache.
-                if flush_tx.send(()).is_err() {
-                    break; // The flusher failed; its error is reported below.
+                // Ask for a sync of what is written so far once `sync_bytes` are
+                // written (not per chunk: each sync of a growing file commits the
+                // journal, which a sparse disk's empty chunks need not pay). The count of
+                // syncs depends on the data only, not on timing, which fault injection
+                // relies on. The writer waits only when the flusher is two requests
+                // behind, which also bounds the dirty data in the page cache.
+                if opts.sync_bytes > 0 && unsynced >= opts.sync_bytes {
+                    unsynced = 0;
+                    if flush_tx.send(()).is_err() {
+                        break; // The flusher failed; its error is reported below.
+                    }
                 }
             }
             Ok((writer, stats))
@@ -236,7 +243,7 @@ fn verify(
         let bad = (first..last)
             .into_par_iter()
             .map(|b| -> Result<Option<u64>> {
-                let c = compose(&disk, b, unit, &pool)?;
+                let c = compose_via(&disk, b, unit, &pool, ReadVia::Copy)?;
                 let ok = crc_of(&c) == expected[b as usize];
                 pool.give(c.data);
                 Ok((!ok).then_some(b))

@@ -60,6 +60,10 @@ pub struct OpsOptions {
     pub chunk_bytes: u64,
     /// Merge: delete the child once merged and durable.
     pub delete_child: bool,
+    /// Convert and merge-to: bytes written to the new file between two background syncs,
+    /// which keep the device busy during the copy instead of all at the final sync
+    /// (0: only the final sync).
+    pub sync_bytes: u64,
 }
 
 impl Default for OpsOptions {
@@ -70,6 +74,7 @@ impl Default for OpsOptions {
             verify: false,
             chunk_bytes: 32 << 20,
             delete_child: false,
+            sync_bytes: 64 << 20,
         }
     }
 }

@@ -77,9 +77,32 @@ impl BufferPool {
     }
 }
 
+/// How a block's stored bytes are read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ReadVia {
+    /// Read-only memory maps of bounded windows (sources: no copy where a block lies in
+    /// one piece).
+    Map,
+    /// Positional reads into pooled buffers. Verification reads the new file this way:
+    /// through the ordinary read path, and without the process-wide mapping lock that
+    /// populating maps takes, so that its CRC work scales across threads.
+    Copy,
+}
+
 /// Reads block `index` of `unit` bytes (clipped to the virtual size) from `disk`,
 /// skipping the read entirely when no level stores any of it.
 pub(crate) fn compose(disk: &Disk, index: u64, unit: u64, pool: &BufferPool) -> Result<Composed> {
+    compose_via(disk, index, unit, pool, ReadVia::Map)
+}
+
+/// [`compose`], reading stored bytes `via` maps or copies.
+pub(crate) fn compose_via(
+    disk: &Disk,
+    index: u64,
+    unit: u64,
+    pool: &BufferPool,
+    via: ReadVia,
+) -> Result<Composed> {
     let size = disk.virtual_size();
     let start = index * unit;
     let len = unit.min(size - start);
@@ -92,14 +115,22 @@ pub(crate) fn compose(disk: &Disk, index: u64, unit: u64, pool: &BufferPool) -> 
             len,
         });
     }
-    let data = match extents.as_slice() {
-        [Extent::Data {
-            layer, file_offset, ..
-        }] => match disk.layers()[*layer].map_data(*file_offset, len) {
+    let data = match (via, extents.as_slice()) {
+        (
+            ReadVia::Map,
+            [Extent::Data {
+                layer, file_offset, ..
+            }],
+        ) => match disk.layers()[*layer].map_data(*file_offset, len) {
             Some(w) => BlockData::Mapped(w?),
             None => owned(disk, &extents, len, pool)?,
         },
-        _ => owned(disk, &extents, len, pool)?,
+        (ReadVia::Map, _) => owned(disk, &extents, len, pool)?,
+        (ReadVia::Copy, _) => {
+            let mut buf = pool.take(len as usize);
+            disk.read_extents(&extents, &mut buf)?;
+            BlockData::Owned(buf)
+        }
     };
     let data = if is_zero(&data) {
         pool.give(Some(data));
