@@ -499,15 +499,27 @@ impl VhdFile {
         }
     }
 
-    /// Maps the stored bytes of a `Data` extent read-only, when they live in a file.
+    /// Maps the stored bytes of a `Data` extent read-only, when they live in a file,
+    /// faulting them in at once.
     pub fn map_data(&self, file_offset: u64, len: u64) -> Option<Result<super::Window>> {
+        self.map_range(file_offset, len, true)
+    }
+
+    /// Maps `len` bytes at `file_offset` of the file holding the data read-only, when it
+    /// is a file; pages fault in when read, or through [`super::Window::populate`].
+    pub fn map_range(
+        &self,
+        file_offset: u64,
+        len: u64,
+        populate: bool,
+    ) -> Option<Result<super::Window>> {
         let (file, path) = match &self.layout {
             Layout::HostDrive(h) => (h.device.as_file()?, &h.device_path),
             _ => (self.backend.as_file()?, &self.path),
         };
         let len = usize::try_from(len).ok()?;
         Some(
-            super::mmap::map_window(file, file_offset, len)
+            super::mmap::map_window(file, file_offset, len, populate)
                 .map_err(|e| Error::io(path, "mapping disk data", file_offset, e)),
         )
     }

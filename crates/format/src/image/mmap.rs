@@ -22,14 +22,21 @@ impl std::ops::Deref for Window {
     }
 }
 
-/// Maps `len` bytes at `offset` of `file` read-only, faulting the pages in at once.
+/// Maps `len` bytes at `offset` of `file` read-only; with `populate`, faults the pages
+/// in at once.
 ///
-/// Populating at map time costs one kernel call per window instead of a page fault per
-/// 64 KiB. Measured on ext4 (1 GiB, warm cache): fixed→dynamic 0.41 s populated against
-/// 0.58 s faulted on demand. The price is that populating holds the process's mapping
-/// lock, so on tmpfs sources zero detection barely gains from a second thread (1.07×
-/// end to end; faulted on demand it gained 1.5× but lost 40% on ext4).
-pub(crate) fn map_window(file: &File, offset: u64, len: usize) -> io::Result<Window> {
+/// Operations map one window per run of blocks that lie next to each other in a file
+/// (a chunk's worth at most) without populating, and each rayon worker then populates
+/// the part it reads with [`Window::populate`]. One `mmap`/`munmap` per run instead of
+/// per block matters: each takes the process-wide mapping lock for writing (and
+/// `munmap` interrupts the other cores to flush their TLBs), which serialised the
+/// workers when every block had its own window.
+pub(crate) fn map_window(
+    file: &File,
+    offset: u64,
+    len: usize,
+    populate: bool,
+) -> io::Result<Window> {
     let file_len = file.metadata()?.len();
     let end = offset
         .checked_add(len as u64)
@@ -47,13 +54,32 @@ pub(crate) fn map_window(file: &File, offset: u64, len: usize) -> io::Result<Win
     // (compact) to other slots of the same file. The window is dropped (unmapped) as soon
     // as its block is written out, so at most one chunk of windows exists at a time.
     let map = unsafe {
-        MmapOptions::new()
-            .offset(offset)
-            .len(len)
-            .populate()
-            .map(file)?
+        let mut options = MmapOptions::new();
+        options.offset(offset).len(len);
+        if populate {
+            options.populate();
+        }
+        options.map(file)?
     };
     Ok(Window { map })
+}
+
+impl Window {
+    /// Faults in the pages of `range` of the window at once (`MADV_POPULATE_READ`,
+    /// under the mapping lock held for reading only, so workers populate their blocks in
+    /// parallel). On kernels without it (before 5.14), pages fault in when read.
+    pub fn populate(&self, range: std::ops::Range<usize>) -> io::Result<()> {
+        if range.is_empty() {
+            return Ok(());
+        }
+        match self
+            .map
+            .advise_range(memmap2::Advice::PopulateRead, range.start, range.len())
+        {
+            Err(e) if e.raw_os_error() == Some(22) => Ok(()), // EINVAL: not supported
+            other => other,
+        }
+    }
 }
 
 /// Copies `dst.len()` bytes at `offset` of `file` into `dst` through a read-only map of

@@ -22,7 +22,7 @@ use crate::spec::{
 
 use super::is_zero;
 use super::plan::DynamicLayout;
-use super::source::{compose, compose_via, BufferPool, Composed, ReadVia};
+use super::source::{compose_chunk, compose_copied, BufferPool, Composed};
 use super::{OpsOptions, Report, Target};
 
 /// Pages of fixed and raw outputs that are all zero stay holes, at this granularity.
@@ -137,10 +137,7 @@ pub fn convert_disk(
             while first < blocks {
                 progress.check_cancelled()?;
                 let last = (first + per_chunk).min(blocks);
-                let composed: Vec<Composed> = (first..last)
-                    .into_par_iter()
-                    .map(|b| compose(disk, b, unit, pool))
-                    .collect::<Result<_>>()?;
+                let composed = compose_chunk(disk, first..last, unit, pool)?;
                 if opts.verify {
                     crcs.extend(composed.par_iter().map(crc_of).collect::<Vec<_>>());
                 }
@@ -243,7 +240,7 @@ fn verify(
         let bad = (first..last)
             .into_par_iter()
             .map(|b| -> Result<Option<u64>> {
-                let c = compose_via(&disk, b, unit, &pool, ReadVia::Copy)?;
+                let c = compose_copied(&disk, b, unit, &pool)?;
                 let ok = crc_of(&c) == expected[b as usize];
                 pool.give(c.data);
                 Ok((!ok).then_some(b))

@@ -1,6 +1,9 @@
 //! Composing blocks of a source view (any disk, chain or raw image).
 
-use std::sync::Mutex;
+use std::ops::Range;
+use std::sync::{Arc, Mutex};
+
+use rayon::prelude::*;
 
 use crate::error::Result;
 use crate::image::{Disk, Extent, Window};
@@ -21,11 +24,15 @@ pub fn is_zero(buf: &[u8]) -> bool {
     chunks.remainder().iter().all(|&b| b == 0)
 }
 
-/// The bytes of a composed block: a window of the source mapped as is (no copy), or a
-/// buffer composed from several extents.
+/// The bytes of a composed block: part of a window of the source mapped as is (no
+/// copy), or a buffer composed from several extents.
 pub(crate) enum BlockData {
-    /// One stored extent covering the whole block: handed out as the mapped source.
-    Mapped(Window),
+    /// One stored extent covering the whole block: its range of a mapped window that
+    /// the chunk's neighbouring blocks share (unmapped when the last of them is dropped).
+    Mapped {
+        window: Arc<Window>,
+        range: Range<usize>,
+    },
     /// Composed from several extents (chain levels, zero runs) into a pooled buffer.
     Owned(Vec<u8>),
 }
@@ -34,7 +41,7 @@ impl std::ops::Deref for BlockData {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
         match self {
-            BlockData::Mapped(w) => w,
+            BlockData::Mapped { window, range } => &window[range.clone()],
             BlockData::Owned(v) => v,
         }
     }
@@ -77,68 +84,147 @@ impl BufferPool {
     }
 }
 
-/// How a block's stored bytes are read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum ReadVia {
-    /// Read-only memory maps of bounded windows (sources: no copy where a block lies in
-    /// one piece).
-    Map,
-    /// Positional reads into pooled buffers. Verification reads the new file this way:
-    /// through the ordinary read path, and without the process-wide mapping lock that
-    /// populating maps takes, so that its CRC work scales across threads.
-    Copy,
+/// Blocks whose data lie at most this far apart in a file share one mapped window (the
+/// gap holds the next block's sector bitmap, or alignment padding).
+const MAX_WINDOW_GAP: u64 = 64 << 10;
+
+/// Composes blocks `blocks` of `unit` bytes (the last clipped to the virtual size) of
+/// `disk`, in parallel, skipping the read entirely where no level stores any of a block.
+///
+/// Blocks stored whole in one extent are handed out as ranges of shared windows: the
+/// chunk's blocks that lie next to each other in one file get one map (see
+/// `image::mmap`), which each worker populates for its own block.
+pub(crate) fn compose_chunk(
+    disk: &Disk,
+    blocks: Range<u64>,
+    unit: u64,
+    pool: &BufferPool,
+) -> Result<Vec<Composed>> {
+    let size = disk.virtual_size();
+    let planned: Vec<(u64, u64, Vec<Extent>)> = blocks
+        .into_par_iter()
+        .map(|index| {
+            let start = index * unit;
+            let len = unit.min(size - start);
+            Ok((index, len, disk.extents(start, len)?))
+        })
+        .collect::<Result<_>>()?;
+    let windows = shared_windows(disk, &planned)?;
+    planned
+        .into_par_iter()
+        .zip(windows)
+        .map(|((index, len, extents), window)| {
+            if !extents.iter().any(|e| matches!(e, Extent::Data { .. })) {
+                return Ok(Composed {
+                    index,
+                    data: None,
+                    len,
+                });
+            }
+            let data = match window {
+                Some((window, range)) => {
+                    window.populate(range.clone()).map_err(|e| {
+                        let (path, at) = match extents[0] {
+                            Extent::Data {
+                                layer, file_offset, ..
+                            } => (disk.layers()[layer].path(), file_offset),
+                            Extent::Zero { .. } => (disk.top().path(), 0),
+                        };
+                        crate::error::Error::io(path, "reading mapped disk data", at, e)
+                    })?;
+                    BlockData::Mapped { window, range }
+                }
+                None => owned(disk, &extents, len, pool)?,
+            };
+            Ok(finish(index, len, data, pool))
+        })
+        .collect()
 }
 
-/// Reads block `index` of `unit` bytes (clipped to the virtual size) from `disk`,
-/// skipping the read entirely when no level stores any of it.
-pub(crate) fn compose(disk: &Disk, index: u64, unit: u64, pool: &BufferPool) -> Result<Composed> {
-    compose_via(disk, index, unit, pool, ReadVia::Map)
+/// For each planned block stored whole in one mappable extent, its window and range;
+/// neighbours in the same file share a window.
+#[allow(clippy::type_complexity)]
+fn shared_windows(
+    disk: &Disk,
+    planned: &[(u64, u64, Vec<Extent>)],
+) -> Result<Vec<Option<(Arc<Window>, Range<usize>)>>> {
+    // Whole-block extents: (position in `planned`, layer, file offset, length).
+    let whole = |p: &(u64, u64, Vec<Extent>)| match p.2.as_slice() {
+        [Extent::Data {
+            layer,
+            file_offset,
+            len,
+        }] => Some((*layer, *file_offset, *len)),
+        _ => None,
+    };
+    let mut out: Vec<Option<(Arc<Window>, Range<usize>)>> = vec![None; planned.len()];
+    let mut i = 0;
+    while i < planned.len() {
+        let Some((layer, first, first_len)) = whole(&planned[i]) else {
+            i += 1;
+            continue;
+        };
+        // Extend the run while the next block follows closely in the same file.
+        let mut j = i + 1;
+        let mut end = first + first_len;
+        while let Some((l, o, n)) = planned.get(j).and_then(whole) {
+            if l != layer || o < end || o - end > MAX_WINDOW_GAP {
+                break;
+            }
+            end = o + n;
+            j += 1;
+        }
+        let file = &disk.layers()[layer];
+        // `None`: not a file (in-memory backend); those blocks are composed by copy.
+        if let Some(window) = file.map_range(first, end - first, false) {
+            let window = Arc::new(window?);
+            for (k, slot) in out.iter_mut().enumerate().take(j).skip(i) {
+                let (_, o, n) = whole(&planned[k]).expect("in the run");
+                let at = (o - first) as usize;
+                *slot = Some((Arc::clone(&window), at..at + n as usize));
+            }
+        }
+        i = j;
+    }
+    Ok(out)
 }
 
-/// [`compose`], reading stored bytes `via` maps or copies.
-pub(crate) fn compose_via(
+/// Reads block `index` of `unit` bytes (clipped to the virtual size) from `disk` by
+/// positional reads, skipping the read entirely when no level stores any of it.
+/// Verification reads the new file this way: through the ordinary read path, and
+/// without taking the process-wide mapping lock, so that its CRC work scales across
+/// threads.
+pub(crate) fn compose_copied(
     disk: &Disk,
     index: u64,
     unit: u64,
     pool: &BufferPool,
-    via: ReadVia,
 ) -> Result<Composed> {
     let size = disk.virtual_size();
     let start = index * unit;
     let len = unit.min(size - start);
     let extents = disk.extents(start, len)?;
-    let stored = extents.iter().any(|e| matches!(e, Extent::Data { .. }));
-    if !stored {
+    if !extents.iter().any(|e| matches!(e, Extent::Data { .. })) {
         return Ok(Composed {
             index,
             data: None,
             len,
         });
     }
-    let data = match (via, extents.as_slice()) {
-        (
-            ReadVia::Map,
-            [Extent::Data {
-                layer, file_offset, ..
-            }],
-        ) => match disk.layers()[*layer].map_data(*file_offset, len) {
-            Some(w) => BlockData::Mapped(w?),
-            None => owned(disk, &extents, len, pool)?,
-        },
-        (ReadVia::Map, _) => owned(disk, &extents, len, pool)?,
-        (ReadVia::Copy, _) => {
-            let mut buf = pool.take(len as usize);
-            disk.read_extents(&extents, &mut buf)?;
-            BlockData::Owned(buf)
-        }
-    };
+    let mut buf = pool.take(len as usize);
+    disk.read_extents(&extents, &mut buf)?;
+    Ok(finish(index, len, BlockData::Owned(buf), pool))
+}
+
+/// A block whose bytes are all zero reads as a hole.
+fn finish(index: u64, len: u64, data: BlockData, pool: &BufferPool) -> Composed {
     let data = if is_zero(&data) {
         pool.give(Some(data));
         None
     } else {
         Some(data)
     };
-    Ok(Composed { index, data, len })
+    Composed { index, data, len }
 }
 
 fn owned(disk: &Disk, extents: &[Extent], len: u64, pool: &BufferPool) -> Result<BlockData> {
@@ -161,5 +247,61 @@ mod tests {
             buf[i] = 0;
         }
         assert!(is_zero(&[]));
+    }
+
+    /// Blocks written one after another share a window; a block stored out of order, a
+    /// partly written block and a hole start or break runs; every block's range holds
+    /// exactly its virtual bytes.
+    #[test]
+    fn neighbouring_blocks_share_one_window_and_read_their_own_bytes() {
+        use crate::image::{CreateOptions, DiskKind};
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("d.vhd");
+        let unit = 512 * 1024;
+        Disk::create(
+            &path,
+            &CreateOptions::new(DiskKind::Dynamic, 16 * unit).block_size(unit as u32),
+        )
+        .expect("create");
+        let block = |i: u64| vec![i as u8 + 1; unit as usize];
+        {
+            let d = Disk::open_rw(&path).expect("open");
+            // File order: blocks 0, 1, 2, then 5, then 3 (out of order), 4 partly.
+            for i in [0, 1, 2, 5, 3] {
+                d.write_at(&block(i), i * unit).expect("write");
+            }
+            d.write_at(&[9u8; 512], 4 * unit).expect("partial");
+            d.flush().expect("flush");
+        }
+        let disk = Disk::open(&path).expect("open");
+        let planned: Vec<(u64, u64, Vec<Extent>)> = (0..8)
+            .map(|i| (i, unit, disk.extents(i * unit, unit).expect("extents")))
+            .collect();
+        let windows = shared_windows(&disk, &planned).expect("windows");
+        let same = |a: usize, b: usize| {
+            Arc::ptr_eq(
+                &windows[a].as_ref().unwrap().0,
+                &windows[b].as_ref().unwrap().0,
+            )
+        };
+        assert!(same(0, 1) && same(1, 2), "blocks 0-2 lie one after another");
+        assert!(!same(2, 3), "block 3 lies after block 5 in the file");
+        assert!(windows[4].is_none(), "a partly written block is composed");
+        assert!(windows[5].is_some() && !same(3, 5));
+        assert!(windows[6].is_none() && windows[7].is_none(), "holes");
+        for i in [0, 1, 2, 3, 5] {
+            let (w, r) = windows[i].as_ref().unwrap();
+            assert_eq!(&w[r.clone()], &block(i as u64)[..], "block {i}");
+        }
+        let pool = BufferPool::default();
+        let composed = compose_chunk(&disk, 0..8, unit, &pool).expect("compose");
+        for c in &composed {
+            let mut want = vec![0u8; unit as usize];
+            disk.read_at(&mut want, c.index * unit).expect("read");
+            match &c.data {
+                Some(d) => assert_eq!(&d[..], &want[..], "block {}", c.index),
+                None => assert!(is_zero(&want), "block {}", c.index),
+            }
+        }
     }
 }
