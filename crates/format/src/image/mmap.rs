@@ -1,8 +1,9 @@
 //! The one module that memory-maps, and the only `unsafe` in vhdkit.
 //!
-//! Operations read their sources through read-only maps of bounded windows: one map per
-//! stored extent (at most one block plus its bitmap), unmapped as soon as its bytes are
-//! copied out, so memory stays bounded whatever the disk's size.
+//! Operations read their sources through read-only maps of bounded windows — a run of
+//! neighbouring blocks of one chunk (convert, merge-to), one run of sectors (merge), one
+//! extent copied out (compact) — unmapped as soon as their bytes are written out, so at
+//! most a few chunks (tens of MiB) are mapped at once whatever the disk's size.
 
 use std::fs::File;
 use std::io;
@@ -51,8 +52,9 @@ pub(crate) fn map_window(
     // just above), of a file vhdkit holds an advisory lock on (shared for sources,
     // exclusive for files it modifies), and never written by this process while the
     // window lives — operations map source blocks and write only to other files, or
-    // (compact) to other slots of the same file. The window is dropped (unmapped) as soon
-    // as its block is written out, so at most one chunk of windows exists at a time.
+    // (compact) to other slots of the same file. The window is dropped (unmapped) once
+    // the blocks in it are written out, so at most three chunks of windows (composing,
+    // queued, being written) exist at a time.
     let map = unsafe {
         let mut options = MmapOptions::new();
         options.offset(offset).len(len);
