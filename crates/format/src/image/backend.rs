@@ -48,6 +48,16 @@ impl FileBackend {
             path: path.into(),
         }
     }
+
+    /// The path this backend names its file by.
+    pub fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+
+    /// The file.
+    pub fn file(&self) -> &File {
+        &self.file
+    }
 }
 
 impl Backend for FileBackend {

@@ -1,8 +1,9 @@
 //! Creating disks: fixed, dynamic, differencing and host-drive.
 //!
-//! Every disk is written under a temporary name in the target's directory, made
-//! durable, then renamed into place without replacing anything, and the directory is
-//! synced: the target name appears only when the file is complete.
+//! Every disk is written as an unnamed file in the target's directory (or under a
+//! temporary name where the file system cannot), made durable, then given the target's
+//! name without replacing anything, and the directory is synced: the target name appears
+//! only when the file is complete.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -343,65 +344,137 @@ fn sparse_image(
     Ok(out)
 }
 
-/// A new file being written under a temporary name beside its destination. Dropping it
-/// (on cancel or error) deletes the temporary file; [`NewFile::persist`] makes it durable
-/// and gives it its name.
+/// A new file being written beside its destination, under no name at all where the file
+/// system allows (`O_TMPFILE`: ext4, xfs, btrfs, tmpfs…), else under a temporary dot-name.
+/// Dropping it (on cancel or error) deletes it; [`NewFile::persist`] makes it durable and
+/// gives it its name. An unnamed file also vanishes when the process is killed, where a
+/// named one would stay behind as an inert `.NAME.XXXXXX.vhdkit-tmp`.
 pub(crate) struct NewFile {
-    tmp: tempfile::NamedTempFile,
-    /// Positional access to the temporary file (fault injection sees its path).
+    inner: Inner,
+    /// Positional access to the file. Its path (for messages and fault injection) is the
+    /// destination's when the file is unnamed, the temporary name otherwise.
     pub backend: FileBackend,
     dir: PathBuf,
 }
 
+enum Inner {
+    Unnamed(File),
+    Named(tempfile::NamedTempFile),
+}
+
 impl NewFile {
-    /// Creates `.NAME.XXXXXX.vhdkit-tmp` in the destination's directory, mode 0666 less
-    /// the umask (tempfile's default would be 0600).
+    /// Creates the file in the destination's directory, mode 0666 less the umask.
     pub(crate) fn beside(path: &Path) -> Result<NewFile> {
         let dir = path
             .parent()
             .filter(|d| !d.as_os_str().is_empty())
             .unwrap_or(Path::new("."))
             .to_owned();
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "disk".into());
-        let tmp = tempfile::Builder::new()
-            .prefix(&format!(".{name}."))
-            .suffix(".vhdkit-tmp")
-            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666))
-            .tempfile_in(&dir)
-            .map_err(|e| Error::file(&dir, "creating a temporary file", e))?;
+        let (inner, shown) = match open_unnamed(&dir) {
+            Ok(file) => (Inner::Unnamed(file), path.to_owned()),
+            Err(e) if !unnamed_unsupported(&e) => {
+                return Err(Error::file(&dir, "creating a temporary file", e))
+            }
+            Err(_) => {
+                let name = path
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_else(|| "disk".into());
+                let tmp = tempfile::Builder::new()
+                    .prefix(&format!(".{name}."))
+                    .suffix(".vhdkit-tmp")
+                    .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666))
+                    .tempfile_in(&dir)
+                    .map_err(|e| Error::file(&dir, "creating a temporary file", e))?;
+                let shown = tmp.path().to_owned();
+                (Inner::Named(tmp), shown)
+            }
+        };
+        let file = match &inner {
+            Inner::Unnamed(f) => f,
+            Inner::Named(t) => t.as_file(),
+        };
         let backend = FileBackend::with_path(
-            tmp.as_file()
-                .try_clone()
-                .map_err(|e| Error::file(tmp.path(), "duplicating a handle", e))?,
-            tmp.path(),
+            file.try_clone()
+                .map_err(|e| Error::file(&shown, "duplicating a handle", e))?,
+            shown,
         );
-        Ok(NewFile { tmp, backend, dir })
+        Ok(NewFile {
+            inner,
+            backend,
+            dir,
+        })
     }
 
-    /// The temporary file's path.
-    pub(crate) fn tmp_path(&self) -> &Path {
-        self.tmp.path()
+    /// The path messages name the file by: the destination (unnamed file) or the
+    /// temporary name.
+    pub(crate) fn shown_path(&self) -> &Path {
+        self.backend.path()
     }
 
-    /// Syncs the file, renames it to `path` without replacing anything, and syncs the
-    /// directory: the name appears only once the file is complete and durable.
+    /// A second handle on the file, for reading it back.
+    pub(crate) fn reopen(&self) -> Result<File> {
+        self.backend
+            .file()
+            .try_clone()
+            .map_err(|e| Error::file(self.shown_path(), "duplicating a handle", e))
+    }
+
+    /// Syncs the file, links or renames it to `path` without replacing anything, and
+    /// syncs the directory: the name appears only once the file is complete and durable.
     pub(crate) fn persist(self, path: &Path) -> Result<()> {
         self.backend
             .sync()
             .map_err(|e| Error::file(path, "syncing the new file", e))?;
-        self.tmp.persist_noclobber(path).map_err(|e| {
-            if e.error.kind() == std::io::ErrorKind::AlreadyExists {
+        let named = match self.inner {
+            Inner::Unnamed(file) => link_unnamed(&file, path),
+            Inner::Named(tmp) => tmp.persist_noclobber(path).map(drop).map_err(|e| e.error),
+        };
+        named.map_err(|e| {
+            if e.kind() == std::io::ErrorKind::AlreadyExists {
                 Error::AlreadyExists {
                     path: path.to_owned(),
                 }
             } else {
-                Error::file(path, "renaming the new file into place", e.error)
+                Error::file(path, "giving the new file its name", e)
             }
         })?;
         sync_dir(&self.dir).map_err(|e| Error::file(&self.dir, "syncing the directory", e))
+    }
+}
+
+/// Opens an unnamed regular file in `dir` (`O_TMPFILE`), mode 0666 less the umask.
+fn open_unnamed(dir: &Path) -> std::io::Result<File> {
+    use rustix::fs::{Mode, OFlags};
+    let fd = rustix::fs::open(
+        dir,
+        OFlags::TMPFILE | OFlags::RDWR | OFlags::CLOEXEC,
+        Mode::from_raw_mode(0o666),
+    )?;
+    Ok(File::from(fd))
+}
+
+/// Errors of `open_unnamed` that mean "this file system (or kernel) has no O_TMPFILE".
+fn unnamed_unsupported(e: &std::io::Error) -> bool {
+    use rustix::io::Errno;
+    [Errno::OPNOTSUPP, Errno::ISDIR, Errno::INVAL, Errno::NOSYS]
+        .iter()
+        .any(|n| e.raw_os_error() == Some(n.raw_os_error()))
+}
+
+/// Gives an unnamed file the name `path`; fails with `AlreadyExists` rather than
+/// replacing anything.
+fn link_unnamed(file: &File, path: &Path) -> std::io::Result<()> {
+    use rustix::fs::{AtFlags, CWD};
+    use std::os::fd::AsRawFd;
+    // Through /proc (any user); without /proc, AT_EMPTY_PATH (needs CAP_DAC_READ_SEARCH).
+    let by_proc = format!("/proc/self/fd/{}", file.as_raw_fd());
+    match rustix::fs::linkat(CWD, by_proc.as_str(), CWD, path, AtFlags::SYMLINK_FOLLOW) {
+        Err(rustix::io::Errno::NOENT) if !Path::new("/proc/self/fd").exists() => {
+            rustix::fs::linkat(file, "", CWD, path, AtFlags::EMPTY_PATH)?;
+            Ok(())
+        }
+        other => Ok(other?),
     }
 }
 
@@ -419,4 +492,70 @@ pub(crate) fn write_new(
 /// Makes a directory's entries (a rename, a new file) durable.
 pub(crate) fn sync_dir(dir: &Path) -> std::io::Result<()> {
     File::open(dir)?.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(dir: &Path) -> Vec<String> {
+        std::fs::read_dir(dir)
+            .expect("read dir")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect()
+    }
+
+    /// The new file is invisible while written (where the file system has `O_TMPFILE`),
+    /// appears complete under its name, never replaces a file, and leaves nothing when
+    /// dropped.
+    #[test]
+    fn new_file_appears_only_when_persisted_and_never_replaces() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let dst = dir.path().join("out.vhd");
+        let unnamed = open_unnamed(dir.path()).is_ok();
+        if !unnamed {
+            eprintln!(
+                "no O_TMPFILE under {}: the named fallback is tested",
+                dir.path().display()
+            );
+        }
+
+        let new = NewFile::beside(&dst).expect("new file");
+        new.backend.write_all_at(b"complete", 0).expect("write");
+        if unnamed {
+            assert!(
+                names(dir.path()).is_empty(),
+                "visible while written: {:?}",
+                names(dir.path())
+            );
+            assert_eq!(new.shown_path(), dst, "messages name the destination");
+        }
+        let mut back = [0u8; 8];
+        use std::os::unix::fs::FileExt;
+        new.reopen()
+            .expect("reopen")
+            .read_exact_at(&mut back, 0)
+            .expect("read back");
+        assert_eq!(&back, b"complete");
+        new.persist(&dst).expect("persist");
+        assert_eq!(std::fs::read(&dst).expect("read"), b"complete");
+        assert_eq!(names(dir.path()), vec!["out.vhd".to_string()]);
+
+        // A second file for the same name fails and leaves the first untouched.
+        let other = NewFile::beside(&dst).expect("new file");
+        other.backend.write_all_at(b"other", 0).expect("write");
+        assert!(matches!(
+            other.persist(&dst),
+            Err(Error::AlreadyExists { .. })
+        ));
+        assert_eq!(std::fs::read(&dst).expect("read"), b"complete");
+        assert_eq!(names(dir.path()), vec!["out.vhd".to_string()]);
+
+        // Dropped unpersisted: nothing left.
+        let dropped = dir.path().join("never.vhd");
+        let new = NewFile::beside(&dropped).expect("new file");
+        new.backend.write_all_at(b"x", 0).expect("write");
+        drop(new);
+        assert_eq!(names(dir.path()), vec!["out.vhd".to_string()]);
+    }
 }

@@ -59,7 +59,7 @@ pub fn convert_disk(
         }
     }
     let new = crate::image::create::NewFile::beside(dst)?;
-    let tmp_path = new.tmp_path().to_owned();
+    let tmp_path = new.shown_path().to_owned();
     let out = &new.backend;
     let unit = match target {
         Target::Dynamic => u64::from(opts.block_size),
@@ -171,7 +171,15 @@ pub fn convert_disk(
         .map_err(|e| Error::file(&tmp_path, "syncing the new file", e))?;
     if opts.verify {
         progress.check_cancelled()?;
-        verify(&tmp_path, target, unit, &crcs, opts, progress)?;
+        verify(
+            &tmp_path,
+            new.reopen()?,
+            target,
+            unit,
+            &crcs,
+            opts,
+            progress,
+        )?;
         report.verified = true;
     }
     progress.check_cancelled()?;
@@ -208,8 +216,10 @@ fn crc_of(c: &Composed) -> u32 {
 
 /// Reads the written file back block by block and compares each CRC32 with the
 /// source's, in parallel.
+#[allow(clippy::too_many_arguments)]
 fn verify(
     path: &Path,
+    file: std::fs::File,
     target: Target,
     unit: u64,
     expected: &[u32],
@@ -220,15 +230,13 @@ fn verify(
         writable: false,
         ..OpenOptions::default()
     };
-    let disk = match target {
-        Target::Raw => {
-            let f = std::fs::File::open(path).map_err(|e| Error::file(path, "opening", e))?;
-            let file =
-                crate::image::VhdFile::raw(path, std::sync::Arc::new(FileBackend::new(f)), false)?;
-            Disk::resolve(file, &open, &crate::image::FsResolver)?
-        }
-        _ => Disk::open_with(path, &open)?,
+    // Through a second handle on the new file (it may have no name yet).
+    let backend = std::sync::Arc::new(FileBackend::with_path(file, path));
+    let file = match target {
+        Target::Raw => crate::image::VhdFile::raw(path, backend, false)?,
+        _ => crate::image::VhdFile::from_backend(path, backend, &open)?,
     };
+    let disk = Disk::resolve(file, &open, &crate::image::FsResolver)?;
     let blocks = expected.len() as u64;
     progress.set_phase(Phase::Verify, blocks, disk.virtual_size());
     let per_chunk = (opts.chunk_bytes / unit).max(1);
