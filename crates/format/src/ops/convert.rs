@@ -15,6 +15,7 @@ use vhdkit_task::{Phase, Progress};
 
 use crate::error::{Error, Result};
 use crate::image::backend::{Backend, FileBackend};
+use crate::image::create::NewFile;
 use crate::image::{Disk, OpenOptions};
 use crate::spec::{
     Bat, DiskType, DynamicHeader, Footer, BAT_ENTRY_UNUSED, FOOTER_SIZE, SECTOR_SIZE,
@@ -58,7 +59,7 @@ pub fn convert_disk(
             });
         }
     }
-    let new = crate::image::create::NewFile::beside(dst)?;
+    let new = NewFile::beside(dst)?;
     let tmp_path = new.shown_path().to_owned();
     let out = &new.backend;
     let unit = match target {
@@ -171,15 +172,7 @@ pub fn convert_disk(
         .map_err(|e| Error::file(&tmp_path, "syncing the new file", e))?;
     if opts.verify {
         progress.check_cancelled()?;
-        verify(
-            &tmp_path,
-            new.reopen()?,
-            target,
-            unit,
-            &crcs,
-            opts,
-            progress,
-        )?;
+        verify(&new, target, unit, &crcs, opts, progress)?;
         report.verified = true;
     }
     progress.check_cancelled()?;
@@ -216,10 +209,8 @@ fn crc_of(c: &Composed) -> u32 {
 
 /// Reads the written file back block by block and compares each CRC32 with the
 /// source's, in parallel.
-#[allow(clippy::too_many_arguments)]
 fn verify(
-    path: &Path,
-    file: std::fs::File,
+    new: &NewFile,
     target: Target,
     unit: u64,
     expected: &[u32],
@@ -231,7 +222,8 @@ fn verify(
         ..OpenOptions::default()
     };
     // Through a second handle on the new file (it may have no name yet).
-    let backend = std::sync::Arc::new(FileBackend::with_path(file, path));
+    let path = new.shown_path();
+    let backend = std::sync::Arc::new(FileBackend::with_path(new.reopen()?, path));
     let file = match target {
         Target::Raw => crate::image::VhdFile::raw(path, backend, false)?,
         _ => crate::image::VhdFile::from_backend(path, backend, &open)?,
