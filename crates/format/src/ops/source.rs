@@ -148,7 +148,7 @@ fn shared_windows(
     disk: &Disk,
     planned: &[(u64, u64, Vec<Extent>)],
 ) -> Result<Vec<Option<(Arc<Window>, Range<usize>)>>> {
-    // Whole-block extents: (position in `planned`, layer, file offset, length).
+    // A block stored whole in one extent: (layer, file offset, length).
     let whole = |p: &(u64, u64, Vec<Extent>)| match p.2.as_slice() {
         [Extent::Data {
             layer,
