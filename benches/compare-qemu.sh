@@ -170,7 +170,7 @@ timed() {
     local label=$1 t0 t1
     shift
     t0=$EPOCHREALTIME
-    if ! /usr/bin/time -f %M -o "$T/rss" "$@" >/dev/null 2>"$T/err"; then
+    if ! /usr/bin/time -f %M -o "$T/rss" "$@" >"${TIMED_STDOUT:-/dev/null}" 2>"$T/err"; then
         cat "$T/err" "$T/rss" >&2
         die "$label failed: $*"
     fi
@@ -385,27 +385,31 @@ if want scale; then
     log "case CPU scaling in $SCALE_DIR"
     head -c "$BYTES" /dev/zero >"$SCALE_DIR/zeros.raw"
     "$T/mkimage" "$SCALE_DIR/random.raw" "$BYTES" 9 random >/dev/null
-    # scale_case NAME SRC EXTRA_ARGS...: convert SRC to raw with 1 and 2 rayon threads.
+    # scale_case NAME PHASE SRC EXTRA_ARGS...: convert SRC to raw with 1 and 2 rayon
+    # threads; the row gives the whole run and PHASE alone (from the report's `phases`).
     scale_case() {
-        local name=$1 src=$2 a b
-        shift 2
+        local name=$1 phase=$2 src=$3 a b pa pb
+        shift 3
         local out=$SCALE_DIR/out.raw
-        local cmd=("$VHDKIT" convert "$src" "$out" --type raw --progress none "$@")
+        local cmd=("$VHDKIT" convert "$src" "$out" --type raw --progress none --json "$@")
         rm -f "$out"; "${cmd[@]}" >/dev/null
         cmp -s "$src" "$out" || die "$name: output differs from the source"
         for ((i = 0; i < RUNS; i++)); do
             for n in 1 2; do
                 rm -f "$out"
-                timed "scale.$name.$n" env RAYON_NUM_THREADS=$n "${cmd[@]}"
+                TIMED_STDOUT=$T/report.json timed "scale.$name.$n" env RAYON_NUM_THREADS=$n "${cmd[@]}"
+                python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["phases"][sys.argv[2]])' \
+                    "$T/report.json" "$phase" >>"$T/times/scale.$name.$phase.$n"
             done
         done
         rm -f "$out"
         a=$(median "scale.$name.1"); b=$(median "scale.$name.2")
-        SCALE+=("| $name | $a | $b | $(ratio "$a" "$b") |")
+        pa=$(median "scale.$name.$phase.1"); pb=$(median "scale.$name.$phase.2")
+        SCALE+=("| $name | $a | $b | $(ratio "$a" "$b") | $phase | $pa | $pb | $(ratio "$pa" "$pb") |")
     }
-    scale_case "zero detection: all-zero (written) raw → raw" "$SCALE_DIR/zeros.raw"
-    scale_case "copy: all-random raw → raw" "$SCALE_DIR/random.raw"
-    scale_case "copy + CRC verify: all-random raw → raw --verify" "$SCALE_DIR/random.raw" --verify
+    scale_case "zero detection: all-zero (written) raw → raw" copy "$SCALE_DIR/zeros.raw"
+    scale_case "copy: all-random raw → raw" copy "$SCALE_DIR/random.raw"
+    scale_case "copy + CRC verify: all-random raw → raw --verify" verify "$SCALE_DIR/random.raw" --verify
     rm -f "$SCALE_DIR/zeros.raw" "$SCALE_DIR/random.raw"
 fi
 
@@ -473,8 +477,12 @@ if ((${#SCALE[@]})); then
 
 CPU scaling, $(mib "$BYTES") MiB on $([[ $SCALE_DIR == "$W" ]] && echo "$DIR" || echo "/dev/shm (tmpfs)"), \`RAYON_NUM_THREADS\` 1 vs 2.
 
-| case | 1 thread s | 2 threads s | speedup |
-|---|---:|---:|---:|
+Whole runs, and one phase of them from the report's \`phases\` (\`copy\`: compose + zero
+test + write, overlapped; \`verify\`: read back + CRC32). The CPU stages alone:
+\`cargo bench --bench scale\`.
+
+| case | 1 thread s | 2 threads s | speedup | phase | 1 thread s | 2 threads s | speedup |
+|---|---:|---:|---:|---|---:|---:|---:|
 $(printf '%s\n' "${SCALE[@]}")
 EOF
 fi

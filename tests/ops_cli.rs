@@ -239,6 +239,12 @@ fn convert_with_verify_reports_verified() {
         ]);
         assert_eq!(r["verified"], true, "{kind}: {r}");
         assert!(same_content(&src, &dst), "{kind}");
+        // Where the time went, phase by phase, adding up to at most the whole.
+        let phases = r["phases"].as_object().expect("phases");
+        let names: Vec<&str> = phases.keys().map(String::as_str).collect();
+        assert_eq!(names, ["copy", "flush", "verify"], "{kind}: {r}");
+        let sum: f64 = phases.values().map(|v| v.as_f64().expect("seconds")).sum();
+        assert!(sum <= r["elapsed"].as_f64().expect("elapsed") + 1e-6, "{r}");
     }
 }
 

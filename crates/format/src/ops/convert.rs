@@ -73,6 +73,11 @@ pub fn convert_disk(
         blocks_total: blocks,
         ..Report::default()
     };
+    let mut phase_start = Instant::now();
+    let mut phase_done = |report: &mut Report, name: &str| {
+        report.phases.push((name.to_owned(), phase_start.elapsed()));
+        phase_start = Instant::now();
+    };
     let writer = Writer::new(target, size, opts.block_size, out, &tmp_path)?;
     let per_chunk = (opts.chunk_bytes / unit).max(1);
     let pool = BufferPool::default();
@@ -167,13 +172,16 @@ pub fn convert_disk(
     report.blocks_zero = stats.blocks_zero;
     report.bytes_written = stats.bytes_written;
     writer.finish()?;
+    phase_done(&mut report, "copy");
     progress.set_phase(Phase::Flush, 0, 0);
     out.sync()
         .map_err(|e| Error::file(&tmp_path, "syncing the new file", e))?;
+    phase_done(&mut report, "flush");
     if opts.verify {
         progress.check_cancelled()?;
         verify(&new, target, unit, &crcs, opts, progress)?;
         report.verified = true;
+        phase_done(&mut report, "verify");
     }
     progress.check_cancelled()?;
     new.persist(dst)?;

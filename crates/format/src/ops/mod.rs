@@ -107,10 +107,27 @@ pub struct Report {
     /// Wall time.
     #[serde(serialize_with = "ser_secs")]
     pub elapsed: Duration,
+    /// Wall time of each phase, in order (convert and merge-to: `copy` — composing and
+    /// writing, overlapped —, `flush`, and `verify` when asked). In JSON, an object of
+    /// seconds.
+    #[serde(serialize_with = "ser_phases")]
+    pub phases: Vec<(String, Duration)>,
 }
 
 fn ser_secs<S: serde::Serializer>(d: &Duration, s: S) -> std::result::Result<S::Ok, S::Error> {
     s.serialize_f64(d.as_secs_f64())
+}
+
+fn ser_phases<S: serde::Serializer>(
+    phases: &[(String, Duration)],
+    s: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    use serde::ser::SerializeMap;
+    let mut map = s.serialize_map(Some(phases.len()))?;
+    for (name, d) in phases {
+        map.serialize_entry(name, &d.as_secs_f64())?;
+    }
+    map.end()
 }
 
 /// A running operation.
