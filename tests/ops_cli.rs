@@ -115,6 +115,23 @@ fn assert_report_shape(r: &Value, operation: &str, path: &Path) {
     }
     assert!(r["verified"].is_boolean(), "{r}");
     assert!(r["elapsed"].as_f64().is_some_and(|s| s >= 0.0), "{r}");
+    assert!(r["phases"].is_object(), "{r}");
+}
+
+/// The report's phases are exactly `names` (in any order), in seconds that add up to
+/// at most the whole run.
+fn assert_phases(r: &Value, names: &[&str]) {
+    let phases = r["phases"].as_object().expect("phases");
+    let mut got: Vec<&str> = phases.keys().map(String::as_str).collect();
+    let mut want = names.to_vec();
+    got.sort_unstable();
+    want.sort_unstable();
+    assert_eq!(got, want, "{r}");
+    let sum: f64 = phases
+        .values()
+        .map(|v| v.as_f64().filter(|s| *s >= 0.0).expect("seconds"))
+        .sum();
+    assert!(sum <= r["elapsed"].as_f64().expect("elapsed") + 1e-6, "{r}");
 }
 
 fn same_content(a: &Path, b: &Path) -> bool {
@@ -176,6 +193,7 @@ fn merge_json_report_names_the_parent() {
     let r = json_of(&["merge", p(&child), "--json", "--progress", "none"]);
 
     assert_report_shape(&r, "merge", &parent);
+    assert_phases(&r, &["copy", "flush", "child"]);
     assert!(r["blocks_copied"].as_u64().unwrap() > 0);
     assert!(r["bytes_written"].as_u64().unwrap() >= 4 * MIB);
     assert!(same_content(&child, &parent));
@@ -239,12 +257,7 @@ fn convert_with_verify_reports_verified() {
         ]);
         assert_eq!(r["verified"], true, "{kind}: {r}");
         assert!(same_content(&src, &dst), "{kind}");
-        // Where the time went, phase by phase, adding up to at most the whole.
-        let phases = r["phases"].as_object().expect("phases");
-        let names: Vec<&str> = phases.keys().map(String::as_str).collect();
-        assert_eq!(names, ["copy", "flush", "verify"], "{kind}: {r}");
-        let sum: f64 = phases.values().map(|v| v.as_f64().expect("seconds")).sum();
-        assert!(sum <= r["elapsed"].as_f64().expect("elapsed") + 1e-6, "{r}");
+        assert_phases(&r, &["copy", "flush", "verify"]);
     }
 }
 
@@ -260,6 +273,7 @@ fn compact_with_verify_reports_verified_in_text_and_json() {
     let text = vhdkit(&["compact", p(&b), "--verify", "--progress", "none"]);
 
     assert_eq!(r["verified"], true);
+    assert_phases(&r, &["scan", "release", "move", "truncate", "verify"]);
     assert_eq!(text.status.code(), Some(0));
     let line = String::from_utf8_lossy(&text.stdout);
     assert!(line.contains("verified"), "{line}");

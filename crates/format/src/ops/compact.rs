@@ -37,7 +37,7 @@ use crate::image::Disk;
 use crate::spec::{Bat, DiskType, FOOTER_SIZE, SECTOR_SIZE};
 
 use super::plan::{free_slots, plan_compact_with_holes};
-use super::{is_zero, OpsOptions, Report};
+use super::{is_zero, OpsOptions, PhaseClock, Report};
 
 /// Refuses what cannot be compacted: fixed, host-drive and raw disks, and disks in a
 /// saved state.
@@ -84,6 +84,7 @@ pub fn compact(path: &Path, opts: &OpsOptions, progress: &Progress) -> Result<Re
     };
 
     // 1. Scan.
+    let mut clock = PhaseClock::start();
     progress.set_phase(
         Phase::Scan,
         allocated.len() as u64,
@@ -135,6 +136,8 @@ pub fn compact(path: &Path, opts: &OpsOptions, progress: &Progress) -> Result<Re
         None
     };
 
+    clock.lap(&mut report, "scan");
+
     // 2. Release.
     progress.check_cancelled()?;
     let mut current = bat.clone();
@@ -148,6 +151,8 @@ pub fn compact(path: &Path, opts: &OpsOptions, progress: &Progress) -> Result<Re
     // Released blocks at the end of the file: shorten it now rather than leave an
     // unreferenced tail (which `check` reports) for the whole of the moves.
     footer_at = shorten(f, &current, stride, metadata_end, footer_at)?;
+
+    clock.lap(&mut report, "release");
 
     // 3. Move, in batches: copy a batch of blocks into free slots, fsync, then point
     //    their BAT entries at the copies, fsync. A batch never writes into a slot that
@@ -207,11 +212,13 @@ pub fn compact(path: &Path, opts: &OpsOptions, progress: &Progress) -> Result<Re
         report.bytes_written += stride;
     }
     commit(&mut batch, &mut current, &mut footer_at)?;
+    clock.lap(&mut report, "move");
 
     // 4. Footer past the last live block, then truncate.
     cancelled |= progress.is_cancelled();
     progress.set_phase(Phase::Flush, 0, 0);
     shorten(f, &current, stride, metadata_end, footer_at)?;
+    clock.lap(&mut report, "truncate");
     if cancelled {
         return Err(vhdkit_task::Cancelled.into());
     }
@@ -234,6 +241,7 @@ pub fn compact(path: &Path, opts: &OpsOptions, progress: &Progress) -> Result<Re
             });
         }
         report.verified = true;
+        clock.lap(&mut report, "verify");
     }
     report.file_size_after = std::fs::metadata(path)
         .map(|m| m.len())

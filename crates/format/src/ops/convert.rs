@@ -24,7 +24,7 @@ use crate::spec::{
 use super::is_zero;
 use super::plan::DynamicLayout;
 use super::source::{compose_chunk, compose_copied, BufferPool, Composed};
-use super::{OpsOptions, Report, Target};
+use super::{OpsOptions, PhaseClock, Report, Target};
 
 /// Pages of fixed and raw outputs that are all zero stay holes, at this granularity.
 const ZERO_PAGE: usize = 4096;
@@ -73,11 +73,7 @@ pub fn convert_disk(
         blocks_total: blocks,
         ..Report::default()
     };
-    let mut phase_start = Instant::now();
-    let mut phase_done = |report: &mut Report, name: &str| {
-        report.phases.push((name.to_owned(), phase_start.elapsed()));
-        phase_start = Instant::now();
-    };
+    let mut clock = PhaseClock::start();
     let writer = Writer::new(target, size, opts.block_size, out, &tmp_path)?;
     let per_chunk = (opts.chunk_bytes / unit).max(1);
     let pool = BufferPool::default();
@@ -172,16 +168,16 @@ pub fn convert_disk(
     report.blocks_zero = stats.blocks_zero;
     report.bytes_written = stats.bytes_written;
     writer.finish()?;
-    phase_done(&mut report, "copy");
+    clock.lap(&mut report, "copy");
     progress.set_phase(Phase::Flush, 0, 0);
     out.sync()
         .map_err(|e| Error::file(&tmp_path, "syncing the new file", e))?;
-    phase_done(&mut report, "flush");
+    clock.lap(&mut report, "flush");
     if opts.verify {
         progress.check_cancelled()?;
         verify(&new, target, unit, &crcs, opts, progress)?;
         report.verified = true;
-        phase_done(&mut report, "verify");
+        clock.lap(&mut report, "verify");
     }
     progress.check_cancelled()?;
     new.persist(dst)?;

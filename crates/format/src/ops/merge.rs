@@ -20,7 +20,7 @@ use crate::image::file::{LayerExtent, VhdFile};
 use crate::image::{sync_dir, Disk, DiskKind, OpenOptions};
 use crate::spec::VhdTime;
 
-use super::{OpsOptions, Report};
+use super::{OpsOptions, PhaseClock, Report};
 
 /// Checks what can be seen before starting: a differencing disk, a parent that is
 /// found, matches, is writable and is not smaller than the child. Returns the parent.
@@ -91,6 +91,7 @@ pub fn merge(child: &Path, opts: &OpsOptions, progress: &Progress) -> Result<Rep
         file_size_before,
         ..Report::default()
     };
+    let mut clock = PhaseClock::start();
     progress.set_phase(
         Phase::Copy,
         blocks.len() as u64,
@@ -115,8 +116,10 @@ pub fn merge(child: &Path, opts: &OpsOptions, progress: &Progress) -> Result<Rep
             progress.block_done(b, block_size);
         }
     }
+    clock.lap(&mut report, "copy");
     progress.set_phase(Phase::Flush, 0, 0);
     parent.flush()?;
+    clock.lap(&mut report, "flush");
     report.file_size_after = parent.top().file_len();
     drop(parent);
     drop(child_file);
@@ -141,6 +144,7 @@ pub fn merge(child: &Path, opts: &OpsOptions, progress: &Progress) -> Result<Rep
             .unwrap_or(Path::new("."));
         sync_dir(dir).map_err(|e| Error::file(dir, "syncing the directory", e))?;
     }
+    clock.lap(&mut report, "child");
     report.elapsed = start.elapsed();
     Ok(report)
 }

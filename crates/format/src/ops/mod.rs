@@ -107,15 +107,33 @@ pub struct Report {
     /// Wall time.
     #[serde(serialize_with = "ser_secs")]
     pub elapsed: Duration,
-    /// Wall time of each phase, in order (convert and merge-to: `copy` — composing and
-    /// writing, overlapped —, `flush`, and `verify` when asked). In JSON, an object of
-    /// seconds.
+    /// Wall time of each phase, in order. Convert and merge-to: `copy` (composing and
+    /// writing, overlapped), `flush`, `verify`; compact: `scan`, `release`, `move`,
+    /// `truncate`, `verify`; merge: `copy`, `flush`, `child` (its header updated, and
+    /// deleted when asked). `verify` only when asked. In JSON, an object of seconds.
     #[serde(serialize_with = "ser_phases")]
     pub phases: Vec<(String, Duration)>,
 }
 
 fn ser_secs<S: serde::Serializer>(d: &Duration, s: S) -> std::result::Result<S::Ok, S::Error> {
     s.serialize_f64(d.as_secs_f64())
+}
+
+/// Times the phases of an operation into [`Report::phases`].
+pub(crate) struct PhaseClock(std::time::Instant);
+
+impl PhaseClock {
+    /// Starts timing the first phase.
+    pub(crate) fn start() -> PhaseClock {
+        PhaseClock(std::time::Instant::now())
+    }
+
+    /// Ends phase `name` (records its wall time) and starts the next.
+    pub(crate) fn lap(&mut self, report: &mut Report, name: &str) {
+        let now = std::time::Instant::now();
+        report.phases.push((name.to_owned(), now - self.0));
+        self.0 = now;
+    }
 }
 
 fn ser_phases<S: serde::Serializer>(
