@@ -9,13 +9,13 @@ here="$(cd "$(dirname "$0")" && pwd)"
 root="$(dirname "$here")"
 cd "$here"
 
-targets=(footer dynamic_header locator bat bitmap host_drive_header open_read chain check write open_vs_check convert)
+targets=(footer dynamic_header locator bat bitmap host_drive_header open_read chain check write open_vs_check convert compact)
 for t in "${targets[@]}"; do
     mkdir -p "corpus/$t"
     if [ -d "seeds/$t" ]; then cp -n seeds/"$t"/* "corpus/$t/" 2>/dev/null || true; fi
 done
-# check, open_vs_check and convert take the same whole images as open_read.
-for t in check open_vs_check convert; do cp -n seeds/open_read/* "corpus/$t/" 2>/dev/null || true; done
+# check, open_vs_check, convert and compact take the same whole images as open_read.
+for t in check open_vs_check convert compact; do cp -n seeds/open_read/* "corpus/$t/" 2>/dev/null || true; done
 
 images=()
 for dir in "$root/fixtures" "${VHDKIT_REALWORLD:-/work/shared/realworld}"; do
