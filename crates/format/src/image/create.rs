@@ -365,12 +365,21 @@ enum Inner {
 impl NewFile {
     /// Creates the file in the destination's directory, mode 0666 less the umask.
     pub(crate) fn beside(path: &Path) -> Result<NewFile> {
+        NewFile::beside_with(path, open_unnamed)
+    }
+
+    /// [`NewFile::beside`], with `unnamed` opening the unnamed file in a directory (the
+    /// tests make it fail to exercise the named fallback).
+    fn beside_with(
+        path: &Path,
+        unnamed: impl FnOnce(&Path) -> std::io::Result<File>,
+    ) -> Result<NewFile> {
         let dir = path
             .parent()
             .filter(|d| !d.as_os_str().is_empty())
             .unwrap_or(Path::new("."))
             .to_owned();
-        let (inner, shown) = match open_unnamed(&dir) {
+        let (inner, shown) = match unnamed(&dir) {
             Ok(file) => (Inner::Unnamed(file), path.to_owned()),
             Err(e) if !unnamed_unsupported(&e) => {
                 return Err(Error::file(&dir, "creating a temporary file", e))
@@ -496,6 +505,8 @@ pub(crate) fn sync_dir(dir: &Path) -> std::io::Result<()> {
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::FileExt;
+
     use super::*;
 
     fn names(dir: &Path) -> Vec<String> {
@@ -505,33 +516,47 @@ mod tests {
             .collect()
     }
 
-    /// The new file is invisible while written (where the file system has `O_TMPFILE`),
-    /// appears complete under its name, never replaces a file, and leaves nothing when
-    /// dropped.
+    /// The new file is invisible while written (where the file system has `O_TMPFILE`;
+    /// under a dot-name otherwise), appears complete under its name, never replaces a
+    /// file, and leaves nothing when dropped.
     #[test]
     fn new_file_appears_only_when_persisted_and_never_replaces() {
+        let supported = open_unnamed(&std::env::temp_dir()).is_ok();
+        if !supported {
+            eprintln!("no O_TMPFILE in the temporary directory: only the fallback is tested");
+        }
+        if supported {
+            lifecycle(true, NewFile::beside);
+        }
+        lifecycle(false, |p| {
+            NewFile::beside_with(p, |_| {
+                Err(std::io::Error::from_raw_os_error(
+                    rustix::io::Errno::OPNOTSUPP.raw_os_error(),
+                ))
+            })
+        });
+    }
+
+    fn lifecycle(unnamed: bool, beside: impl Fn(&Path) -> Result<NewFile>) {
         let dir = tempfile::tempdir().expect("tmp");
         let dst = dir.path().join("out.vhd");
-        let unnamed = open_unnamed(dir.path()).is_ok();
-        if !unnamed {
-            eprintln!(
-                "no O_TMPFILE under {}: the named fallback is tested",
-                dir.path().display()
-            );
-        }
+        let only_dst = vec!["out.vhd".to_string()];
 
-        let new = NewFile::beside(&dst).expect("new file");
+        let new = beside(&dst).expect("new file");
         new.backend.write_all_at(b"complete", 0).expect("write");
+        let during = names(dir.path());
         if unnamed {
-            assert!(
-                names(dir.path()).is_empty(),
-                "visible while written: {:?}",
-                names(dir.path())
-            );
+            assert!(during.is_empty(), "visible while written: {during:?}");
             assert_eq!(new.shown_path(), dst, "messages name the destination");
+        } else {
+            assert!(
+                during.len() == 1
+                    && during[0].starts_with(".out.vhd.")
+                    && during[0].ends_with(".vhdkit-tmp"),
+                "{during:?}"
+            );
         }
         let mut back = [0u8; 8];
-        use std::os::unix::fs::FileExt;
         new.reopen()
             .expect("reopen")
             .read_exact_at(&mut back, 0)
@@ -539,23 +564,22 @@ mod tests {
         assert_eq!(&back, b"complete");
         new.persist(&dst).expect("persist");
         assert_eq!(std::fs::read(&dst).expect("read"), b"complete");
-        assert_eq!(names(dir.path()), vec!["out.vhd".to_string()]);
+        assert_eq!(names(dir.path()), only_dst);
 
         // A second file for the same name fails and leaves the first untouched.
-        let other = NewFile::beside(&dst).expect("new file");
+        let other = beside(&dst).expect("new file");
         other.backend.write_all_at(b"other", 0).expect("write");
         assert!(matches!(
             other.persist(&dst),
             Err(Error::AlreadyExists { .. })
         ));
         assert_eq!(std::fs::read(&dst).expect("read"), b"complete");
-        assert_eq!(names(dir.path()), vec!["out.vhd".to_string()]);
+        assert_eq!(names(dir.path()), only_dst);
 
         // Dropped unpersisted: nothing left.
-        let dropped = dir.path().join("never.vhd");
-        let new = NewFile::beside(&dropped).expect("new file");
+        let new = beside(&dir.path().join("never.vhd")).expect("new file");
         new.backend.write_all_at(b"x", 0).expect("write");
         drop(new);
-        assert_eq!(names(dir.path()), vec!["out.vhd".to_string()]);
+        assert_eq!(names(dir.path()), only_dst);
     }
 }
