@@ -4,7 +4,7 @@
 //! host-drive — and the `vhdkit` command line on top of it. This crate re-exports the
 //! two libraries:
 //!
-//! - [`format`] (`vhdkit-format`): on-disk structures, images, chains, create, check.
+//! - [`format`](mod@format) (`vhdkit-format`): on-disk structures, images, chains, create, check.
 //! - [`task`] (`vhdkit-task`): IVMTask2-style background tasks with progress and cancel.
 //!
 //! ```
