@@ -208,10 +208,10 @@ compare_case() {
     local qm=(qemu-img convert -t writeback "$@" "$src" "$out")
     local qu=(qemu-img convert "$@" "$src" "$out")
     log "case $name"
-    rm -f "$out"; "${vk[@]}" >/dev/null; verify "$fmt" "$out" "$T/base.raw" "vhdkit $name"
+    rm -f "$out"; "$VHDKIT" >/dev/null; verify "$fmt" "$out" "$T/base.raw" "vhdkit $name"
     rm -f "$out"; "${qm[@]}"; verify "$fmt" "$out" "$T/base.raw" "qemu-img $name"
     for ((i = 0; i < RUNS; i++)); do
-        rm -f "$out"; sync; timed "vk.$name" "${vk[@]}"
+        rm -f "$out"; sync; timed "vk.$name" "$VHDKIT"
         rm -f "$out"; sync; timed "qm.$name" "${qm[@]}"
         rm -f "$out"; sync; timed "qu.$name" "${qu[@]}"
     done
@@ -349,28 +349,28 @@ if want rss; then
         secs=$(median "rss.$name"); kib=$(awk '{print $2}' "$T/times/rss.$name")
         RSS+=("| $name | $(awk -v k="$kib" 'BEGIN{printf "%.0f", k / 1024}') | $(awk -v k="$kib" 'BEGIN{print (k <= 262144) ? "yes" : "NO"}') | $secs |")
     }
-    vk=("$VHDKIT")
-    rss_case "info" "${vk[@]}" info "$R/child.vhd"
-    rss_case "check" "${vk[@]}" check "$R/child.vhd"
-    rss_case "map" "${vk[@]}" map "$R/child.vhd"
-    rss_case "read (whole chain to stdout)" "${vk[@]}" read "$R/child.vhd"
-    rss_case "convert dynamic → raw" "${vk[@]}" convert "$R/base.vhd" "$R/base.raw" --type raw --progress none
-    rss_case "convert raw → dynamic --verify" "${vk[@]}" convert "$R/base.raw" "$R/d.vhd" --type dynamic --verify --progress none
-    rss_case "convert dynamic → fixed" "${vk[@]}" convert "$R/base.vhd" "$R/f.vhd" --type fixed --progress none
-    rss_case "convert fixed → dynamic" "${vk[@]}" convert "$R/f.vhd" "$R/d2.vhd" --type dynamic --progress none
+    rss_case "info" "$VHDKIT" info "$R/child.vhd"
+    rss_case "check" "$VHDKIT" check "$R/child.vhd"
+    rss_case "map" "$VHDKIT" map "$R/child.vhd"
+    rss_case "read (whole chain to stdout)" "$VHDKIT" read "$R/child.vhd"
+    rss_case "convert dynamic → raw" "$VHDKIT" convert "$R/base.vhd" "$R/base.raw" --type raw --progress none
+    rss_case "convert raw → dynamic --verify" "$VHDKIT" convert "$R/base.raw" "$R/d.vhd" --type dynamic --verify --progress none
+    rss_case "convert dynamic → fixed" "$VHDKIT" convert "$R/base.vhd" "$R/f.vhd" --type fixed --progress none
+    rss_case "convert fixed → dynamic" "$VHDKIT" convert "$R/f.vhd" "$R/d2.vhd" --type dynamic --progress none
     rm -f "$R/d.vhd" "$R/d2.vhd" "$R/f.vhd"
-    rss_case "compare (chain vs raw)" "${vk[@]}" compare "$R/base.vhd" "$R/base.raw"
+    rss_case "compare (dynamic vs raw)" "$VHDKIT" compare "$R/base.vhd" "$R/base.raw"
     rm -f "$R/base.raw"
-    rss_case "merge-to dynamic" "${vk[@]}" merge-to "$R/child.vhd" "$R/mt.vhd" --type dynamic --progress none
-    rss_case "merge-to fixed --verify" "${vk[@]}" merge-to "$R/child.vhd" "$R/mtf.vhd" --type fixed --verify --progress none
+    rss_case "merge-to dynamic" "$VHDKIT" merge-to "$R/child.vhd" "$R/mt.vhd" --type dynamic --progress none
+    rss_case "merge-to fixed --verify" "$VHDKIT" merge-to "$R/child.vhd" "$R/mtf.vhd" --type fixed --verify --progress none
     rm -f "$R/mt.vhd" "$R/mtf.vhd"
-    # Compact works on a copy with the child's blocks zeroed into it: release + moves.
+    # Compact works on a copy whose every other 16 MiB data run is overwritten with zeros:
+    # releases, then moves of the blocks above the holes.
     cp --sparse=always "$R/base.vhd" "$R/c.vhd"
     for ((i = 0; i < 64; i += 2)); do
         head -c 16M /dev/zero | "$VHDKIT" write "$R/c.vhd" --offset $((i * 256 + 3))M
     done
-    rss_case "compact (half the data zeroed)" "${vk[@]}" compact "$R/c.vhd" --progress none
-    rss_case "merge (child into parent)" "${vk[@]}" merge "$R/child.vhd" --progress none
+    rss_case "compact (half the data zeroed)" "$VHDKIT" compact "$R/c.vhd" --progress none
+    rss_case "merge (child into parent)" "$VHDKIT" merge "$R/child.vhd" --progress none
     rm -rf "$R"
 fi
 
