@@ -78,7 +78,8 @@ impl Window {
             .map
             .advise_range(memmap2::Advice::PopulateRead, range.start, range.len())
         {
-            Err(e) if e.raw_os_error() == Some(22) => Ok(()), // EINVAL: not supported
+            // EINVAL: the kernel predates MADV_POPULATE_READ.
+            Err(e) if e.raw_os_error() == Some(rustix::io::Errno::INVAL.raw_os_error()) => Ok(()),
             other => other,
         }
     }

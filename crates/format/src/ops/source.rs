@@ -278,19 +278,15 @@ mod tests {
             .map(|i| (i, unit, disk.extents(i * unit, unit).expect("extents")))
             .collect();
         let windows = shared_windows(&disk, &planned).expect("windows");
-        let same = |a: usize, b: usize| {
-            Arc::ptr_eq(
-                &windows[a].as_ref().unwrap().0,
-                &windows[b].as_ref().unwrap().0,
-            )
-        };
+        let window = |i: usize| &windows[i].as_ref().expect("a whole block has a window").0;
+        let same = |a: usize, b: usize| Arc::ptr_eq(window(a), window(b));
         assert!(same(0, 1) && same(1, 2), "blocks 0-2 lie one after another");
         assert!(!same(2, 3), "block 3 lies after block 5 in the file");
         assert!(windows[4].is_none(), "a partly written block is composed");
         assert!(windows[5].is_some() && !same(3, 5));
         assert!(windows[6].is_none() && windows[7].is_none(), "holes");
         for i in [0, 1, 2, 3, 5] {
-            let (w, r) = windows[i].as_ref().unwrap();
+            let (w, r) = windows[i].as_ref().expect("a whole block has a window");
             assert_eq!(&w[r.clone()], &block(i as u64)[..], "block {i}");
         }
         let pool = BufferPool::default();
