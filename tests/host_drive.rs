@@ -4,6 +4,7 @@
 
 mod common;
 
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 
 use common::*;
@@ -25,6 +26,24 @@ fn stub(read_only: bool) -> (tempfile::TempDir, PathBuf, PathBuf) {
     (dir, device, stub)
 }
 
+/// The opt-in every command needs to follow a stub to its "device" (a regular file here).
+const HD: [&str; 2] = ["--host-drive", "--host-drive-file"];
+
+/// `vhdkit CMD STUB --host-drive --host-drive-file EXTRA…`.
+fn hd(cmd: &str, stub: &Path, extra: &[&str]) -> Run {
+    let mut a: Vec<&OsStr> = vec![OsStr::new(cmd), stub.as_os_str()];
+    a.extend(HD.iter().chain(extra).map(OsStr::new));
+    vhdkit(a)
+}
+
+fn hd_read_all(stub: &Path) -> Vec<u8> {
+    hd("read", stub, &[]).ok().stdout
+}
+
+fn hd_info(stub: &Path) -> serde_json::Value {
+    hd("info", stub, &["--json"]).ok().json()
+}
+
 fn device_bytes(device: &Path) -> Vec<u8> {
     std::fs::read(device).expect("reading the device")
 }
@@ -32,13 +51,13 @@ fn device_bytes(device: &Path) -> Vec<u8> {
 #[test]
 fn host_drive_read_equals_device() {
     let (_d, device, stub) = stub(false);
-    assert_bytes_eq("stub read", &read_all(&stub), &device_bytes(&device));
+    assert_bytes_eq("stub read", &hd_read_all(&stub), &device_bytes(&device));
 }
 
 #[test]
 fn host_drive_info_json_names_device_and_size() {
     let (_d, device, stub) = stub(false);
-    let i = info(&stub);
+    let i = hd_info(&stub);
     assert_eq!(i["disk_type"], "host-drive");
     assert_eq!(i["virtual_size"].as_u64(), Some(DEVICE_SIZE));
     assert_eq!(
@@ -55,10 +74,11 @@ fn host_drive_write_changes_the_device() {
     let mut model = Model(device_bytes(&device));
     let mut rng = Rng::new(302);
     for (off, data) in random_writes(&mut rng, DEVICE_SIZE, 10) {
-        write_both(&stub, &mut model, off, &data);
+        write_at(&stub, off, &data, &HD);
+        model.write(off, &data);
     }
     assert_bytes_eq("device after writes", &device_bytes(&device), &model.0);
-    assert_bytes_eq("stub read after writes", &read_all(&stub), &model.0);
+    assert_bytes_eq("stub read after writes", &hd_read_all(&stub), &model.0);
     let stub_len = std::fs::metadata(&stub).expect("stat").len();
     assert!(stub_len < 64 * KIB, "writes go to the device, not the stub");
 }
@@ -67,13 +87,13 @@ fn host_drive_write_changes_the_device() {
 fn host_drive_read_only_refuses_writes() {
     let (_d, device, stub) = stub(true);
     let before = device_bytes(&device);
-    assert_eq!(info(&stub)["host_drive"]["read_only"], true);
-    let r = try_write_at(&stub, 1000, b"must not land", &[]);
+    assert_eq!(hd_info(&stub)["host_drive"]["read_only"], true);
+    let r = try_write_at(&stub, 1000, b"must not land", &HD);
     let line = assert_failed_one_line(&r);
     assert!(line.contains("read-only"), "names the reason: {line}");
     assert_bytes_eq("device untouched", &device_bytes(&device), &before);
     // Reading still works.
-    assert_bytes_eq("read-only stub read", &read_all(&stub), &before);
+    assert_bytes_eq("read-only stub read", &hd_read_all(&stub), &before);
 }
 
 #[test]
@@ -131,7 +151,7 @@ fn host_drive_pyvhdi_refuses_the_stub() {
 fn host_drive_missing_device_fails_with_one_line() {
     let (_d, device, stub) = stub(false);
     std::fs::remove_file(&device).expect("remove");
-    let r = vhdkit(["read".as_ref(), stub.as_os_str()]);
+    let r = hd("read", &stub, &[]);
     let line = assert_failed_one_line(&r);
     assert!(line.contains("device.img"), "names the device: {line}");
 }
@@ -141,13 +161,13 @@ fn host_drive_replaced_device_is_detected() {
     let (_d, device, stub) = stub(false);
     // Another drive under the same name: the identity check must notice.
     std::fs::write(&device, Rng::new(999).bytes(DEVICE_SIZE as usize)).expect("replace");
-    let r = vhdkit(["read".as_ref(), stub.as_os_str()]);
-    assert_failed_one_line(&r);
-    let r = vhdkit([
-        "read".as_ref(),
-        stub.as_os_str(),
-        "--ignore-host-drive-identity".as_ref(),
-    ]);
+    let r = hd("read", &stub, &[]);
+    let line = assert_failed_one_line(&r);
+    assert!(
+        !line.contains("ignore-host-drive-identity"),
+        "the message does not talk the user into the override: {line}"
+    );
+    let r = hd("read", &stub, &["--ignore-host-drive-identity"]);
     assert_eq!(r.code, EXIT_OK, "the override reads anyway: {}", r.stderr);
     assert_bytes_eq("override read", &r.stdout, &device_bytes(&device));
 }
@@ -155,7 +175,7 @@ fn host_drive_replaced_device_is_detected() {
 #[test]
 fn host_drive_check_is_clean() {
     let (_d, _device, stub) = stub(false);
-    let r = vhdkit(["check".as_ref(), stub.as_os_str(), "--json".as_ref()]);
+    let r = hd("check", &stub, &["--json"]);
     assert_eq!(r.code, EXIT_OK, "{}", r.stdout_str());
     assert_eq!(r.json()["clean"], true);
 }
@@ -172,4 +192,31 @@ fn host_drive_without_device_argument_is_a_usage_error() {
     ]);
     assert_eq!(r.code, EXIT_USAGE, "{}", r.stderr);
     assert!(!stub.exists());
+}
+
+#[test]
+fn host_drive_stub_is_refused_without_the_opt_in() {
+    let (_d, _device, stub) = stub(false);
+    for cmd in ["info", "read", "check"] {
+        let r = vhdkit([cmd.as_ref(), stub.as_os_str()]);
+        let line = if cmd == "check" {
+            assert_eq!(r.code, 1, "check reports the refusal: {}", r.stdout_str());
+            r.stdout_str().to_string()
+        } else {
+            assert_failed_one_line(&r)
+        };
+        assert!(
+            line.contains("--host-drive"),
+            "{cmd}: says how to allow it: {line}"
+        );
+    }
+}
+
+#[test]
+fn host_drive_stub_naming_a_regular_file_needs_the_second_opt_in() {
+    let (_d, _device, stub) = stub(false);
+    let r = vhdkit(["read".as_ref(), stub.as_os_str(), "--host-drive".as_ref()]);
+    let line = assert_failed_one_line(&r);
+    assert!(line.contains("regular file"), "{line}");
+    assert!(line.contains("--host-drive-file"), "{line}");
 }

@@ -14,7 +14,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 use vhdkit_format::image::parse_size;
-use vhdkit_format::OpenOptions;
+use vhdkit_format::{HostDrives, OpenOptions};
 
 /// Exit code: success.
 pub const EXIT_OK: u8 = 0;
@@ -74,6 +74,16 @@ pub struct OpenArgs {
     /// Accept a host drive whose first/last MiB changed since it was linked.
     #[arg(long)]
     ignore_host_drive_identity: bool,
+    /// Follow a host-drive disk's link to the block device it names (off by default: a
+    /// stub names a host path chosen by whoever wrote it).
+    #[arg(long)]
+    host_drive: bool,
+    /// With --host-drive, also follow a link to a regular file.
+    #[arg(long, requires = "host_drive")]
+    host_drive_file: bool,
+    /// Follow a parent's absolute locator that points outside the child's folder.
+    #[arg(long)]
+    allow_absolute_parent: bool,
 }
 
 impl OpenArgs {
@@ -83,6 +93,12 @@ impl OpenArgs {
             parent: self.with_parent.clone(),
             strict: self.strict,
             ignore_host_drive_identity: self.ignore_host_drive_identity,
+            host_drives: match (self.host_drive, self.host_drive_file) {
+                (false, _) => HostDrives::Refuse,
+                (true, false) => HostDrives::BlockDevices,
+                (true, true) => HostDrives::BlockDevicesAndFiles,
+            },
+            absolute_parents: self.allow_absolute_parent,
             ..OpenOptions::default()
         }
     }

@@ -418,14 +418,6 @@ pub fn random_writes(rng: &mut Rng, size: u64, count: usize) -> Vec<(u64, Vec<u8
 // External readers
 // ---------------------------------------------------------------------------------------
 
-/// Whether this is a CI run (a missing reader is then a failure).
-pub fn in_ci() -> bool {
-    match std::env::var("CI") {
-        Ok(v) => !matches!(v.trim().to_ascii_lowercase().as_str(), "" | "0" | "false"),
-        Err(_) => false,
-    }
-}
-
 /// The external readers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Tool {
@@ -451,8 +443,8 @@ fn probe(tool: Tool) -> bool {
     }
 }
 
-/// Whether `tool` can be used. Missing: a note and `false` locally, a panic in CI
-/// (bzip2 is optional everywhere: Python's bz2 module replaces it).
+/// Whether `tool` can be used. A missing reader fails the test (`.ci/run` installs them
+/// all); bzip2 is optional: Python's bz2 module replaces it.
 pub fn have(tool: Tool) -> bool {
     static CACHE: OnceLock<[bool; 4]> = OnceLock::new();
     let all = CACHE.get_or_init(|| {
@@ -471,8 +463,7 @@ pub fn have(tool: Tool) -> bool {
             Tool::Pyvhdi => "pyvhdi under /usr/bin/python3 (python3-libvhdi)",
             Tool::Bzip2 => unreachable!(),
         };
-        assert!(!in_ci(), "{what} is required in CI but is missing");
-        eprintln!("note: {what} is missing; skipping the checks that need it");
+        panic!("{what} is required by this test but is missing (.ci/run installs it)");
     }
     present
 }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use crate::error::{Error, Result};
 use crate::image::backend::{Backend, FileBackend};
+use crate::image::open::{open_unlocked, Accept};
 use crate::image::{Disk, OpenOptions};
 use crate::spec::bat::check_block_layout;
 use crate::spec::header::check_block_size;
@@ -55,7 +56,7 @@ impl CheckReport {
 /// Checks the disk at `path` and every ancestor it can reach. Fails only when the file
 /// cannot be read at all; everything else is a problem in the report.
 pub fn check(path: &Path, opts: &OpenOptions) -> Result<CheckReport> {
-    let file = std::fs::File::open(path).map_err(|e| Error::file(path, "opening", e))?;
+    let file = open_unlocked(path, Accept::RegularOrBlock)?;
     let backend: Arc<dyn Backend> = Arc::new(FileBackend::new(file));
     let mut files = vec![FileReport {
         path: path.to_owned(),
@@ -104,18 +105,16 @@ pub fn check(path: &Path, opts: &OpenOptions) -> Result<CheckReport> {
                                 "dynamic header",
                                 "parent unique id",
                                 format!(
-                                    "records {}, the parent {} has {}",
+                                    "records {}; the parent used, {}, has another (used as asked)",
                                     h.parent_unique_id,
                                     parent.path().display(),
-                                    parent.footer().unique_id
                                 ),
                             ));
                         }
                     }
                     let last = files.len() - 1;
                     files[last].problems.extend(problems);
-                    let pf = std::fs::File::open(parent.path())
-                        .map_err(|e| Error::file(parent.path(), "opening", e))?;
+                    let pf = open_unlocked(parent.path(), Accept::Regular)?;
                     files.push(FileReport {
                         path: parent.path().to_owned(),
                         problems: check_file(&FileBackend::new(pf))?,
@@ -478,7 +477,8 @@ pub struct RepairReport {
 /// at offset 0, fsync — the file has a valid footer at the end or a valid copy at
 /// offset 0 at every instant.
 pub fn repair(path: &Path) -> Result<RepairReport> {
-    let file = crate::image::file::open_file(path, true)?;
+    let file =
+        crate::image::open::open_file(path, true, crate::image::open::Accept::RegularOrBlock)?;
     let b = FileBackend::with_path(file, path);
     let io = |doing: &'static str, at: u64| move |e| Error::io(path, doing, at, e);
     let len = b

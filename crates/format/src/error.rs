@@ -72,7 +72,7 @@ pub enum Error {
         path: PathBuf,
     },
     /// A differencing disk's parent could not be found.
-    #[error("{child}: parent {name:?} not found (looked at: {tried})", child = .child.display(), tried = display_paths(.tried))]
+    #[error("{child}: parent {name:?} not found (looked at: {tried}){refused}", child = .child.display(), tried = display_paths(.tried), refused = display_refused(.refused))]
     ParentNotFound {
         /// The differencing disk.
         child: PathBuf,
@@ -80,9 +80,14 @@ pub enum Error {
         name: String,
         /// Every path tried, in order.
         tried: Vec<PathBuf>,
+        /// Paths the child names that the trust policy did not follow (absolute locators
+        /// outside the child's folder tree).
+        refused: Vec<PathBuf>,
     },
-    /// The parent found is not the disk the child was made from.
-    #[error("{child}: parent {parent} has unique id {found}, but the child was made from {expected} (override: --ignore-parent-id)", child = .child.display(), parent = .parent.display())]
+    /// The parent found is not the disk the child was made from. The message names the
+    /// id the child records, never the id of the file found (an image must not learn
+    /// another file's id through an error).
+    #[error("{child}: {parent} is not the parent this disk was made from (it expects unique id {expected}; override: --ignore-parent-id)", child = .child.display(), parent = .parent.display())]
     ParentIdMismatch {
         /// The differencing disk.
         child: PathBuf,
@@ -90,8 +95,6 @@ pub enum Error {
         parent: PathBuf,
         /// Unique id the child records for its parent.
         expected: Uuid,
-        /// Unique id the parent carries.
-        found: Uuid,
     },
     /// A differencing chain leads back to a disk already in it.
     #[error("{path}: differencing chain loops: {again} appears twice", path = .path.display(), again = .again.display())]
@@ -117,6 +120,26 @@ pub enum Error {
         /// The device it names.
         device: PathBuf,
         /// What is wrong.
+        detail: String,
+    },
+    /// The path is not a kind of file the operation opens (a FIFO, a socket, a directory,
+    /// a device where none was asked for).
+    #[error("{path}: is {what}; vhdkit opens only {accepted} here", path = .path.display())]
+    WrongFileType {
+        /// File involved.
+        path: PathBuf,
+        /// What it is, e.g. `a FIFO`.
+        what: &'static str,
+        /// What would have been accepted.
+        accepted: &'static str,
+    },
+    /// The trust policy refused to follow a reference found inside an image (a host
+    /// drive not allowed, a parent outside the child's folder). `docs/security.md`.
+    #[error("{path}: {detail}", path = .path.display())]
+    NotAllowed {
+        /// The image holding the reference.
+        path: PathBuf,
+        /// What was refused and how to allow it.
         detail: String,
     },
     /// A write was asked of something read-only.
@@ -196,6 +219,16 @@ fn display_paths(paths: &[PathBuf]) -> String {
         .join(", ")
 }
 
+fn display_refused(paths: &[PathBuf]) -> String {
+    if paths.is_empty() {
+        return String::new();
+    }
+    format!(
+        "; not followed, outside the child's folder: {} (name the parent with --with-parent, or allow with --allow-absolute-parent)",
+        display_paths(paths)
+    )
+}
+
 /// A field-less mirror of [`Error`] for callers that match on the kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[allow(missing_docs)]
@@ -212,6 +245,8 @@ pub enum ErrorKind {
     ChainTooDeep,
     HostDriveNotFound,
     ReadOnly,
+    WrongFileType,
+    NotAllowed,
     InUse,
     AlreadyExists,
     OutOfRange,
@@ -243,6 +278,8 @@ impl Error {
             Error::ChainTooDeep { .. } => ErrorKind::ChainTooDeep,
             Error::HostDriveNotFound { .. } => ErrorKind::HostDriveNotFound,
             Error::ReadOnly { .. } => ErrorKind::ReadOnly,
+            Error::WrongFileType { .. } => ErrorKind::WrongFileType,
+            Error::NotAllowed { .. } => ErrorKind::NotAllowed,
             Error::InUse { .. } => ErrorKind::InUse,
             Error::AlreadyExists { .. } => ErrorKind::AlreadyExists,
             Error::OutOfRange { .. } => ErrorKind::OutOfRange,
@@ -342,6 +379,8 @@ impl Error {
             Error::HostDriveNotFound { .. } => H::VM_E_HOST_DRIVE_NOT_FOUND,
             Error::ReadOnly { .. } => H::VM_E_FILE_READ_ONLY,
             Error::InUse { .. } => H::E_SHARING_VIOLATION,
+            Error::WrongFileType { .. } => H::VM_E_HD_IMAGE_OPEN_FAIL,
+            Error::NotAllowed { .. } => H::E_ACCESSDENIED,
             Error::AlreadyExists { .. } => H::E_ALREADY_EXISTS,
             Error::OutOfRange { .. } | Error::InvalidArgument(_) => H::E_INVALIDARG,
             Error::SizeTooSmall { .. } => H::VM_E_IMAGE_SIZE_TOO_SMALL,
@@ -415,6 +454,7 @@ mod tests {
                 child: "/c".into(),
                 name: "p".into(),
                 tried: vec![],
+                refused: vec![],
             },
             Error::Cancelled,
             Error::InvalidArgument("x".into()),

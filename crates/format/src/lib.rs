@@ -31,4 +31,4 @@ pub mod ops;
 pub mod spec;
 
 pub use error::{Error, ErrorKind, Result};
-pub use image::{CreateOptions, Disk, DiskKind, OpenOptions, VhdFile};
+pub use image::{CreateOptions, Disk, DiskKind, HostDrives, OpenOptions, VhdFile};

@@ -8,9 +8,15 @@ use std::path::{Path, PathBuf};
 
 use common::{assert_bytes_eq, pattern, read_all, MIB};
 use vhdkit_format::spec::{DiskType, Footer, HostDriveHeader, FOOTER_SIZE};
-use vhdkit_format::{CreateOptions, Disk, DiskKind, ErrorKind, OpenOptions};
+use vhdkit_format::{CreateOptions, Disk, DiskKind, ErrorKind, HostDrives, OpenOptions};
 
 const DEVICE_SIZE: u64 = 8 * MIB;
+
+/// The tests' "device" is a regular file: host drives, and links to files, must be
+/// allowed explicitly.
+fn hd() -> OpenOptions {
+    OpenOptions::new().host_drives(HostDrives::BlockDevicesAndFiles)
+}
 
 /// An 8 MiB "device" with random content and a stub linking it.
 fn setup(dir: &Path, read_only: bool) -> (PathBuf, PathBuf, Vec<u8>) {
@@ -50,7 +56,7 @@ fn host_drive_stub_reads_the_device_bytes() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (_, stub, content) = setup(dir.path(), false);
 
-    let disk = Disk::open(&stub).expect("open");
+    let disk = Disk::open_with(&stub, &hd()).expect("open");
 
     assert_eq!(disk.kind(), DiskKind::HostDrive);
     assert_eq!(disk.virtual_size(), DEVICE_SIZE);
@@ -63,7 +69,7 @@ fn host_drive_stub_write_changes_the_device_and_not_the_stub_size() {
     let (device, stub, mut content) = setup(dir.path(), false);
     let data = pattern(8, 10_000);
 
-    let disk = Disk::open_rw(&stub).expect("open");
+    let disk = Disk::open_with(&stub, &hd().writable(true)).expect("open");
     disk.write_at(&data, 3 * MIB + 1).expect("write");
     disk.flush().expect("flush");
     drop(disk);
@@ -78,7 +84,7 @@ fn host_drive_stub_written_in_its_identity_region_still_opens_after_flush() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (_, stub, mut content) = setup(dir.path(), false);
 
-    let disk = Disk::open_rw(&stub).expect("open");
+    let disk = Disk::open_with(&stub, &hd().writable(true)).expect("open");
     disk.write_at(b"new boot sector", 0).expect("write head");
     disk.write_at(b"new tail", DEVICE_SIZE - 8)
         .expect("write tail");
@@ -87,7 +93,7 @@ fn host_drive_stub_written_in_its_identity_region_still_opens_after_flush() {
 
     content[..15].copy_from_slice(b"new boot sector");
     content[DEVICE_SIZE as usize - 8..].copy_from_slice(b"new tail");
-    let disk = Disk::open(&stub).expect("the identity was refreshed");
+    let disk = Disk::open_with(&stub, &hd()).expect("the identity was refreshed");
     assert_bytes_eq(&read_all(&disk), &content, "after reopening");
 }
 
@@ -96,7 +102,7 @@ fn host_drive_stub_created_read_only_refuses_writes() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (device, stub, content) = setup(dir.path(), true);
 
-    let disk = Disk::open_rw(&stub).expect("a read-only link still opens");
+    let disk = Disk::open_with(&stub, &hd().writable(true)).expect("a read-only link still opens");
     let err = disk.write_at(b"x", 0).unwrap_err();
 
     assert_eq!(err.kind(), ErrorKind::ReadOnly, "{err}");
@@ -108,7 +114,7 @@ fn host_drive_stub_created_read_only_refuses_writes() {
 fn host_drive_stub_opened_read_only_refuses_writes() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (_, stub, _) = setup(dir.path(), false);
-    let disk = Disk::open(&stub).expect("open");
+    let disk = Disk::open_with(&stub, &hd()).expect("open");
     let err = disk.write_at(b"x", 0).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::ReadOnly, "{err}");
 }
@@ -119,7 +125,7 @@ fn host_drive_replaced_by_other_content_of_the_same_size_is_not_found() {
     let (device, stub, _) = setup(dir.path(), false);
     std::fs::write(&device, pattern(99, DEVICE_SIZE as usize)).expect("replace device");
 
-    let err = Disk::open(&stub).unwrap_err();
+    let err = Disk::open_with(&stub, &hd()).unwrap_err();
 
     assert_eq!(err.kind(), ErrorKind::HostDriveNotFound, "{err}");
     assert_eq!(
@@ -135,7 +141,7 @@ fn host_drive_replaced_opens_with_ignore_host_drive_identity() {
     let other = pattern(99, DEVICE_SIZE as usize);
     std::fs::write(&device, &other).expect("replace device");
 
-    let opts = OpenOptions::new().ignore_host_drive_identity(true);
+    let opts = hd().ignore_host_drive_identity(true);
     let disk = Disk::open_with(&stub, &opts).expect("open");
 
     assert_bytes_eq(&read_all(&disk), &other, "the new device's bytes");
@@ -147,10 +153,7 @@ fn host_drive_missing_is_not_found() {
     let (device, stub, _) = setup(dir.path(), false);
     std::fs::remove_file(&device).expect("rm device");
 
-    for opts in [
-        OpenOptions::new(),
-        OpenOptions::new().ignore_host_drive_identity(true),
-    ] {
+    for opts in [hd(), hd().ignore_host_drive_identity(true)] {
         let err = Disk::open_with(&stub, &opts).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::HostDriveNotFound, "{err}");
     }
@@ -167,10 +170,7 @@ fn host_drive_resized_is_not_found_even_ignoring_identity() {
     f.set_len(DEVICE_SIZE + 512).expect("grow");
     drop(f);
 
-    for opts in [
-        OpenOptions::new(),
-        OpenOptions::new().ignore_host_drive_identity(true),
-    ] {
+    for opts in [hd(), hd().ignore_host_drive_identity(true)] {
         let err = Disk::open_with(&stub, &opts).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::HostDriveNotFound, "{err}");
     }

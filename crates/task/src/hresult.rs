@@ -72,6 +72,9 @@ hresults! {
     DISP_E_EXCEPTION = 0x8002_0009;
     /// `HRESULT_FROM_WIN32(ERROR_FILE_NOT_FOUND)`: the file cannot be found.
     E_FILE_NOT_FOUND = 0x8007_0002;
+    /// `HRESULT_FROM_WIN32(ERROR_ACCESS_DENIED)`: access is denied. vhdkit: the trust
+    /// policy refused to follow a reference found inside an image.
+    E_ACCESSDENIED = 0x8007_0005;
     /// `HRESULT_FROM_WIN32(ERROR_PATH_NOT_FOUND)`: the path cannot be found.
     E_PATH_NOT_FOUND = 0x8007_0003;
     /// `HRESULT_FROM_WIN32(ERROR_SHARING_VIOLATION)`: the file is in use.
@@ -190,7 +193,7 @@ mod tests {
         for &(code, name) in HResult::KNOWN {
             assert_eq!(code.name(), Some(name));
         }
-        assert_eq!(HResult::KNOWN.len(), 29);
+        assert_eq!(HResult::KNOWN.len(), 30);
     }
 
     #[test]

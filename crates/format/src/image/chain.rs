@@ -61,7 +61,7 @@ impl ParentResolver for FsResolver {
         if !path.is_file() {
             return Ok(None);
         }
-        match VhdFile::open(path, opts) {
+        match VhdFile::open_regular(path, opts) {
             Ok(f) => Ok(Some(f)),
             Err(Error::NotFound { .. }) => Ok(None),
             Err(e) => Err(e),
@@ -74,6 +74,8 @@ impl ParentResolver for FsResolver {
 #[derive(Debug)]
 pub struct Disk {
     layers: Vec<VhdFile>,
+    /// How each parent was found (`found_by[i]` for `layers[i + 1]`).
+    found_by: Vec<FoundBy>,
     warnings: Vec<String>,
 }
 
@@ -108,6 +110,7 @@ impl Disk {
     ) -> Result<Disk> {
         let top_path = top.path().to_owned();
         let mut layers = vec![top];
+        let mut found_by = Vec::new();
         let mut warnings = Vec::new();
         let mut seen_paths = vec![canonical(&top_path)];
         let mut seen_ids = vec![layers[0].footer().unique_id];
@@ -135,18 +138,19 @@ impl Disk {
             } else {
                 None
             };
-            let parent = match find_parent(child, explicit, &parent_opts, resolver, &mut warnings) {
-                // A file of this chain opened for writing holds an exclusive lock, so
-                // meeting it again as a parent fails to lock: that is a loop, not another
-                // process.
-                Err(Error::InUse { path }) if seen_paths.contains(&canonical(&path)) => {
-                    return Err(Error::ChainLoop {
-                        path: top_path,
-                        again: path,
-                    })
-                }
-                other => other?,
-            };
+            let (parent, how) =
+                match find_parent(child, explicit, &parent_opts, resolver, &mut warnings) {
+                    // A file of this chain opened for writing holds an exclusive lock, so
+                    // meeting it again as a parent fails to lock: that is a loop, not another
+                    // process.
+                    Err(Error::InUse { path }) if seen_paths.contains(&canonical(&path)) => {
+                        return Err(Error::ChainLoop {
+                            path: top_path,
+                            again: path,
+                        })
+                    }
+                    other => other?,
+                };
             let canon = canonical(parent.path());
             let id = parent.footer().unique_id;
             if seen_paths.contains(&canon) || (!id.is_nil() && seen_ids.contains(&id)) {
@@ -175,13 +179,26 @@ impl Disk {
             seen_paths.push(canon);
             seen_ids.push(id);
             layers.push(parent);
+            found_by.push(how);
         }
-        Ok(Disk { layers, warnings })
+        Ok(Disk {
+            layers,
+            found_by,
+            warnings,
+        })
     }
 
     /// The files of the chain, the one opened first.
     pub fn layers(&self) -> &[VhdFile] {
         &self.layers
+    }
+
+    /// How the parent at chain level `level` (1 = the parent of the file opened) was
+    /// found; `None` for level 0 and levels past the base.
+    pub fn found_by(&self, level: usize) -> Option<FoundBy> {
+        level
+            .checked_sub(1)
+            .and_then(|i| self.found_by.get(i).copied())
     }
 
     /// The file opened.
@@ -446,10 +463,47 @@ fn canonical(p: &Path) -> PathBuf {
     std::fs::canonicalize(p).unwrap_or_else(|_| p.to_owned())
 }
 
+/// How a parent was found: where the path came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FoundBy {
+    /// Named by the caller (`--with-parent`, [`OpenOptions::parent`]).
+    Explicit,
+    /// A relative locator (`W2ru`, `Mac `), resolved against the child's folder.
+    RelativeLocator,
+    /// The header's parent name, looked up in the child's own folder.
+    ParentName,
+    /// An absolute locator (`W2ku`, `MacX`) or an absolute parent name, inside the
+    /// child's folder tree.
+    AbsoluteInside,
+    /// An absolute locator or parent name outside the child's folder tree, followed only
+    /// because [`OpenOptions::absolute_parents`] allowed it.
+    AbsoluteOutside,
+}
+
+impl FoundBy {
+    /// Whether an operation may write into a parent found this way without the user
+    /// naming it: every way but an absolute path outside the child's folder tree.
+    pub fn trusted_for_writing(self) -> bool {
+        self != FoundBy::AbsoluteOutside
+    }
+}
+
+/// A place where a child's parent may be.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ParentCandidate {
+    /// The path.
+    pub path: PathBuf,
+    /// Where it came from (for absolute paths: whether it lies inside the child's folder
+    /// tree, judged on the canonical paths).
+    pub found_by: FoundBy,
+}
+
 /// The paths where `child`'s parent may be, in the order they are tried: relative
-/// locators (against the child's directory), absolute locators, then the header's parent
-/// name next to the child.
-pub fn parent_candidates(child: &VhdFile) -> Vec<PathBuf> {
+/// locators (against the child's directory), the header's parent name in the child's
+/// folder, then absolute locators and an absolute parent name. `docs/parent-lookup.md`
+/// says why this order.
+pub fn parent_candidates(child: &VhdFile) -> Vec<ParentCandidate> {
     let Some(header) = child.header() else {
         return Vec::new();
     };
@@ -489,14 +543,32 @@ pub fn parent_candidates(child: &VhdFile) -> Vec<PathBuf> {
             by_name.push(dir.join(base));
         }
         if name.starts_with('/') {
-            by_name.push(PathBuf::from(&name));
+            absolute.push(PathBuf::from(&name));
         }
     }
-    let mut out: Vec<PathBuf> = Vec::new();
-    for p in relative.into_iter().chain(absolute).chain(by_name) {
-        let p = normalize(&p);
-        if !out.contains(&p) {
-            out.push(p);
+    let tree = canonical(if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        &dir
+    });
+    let mut out: Vec<ParentCandidate> = Vec::new();
+    let all = relative
+        .into_iter()
+        .map(|p| (p, FoundBy::RelativeLocator))
+        .chain(by_name.into_iter().map(|p| (p, FoundBy::ParentName)))
+        .chain(absolute.into_iter().map(|p| {
+            let inside = canonical(&p).starts_with(&tree);
+            let how = if inside {
+                FoundBy::AbsoluteInside
+            } else {
+                FoundBy::AbsoluteOutside
+            };
+            (p, how)
+        }));
+    for (p, found_by) in all {
+        let path = normalize(&p);
+        if !out.iter().any(|c| c.path == path) {
+            out.push(ParentCandidate { path, found_by });
         }
     }
     out
@@ -526,44 +598,48 @@ fn find_parent(
     opts: &OpenOptions,
     resolver: &dyn ParentResolver,
     warnings: &mut Vec<String>,
-) -> Result<VhdFile> {
+) -> Result<(VhdFile, FoundBy)> {
     let header = child.header().expect("differencing disks have a header");
     let expected = header.parent_unique_id;
     let candidates = match explicit {
-        Some(p) => vec![p],
+        Some(path) => vec![ParentCandidate {
+            path,
+            found_by: FoundBy::Explicit,
+        }],
         None => parent_candidates(child),
     };
     let mut tried = Vec::new();
-    let mut mismatch: Option<VhdFile> = None;
+    let mut refused = Vec::new();
+    let mut mismatch: Option<(VhdFile, FoundBy)> = None;
     for cand in candidates {
-        tried.push(cand.clone());
-        let Some(parent) = resolver.open(&cand, opts)? else {
+        if cand.found_by == FoundBy::AbsoluteOutside && !opts.absolute_parents {
+            refused.push(cand.path);
+            continue;
+        }
+        tried.push(cand.path.clone());
+        let Some(parent) = resolver.open(&cand.path, opts)? else {
             continue;
         };
-        let found = parent.footer().unique_id;
-        if found == expected {
-            return Ok(parent);
+        if parent.footer().unique_id == expected {
+            return Ok((parent, cand.found_by));
         }
         if mismatch.is_none() {
-            mismatch = Some(parent);
+            mismatch = Some((parent, cand.found_by));
         }
     }
-    if let Some(parent) = mismatch {
+    if let Some((parent, found_by)) = mismatch {
         if opts.ignore_parent_id {
             warnings.push(format!(
-                "{}: parent {} has unique id {}, the child expects {}; used anyway as asked",
+                "{}: parent {} is not the disk the child was made from (unique id differs); used anyway as asked",
                 child.path().display(),
                 parent.path().display(),
-                parent.footer().unique_id,
-                expected
             ));
-            return Ok(parent);
+            return Ok((parent, found_by));
         }
         return Err(Error::ParentIdMismatch {
             child: child.path().to_owned(),
             parent: parent.path().to_owned(),
             expected,
-            found: parent.footer().unique_id,
         });
     }
     let name = header.parent_name();
@@ -575,6 +651,7 @@ fn find_parent(
             name
         },
         tried,
+        refused,
     })
 }
 

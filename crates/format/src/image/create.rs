@@ -250,8 +250,20 @@ impl ParentLink {
                 child: child.to_owned(),
                 name: parent.display().to_string(),
                 tried: vec![child_dir.join(parent), parent.to_owned()],
+                refused: Vec::new(),
             })?;
-        let disk = Disk::open_with(&parent_abs, &OpenOptions::new())?;
+        // Host drives are not followed (only a host-drive stub gives `NotAllowed` here),
+        // and a host-drive stub cannot be a parent anyway.
+        let disk = match Disk::open_with(&parent_abs, &OpenOptions::new()) {
+            Err(Error::NotAllowed { .. }) => {
+                return Err(Error::WrongDiskType {
+                    path: parent_abs,
+                    found: DiskKind::HostDrive.to_string(),
+                    expected: "a parent must be a fixed, dynamic or differencing VHD".into(),
+                })
+            }
+            other => other?,
+        };
         if disk.kind() == DiskKind::HostDrive || disk.kind() == DiskKind::Raw {
             return Err(Error::WrongDiskType {
                 path: parent_abs,

@@ -2,7 +2,7 @@
 //! locators; or a host-drive stub and its device; or a raw image. Answers "where do the
 //! bytes of this virtual range live in this file" and writes into it crash-safely.
 
-use std::fs::{File, OpenOptions as FsOpenOptions};
+use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -19,6 +19,7 @@ use crate::spec::{
 
 use super::backend::{Backend, FileBackend};
 use super::hostdrive;
+use super::open::{open_file, Accept};
 use super::OpenOptions;
 
 /// Where a range of one file's virtual bytes lives.
@@ -132,15 +133,25 @@ pub const DATA_ALIGNMENT: u64 = 4096;
 
 impl VhdFile {
     /// Opens `path` as a VHD (read-only unless `opts.writable`).
+    /// Regular files and block devices are accepted (the caller named the path); use
+    /// [`VhdFile::open_regular`] for paths found inside an image.
     pub fn open(path: &Path, opts: &OpenOptions) -> Result<VhdFile> {
-        let file = open_file(path, opts.writable)?;
+        let file = open_file(path, opts.writable, Accept::RegularOrBlock)?;
+        let backend: Arc<dyn Backend> = Arc::new(FileBackend::with_path(file, path));
+        VhdFile::from_backend(path, backend, opts)
+    }
+
+    /// Opens `path` as a VHD as [`VhdFile::open`] does, but only if it is a regular file
+    /// (parents found through locators).
+    pub fn open_regular(path: &Path, opts: &OpenOptions) -> Result<VhdFile> {
+        let file = open_file(path, opts.writable, Accept::Regular)?;
         let backend: Arc<dyn Backend> = Arc::new(FileBackend::with_path(file, path));
         VhdFile::from_backend(path, backend, opts)
     }
 
     /// Opens `path` as a VHD if it has a footer, else as a raw image.
     pub fn open_any(path: &Path, opts: &OpenOptions) -> Result<VhdFile> {
-        let file = open_file(path, opts.writable)?;
+        let file = open_file(path, opts.writable, Accept::RegularOrBlock)?;
         let backend: Arc<dyn Backend> = Arc::new(FileBackend::with_path(file, path));
         if looks_like_vhd(&*backend) {
             VhdFile::from_backend(path, backend, opts)
@@ -947,65 +958,6 @@ fn push(out: &mut Vec<LayerExtent>, e: LayerExtent) {
 pub(crate) fn align_block(free: u64, bitmap_size: u64) -> u64 {
     let data = (free + bitmap_size).div_ceil(DATA_ALIGNMENT) * DATA_ALIGNMENT;
     data - bitmap_size
-}
-
-pub(crate) fn open_file(path: &Path, writable: bool) -> Result<File> {
-    let file = FsOpenOptions::new()
-        .read(true)
-        .write(writable)
-        .open(path)
-        .map_err(|e| {
-            if e.kind() == std::io::ErrorKind::PermissionDenied && writable {
-                Error::ReadOnly {
-                    path: path.to_owned(),
-                    detail: "no write permission".into(),
-                }
-            } else {
-                Error::file(path, "opening", e)
-            }
-        })?;
-    let meta = file
-        .metadata()
-        .map_err(|e| Error::file(path, "reading metadata", e))?;
-    if meta.is_dir() {
-        return Err(Error::NotVhd {
-            path: path.to_owned(),
-            detail: "it is a directory".into(),
-        });
-    }
-    // A read-only file stays read-only even for a user (root) the OS would let write.
-    if writable && meta.permissions().readonly() {
-        return Err(Error::ReadOnly {
-            path: path.to_owned(),
-            detail: "the file is read-only".into(),
-        });
-    }
-    // Advisory locks: shared for readers, exclusive for the writer.
-    // A lock can be held for a moment by a copy of the descriptor that a fork() of this
-    // process (another thread spawning a program) keeps until its exec: retry briefly
-    // before calling the file busy.
-    let mut wait = std::time::Duration::from_millis(2);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_millis(500);
-    loop {
-        let locked = if writable {
-            file.try_lock()
-        } else {
-            file.try_lock_shared()
-        };
-        match locked {
-            Err(std::fs::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
-                std::thread::sleep(wait);
-                wait = (wait * 2).min(std::time::Duration::from_millis(50));
-            }
-            Err(std::fs::TryLockError::WouldBlock) => {
-                return Err(Error::InUse {
-                    path: path.to_owned(),
-                })
-            }
-            _ => break,
-        }
-    }
-    Ok(file)
 }
 
 /// Whether the backend has a `conectix` cookie at its end or at offset 0.

@@ -13,7 +13,7 @@ use crate::spec::{DiskType, Footer, HostDriveHeader, Severity};
 
 use super::backend::{Backend, FileBackend};
 use super::file::{read_host_header, HostDrive, VhdFile};
-use super::OpenOptions;
+use super::{HostDrives, OpenOptions};
 
 /// Offset of the host-drive header in a stub.
 pub const HOST_DRIVE_HEADER_OFFSET: u64 = 512;
@@ -78,43 +78,74 @@ pub(crate) fn open_stub(
         ));
     }
     let device_path = PathBuf::from(&header.device_path);
-    let not_found = |detail: String| Error::HostDriveNotFound {
-        path: path.to_owned(),
-        device: device_path.clone(),
-        detail,
-    };
-    let writable = opts.writable && !header.read_only();
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(writable)
-        .open(&device_path)
-        .map_err(|e| not_found(format!("cannot open it: {e}")))?;
-    let device: Arc<dyn Backend> = Arc::new(FileBackend::with_path(file, &device_path));
-    let size = device
-        .len()
-        .map_err(|e| not_found(format!("cannot read its size: {e}")))?;
-    if size != header.device_size {
-        return Err(not_found(format!(
-            "it is {size} bytes now, but {} bytes were linked: not the same drive",
-            header.device_size
-        )));
-    }
-    if !opts.ignore_host_drive_identity {
-        let crc = identity_crc(&*device, size, header.identity_span)
-            .map_err(|e| not_found(format!("cannot read it: {e}")))?;
-        if crc != header.identity_crc {
-            return Err(not_found(format!(
-                "its first and last MiB changed since it was linked (CRC32 {crc:08x}, recorded {:08x}): not the same drive? (override: --ignore-host-drive-identity)",
-                header.identity_crc
-            )));
-        }
-    }
+    let device = open_device(path, &device_path, &header, opts)?;
     Ok(HostDrive {
         header: Mutex::new(header),
         device,
         device_path,
         dirty_identity: Mutex::new(false),
     })
+}
+
+/// Opens the device a stub names, as far as the trust policy allows (docs/security.md):
+/// only when the caller asked for host drives, only a block device (a regular file when
+/// also asked), and never saying anything about the file found there beyond "not the
+/// drive that was linked": the stub's author chose the path, so the size, the identity
+/// CRC or the contents of whatever is there must not leak through an error.
+fn open_device(
+    path: &Path,
+    device_path: &Path,
+    header: &HostDriveHeader,
+    opts: &OpenOptions,
+) -> Result<Arc<dyn Backend>> {
+    let not_allowed = |detail: String| Error::NotAllowed {
+        path: path.to_owned(),
+        detail,
+    };
+    if opts.host_drives == HostDrives::Refuse {
+        return Err(not_allowed(format!(
+            "a host-drive disk linking {}; vhdkit follows host-drive links only when asked (--host-drive)",
+            device_path.display()
+        )));
+    }
+    let not_found = |detail: &str| Error::HostDriveNotFound {
+        path: path.to_owned(),
+        device: device_path.to_owned(),
+        detail: detail.to_owned(),
+    };
+    let writable = opts.writable && !header.read_only();
+    let file = super::open::open_unlocked_rw(device_path, writable).map_err(|e| match e {
+        Error::WrongFileType { what, .. } => not_allowed(format!(
+            "the host drive it links, {}, is {what}, not a block device",
+            device_path.display()
+        )),
+        _ => not_found("cannot open it"),
+    })?;
+    let is_block = file
+        .metadata()
+        .map(|m| std::os::unix::fs::FileTypeExt::is_block_device(&m.file_type()))
+        .unwrap_or(false);
+    if !is_block && opts.host_drives != HostDrives::BlockDevicesAndFiles {
+        return Err(not_allowed(format!(
+            "the host drive it links, {}, is a regular file, not a block device; vhdkit follows links to regular files only when asked (--host-drive-file)",
+            device_path.display()
+        )));
+    }
+    let device: Arc<dyn Backend> = Arc::new(FileBackend::with_path(file, device_path));
+    let same = match device.len() {
+        Ok(size) if size == header.device_size => {
+            opts.ignore_host_drive_identity
+                || identity_crc(&*device, size, header.identity_span)
+                    .is_ok_and(|crc| crc == header.identity_crc)
+        }
+        _ => false,
+    };
+    if !same {
+        return Err(not_found(
+            "it is not the drive that was linked (its size or its first and last MiB differ)",
+        ));
+    }
+    Ok(device)
 }
 
 /// Whether a write at `offset..offset+len` touches the bytes hashed for the identity.

@@ -7,10 +7,13 @@ pub(crate) mod create;
 pub(crate) mod file;
 pub mod hostdrive;
 mod mmap;
+pub(crate) mod open;
 pub use mmap::Window;
 
 pub use backend::{Backend, FileBackend, MemBackend};
-pub use chain::{parent_candidates, Disk, Extent, FsResolver, ParentResolver};
+pub use chain::{
+    parent_candidates, Disk, Extent, FoundBy, FsResolver, ParentCandidate, ParentResolver,
+};
 pub(crate) use create::sync_dir;
 pub use create::{parse_size, CreateOptions};
 pub(crate) use file::align_block;
@@ -78,6 +81,26 @@ pub struct OpenOptions {
     pub parent: Option<std::path::PathBuf>,
     /// Do not resolve parents (inspect one file on its own).
     pub no_parents: bool,
+    /// Which host drives a host-drive stub may link to (by default none: a stub names a
+    /// host path chosen by whoever wrote the stub). `docs/security.md`.
+    pub host_drives: HostDrives,
+    /// Follow a parent's absolute locator (or absolute parent name) that points outside
+    /// the child's folder tree. Off by default: a crafted child must not make vhdkit open
+    /// any file on the host. Relative locators and the child's own folder are always
+    /// searched. `docs/security.md`.
+    pub absolute_parents: bool,
+}
+
+/// Which host drives a host-drive stub may link to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum HostDrives {
+    /// Refuse every host-drive stub (the default).
+    #[default]
+    Refuse,
+    /// Follow stubs that name a block device.
+    BlockDevices,
+    /// Follow stubs that name a block device or a regular file.
+    BlockDevicesAndFiles,
 }
 
 /// Default cap on chain depth.
@@ -93,6 +116,8 @@ impl Default for OpenOptions {
             max_depth: DEFAULT_MAX_DEPTH,
             parent: None,
             no_parents: false,
+            host_drives: HostDrives::Refuse,
+            absolute_parents: false,
         }
     }
 }
@@ -136,6 +161,18 @@ impl OpenOptions {
     /// Clears [`OpenOptions::parent`].
     pub fn parent_none(mut self) -> Self {
         self.parent = None;
+        self
+    }
+
+    /// Sets [`OpenOptions::host_drives`].
+    pub fn host_drives(mut self, which: HostDrives) -> Self {
+        self.host_drives = which;
+        self
+    }
+
+    /// Sets [`OpenOptions::absolute_parents`].
+    pub fn absolute_parents(mut self, yes: bool) -> Self {
+        self.absolute_parents = yes;
         self
     }
 

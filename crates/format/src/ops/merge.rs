@@ -34,6 +34,17 @@ pub fn precheck(child: &Path, opts: &OpsOptions) -> Result<PathBuf> {
         });
     }
     let parent = &disk.layers()[1];
+    // Merge writes into the parent: never into a file the child names by an absolute
+    // path outside its own folder tree unless the user named it (docs/security.md).
+    if !disk.found_by(1).is_some_and(|f| f.trusted_for_writing()) {
+        return Err(Error::NotAllowed {
+            path: child.to_owned(),
+            detail: format!(
+                "merge would write into {}, which the child names by an absolute path outside its folder; name the parent with --with-parent to confirm",
+                parent.path().display()
+            ),
+        });
+    }
     if parent.virtual_size() < disk.virtual_size() {
         return Err(Error::InvalidArgument(format!(
             "{}: the parent {} ({} bytes) is smaller than the child ({} bytes)",
@@ -58,7 +69,10 @@ pub fn precheck(child: &Path, opts: &OpsOptions) -> Result<PathBuf> {
 pub fn merge(child: &Path, opts: &OpsOptions, progress: &Progress) -> Result<Report> {
     let start = Instant::now();
     let parent_path = precheck(child, opts)?;
-    let child_file = VhdFile::open(child, &OpenOptions::new())?;
+    // Both files are taken for writing before the first write, so that another process
+    // holding either is refused now, not after the parent was rewritten. The child is
+    // only read until its header is updated at the end.
+    let mut child_file = VhdFile::open(child, &OpenOptions::new().writable(true))?;
     // The parent opens for writing with its own chain (a differencing parent completes
     // partial granules from its ancestors).
     let parent = Disk::open_with(
@@ -75,7 +89,6 @@ pub fn merge(child: &Path, opts: &OpsOptions, progress: &Progress) -> Result<Rep
                 .header()
                 .map(|h| h.parent_unique_id)
                 .unwrap_or_default(),
-            found: parent.top().footer().unique_id,
         });
     }
     let block_size = child_file
@@ -122,19 +135,17 @@ pub fn merge(child: &Path, opts: &OpsOptions, progress: &Progress) -> Result<Rep
     clock.lap(&mut report, "flush");
     report.file_size_after = parent.top().file_len();
     drop(parent);
-    drop(child_file);
     // The parent changed: record its new modification time in the child.
     let mtime = std::fs::metadata(&parent_path)
         .and_then(|m| m.modified())
         .map_err(|e| Error::file(&parent_path, "reading the modification time", e))?;
-    let mut child_rw = VhdFile::open(child, &OpenOptions::new().writable(true))?;
-    let mut header = child_rw
+    let mut header = child_file
         .header()
         .cloned()
         .expect("differencing disks have a header");
     header.parent_timestamp = VhdTime::from_system_time(mtime);
-    child_rw.rewrite_header(header)?;
-    drop(child_rw);
+    child_file.rewrite_header(header)?;
+    drop(child_file);
     if opts.delete_child {
         std::fs::remove_file(child)
             .map_err(|e| Error::file(child, "deleting the merged child", e))?;
