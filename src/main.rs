@@ -17,7 +17,7 @@ fn main() -> ExitCode {
             if e.is_broken_pipe() {
                 return ExitCode::SUCCESS;
             }
-            eprintln!("vhdkit: {e}");
+            cmd::terminal::eline(format!("vhdkit: {e}"));
             ExitCode::from(cmd::EXIT_FAILED)
         }
     }

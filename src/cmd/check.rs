@@ -6,7 +6,7 @@ use clap::Args;
 use serde_json::json;
 use vhdkit_format::check::{check, repair};
 
-use super::{print_json, CliError, OpenArgs, EXIT_DIFFERENT, EXIT_OK};
+use super::{print_json, terminal, CliError, OpenArgs, EXIT_DIFFERENT, EXIT_OK};
 
 #[derive(Debug, Args)]
 pub struct CheckArgs {
@@ -42,14 +42,14 @@ pub fn run(a: CheckArgs) -> Result<u8, CliError> {
         }))?;
     } else {
         for action in repaired.iter().flat_map(|r| &r.actions) {
-            println!("{}: repaired: {action}", a.path.display());
+            terminal::line(format!("{}: repaired: {action}", a.path.display()))?;
         }
         for (path, p) in report.problems() {
-            println!("{}: {p}", path.display());
+            terminal::line(format!("{}: {p}", path.display()))?;
         }
         match report.problem_count() {
-            0 => println!("{}: no problems found", a.path.display()),
-            n => println!("{}: {n} problem(s) found", a.path.display()),
+            0 => terminal::line(format!("{}: no problems found", a.path.display()))?,
+            n => terminal::line(format!("{}: {n} problem(s) found", a.path.display()))?,
         }
     }
     Ok(if clean { EXIT_OK } else { EXIT_DIFFERENT })

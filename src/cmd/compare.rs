@@ -6,7 +6,7 @@ use clap::Args;
 use vhdkit_format::image::Extent;
 use vhdkit_format::Disk;
 
-use super::{CliError, OpenArgs, EXIT_DIFFERENT, EXIT_OK};
+use super::{terminal, CliError, OpenArgs, EXIT_DIFFERENT, EXIT_OK};
 
 const CHUNK: u64 = 4 << 20;
 
@@ -26,11 +26,11 @@ pub fn run(args: CompareArgs) -> Result<u8, CliError> {
     let b = Disk::open_any(&args.b, &opts)?;
     let (sa, sb) = (a.virtual_size(), b.virtual_size());
     if sa != sb {
-        println!(
+        terminal::line(format!(
             "Image size mismatch: {} is {sa} bytes, {} is {sb} bytes",
             args.a.display(),
             args.b.display()
-        );
+        ))?;
         return Ok(EXIT_DIFFERENT);
     }
     let mut ba = vec![0u8; CHUNK as usize];
@@ -48,12 +48,12 @@ pub fn run(args: CompareArgs) -> Result<u8, CliError> {
             a.read_at(ca, pos)?;
             b.read_at(cb, pos)?;
             if let Some(i) = ca.iter().zip(cb.iter()).position(|(x, y)| x != y) {
-                println!("Content mismatch at offset {}", pos + i as u64);
+                terminal::line(format!("Content mismatch at offset {}", pos + i as u64))?;
                 return Ok(EXIT_DIFFERENT);
             }
         }
         pos += n;
     }
-    println!("Images are identical.");
+    terminal::line("Images are identical.")?;
     Ok(EXIT_OK)
 }

@@ -3,11 +3,10 @@
 use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
-use vhdkit_format::spec::DEFAULT_BLOCK_SIZE;
 use vhdkit_format::{CreateOptions, DiskKind};
 
 use super::runner::{self, RunArgs};
-use super::{size_arg, CliError};
+use super::{block_size_arg, size_arg, CliError};
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum CreateType {
@@ -27,9 +26,11 @@ pub struct CreateArgs {
     /// Virtual size (fixed and dynamic): bytes or K/M/G/T, 3 MiB to 2040 GiB.
     #[arg(long, value_parser = size_arg)]
     size: Option<u64>,
-    /// Block size of dynamic and differencing disks (a power of two; default 2 MiB).
-    #[arg(long, value_parser = size_arg)]
-    block_size: Option<u64>,
+    /// Block size of dynamic and differencing disks: a power of two from 4K to 256M
+    /// (default: 2M for dynamic disks, the parent's for differencing disks). qemu,
+    /// libvhdi, Windows and Hyper-V read every such size; Xen's blktap only 2M.
+    #[arg(long, value_parser = block_size_arg)]
+    block_size: Option<u32>,
     /// Parent of a differencing disk (a relative path is looked up next to the new disk
     /// first).
     #[arg(long)]
@@ -52,12 +53,6 @@ fn usage(msg: &str) -> CliError {
 }
 
 pub fn run(a: CreateArgs) -> Result<u8, CliError> {
-    let block_size = match a.block_size {
-        None => DEFAULT_BLOCK_SIZE,
-        Some(b) => {
-            u32::try_from(b).map_err(|_| usage(&format!("--block-size {b} is too large")))?
-        }
-    };
     let opts = match a.kind {
         CreateType::Fixed | CreateType::Dynamic => {
             let Some(size) = a.size else {
@@ -71,7 +66,13 @@ pub fn run(a: CreateArgs) -> Result<u8, CliError> {
             } else {
                 DiskKind::Dynamic
             };
-            CreateOptions::new(kind, size).block_size(block_size)
+            if kind == DiskKind::Fixed && a.block_size.is_some() {
+                return Err(usage("a fixed disk has no blocks; drop --block-size"));
+            }
+            CreateOptions {
+                block_size: a.block_size,
+                ..CreateOptions::new(kind, size)
+            }
         }
         CreateType::Differencing => {
             let Some(parent) = a.parent else {
@@ -82,7 +83,10 @@ pub fn run(a: CreateArgs) -> Result<u8, CliError> {
                     "a differencing disk takes its size from its parent; drop --size",
                 ));
             }
-            CreateOptions::differencing(parent).block_size(block_size)
+            CreateOptions {
+                block_size: a.block_size,
+                ..CreateOptions::differencing(parent)
+            }
         }
         CreateType::HostDrive => {
             let Some(device) = a.host_drive else {
@@ -90,9 +94,9 @@ pub fn run(a: CreateArgs) -> Result<u8, CliError> {
                     "--host-drive DEVICE is required for a host-drive disk",
                 ));
             };
-            if a.size.is_some() {
+            if a.size.is_some() || a.block_size.is_some() {
                 return Err(usage(
-                    "a host-drive disk takes its size from the drive; drop --size",
+                    "a host-drive disk takes its size from the drive and has no blocks; drop --size and --block-size",
                 ));
             }
             CreateOptions::host_drive(device, a.read_only)

@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 use vhdkit_format::image::VhdFile;
 use vhdkit_format::{Disk, DiskKind, Error, OpenOptions};
 
-use super::{print_json, CliError, OpenArgs, EXIT_OK};
+use super::{print_json, terminal, CliError, OpenArgs, EXIT_OK};
 
 #[derive(Debug, Args)]
 pub struct InfoArgs {
@@ -44,7 +44,7 @@ pub fn run(a: InfoArgs) -> Result<u8, CliError> {
     if a.json {
         print_json(&v)?;
     } else {
-        print_text(&v);
+        print_text(&v)?;
     }
     Ok(EXIT_OK)
 }
@@ -134,57 +134,62 @@ fn describe(disk: &Disk, chain_error: Option<&Error>, path: &Path) -> Value {
     v
 }
 
-fn print_text(v: &Value) {
+fn print_text(v: &Value) -> Result<(), CliError> {
     let s = |k: &str| match &v[k] {
         Value::String(s) => s.clone(),
         Value::Null => "-".into(),
         other => other.to_string(),
     };
-    println!("path:              {}", s("path"));
-    println!("disk type:         {}", s("disk_type"));
-    println!("virtual size:      {} bytes", s("virtual_size"));
-    println!("file size:         {} bytes", s("file_size"));
+    terminal::line(format!("path:              {}", s("path")))?;
+    terminal::line(format!("disk type:         {}", s("disk_type")))?;
+    terminal::line(format!("virtual size:      {} bytes", s("virtual_size")))?;
+    terminal::line(format!("file size:         {} bytes", s("file_size")))?;
     if !v["block_size"].is_null() {
-        println!("block size:        {} bytes", s("block_size"));
-        println!(
+        terminal::line(format!("block size:        {} bytes", s("block_size")))?;
+        terminal::line(format!(
             "allocated blocks:  {} of {}",
             s("allocated_blocks"),
             s("max_table_entries")
-        );
+        ))?;
     }
-    println!(
+    terminal::line(format!(
         "creator:           {} {} ({})",
         s("creator_app"),
         s("creator_version"),
         s("creator_host_os")
-    );
-    println!("created:           {}", s("timestamp"));
+    ))?;
+    terminal::line(format!("created:           {}", s("timestamp")))?;
     let g = &v["geometry"];
-    println!(
+    terminal::line(format!(
         "geometry (CHS):    {}/{}/{} ({} bytes)",
         g["cylinders"], g["heads"], g["sectors_per_track"], g["capacity"]
-    );
-    println!("unique id:         {}", s("unique_id"));
+    ))?;
+    terminal::line(format!("unique id:         {}", s("unique_id")))?;
     if v["saved_state"] == Value::Bool(true) {
-        println!("saved state:       yes");
+        terminal::line("saved state:       yes")?;
     }
     if v["footer_source"] != "end" {
-        println!("footer used:       {}", s("footer_source"));
+        terminal::line(format!("footer used:       {}", s("footer_source")))?;
     }
     if let Value::Object(p) = &v["parent"] {
-        println!("parent name:       {}", p["name"].as_str().unwrap_or(""));
-        println!(
+        terminal::line(format!(
+            "parent name:       {}",
+            p["name"].as_str().unwrap_or("")
+        ))?;
+        terminal::line(format!(
             "parent unique id:  {}",
             p["unique_id"].as_str().unwrap_or("")
-        );
+        ))?;
         match (&p["path"], &p["error"]) {
-            (Value::String(path), _) => println!("parent path:       {path}"),
-            (_, Value::String(e)) => println!("parent:            NOT RESOLVED: {e}"),
+            (Value::String(path), _) => terminal::line(format!("parent path:       {path}"))?,
+            (_, Value::String(e)) => {
+                terminal::line(format!("parent:            NOT RESOLVED: {e}"))?
+            }
             _ => {}
         }
     }
     if let Value::Object(h) = &v["host_drive"] {
-        println!(
+        terminal::line(format!(
             "host drive:        {} ({} bytes{})",
             h["device"].as_str().unwrap_or(""),
             h["device_size"],
@@ -193,24 +198,25 @@ fn print_text(v: &Value) {
             } else {
                 ""
             }
-        );
+        ))?;
     }
     if let Value::Array(chain) = &v["chain"] {
         if chain.len() > 1 {
-            println!("chain:");
+            terminal::line("chain:")?;
             for (i, l) in chain.iter().enumerate() {
-                println!(
+                terminal::line(format!(
                     "  {i}: {} ({}, {} blocks allocated)",
                     l["path"].as_str().unwrap_or(""),
                     l["disk_type"].as_str().unwrap_or(""),
                     l["allocated_blocks"]
-                );
+                ))?;
             }
         }
     }
     if let Value::Array(w) = &v["warnings"] {
         for w in w {
-            println!("warning:           {}", w.as_str().unwrap_or(""));
+            terminal::line(format!("warning:           {}", w.as_str().unwrap_or("")))?;
         }
     }
+    Ok(())
 }

@@ -8,6 +8,7 @@ mod map;
 mod ops;
 mod read;
 mod runner;
+pub mod terminal;
 mod write;
 
 use std::path::PathBuf;
@@ -107,6 +108,15 @@ impl OpenArgs {
 /// A size on the command line: bytes or K/M/G/T (powers of 1024).
 pub fn size_arg(s: &str) -> Result<u64, String> {
     parse_size(s)
+}
+
+/// A block size on the command line (`--block-size` of create, convert, merge-to): a
+/// power of two from 4 KiB to 256 MiB. Mistakes are usage errors (exit 2).
+pub fn block_size_arg(s: &str) -> Result<u32, String> {
+    let b = parse_size(s)?;
+    let b = u32::try_from(b).map_err(|_| format!("{b} is larger than 256 MiB"))?;
+    vhdkit_format::spec::header::check_create_block_size(b)?;
+    Ok(b)
 }
 
 /// What can go wrong in a command.

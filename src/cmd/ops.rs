@@ -7,7 +7,7 @@ use vhdkit_format::ops::{self, OpsOptions, Target};
 use vhdkit_format::spec::DEFAULT_BLOCK_SIZE;
 
 use super::runner::{self, RunArgs};
-use super::{size_arg, CliError, OpenArgs};
+use super::{block_size_arg, CliError, OpenArgs};
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum ConvertType {
@@ -39,9 +39,10 @@ pub struct ConvertArgs {
     /// Kind of the destination.
     #[arg(long = "type", value_enum)]
     kind: ConvertType,
-    /// Block size of a dynamic destination (default 2 MiB).
-    #[arg(long, value_parser = size_arg)]
-    block_size: Option<u64>,
+    /// Block size of a dynamic destination: a power of two from 4K to 256M (default
+    /// 2M; qemu, libvhdi, Windows and Hyper-V read every such size; Xen's blktap only 2M).
+    #[arg(long, value_parser = block_size_arg)]
+    block_size: Option<u32>,
     #[command(flatten)]
     verify: VerifyArgs,
     #[command(flatten)]
@@ -84,9 +85,10 @@ pub struct MergeToArgs {
     /// Kind of the destination.
     #[arg(long = "type", value_enum)]
     kind: MergeToType,
-    /// Block size of a dynamic destination (default 2 MiB).
-    #[arg(long, value_parser = size_arg)]
-    block_size: Option<u64>,
+    /// Block size of a dynamic destination: a power of two from 4K to 256M (default
+    /// 2M; qemu, libvhdi, Windows and Hyper-V read every such size; Xen's blktap only 2M).
+    #[arg(long, value_parser = block_size_arg)]
+    block_size: Option<u32>,
     #[command(flatten)]
     verify: VerifyArgs,
     #[command(flatten)]
@@ -95,24 +97,15 @@ pub struct MergeToArgs {
     open: OpenArgs,
 }
 
-fn block_size(b: Option<u64>) -> Result<u32, CliError> {
-    match b {
-        None => Ok(DEFAULT_BLOCK_SIZE),
-        Some(b) => {
-            u32::try_from(b).map_err(|_| CliError::Other(format!("--block-size {b} is too large")))
-        }
-    }
-}
-
 /// Options of the operations that write a new file (convert, merge-to).
 fn new_file_opts(
     open: &OpenArgs,
-    block: Option<u64>,
+    block: Option<u32>,
     verify: &VerifyArgs,
 ) -> Result<OpsOptions, CliError> {
     Ok(OpsOptions {
         open: open.options(),
-        block_size: block_size(block)?,
+        block_size: block.unwrap_or(DEFAULT_BLOCK_SIZE),
         verify: verify.verify,
         ..OpsOptions::default()
     })

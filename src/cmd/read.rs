@@ -5,7 +5,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use clap::Args;
-use vhdkit_format::image::Extent;
+use vhdkit_format::image::{Extent, NewFile};
 use vhdkit_format::Disk;
 
 use super::{size_arg, CliError, OpenArgs, EXIT_OK};
@@ -23,7 +23,9 @@ pub struct ReadArgs {
     /// Bytes to read (default: to the end of the disk).
     #[arg(long, value_parser = size_arg)]
     length: Option<u64>,
-    /// Write to this file instead of stdout (zero ranges become holes).
+    /// Write to this new file instead of stdout (zero ranges become holes). It must not
+    /// exist; it appears only once complete and durable, and nothing is left behind on
+    /// failure.
     #[arg(long)]
     output: Option<PathBuf>,
     #[command(flatten)]
@@ -45,12 +47,14 @@ pub fn run(a: ReadArgs) -> Result<u8, CliError> {
     }
     match &a.output {
         Some(out) => {
-            let f = File::create(out)
-                .map_err(|e| CliError::io(format!("creating {}", out.display()), e))?;
-            copy(&disk, a.offset, length, Sink::File(&f))?;
-            f.set_len(length)
-                .and_then(|_| f.sync_all())
+            // Unnamed until complete, linked in without replacing anything: never through
+            // a symbolic link, never onto an input (which exists), nothing half-written.
+            let new = NewFile::beside(out)?;
+            copy(&disk, a.offset, length, Sink::File(new.file()))?;
+            new.file()
+                .set_len(length)
                 .map_err(|e| CliError::io(format!("writing {}", out.display()), e))?;
+            new.persist(out)?;
         }
         None => {
             let mut out = std::io::stdout().lock();

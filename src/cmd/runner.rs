@@ -10,7 +10,7 @@ use serde_json::json;
 use vhdkit_format::ops::{OpTask, Report};
 use vhdkit_task::{ProgressEvent, TaskFailure};
 
-use super::{print_json, CliError, EXIT_OK};
+use super::{print_json, terminal, CliError, EXIT_OK};
 
 /// Exit code of a command cancelled with Ctrl-C.
 pub const EXIT_CANCELLED: u8 = 130;
@@ -62,7 +62,7 @@ pub fn run(task: OpTask, args: &RunArgs) -> Result<u8, CliError> {
     match args.progress {
         ProgressMode::Json => {
             for e in rx.iter() {
-                eprintln!("{}", event_json(&e));
+                terminal::eline(event_json(&e));
             }
         }
         ProgressMode::Auto if std::io::stderr().is_terminal() => {
@@ -100,12 +100,12 @@ pub fn run(task: OpTask, args: &RunArgs) -> Result<u8, CliError> {
                     &serde_json::to_value(&report).map_err(|e| CliError::Other(e.to_string()))?,
                 )?;
             } else {
-                println!("{}", summary(&report));
+                terminal::line(summary(&report))?;
             }
             Ok(EXIT_OK)
         }
         Err(TaskFailure::Cancelled) => {
-            eprintln!("vhdkit: cancelled; nothing was lost");
+            terminal::eline("vhdkit: cancelled; nothing was lost");
             Ok(EXIT_CANCELLED)
         }
         Err(TaskFailure::Failed(e)) => Err(e.into()),

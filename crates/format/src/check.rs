@@ -9,10 +9,10 @@ use crate::error::{Error, Result};
 use crate::image::backend::{Backend, FileBackend};
 use crate::image::open::{open_unlocked, Accept};
 use crate::image::{Disk, OpenOptions};
-use crate::spec::bat::check_block_layout;
 use crate::spec::header::check_block_size;
+use crate::spec::layout::BAT_CHUNK_BYTES;
 use crate::spec::{
-    Bat, DiskType, DynamicHeader, Footer, HostDriveHeader, Problem, Severity, BAT_ENTRY_UNUSED,
+    Bat, DiskType, DynamicHeader, Footer, HostDriveHeader, Problem, Severity, SparseLayout,
     FOOTER_SIZE, HEADER_SIZE, SECTOR_SIZE,
 };
 
@@ -321,69 +321,85 @@ fn check_sparse(b: &dyn Backend, footer: &Footer, len: u64, footer_at: u64, p: &
     if header.cookie != crate::spec::HEADER_COOKIE || check_block_size(header.block_size).is_err() {
         return;
     }
-    let block_size = u64::from(header.block_size);
-    let used = footer.current_size.div_ceil(block_size);
-    let toff = header.table_offset;
-    // Read what of the BAT fits in the file, never more.
+    let layout = SparseLayout::new(&header, hoff, footer.current_size, len, footer_at);
+    let toff = layout.table_offset;
+    // Read what of the BAT fits in the file, never more, a chunk at a time: memory
+    // follows the entries the file really holds, not what its fields claim.
     let on_disk = header.bat_size_on_disk();
     let avail = len.saturating_sub(toff).min(on_disk);
-    let mut bat_raw = vec![0u8; avail as usize];
-    if toff >= len || b.read_exact_at(&mut bat_raw, toff).is_err() {
-        return;
-    }
-    let all = Bat::decode(&bat_raw);
-    let used_n = (used as usize).min(all.len());
-    for (i, &e) in all.entries().iter().enumerate().skip(used_n) {
-        if e != BAT_ENTRY_UNUSED {
-            p.push(
-                Problem::new(
-                    Severity::Warning,
-                    "BAT",
-                    "padding",
-                    format!("entry {i} lies past the virtual size but is not 0xFFFFFFFF"),
-                )
-                .at(toff + i as u64 * 4),
-            );
+    let used_bytes = layout.used_bat_bytes().min(avail);
+    let mut first = 0u64;
+    let mut scan = layout.scan().list_at_most(MAX_LISTED_BAT_PROBLEMS);
+    let mut chunk = vec![0u8; (avail as usize).min(BAT_CHUNK_BYTES)];
+    let mut done = 0u64;
+    let mut padding_note = None;
+    while done < avail {
+        let n = (avail - done).min(chunk.len() as u64) as usize;
+        let in_used = used_bytes.saturating_sub(done).min(n as u64) as usize;
+        if in_used == n && is_hole(b, toff + done, n as u64) {
+            // A hole of a sparse file: zeros, counted without being read.
+            scan.push_zeros(first, n as u64 / 4);
+            first += n as u64 / 4;
+            done += n as u64;
+            continue;
+        }
+        if b.read_exact_at(&mut chunk[..n], toff + done).is_err() {
+            return;
+        }
+        // The part covering the virtual size: entries. The rest: padding, looked at
+        // until the first entry that is not 0xFFFFFFFF.
+        let in_used = used_bytes.saturating_sub(done).min(n as u64) as usize;
+        let mut entries = Bat::from_entries(Vec::new());
+        entries.extend_from_bytes(&chunk[..in_used]);
+        scan.push(first, entries.entries());
+        first += entries.len() as u64;
+        if padding_note.is_none() {
+            let start = in_used.next_multiple_of(4);
+            if let Some(k) = chunk[start.min(n)..n]
+                .chunks_exact(4)
+                .position(|e| e != [0xFF; 4])
+            {
+                let i = (done + start as u64) / 4 + k as u64;
+                padding_note = Some(i);
+            }
+        }
+        if done + (n as u64) >= used_bytes && padding_note.is_some() {
             break;
         }
+        done += n as u64;
     }
-    let bat = Bat::decode(&bat_raw[..used_n * 4]);
-    let bitmap_size = header.bitmap_size();
-    let stride = bitmap_size + block_size;
-    let mut metadata = vec![
-        (0, FOOTER_SIZE as u64),
-        (hoff, hoff + HEADER_SIZE as u64),
-        (toff, toff + on_disk),
-    ];
-    for l in header
-        .locators
-        .iter()
-        .filter(|l| l.is_used() && l.data_length <= crate::spec::locator::MAX_LOCATOR_DATA)
-    {
-        let n = crate::spec::round_up_to_sector(u64::from(l.data_length)).unwrap_or(u64::MAX);
-        if l.data_offset < len {
-            metadata.push((l.data_offset, l.data_offset.saturating_add(n).min(len)));
-        }
+    if let Some(i) = padding_note {
+        // The specification says nothing of the padding's content; Microsoft's tools
+        // (disk2vhd) and vhd-util lineage write zeros there.
+        p.push(
+            Problem::new(
+                Severity::Info,
+                "BAT",
+                "padding",
+                format!("entry {i} lies past the virtual size and is not 0xFFFFFFFF (harmless: the specification leaves the padding's content open)"),
+            )
+            .at(toff + i * 4),
+        );
     }
-    let layout = check_block_layout(&bat, stride, &metadata, footer_at);
-    for x in layout.iter().take(MAX_LISTED_BAT_PROBLEMS) {
-        let offset = x.offset();
-        p.push(Problem::new(Severity::Error, "BAT", "entry", x.to_string()).at(offset));
+    let found = scan.finish();
+    for x in &found.problems {
+        p.push(Problem::new(Severity::Error, "BAT", "entry", x.to_string()).at(x.offset()));
     }
-    if layout.len() > MAX_LISTED_BAT_PROBLEMS {
+    let unlisted = found
+        .problem_count
+        .saturating_sub(found.problems.len() as u64);
+    if unlisted > 0 {
         p.push(
             Problem::new(
                 Severity::Error,
                 "BAT",
                 "entry",
-                format!(
-                    "{} more problems with BAT entries are not listed",
-                    layout.len() - MAX_LISTED_BAT_PROBLEMS
-                ),
+                format!("{unlisted} more problems with BAT entries are not listed"),
             )
             .at(toff),
         );
     }
+    let stride = layout.stride();
     if differencing {
         let names: Vec<String> = header
             .locators
@@ -420,13 +436,7 @@ fn check_sparse(b: &dyn Backend, footer: &Footer, len: u64, footer_at: u64, p: &
     if fatal {
         return;
     }
-    let blocks_end = bat
-        .allocated()
-        .map(|(_, off)| off + stride)
-        .max()
-        .unwrap_or(0);
-    let meta_end = metadata.iter().map(|&(_, e)| e).max().unwrap_or(0);
-    let data_end = blocks_end.max(meta_end);
+    let data_end = found.blocks_end.max(layout.metadata_end());
     if footer_at > data_end.div_ceil(SECTOR_SIZE) * SECTOR_SIZE {
         let gap = footer_at - data_end;
         // Unreferenced space is not a structural problem: the image reads correctly, and a
@@ -451,6 +461,18 @@ fn check_sparse(b: &dyn Backend, footer: &Footer, len: u64, footer_at: u64, p: &
             )
             .at(data_end),
         );
+    }
+}
+
+/// Whether `offset..offset + len` of a file is a hole (reads as zeros without being
+/// stored). Unknown (not a file, no `SEEK_DATA`): not a hole.
+fn is_hole(b: &dyn Backend, offset: u64, len: u64) -> bool {
+    use rustix::fs::{seek, SeekFrom};
+    let Some(f) = b.as_file() else { return false };
+    match seek(f, SeekFrom::Data(offset)) {
+        Ok(d) => d >= offset.saturating_add(len),
+        Err(rustix::io::Errno::NXIO) => true,
+        Err(_) => false,
     }
 }
 

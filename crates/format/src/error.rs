@@ -71,6 +71,12 @@ pub enum Error {
         /// File looked for.
         path: PathBuf,
     },
+    /// A folder on the way to a file does not exist (a destination's folder).
+    #[error("{path}: no such folder", path = .path.display())]
+    PathNotFound {
+        /// The folder.
+        path: PathBuf,
+    },
     /// A differencing disk's parent could not be found.
     #[error("{child}: parent {name:?} not found (looked at: {tried}){refused}", child = .child.display(), tried = display_paths(.tried), refused = display_refused(.refused))]
     ParentNotFound {
@@ -239,6 +245,7 @@ pub enum ErrorKind {
     Corrupt,
     Unsupported,
     NotFound,
+    PathNotFound,
     ParentNotFound,
     ParentIdMismatch,
     ChainLoop,
@@ -272,6 +279,7 @@ impl Error {
             Error::Corrupt { .. } => ErrorKind::Corrupt,
             Error::Unsupported { .. } => ErrorKind::Unsupported,
             Error::NotFound { .. } => ErrorKind::NotFound,
+            Error::PathNotFound { .. } => ErrorKind::PathNotFound,
             Error::ParentNotFound { .. } => ErrorKind::ParentNotFound,
             Error::ParentIdMismatch { .. } => ErrorKind::ParentIdMismatch,
             Error::ChainLoop { .. } => ErrorKind::ChainLoop,
@@ -373,6 +381,7 @@ impl Error {
             Error::NotVhd { .. } | Error::Corrupt { .. } => H::VM_E_INVALID_HD_FILE,
             Error::Unsupported { .. } => H::VM_E_HD_IMAGE_OPEN_FAIL,
             Error::NotFound { .. } => H::E_FILE_NOT_FOUND,
+            Error::PathNotFound { .. } => H::E_PATH_NOT_FOUND,
             Error::ParentNotFound { .. } => H::VM_E_PARENT_PATH_NOT_FOUND,
             Error::ParentIdMismatch { .. } => H::VM_E_PARENT_CHILD_ID_MISMATCH,
             Error::ChainLoop { .. } | Error::ChainTooDeep { .. } => H::VM_E_INVALID_HD_FILE,
@@ -424,6 +433,7 @@ impl vhdkit_task::TaskError for Error {
             | ErrorKind::SizeTooLarge
             | ErrorKind::WrongDiskType
             | ErrorKind::AlreadyExists
+            | ErrorKind::PathNotFound
             | ErrorKind::ReadOnly => R::IllegalValueError,
             _ => R::UnexpectedError,
         }

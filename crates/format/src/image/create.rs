@@ -9,7 +9,6 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
-use crate::spec::header::check_block_size;
 use crate::spec::locator::{encode_utf16le, ParentLocator, PlatformCode};
 use crate::spec::{
     round_up_to_sector, Bat, DiskType, DynamicHeader, Footer, VhdTime, DEFAULT_BLOCK_SIZE,
@@ -27,8 +26,12 @@ pub struct CreateOptions {
     pub kind: DiskKind,
     /// Virtual size in bytes (fixed and dynamic; a multiple of 512 from 3 MiB to 2040 GiB).
     pub size: u64,
-    /// Block size of dynamic and differencing disks (power of two, default 2 MiB).
-    pub block_size: u32,
+    /// Block size of dynamic and differencing disks: a power of two from 4 KiB to
+    /// 256 MiB. `None`: 2 MiB for a dynamic disk, the parent's block size for a
+    /// differencing disk (2 MiB under a fixed parent), as Virtual Server and Windows do —
+    /// azure-vhd-utils fails on, and Xen Orchestra's vhd-lib misreads, chains whose
+    /// levels differ. Fixed disks have no blocks: ignored.
+    pub block_size: Option<u32>,
     /// Parent of a differencing disk; a relative path is looked up next to the child
     /// first, then from the current directory.
     pub parent: Option<PathBuf>,
@@ -44,7 +47,7 @@ impl CreateOptions {
         CreateOptions {
             kind,
             size,
-            block_size: DEFAULT_BLOCK_SIZE,
+            block_size: None,
             parent: None,
             host_drive: None,
             read_only: false,
@@ -70,7 +73,7 @@ impl CreateOptions {
 
     /// Sets the block size.
     pub fn block_size(mut self, block_size: u32) -> CreateOptions {
-        self.block_size = block_size;
+        self.block_size = Some(block_size);
         self
     }
 }
@@ -127,8 +130,38 @@ pub fn check_bat_entries(size: u64, block_size: u32) -> Result<u32> {
     Ok(entries as u32)
 }
 
+/// Checks what can be checked of `opts` before anything is written: the size of a
+/// fixed or dynamic disk, the block size, that a differencing disk has a parent and a
+/// host-drive disk a device.
+pub fn check_create_options(opts: &CreateOptions) -> Result<()> {
+    if matches!(opts.kind, DiskKind::Fixed | DiskKind::Dynamic) {
+        check_create_size(opts.size)?;
+    }
+    if let (DiskKind::Dynamic | DiskKind::Differencing, Some(bs)) = (opts.kind, opts.block_size) {
+        crate::spec::header::check_create_block_size(bs).map_err(Error::InvalidArgument)?;
+    }
+    match opts.kind {
+        DiskKind::Differencing if opts.parent.is_none() => Err(Error::InvalidArgument(
+            "a differencing disk needs a parent".into(),
+        )),
+        DiskKind::HostDrive if opts.host_drive.is_none() => Err(Error::InvalidArgument(
+            "a host-drive disk needs a host drive".into(),
+        )),
+        DiskKind::Raw => Err(Error::InvalidArgument(
+            "vhdkit creates VHDs, not raw images".into(),
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// Checks a fixed or dynamic disk size against the Virtual Server limits.
 pub fn check_create_size(size: u64) -> Result<()> {
+    if size == 0 {
+        // Virtual Server: a size of zero or less is an invalid argument, not a small disk.
+        return Err(Error::InvalidArgument(
+            "a disk of size 0: give a size".into(),
+        ));
+    }
     if size < MIN_CREATE_SIZE {
         return Err(Error::SizeTooSmall {
             size,
@@ -160,7 +193,7 @@ impl Disk {
         }
         match opts.kind {
             DiskKind::Fixed => {
-                check_create_size(opts.size)?;
+                check_create_options(opts)?;
                 let footer = Footer::new(DiskType::Fixed, opts.size);
                 write_new(path, |b| {
                     b.set_len(opts.size)?;
@@ -168,23 +201,23 @@ impl Disk {
                 })
             }
             DiskKind::Dynamic => {
-                check_create_size(opts.size)?;
-                check_block_size(opts.block_size).map_err(Error::InvalidArgument)?;
-                let bytes = sparse_image(DiskType::Dynamic, opts.size, opts.block_size, None)?;
+                check_create_options(opts)?;
+                let block_size = opts.block_size.unwrap_or(DEFAULT_BLOCK_SIZE);
+                let bytes = sparse_image(DiskType::Dynamic, opts.size, block_size, None)?;
                 write_new(path, |b| b.write_all_at(&bytes, 0))
             }
             DiskKind::Differencing => {
-                check_block_size(opts.block_size).map_err(Error::InvalidArgument)?;
+                check_create_options(opts)?;
                 let parent = opts.parent.as_deref().ok_or_else(|| {
                     Error::InvalidArgument("a differencing disk needs a parent".into())
                 })?;
                 let link = ParentLink::resolve(path, parent)?;
-                let bytes = sparse_image(
-                    DiskType::Differencing,
-                    link.size,
-                    opts.block_size,
-                    Some(&link),
-                )?;
+                let block_size = opts
+                    .block_size
+                    .or(link.block_size)
+                    .unwrap_or(DEFAULT_BLOCK_SIZE);
+                let bytes =
+                    sparse_image(DiskType::Differencing, link.size, block_size, Some(&link))?;
                 write_new(path, |b| b.write_all_at(&bytes, 0))
             }
             DiskKind::HostDrive => {
@@ -225,6 +258,8 @@ impl Disk {
 /// What a child records about its parent.
 struct ParentLink {
     size: u64,
+    /// The parent's block size (`None` for a fixed parent).
+    block_size: Option<u32>,
     unique_id: uuid::Uuid,
     timestamp: VhdTime,
     name: String,
@@ -288,6 +323,7 @@ impl ParentLink {
             .unwrap_or_default();
         Ok(ParentLink {
             size: disk.virtual_size(),
+            block_size: disk.top().header().map(|h| h.block_size),
             unique_id: disk.top().footer().unique_id,
             timestamp: VhdTime::from_system_time(mtime),
             name,
@@ -361,11 +397,23 @@ fn sparse_image(
 /// Dropping it (on cancel or error) deletes it; [`NewFile::persist`] makes it durable and
 /// gives it its name. An unnamed file also vanishes when the process is killed, where a
 /// named one would stay behind as an inert `.NAME.XXXXXX.vhdkit-tmp`.
-pub(crate) struct NewFile {
+///
+/// ```
+/// use std::os::unix::fs::FileExt;
+/// use vhdkit_format::image::NewFile;
+/// # let dir = tempfile::tempdir().unwrap();
+/// let out = dir.path().join("out.raw");
+/// let new = NewFile::beside(&out).unwrap();
+/// new.file().write_all_at(b"complete", 0).unwrap();
+/// assert!(!out.exists()); // no name until it is complete and durable
+/// new.persist(&out).unwrap();
+/// assert_eq!(std::fs::read(&out).unwrap(), b"complete");
+/// ```
+pub struct NewFile {
     inner: Inner,
     /// Positional access to the file. Its path (for messages and fault injection) is the
     /// destination's when the file is unnamed, the temporary name otherwise.
-    pub backend: FileBackend,
+    pub(crate) backend: FileBackend,
     dir: PathBuf,
 }
 
@@ -376,8 +424,20 @@ enum Inner {
 
 impl NewFile {
     /// Creates the file in the destination's directory, mode 0666 less the umask.
-    pub(crate) fn beside(path: &Path) -> Result<NewFile> {
+    /// Fails at once with [`Error::AlreadyExists`] if `path` exists (even as a dangling
+    /// symbolic link): the name is never replaced, so that work is not done for nothing.
+    pub fn beside(path: &Path) -> Result<NewFile> {
+        if std::fs::symlink_metadata(path).is_ok() {
+            return Err(Error::AlreadyExists {
+                path: path.to_owned(),
+            });
+        }
         NewFile::beside_with(path, open_unnamed)
+    }
+
+    /// The file, for writing and reading at positions.
+    pub fn file(&self) -> &File {
+        self.backend.file()
     }
 
     /// [`NewFile::beside`], with `unnamed` opening the unnamed file in a directory (the
@@ -441,9 +501,11 @@ impl NewFile {
             .map_err(|e| Error::file(self.shown_path(), "duplicating a handle", e))
     }
 
-    /// Syncs the file, links or renames it to `path` without replacing anything, and
-    /// syncs the directory: the name appears only once the file is complete and durable.
-    pub(crate) fn persist(self, path: &Path) -> Result<()> {
+    /// Syncs the file, links or renames it to `path` without replacing anything (not
+    /// even a symbolic link: the link itself is the name, so its target is never
+    /// written), and syncs the directory: the name appears only once the file is complete
+    /// and durable.
+    pub fn persist(self, path: &Path) -> Result<()> {
         self.backend
             .sync()
             .map_err(|e| Error::file(path, "syncing the new file", e))?;
@@ -578,14 +640,23 @@ mod tests {
         assert_eq!(std::fs::read(&dst).expect("read"), b"complete");
         assert_eq!(names(dir.path()), only_dst);
 
-        // A second file for the same name fails and leaves the first untouched.
-        let other = beside(&dst).expect("new file");
-        other.backend.write_all_at(b"other", 0).expect("write");
+        // A second file for the same name is refused before any work.
         assert!(matches!(
-            other.persist(&dst),
+            NewFile::beside(&dst),
             Err(Error::AlreadyExists { .. })
         ));
-        assert_eq!(std::fs::read(&dst).expect("read"), b"complete");
+        // One whose name appeared while it was written fails at the end and leaves the
+        // first untouched.
+        let late = dir.path().join("late.vhd");
+        let other = beside(&late).expect("new file");
+        other.backend.write_all_at(b"other", 0).expect("write");
+        std::fs::write(&late, b"first").expect("someone else's file");
+        assert!(matches!(
+            other.persist(&late),
+            Err(Error::AlreadyExists { .. })
+        ));
+        assert_eq!(std::fs::read(&late).expect("read"), b"first");
+        std::fs::remove_file(&late).expect("rm");
         assert_eq!(names(dir.path()), only_dst);
 
         // Dropped unpersisted: nothing left.

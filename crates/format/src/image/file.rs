@@ -7,14 +7,14 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
 use crate::error::{Error, Result};
-use crate::spec::bat::check_block_layout;
 use crate::spec::bitmap::{set_range, SectorBitmap};
 use crate::spec::footer::{DISK_TYPE_HOST_DRIVE_STUB, POISON_COOKIE};
 use crate::spec::header::check_block_size;
 use crate::spec::hostdrive::HOST_DRIVE_HEADER_SIZE;
+use crate::spec::layout::BAT_CHUNK_BYTES;
 use crate::spec::{
-    Bat, DiskType, DynamicHeader, Footer, HostDriveHeader, Severity, BAT_ENTRY_UNUSED,
-    FOOTER_COOKIE, FOOTER_SIZE, HEADER_SIZE, SECTOR_SIZE,
+    Bat, DiskType, DynamicHeader, Footer, HostDriveHeader, Severity, SparseLayout,
+    BAT_ENTRY_UNUSED, FOOTER_COOKIE, FOOTER_SIZE, HEADER_SIZE, SECTOR_SIZE,
 };
 
 use super::backend::{Backend, FileBackend};
@@ -1093,8 +1093,7 @@ fn open_sparse(
     warnings: &mut Vec<String>,
 ) -> Result<Sparse> {
     let hoff = footer.data_offset;
-    let hend = hoff
-        .checked_add(HEADER_SIZE as u64)
+    hoff.checked_add(HEADER_SIZE as u64)
         .filter(|&e| e <= len)
         .ok_or_else(|| {
             Error::corrupt(
@@ -1126,82 +1125,74 @@ fn open_sparse(
     }
     check_block_size(header.block_size)
         .map_err(|m| Error::corrupt(path, "dynamic header", hoff + 32, m))?;
-    let block_size = u64::from(header.block_size);
-    let bitmap_size = header.bitmap_size();
-    // Only the entries that cover the virtual size matter; any beyond are slack.
-    let used_entries = footer.current_size.div_ceil(block_size);
-    let bat_bytes = used_entries * 4;
+    let layout = SparseLayout::new(&header, hoff, footer.current_size, len, footer_at);
+    for &slot in &layout.ignored_locators {
+        // No path is that long: a damaged entry, ignored rather than taken to claim a
+        // region of the file that may well hold blocks.
+        warnings.push(format!(
+            "parent locator slot {slot}: length {} is absurd; ignored",
+            header.locators[slot].data_length
+        ));
+    }
+    if let (true, Some(&slot)) = (opts.writable, layout.clipped_locators.first()) {
+        // A payload running past the end of the file is clipped, so growing the file
+        // would put new blocks inside it, and the grown file would no longer open.
+        let l = &header.locators[slot];
+        return Err(Error::corrupt(
+            path,
+            "parent locator",
+            hoff + (crate::spec::header::LOCATORS_OFFSET + slot * crate::spec::locator::LOCATOR_ENTRY_SIZE) as u64,
+            format!(
+                "slot {slot}: payload at {:#x} ({} bytes) runs past the end of the file ({len:#x}); new blocks would land inside it (open read-only, or repair the locator)",
+                l.data_offset, l.data_length
+            ),
+        )
+        .with_field("data offset"));
+    }
+    // Only the entries that cover the virtual size matter; any beyond are padding.
     let toff = header.table_offset;
+    let bat_bytes = layout.used_bat_bytes();
     if toff.saturating_add(bat_bytes) > len {
         return Err(Error::corrupt(
             path,
             "BAT",
             toff,
-            format!("{used_entries} entries run past the end of the file ({len:#x})"),
+            format!(
+                "{} entries run past the end of the file ({len:#x})",
+                layout.used_entries
+            ),
         ));
     }
-    let mut bat_raw = vec![0u8; bat_bytes as usize];
-    b.read_exact_at(&mut bat_raw, toff)
-        .map_err(|e| Error::io(path, "reading the BAT", toff, e))?;
-    let bat = Bat::decode(&bat_raw);
-    let mut metadata = vec![
-        (0, FOOTER_SIZE as u64),
-        (hoff, hend),
-        (toff, toff + header.bat_size_on_disk()),
-    ];
-    for (slot, l) in header
-        .locators
-        .iter()
-        .enumerate()
-        .filter(|(_, l)| l.is_used())
-    {
-        if l.data_length > crate::spec::locator::MAX_LOCATOR_DATA {
-            // No path is that long: a damaged entry, ignored rather than taken to claim a
-            // region of the file that may well hold blocks.
-            warnings.push(format!(
-                "parent locator slot {slot}: length {} is absurd; ignored",
-                l.data_length
-            ));
-            continue;
-        }
-        let used = crate::spec::round_up_to_sector(u64::from(l.data_length)).unwrap_or(u64::MAX);
-        let end = l.data_offset.saturating_add(used);
-        // A payload running past the end of the file is clipped here, so growing the
-        // file would put new blocks inside it, and the grown file would no longer open.
-        if opts.writable && used > 0 && end > len {
-            return Err(Error::corrupt(
-                path,
-                "parent locator",
-                hoff + (crate::spec::header::LOCATORS_OFFSET + slot * crate::spec::locator::LOCATOR_ENTRY_SIZE) as u64,
-                format!(
-                    "slot {slot}: payload {:#x}..{end:#x} runs past the end of the file ({len:#x}); new blocks would land inside it (open read-only, or repair the locator)",
-                    l.data_offset
-                ),
-            )
-            .with_field("data offset"));
-        }
-        if l.data_offset < len && used > 0 {
-            metadata.push((l.data_offset, end.min(len)));
-        }
+    // Read and validate chunk by chunk: memory follows the entries the file really
+    // holds (a BAT in a sparse file's hole reads as zeros, which fail in the first
+    // chunk), never the sizes its fields claim.
+    let mut bat = Bat::from_entries(Vec::new());
+    let mut scan = layout.scan().list_at_most(1);
+    let mut chunk = vec![0u8; (bat_bytes as usize).min(BAT_CHUNK_BYTES)];
+    let mut done = 0u64;
+    while done < bat_bytes && !scan.has_problems() {
+        let n = (bat_bytes - done).min(chunk.len() as u64) as usize;
+        b.read_exact_at(&mut chunk[..n], toff + done)
+            .map_err(|e| Error::io(path, "reading the BAT", toff + done, e))?;
+        let first = bat.len() as u64;
+        bat.extend_from_bytes(&chunk[..n]);
+        scan.push(first, &bat.entries()[first as usize..]);
+        done += n as u64;
     }
-    let stride = bitmap_size + block_size;
-    if let Some(p) = check_block_layout(&bat, stride, &metadata, footer_at).first() {
-        let offset = p.offset();
-        return Err(Error::corrupt(path, "BAT", offset, p.to_string()));
+    let found = scan.finish();
+    if let Some(p) = found.problems.first() {
+        return Err(Error::corrupt(path, "BAT", p.offset(), p.to_string()));
     }
-    let blocks_end = bat
-        .allocated()
-        .map(|(_, off)| off + stride)
-        .max()
-        .unwrap_or(0);
-    let meta_end = metadata.iter().map(|&(_, e)| e).max().unwrap_or(0);
-    let next_free = blocks_end.max(meta_end).div_ceil(SECTOR_SIZE) * SECTOR_SIZE;
+    let next_free = layout.data_end(found.blocks_end);
     let footer_pos = if source == FooterSource::Copy {
         // The trailing footer is damaged: the next write puts a good one past the data.
         footer_at.max(next_free)
     } else {
         footer_at
     };
+    let block_size = layout.block_size;
+    let bitmap_size = layout.bitmap_size;
+    let metadata = layout.metadata;
     Ok(Sparse {
         header,
         header_offset: hoff,

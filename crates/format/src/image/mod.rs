@@ -15,7 +15,7 @@ pub use chain::{
     parent_candidates, Disk, Extent, FoundBy, FsResolver, ParentCandidate, ParentResolver,
 };
 pub(crate) use create::sync_dir;
-pub use create::{parse_size, CreateOptions};
+pub use create::{parse_size, CreateOptions, NewFile};
 pub(crate) use file::align_block;
 pub use file::{FooterSource, LayerExtent, VhdFile, DATA_ALIGNMENT};
 

@@ -32,6 +32,35 @@ const ZERO_PAGE: usize = 4096;
 /// Unit of work of fixed and raw outputs (their "blocks"): 2 MiB.
 const FLAT_UNIT: u64 = 2 << 20;
 
+/// Checks, before any work, that `disk` can become a `target`: it is not empty, it is a
+/// whole number of sectors, and a dynamic result's block size and size are valid.
+pub(crate) fn check_target(disk: &Disk, target: Target, opts: &OpsOptions) -> Result<()> {
+    let size = disk.virtual_size();
+    let path = disk.top().path().display();
+    if size == 0 {
+        return Err(Error::InvalidArgument(format!(
+            "{path}: the source is empty (0 bytes): there is no disk to convert"
+        )));
+    }
+    if !size.is_multiple_of(SECTOR_SIZE) {
+        return Err(Error::InvalidArgument(format!(
+            "{path}: size {size} is not a whole number of sectors"
+        )));
+    }
+    if target == Target::Dynamic {
+        crate::spec::header::check_create_block_size(opts.block_size)
+            .map_err(Error::InvalidArgument)?;
+        crate::image::create::check_bat_entries(size, opts.block_size)?;
+        if size > crate::spec::MAX_CREATE_SIZE {
+            return Err(Error::SizeTooLarge {
+                size,
+                detail: "a dynamic disk holds at most 2040 GiB; convert to fixed or raw".into(),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// Writes `disk`'s virtual content to a new file `dst` of kind `target`.
 pub fn convert_disk(
     disk: &Disk,
@@ -42,23 +71,8 @@ pub fn convert_disk(
     operation: &str,
 ) -> Result<Report> {
     let start = Instant::now();
+    check_target(disk, target, opts)?;
     let size = disk.virtual_size();
-    if !size.is_multiple_of(SECTOR_SIZE) {
-        return Err(Error::InvalidArgument(format!(
-            "{}: size {size} is not a whole number of sectors",
-            disk.top().path().display()
-        )));
-    }
-    if target == Target::Dynamic {
-        crate::spec::header::check_block_size(opts.block_size).map_err(Error::InvalidArgument)?;
-        crate::image::create::check_bat_entries(size, opts.block_size)?;
-        if size > crate::spec::MAX_CREATE_SIZE {
-            return Err(Error::SizeTooLarge {
-                size,
-                detail: "a dynamic disk holds at most 2040 GiB; convert to fixed or raw".into(),
-            });
-        }
-    }
     let new = NewFile::beside(dst)?;
     let tmp_path = new.shown_path().to_owned();
     let out = &new.backend;

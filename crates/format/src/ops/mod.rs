@@ -155,7 +155,23 @@ fn spawn(desc: String, work: impl FnOnce(&Progress) -> Result<Report> + Send + '
     TaskBuilder::new(desc).cancelable(true).spawn(work)
 }
 
+/// Checks a new file's path before any work: not empty, in a folder that exists, not
+/// there yet (not even as a dangling symbolic link).
 fn require_absent(dst: &Path) -> Result<()> {
+    if dst.as_os_str().is_empty() {
+        return Err(Error::InvalidArgument(
+            "the destination path is empty".into(),
+        ));
+    }
+    let dir = dst
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    if !dir.is_dir() {
+        return Err(Error::PathNotFound {
+            path: dir.to_owned(),
+        });
+    }
     if dst.symlink_metadata().is_ok() {
         return Err(Error::AlreadyExists {
             path: dst.to_owned(),
@@ -179,6 +195,7 @@ pub fn compact_task(path: &Path, opts: &OpsOptions) -> Result<OpTask> {
 pub fn convert_task(src: &Path, dst: &Path, target: Target, opts: &OpsOptions) -> Result<OpTask> {
     require_absent(dst)?;
     let disk = Disk::open_any(src, &opts.open)?;
+    convert::check_target(&disk, target, opts)?;
     let (d, o) = (dst.to_owned(), opts.clone());
     Ok(spawn(
         format!(
@@ -222,6 +239,7 @@ pub fn merge_to_task(
             expected: "merge-to needs a differencing disk".into(),
         });
     }
+    convert::check_target(&disk, target, opts)?;
     let (d, o) = (dst.to_owned(), opts.clone());
     Ok(spawn(
         format!(
@@ -236,9 +254,7 @@ pub fn merge_to_task(
 /// Starts creating a disk.
 pub fn create_task(path: &Path, opts: &CreateOptions) -> Result<OpTask> {
     require_absent(path)?;
-    if matches!(opts.kind, DiskKind::Fixed | DiskKind::Dynamic) {
-        crate::image::create::check_create_size(opts.size)?;
-    }
+    crate::image::create::check_create_options(opts)?;
     let (p, o) = (path.to_owned(), opts.clone());
     Ok(spawn(
         format!("Creating {} disk {}", opts.kind, path.display()),

@@ -28,6 +28,18 @@ impl Bat {
         }
     }
 
+    /// A BAT holding `entries`.
+    pub fn from_entries(entries: Vec<u32>) -> Bat {
+        Bat { entries }
+    }
+
+    /// Decodes big-endian entries from `bytes` and appends them (a trailing partial entry
+    /// is ignored).
+    pub fn extend_from_bytes(&mut self, bytes: &[u8]) {
+        self.entries
+            .extend(bytes.chunks_exact(4).map(BigEndian::read_u32));
+    }
+
     /// Encodes the table padded with unused entries to a whole number of sectors.
     pub fn encode(&self) -> Vec<u8> {
         let len = (self.entries.len() as u64 * 4).div_ceil(SECTOR_SIZE) * SECTOR_SIZE;

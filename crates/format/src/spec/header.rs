@@ -343,6 +343,22 @@ pub fn bitmap_size_for(block_size: u32) -> u64 {
     sectors.div_ceil(8).div_ceil(SECTOR_SIZE).max(1) * SECTOR_SIZE
 }
 
+/// Checks the block size of a disk to be written: a power of two from
+/// [`MIN_CREATE_BLOCK_SIZE`](super::MIN_CREATE_BLOCK_SIZE) (4 KiB) to 256 MiB. Smaller
+/// blocks are valid by the specification and vhdkit reads them, but most readers do not:
+/// their bitmap is under a byte per block (qemu, dissect, Bochs and others read wrong
+/// data; libvhdi refuses them).
+pub fn check_create_block_size(block_size: u32) -> Result<(), String> {
+    check_block_size(block_size)?;
+    if block_size < super::MIN_CREATE_BLOCK_SIZE {
+        return Err(format!(
+            "block size {block_size} is below {} bytes: most other readers cannot read such disks",
+            super::MIN_CREATE_BLOCK_SIZE
+        ));
+    }
+    Ok(())
+}
+
 /// Checks a block size: a power of two from 512 bytes to 256 MiB.
 pub fn check_block_size(block_size: u32) -> Result<(), String> {
     if !block_size.is_power_of_two() || !(MIN_BLOCK_SIZE..=MAX_BLOCK_SIZE).contains(&block_size) {

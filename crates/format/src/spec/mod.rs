@@ -14,6 +14,7 @@ pub mod footer;
 pub mod geometry;
 pub mod header;
 pub mod hostdrive;
+pub mod layout;
 pub mod locator;
 pub mod time;
 
@@ -24,6 +25,7 @@ pub use footer::{DiskType, Footer, FOOTER_COOKIE, FOOTER_SIZE};
 pub use geometry::Geometry;
 pub use header::{DynamicHeader, HEADER_COOKIE, HEADER_SIZE};
 pub use hostdrive::{HostDriveHeader, HOST_DRIVE_COOKIE, HOST_DRIVE_HEADER_SIZE};
+pub use layout::SparseLayout;
 pub use locator::{ParentLocator, PlatformCode, LOCATOR_COUNT};
 pub use time::VhdTime;
 
@@ -43,6 +45,12 @@ pub const DEFAULT_BLOCK_SIZE: u32 = 2 * 1024 * 1024;
 
 /// Smallest block size accepted: one sector.
 pub const MIN_BLOCK_SIZE: u32 = 512;
+
+/// Smallest block size vhdkit writes: 4 KiB. Below it a block's bitmap holds less than a
+/// byte of bits, and most readers (qemu, dissect, azure-vhd-utils, Bochs, the Rust `vhd`
+/// crate) read wrong data while libvhdi refuses the disk. Windows creates only 512 KiB
+/// and 2 MiB blocks; blktap only 2 MiB.
+pub const MIN_CREATE_BLOCK_SIZE: u32 = 4096;
 
 /// Largest block size accepted on read and create: 256 MiB. The specification only asks
 /// for a power of two; larger blocks make every allocation enormous and no known writer

@@ -1,0 +1,413 @@
+//! The layout of a dynamic or differencing file, in one place: which byte ranges hold
+//! metadata, where blocks may lie, where a new block goes, where the trailing footer
+//! sits, and which BAT sectors a set of changed entries touches. Pure arithmetic over
+//! the decoded footer and dynamic header and the file's length: open, check, repair,
+//! compact, create, convert and the fuzz builders all ask it, so they cannot disagree.
+//!
+//! The rules (see `docs/format.md` for the specification's text and what real writers
+//! do):
+//!
+//! - **Metadata** is the footer copy at offset 0 (512 bytes), the dynamic header (1024
+//!   bytes at the footer's data offset), the BAT (`max_table_entries` entries rounded up
+//!   to whole sectors, padding included), and every used parent locator's payload:
+//!   `data_offset .. data_offset + data_length` rounded up to whole sectors. A locator
+//!   whose length is absurd (over [`MAX_LOCATOR_DATA`]) claims nothing (it is reported,
+//!   not trusted to fence off a region that may well hold blocks). A payload is clipped
+//!   to the end of the file (a file opened for writing refuses such a payload instead:
+//!   new blocks would land inside it).
+//! - A **block** (its sector bitmap, then its data) lies entirely between the end of the
+//!   first sector and the trailing footer, overlaps no metadata and no other block.
+//! - **New blocks** go at the first free offset past every block and every piece of
+//!   metadata, placed so that the data (not the bitmap) starts on a
+//!   [`DATA_ALIGNMENT`] boundary, as Windows and blktap place them.
+//! - The **trailing footer** follows the last block or metadata, rounded up to a sector.
+
+use super::bat::{BlockLayoutProblem, BAT_ENTRY_UNUSED};
+use super::locator::MAX_LOCATOR_DATA;
+use super::{DynamicHeader, FOOTER_SIZE, HEADER_SIZE, SECTOR_SIZE};
+
+/// Block data starts on this boundary (the bitmap just before it), as Windows and blktap
+/// place it: page-aligned data for the page cache and memory maps.
+pub const DATA_ALIGNMENT: u64 = 4096;
+
+/// BAT bytes read (and validated) at a time: the BAT is never held twice, and a BAT
+/// that a sparse file's hole fills with zeros fails in its first chunk.
+pub const BAT_CHUNK_BYTES: usize = 1 << 20;
+
+/// Where the parts of a dynamic or differencing file lie.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SparseLayout {
+    /// Bytes of data per block.
+    pub block_size: u64,
+    /// Bytes of sector bitmap before each block's data.
+    pub bitmap_size: u64,
+    /// Offset of the dynamic header.
+    pub header_offset: u64,
+    /// Offset of the BAT.
+    pub table_offset: u64,
+    /// Entries that cover the virtual size (the rest of the table is padding).
+    pub used_entries: u64,
+    /// Byte ranges `[start, end)` of metadata, in the order listed in the module docs.
+    pub metadata: Vec<(u64, u64)>,
+    /// Locator slots whose length is absurd and which therefore claim nothing.
+    pub ignored_locators: Vec<usize>,
+    /// Locator slots whose payload runs past the end of the file (clipped here).
+    pub clipped_locators: Vec<usize>,
+    /// Where the trailing footer is (blocks must end at or before it).
+    pub footer_at: u64,
+}
+
+impl SparseLayout {
+    /// The layout of a file of `file_len` bytes whose trailing footer is at `footer_at`,
+    /// for a disk of `current_size` bytes described by `header` found at
+    /// `header_offset`. The header's block size must have been validated.
+    pub fn new(
+        header: &DynamicHeader,
+        header_offset: u64,
+        current_size: u64,
+        file_len: u64,
+        footer_at: u64,
+    ) -> SparseLayout {
+        let block_size = u64::from(header.block_size).max(SECTOR_SIZE);
+        let toff = header.table_offset;
+        let mut metadata = vec![
+            (0, FOOTER_SIZE as u64),
+            (
+                header_offset,
+                header_offset.saturating_add(HEADER_SIZE as u64),
+            ),
+            (toff, toff.saturating_add(header.bat_size_on_disk())),
+        ];
+        let mut ignored_locators = Vec::new();
+        let mut clipped_locators = Vec::new();
+        for (slot, l) in header.locators.iter().enumerate() {
+            if !l.is_used() || l.data_length == 0 {
+                continue;
+            }
+            if l.data_length > MAX_LOCATOR_DATA {
+                ignored_locators.push(slot);
+                continue;
+            }
+            let used = round_up_sector(u64::from(l.data_length));
+            let end = l.data_offset.saturating_add(used);
+            if end > file_len {
+                clipped_locators.push(slot);
+            }
+            if l.data_offset < file_len {
+                metadata.push((l.data_offset, end.min(file_len)));
+            }
+        }
+        SparseLayout {
+            block_size,
+            bitmap_size: header.bitmap_size(),
+            header_offset,
+            table_offset: toff,
+            used_entries: current_size.div_ceil(block_size),
+            metadata,
+            ignored_locators,
+            clipped_locators,
+            footer_at,
+        }
+    }
+
+    /// Bytes a block takes in the file: its bitmap and its data.
+    pub fn stride(&self) -> u64 {
+        self.bitmap_size + self.block_size
+    }
+
+    /// Bytes of the BAT that cover the virtual size.
+    pub fn used_bat_bytes(&self) -> u64 {
+        self.used_entries.saturating_mul(4)
+    }
+
+    /// The end of the last piece of metadata.
+    pub fn metadata_end(&self) -> u64 {
+        self.metadata.iter().map(|&(_, e)| e).max().unwrap_or(0)
+    }
+
+    /// Whether a block stored at `offset` would overlap metadata.
+    pub fn overlaps_metadata(&self, offset: u64) -> bool {
+        let end = offset.saturating_add(self.stride());
+        offset < SECTOR_SIZE || self.metadata.iter().any(|&(s, e)| offset < e && s < end)
+    }
+
+    /// The first free byte past every block (`blocks_end`: the end of the block stored
+    /// highest, 0 if none) and every piece of metadata, rounded up to a sector: where
+    /// the trailing footer of a file holding exactly these goes.
+    pub fn data_end(&self, blocks_end: u64) -> u64 {
+        round_up_sector(blocks_end.max(self.metadata_end()))
+    }
+
+    /// Where a block allocated at or after `free` goes: its data starts on a
+    /// [`DATA_ALIGNMENT`] boundary, its bitmap just before.
+    pub fn place_block(&self, free: u64) -> u64 {
+        align_block(free, self.bitmap_size)
+    }
+
+    /// The BAT sectors (indexes from the table's start) that hold the given entries,
+    /// sorted and without repeats.
+    pub fn bat_sectors(entries: impl IntoIterator<Item = u64>) -> Vec<u64> {
+        let mut s: Vec<u64> = entries.into_iter().map(|i| i / (SECTOR_SIZE / 4)).collect();
+        s.sort_unstable();
+        s.dedup();
+        s
+    }
+
+    /// The file offset of BAT sector `sector`.
+    pub fn bat_sector_offset(&self, sector: u64) -> u64 {
+        self.table_offset + sector * SECTOR_SIZE
+    }
+
+    /// A scanner validating the BAT's entries chunk by chunk as they are read.
+    pub fn scan(&self) -> BatScan<'_> {
+        BatScan {
+            layout: self,
+            blocks: Vec::new(),
+            problems: Vec::new(),
+            problem_count: 0,
+            max_listed: usize::MAX,
+            blocks_end: 0,
+            allocated: 0,
+        }
+    }
+}
+
+/// Where a block allocated at or after `free` goes: the bitmap ends where the data
+/// starts, on a [`DATA_ALIGNMENT`] boundary.
+pub fn align_block(free: u64, bitmap_size: u64) -> u64 {
+    let data = (free.saturating_add(bitmap_size)).div_ceil(DATA_ALIGNMENT) * DATA_ALIGNMENT;
+    data - bitmap_size
+}
+
+/// `n` rounded up to a whole sector (saturating: no real offset is that large).
+pub fn round_up_sector(n: u64) -> u64 {
+    n.div_ceil(SECTOR_SIZE).saturating_mul(SECTOR_SIZE)
+}
+
+/// Validates BAT entries as they are read: each allocated entry must lie past the first
+/// sector, outside metadata and before the trailing footer; blocks that pass are then
+/// checked for overlaps with each other. Memory: 8 bytes per plausible entry (one that
+/// passed the first checks, which needs four real, non-zero bytes in the file); entries
+/// that fail are counted, and listed up to [`BatScan::list_at_most`].
+#[derive(Debug)]
+pub struct BatScan<'a> {
+    layout: &'a SparseLayout,
+    /// (sector of the block, block index) of every plausible block.
+    blocks: Vec<(u32, u32)>,
+    problems: Vec<BlockLayoutProblem>,
+    problem_count: u64,
+    max_listed: usize,
+    blocks_end: u64,
+    allocated: u64,
+}
+
+impl BatScan<'_> {
+    /// Lists at most `n` problems (the rest are counted).
+    pub fn list_at_most(mut self, n: usize) -> Self {
+        self.max_listed = n;
+        self
+    }
+
+    fn problem(&mut self, p: BlockLayoutProblem) {
+        self.problem_count += 1;
+        if self.problems.len() < self.max_listed {
+            self.problems.push(p);
+        }
+    }
+
+    /// Validates `entries`, the BAT entries from index `first` on.
+    pub fn push(&mut self, first: u64, entries: &[u32]) {
+        let stride = self.layout.stride();
+        for (k, &e) in entries.iter().enumerate() {
+            if e == BAT_ENTRY_UNUSED {
+                continue;
+            }
+            let block = first + k as u64;
+            self.allocated += 1;
+            let offset = u64::from(e) * SECTOR_SIZE;
+            let end = offset.saturating_add(stride);
+            let mut ok = true;
+            if self.layout.overlaps_metadata(offset) {
+                self.problem(BlockLayoutProblem::IntoMetadata { block, offset });
+                ok = false;
+            }
+            if end > self.layout.footer_at {
+                self.problem(BlockLayoutProblem::PastEnd {
+                    block,
+                    offset,
+                    limit: self.layout.footer_at,
+                });
+                ok = false;
+            }
+            if ok {
+                // A BAT has at most 2^32 entries (its size field is 32 bits).
+                self.blocks
+                    .push((e, u32::try_from(block).unwrap_or(u32::MAX)));
+                self.blocks_end = self.blocks_end.max(end);
+            }
+        }
+    }
+
+    /// Validates `count` entries from index `first` on that are all zero (a BAT region
+    /// that is a hole of a sparse file) without materialising them: each is a block at
+    /// offset 0, inside the footer copy.
+    pub fn push_zeros(&mut self, first: u64, count: u64) {
+        let listed = (self.max_listed.saturating_sub(self.problems.len()) as u64).min(count);
+        let mut k = 0;
+        while k < listed {
+            let n = (listed - k).min(1024);
+            self.push(first + k, &[0u32; 1024][..n as usize]);
+            k += n;
+        }
+        let rest = count - listed;
+        let per_entry = 1 + u64::from(self.layout.stride() > self.layout.footer_at);
+        self.allocated += rest;
+        self.problem_count += rest * per_entry;
+    }
+
+    /// Problems found so far (listed ones; [`BatScan::problem_count`] counts all).
+    pub fn has_problems(&self) -> bool {
+        self.problem_count > 0
+    }
+
+    /// Ends the scan: checks the plausible blocks for overlaps and returns every
+    /// problem listed, the count of all problems, the allocated entries seen and the end
+    /// of the block stored highest (0 if none).
+    pub fn finish(mut self) -> BatScanResult {
+        self.blocks.sort_unstable();
+        let stride = self.layout.stride();
+        let blocks = std::mem::take(&mut self.blocks);
+        for w in blocks.windows(2) {
+            let (a_sec, a) = w[0];
+            let (b_sec, b) = w[1];
+            let a_off = u64::from(a_sec) * SECTOR_SIZE;
+            let b_off = u64::from(b_sec) * SECTOR_SIZE;
+            if a_off.saturating_add(stride) > b_off {
+                self.problem(BlockLayoutProblem::Overlap {
+                    a: u64::from(a),
+                    b: u64::from(b),
+                    offset: b_off,
+                });
+            }
+        }
+        BatScanResult {
+            problems: self.problems,
+            problem_count: self.problem_count,
+            allocated: self.allocated,
+            blocks_end: self.blocks_end,
+        }
+    }
+}
+
+/// What a [`BatScan`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatScanResult {
+    /// Problems listed (at most the scan's limit).
+    pub problems: Vec<BlockLayoutProblem>,
+    /// Every problem found, listed or not.
+    pub problem_count: u64,
+    /// Allocated entries seen.
+    pub allocated: u64,
+    /// End of the block stored highest among the plausible ones (0 if none).
+    pub blocks_end: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::locator::{ParentLocator, PlatformCode};
+
+    fn layout(entries: u32, block: u32, file_len: u64) -> SparseLayout {
+        let h = DynamicHeader::new(1536, entries, block);
+        SparseLayout::new(
+            &h,
+            512,
+            u64::from(entries) * u64::from(block),
+            file_len,
+            file_len - 512,
+        )
+    }
+
+    #[test]
+    fn metadata_is_footer_copy_header_and_padded_bat() {
+        let l = layout(3, 2 << 20, 1 << 20);
+        assert_eq!(l.metadata, vec![(0, 512), (512, 1536), (1536, 2048)]);
+        assert_eq!(l.metadata_end(), 2048);
+        assert_eq!(l.stride(), 512 + (2 << 20));
+    }
+
+    #[test]
+    fn new_block_data_starts_on_a_page() {
+        let l = layout(3, 2 << 20, 1 << 20);
+        let at = l.place_block(l.data_end(0));
+        assert_eq!((at + l.bitmap_size) % DATA_ALIGNMENT, 0);
+        assert!(at >= 2048);
+    }
+
+    #[test]
+    fn absurd_locator_claims_nothing_and_one_past_the_end_is_clipped() {
+        let mut h = DynamicHeader::new(1536, 3, 2 << 20);
+        h.locators[0] = ParentLocator {
+            code: PlatformCode::W2ru,
+            data_space: 512,
+            data_length: MAX_LOCATOR_DATA + 1,
+            data_offset: 4096,
+            reserved: 0,
+        };
+        h.locators[1] = ParentLocator {
+            code: PlatformCode::W2ku,
+            data_space: 512,
+            data_length: 700,
+            data_offset: 8192 + 512,
+            reserved: 0,
+        };
+        let l = SparseLayout::new(&h, 512, 6 << 20, 9000, 9000 - 512);
+        assert_eq!(l.ignored_locators, vec![0]);
+        assert_eq!(l.clipped_locators, vec![1]);
+        assert_eq!(l.metadata.last(), Some(&(8704, 9000)));
+    }
+
+    #[test]
+    fn bat_sectors_of_entries_are_sorted_and_unique() {
+        assert_eq!(
+            SparseLayout::bat_sectors([300, 0, 127, 128, 5]),
+            vec![0, 1, 2]
+        );
+    }
+
+    #[test]
+    fn scan_of_an_all_zero_bat_reports_every_entry_but_keeps_none() {
+        let l = layout(1000, 4096, 1 << 30);
+        let mut s = l.scan().list_at_most(10);
+        s.push(0, &[0u32; 1000]);
+        let r = s.finish();
+        assert_eq!(r.problem_count, 1000);
+        assert_eq!(r.problems.len(), 10);
+        assert_eq!(r.blocks_end, 0);
+    }
+
+    #[test]
+    fn zeros_pushed_in_bulk_count_as_pushed_one_by_one() {
+        let l = layout(100_000, 4096, 1 << 30);
+        let mut one = l.scan().list_at_most(7);
+        one.push(0, &vec![0u32; 100_000]);
+        let mut bulk = l.scan().list_at_most(7);
+        bulk.push_zeros(0, 100_000);
+        assert_eq!(one.finish(), bulk.finish());
+    }
+
+    #[test]
+    fn scan_finds_overlaps_across_chunks() {
+        let l = layout(4, 4096, 1 << 20);
+        let mut s = l.scan();
+        s.push(0, &[8, BAT_ENTRY_UNUSED]);
+        s.push(2, &[10, BAT_ENTRY_UNUSED]);
+        let r = s.finish();
+        assert_eq!(r.problem_count, 1);
+        assert!(matches!(
+            r.problems[0],
+            BlockLayoutProblem::Overlap { a: 0, b: 2, .. }
+        ));
+        assert_eq!(r.allocated, 2);
+    }
+}
