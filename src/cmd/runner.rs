@@ -45,7 +45,7 @@ fn event_json(e: &ProgressEvent) -> serde_json::Value {
         "blocks_total": e.blocks_total,
         "bytes_done": e.bytes_done,
         "bytes_total": e.bytes_total,
-        "percent": e.percent(),
+        "percent": e.phase_percent,
         "final": e.is_final,
         "result": e.result.map(|r| r.name()),
     })
