@@ -311,7 +311,15 @@ fn assert_progress_stream(lines: &[Value]) {
         assert!(l["phase"].is_string(), "{l}");
         assert!(l["final"].is_boolean(), "{l}");
         assert!(l["percent"].as_u64().unwrap() <= 100);
+        assert!(l["phase_percent"].as_u64().unwrap() <= 100, "{l}");
     }
+    // The task's percent never goes down, across phases too.
+    assert!(
+        lines
+            .windows(2)
+            .all(|w| w[0]["percent"].as_u64() <= w[1]["percent"].as_u64()),
+        "{lines:?}"
+    );
     let (last, rest) = lines.split_last().expect("lines");
     assert!(
         rest.iter().all(|l| l["final"] == false),

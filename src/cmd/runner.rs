@@ -36,6 +36,9 @@ pub struct RunArgs {
     json: bool,
 }
 
+/// One `--progress json` line. `percent` is the task's (weighted across its phases,
+/// never decreasing, 100 only in the final event of a success), `phase_percent` the
+/// current phase's; `lost` counts the events this listener missed just before.
 fn event_json(e: &ProgressEvent) -> serde_json::Value {
     json!({
         "task_id": e.task_id,
@@ -45,7 +48,9 @@ fn event_json(e: &ProgressEvent) -> serde_json::Value {
         "blocks_total": e.blocks_total,
         "bytes_done": e.bytes_done,
         "bytes_total": e.bytes_total,
-        "percent": e.percent(),
+        "percent": e.task_percent,
+        "phase_percent": e.phase_percent,
+        "lost": e.lost,
         "final": e.is_final,
         "result": e.result.map(|r| r.name()),
     })

@@ -10,8 +10,8 @@ use crate::{HResult, VMTaskResult};
 /// An error a task worker can fail with.
 ///
 /// The engine's error types implement this so a task can report its failure the way
-/// `IVMTask2` does: an [`HResult`] for [`Task::error`](crate::Task::error) and a
-/// [`VMTaskResult`] for [`Task::result`](crate::Task::result).
+/// `IVMTask2` does: an [`HResult`] for [`TaskHandle::error`](crate::TaskHandle::error) and a
+/// [`VMTaskResult`] for [`TaskHandle::result`](crate::TaskHandle::result).
 ///
 /// ```
 /// use vhdkit_task::{Cancelled, HResult, TaskError, VMTaskResult};
@@ -44,7 +44,7 @@ use crate::{HResult, VMTaskResult};
 /// # assert!(CompactError::from(Cancelled).is_cancelled());
 /// ```
 pub trait TaskError: Error + Send + Sync + 'static {
-    /// The HRESULT reported by [`Task::error`](crate::Task::error). It should be a
+    /// The HRESULT reported by [`TaskHandle::error`](crate::TaskHandle::error). It should be a
     /// failure code; a task normalises a success code to [`HResult::E_FAIL`].
     fn hresult(&self) -> HResult;
 
@@ -136,8 +136,8 @@ impl TaskError for io::Error {
 ///
 /// It implements [`TaskError`] itself (and has inherent [`hresult`](Self::hresult) and
 /// [`task_result`](Self::task_result) methods), with the same classification the task
-/// reports through [`Task::error`](crate::Task::error) and
-/// [`Task::result`](crate::Task::result).
+/// reports through [`TaskHandle::error`](crate::TaskHandle::error) and
+/// [`TaskHandle::result`](crate::TaskHandle::result).
 #[derive(Debug, thiserror::Error)]
 pub enum TaskFailure<E> {
     /// The worker returned this error. `Display` and `source` are the error's own.
@@ -154,36 +154,28 @@ pub enum TaskFailure<E> {
     /// The worker thread could not be started, so the work never ran.
     #[error("could not start the worker thread")]
     SpawnFailed(#[source] io::Error),
-    /// The value was already moved out by an earlier `join` or `try_join` on another
-    /// handle of the same task. The task's outcome is still readable through
-    /// [`Task::result`](crate::Task::result) and [`Task::error`](crate::Task::error).
-    #[error("the task's result was already taken by another join")]
-    AlreadyTaken,
 }
 
 impl<E: TaskError> TaskFailure<E> {
     /// The HRESULT of this failure: the error's own for `Failed`, `E_ABORT` for
-    /// `Cancelled`, `E_FAIL` for `Panicked` and `AlreadyTaken`, `E_OUTOFMEMORY` for
-    /// `SpawnFailed`.
+    /// `Cancelled`, `E_FAIL` for `Panicked`, `E_OUTOFMEMORY` for `SpawnFailed`.
     pub fn hresult(&self) -> HResult {
         match self {
             TaskFailure::Failed(e) => normalise_hresult(e.hresult()),
             TaskFailure::Cancelled => HResult::E_ABORT,
-            TaskFailure::Panicked(_) | TaskFailure::AlreadyTaken => HResult::E_FAIL,
+            TaskFailure::Panicked(_) => HResult::E_FAIL,
             TaskFailure::SpawnFailed(_) => HResult::E_OUTOFMEMORY,
         }
     }
 
     /// The class of this failure: the error's own for `Failed`, `Cancelled`,
-    /// `ThreadCrashError` for `Panicked`, `OutOfMemoryError` for `SpawnFailed`,
-    /// `UnexpectedError` for `AlreadyTaken`.
+    /// `ThreadCrashError` for `Panicked`, `OutOfMemoryError` for `SpawnFailed`.
     pub fn task_result(&self) -> VMTaskResult {
         match self {
             TaskFailure::Failed(e) => normalise_task_result(e.task_result()),
             TaskFailure::Cancelled => VMTaskResult::Cancelled,
             TaskFailure::Panicked(_) => VMTaskResult::ThreadCrashError,
             TaskFailure::SpawnFailed(_) => VMTaskResult::OutOfMemoryError,
-            TaskFailure::AlreadyTaken => VMTaskResult::UnexpectedError,
         }
     }
 
@@ -227,7 +219,7 @@ pub(crate) fn normalise_task_result(result: VMTaskResult) -> VMTaskResult {
 
 /// The error's `Display` followed by each `source`'s, joined with `": "`.
 ///
-/// This is the text [`Task::error_description`](crate::Task::error_description)
+/// This is the text [`TaskHandle::error_description`](crate::TaskHandle::error_description)
 /// reports for a failed task.
 ///
 /// ```

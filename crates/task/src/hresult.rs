@@ -1,4 +1,4 @@
-//! COM-style `HRESULT` codes, as reported by [`Task::error`](crate::Task::error).
+//! COM-style `HRESULT` codes, as reported by [`TaskHandle::error`](crate::TaskHandle::error).
 //!
 //! The values are those listed in the Virtual Server disk API notes
 //! (`docs/virtual-server-api.md` §4): the standard COM codes, the Win32-derived file

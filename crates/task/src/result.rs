@@ -5,7 +5,7 @@ use std::fmt;
 /// How a finished task ended, with the numeric values of the Virtual Server
 /// `VMTaskResult` enumeration.
 ///
-/// [`Task::result`](crate::Task::result) is `None` while the task runs and one of these
+/// [`TaskHandle::result`](crate::TaskHandle::result) is `None` while the task runs and one of these
 /// once it is complete.
 ///
 /// ```

@@ -1,25 +1,26 @@
-//! The task handle: a background operation with the members of `IVMTask2`.
+//! The task: a background operation and the right to its typed value.
 
 use std::any::Any;
 use std::fmt;
+use std::future::{Future, IntoFuture};
+use std::ops::Deref;
 use std::panic::{self, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
 use std::thread;
-use std::time::{Duration, Instant};
-
-use crossbeam_channel::{Receiver, Sender};
 
 use crate::error::error_chain;
-use crate::progress::Counters;
+use crate::handle::Core;
+use crate::progress::ProgressState;
 use crate::{
-    CancelToken, HResult, Progress, ProgressEvent, ProgressSnapshot, TaskError, TaskFailure,
-    VMTaskResult,
+    CancelToken, HResult, Progress, TaskError, TaskFailure, TaskHandle, TaskRegistry, VMTaskResult,
 };
 
-/// Capacity of a task's progress channel unless
-/// [`TaskBuilder::progress_capacity`] says otherwise.
-pub const DEFAULT_PROGRESS_CAPACITY: usize = 256;
+/// Capacity of each subscriber's event queue unless [`TaskBuilder::event_capacity`]
+/// or [`TaskHandle::subscribe_with_capacity`] says otherwise.
+pub const DEFAULT_EVENT_CAPACITY: usize = 256;
 
 /// The next task id. Ids start at 1 and increase for the life of the process.
 static NEXT_TASK_ID: AtomicU32 = AtomicU32::new(1);
@@ -35,63 +36,14 @@ fn next_task_id() -> u32 {
     }
 }
 
-/// What a finished task reports.
-struct Outcome<T, E> {
-    result: VMTaskResult,
-    error: HResult,
-    description: String,
-    elapsed: Duration,
-    /// Moved out by the first `join`/`try_join`.
-    value: Option<Result<T, TaskFailure<E>>>,
-}
+/// Where the worker leaves its value for the one [`Task`] that takes it.
+type ValueSlot<T, E> = Mutex<Option<Result<T, TaskFailure<E>>>>;
 
-/// The state every handle of one task shares.
-struct Shared<T, E> {
-    id: u32,
-    description: String,
-    cancelable: bool,
-    token: CancelToken,
-    counters: Arc<Counters>,
-    /// Kept so `subscribe` can hand out receivers at any time, and so the final event
-    /// can always be delivered (see the `progress` module docs).
-    events: Receiver<ProgressEvent>,
-    started: Instant,
-    /// Set (after `state`) once the outcome is stored; lets `is_complete` and
-    /// `cancel` avoid the lock.
-    complete: AtomicBool,
-    state: Mutex<Option<Outcome<T, E>>>,
-    finished: Condvar,
-}
-
-impl<T, E> Shared<T, E> {
-    /// The outcome lock. A poisoned lock is recovered: the outcome is written in one
-    /// assignment, so no panic can leave it half-updated.
-    fn lock(&self) -> MutexGuard<'_, Option<Outcome<T, E>>> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Delivers the final event, stores the outcome, then wakes every waiter.
-    fn complete(&self, progress: Progress, value: Result<T, TaskFailure<E>>, description: String)
-    where
-        E: TaskError,
-    {
-        let (result, error) = match &value {
-            Ok(_) => (VMTaskResult::Success, HResult::S_OK),
-            Err(failure) => (failure.task_result(), failure.hresult()),
-        };
-        progress.finish(&self.events, result);
-        let outcome = Outcome {
-            result,
-            error,
-            description,
-            elapsed: self.started.elapsed(),
-            value: Some(value),
-        };
-        let mut state = self.lock();
-        *state = Some(outcome);
-        self.complete.store(true, Ordering::Release);
-        drop(state);
-        self.finished.notify_all();
+/// How a task that ended with `value` reports it through `IVMTask2`.
+fn classify<T, E: TaskError>(value: &Result<T, TaskFailure<E>>) -> (VMTaskResult, HResult) {
+    match value {
+        Ok(_) => (VMTaskResult::Success, HResult::S_OK),
+        Err(failure) => (failure.task_result(), failure.hresult()),
     }
 }
 
@@ -134,50 +86,64 @@ fn panic_message(payload: &(dyn Any + Send)) -> String {
 }
 
 /// Configures a [`Task`] before spawning it: description, whether it can be
-/// cancelled, and the capacity of its progress channel.
+/// cancelled, the capacity of each subscriber's event queue, and the registry it
+/// joins.
 ///
 /// ```
-/// use vhdkit_task::{Task, TaskBuilder};
+/// use vhdkit_task::{Task, TaskBuilder, TaskRegistry};
 ///
+/// let registry = TaskRegistry::new();
 /// let task: Task<u32, std::io::Error> = TaskBuilder::new("Counting")
 ///     .cancelable(false)
-///     .progress_capacity(16)
+///     .event_capacity(16)
+///     .registry(&registry)
 ///     .spawn(|_progress| Ok(42));
+/// assert_eq!(task.subscribe().capacity(), 16);
 /// assert_eq!(task.join().ok(), Some(42));
 /// ```
 #[derive(Debug, Clone)]
 pub struct TaskBuilder {
     description: String,
     cancelable: bool,
-    progress_capacity: usize,
+    event_capacity: usize,
+    registry: Option<TaskRegistry>,
 }
 
 impl TaskBuilder {
-    /// A cancelable task with this description and a progress channel of
-    /// [`DEFAULT_PROGRESS_CAPACITY`] events.
+    /// A cancelable task with this description, subscriber queues of
+    /// [`DEFAULT_EVENT_CAPACITY`] events, registered with [`TaskRegistry::global`].
     pub fn new(description: impl Into<String>) -> TaskBuilder {
         TaskBuilder {
             description: description.into(),
             cancelable: true,
-            progress_capacity: DEFAULT_PROGRESS_CAPACITY,
+            event_capacity: DEFAULT_EVENT_CAPACITY,
+            registry: None,
         }
     }
 
-    /// Whether [`Task::cancel`] is accepted (default true).
+    /// Whether [`TaskHandle::cancel`] is accepted (default true).
     pub fn cancelable(mut self, cancelable: bool) -> TaskBuilder {
         self.cancelable = cancelable;
         self
     }
 
-    /// How many events the progress channel holds before further events are dropped
-    /// (coalesced). At least 1: 0 is taken as 1, since the final event needs a slot.
-    pub fn progress_capacity(mut self, capacity: usize) -> TaskBuilder {
-        self.progress_capacity = capacity.max(1);
+    /// How many events each subscriber's queue holds before its oldest events are
+    /// dropped (see [`Subscription`](crate::Subscription)). At least 1: 0 is taken as
+    /// 1, since the final event needs a slot. The operations expose this through
+    /// their options.
+    pub fn event_capacity(mut self, capacity: usize) -> TaskBuilder {
+        self.event_capacity = capacity.max(1);
         self
     }
 
-    /// Starts `work` on a new thread named `vhdkit-task-<id>` and returns its handle
-    /// at once.
+    /// Registers the task with `registry` instead of [`TaskRegistry::global`].
+    pub fn registry(mut self, registry: &TaskRegistry) -> TaskBuilder {
+        self.registry = Some(registry.clone());
+        self
+    }
+
+    /// Starts `work` on a new thread named `vhdkit-task-<id>` and returns its task at
+    /// once.
     ///
     /// If the thread cannot be created, the task is returned already complete, with
     /// [`VMTaskResult::OutOfMemoryError`], [`HResult::E_OUTOFMEMORY`] and
@@ -189,86 +155,103 @@ impl TaskBuilder {
         F: FnOnce(&Progress) -> Result<T, E> + Send + 'static,
     {
         let id = next_task_id();
-        let (sender, receiver) = crossbeam_channel::bounded(self.progress_capacity.max(1));
-        let shared = Arc::new(Shared {
+        let token = CancelToken::new();
+        let progress_state = Arc::new(ProgressState::new(id, self.event_capacity));
+        let registry = self
+            .registry
+            .unwrap_or_else(|| TaskRegistry::global().clone());
+        let core = Arc::new(Core::new(
             id,
-            description: self.description,
-            cancelable: self.cancelable,
-            token: CancelToken::new(),
-            counters: Arc::new(Counters::default()),
-            events: receiver,
-            started: Instant::now(),
-            complete: AtomicBool::new(false),
-            state: Mutex::new(None),
-            finished: Condvar::new(),
-        });
-        // Kept only to report a failed spawn; dropped unused once the thread runs.
-        let spare_sender: Sender<ProgressEvent> = sender.clone();
-        let progress = Progress::new(id, shared.counters.clone(), shared.token.clone(), sender);
-        let worker_shared = Arc::clone(&shared);
+            self.description,
+            self.cancelable,
+            Arc::clone(&progress_state),
+            token.clone(),
+            registry.clone(),
+        ));
+        let handle = TaskHandle::new(Arc::clone(&core));
+        registry.insert(handle.clone());
+        let value: Arc<ValueSlot<T, E>> = Arc::new(Mutex::new(None));
+        let worker_value = Arc::clone(&value);
+        let worker_core = Arc::clone(&core);
+        let progress = Progress::new(progress_state, token);
         let spawned = thread::Builder::new()
             .name(format!("vhdkit-task-{id}"))
             .spawn(move || {
-                let (value, description) = run_worker(work, &progress);
-                worker_shared.complete(progress, value, description);
+                let (result, description) = run_worker(work, &progress);
+                drop(progress);
+                finish(&worker_core, &worker_value, result, description);
             });
-        match spawned {
-            // Detached: the worker completes the task itself; nobody joins the thread.
-            Ok(_handle) => drop(spare_sender),
-            Err(error) => {
-                let progress = Progress::new(
-                    id,
-                    shared.counters.clone(),
-                    shared.token.clone(),
-                    spare_sender,
-                );
-                let failure = TaskFailure::SpawnFailed(error);
-                let description = error_chain(&failure);
-                shared.complete(progress, Err(failure), description);
-            }
+        // Detached on success: the worker completes the task itself.
+        if let Err(error) = spawned {
+            let failure = TaskFailure::SpawnFailed(error);
+            let description = error_chain(&failure);
+            finish(&core, &value, Err(failure), description);
         }
-        Task { shared }
+        Task { handle, value }
     }
 }
 
-/// A handle to a background operation, with the members of `IVMTask2`.
-///
-/// Cloning gives another handle to the same task; every handle is `Send + Sync`.
-/// Dropping every handle does not stop the work (cancel first if that is wanted).
-///
-/// | `IVMTask2` | here |
-/// |---|---|
-/// | `ID` | [`id`](Self::id) |
-/// | `Description` | [`description`](Self::description) |
-/// | `PercentCompleted` | [`percent_completed`](Self::percent_completed) |
-/// | `IsComplete` | [`is_complete`](Self::is_complete) |
-/// | `IsCancelable` | [`is_cancelable`](Self::is_cancelable) |
-/// | `Cancel` | [`cancel`](Self::cancel) |
-/// | `WaitForCompletion` | [`wait_for_completion`](Self::wait_for_completion) |
-/// | `Result` | [`result`](Self::result) |
-/// | `Error` | [`error`](Self::error) |
-/// | `ErrorDescription` | [`error_description`](Self::error_description) |
-///
-/// Beyond the original: [`subscribe`](Self::subscribe) for progress events,
-/// [`progress`](Self::progress) for the counters, [`elapsed`](Self::elapsed), and
-/// [`join`](Self::join) for the worker's typed value.
-pub struct Task<T, E> {
-    shared: Arc<Shared<T, E>>,
+/// Leaves the value for the `Task`, then completes the task.
+fn finish<T, E: TaskError>(
+    core: &Core,
+    slot: &ValueSlot<T, E>,
+    value: Result<T, TaskFailure<E>>,
+    description: String,
+) {
+    let (result, error) = classify(&value);
+    *slot.lock().unwrap_or_else(PoisonError::into_inner) = Some(value);
+    core.complete(result, error, description);
 }
 
-impl<T, E> Clone for Task<T, E> {
-    fn clone(&self) -> Self {
-        Task {
-            shared: Arc::clone(&self.shared),
-        }
+/// A background operation, with the members of `IVMTask2` (through its
+/// [`TaskHandle`]) and the right to the worker's typed value.
+///
+/// A `Task` is not `Clone`: there is exactly one, and [`join`](Self::join) (or
+/// `.await`, or [`try_join`](Self::try_join)) consumes it, so the value is always
+/// there to take. Everyone else gets a [`TaskHandle`] — [`handle`](Self::handle), or
+/// `task.clone()`, which goes through `Deref` — with every member but `join`. The task
+/// dereferences to its handle, so `task.cancel()`, `task.subscribe()`,
+/// `task.percent_completed()` and the rest work on it directly.
+///
+/// Awaiting a task needs no particular runtime: `Task` implements [`IntoFuture`], and
+/// the worker thread wakes the future when the task completes.
+///
+/// ```
+/// use vhdkit_task::{Task, TaskHandle};
+///
+/// let task: Task<u32, std::io::Error> = Task::spawn("Counting", true, |_| Ok(3));
+/// let watcher: TaskHandle = task.clone(); // a handle: it can watch, not join
+/// assert_eq!(task.join().ok(), Some(3));
+/// assert!(watcher.is_complete());
+/// ```
+///
+/// Only the task itself can be joined:
+///
+/// ```compile_fail,E0599
+/// use vhdkit_task::Task;
+///
+/// let task: Task<u32, std::io::Error> = Task::spawn("Counting", true, |_| Ok(3));
+/// let other = task.clone();
+/// let _ = other.join(); // error: a `TaskHandle` has no `join`
+/// ```
+pub struct Task<T, E> {
+    handle: TaskHandle,
+    value: Arc<ValueSlot<T, E>>,
+}
+
+impl<T, E> Deref for Task<T, E> {
+    type Target = TaskHandle;
+
+    fn deref(&self) -> &TaskHandle {
+        &self.handle
     }
 }
 
 impl<T, E> fmt::Debug for Task<T, E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Task")
-            .field("id", &self.shared.id)
-            .field("description", &self.shared.description)
+            .field("id", &self.id())
+            .field("description", &self.description())
             .field("complete", &self.is_complete())
             .field("progress", &self.progress())
             .finish_non_exhaustive()
@@ -280,8 +263,8 @@ where
     T: Send + 'static,
     E: TaskError,
 {
-    /// Starts `work` on a new thread and returns the task's handle at once; the
-    /// shorthand for [`TaskBuilder::new`]`(description).cancelable(cancelable).spawn(work)`.
+    /// Starts `work` on a new thread and returns the task at once; the shorthand for
+    /// [`TaskBuilder::new`]`(description).cancelable(cancelable).spawn(work)`.
     ///
     /// The worker receives a [`Progress`] to count blocks and check for cancellation.
     /// It can return `Err` with any [`TaskError`]; a panic is caught and reported as
@@ -297,174 +280,131 @@ where
 }
 
 impl<T, E> Task<T, E> {
-    /// The task's id: unique in the process, increasing from 1 in spawn order.
-    pub fn id(&self) -> u32 {
-        self.shared.id
+    /// A handle to this task, to watch, cancel or wait for it from elsewhere.
+    pub fn handle(&self) -> TaskHandle {
+        self.handle.clone()
     }
 
-    /// The description given at spawn, e.g. `Compacting /path/disk.vhd`.
-    pub fn description(&self) -> &str {
-        &self.shared.description
-    }
-
-    /// True if [`cancel`](Self::cancel) is accepted.
-    pub fn is_cancelable(&self) -> bool {
-        self.shared.cancelable
-    }
-
-    /// True once the task has finished, whatever the outcome. When this returns true,
-    /// [`result`](Self::result) is `Some` and the final progress event is queued.
-    pub fn is_complete(&self) -> bool {
-        self.shared.complete.load(Ordering::Acquire)
-    }
-
-    /// Completion in percent, 0..=100, derived from the progress counters (bytes if a
-    /// byte total is set, else blocks).
-    ///
-    /// It never decreases: each call reports the highest value seen so far. It stays at
-    /// most 99 until the task succeeds, is exactly 100 once it has succeeded, and on
-    /// failure or cancellation stays where it was.
-    pub fn percent_completed(&self) -> u32 {
-        self.shared.counters.percent()
-    }
-
-    /// Requests cancellation; the worker stops at its next
-    /// [`check_cancelled`](Progress::check_cancelled).
-    ///
-    /// `Err(E_FAIL)` if the task is not cancelable. Otherwise `Ok(())`, also when
-    /// repeated; once the task is complete it has no effect (the result stays what it
-    /// was). A task can still succeed after `cancel` if the worker finished before it
-    /// noticed.
-    pub fn cancel(&self) -> Result<(), HResult> {
-        if !self.shared.cancelable {
-            return Err(HResult::E_FAIL);
-        }
-        if !self.is_complete() {
-            self.shared.token.cancel();
-        }
-        Ok(())
-    }
-
-    /// True once [`cancel`](Self::cancel) has been accepted (before completion).
-    pub fn is_cancel_requested(&self) -> bool {
-        self.shared.token.is_cancelled()
-    }
-
-    /// Waits until the task is complete or `timeout` has passed (`None`: no limit).
-    /// Returns whether the task is complete.
-    pub fn wait_for_completion(&self, timeout: Option<Duration>) -> bool {
-        if self.is_complete() {
-            return true;
-        }
-        // A timeout too large for `Instant` is as good as none.
-        let deadline = timeout.and_then(|timeout| Instant::now().checked_add(timeout));
-        let mut state = self.shared.lock();
-        loop {
-            if state.is_some() {
-                return true;
-            }
-            match (timeout, deadline) {
-                (Some(_), Some(deadline)) => {
-                    let remaining = deadline.saturating_duration_since(Instant::now());
-                    if remaining.is_zero() {
-                        return false;
-                    }
-                    state = self
-                        .shared
-                        .finished
-                        .wait_timeout(state, remaining)
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .0;
-                }
-                _ => {
-                    state = self
-                        .shared
-                        .finished
-                        .wait(state)
-                        .unwrap_or_else(PoisonError::into_inner);
-                }
-            }
-        }
-    }
-
-    /// `None` while running; then how the task ended.
-    pub fn result(&self) -> Option<VMTaskResult> {
-        self.shared.lock().as_ref().map(|outcome| outcome.result)
-    }
-
-    /// The HRESULT of the failure: `S_OK` while running and on success; the worker
-    /// error's [`hresult`](TaskError::hresult) on failure; `E_ABORT` when cancelled;
-    /// `E_FAIL` when the worker panicked.
-    pub fn error(&self) -> HResult {
-        self.shared
-            .lock()
-            .as_ref()
-            .map_or(HResult::S_OK, |outcome| outcome.error)
-    }
-
-    /// Text of the failure: empty while running and on success; otherwise the worker
-    /// error's `Display` followed by its `source` chain, joined with `": "` (see
-    /// [`error_chain`](crate::error_chain)); for a panic,
-    /// `worker thread panicked: <message>`.
-    pub fn error_description(&self) -> String {
-        self.shared
-            .lock()
-            .as_ref()
-            .map(|outcome| outcome.description.clone())
-            .unwrap_or_default()
-    }
-
-    /// A receiver of this task's [`ProgressEvent`]s.
-    ///
-    /// The channel exists from spawn on, so events sent before `subscribe` are queued
-    /// (up to the channel capacity). Receivers returned by several calls share one
-    /// queue: each event goes to exactly one of them, so have one listener. The last
-    /// event is always the final one ([`ProgressEvent::is_final`]), and iterating the
-    /// receiver ends after it.
-    pub fn subscribe(&self) -> Receiver<ProgressEvent> {
-        self.shared.events.clone()
-    }
-
-    /// The progress counters now (after completion: their final values, phase
-    /// [`Finish`](crate::Phase::Finish)).
-    pub fn progress(&self) -> ProgressSnapshot {
-        self.shared.counters.snapshot()
-    }
-
-    /// Time since spawn; once complete, the time the task took.
-    pub fn elapsed(&self) -> Duration {
-        self.shared
-            .lock()
-            .as_ref()
-            .map_or_else(|| self.shared.started.elapsed(), |outcome| outcome.elapsed)
-    }
-
-    /// Waits for completion and takes the worker's value.
-    ///
-    /// The value is moved out once per task: if another handle already took it, this
-    /// returns `Err(`[`TaskFailure::AlreadyTaken`]`)` (the outcome itself stays
-    /// readable through [`result`](Self::result) and [`error`](Self::error)).
+    /// Waits for completion and takes the worker's value: `Ok` with the value, or the
+    /// [`TaskFailure`] (the worker's error, a cancellation, a panic).
     pub fn join(self) -> Result<T, TaskFailure<E>> {
-        self.wait_for_completion(None);
+        self.handle.wait_for_completion(None);
         self.take()
     }
 
-    /// Takes the worker's value without waiting: `None` while running; otherwise as
-    /// [`join`](Self::join).
-    pub fn try_join(&self) -> Option<Result<T, TaskFailure<E>>> {
-        if self.is_complete() {
-            Some(self.take())
+    /// Takes the worker's value without waiting: as [`join`](Self::join) once the
+    /// task is complete; while it runs, `Err` gives the task back.
+    ///
+    /// ```
+    /// use vhdkit_task::Task;
+    ///
+    /// let mut task: Task<u8, std::io::Error> = Task::spawn("quick", true, |_| Ok(1));
+    /// let value = loop {
+    ///     match task.try_join() {
+    ///         Ok(value) => break value,
+    ///         Err(running) => task = running, // ... do something else meanwhile ...
+    ///     }
+    /// };
+    /// assert_eq!(value.ok(), Some(1));
+    /// ```
+    pub fn try_join(self) -> Result<Result<T, TaskFailure<E>>, Task<T, E>> {
+        if self.handle.is_complete() {
+            Ok(self.take())
         } else {
-            None
+            Err(self)
         }
     }
 
     fn take(&self) -> Result<T, TaskFailure<E>> {
-        self.shared
+        self.value
             .lock()
-            .as_mut()
-            .and_then(|outcome| outcome.value.take())
-            .unwrap_or(Err(TaskFailure::AlreadyTaken))
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+            .expect("the value is stored before the task reads as complete, and only the one Task, consumed here, takes it")
+    }
+}
+
+/// `task.await` waits without blocking a thread and gives what [`Task::join`] gives.
+///
+/// ```
+/// # use std::future::Future;
+/// # use std::pin::pin;
+/// # use std::sync::Arc;
+/// # use std::task::{Context, Poll, Wake, Waker};
+/// # struct Unpark(std::thread::Thread);
+/// # impl Wake for Unpark { fn wake(self: Arc<Self>) { self.0.unpark() } }
+/// # fn block_on<F: Future>(future: F) -> F::Output {
+/// #     let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+/// #     let mut cx = Context::from_waker(&waker);
+/// #     let mut future = pin!(future);
+/// #     loop {
+/// #         if let Poll::Ready(v) = future.as_mut().poll(&mut cx) { return v; }
+/// #         std::thread::park();
+/// #     }
+/// # }
+/// use vhdkit_task::Task;
+///
+/// async fn size_of_copy() -> Option<u64> {
+///     let task: Task<u64, std::io::Error> = Task::spawn("Copying", true, |_| Ok(4096));
+///     task.await.ok()
+/// }
+/// // Any executor runs it; this one is a dozen lines (hidden above).
+/// assert_eq!(block_on(size_of_copy()), Some(4096));
+/// ```
+impl<T, E> IntoFuture for Task<T, E> {
+    type Output = Result<T, TaskFailure<E>>;
+    type IntoFuture = JoinFuture<T, E>;
+
+    fn into_future(self) -> JoinFuture<T, E> {
+        JoinFuture {
+            task: Some(self),
+            key: None,
+        }
+    }
+}
+
+/// The future of a [`Task`] (`task.await`): resolves to the worker's value as
+/// [`Task::join`] returns it.
+#[must_use = "futures do nothing unless awaited"]
+pub struct JoinFuture<T, E> {
+    /// `None` once the value was handed out.
+    task: Option<Task<T, E>>,
+    /// The key of this future's waker in the task's list.
+    key: Option<u64>,
+}
+
+impl<T, E> Future for JoinFuture<T, E> {
+    type Output = Result<T, TaskFailure<E>>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        let task = this
+            .task
+            .as_ref()
+            .expect("a JoinFuture is not polled again after it returned Ready");
+        match task.handle.core().poll_complete(cx, &mut this.key) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(()) => {
+                let task = this.task.take().expect("checked just above");
+                Poll::Ready(task.take())
+            }
+        }
+    }
+}
+
+impl<T, E> Drop for JoinFuture<T, E> {
+    fn drop(&mut self) {
+        if let Some(task) = &self.task {
+            task.handle.core().forget_waker(self.key.take());
+        }
+    }
+}
+
+impl<T, E> fmt::Debug for JoinFuture<T, E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JoinFuture")
+            .field("task", &self.task)
+            .finish_non_exhaustive()
     }
 }
 
@@ -473,11 +413,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn task_is_send_sync_and_clone() {
-        fn assert_traits<T: Send + Sync + Clone>() {}
+    fn task_is_send_and_sync() {
+        fn assert_traits<T: Send + Sync>() {}
         assert_traits::<Task<Vec<u8>, std::io::Error>>();
+        assert_traits::<JoinFuture<Vec<u8>, std::io::Error>>();
     }
-
     #[test]
     fn panic_message_of_non_string_payload_is_placeholder() {
         let payload: Box<dyn Any + Send> = Box::new(17_u8);

@@ -128,14 +128,15 @@ fn cancel_during_chunked_work_stops_within_one_chunk() {
     };
     reached_rx.recv().expect("worker reaches chunk 10");
 
+    let handle = task.handle();
     task.cancel().expect("task is cancelable");
     let at_cancel = processed.load(Ordering::SeqCst);
-    let outcome = task.clone().join();
+    let outcome = task.join();
 
     let after_cancel = processed.load(Ordering::SeqCst) - at_cancel;
     assert!(matches!(outcome, Err(TaskFailure::Cancelled)));
     assert!(after_cancel <= 1, "{after_cancel} chunks ran after cancel");
-    assert_eq!(task.result(), Some(VMTaskResult::Cancelled));
+    assert_eq!(handle.result(), Some(VMTaskResult::Cancelled));
 }
 
 #[test]

@@ -8,7 +8,7 @@ use std::thread;
 use std::time::Duration;
 
 use common::{gate, TestError};
-use vhdkit_task::{HResult, Task, TaskBuilder, TaskFailure, VMTaskResult};
+use vhdkit_task::{HResult, Task, TaskBuilder, TaskFailure, TaskHandle, VMTaskResult};
 
 const SHORT: Duration = Duration::from_millis(20);
 const LONG: Duration = Duration::from_secs(30);
@@ -67,7 +67,7 @@ fn task_while_running_reports_no_result_s_ok_and_empty_description() {
     assert_eq!(task.result(), None);
     assert_eq!(task.error(), HResult::S_OK);
     assert_eq!(task.error_description(), "");
-    assert!(task.try_join().is_none());
+    let task = task.try_join().expect_err("a running task is given back");
 
     keeper.open();
     assert!(task.wait_for_completion(Some(LONG)));
@@ -224,26 +224,35 @@ fn task_panicking_worker_with_static_str_payload_keeps_message() {
 }
 
 #[test]
-fn join_on_second_handle_after_first_join_is_already_taken() {
+fn task_handle_after_join_still_reports_outcome() {
     let task = quick_task(5);
-    let other = task.clone();
+    let handle = task.handle();
     assert_eq!(task.join().ok(), Some(5));
 
-    let second = other.clone().join();
-    assert!(matches!(second, Err(TaskFailure::AlreadyTaken)));
-    assert_eq!(other.result(), Some(VMTaskResult::Success));
-    assert_eq!(other.error(), HResult::S_OK);
+    assert!(handle.is_complete());
+    assert_eq!(handle.result(), Some(VMTaskResult::Success));
+    assert_eq!(handle.error(), HResult::S_OK);
+    assert_eq!(handle.percent_completed(), 100);
 }
 
 #[test]
-fn try_join_after_completion_takes_value_once() {
+fn task_clone_is_a_handle_with_the_same_id() {
+    let task = quick_task(5);
+    let cloned: TaskHandle = task.clone();
+
+    assert_eq!(cloned.id(), task.id());
+    assert_eq!(task.join().ok(), Some(5));
+    assert!(cloned.wait_for_completion(Some(LONG)));
+}
+
+#[test]
+fn try_join_after_completion_gives_value() {
     let task = quick_task(6);
     assert!(task.wait_for_completion(Some(LONG)));
-    assert_eq!(task.try_join().map(Result::ok), Some(Some(6)));
-    assert!(matches!(
-        task.try_join(),
-        Some(Err(TaskFailure::AlreadyTaken))
-    ));
+
+    let value = task.try_join().expect("a complete task gives its value");
+
+    assert_eq!(value.ok(), Some(6));
 }
 
 #[test]
@@ -291,15 +300,14 @@ fn elapsed_after_completion_is_frozen() {
 
 #[test]
 fn task_builder_zero_capacity_still_delivers_final_event() {
-    let task: Task<(), TestError> =
-        TaskBuilder::new("tiny")
-            .progress_capacity(0)
-            .spawn(|progress| {
-                for block in 0..10 {
-                    progress.block_done(block, 1);
-                }
-                Ok(())
-            });
+    let task: Task<(), TestError> = TaskBuilder::new("tiny")
+        .event_capacity(0)
+        .spawn(|progress| {
+            for block in 0..10 {
+                progress.block_done(block, 1);
+            }
+            Ok(())
+        });
     let events = task.subscribe();
     assert!(task.wait_for_completion(Some(LONG)));
     let received: Vec<_> = events.try_iter().collect();

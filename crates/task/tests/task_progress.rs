@@ -1,4 +1,5 @@
-//! Progress: percent completed, events, listeners that are slow or absent.
+//! Progress: percent completed (per phase and weighted across phases), events,
+//! listeners that are slow or absent.
 
 mod common;
 
@@ -100,7 +101,7 @@ fn progress_after_success_has_counters_at_totals() {
 fn listener_that_never_reads_does_not_block_a_million_events() {
     let task: Task<u64, TestError> =
         TaskBuilder::new("flood")
-            .progress_capacity(64)
+            .event_capacity(64)
             .spawn(|progress| {
                 progress.set_phase(Phase::Copy, 1_000_000, 0);
                 for block in 0..1_000_000 {
@@ -117,38 +118,41 @@ fn listener_that_never_reads_does_not_block_a_million_events() {
 
 #[test]
 fn listener_that_reads_after_completion_finds_final_event_last() {
-    let task: Task<(), TestError> = TaskBuilder::new("slow listener")
-        .progress_capacity(4)
-        .spawn(|progress| {
-            progress.set_phase(Phase::Copy, 1000, 1000 * 512);
-            for block in 0..1000 {
-                progress.block_done(block, 512);
-            }
-            Ok(())
-        });
+    let (start, starter) = gate();
+    let task: Task<(), TestError> =
+        TaskBuilder::new("slow listener")
+            .event_capacity(4)
+            .spawn(move |progress| {
+                start.pass();
+                progress.set_phase(Phase::Copy, 1000, 1000 * 512);
+                for block in 0..1000 {
+                    progress.block_done(block, 512);
+                }
+                Ok(())
+            });
+    starter.wait_arrived();
     let events = task.subscribe();
     let first = events.recv().expect("at least one event");
+    starter.open();
     assert!(task.wait_for_completion(Some(LONG)));
 
     let rest: Vec<ProgressEvent> = events.iter().collect();
     let last = rest.last().expect("final event queued");
     assert!(!first.is_final);
-    // Never more than the capacity; the listener's own read may still be in flight
-    // when the worker fills the channel, so it can be fewer.
-    assert!((1..=4).contains(&rest.len()), "{} events", rest.len());
+    assert_eq!(rest.len(), 4);
     assert_eq!(rest.iter().filter(|e| e.is_final).count(), 1);
     assert!(last.is_final);
     assert_eq!(last.phase, Phase::Finish);
     assert_eq!(last.result, Some(VMTaskResult::Success));
     assert_eq!((last.blocks_done, last.blocks_total), (1000, 1000));
     assert_eq!(last.bytes_done, 1000 * 512);
-    assert_eq!(last.percent(), 100);
+    assert_eq!((last.phase_percent, last.task_percent), (100, 100));
 }
 
 #[test]
 fn listener_reading_slowly_during_work_ends_with_final_event() {
     let task: Task<(), TestError> = TaskBuilder::new("concurrent listener")
-        .progress_capacity(8)
+        .event_capacity(8)
         .spawn(|progress| {
             progress.set_phase(Phase::Copy, 20_000, 0);
             for block in 0..20_000 {
@@ -191,21 +195,26 @@ fn final_event_of_failed_task_carries_result_and_counters() {
     assert!(last.is_final);
     assert_eq!(last.result, Some(VMTaskResult::IllegalValueError));
     assert_eq!((last.blocks_done, last.blocks_total), (3, 10));
-    assert_eq!(last.percent(), 30);
+    assert_eq!((last.phase_percent, last.task_percent), (30, 30));
 }
 
 #[test]
 fn events_carry_task_id_phase_and_block_index() {
+    let (start, starter) = gate();
     let (gate, keeper) = gate();
     let task: Task<(), TestError> = Task::spawn("events", true, move |progress| {
+        start.pass();
         progress.set_phase(Phase::Move, 3, 0);
         progress.block_done(17, 0);
         gate.pass();
         Ok(())
     });
+    starter.wait_arrived();
     let events = task.subscribe();
+    starter.open();
     keeper.wait_arrived();
 
+    let _snapshot = events.recv().expect("snapshot event");
     let phase_event = events.recv().expect("phase event");
     let block_event = events.recv().expect("block event");
     assert_eq!(phase_event.task_id, task.id());
@@ -242,7 +251,7 @@ fn progress_counted_from_many_threads_counts_every_block() {
 }
 
 #[test]
-fn subscribe_after_completion_still_sees_final_event() {
+fn subscribe_after_completion_yields_final_event_alone() {
     let (done_tx, done_rx) = mpsc::channel();
     let task: Task<(), TestError> = Task::spawn("early", true, move |progress| {
         progress.set_phase(Phase::Copy, 1, 0);
@@ -253,7 +262,136 @@ fn subscribe_after_completion_still_sees_final_event() {
     done_rx.recv().expect("worker ran");
     assert!(task.wait_for_completion(Some(LONG)));
 
-    let events: Vec<_> = task.subscribe().iter().collect();
-    assert_eq!(events.len(), 3);
-    assert!(events[2].is_final);
+    let events: Vec<_> = task.subscribe().collect();
+    assert_eq!(events.len(), 1);
+    assert!(events[0].is_final);
+    assert_eq!(events[0].result, Some(VMTaskResult::Success));
+}
+
+/// Runs a compact-like worker — scan 1 unit, move 5, verify 4 — stopping at a gate
+/// after each quarter of each phase; returns `percent_completed` at every stop.
+fn percents_through_planned_phases() -> Vec<u32> {
+    const UNIT: u64 = 1 << 20;
+    let (gate, keeper) = gate();
+    let task: Task<(), TestError> = Task::spawn("planned", true, move |progress| {
+        progress.plan_phases(&[
+            (Phase::Scan, UNIT),
+            (Phase::Move, 5 * UNIT),
+            (Phase::Verify, 4 * UNIT),
+        ]);
+        for (phase, work) in [
+            (Phase::Scan, UNIT),
+            (Phase::Move, 5 * UNIT),
+            (Phase::Verify, 4 * UNIT),
+        ] {
+            progress.set_phase(phase, 4, work);
+            for block in 0..4 {
+                progress.block_done(block, work / 4);
+                gate.pass();
+            }
+        }
+        Ok(())
+    });
+    let mut seen = Vec::new();
+    for _ in 0..12 {
+        keeper.wait_arrived();
+        seen.push(task.percent_completed());
+        keeper.open();
+    }
+    assert!(task.wait_for_completion(Some(LONG)));
+    seen.push(task.percent_completed());
+    seen
+}
+
+#[test]
+fn percent_completed_with_plan_moves_through_every_phase_by_its_work() {
+    let seen = percents_through_planned_phases();
+
+    // scan 0..10, move 10..60, verify 60..100
+    assert_eq!(seen, [2, 5, 7, 10, 22, 35, 47, 60, 70, 80, 90, 99, 100]);
+}
+
+#[test]
+fn percent_completed_with_plan_is_not_99_while_most_work_remains() {
+    let seen = percents_through_planned_phases();
+
+    // After the scan, 90% of the work remains: the task must say so.
+    assert_eq!(seen[3], 10);
+    assert_eq!(seen.iter().filter(|&&p| p == 99).count(), 1);
+}
+
+#[test]
+fn events_with_plan_carry_phase_percent_and_task_percent() {
+    let (start, starter) = gate();
+    let task: Task<(), TestError> = Task::spawn("planned events", true, move |progress| {
+        progress.plan_phases(&[(Phase::Scan, 100), (Phase::Move, 400), (Phase::Verify, 500)]);
+        start.pass();
+        progress.set_phase(Phase::Scan, 1, 100);
+        progress.block_done(0, 100);
+        progress.set_phase(Phase::Move, 4, 400);
+        progress.block_done(0, 100);
+        progress.block_done(1, 100);
+        Ok(())
+    });
+    starter.wait_arrived();
+    let events = task.subscribe();
+    starter.open();
+
+    let moved: Vec<(Phase, Option<u64>, u32, u32)> = events
+        .iter()
+        .map(|e| (e.phase, e.block_index, e.phase_percent, e.task_percent))
+        .collect();
+    assert_eq!(
+        moved,
+        [
+            (Phase::Prepare, None, 0, 0),
+            (Phase::Scan, None, 0, 0),
+            (Phase::Scan, Some(0), 100, 10),
+            (Phase::Move, None, 0, 10),
+            (Phase::Move, Some(0), 25, 20),
+            (Phase::Move, Some(1), 50, 30),
+            (Phase::Finish, None, 100, 100),
+        ]
+    );
+}
+
+#[test]
+fn events_task_percent_never_decreases_and_is_100_only_in_final_event() {
+    let task: Task<(), TestError> =
+        TaskBuilder::new("monotonic")
+            .event_capacity(100_000)
+            .spawn(|progress| {
+                progress.plan_phases(&[(Phase::Copy, 1000), (Phase::Verify, 1000)]);
+                for phase in [Phase::Copy, Phase::Flush, Phase::Verify] {
+                    progress.set_phase(phase, 1000, 0);
+                    for block in 0..1000 {
+                        progress.block_done(block, 0);
+                    }
+                }
+                Ok(())
+            });
+    let events: Vec<ProgressEvent> = task.subscribe().collect();
+
+    assert!(events
+        .windows(2)
+        .all(|w| w[0].task_percent <= w[1].task_percent));
+    let (last, rest) = events.split_last().expect("events");
+    assert!(rest.iter().all(|e| e.task_percent <= 99));
+    assert_eq!(last.task_percent, 100);
+}
+
+#[test]
+fn percent_completed_with_plan_after_failure_stays_where_the_work_was() {
+    let task: Task<(), TestError> = Task::spawn("fails in move", true, |progress| {
+        progress.plan_phases(&[(Phase::Scan, 100), (Phase::Move, 100)]);
+        progress.set_phase(Phase::Scan, 1, 100);
+        progress.block_done(0, 100);
+        progress.set_phase(Phase::Move, 10, 100);
+        progress.add_blocks_done(2, 20);
+        Err(TestError::BadArgument("block 2".into()))
+    });
+    assert!(task.wait_for_completion(Some(LONG)));
+
+    assert_eq!(task.percent_completed(), 60);
+    assert_eq!(task.progress().task_percent, 60);
 }
