@@ -13,7 +13,7 @@ export RUSTC_BOOTSTRAP=1
 if [ -z "${TMPDIR:-}" ] && [ -d /dev/shm ]; then export TMPDIR=/dev/shm; fi
 secs="${SMOKE_SECONDS:-20}"
 jobs="${SMOKE_JOBS:-2}"
-targets=(footer dynamic_header locator bat bitmap host_drive_header open_read chain check write open_vs_check convert compact merge)
+targets=(footer dynamic_header locator bat bitmap host_drive_header open_read chain check write open_vs_check convert compact merge trust)
 limits=(-rss_limit_mb=2048 -malloc_limit_mb=512 -timeout=10)
 
 cargo fuzz build
@@ -36,7 +36,7 @@ done
 # 2. A short fuzzing run per target.
 run_one() {
     local t="$1" max_len=""
-    case "$t" in open_read|check|chain|open_vs_check|convert|compact|merge) max_len="-max_len=1048576" ;; esac
+    case "$t" in open_read|check|chain|open_vs_check|convert|compact|merge|trust) max_len="-max_len=1048576" ;; esac
     mkdir -p "$work/corpus/$t" "$here/artifacts/$t"
     for d in "seeds/$t" "regressions/$t"; do
         if [ -d "$d" ]; then cp "$d"/* "$work/corpus/$t/"; fi

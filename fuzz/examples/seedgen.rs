@@ -23,7 +23,9 @@ use vhdkit_format::spec::{
     DiskType, DynamicHeader, Footer, HostDriveHeader, FOOTER_SIZE, HEADER_SIZE, HOST_DRIVE_COOKIE,
 };
 use vhdkit_format::{Disk, OpenOptions};
-use vhdkit_fuzz::{fixed_image, join_files, sparse_image, MemResolver, ParentInfo, FUZZ_DIR};
+use vhdkit_fuzz::{
+    child_with_locators, fixed_image, join_files, sparse_image, MemResolver, ParentInfo, FUZZ_DIR,
+};
 
 /// Whole files larger than this are shrunk before they become seeds.
 const MAX_WHOLE: usize = 1 << 20;
@@ -191,6 +193,7 @@ fn synth(out: &Path) {
             put(out, "chain", &format!("{name}-{flags}"), &input);
         }
     }
+    trust_seeds(out);
     // `write` takes structured input; a few byte strings give it a start.
     for (i, s) in [
         &b"\x00\x00\x03\x10\x01\x02\x00\x10\x00\x00\x10\x00\x07\x00\x00"[..],
@@ -202,6 +205,65 @@ fn synth(out: &Path) {
     {
         put(out, "write", &format!("seed-{i}"), s);
     }
+}
+
+/// Seeds of the `trust` target: crafted children naming the canary outside the test
+/// folder (absolute and relative), the FIFO inside it, and a stub naming the secret file
+/// with its true size and identity CRC.
+fn trust_seeds(out: &Path) {
+    use vhdkit_format::spec::PlatformCode::{W2ku, W2ru};
+    use vhdkit_fuzz::trust::{CANARY_ID, ROOT};
+    let canary_abs = format!("C:{}\\outside\\canary.vhd", ROOT.replace('/', "\\"));
+    let size = 4 << 20;
+    let seeds: Vec<(&str, Vec<u8>)> = vec![
+        (
+            "absolute-to-canary",
+            child_with_locators(
+                size,
+                "canary.vhd",
+                CANARY_ID,
+                &[(W2ku, &canary_abs), (W2ru, ".\\gone.vhd")],
+                id(60),
+            ),
+        ),
+        (
+            "relative-to-canary",
+            child_with_locators(
+                size,
+                "canary.vhd",
+                CANARY_ID,
+                &[(W2ru, "..\\outside\\canary.vhd")],
+                id(61),
+            ),
+        ),
+        (
+            "name-is-the-fifo",
+            child_with_locators(size, "pipe.vhd", id(62), &[(W2ru, ".\\pipe.vhd")], id(63)),
+        ),
+        ("stub-to-secret", secret_stub()),
+    ];
+    for (name, bytes) in seeds {
+        for flags in [0u8, 1, 2] {
+            let mut input = vec![flags];
+            input.extend_from_slice(&bytes);
+            put(out, "trust", &format!("{name}-{flags}"), &input);
+        }
+    }
+}
+
+/// A stub naming the `trust` target's secret file, with its real size and CRC.
+fn secret_stub() -> Vec<u8> {
+    let size = 1u64 << 20;
+    let secret = MemBackend::new(vec![0x5E; size as usize]);
+    let crc =
+        vhdkit_format::image::hostdrive::identity_crc(&secret, size, HOST_DRIVE_IDENTITY_SPAN)
+            .expect("crc of memory");
+    let mut stub = host_drive_stub(size);
+    let mut header = HostDriveHeader::decode(&stub[512..1536]).expect("header");
+    header.identity_crc = crc;
+    header.device_path = format!("{}/outside/secret.img", vhdkit_fuzz::trust::ROOT);
+    stub[512..1536].copy_from_slice(&header.encode().expect("short path"));
+    stub
 }
 
 fn host_drive_stub(size: u64) -> Vec<u8> {

@@ -32,13 +32,16 @@ fuzz_target!(|data: &[u8]| {
         ..OpsOptions::default()
     };
     let result = compact(&path, &opts, &Progress::detached(CancelToken::new()));
-    let after = content(&path).unwrap_or_else(|| {
-        panic!("the image no longer opens or reads after compact ({result:?})")
-    });
+    let after = content(&path)
+        .unwrap_or_else(|| panic!("the image no longer opens or reads after compact ({result:?})"));
     assert!(
         after == before,
         "compact changed the content ({})",
-        if result.is_ok() { "succeeded" } else { "failed" }
+        if result.is_ok() {
+            "succeeded"
+        } else {
+            "failed"
+        }
     );
     if result.is_ok() {
         let file = VhdFile::open(&path, &OpenOptions::new().no_parents(true)).expect("reopens");

@@ -50,7 +50,14 @@ fuzz_target!(|data: &[u8]| {
             verify: true,
             ..OpsOptions::default()
         };
-        match convert_disk(&disk, &dst, target, &ops, &Progress::detached(CancelToken::new()), "convert") {
+        match convert_disk(
+            &disk,
+            &dst,
+            target,
+            &ops,
+            &Progress::detached(CancelToken::new()),
+            "convert",
+        ) {
             Ok(_) => check_output(&dst, target, &expected),
             Err(_) => assert!(!dst.exists(), "a failed convert left its destination"),
         }

@@ -30,7 +30,8 @@ fuzz_target!(|data: &[u8]| {
     };
     let child = dir.path().join("child.vhd");
     let parent = dir.path().join("parent.vhd");
-    if std::fs::write(&child, child_bytes).is_err() || std::fs::write(&parent, parent_bytes).is_err()
+    if std::fs::write(&child, child_bytes).is_err()
+        || std::fs::write(&parent, parent_bytes).is_err()
     {
         return;
     }
@@ -44,10 +45,12 @@ fuzz_target!(|data: &[u8]| {
         ..OpsOptions::default()
     };
     let result = merge(&child, &opts, &Progress::detached(CancelToken::new()));
-    let after = content(&child, &open, false).unwrap_or_else(|| {
-        panic!("the child no longer opens or reads after merge ({result:?})")
-    });
-    assert!(after == before, "merge changed what the child reads ({result:?})");
+    let after = content(&child, &open, false)
+        .unwrap_or_else(|| panic!("the child no longer opens or reads after merge ({result:?})"));
+    assert!(
+        after == before,
+        "merge changed what the child reads ({result:?})"
+    );
     if result.is_ok() {
         let alone = content(&parent, &OpenOptions::new().no_parents(true), false)
             .expect("the merged parent opens and reads alone");

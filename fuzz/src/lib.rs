@@ -380,6 +380,121 @@ pub fn sparse_image(
     out
 }
 
+/// A differencing disk without blocks whose parent is recorded as `name` with unique id
+/// `parent_id`, reached through exactly the `locators` given (code, path text).
+pub fn child_with_locators(
+    size: u64,
+    name: &str,
+    parent_id: [u8; 16],
+    locators: &[(PlatformCode, &str)],
+    id: [u8; 16],
+) -> Vec<u8> {
+    let p = ParentInfo {
+        unique_id: parent_id,
+        name: name.to_owned(),
+    };
+    let mut img = sparse_image(size, 1 << 20, Some(&p), id);
+    let footer_at = img.len() - FOOTER_SIZE;
+    let footer = img[footer_at..].to_vec();
+    img.truncate(footer_at);
+    let mut header = DynamicHeader::decode(&img[FOOTER_SIZE..FOOTER_SIZE + HEADER_SIZE])
+        .expect("a header just built");
+    header.locators = [ParentLocator::EMPTY; 8];
+    for (slot, (code, text)) in locators.iter().enumerate().take(8) {
+        let data = encode_utf16le(text);
+        let space = (data.len() as u64).div_ceil(512) * 512;
+        header.locators[slot] = ParentLocator {
+            code: *code,
+            data_space: space as u32,
+            data_length: data.len() as u32,
+            reserved: 0,
+            data_offset: img.len() as u64,
+        };
+        img.extend_from_slice(&data);
+        img.resize(img.len().div_ceil(512) * 512, 0);
+    }
+    img[FOOTER_SIZE..FOOTER_SIZE + HEADER_SIZE].copy_from_slice(&header.encode());
+    img.extend_from_slice(&footer);
+    img
+}
+
 fn uuid_from(b: [u8; 16]) -> uuid::Uuid {
     uuid::Uuid::from_bytes(b)
+}
+
+/// The real folders of the `trust` target.
+pub mod trust {
+    use std::path::{Path, PathBuf};
+
+    /// Fixed root of the `trust` target's files (the dictionary names paths under it).
+    pub const ROOT: &str = "/tmp/vhdkit-fuzz-trust";
+    /// Unique id of the canary VHD outside the test folder (in the dictionary too).
+    pub const CANARY_ID: [u8; 16] = *b"CANARY-OUTSIDE!!";
+
+    /// The test folder (one per process), the canary VHD and the secret file outside it,
+    /// and a FIFO inside it.
+    #[derive(Debug)]
+    pub struct Places {
+        /// The test folder: the crafted files are `0.vhd`, `1.vhd`, … here.
+        pub tree: PathBuf,
+        /// A valid VHD outside the folder, unique id [`CANARY_ID`].
+        pub canary: PathBuf,
+        /// A regular file outside the folder a crafted stub may name.
+        pub secret: PathBuf,
+        /// A FIFO in the folder (`pipe.vhd`) a crafted locator may name.
+        pub fifo: PathBuf,
+    }
+
+    impl Places {
+        /// Creates them (idempotent; the test folder is `ROOT/tree-<pid>`).
+        pub fn make() -> Places {
+            let root = Path::new(ROOT);
+            let outside = root.join("outside");
+            let tree = root.join(format!("tree-{}", std::process::id()));
+            std::fs::create_dir_all(&outside).expect("creating the outside folder");
+            std::fs::create_dir_all(&tree).expect("creating the test folder");
+            let canary = outside.join("canary.vhd");
+            if !canary.exists() {
+                let bytes = super::sparse_image(4 << 20, 1 << 20, None, CANARY_ID);
+                let tmp = outside.join(format!(".canary.{}", std::process::id()));
+                std::fs::write(&tmp, bytes).expect("writing the canary");
+                let _ = std::fs::rename(&tmp, &canary);
+            }
+            let secret = outside.join("secret.img");
+            if !secret.exists() {
+                std::fs::write(&secret, vec![0x5Eu8; 1 << 20]).expect("writing the secret");
+            }
+            let fifo = tree.join("pipe.vhd");
+            if !fifo.exists() {
+                let ok = std::process::Command::new("mkfifo")
+                    .arg(&fifo)
+                    .status()
+                    .is_ok_and(|s| s.success());
+                assert!(ok, "mkfifo {}", fifo.display());
+            }
+            Places {
+                tree,
+                canary,
+                secret,
+                fifo,
+            }
+        }
+
+        /// Writes `files` as `0.vhd`, `1.vhd`, … into the test folder (replacing the
+        /// previous input's) and returns their paths.
+        pub fn write(&self, files: &[&[u8]]) -> Vec<PathBuf> {
+            for i in files.len()..super::MAX_FILES {
+                let _ = std::fs::remove_file(self.tree.join(format!("{i}.vhd")));
+            }
+            files
+                .iter()
+                .enumerate()
+                .map(|(i, f)| {
+                    let p = self.tree.join(format!("{i}.vhd"));
+                    std::fs::write(&p, f).expect("writing a crafted file");
+                    p
+                })
+                .collect()
+        }
+    }
 }
