@@ -204,11 +204,16 @@ fn print_text(v: &Value) -> Result<(), CliError> {
         if chain.len() > 1 {
             terminal::line("chain:")?;
             for (i, l) in chain.iter().enumerate() {
+                // Fixed disks have no blocks: say only what they are.
+                let blocks = match l["allocated_blocks"].as_u64() {
+                    Some(1) => ", 1 block allocated".to_string(),
+                    Some(n) => format!(", {n} blocks allocated"),
+                    None => String::new(),
+                };
                 terminal::line(format!(
-                    "  {i}: {} ({}, {} blocks allocated)",
+                    "  {i}: {} ({}{blocks})",
                     l["path"].as_str().unwrap_or(""),
                     l["disk_type"].as_str().unwrap_or(""),
-                    l["allocated_blocks"]
                 ))?;
             }
         }

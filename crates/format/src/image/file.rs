@@ -729,9 +729,15 @@ impl VhdFile {
 
         // Step 2: new blocks (bitmap + data, zero-filled where old bytes lie) and data of
         // existing blocks.
+        let differencing = self.is_differencing();
         for &(block, at) in &new_blocks {
-            let mut bitmap = vec![0u8; s.bitmap_size as usize];
-            for p in pieces.iter().filter(|p| p.block == block) {
+            // A dynamic disk's new block is wholly its own (what is not written is
+            // zero-filled or past the old end): every bit set, as Windows, disk2vhd,
+            // mkimg and qemu write it, so that every reader reads it alike (libvhdi's bulk
+            // reads return zeros for data behind partly set bitmaps of small blocks). A
+            // differencing block sets only the bits of the sectors it holds.
+            let mut bitmap = vec![if differencing { 0u8 } else { 0xFF }; s.bitmap_size as usize];
+            for p in pieces.iter().filter(|p| differencing && p.block == block) {
                 let first = p.in_block / SECTOR_SIZE;
                 set_range(&mut bitmap, first, p.data.len() as u64 / SECTOR_SIZE);
             }

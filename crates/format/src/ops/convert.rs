@@ -356,10 +356,8 @@ impl<'a> Writer<'a> {
                     });
                 }
                 bat.set(index, (at / SECTOR_SIZE) as u32);
-                // Bitmap: every sector of the block that lies inside the disk.
-                let mut bitmap = vec![0u8; layout.bitmap_size as usize];
-                let sectors = (data.len() as u64) / SECTOR_SIZE;
-                crate::spec::bitmap::set_range(&mut bitmap, 0, sectors);
+                // Bitmap: fully set, as every real writer of dynamic disks does.
+                let bitmap = vec![0xFFu8; layout.bitmap_size as usize];
                 let path = self.path;
                 let data_at = at + layout.bitmap_size;
                 self.out

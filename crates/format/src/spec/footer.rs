@@ -421,7 +421,10 @@ impl Footer {
             ));
         }
         let expected_geometry = Geometry::from_total_sectors(self.current_size / SECTOR_SIZE);
-        if self.geometry.total_sectors() > expected_geometry.total_sectors()
+        // Only a geometry holding more sectors than the disk has is wrong; one that
+        // holds exactly the current size (bximage: 130/16/63 for 64 MiB) or less is the
+        // writer's choice (the specification's algorithm is one of many).
+        if self.geometry.total_sectors() > self.current_size / SECTOR_SIZE
             && self.geometry != Geometry::MAX
         {
             p.push(Problem::new(
@@ -429,8 +432,11 @@ impl Footer {
                 s,
                 "geometry",
                 format!(
-                    "{} describes more than the current size (expected {})",
-                    self.geometry, expected_geometry
+                    "{} describes {} bytes, more than the current size {} (expected {})",
+                    self.geometry,
+                    self.geometry.capacity(),
+                    self.current_size,
+                    expected_geometry
                 ),
             ));
         } else if self.geometry != expected_geometry && self.geometry != Geometry::MAX {
@@ -491,6 +497,28 @@ impl Footer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn geometry_describing_exactly_the_current_size_is_no_warning() {
+        // bximage's 64 MiB disk: 130/16/63 × 512 = 67092480, its current size.
+        let mut f = Footer::new(DiskType::Fixed, 67_092_480);
+        f.geometry = Geometry {
+            cylinders: 130,
+            heads: 16,
+            sectors_per_track: 63,
+        };
+        let p = f.validate(None);
+        assert!(
+            p.iter()
+                .all(|x| x.field != "geometry" || x.severity < Severity::Warning),
+            "{p:?}"
+        );
+        f.geometry.cylinders = 131;
+        assert!(f
+            .validate(None)
+            .iter()
+            .any(|x| x.field == "geometry" && x.severity == Severity::Warning));
+    }
 
     #[test]
     fn footer_round_trips_through_bytes() {
