@@ -322,6 +322,11 @@ fn check_sparse(b: &dyn Backend, footer: &Footer, len: u64, footer_at: u64, p: &
         return;
     }
     let layout = SparseLayout::new(&header, hoff, footer.current_size, len, footer_at);
+    let batmap = check_batmap(b, footer, &header, len, footer_at, p);
+    let layout = match &batmap {
+        Some(m) => layout.with_batmap(m.header_offset, &m.header),
+        None => layout,
+    };
     let toff = layout.table_offset;
     // Read what of the BAT fits in the file, never more, a chunk at a time: memory
     // follows the entries the file really holds, not what its fields claim.
@@ -382,6 +387,9 @@ fn check_sparse(b: &dyn Backend, footer: &Footer, len: u64, footer_at: u64, p: &
         );
     }
     let found = scan.finish();
+    if let Some(m) = &batmap {
+        check_batmap_bits(b, m, &layout, footer.current_size, p);
+    }
     for x in &found.problems {
         p.push(Problem::new(Severity::Error, "BAT", "entry", x.to_string()).at(x.offset()));
     }
@@ -461,6 +469,121 @@ fn check_sparse(b: &dyn Backend, footer: &Footer, len: u64, footer_at: u64, p: &
             )
             .at(data_end),
         );
+    }
+}
+
+/// Reports the problems of a `tap` file's batmap and returns it when it can be read.
+fn check_batmap(
+    b: &dyn Backend,
+    footer: &Footer,
+    header: &DynamicHeader,
+    len: u64,
+    footer_at: u64,
+    p: &mut Vec<Problem>,
+) -> Option<crate::image::batmap::Batmap> {
+    use crate::spec::batmap;
+    let expected = batmap::expects_batmap(footer)?;
+    let at = batmap::header_offset(header.table_offset, header.max_table_entries);
+    let mut raw = [0u8; batmap::BATMAP_HEADER_SIZE];
+    let h = if at.saturating_add(raw.len() as u64) <= len && b.read_exact_at(&mut raw, at).is_ok() {
+        batmap::BatmapHeader::decode(&raw)
+    } else {
+        None
+    };
+    let problems = match &h {
+        Some(h) => h.validate(footer.current_size, header.max_table_entries, footer_at),
+        None => vec![Problem::new(
+            Severity::Error,
+            "batmap",
+            "header",
+            "the batmap header lies past the end of the file",
+        )],
+    };
+    if !expected && h.as_ref().is_none_or(|h| h.cookie != batmap::BATMAP_COOKIE) {
+        return None; // creator 1.1 without one: none is needed
+    }
+    if !problems.is_empty() {
+        p.extend(problems.into_iter().map(|x| x.at(at)));
+        return None;
+    }
+    let h = h?;
+    let mut map = vec![0u8; batmap::map_bytes(footer.current_size) as usize];
+    if b.read_exact_at(&mut map, h.map_offset).is_err() {
+        p.push(
+            Problem::new(
+                Severity::Error,
+                "batmap",
+                "offset",
+                "the bitmap cannot be read",
+            )
+            .at(h.map_offset),
+        );
+        return None;
+    }
+    let computed = batmap::checksum(&map, h.version);
+    if computed != h.checksum {
+        p.push(
+            Problem::new(
+                Severity::Error,
+                "batmap",
+                "checksum",
+                format!(
+                    "stored {:#010x}, computed {computed:#010x}: Xen's tools refuse the file (check --repair recomputes it)",
+                    h.checksum
+                ),
+            )
+            .at(at + 24),
+        );
+    }
+    Some(crate::image::batmap::Batmap {
+        header_offset: at,
+        header: h,
+        map,
+    })
+}
+
+/// A set batmap bit promises "allocated and fully written": each set bit's block must
+/// be allocated (blktap's check) and its sector bitmap full (tapdisk reads every sector
+/// of such a block from this file without looking at the bitmap).
+fn check_batmap_bits(
+    b: &dyn Backend,
+    m: &crate::image::batmap::Batmap,
+    layout: &SparseLayout,
+    current_size: u64,
+    p: &mut Vec<Problem>,
+) {
+    use crate::spec::batmap::test_bit;
+    let blocks = layout.used_entries.min(m.map.len() as u64 * 8);
+    let sectors = layout.block_size / SECTOR_SIZE;
+    let full_bytes = (sectors / 8) as usize;
+    let mut listed = 0;
+    for n in (0..blocks).filter(|&n| test_bit(&m.map, n)) {
+        let mut e = [0u8; 4];
+        let at = layout.table_offset + n * 4;
+        if b.read_exact_at(&mut e, at).is_err() {
+            continue;
+        }
+        let entry = u32::from_be_bytes(e);
+        let problem = if entry == crate::spec::BAT_ENTRY_UNUSED {
+            Some(format!(
+                "block {n}'s bit is set, but the block is not allocated"
+            ))
+        } else {
+            let mut bm = vec![0u8; full_bytes];
+            let off = u64::from(entry) * SECTOR_SIZE;
+            let last = (n + 1) * layout.block_size > current_size;
+            (!last && b.read_exact_at(&mut bm, off).is_ok() && bm.iter().any(|&x| x != 0xFF))
+                .then(|| format!("block {n}'s bit is set, but its sector bitmap is not full"))
+        };
+        if let Some(msg) = problem {
+            if listed < MAX_LISTED_BAT_PROBLEMS {
+                p.push(
+                    Problem::new(Severity::Error, "batmap", "bit", msg)
+                        .at(m.header.map_offset + n / 8),
+                );
+            }
+            listed += 1;
+        }
     }
 }
 
@@ -550,9 +673,19 @@ pub fn repair(path: &Path) -> Result<RepairReport> {
             "the header is damaged and has no copy: not repairable",
         ));
     }
-    let block_size = u64::from(header.block_size);
-    let used = footer.current_size.div_ceil(block_size);
-    let toff = header.table_offset;
+    // The footer's place is decided by the one layout description: past every block
+    // and every piece of metadata (Xen's batmap included).
+    let footer_at = if end.is_some() { end_at } else { len };
+    let layout = SparseLayout::new(&header, hoff, footer.current_size, len, footer_at);
+    let mut warnings = Vec::new();
+    let batmap =
+        crate::image::batmap::find(path, &b, &footer, &header, footer_at, false, &mut warnings)?;
+    let layout = match &batmap {
+        Some(m) => layout.with_batmap(m.header_offset, &m.header),
+        None => layout,
+    };
+    let toff = layout.table_offset;
+    let used = layout.used_entries;
     if toff.saturating_add(used * 4) > len {
         return Err(Error::corrupt(
             path,
@@ -565,19 +698,8 @@ pub fn repair(path: &Path) -> Result<RepairReport> {
     b.read_exact_at(&mut bat_raw, toff)
         .map_err(io("reading the BAT", toff))?;
     let bat = Bat::decode(&bat_raw);
-    let stride = header.bitmap_size() + block_size;
-    let mut data_end = toff + header.bat_size_on_disk();
-    data_end = data_end.max(hoff + HEADER_SIZE as u64);
-    for l in header
-        .locators
-        .iter()
-        .filter(|l| l.is_used() && l.data_length <= crate::spec::locator::MAX_LOCATOR_DATA)
-    {
-        let n = crate::spec::round_up_to_sector(u64::from(l.data_length)).unwrap_or(0);
-        if l.data_offset.saturating_add(n) <= len {
-            data_end = data_end.max(l.data_offset + n);
-        }
-    }
+    let stride = layout.stride();
+    let mut blocks_end = 0;
     for (i, off) in bat.allocated() {
         let block_end = off.saturating_add(stride);
         if block_end > len {
@@ -588,9 +710,29 @@ pub fn repair(path: &Path) -> Result<RepairReport> {
                 format!("block {i} at {off:#x} runs past the end of the file ({len:#x}): its data is gone, not repairable"),
             ));
         }
-        data_end = data_end.max(block_end);
+        blocks_end = blocks_end.max(block_end);
     }
-    let data_end = data_end.div_ceil(SECTOR_SIZE) * SECTOR_SIZE;
+    if let Some(mut m) = batmap {
+        // A set bit for an unallocated block, or a wrong checksum: both are restorable
+        // from the BAT (a clear bit is always safe).
+        let before = m.map.clone();
+        let unallocated: Vec<u64> = (0..used)
+            .filter(|&n| bat.block_offset(n).is_none())
+            .collect();
+        for &n in &unallocated {
+            crate::spec::batmap::clear_bit(&mut m.map, n);
+        }
+        let stale = crate::spec::batmap::checksum(&m.map, m.header.version) != m.header.checksum;
+        if m.map != before || stale {
+            m.write(path, &b, &before)?;
+            b.sync()
+                .map_err(|e| Error::file(path, "syncing the batmap", e))?;
+            report.actions.push(
+                "cleared the batmap bits of unallocated blocks and recomputed its checksum".into(),
+            );
+        }
+    }
+    let data_end = layout.data_end(blocks_end);
     let footer_bytes = footer.encode();
     // Where the footer belongs: keep an intact end footer unless it leaves at least a
     // block's worth of unreferenced space or sits inside the data.

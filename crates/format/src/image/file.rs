@@ -88,9 +88,12 @@ pub(crate) struct Sparse {
     pub bat: RwLock<Bat>,
     pub block_size: u64,
     pub bitmap_size: u64,
-    /// Byte ranges taken by metadata: footer copy, header, BAT, locator payloads.
+    /// Byte ranges taken by metadata: footer copy, header, BAT, locator payloads, Xen's
+    /// batmap.
     pub metadata: Vec<(u64, u64)>,
     pub state: Mutex<SparseState>,
+    /// Xen's batmap, for files blktap wrote.
+    pub batmap: Mutex<Option<super::batmap::Batmap>>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -386,6 +389,28 @@ impl VhdFile {
         match &self.layout {
             Layout::Sparse(s) => s.metadata.clone(),
             _ => Vec::new(),
+        }
+    }
+
+    /// Clears Xen's batmap bits of `blocks` (blocks no longer fully written: released)
+    /// and rewrites the batmap with its checksum if a bit changed; the caller syncs.
+    /// Returns whether anything was written. A file without a batmap: nothing to do.
+    pub(crate) fn clear_batmap_bits(&self, blocks: &[u64]) -> Result<bool> {
+        let Layout::Sparse(s) = &self.layout else {
+            return Ok(false);
+        };
+        let mut m = s.batmap.lock().unwrap_or_else(|e| e.into_inner());
+        match m.as_mut() {
+            Some(m) => m.clear(&self.path, &*self.backend, blocks),
+            None => Ok(false),
+        }
+    }
+
+    /// Whether the file carries Xen's batmap.
+    pub fn has_batmap(&self) -> bool {
+        match &self.layout {
+            Layout::Sparse(s) => s.batmap.lock().unwrap_or_else(|e| e.into_inner()).is_some(),
+            _ => false,
         }
     }
 
@@ -1132,6 +1157,11 @@ fn open_sparse(
     check_block_size(header.block_size)
         .map_err(|m| Error::corrupt(path, "dynamic header", hoff + 32, m))?;
     let layout = SparseLayout::new(&header, hoff, footer.current_size, len, footer_at);
+    let batmap = super::batmap::find(path, b, footer, &header, footer_at, opts.writable, warnings)?;
+    let layout = match &batmap {
+        Some(m) => layout.with_batmap(m.header_offset, &m.header),
+        None => layout,
+    };
     for &slot in &layout.ignored_locators {
         // No path is that long: a damaged entry, ignored rather than taken to claim a
         // region of the file that may well hold blocks.
@@ -1206,6 +1236,7 @@ fn open_sparse(
         block_size,
         bitmap_size,
         metadata,
+        batmap: Mutex::new(batmap),
         state: Mutex::new(SparseState {
             next_free,
             footer_at: footer_pos,

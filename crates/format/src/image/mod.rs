@@ -2,6 +2,7 @@
 //! chains, reading and writing any virtual byte range, and creating disks.
 
 pub mod backend;
+pub(crate) mod batmap;
 mod chain;
 pub(crate) mod create;
 pub(crate) mod file;

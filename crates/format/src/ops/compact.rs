@@ -83,8 +83,22 @@ pub fn compact(path: &Path, opts: &OpsOptions, progress: &Progress) -> Result<Re
         ..Report::default()
     };
 
-    // 1. Scan.
+    // 1. Scan. Phases are weighted by the bytes each reads and writes: the scan reads
+    // every block; each move reads and writes one, at most every block moves; the
+    // verification reads every live block twice. Planned here with those upper bounds,
+    // and again with the real numbers once the scan knows them (the percentage then
+    // jumps ahead; it never stalls while most of the work remains).
     let mut clock = PhaseClock::start();
+    let scan_bytes = allocated.len() as u64 * s.block_size;
+    let upper = allocated.len() as u64 * stride;
+    progress.plan_phases(&[
+        (
+            Phase::Scan,
+            scan_bytes + if opts.verify { upper } else { 0 },
+        ),
+        (Phase::Move, upper * 2),
+        (Phase::Verify, if opts.verify { upper } else { 0 }),
+    ]);
     progress.set_phase(
         Phase::Scan,
         allocated.len() as u64,
@@ -131,18 +145,33 @@ pub fn compact(path: &Path, opts: &OpsOptions, progress: &Progress) -> Result<Re
         .map(|(b, _)| (b, bat.block_offset(b).unwrap_or(0)))
         .collect();
     let before = if opts.verify {
-        Some(block_crcs(f, &live, stride)?)
+        Some(block_crcs(f, &live, stride, per_chunk, None)?)
     } else {
         None
     };
 
     clock.lap(&mut report, "scan");
+    let verify_bytes = if opts.verify {
+        live.len() as u64 * stride
+    } else {
+        0
+    };
+    progress.plan_phases(&[
+        (Phase::Scan, scan_bytes + verify_bytes),
+        (Phase::Move, plan.moves.len() as u64 * stride * 2),
+        (Phase::Verify, verify_bytes),
+    ]);
 
     // 2. Release.
     progress.check_cancelled()?;
     let mut current = bat.clone();
     for &b in &plan.release {
         current.set(b, crate::spec::BAT_ENTRY_UNUSED);
+    }
+    // Xen's batmap first: a set bit must never name an unallocated block, and a clear
+    // bit is always safe.
+    if f.clear_batmap_bits(&plan.release)? {
+        sync(f, "syncing the batmap")?;
     }
     write_bat_sectors(f, s.header.table_offset, &current, &plan.release)?;
     sync(f, "syncing the released BAT entries")?;
@@ -228,7 +257,7 @@ pub fn compact(path: &Path, opts: &OpsOptions, progress: &Progress) -> Result<Re
             .iter()
             .map(|&(b, _)| (b, current.block_offset(b).unwrap_or(0)))
             .collect();
-        let after = block_crcs(f, &now, stride)?;
+        let after = block_crcs(f, &now, stride, per_chunk, Some(progress))?;
         if let Some(i) = (0..before.len()).find(|&i| before[i] != after[i]) {
             return Err(Error::Corrupt {
                 path: path.to_owned(),
@@ -305,15 +334,34 @@ fn block_is_empty(f: &VhdFile, block: u64, block_size: u64, differencing: bool) 
 }
 
 /// CRC32 of each (block, offset)'s bitmap and data, computed in parallel.
-fn block_crcs(f: &VhdFile, blocks: &[(u64, u64)], stride: u64) -> Result<Vec<u32>> {
-    blocks
-        .par_iter()
-        .map(|&(_, off)| {
-            let mut buf = vec![0u8; stride as usize];
-            f.read_data_mapped(&mut buf, off)?;
-            Ok(crc32fast::hash(&buf))
-        })
-        .collect()
+/// CRC32 of each (block, offset)'s bitmap and data, computed in parallel a chunk at a
+/// time; each chunk is a cancellation point and, with `progress`, counts as done.
+fn block_crcs(
+    f: &VhdFile,
+    blocks: &[(u64, u64)],
+    stride: u64,
+    per_chunk: usize,
+    progress: Option<&Progress>,
+) -> Result<Vec<u32>> {
+    let mut out = Vec::with_capacity(blocks.len());
+    for chunk in blocks.chunks(per_chunk.max(1)) {
+        if let Some(p) = progress {
+            p.check_cancelled()?;
+        }
+        let crcs: Vec<u32> = chunk
+            .par_iter()
+            .map(|&(_, off)| {
+                let mut buf = vec![0u8; stride as usize];
+                f.read_data_mapped(&mut buf, off)?;
+                Ok(crc32fast::hash(&buf))
+            })
+            .collect::<Result<_>>()?;
+        out.extend(crcs);
+        if let Some(p) = progress {
+            p.add_blocks_done(chunk.len() as u64, chunk.len() as u64 * stride);
+        }
+    }
+    Ok(out)
 }
 
 fn write_bat_sectors(f: &VhdFile, table_offset: u64, bat: &Bat, blocks: &[u64]) -> Result<()> {

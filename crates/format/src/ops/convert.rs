@@ -91,6 +91,11 @@ pub fn convert_disk(
     let writer = Writer::new(target, size, opts.block_size, out, &tmp_path)?;
     let per_chunk = (opts.chunk_bytes / unit).max(1);
     let pool = BufferPool::default();
+    // The copy reads and writes the disk once; a verification reads both again.
+    progress.plan_phases(&[
+        (Phase::Copy, size),
+        (Phase::Verify, if opts.verify { size } else { 0 }),
+    ]);
     progress.set_phase(Phase::Copy, blocks, size);
     // Three stages overlap: rayon workers compose chunk k+1 (maps, zero tests, CRCs)
     // while the ordered writer thread writes chunk k and a flusher thread syncs what is

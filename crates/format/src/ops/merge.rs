@@ -105,6 +105,7 @@ pub fn merge(child: &Path, opts: &OpsOptions, progress: &Progress) -> Result<Rep
         ..Report::default()
     };
     let mut clock = PhaseClock::start();
+    progress.plan_phases(&[(Phase::Copy, blocks.len() as u64 * block_size)]);
     progress.set_phase(
         Phase::Copy,
         blocks.len() as u64,

@@ -64,6 +64,9 @@ pub struct OpsOptions {
     /// which keep the device busy during the copy instead of all at the final sync
     /// (0: only the final sync).
     pub sync_bytes: u64,
+    /// Progress events each subscriber of the task can have queued before the oldest
+    /// are dropped (and counted in its next event).
+    pub event_capacity: usize,
 }
 
 impl Default for OpsOptions {
@@ -75,6 +78,7 @@ impl Default for OpsOptions {
             chunk_bytes: 32 << 20,
             delete_child: false,
             sync_bytes: 64 << 20,
+            event_capacity: vhdkit_task::DEFAULT_EVENT_CAPACITY,
         }
     }
 }
@@ -151,8 +155,15 @@ fn ser_phases<S: serde::Serializer>(
 /// A running operation.
 pub type OpTask = Task<Report, Error>;
 
-fn spawn(desc: String, work: impl FnOnce(&Progress) -> Result<Report> + Send + 'static) -> OpTask {
-    TaskBuilder::new(desc).cancelable(true).spawn(work)
+fn spawn(
+    desc: String,
+    opts: &OpsOptions,
+    work: impl FnOnce(&Progress) -> Result<Report> + Send + 'static,
+) -> OpTask {
+    TaskBuilder::new(desc)
+        .cancelable(true)
+        .event_capacity(opts.event_capacity)
+        .spawn(work)
 }
 
 /// Checks a new file's path before any work: not empty, in a folder that exists, not
@@ -186,9 +197,11 @@ pub fn compact_task(path: &Path, opts: &OpsOptions) -> Result<OpTask> {
     compact::check_compactable(&probe)?;
     drop(probe);
     let (p, o) = (path.to_owned(), opts.clone());
-    Ok(spawn(format!("Compacting {}", path.display()), move |pr| {
-        compact::compact(&p, &o, pr)
-    }))
+    Ok(spawn(
+        format!("Compacting {}", path.display()),
+        opts,
+        move |pr| compact::compact(&p, &o, pr),
+    ))
 }
 
 /// Starts converting `src` (any kind, chains flattened, or raw) into a new `dst`.
@@ -204,6 +217,7 @@ pub fn convert_task(src: &Path, dst: &Path, target: Target, opts: &OpsOptions) -
             target.name(),
             dst.display()
         ),
+        opts,
         move |pr| convert::convert_disk(&disk, &d, target, &o, pr, "convert"),
     ))
 }
@@ -214,6 +228,7 @@ pub fn merge_task(child: &Path, opts: &OpsOptions) -> Result<OpTask> {
     let (c, o) = (child.to_owned(), opts.clone());
     Ok(spawn(
         format!("Merging {} into its parent", child.display()),
+        opts,
         move |pr| merge::merge(&c, &o, pr),
     ))
 }
@@ -247,6 +262,7 @@ pub fn merge_to_task(
             child.display(),
             dst.display()
         ),
+        opts,
         move |pr| convert::convert_disk(&disk, &d, target, &o, pr, "merge-to"),
     ))
 }
@@ -258,6 +274,7 @@ pub fn create_task(path: &Path, opts: &CreateOptions) -> Result<OpTask> {
     let (p, o) = (path.to_owned(), opts.clone());
     Ok(spawn(
         format!("Creating {} disk {}", opts.kind, path.display()),
+        &OpsOptions::default(),
         move |pr| {
             let start = std::time::Instant::now();
             pr.check_cancelled()?;

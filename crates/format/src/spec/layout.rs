@@ -110,6 +110,20 @@ impl SparseLayout {
         }
     }
 
+    /// The layout with Xen's batmap (its header sector at `header_offset` and its bitmap
+    /// area) counted as metadata: blocks stay clear of it and the footer goes after it.
+    pub fn with_batmap(mut self, header_offset: u64, batmap: &super::batmap::BatmapHeader) -> Self {
+        let hend = header_offset.saturating_add(super::batmap::BATMAP_HEADER_SIZE as u64);
+        self.metadata.push((header_offset, hend));
+        if batmap.map_offset > 0 {
+            self.metadata.push((
+                batmap.map_offset,
+                batmap.map_offset.saturating_add(batmap.map_area()),
+            ));
+        }
+        self
+    }
+
     /// Bytes a block takes in the file: its bitmap and its data.
     pub fn stride(&self) -> u64 {
         self.bitmap_size + self.block_size

@@ -8,6 +8,7 @@
 //! expected; `encode` writes the value back, recomputing its checksum.
 
 pub mod bat;
+pub mod batmap;
 pub mod bitmap;
 pub mod checksum;
 pub mod footer;

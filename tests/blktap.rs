@@ -1,0 +1,244 @@
+//! Images made by Xen's blktap (`vhd-util`, creator `tap`, fixtures/blktap/) through
+//! vhdkit's in-place operations: write, compact and merge leave them as Xen's
+//! `vhd-util check` requires — the batmap's area stays metadata (the footer never lands
+//! on it), a set batmap bit always names an allocated, fully written block, and its
+//! checksum holds. The judge is `XEN_CHECK` below: the BAT and batmap rules of
+//! `vhd-util check` (blktap's vhd-util-check.c, described in docs/format.md), written
+//! independently in Python, since vhd-util itself is not packaged for Debian 12.
+
+mod common;
+
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::*;
+
+/// vhd-util check's rules for a dynamic or differencing `tap` file: end of headers
+/// (header, padded BAT, batmap header and bitmap, locators), every allocated block after
+/// it and before the footer, no overlaps, a valid batmap (cookie, version, checksum over
+/// the bytes blktap reads, size, offset before the footer) and no set bit for an
+/// unallocated block. Prints "valid" or the first failure.
+const XEN_CHECK: &str = r#"
+import struct, sys
+p = sys.argv[1]
+d = open(p, 'rb').read()
+eof = len(d)
+foot = d[eof - 512:]
+def fail(m):
+    print(m); sys.exit(1)
+if foot[:8] != b'conectix': fail('no footer at the end')
+if d[:512] != foot: fail('the footer copy differs')
+data_offset, = struct.unpack('>Q', foot[16:24])
+curr_size, = struct.unpack('>Q', foot[48:56])
+h = d[data_offset:data_offset + 1024]
+if h[:8] != b'cxsparse': fail('no dynamic header')
+table_offset, = struct.unpack('>Q', h[16:24])
+max_bat, block_size = struct.unpack('>II', h[28:36])
+pad = max(512, (max_bat * 4 + 511) // 512 * 512)
+end = max(data_offset + 1024, table_offset + pad)
+bm_hdr = table_offset + pad
+bh = d[bm_hdr:bm_hdr + 512]
+if bh[:8] != b'tdbatmap': fail('error calculating end of metadata: no batmap header')
+map_off, map_sec, ver, csum = struct.unpack('>QIII', bh[8:28])
+if ver > 0x00010002: fail('unsupported batmap version')
+map_bytes = max(1, -(-(curr_size >> 24) // 512)) * 512
+m = d[map_off:map_off + map_bytes]
+if len(m) != map_bytes: fail('error calculating end of metadata: short batmap')
+if (~sum(m)) & 0xffffffff != csum: fail('error calculating end of metadata: batmap checksum')
+end = max(end, bm_hdr + 512, map_off + map_sec * 512)
+for i in range(8):
+    code, space, length, _, off = struct.unpack('>IIIIQ', h[576 + 24 * i:600 + 24 * i])
+    if code == 0: continue
+    size = space * 512 if space < 512 else (space if space % 512 == 0 else 0)
+    end = max(end, off + size)
+if map_sec == 0: fail('batmap is invalid: size zero')
+if map_sec * 4096 < max_bat: fail('batmap is invalid: batmap-BAT size mismatch')
+if map_off == 0 or map_off % 512: fail('batmap is invalid: offset')
+if map_off + map_sec * 512 > eof - 512: fail('batmap is invalid: size')
+eof_sec = (eof - 512) // 512
+end_sec = end // 512
+blocks = curr_size >> 21
+spb = block_size // 512
+bmp = max(1, -(-(spb // 8) // 512))
+bat = struct.unpack('>%dI' % max_bat, d[table_offset:table_offset + max_bat * 4])
+used = []
+for i in range(blocks):
+    e = bat[i]
+    if e == 0xffffffff:
+        if m[i // 8] & (0x80 >> (i % 8)): fail('batmap shows unallocated block %d full' % i)
+        continue
+    if e < end_sec: fail('block %d (offset 0x%x) clobbers headers' % (i, e))
+    if e + bmp + spb > eof_sec: fail('block %d (offset 0x%x) clobbers footer' % (i, e))
+    used.append((e, i))
+used.sort()
+for (a, ia), (b, ib) in zip(used, used[1:]):
+    if a + bmp + spb > b: fail('blocks %d and %d overlap' % (ia, ib))
+print('valid')
+"#;
+
+fn xen_check(p: &Path) {
+    let r = run_cmd(Command::new(PYTHON).args(["-c", XEN_CHECK]).arg(p));
+    assert_eq!(r.code, 0, "{}: {}", p.display(), r.stdout_str());
+}
+
+fn vhdkit_check_clean(p: &Path) {
+    let r = vhdkit(["check".as_ref(), p.as_os_str()]);
+    assert_eq!(r.code, EXIT_OK, "{}", r.stdout_str());
+}
+
+/// A copy of the four blktap images in a temp dir.
+fn copies() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempdir();
+    for n in ["empty-64m.vhd", "written-64m.vhd", "snap1.vhd", "snap2.vhd"] {
+        std::fs::copy(fixture(&format!("blktap/{n}")), dir.path().join(n)).expect("copy");
+    }
+    let d = dir.path().to_owned();
+    (dir, d)
+}
+
+fn sha256(data: &[u8]) -> String {
+    let f = tempfile::NamedTempFile::new().expect("tmp");
+    std::fs::write(f.path(), data).expect("write");
+    let r = run_cmd(Command::new("sha256sum").arg(f.path()));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    r.stdout_str()
+        .split_whitespace()
+        .next()
+        .expect("a sum")
+        .to_string()
+}
+
+fn expected_sums() -> Vec<(String, String)> {
+    std::fs::read_to_string(fixture("blktap/SHA256SUMS"))
+        .expect("sums")
+        .lines()
+        .filter_map(|l| {
+            let mut it = l.split_whitespace();
+            Some((it.next()?.to_string(), it.next()?.to_string()))
+        })
+        .collect()
+}
+
+#[test]
+fn blktap_images_read_as_libvhd_reads_them_and_check_clean() {
+    let (_d, dir) = copies();
+    for (sum, name) in expected_sums() {
+        let p = dir.join(&name);
+        assert_eq!(sha256(&read_all(&p)), sum, "{name}");
+        vhdkit_check_clean(&p);
+        xen_check(&p);
+        let creator = info(&p)["creator_app"].as_str().unwrap_or("").to_string();
+        assert!(creator.starts_with("tap"), "{creator}");
+    }
+}
+
+#[test]
+fn compact_clears_the_bit_of_a_released_block() {
+    let (_d, dir) = copies();
+    let p = dir.join("written-64m.vhd");
+    // Block 0 is full (its batmap bit set); zeroing it makes it releasable.
+    write_at(&p, 0, &vec![0u8; 2 << 20], &[]);
+    xen_check(&p);
+    let want = read_all(&p);
+    let r = vhdkit(["compact".as_ref(), p.as_os_str()]);
+    assert_eq!(r.code, EXIT_OK, "{}", r.stderr);
+    xen_check(&p);
+    vhdkit_check_clean(&p);
+    assert_eq!(read_all(&p), want);
+}
+
+#[test]
+fn compact_releasing_every_block_keeps_the_batmap_before_the_footer() {
+    let (_d, dir) = copies();
+    let p = dir.join("written-64m.vhd");
+    write_at(&p, 0, &vec![0u8; 64 << 20], &[]);
+    let r = vhdkit(["compact".as_ref(), p.as_os_str(), "--verify".as_ref()]);
+    assert_eq!(r.code, EXIT_OK, "{}", r.stderr);
+    xen_check(&p);
+    vhdkit_check_clean(&p);
+    // Nothing but metadata is left: footer copy, header, BAT, batmap, footer.
+    assert_eq!(std::fs::metadata(&p).expect("stat").len(), 3584);
+    assert!(read_all(&p).iter().all(|&b| b == 0));
+}
+
+#[test]
+fn writes_into_blktap_files_keep_them_valid() {
+    let (_d, dir) = copies();
+    let mut rng = Rng::new(44);
+    for name in ["empty-64m.vhd", "written-64m.vhd", "snap2.vhd"] {
+        let p = dir.join(name);
+        let mut model = Model(read_all(&p));
+        for (off, data) in random_writes(&mut rng, 64 << 20, 12) {
+            write_at(&p, off, &data, &[]);
+            model.write(off, &data);
+        }
+        xen_check(&p);
+        vhdkit_check_clean(&p);
+        assert_bytes_eq(name, &read_all(&p), &model.0);
+    }
+}
+
+#[test]
+fn merge_of_a_blktap_chain_keeps_the_parent_valid() {
+    let (_d, dir) = copies();
+    let top = dir.join("snap2.vhd");
+    let want = read_all(&top);
+    let r = vhdkit(["merge".as_ref(), top.as_os_str()]);
+    assert_eq!(r.code, EXIT_OK, "{}", r.stderr);
+    for n in ["snap1.vhd", "snap2.vhd", "written-64m.vhd"] {
+        xen_check(&dir.join(n));
+        vhdkit_check_clean(&dir.join(n));
+    }
+    assert_eq!(read_all(&top), want);
+    assert_eq!(read_all(&dir.join("snap1.vhd")), want);
+    // And the merged parent compacts (a differencing disk with a batmap).
+    let r = vhdkit(["compact".as_ref(), dir.join("snap1.vhd").as_os_str()]);
+    assert_eq!(r.code, EXIT_OK, "{}", r.stderr);
+    xen_check(&dir.join("snap1.vhd"));
+    assert_eq!(read_all(&top), want);
+}
+
+/// Patches the batmap of a copy of written-64m.vhd (header at 2048, bitmap at 2560).
+fn patched(dir: &Path, edit: impl Fn(&mut Vec<u8>)) -> PathBuf {
+    let p = dir.join("written-64m.vhd");
+    let mut b = std::fs::read(&p).expect("read");
+    edit(&mut b);
+    std::fs::write(&p, b).expect("write");
+    p
+}
+
+#[test]
+fn check_finds_a_bad_batmap_checksum_and_repair_restores_it() {
+    let (_d, dir) = copies();
+    let p = patched(&dir, |b| b[2048 + 24] ^= 0x10);
+    let r = vhdkit(["check".as_ref(), p.as_os_str()]);
+    assert_eq!(r.code, EXIT_DIFFERENT, "{}", r.stdout_str());
+    assert!(r.stdout_str().contains("batmap"), "{}", r.stdout_str());
+    let r = vhdkit(["check".as_ref(), p.as_os_str(), "--repair".as_ref()]);
+    assert_eq!(r.code, EXIT_OK, "{}", r.stdout_str());
+    xen_check(&p);
+}
+
+#[test]
+fn check_finds_a_set_bit_for_an_unallocated_block_and_repair_clears_it() {
+    let (_d, dir) = copies();
+    // Block 1 (unallocated) marked full, checksum kept consistent.
+    let p = patched(&dir, |b| {
+        b[2560] |= 0x40;
+        let sum: u32 = b[2560..3072].iter().map(|&x| u32::from(x)).sum();
+        b[2048 + 24..2048 + 28].copy_from_slice(&(!sum).to_be_bytes());
+    });
+    let r = run_cmd(Command::new(PYTHON).args(["-c", XEN_CHECK]).arg(&p));
+    assert_ne!(r.code, 0, "the Xen rules see it too");
+    let r = vhdkit(["check".as_ref(), p.as_os_str()]);
+    assert_eq!(r.code, EXIT_DIFFERENT, "{}", r.stdout_str());
+    assert!(
+        r.stdout_str().contains("not allocated"),
+        "{}",
+        r.stdout_str()
+    );
+    let r = vhdkit([OsStr::new("check"), p.as_os_str(), OsStr::new("--repair")]);
+    assert_eq!(r.code, EXIT_OK, "{}", r.stdout_str());
+    xen_check(&p);
+}
