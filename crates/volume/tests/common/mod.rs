@@ -293,10 +293,10 @@ impl Disk {
 
     /// The partitions as sfdisk sees them: (start, len) in bytes, in table order.
     pub fn partitions(&self) -> Vec<(u64, u64)> {
-        let out = sh(&format!("sfdisk -J '{}'", self.path.display()));
+        let out = sh(&format!("sfdisk -d '{}'", self.path.display()));
         let mut v = Vec::new();
         for line in out.lines() {
-            if let (Some(s), Some(z)) = (field(line, "\"start\":"), field(line, "\"size\":")) {
+            if let (Some(s), Some(z)) = (field(line, "start="), field(line, "size=")) {
                 v.push((s * 512, z * 512));
             }
         }
@@ -505,7 +505,7 @@ pub fn verify(disk: &Disk, made: &[Made]) -> DiskReport {
         }
         if let Some(fs_free) = m.fs_free {
             eprintln!(
-                "FIGURES {}: scanner {} free bytes, file system (statvfs) {} ({:+.3}%)",
+                "FIGURES {}: scanner {} free bytes, the file system's own count {} ({:+.3}%)",
                 m.part.fs,
                 p.free_bytes,
                 fs_free,
