@@ -61,7 +61,11 @@ fn apply(ops: &[Op], mut write: impl FnMut(&str, &[u8]), mut remove: impl FnMut(
 
 fn run(fs: &'static str, size: u64, ops: &[Op]) {
     let disk = Disk::new(size);
-    let part = Part { start: 0, len: size, fs };
+    let part = Part {
+        start: 0,
+        len: size,
+        fs,
+    };
     let lo = disk.loopdev(&part);
     mkfs(fs, &lo.dev);
     let files = if is_fat(fs) {

@@ -2,7 +2,7 @@
 //! map into free byte ranges.
 //!
 //! Each reader is a set of pure decoders over byte buffers plus a walk that reads the
-//! map's blocks through a bounded [`Region`](crate::region::Region): a pointer outside the
+//! map's blocks through a bounded window of the disk: a pointer outside the
 //! file system is corruption (the file system is left alone), never a read elsewhere.
 
 use std::fmt;

@@ -481,6 +481,45 @@ mod tests {
         );
     }
 
+    /// A 4 KiB `$LogFile` restart page with its fixups, `in_use` and `flags` in its
+    /// restart area.
+    fn restart_page(in_use: u16, flags: u16) -> Vec<u8> {
+        let mut p = vec![0u8; 4096];
+        p[..4].copy_from_slice(b"RSTR");
+        p[4..6].copy_from_slice(&0x1Eu16.to_le_bytes());
+        p[6..8].copy_from_slice(&9u16.to_le_bytes());
+        p[0x18..0x1A].copy_from_slice(&0x30u16.to_le_bytes());
+        p[0x1E..0x20].copy_from_slice(&7u16.to_le_bytes()); // update sequence number
+        p[0x30 + 12..0x30 + 14].copy_from_slice(&in_use.to_le_bytes());
+        p[0x30 + 14..0x30 + 16].copy_from_slice(&flags.to_le_bytes());
+        for i in 1..9 {
+            p[i * 512 - 2..i * 512].copy_from_slice(&7u16.to_le_bytes());
+        }
+        p
+    }
+
+    #[test]
+    fn logfile_with_a_client_and_no_clean_flag_is_not_clean() {
+        assert_eq!(logfile_clean(&mut restart_page(0, 0)), Ok(false));
+    }
+
+    #[test]
+    fn logfile_clean_flag_or_no_client_is_clean() {
+        assert_eq!(logfile_clean(&mut restart_page(0, RESTART_CLEAN)), Ok(true));
+        assert_eq!(
+            logfile_clean(&mut restart_page(LOGFILE_NO_CLIENT, 0)),
+            Ok(true)
+        );
+        assert_eq!(logfile_clean(&mut vec![0xFF; 4096]), Ok(true));
+    }
+
+    #[test]
+    fn torn_restart_page_is_an_error() {
+        let mut p = restart_page(0, RESTART_CLEAN);
+        p[1022] = 9;
+        assert!(logfile_clean(&mut p).is_err());
+    }
+
     #[test]
     fn runs_past_the_volume_are_rejected() {
         assert!(decode_runs(&[0x11, 4, 99, 0], 100).is_err());
