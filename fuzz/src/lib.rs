@@ -6,6 +6,8 @@
 //! exist, so nothing a target does can touch the host's files (host-drive stubs aside:
 //! a stub naming a real device would be opened read-only, see `README.md`).
 
+pub mod volume;
+
 use std::cell::Cell;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

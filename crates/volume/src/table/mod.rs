@@ -1,0 +1,444 @@
+//! Partition tables: MBR (with extended and logical partitions), GPT (with its protective
+//! MBR, primary or backup), or none (a file system from the first byte).
+//!
+//! Sectors are 512 bytes, as in every VHD. The table's own sectors (MBR, EBRs, GPT
+//! headers and entry arrays) are recorded, and a partition that overlaps one of them,
+//! another partition, or the end of the disk is marked with a [`Reason`] so it is left
+//! alone.
+
+use std::fmt;
+use std::ops::Range;
+
+use crate::error::{Error, Reason};
+use crate::fs;
+use crate::ReadAt;
+
+pub(crate) mod gpt;
+pub(crate) mod mbr;
+
+/// Bytes per sector of the tables read here.
+pub const SECTOR: u64 = 512;
+
+/// Which kind of table the disk has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
+pub enum TableKind {
+    /// Master boot record (possibly with logical partitions).
+    Mbr,
+    /// GUID partition table.
+    Gpt,
+    /// No table: one file system (or volume) starts at byte 0 and spans the disk.
+    WholeDisk,
+    /// Nothing recognised (blank, damaged or foreign): the whole disk counts as used.
+    Unrecognised,
+}
+
+/// A GPT GUID, kept as its 16 on-disk bytes (mixed-endian).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Guid(pub [u8; 16]);
+
+#[cfg(feature = "serde")]
+impl serde::Serialize for Guid {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl fmt::Display for Guid {
+    /// The usual text form, `C12A7328-F81F-11D2-BA4B-00A0C93EC93B`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let b = &self.0;
+        write!(
+            f,
+            "{:02X}{:02X}{:02X}{:02X}-{:02X}{:02X}-{:02X}{:02X}-{:02X}{:02X}-",
+            b[3], b[2], b[1], b[0], b[5], b[4], b[7], b[6], b[8], b[9]
+        )?;
+        for x in &b[10..] {
+            write!(f, "{x:02X}")?;
+        }
+        Ok(())
+    }
+}
+
+impl Guid {
+    /// Parses the text form (`XXXXXXXX-XXXX-XXXX-XXXX-XXXXXXXXXXXX`, any case).
+    pub fn parse(s: &str) -> Option<Guid> {
+        let hex: Vec<u8> = s.bytes().filter(|&c| c != b'-').collect();
+        if hex.len() != 32 || s.len() != 36 {
+            return None;
+        }
+        let mut v = [0u8; 16];
+        for (i, out) in v.iter_mut().enumerate() {
+            let pair = std::str::from_utf8(&hex[2 * i..2 * i + 2]).ok()?;
+            *out = u8::from_str_radix(pair, 16).ok()?;
+        }
+        Some(Guid([
+            v[3], v[2], v[1], v[0], v[5], v[4], v[7], v[6], v[8], v[9], v[10], v[11], v[12], v[13],
+            v[14], v[15],
+        ]))
+    }
+}
+
+/// GPT partition types known by name: (GUID, name, holds a file system directly).
+pub const GPT_TYPES: &[(&str, &str, bool)] = &[
+    ("C12A7328-F81F-11D2-BA4B-00A0C93EC93B", "EFI System", true),
+    (
+        "EBD0A0A2-B9E5-4433-87C0-68B6B72699C7",
+        "Microsoft basic data",
+        true,
+    ),
+    (
+        "DE94BBA4-06D1-4D40-A16A-BFD50179D6AC",
+        "Windows recovery environment",
+        true,
+    ),
+    (
+        "E3C9E316-0B5C-4DB8-817D-F92DF00215AE",
+        "Microsoft reserved",
+        false,
+    ),
+    (
+        "5808C8AA-7E8F-42E0-85D2-E1E90434CFB3",
+        "Microsoft LDM metadata",
+        false,
+    ),
+    (
+        "AF9B60A0-1431-4F62-BC68-3311714A69AD",
+        "Microsoft LDM data",
+        false,
+    ),
+    (
+        "E75CAF8F-F680-4CEE-AFA3-B001E56EFC2D",
+        "Microsoft Storage Spaces",
+        false,
+    ),
+    (
+        "0FC63DAF-8483-4772-8E79-3D69D8477DE4",
+        "Linux filesystem",
+        true,
+    ),
+    ("0657FD6D-A4AB-43C4-84E5-0933C84B4F4F", "Linux swap", true),
+    (
+        "4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709",
+        "Linux root (x86-64)",
+        true,
+    ),
+    (
+        "44479540-F297-41B2-9AF7-D131D5F0458A",
+        "Linux root (x86)",
+        true,
+    ),
+    (
+        "B921B045-1DF0-41C3-AF44-4C6F280D3FAE",
+        "Linux root (ARM64)",
+        true,
+    ),
+    (
+        "69DAD710-2CE4-4E3C-B16C-21A1D49ABED3",
+        "Linux root (ARM)",
+        true,
+    ),
+    ("933AC7E1-2EB4-4F13-B844-0E14E2AEF915", "Linux home", true),
+    (
+        "3B8F8425-20E0-4F3B-907F-1A25A76F98E8",
+        "Linux server data",
+        true,
+    ),
+    (
+        "4D21B016-B534-45C2-A9FB-5C16E091FD2D",
+        "Linux variable data",
+        true,
+    ),
+    (
+        "7EC6F557-3BC5-4ACA-B293-16EF5DF639D1",
+        "Linux temporary data",
+        true,
+    ),
+    (
+        "773F91EF-66D4-49B5-BD83-D683BF40AD16",
+        "Linux user home",
+        true,
+    ),
+    (
+        "BC13C2FF-59E6-4262-A352-B275FD6F7172",
+        "Linux extended boot",
+        true,
+    ),
+    ("E6D6D379-F507-44C2-A23C-238F2A3DF928", "Linux LVM", false),
+    ("A19D880F-05FC-4D3B-A006-743F0F84911E", "Linux RAID", false),
+    ("CA7D7CCB-63ED-4C53-861C-1742536059CC", "Linux LUKS", false),
+    (
+        "7FFEC5C9-2D00-49B7-8941-3EA10A5586B7",
+        "Linux dm-crypt",
+        false,
+    ),
+    (
+        "8DA63339-0007-60C0-C436-083AC8230908",
+        "Linux reserved",
+        false,
+    ),
+    ("21686148-6449-6E6F-744E-656564454649", "BIOS boot", false),
+    ("48465300-0000-11AA-AA11-00306543ECAC", "Apple HFS+", false),
+    ("7C3457EF-0000-11AA-AA11-00306543ECAC", "Apple APFS", false),
+    ("516E7CB6-6ECF-11D6-8FF8-00022D09712B", "FreeBSD UFS", false),
+];
+
+/// MBR partition types known by name: (type byte, name, holds a file system directly).
+pub const MBR_TYPES: &[(u8, &str, bool)] = &[
+    (0x01, "FAT12", true),
+    (0x04, "FAT16 <32M", true),
+    (0x05, "Extended", false),
+    (0x06, "FAT16", true),
+    (0x07, "HPFS/NTFS/exFAT", true),
+    (0x0B, "W95 FAT32", true),
+    (0x0C, "W95 FAT32 (LBA)", true),
+    (0x0E, "W95 FAT16 (LBA)", true),
+    (0x0F, "W95 Extended (LBA)", false),
+    (0x11, "Hidden FAT12", true),
+    (0x14, "Hidden FAT16 <32M", true),
+    (0x16, "Hidden FAT16", true),
+    (0x17, "Hidden HPFS/NTFS", true),
+    (0x1B, "Hidden W95 FAT32", true),
+    (0x1C, "Hidden W95 FAT32 (LBA)", true),
+    (0x1E, "Hidden W95 FAT16 (LBA)", true),
+    (0x27, "Hidden NTFS WinRE", true),
+    (0x42, "SFS / Windows dynamic disk", false),
+    (0x82, "Linux swap", true),
+    (0x83, "Linux", true),
+    (0x85, "Linux extended", false),
+    (0x8E, "Linux LVM", false),
+    (0xA5, "FreeBSD", false),
+    (0xA8, "Darwin UFS", false),
+    (0xAF, "HFS / HFS+", false),
+    (0xEE, "GPT protective", false),
+    (0xEF, "EFI (FAT-12/16/32)", true),
+    (0xFD, "Linux raid autodetect", false),
+];
+
+/// MBR types of extended partitions (containers of logical partitions).
+pub const MBR_EXTENDED: [u8; 3] = [0x05, 0x0F, 0x85];
+
+/// A partition's type as its table states it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
+pub enum PartitionType {
+    /// An MBR type byte.
+    Mbr(u8),
+    /// A GPT type GUID.
+    Gpt(Guid),
+    /// No table: the whole disk.
+    WholeDisk,
+}
+
+impl PartitionType {
+    /// The type's usual name, or `"unknown"`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            PartitionType::Mbr(t) => MBR_TYPES
+                .iter()
+                .find(|(b, _, _)| b == t)
+                .map_or("unknown", |(_, n, _)| n),
+            PartitionType::Gpt(g) => GPT_TYPES
+                .iter()
+                .find(|(s, _, _)| Guid::parse(s) == Some(*g))
+                .map_or("unknown", |(_, n, _)| n),
+            PartitionType::WholeDisk => "whole disk",
+        }
+    }
+
+    /// Whether this type is known to hold a file system directly (not a container, a
+    /// volume manager's, RAID or encrypted data, or a vendor format).
+    pub fn holds_fs(&self) -> bool {
+        match self {
+            PartitionType::Mbr(t) => MBR_TYPES.iter().any(|(b, _, fs)| b == t && *fs),
+            PartitionType::Gpt(g) => GPT_TYPES
+                .iter()
+                .any(|(s, _, fs)| *fs && Guid::parse(s) == Some(*g)),
+            PartitionType::WholeDisk => true,
+        }
+    }
+}
+
+impl fmt::Display for PartitionType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PartitionType::Mbr(t) => write!(f, "{t:#04x} ({})", self.name()),
+            PartitionType::Gpt(g) => write!(f, "{g} ({})", self.name()),
+            PartitionType::WholeDisk => f.write_str("whole disk"),
+        }
+    }
+}
+
+/// One entry of the partition table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// The number Linux gives it: MBR primaries 1–4, logicals 5 and up; GPT entries from
+    /// 1 in table order; 0 for the whole disk.
+    pub index: u32,
+    /// First byte on the disk.
+    pub start: u64,
+    /// Length in bytes.
+    pub len: u64,
+    /// Type from the table.
+    pub ptype: PartitionType,
+    /// The GPT partition name (empty for MBR).
+    pub name: String,
+    /// Set when the table already says this entry must be left alone (container, bad
+    /// extent, overlap).
+    pub problem: Option<Reason>,
+}
+
+/// A decoded partition table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Table {
+    /// Which table.
+    pub kind: TableKind,
+    /// Its partitions, in index order.
+    pub entries: Vec<Entry>,
+    /// The table's own byte ranges (MBR, EBRs, GPT headers and entry arrays).
+    pub reserved: Vec<Range<u64>>,
+    /// Damage found and worked around (a backup GPT used, a broken EBR chain...).
+    pub warnings: Vec<String>,
+}
+
+/// Reads the partition table of `disk`.
+///
+/// A GPT (protective MBR with a 0xEE entry) comes first; then a FAT or NTFS boot sector at
+/// sector 0 (a volume without a table); then an MBR with at least one entry; then any
+/// other file-system signature at byte 0. Anything else is [`TableKind::Unrecognised`].
+///
+/// ```
+/// use vhdkit_volume::table::{read_table, TableKind};
+///
+/// let blank = vec![0u8; 1 << 20];
+/// assert_eq!(read_table(&blank).unwrap().kind, TableKind::Unrecognised);
+/// ```
+pub fn read_table<R: ReadAt + ?Sized>(disk: &R) -> Result<Table, Error> {
+    let size = disk.size().map_err(|source| Error::Size { source })?;
+    let mut table = Table {
+        kind: TableKind::Unrecognised,
+        entries: Vec::new(),
+        reserved: Vec::new(),
+        warnings: Vec::new(),
+    };
+    if size < SECTOR {
+        table.warnings.push(format!("disk of {size} bytes"));
+        return Ok(table);
+    }
+    let head_len = size.min(fs::PROBE_BYTES);
+    let mut head = vec![0u8; head_len as usize];
+    disk.read_exact_at(&mut head, 0)
+        .map_err(|source| Error::Read {
+            what: "first sectors",
+            offset: 0,
+            len: head.len(),
+            source,
+        })?;
+    let s0 = &head[..SECTOR as usize];
+    if mbr::is_protective(s0) {
+        gpt::read(disk, size, &mut table)?;
+    } else if fs::fat::detect(&head).is_some()
+        || fs::ntfs::detect(&head)
+        || crate::bytes::has(&head, 3, b"EXFAT   ")
+    {
+        whole_disk(&mut table, size);
+    } else if mbr::is_mbr(s0) {
+        mbr::read(disk, size, s0, &mut table)?;
+    } else if !fs::probe(&head).is_empty() {
+        whole_disk(&mut table, size);
+    } else {
+        table
+            .warnings
+            .push("no partition table or file system recognised".into());
+    }
+    check_extents(&mut table, size);
+    Ok(table)
+}
+
+fn whole_disk(table: &mut Table, size: u64) {
+    table.kind = TableKind::WholeDisk;
+    table.entries.push(Entry {
+        index: 0,
+        start: 0,
+        len: size,
+        ptype: PartitionType::WholeDisk,
+        name: String::new(),
+        problem: None,
+    });
+}
+
+fn overlaps(a: &Range<u64>, b: &Range<u64>) -> bool {
+    a.start < b.end && b.start < a.end
+}
+
+/// Marks entries past the disk, over the table's own sectors, or over one another.
+fn check_extents(table: &mut Table, size: u64) {
+    let reserved = table.reserved.clone();
+    for e in &mut table.entries {
+        if e.problem.is_some() {
+            continue;
+        }
+        let Some(end) = e
+            .start
+            .checked_add(e.len)
+            .filter(|&end| end <= size && e.len > 0)
+        else {
+            e.problem = Some(Reason::BadExtent(format!(
+                "{} bytes at {} do not fit the disk's {size}",
+                e.len, e.start
+            )));
+            continue;
+        };
+        let r = e.start..end;
+        if let Some(t) = reserved.iter().find(|t| overlaps(&r, t)) {
+            e.problem = Some(Reason::BadExtent(format!(
+                "overlaps the partition table at bytes {}..{}",
+                t.start, t.end
+            )));
+        }
+    }
+    // Containers (extended partitions) hold logicals; every other pair must be disjoint.
+    // A sweep in start order: an entry starting before the furthest end seen so far
+    // overlaps the entry that reached that end.
+    let n = table.entries.len();
+    let mut bad: Vec<Option<u32>> = vec![None; n];
+    let is_cont = |e: &Entry| e.problem == Some(Reason::Container);
+    let mut order: Vec<usize> = (0..n).filter(|&i| !is_cont(&table.entries[i])).collect();
+    order.sort_by_key(|&i| table.entries[i].start);
+    let mut reach: Option<(u64, usize)> = None;
+    for &i in &order {
+        let e = &table.entries[i];
+        let end = e.start.saturating_add(e.len);
+        if let Some((far, owner)) = reach {
+            if e.start < far {
+                bad[i] = Some(table.entries[owner].index);
+                bad[owner] = Some(e.index);
+            }
+        }
+        if reach.is_none_or(|(far, _)| end > far) {
+            reach = Some((end, i));
+        }
+    }
+    // Primaries must also stay out of the containers (logicals are checked inside).
+    let containers: Vec<usize> = (0..n).filter(|&j| is_cont(&table.entries[j])).collect();
+    for (i, a) in table.entries.iter().enumerate() {
+        for &j in &containers {
+            let c = &table.entries[j];
+            if a.index == 0 || a.index > 4 || is_cont(a) || !is_cont(c) {
+                continue;
+            }
+            let ra = a.start..a.start.saturating_add(a.len);
+            let rc = c.start..c.start.saturating_add(c.len);
+            if overlaps(&ra, &rc) {
+                bad[i] = Some(c.index);
+            }
+        }
+    }
+    for (e, other) in table.entries.iter_mut().zip(bad) {
+        if let (Some(o), None) = (other, &e.problem) {
+            e.problem = Some(Reason::BadExtent(format!("overlaps partition {o}")));
+        }
+    }
+}
