@@ -739,7 +739,7 @@ impl Shared {
                     let conn = conn.clone();
                     let export = self.export.clone();
                     let counters = self.counters.clone();
-                    self.submit(Box::new(move || {
+                    let job: Job = Box::new(move || {
                         let mut pieces = Vec::new();
                         match export.map(offset, u64::from(len), &mut pieces) {
                             Ok(()) => {
@@ -753,7 +753,8 @@ impl Shared {
                             }
                             Err(e) => conn.error(&counters, cookie, e.errno, &e.message),
                         }
-                    }));
+                    });
+                    self.submit(job);
                 }
                 Command::BlockStatus {
                     offset,
