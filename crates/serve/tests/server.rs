@@ -234,3 +234,47 @@ fn server_on_a_listener_serves_until_stopped() {
     assert_eq!(stats.connections, 3);
     assert_eq!(stats.bytes_read, 3 * 65536);
 }
+
+#[test]
+fn server_random_reads_of_a_chain_match_the_disk_with_and_without_df() {
+    let dir = tempfile::tempdir().expect("dir");
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/chain");
+    for f in ["base.vhd", "mid.vhd", "top.vhd"] {
+        std::fs::copy(fixtures.join(f), dir.path().join(f)).expect("copy fixture");
+    }
+    let disk = Disk::open(dir.path().join("top.vhd")).expect("open chain");
+    let size = disk.virtual_size();
+    let mut want = vec![0u8; size as usize];
+    disk.read_at(&mut want, 0).expect("read");
+    let server = Arc::new(
+        Server::new(Arc::new(DiskExport::new(disk)), ServerOptions::default()).expect("server"),
+    );
+    let (a, b) = UnixStream::pair().expect("pair");
+    let s = server.clone();
+    let t = std::thread::spawn(move || s.serve_stream(a));
+    let mut c = Client::new(b);
+    let mut x = 0x1234_5678_9abc_def0u64;
+    for i in 0..300 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let len = (x % 700_000) as u32;
+        let offset = (x >> 20) % (size - u64::from(len) + 1);
+        let df = i % 3 == 0;
+        let mut b = REQUEST_MAGIC.to_be_bytes().to_vec();
+        b.extend_from_slice(&(if df { CMD_FLAG_DF } else { 0 }).to_be_bytes());
+        b.extend_from_slice(&CMD_READ.to_be_bytes());
+        b.extend_from_slice(&(i as u64).to_be_bytes());
+        b.extend_from_slice(&offset.to_be_bytes());
+        b.extend_from_slice(&len.to_be_bytes());
+        c.0.write_all(&b).expect("request");
+        let (err, data) = c.reply(offset, len as usize);
+        assert_eq!(err, 0);
+        assert!(
+            data == want[offset as usize..offset as usize + len as usize],
+            "read {i} at {offset}+{len} (df {df}) differs"
+        );
+    }
+    c.send(CMD_DISC, 0, 0, &[]);
+    t.join().expect("server thread");
+}
