@@ -44,8 +44,6 @@ const BLOCK_STATUS_SPAN: u64 = 1 << 30;
 const COPY_BUF: usize = 1 << 20;
 /// Send buffer asked for each connection (capped by the kernel's `net.core.wmem_max`).
 const SEND_BUFFER: usize = 4 << 20;
-/// How long a sender may block on a client once the server is stopping.
-const STOP_SEND_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Zeros sent for zero pieces of simple or unfragmented replies.
 static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
@@ -63,6 +61,9 @@ pub struct ServerOptions {
     pub workers: usize,
     /// Time a client has to finish the handshake.
     pub handshake_timeout: Duration,
+    /// Once the server is stopping, how long sending a reply may block on a client that
+    /// does not read; then the connection is dropped so that the stop completes.
+    pub stop_send_timeout: Duration,
 }
 
 impl Default for ServerOptions {
@@ -74,6 +75,7 @@ impl Default for ServerOptions {
             max_connections: 16,
             workers: cpus.clamp(2, 8),
             handshake_timeout: Duration::from_secs(30),
+            stop_send_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -594,15 +596,34 @@ impl Server {
 }
 
 impl Shared {
-    fn stop(&self) {
-        self.stopping.store(true, Ordering::SeqCst);
-        let live = self.live.lock().unwrap_or_else(|e| e.into_inner());
-        for s in live.values() {
-            // Readers see the end of their stream and stop taking requests; senders give
-            // up on a client that does not read its replies within the timeout.
-            let _ = s.set_write_timeout(Some(STOP_SEND_TIMEOUT));
-            s.shutdown(Shutdown::Read);
+    fn stop(self: &Arc<Self>) {
+        if self.stopping.swap(true, Ordering::SeqCst) {
+            return;
         }
+        {
+            let live = self.live.lock().unwrap_or_else(|e| e.into_inner());
+            for s in live.values() {
+                // Readers see the end of their stream and stop taking requests; a send
+                // that starts from now on gives up on a client that does not read.
+                let _ = s.set_write_timeout(Some(self.options.stop_send_timeout));
+                s.shutdown(Shutdown::Read);
+            }
+        }
+        // A send already waiting on such a client does not see the timeout: after the
+        // grace period, cut off the connections that are still there.
+        let shared = Arc::downgrade(self);
+        let grace = self.options.stop_send_timeout;
+        let _ = std::thread::Builder::new()
+            .name("nbd-stop".into())
+            .spawn(move || {
+                std::thread::sleep(grace);
+                if let Some(shared) = shared.upgrade() {
+                    let live = shared.live.lock().unwrap_or_else(|e| e.into_inner());
+                    for s in live.values() {
+                        s.shutdown(Shutdown::Both);
+                    }
+                }
+            });
     }
 
     /// Registers, serves and unregisters one connection.

@@ -278,3 +278,43 @@ fn server_random_reads_of_a_chain_match_the_disk_with_and_without_df() {
     c.send(CMD_DISC, 0, 0, &[]);
     t.join().expect("server thread");
 }
+
+#[test]
+fn server_stop_completes_while_a_client_stops_reading_its_replies() {
+    let dir = tempfile::tempdir().expect("dir");
+    let p = dynamic(dir.path(), "d.vhd", 64 << 20);
+    {
+        let d = Disk::open_rw(&p).expect("open");
+        d.write_at(&vec![3u8; 8 << 20], 0).expect("fill");
+    }
+    let options = ServerOptions {
+        stop_send_timeout: std::time::Duration::from_millis(300),
+        ..ServerOptions::default()
+    };
+    let server = Arc::new(
+        Server::new(
+            Arc::new(DiskExport::new(Disk::open(&p).expect("open"))),
+            options,
+        )
+        .expect("server"),
+    );
+    let (a, b) = UnixStream::pair().expect("pair");
+    let s = server.clone();
+    let t = std::thread::spawn(move || s.serve_stream(a));
+    let mut c = Client::new(b);
+    for _ in 0..100 {
+        c.send(CMD_READ, 0, 8 << 20, &[]);
+    }
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let started = std::time::Instant::now();
+    server.stopper().stop();
+    t.join().expect("server thread");
+    let server = Arc::into_inner(server).expect("one owner");
+    server.finish().expect("finish");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "the stop waited {:?} for a client that does not read",
+        started.elapsed()
+    );
+    drop(c);
+}
