@@ -13,7 +13,7 @@ export RUSTC_BOOTSTRAP=1
 if [ -z "${TMPDIR:-}" ] && [ -d /dev/shm ]; then export TMPDIR=/dev/shm; fi
 secs="${SMOKE_SECONDS:-20}"
 jobs="${SMOKE_JOBS:-2}"
-targets=(footer dynamic_header locator bat bitmap host_drive_header open_read chain check write open_vs_check convert compact merge trust volume_scan volume_ext volume_fat volume_ntfs volume_swap)
+targets=(footer dynamic_header locator bat bitmap host_drive_header open_read chain check write open_vs_check convert compact merge trust volume_scan volume_ext volume_fat volume_ntfs volume_swap nbd_proto)
 limits=(-rss_limit_mb=2048 -malloc_limit_mb=512 -timeout=10)
 
 cargo fuzz build

@@ -2,10 +2,11 @@
 //!
 //! A Rust engine for VHD ("conectix") virtual disks — fixed, dynamic, differencing and
 //! host-drive — and the `vhdkit` command line on top of it. This crate re-exports the
-//! two libraries:
+//! libraries:
 //!
 //! - [`format`](mod@format) (`vhdkit-format`): on-disk structures, images, chains, create, check.
 //! - [`task`] (`vhdkit-task`): IVMTask2-style background tasks with progress and cancel.
+//! - [`serve`] (`vhdkit-serve`): an NBD server for any disk or chain.
 //!
 //! ```
 //! use vhdkit::format::{CreateOptions, Disk, DiskKind};
@@ -21,6 +22,7 @@
 //! ```
 
 pub use vhdkit_format as format;
+pub use vhdkit_serve as serve;
 pub use vhdkit_task as task;
 
 /// The README's library example, compiled and run as a doctest.

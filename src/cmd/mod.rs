@@ -9,6 +9,7 @@ mod ops;
 mod read;
 mod runner;
 pub mod terminal;
+mod serve;
 mod write;
 
 use std::path::PathBuf;
@@ -58,6 +59,8 @@ enum Command {
     Merge(ops::MergeArgs),
     /// Flatten a differencing disk and its ancestors into a new fixed or dynamic file.
     MergeTo(ops::MergeToArgs),
+    /// Serve the disk over NBD (Unix socket by default) until SIGINT or SIGTERM.
+    Serve(serve::ServeArgs),
 }
 
 /// Options for opening existing images.
@@ -167,6 +170,7 @@ pub fn run(cli: Cli) -> Result<u8, CliError> {
         Command::Compact(a) => ops::compact(a),
         Command::Merge(a) => ops::merge(a),
         Command::MergeTo(a) => ops::merge_to(a),
+        Command::Serve(a) => serve::run(a),
     }
 }
 

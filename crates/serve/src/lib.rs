@@ -1,0 +1,49 @@
+//! # vhdkit-serve
+//!
+//! An NBD (Network Block Device) server for VHD disks: fixed, dynamic, differencing
+//! chains, host-drive stubs and raw images, read-only or read-write, for every NBD
+//! client at once — the kernel (`nbd-client`), `nbdfuse`, qemu and `qemu-img`,
+//! libguestfs, `nbdcopy` and `nbdinfo`.
+//!
+//! - [`proto`]: the protocol, pure over bytes (fixed newstyle handshake with
+//!   `NBD_OPT_GO`/`INFO`/`EXPORT_NAME`/`LIST`/`ABORT`/`STRUCTURED_REPLY` and the metadata
+//!   context options; requests; simple and structured replies; `base:allocation`).
+//! - [`Export`]: what the server serves, and [`DiskExport`], the export of a
+//!   [`vhdkit_format::Disk`] (reads sent from the image files with `sendfile`, writes
+//!   through the crash-safe write path).
+//! - [`Server`]: serves an export on a Unix or TCP listener, or on one already-accepted
+//!   stream, with requests on a pool of threads, several connections at once, and a
+//!   clean stop.
+//!
+//! ```no_run
+//! use std::os::unix::net::UnixListener;
+//! use std::sync::Arc;
+//! use vhdkit_format::{Disk, OpenOptions};
+//! use vhdkit_serve::{DiskExport, Server, ServerOptions};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let disk = Disk::open_with("child.vhd", &OpenOptions::new().writable(true))?;
+//! let server = Server::new(Arc::new(DiskExport::new(disk)), ServerOptions::default())?;
+//! // Clients connect to nbd+unix:///?socket=/tmp/child.sock
+//! let stopper = server.stopper();
+//! std::thread::spawn(move || {
+//!     std::thread::sleep(std::time::Duration::from_secs(60));
+//!     stopper.stop();
+//! });
+//! server.serve(UnixListener::bind("/tmp/child.sock")?)?;
+//! let stats = server.finish()?;
+//! eprintln!("{} bytes read, {} bytes written", stats.bytes_read, stats.bytes_written);
+//! # Ok(()) }
+//! ```
+
+#![warn(missing_docs)]
+#![deny(unsafe_code)]
+
+mod export;
+pub mod proto;
+mod server;
+
+pub use export::{BlockRelease, DiskExport, Export, ExportError, ExportResult, KeepBlocks, Piece};
+pub use server::{
+    Listener, Server, ServerOptions, Stats, Stopper, Stream, MAX_IN_FLIGHT, MAX_PAYLOAD_IN_FLIGHT,
+};

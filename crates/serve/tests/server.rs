@@ -1,0 +1,320 @@
+//! The library API: DiskExport's trim and write zeroes on real disks, and a Server
+//! embedded on an already-accepted stream and on a listener.
+
+use std::io::{Read, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::sync::Arc;
+
+use vhdkit_format::{CreateOptions, Disk, DiskKind};
+use vhdkit_serve::proto::*;
+use vhdkit_serve::{DiskExport, Export, Piece, Server, ServerOptions};
+
+fn dynamic(dir: &std::path::Path, name: &str, size: u64) -> std::path::PathBuf {
+    let p = dir.join(name);
+    Disk::create(
+        &p,
+        &CreateOptions::new(DiskKind::Dynamic, size).block_size(512 * 1024),
+    )
+    .expect("create");
+    p
+}
+
+fn read(e: &DiskExport, offset: u64, len: usize) -> Vec<u8> {
+    let mut b = vec![0u8; len];
+    e.disk().read_at(&mut b, offset).expect("read");
+    b
+}
+
+#[test]
+fn disk_export_trim_zeroes_top_data_without_allocating_in_a_child() {
+    let dir = tempfile::tempdir().expect("dir");
+    let base = dynamic(dir.path(), "base.vhd", 8 << 20);
+    {
+        let d = Disk::open_rw(&base).expect("open");
+        d.write_at(&[7u8; 1 << 20], 0).expect("write");
+        d.flush().expect("flush");
+    }
+    let child = dir.path().join("child.vhd");
+    Disk::create(&child, &CreateOptions::differencing(&base)).expect("child");
+    let e = DiskExport::new(Disk::open_rw(&child).expect("open child"));
+    // A trim over the parent's data leaves it alone: no block allocated in the child.
+    e.trim(0, 1 << 20).expect("trim");
+    assert_eq!(e.disk().top().allocated_blocks(), 0);
+    // Data of the child itself is zeroed by a trim.
+    e.write_runs(&[(4 << 20, &[9u8; 8192][..])]).expect("write");
+    let blocks = e.disk().top().allocated_blocks();
+    e.trim(4 << 20, 8192).expect("trim");
+    assert_eq!(read(&e, 4 << 20, 8192), vec![0; 8192]);
+    assert_eq!(e.disk().top().allocated_blocks(), blocks);
+}
+
+#[test]
+fn disk_export_write_zeroes_reads_zero_even_over_parent_data() {
+    let dir = tempfile::tempdir().expect("dir");
+    let base = dynamic(dir.path(), "base.vhd", 8 << 20);
+    {
+        let d = Disk::open_rw(&base).expect("open");
+        d.write_at(&[7u8; 100_000], 50_000).expect("write");
+        d.flush().expect("flush");
+    }
+    let child = dir.path().join("child.vhd");
+    Disk::create(&child, &CreateOptions::differencing(&base)).expect("child");
+    let e = DiskExport::new(Disk::open_rw(&child).expect("open child"));
+    e.write_zeroes(60_000, 10_000, true).expect("zero");
+    let got = read(&e, 0, 200_000);
+    assert!(got[50_000..60_000].iter().all(|&b| b == 7));
+    assert!(got[60_000..70_000].iter().all(|&b| b == 0));
+    assert!(got[70_000..150_000].iter().all(|&b| b == 7));
+    // Zeroing what is already zero writes nothing.
+    let blocks = e.disk().top().allocated_blocks();
+    e.write_zeroes(4 << 20, 1 << 20, true).expect("zero");
+    assert_eq!(e.disk().top().allocated_blocks(), blocks);
+}
+
+#[test]
+fn disk_export_maps_holes_and_file_data() {
+    let dir = tempfile::tempdir().expect("dir");
+    let p = dynamic(dir.path(), "d.vhd", 4 << 20);
+    let e = DiskExport::new(Disk::open_rw(&p).expect("open"));
+    e.write_runs(&[(1 << 20, &[1u8; 4096][..])]).expect("write");
+    let mut pieces = Vec::new();
+    e.map(0, 4 << 20, &mut pieces).expect("map");
+    assert_eq!(pieces.iter().map(Piece::len).sum::<u64>(), 4 << 20);
+    assert!(matches!(
+        pieces[1],
+        Piece::Data {
+            source: 0,
+            len: 4096,
+            ..
+        }
+    ));
+    assert!(e.source_fd(0).is_some());
+}
+
+/// The smallest client: structured replies, GO, then one request at a time.
+struct Client(UnixStream);
+
+impl Client {
+    fn new(mut s: UnixStream) -> Client {
+        let mut g = [0u8; 18];
+        s.read_exact(&mut g).expect("greeting");
+        s.write_all(&3u32.to_be_bytes()).expect("flags");
+        let mut c = Client(s);
+        c.option(OPT_STRUCTURED_REPLY, &[]);
+        c.option(OPT_GO, &[0, 0, 0, 0, 0, 0]);
+        c
+    }
+
+    fn option(&mut self, opt: u32, data: &[u8]) {
+        let mut b = IHAVEOPT.to_be_bytes().to_vec();
+        b.extend_from_slice(&opt.to_be_bytes());
+        b.extend_from_slice(&(data.len() as u32).to_be_bytes());
+        b.extend_from_slice(data);
+        self.0.write_all(&b).expect("option");
+        loop {
+            let mut h = [0u8; 20];
+            self.0.read_exact(&mut h).expect("option reply");
+            let kind = u32::from_be_bytes(h[12..16].try_into().expect("4"));
+            let len = u32::from_be_bytes(h[16..20].try_into().expect("4"));
+            let mut d = vec![0u8; len as usize];
+            self.0.read_exact(&mut d).expect("option data");
+            assert!(kind & 0x8000_0000 == 0, "option {opt} refused");
+            if kind == REP_ACK {
+                return;
+            }
+        }
+    }
+
+    fn send(&mut self, kind: u16, offset: u64, len: u32, payload: &[u8]) {
+        let mut b = REQUEST_MAGIC.to_be_bytes().to_vec();
+        b.extend_from_slice(&0u16.to_be_bytes());
+        b.extend_from_slice(&kind.to_be_bytes());
+        b.extend_from_slice(&42u64.to_be_bytes());
+        b.extend_from_slice(&offset.to_be_bytes());
+        b.extend_from_slice(&len.to_be_bytes());
+        b.extend_from_slice(payload);
+        self.0.write_all(&b).expect("request");
+    }
+
+    /// Reads one structured reply; returns the error and the read data.
+    fn reply(&mut self, offset: u64, len: usize) -> (u32, Vec<u8>) {
+        let mut data = vec![0xEEu8; len];
+        let mut error = 0;
+        loop {
+            let mut h = [0u8; 20];
+            self.0.read_exact(&mut h).expect("chunk");
+            let flags = u16::from_be_bytes([h[4], h[5]]);
+            let kind = u16::from_be_bytes([h[6], h[7]]);
+            let n = u32::from_be_bytes(h[16..20].try_into().expect("4"));
+            let mut p = vec![0u8; n as usize];
+            self.0.read_exact(&mut p).expect("payload");
+            match kind {
+                REPLY_TYPE_OFFSET_DATA => {
+                    let at = (u64::from_be_bytes(p[..8].try_into().expect("8")) - offset) as usize;
+                    data[at..at + p.len() - 8].copy_from_slice(&p[8..]);
+                }
+                REPLY_TYPE_OFFSET_HOLE => {
+                    let at = (u64::from_be_bytes(p[..8].try_into().expect("8")) - offset) as usize;
+                    let l = u32::from_be_bytes(p[8..12].try_into().expect("4")) as usize;
+                    data[at..at + l].fill(0);
+                }
+                REPLY_TYPE_ERROR => error = u32::from_be_bytes(p[..4].try_into().expect("4")),
+                _ => {}
+            }
+            if flags & REPLY_FLAG_DONE != 0 {
+                return (error, data);
+            }
+        }
+    }
+}
+
+#[test]
+fn server_on_an_accepted_stream_reads_and_writes_and_finish_flushes() {
+    let dir = tempfile::tempdir().expect("dir");
+    let p = dynamic(dir.path(), "d.vhd", 4 << 20);
+    let export = Arc::new(DiskExport::new(Disk::open_rw(&p).expect("open")));
+    let server = Arc::new(Server::new(export, ServerOptions::default()).expect("server"));
+    let (a, b) = UnixStream::pair().expect("pair");
+    let s = server.clone();
+    let t = std::thread::spawn(move || s.serve_stream(a));
+    let mut c = Client::new(b);
+    let payload = vec![0x5au8; 100_000];
+    c.send(CMD_WRITE, 1_000_000, payload.len() as u32, &payload);
+    assert_eq!(c.reply(0, 0).0, 0);
+    c.send(CMD_READ, 900_000, 300_000, &[]);
+    let (err, data) = c.reply(900_000, 300_000);
+    assert_eq!(err, 0);
+    assert!(data[..100_000].iter().all(|&x| x == 0));
+    assert!(data[100_000..200_000] == payload[..]);
+    c.send(CMD_READ, 4 << 20, 1, &[]);
+    assert_eq!(c.reply(4 << 20, 0).0, EINVAL);
+    c.send(CMD_DISC, 0, 0, &[]);
+    t.join().expect("server thread");
+    let server = Arc::into_inner(server).expect("one owner");
+    let stats = server.finish().expect("finish");
+    assert_eq!(stats.bytes_written, 100_000);
+    assert_eq!(stats.errors, 1);
+    let d = Disk::open(&p).expect("reopen");
+    let mut b = vec![0u8; 100_000];
+    d.read_at(&mut b, 1_000_000).expect("read");
+    assert!(b == payload);
+}
+
+#[test]
+fn server_on_a_listener_serves_until_stopped() {
+    let dir = tempfile::tempdir().expect("dir");
+    let p = dynamic(dir.path(), "d.vhd", 4 << 20);
+    let disk = Disk::open(&p).expect("open read-only");
+    let server =
+        Server::new(Arc::new(DiskExport::new(disk)), ServerOptions::default()).expect("server");
+    assert!(server.export_info().read_only);
+    let sock = dir.path().join("s.sock");
+    let listener = UnixListener::bind(&sock).expect("bind");
+    let stopper = server.stopper();
+    let clients = std::thread::spawn(move || {
+        let mut conns: Vec<Client> = (0..3)
+            .map(|_| Client::new(UnixStream::connect(&sock).expect("connect")))
+            .collect();
+        for c in &mut conns {
+            c.send(CMD_READ, 0, 65536, &[]);
+            assert_eq!(c.reply(0, 65536), (0, vec![0; 65536]));
+            c.send(CMD_WRITE, 0, 1, &[1]);
+            assert_eq!(c.reply(0, 0).0, EPERM);
+        }
+        stopper.stop();
+        // The stop closes the connections once they are idle.
+        for mut c in conns {
+            let mut b = [0u8; 1];
+            assert_eq!(c.0.read(&mut b).expect("eof"), 0);
+        }
+    });
+    server.serve(listener).expect("serve");
+    clients.join().expect("clients");
+    let stats = server.finish().expect("finish");
+    assert_eq!(stats.connections, 3);
+    assert_eq!(stats.bytes_read, 3 * 65536);
+}
+
+#[test]
+fn server_random_reads_of_a_chain_match_the_disk_with_and_without_df() {
+    let dir = tempfile::tempdir().expect("dir");
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/chain");
+    for f in ["base.vhd", "mid.vhd", "top.vhd"] {
+        std::fs::copy(fixtures.join(f), dir.path().join(f)).expect("copy fixture");
+    }
+    let disk = Disk::open(dir.path().join("top.vhd")).expect("open chain");
+    let size = disk.virtual_size();
+    let mut want = vec![0u8; size as usize];
+    disk.read_at(&mut want, 0).expect("read");
+    let server = Arc::new(
+        Server::new(Arc::new(DiskExport::new(disk)), ServerOptions::default()).expect("server"),
+    );
+    let (a, b) = UnixStream::pair().expect("pair");
+    let s = server.clone();
+    let t = std::thread::spawn(move || s.serve_stream(a));
+    let mut c = Client::new(b);
+    let mut x = 0x1234_5678_9abc_def0u64;
+    for i in 0..300 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let len = (x % 700_000) as u32;
+        let offset = (x >> 20) % (size - u64::from(len) + 1);
+        let df = i % 3 == 0;
+        let mut b = REQUEST_MAGIC.to_be_bytes().to_vec();
+        b.extend_from_slice(&(if df { CMD_FLAG_DF } else { 0 }).to_be_bytes());
+        b.extend_from_slice(&CMD_READ.to_be_bytes());
+        b.extend_from_slice(&(i as u64).to_be_bytes());
+        b.extend_from_slice(&offset.to_be_bytes());
+        b.extend_from_slice(&len.to_be_bytes());
+        c.0.write_all(&b).expect("request");
+        let (err, data) = c.reply(offset, len as usize);
+        assert_eq!(err, 0);
+        assert!(
+            data == want[offset as usize..offset as usize + len as usize],
+            "read {i} at {offset}+{len} (df {df}) differs"
+        );
+    }
+    c.send(CMD_DISC, 0, 0, &[]);
+    t.join().expect("server thread");
+}
+
+#[test]
+fn server_stop_completes_while_a_client_stops_reading_its_replies() {
+    let dir = tempfile::tempdir().expect("dir");
+    let p = dynamic(dir.path(), "d.vhd", 64 << 20);
+    {
+        let d = Disk::open_rw(&p).expect("open");
+        d.write_at(&vec![3u8; 8 << 20], 0).expect("fill");
+    }
+    let options = ServerOptions {
+        stop_send_timeout: std::time::Duration::from_millis(300),
+        ..ServerOptions::default()
+    };
+    let server = Arc::new(
+        Server::new(
+            Arc::new(DiskExport::new(Disk::open(&p).expect("open"))),
+            options,
+        )
+        .expect("server"),
+    );
+    let (a, b) = UnixStream::pair().expect("pair");
+    let s = server.clone();
+    let t = std::thread::spawn(move || s.serve_stream(a));
+    let mut c = Client::new(b);
+    for _ in 0..100 {
+        c.send(CMD_READ, 0, 8 << 20, &[]);
+    }
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let started = std::time::Instant::now();
+    server.stopper().stop();
+    t.join().expect("server thread");
+    let server = Arc::into_inner(server).expect("one owner");
+    server.finish().expect("finish");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "the stop waited {:?} for a client that does not read",
+        started.elapsed()
+    );
+    drop(c);
+}

@@ -1,0 +1,370 @@
+//! `vhdkit serve`: the disk over NBD until SIGINT or SIGTERM.
+
+use std::io::Write;
+use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use clap::Args;
+use nix::sys::signal::{SigSet, Signal};
+use serde_json::json;
+use vhdkit_format::{CreateOptions, Disk, OpenOptions};
+use vhdkit_serve::{DiskExport, Listener, Server, ServerOptions, Stats};
+
+use super::{CliError, OpenArgs, EXIT_OK};
+
+/// Exit code when a second SIGINT/SIGTERM cuts the stop short.
+const EXIT_INTERRUPTED: i32 = 130;
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// The disk: a VHD of any type (a differencing chain is resolved) or a raw image.
+    path: PathBuf,
+    /// Listen on this Unix socket (default: a new private directory under
+    /// $XDG_RUNTIME_DIR or the temporary directory).
+    #[arg(long, value_name = "PATH", conflicts_with = "listen")]
+    socket: Option<PathBuf>,
+    /// Listen on TCP at ADDR:PORT (a bare PORT or :PORT means 127.0.0.1). NBD has no
+    /// authentication: anyone who can connect can read and write the disk.
+    #[arg(long, value_name = "ADDR:PORT")]
+    listen: Option<String>,
+    /// Refuse writes.
+    #[arg(long)]
+    read_only: bool,
+    /// Create a differencing disk UNDO.vhd over PATH and serve it read-write, so that
+    /// PATH and its chain are never written (`vhdkit merge UNDO.vhd` commits the
+    /// changes; deleting UNDO.vhd discards them).
+    #[arg(long, value_name = "UNDO.vhd", conflicts_with_all = ["read_only", "with_parent"])]
+    undo: Option<PathBuf>,
+    /// The export's name (clients may also ask for the default, empty name).
+    #[arg(long, value_name = "NAME", default_value = "")]
+    export_name: String,
+    /// Print the start line and the summary as JSON.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    open: OpenArgs,
+}
+
+/// Where the server listens, and what to clean up afterwards.
+enum Place {
+    Unix {
+        path: PathBuf,
+        /// A private directory made for the socket, removed at the end.
+        dir: Option<PathBuf>,
+    },
+    Tcp(SocketAddr),
+}
+
+pub fn run(a: ServeArgs) -> Result<u8, CliError> {
+    // Before any thread exists, so that every thread inherits the mask: SIGINT and SIGTERM
+    // are then only taken by the signal thread below.
+    let mut signals = SigSet::empty();
+    signals.add(Signal::SIGINT);
+    signals.add(Signal::SIGTERM);
+    signals
+        .thread_block()
+        .map_err(|e| CliError::Other(format!("blocking SIGINT/SIGTERM: {e}")))?;
+
+    let (disk, mode) = open(&a)?;
+    for w in disk.warnings() {
+        eprintln!("vhdkit: warning: {w}");
+    }
+    let size = disk.virtual_size();
+    let options = ServerOptions {
+        export_name: a.export_name.clone(),
+        description: format!("vhdkit: {}", a.path.display()),
+        ..ServerOptions::default()
+    };
+    let export = Arc::new(DiskExport::new(disk));
+    let (listener, place) = match bind(&a) {
+        Ok(v) => v,
+        Err(e) => {
+            drop(export);
+            return Err(e);
+        }
+    };
+    let server =
+        Server::new(export, options).map_err(|e| CliError::io("starting the server", e))?;
+
+    let stopper = server.stopper();
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            if signals.wait().is_ok() {
+                stopper.stop();
+            }
+            // A second signal: stop waiting for clients (the image stays valid: every
+            // write went through the crash-safe write path).
+            if signals.wait().is_ok() {
+                eprintln!("vhdkit: interrupted again; exiting without waiting");
+                std::process::exit(EXIT_INTERRUPTED);
+            }
+        })
+        .map_err(|e| CliError::io("starting the signal thread", e))?;
+
+    let uri = uri(&place, &a.export_name);
+    let mut out = std::io::stdout().lock();
+    let start = if a.json {
+        let mut v = json!({
+            "uri": uri,
+            "size": size,
+            "mode": mode,
+            "export_name": a.export_name,
+            "path": a.path,
+        });
+        match &place {
+            Place::Unix { path, .. } => v["socket"] = json!(path),
+            Place::Tcp(addr) => v["address"] = json!(addr.to_string()),
+        }
+        if let Some(u) = &a.undo {
+            v["undo"] = json!(u);
+        }
+        v.to_string()
+    } else {
+        uri.clone()
+    };
+    writeln!(out, "{start}")
+        .and_then(|_| out.flush())
+        .map_err(|e| CliError::io("writing to stdout", e))?;
+    drop(out);
+    if let Place::Tcp(addr) = &place {
+        let scope = if addr.ip().is_loopback() {
+            "this machine"
+        } else {
+            "the network"
+        };
+        eprintln!(
+            "vhdkit: warning: NBD has no authentication or encryption: anyone on {scope} who can connect to {addr} can read{} this disk",
+            if mode == "read-only" { "" } else { " and write" }
+        );
+    }
+    eprintln!(
+        "vhdkit: serving {} ({size} bytes, {mode}); SIGINT or SIGTERM stops",
+        a.path.display()
+    );
+
+    let served = server.serve(listener);
+    let finished = server.finish();
+    cleanup(&place);
+    served.map_err(|e| CliError::io("accepting connections", e))?;
+    let stats = finished.map_err(|e| CliError::Other(format!("final flush: {e}")))?;
+    summary(&a, mode, &stats)?;
+    Ok(EXIT_OK)
+}
+
+/// Opens the disk to serve; returns it with the mode's name.
+fn open(a: &ServeArgs) -> Result<(Disk, &'static str), CliError> {
+    let base = a.open.options();
+    match &a.undo {
+        Some(undo) => {
+            Disk::create(undo, &CreateOptions::differencing(&a.path))?;
+            let opts = OpenOptions {
+                writable: true,
+                parent: Some(a.path.clone()),
+                ..base
+            };
+            match Disk::open_with(undo, &opts) {
+                Ok(d) => Ok((d, "undo")),
+                Err(e) => {
+                    // Made a moment ago by this command and never served.
+                    let _ = std::fs::remove_file(undo);
+                    Err(e.into())
+                }
+            }
+        }
+        None => {
+            let opts = OpenOptions {
+                writable: !a.read_only,
+                ..base
+            };
+            let disk = Disk::open_any(&a.path, &opts)?;
+            Ok((
+                disk,
+                if a.read_only {
+                    "read-only"
+                } else {
+                    "read-write"
+                },
+            ))
+        }
+    }
+}
+
+fn bind(a: &ServeArgs) -> Result<(Listener, Place), CliError> {
+    if let Some(spec) = &a.listen {
+        let addr = parse_listen(spec)?;
+        let l =
+            TcpListener::bind(addr).map_err(|e| CliError::io(format!("listening on {addr}"), e))?;
+        let addr = l.local_addr().unwrap_or(addr);
+        return Ok((Listener::Tcp(l), Place::Tcp(addr)));
+    }
+    let (path, dir) = match &a.socket {
+        Some(p) => {
+            clear_stale_socket(p)?;
+            (p.clone(), None)
+        }
+        None => {
+            let dir = private_dir()?;
+            (dir.join(socket_name(&a.path)), Some(dir))
+        }
+    };
+    match UnixListener::bind(&path) {
+        Ok(l) => Ok((Listener::Unix(l), Place::Unix { path, dir })),
+        Err(e) => {
+            if let Some(d) = &dir {
+                let _ = std::fs::remove_dir(d);
+            }
+            Err(CliError::io(format!("listening on {}", path.display()), e))
+        }
+    }
+}
+
+/// `HOST:PORT`, `[V6]:PORT`, `:PORT` or `PORT` (the last two on 127.0.0.1).
+fn parse_listen(spec: &str) -> Result<SocketAddr, CliError> {
+    let bad = |why: &str| CliError::Other(format!("--listen {spec:?}: {why}"));
+    let port_only = spec.strip_prefix(':').unwrap_or(spec);
+    if let Ok(port) = port_only.parse::<u16>() {
+        return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
+    }
+    let mut addrs = spec
+        .to_socket_addrs()
+        .map_err(|e| bad(&format!("not an address: {e}")))?;
+    addrs.next().ok_or_else(|| bad("resolves to no address"))
+}
+
+/// Removes a socket file no server listens on any more; refuses anything else.
+fn clear_stale_socket(p: &Path) -> Result<(), CliError> {
+    let Ok(meta) = std::fs::symlink_metadata(p) else {
+        return Ok(());
+    };
+    if !meta.file_type().is_socket() {
+        return Err(CliError::Other(format!(
+            "{} exists and is not a socket",
+            p.display()
+        )));
+    }
+    if UnixStream::connect(p).is_ok() {
+        return Err(CliError::Other(format!(
+            "{}: a server is already listening there",
+            p.display()
+        )));
+    }
+    std::fs::remove_file(p).map_err(|e| CliError::io(format!("removing {}", p.display()), e))
+}
+
+/// A new directory only this user can enter, for the default socket.
+fn private_dir() -> Result<PathBuf, CliError> {
+    let base = std::env::var_os("XDG_RUNTIME_DIR")
+        .map(PathBuf::from)
+        .filter(|d| d.is_dir())
+        .unwrap_or_else(std::env::temp_dir);
+    let pid = std::process::id();
+    for n in 0..1000 {
+        let d = base.join(format!("vhdkit-serve-{pid}-{n}"));
+        match std::fs::DirBuilder::new().mode(0o700).create(&d) {
+            Ok(()) => return Ok(d),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(CliError::io(format!("creating {}", d.display()), e)),
+        }
+    }
+    Err(CliError::Other(format!(
+        "no free directory name for the socket under {}",
+        base.display()
+    )))
+}
+
+/// `<image stem>.sock`, in safe characters, short enough for a socket address.
+fn socket_name(image: &Path) -> String {
+    let stem: String = image
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(32)
+        .collect();
+    if stem.is_empty() {
+        "disk.sock".into()
+    } else {
+        format!("{stem}.sock")
+    }
+}
+
+/// The NBD URI of the export (RFC 3986 percent-encoding of the name and socket path).
+fn uri(place: &Place, name: &str) -> String {
+    match place {
+        Place::Unix { path, .. } => format!(
+            "nbd+unix:///{}?socket={}",
+            encode(name, false),
+            encode(&path.to_string_lossy(), true)
+        ),
+        Place::Tcp(addr) => format!("nbd://{addr}/{}", encode(name, false)),
+    }
+}
+
+fn encode(s: &str, keep_slash: bool) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) || (keep_slash && b == b'/') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+fn cleanup(place: &Place) {
+    if let Place::Unix { path, dir } = place {
+        let _ = std::fs::remove_file(path);
+        if let Some(d) = dir {
+            let _ = std::fs::remove_dir(d);
+        }
+    }
+}
+
+fn summary(a: &ServeArgs, mode: &str, s: &Stats) -> Result<(), CliError> {
+    let line = if a.json {
+        json!({
+            "stopped": true,
+            "mode": mode,
+            "connections": s.connections,
+            "requests": s.requests,
+            "bytes_read": s.bytes_read,
+            "bytes_written": s.bytes_written,
+            "bytes_zeroed": s.bytes_zeroed,
+            "bytes_trimmed": s.bytes_trimmed,
+            "errors": s.errors,
+        })
+        .to_string()
+    } else {
+        format!(
+            "stopped: {} connections, {} requests, {} bytes read, {} bytes written, {} zeroed, {} trimmed, {} errors",
+            s.connections,
+            s.requests,
+            s.bytes_read,
+            s.bytes_written,
+            s.bytes_zeroed,
+            s.bytes_trimmed,
+            s.errors
+        )
+    };
+    println!("{line}");
+    if let Some(u) = &a.undo {
+        eprintln!(
+            "vhdkit: the changes are in {u}: `vhdkit merge {u}` commits them into {p}; deleting {u} discards them",
+            u = u.display(),
+            p = a.path.display()
+        );
+    }
+    Ok(())
+}
