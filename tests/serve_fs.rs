@@ -88,8 +88,10 @@ fn serve_ext4_through_nbdfuse_and_a_loop_mount_checks_clean() {
             fuse: true,
         };
         run(Command::new("mkfs.ext4").args(["-q", "-F"]).arg(&file));
-        run(Command::new("mount")
-            .args(["-o", "loop"])
+        // Loop devices are found and attached under one lock shared by every test that
+        // attaches them (`losetup -f` in parallel processes can race for a device).
+        run(Command::new("flock")
+            .args(["/tmp/vhdkit-tests-losetup.lock", "mount", "-o", "loop"])
             .arg(&file)
             .arg(&mnt));
         {

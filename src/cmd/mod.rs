@@ -8,8 +8,8 @@ mod map;
 mod ops;
 mod read;
 mod runner;
-pub mod terminal;
 mod serve;
+pub mod terminal;
 mod write;
 
 use std::path::PathBuf;

@@ -183,7 +183,8 @@ const ZERO_GRAIN: u64 = 64 * 1024;
 /// export.write_runs(&[(4096, b"hello")]).unwrap();
 /// let mut pieces = Vec::new();
 /// export.map(0, 8 << 20, &mut pieces).unwrap();
-/// assert_eq!(pieces.len(), 3); // zeros, the written block, zeros
+/// assert_eq!(pieces.len(), 2); // the written block (all of it: a dynamic block is
+///                               // wholly its own), then zeros
 /// assert!(!export.is_read_only() && export.can_multi_conn());
 /// ```
 pub struct DiskExport {

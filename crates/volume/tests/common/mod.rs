@@ -54,7 +54,9 @@ pub struct Loop {
 impl Loop {
     pub fn new(img: &Path, offset: u64, len: u64) -> Loop {
         let dev = sh(&format!(
-            "losetup -f --show -o {offset} --sizelimit {len} '{}'",
+            // One lock for every test that attaches loop devices: `losetup -f` in
+            // parallel processes can race for the same device.
+            "flock /tmp/vhdkit-tests-losetup.lock losetup -f --show -o {offset} --sizelimit {len} '{}'",
             img.display()
         ))
         .trim()
