@@ -1,14 +1,43 @@
-//! `vhdkit compare`.
+//! `vhdkit compare`: the virtual contents of two disks, with `qemu-img compare`'s verdict.
+//!
+//! The disks are walked a window of virtual bytes at a time. In each window the extents
+//! of both sides are merged into pieces: a range that reads as zeros on both sides is
+//! skipped unread; where one side reads as zeros only the other side is read, and
+//! tested for zeros; elsewhere both sides are read and compared. The window's pieces are
+//! grouped into tasks of at most [`TASK`] bytes that the rayon workers compare in
+//! parallel; the first task in disk order holding a difference names it, and nothing
+//! after that window is read.
+//!
+//! Stored bytes are compared where they lie, through read-only maps of each piece
+//! (`VhdFile::map_range`, unmapped as soon as the piece is compared): no copy. On the
+//! 4 GiB disk of `benches/compare-vs-qemu.sh` that took under half the CPU time of
+//! `pread` into buffers or of copying out of maps (`read_extents_mapped`). At
+//! most one piece per side per worker is mapped at a time (at most [`TASK`] bytes each),
+//! so memory stays bounded whatever the disks' sizes. As for every mapped read in
+//! vhdkit, a file truncated under the map by a process ignoring vhdkit's locks would
+//! raise SIGBUS (see `image::mmap`).
+//!
+//! The offset reported is the one `qemu-img compare` reports: the start of the first
+//! 512-byte sector that differs (qemu-img compares, and reports, sector by sector).
 
+use std::cell::RefCell;
 use std::path::PathBuf;
 
 use clap::Args;
-use vhdkit_format::image::Extent;
+use rayon::prelude::*;
+use serde_json::json;
+use vhdkit_format::image::{Extent, Window};
+use vhdkit_format::ops::is_zero;
 use vhdkit_format::Disk;
 
-use super::{terminal, CliError, OpenArgs, EXIT_DIFFERENT, EXIT_OK};
+use super::{print_json, terminal, CliError, OpenArgs, EXIT_DIFFERENT, EXIT_OK};
 
-const CHUNK: u64 = 4 << 20;
+/// Virtual bytes planned (extents of both sides) and compared per step.
+const WINDOW: u64 = 64 << 20;
+/// Most bytes one worker compares at a time; tasks never cross a multiple of it.
+const TASK: u64 = 2 << 20;
+/// qemu-img reports the first differing sector, not byte.
+const SECTOR: u64 = 512;
 
 #[derive(Debug, Args)]
 pub struct CompareArgs {
@@ -16,6 +45,10 @@ pub struct CompareArgs {
     a: PathBuf,
     /// Second disk: any VHD (chains resolved) or a raw image.
     b: PathBuf,
+    /// Print the verdict as JSON: identical, first_difference (the first differing
+    /// 512-byte sector's offset, or null), size_a, size_b, schema.
+    #[arg(long)]
+    json: bool,
     #[command(flatten)]
     open: OpenArgs,
 }
@@ -25,35 +58,302 @@ pub fn run(args: CompareArgs) -> Result<u8, CliError> {
     let a = Disk::open_any(&args.a, &opts)?;
     let b = Disk::open_any(&args.b, &opts)?;
     let (sa, sb) = (a.virtual_size(), b.virtual_size());
-    if sa != sb {
+    let first = if sa == sb {
+        first_difference(&a, &b)?
+    } else {
+        None
+    };
+    let identical = sa == sb && first.is_none();
+    if args.json {
+        print_json(&json!({
+            "identical": identical,
+            "first_difference": first,
+            "size_a": sa,
+            "size_b": sb,
+            "schema": 1,
+        }))?;
+    } else if sa != sb {
         terminal::line(format!(
             "Image size mismatch: {} is {sa} bytes, {} is {sb} bytes",
             args.a.display(),
             args.b.display()
         ))?;
-        return Ok(EXIT_DIFFERENT);
+    } else if let Some(at) = first {
+        terminal::line(format!("Content mismatch at offset {at}"))?;
+    } else {
+        terminal::line("Images are identical.")?;
     }
-    let mut ba = vec![0u8; CHUNK as usize];
-    let mut bb = vec![0u8; CHUNK as usize];
+    Ok(if identical { EXIT_OK } else { EXIT_DIFFERENT })
+}
+
+/// Where a piece's bytes come from on one side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Src {
+    Zero,
+    Data { layer: usize, file_offset: u64 },
+}
+
+/// A virtual range lying in one extent of each side, not zero on both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Piece {
+    offset: u64,
+    len: u64,
+    a: Src,
+    b: Src,
+}
+
+/// The offset `qemu-img compare` reports for the first difference of two disks of the
+/// same size, or `None` if they read the same.
+fn first_difference(a: &Disk, b: &Disk) -> Result<Option<u64>, CliError> {
+    let size = a.virtual_size();
+    let mut pieces = Vec::new();
+    let mut tasks = Vec::new();
     let mut pos = 0;
-    while pos < sa {
-        let n = CHUNK.min(sa - pos);
-        let zero = |d: &Disk| -> Result<bool, CliError> {
-            Ok(d.extents(pos, n)?
-                .iter()
-                .all(|e| matches!(e, Extent::Zero { .. })))
-        };
-        if !(zero(&a)? && zero(&b)?) {
-            let (ca, cb) = (&mut ba[..n as usize], &mut bb[..n as usize]);
-            a.read_at(ca, pos)?;
-            b.read_at(cb, pos)?;
-            if let Some(i) = ca.iter().zip(cb.iter()).position(|(x, y)| x != y) {
-                terminal::line(format!("Content mismatch at offset {}", pos + i as u64))?;
-                return Ok(EXIT_DIFFERENT);
-            }
+    while pos < size {
+        let n = WINDOW.min(size - pos);
+        pieces.clear();
+        merge(&a.extents(pos, n)?, &b.extents(pos, n)?, pos, &mut pieces);
+        group(&pieces, &mut tasks);
+        if tasks.is_empty() {
+            pos += n;
+            continue;
+        }
+        let found = tasks
+            .par_iter()
+            .map(|r: &std::ops::Range<usize>| first_in(a, b, &pieces[r.clone()]))
+            .find_first(|r| !matches!(r, Ok(None)));
+        if let Some(r) = found {
+            return Ok(r?.map(|at| at / SECTOR * SECTOR));
         }
         pos += n;
     }
-    terminal::line("Images are identical.")?;
-    Ok(EXIT_OK)
+    Ok(None)
+}
+
+/// Merges the extents of both sides of the range starting at `start` into pieces,
+/// leaving out what is zero on both sides and splitting at multiples of [`TASK`].
+fn merge(ea: &[Extent], eb: &[Extent], start: u64, out: &mut Vec<Piece>) {
+    let src = |e: &Extent, done: u64| match *e {
+        Extent::Data {
+            layer, file_offset, ..
+        } => Src::Data {
+            layer,
+            file_offset: file_offset + done,
+        },
+        Extent::Zero { .. } => Src::Zero,
+    };
+    let (mut i, mut j) = (0, 0);
+    // Bytes of ea[i] and eb[j] already merged.
+    let (mut da, mut db) = (0, 0);
+    let mut pos = start;
+    while let (Some(xa), Some(xb)) = (ea.get(i), eb.get(j)) {
+        let to_boundary = TASK - pos % TASK;
+        let n = (xa.len() - da).min(xb.len() - db).min(to_boundary);
+        let (pa, pb) = (src(xa, da), src(xb, db));
+        if n > 0 && (pa, pb) != (Src::Zero, Src::Zero) {
+            out.push(Piece {
+                offset: pos,
+                len: n,
+                a: pa,
+                b: pb,
+            });
+        }
+        pos += n;
+        da += n;
+        db += n;
+        if da == xa.len() {
+            i += 1;
+            da = 0;
+        }
+        if db == xb.len() {
+            j += 1;
+            db = 0;
+        }
+    }
+}
+
+/// Groups consecutive pieces that lie in the same [`TASK`]-sized stretch into tasks
+/// (index ranges into `pieces`).
+fn group(pieces: &[Piece], tasks: &mut Vec<std::ops::Range<usize>>) {
+    tasks.clear();
+    let mut start = 0;
+    for i in 1..=pieces.len() {
+        if i == pieces.len() || pieces[i].offset / TASK != pieces[start].offset / TASK {
+            if i > start {
+                tasks.push(start..i);
+            }
+            start = i;
+        }
+    }
+}
+
+thread_local! {
+    /// Each worker's buffers for side A and side B, reused across tasks: used only for
+    /// data that cannot be mapped (not in a file).
+    static BUFFERS: RefCell<(Vec<u8>, Vec<u8>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+}
+
+/// The first differing byte of a task's pieces (in order), if any.
+fn first_in(a: &Disk, b: &Disk, pieces: &[Piece]) -> Result<Option<u64>, CliError> {
+    BUFFERS.with(|cell| {
+        let mut bufs = cell.borrow_mut();
+        let (ba, bb) = &mut *bufs;
+        for p in pieces {
+            let len = p.len as usize;
+            let at = match (p.a, p.b) {
+                (Src::Zero, Src::Zero) => None,
+                (Src::Data { layer, file_offset }, Src::Zero) => {
+                    first_nonzero(&read(a, layer, file_offset, len, ba)?)
+                }
+                (Src::Zero, Src::Data { layer, file_offset }) => {
+                    first_nonzero(&read(b, layer, file_offset, len, bb)?)
+                }
+                (
+                    Src::Data {
+                        layer: la,
+                        file_offset: oa,
+                    },
+                    Src::Data {
+                        layer: lb,
+                        file_offset: ob,
+                    },
+                ) => {
+                    let x = read(a, la, oa, len, ba)?;
+                    let y = read(b, lb, ob, len, bb)?;
+                    if *x == *y {
+                        None
+                    } else {
+                        x.iter().zip(y.iter()).position(|(u, v)| u != v)
+                    }
+                }
+            };
+            if let Some(i) = at {
+                return Ok(Some(p.offset + i as u64));
+            }
+        }
+        Ok(None)
+    })
+}
+
+/// Reads `len` stored bytes at `file_offset` of chain level `layer` into `buf`.
+/// A piece's stored bytes on one side: a read-only map of them in the file, or a copy.
+enum Bytes<'b> {
+    Mapped(Window),
+    Copied(&'b [u8]),
+}
+
+impl std::ops::Deref for Bytes<'_> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Bytes::Mapped(w) => w,
+            Bytes::Copied(b) => b,
+        }
+    }
+}
+
+/// The `len` stored bytes at `file_offset` of chain level `layer`: mapped in place (no
+/// copy; pages fault in as they are compared and the window is unmapped when dropped),
+/// or read into `buf` where the data do not live in a file.
+fn read<'b>(
+    disk: &Disk,
+    layer: usize,
+    file_offset: u64,
+    len: usize,
+    buf: &'b mut Vec<u8>,
+) -> Result<Bytes<'b>, CliError> {
+    let file = disk.layers().get(layer).ok_or_else(|| {
+        CliError::Other(format!(
+            "extent names chain level {layer}, which is not open"
+        ))
+    })?;
+    if let Some(window) = file.map_range(file_offset, len as u64, false) {
+        return Ok(Bytes::Mapped(window?));
+    }
+    if buf.len() < len {
+        buf.resize(len, 0);
+    }
+    let dst = &mut buf[..len];
+    file.read_data(dst, file_offset)?;
+    Ok(Bytes::Copied(dst))
+}
+
+/// Index of the first non-zero byte.
+fn first_nonzero(buf: &[u8]) -> Option<usize> {
+    if is_zero(buf) {
+        None
+    } else {
+        buf.iter().position(|&x| x != 0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn data(layer: usize, file_offset: u64, len: u64) -> Extent {
+        Extent::Data {
+            layer,
+            file_offset,
+            len,
+        }
+    }
+
+    #[test]
+    fn merge_skips_zero_on_both_sides_and_splits_at_task_boundaries() {
+        let ea = [Extent::Zero { len: 4096 }, data(0, 10_000, TASK + 4096)];
+        let eb = [data(1, 0, 8192), Extent::Zero { len: TASK }];
+        let mut out = Vec::new();
+        merge(&ea, &eb, TASK - 8192, &mut out);
+        let src = |layer, file_offset| Src::Data { layer, file_offset };
+        assert_eq!(
+            out,
+            vec![
+                Piece {
+                    offset: TASK - 8192,
+                    len: 4096,
+                    a: Src::Zero,
+                    b: src(1, 0),
+                },
+                Piece {
+                    offset: TASK - 4096,
+                    len: 4096,
+                    a: src(0, 10_000),
+                    b: src(1, 4096),
+                },
+                Piece {
+                    offset: TASK,
+                    len: TASK,
+                    a: src(0, 14_096),
+                    b: Src::Zero,
+                },
+            ]
+        );
+        let mut tasks = Vec::new();
+        group(&out, &mut tasks);
+        assert_eq!(tasks, vec![0..2, 2..3]);
+    }
+
+    #[test]
+    fn merge_of_zeros_is_empty() {
+        let mut out = Vec::new();
+        merge(
+            &[Extent::Zero { len: 3 * TASK }],
+            &[Extent::Zero { len: TASK }, Extent::Zero { len: 2 * TASK }],
+            0,
+            &mut out,
+        );
+        assert!(out.is_empty());
+        let mut tasks = vec![0..1, 1..2];
+        group(&out, &mut tasks);
+        assert!(tasks.is_empty());
+    }
+
+    #[test]
+    fn first_nonzero_finds_the_byte() {
+        let mut v = vec![0u8; 5000];
+        assert_eq!(first_nonzero(&v), None);
+        v[4099] = 7;
+        assert_eq!(first_nonzero(&v), Some(4099));
+    }
 }
