@@ -30,7 +30,7 @@ use vhdkit_format::image::{Extent, Window};
 use vhdkit_format::ops::is_zero;
 use vhdkit_format::Disk;
 
-use super::{print_json, terminal, CliError, OpenArgs, EXIT_DIFFERENT, EXIT_OK};
+use super::{print_json, terminal, CliError, OpenArgs, SourceArgs, EXIT_DIFFERENT, EXIT_OK};
 
 /// Virtual bytes planned (extents of both sides) and compared per step.
 const WINDOW: u64 = 64 << 20;
@@ -50,11 +50,13 @@ pub struct CompareArgs {
     #[arg(long)]
     json: bool,
     #[command(flatten)]
+    source: SourceArgs,
+    #[command(flatten)]
     open: OpenArgs,
 }
 
 pub fn run(args: CompareArgs) -> Result<u8, CliError> {
-    let opts = args.open.options();
+    let opts = args.source.apply(args.open.options());
     let a = Disk::open_any(&args.a, &opts)?;
     let b = Disk::open_any(&args.b, &opts)?;
     let (sa, sb) = (a.virtual_size(), b.virtual_size());

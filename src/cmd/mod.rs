@@ -108,6 +108,35 @@ impl OpenArgs {
     }
 }
 
+/// How to take a source that may be a raw image (convert, compare, serve).
+#[derive(Debug, Clone, Args)]
+pub struct SourceArgs {
+    /// `auto`: a VHD, or raw bytes when the file has no VHD footer and no other
+    /// format's signature (qcow2, VHDX, VMDK, VDI and damaged VHDs are refused); `raw`:
+    /// the file's bytes as they are, whatever they hold.
+    #[arg(long, value_enum, default_value_t = SourceFormat::Auto)]
+    source_format: SourceFormat,
+}
+
+/// The values of `--source-format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SourceFormat {
+    /// Recognise the format.
+    Auto,
+    /// Raw bytes.
+    Raw,
+}
+
+impl SourceArgs {
+    /// `opts` with the source format applied.
+    pub fn apply(&self, opts: OpenOptions) -> OpenOptions {
+        OpenOptions {
+            force_raw: self.source_format == SourceFormat::Raw,
+            ..opts
+        }
+    }
+}
+
 /// A size on the command line: bytes or K/M/G/T (powers of 1024).
 pub fn size_arg(s: &str) -> Result<u64, String> {
     parse_size(s)

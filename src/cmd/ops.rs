@@ -7,7 +7,7 @@ use vhdkit_format::ops::{self, OpsOptions, Target};
 use vhdkit_format::spec::DEFAULT_BLOCK_SIZE;
 
 use super::runner::{self, RunArgs};
-use super::{block_size_arg, CliError, OpenArgs};
+use super::{block_size_arg, CliError, OpenArgs, SourceArgs};
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum ConvertType {
@@ -47,6 +47,8 @@ pub struct ConvertArgs {
     verify: VerifyArgs,
     #[command(flatten)]
     run: RunArgs,
+    #[command(flatten)]
+    source: SourceArgs,
     #[command(flatten)]
     open: OpenArgs,
 }
@@ -117,7 +119,8 @@ pub fn convert(a: ConvertArgs) -> Result<u8, CliError> {
         ConvertType::Dynamic => Target::Dynamic,
         ConvertType::Raw => Target::Raw,
     };
-    let opts = new_file_opts(&a.open, a.block_size, &a.verify)?;
+    let mut opts = new_file_opts(&a.open, a.block_size, &a.verify)?;
+    opts.open = a.source.apply(opts.open);
     let task = ops::convert_task(&a.src, &a.dst, target, &opts)?;
     runner::run(task, &a.run)
 }

@@ -13,7 +13,7 @@ use serde_json::json;
 use vhdkit_format::{CreateOptions, Disk, OpenOptions};
 use vhdkit_serve::{DiskExport, Listener, Server, ServerOptions, Stats};
 
-use super::{CliError, OpenArgs, EXIT_OK};
+use super::{CliError, OpenArgs, SourceArgs, EXIT_OK};
 
 /// Exit code when a second SIGINT/SIGTERM cuts the stop short.
 const EXIT_INTERRUPTED: i32 = 130;
@@ -46,6 +46,8 @@ pub struct ServeArgs {
     json: bool,
     #[command(flatten)]
     open: OpenArgs,
+    #[command(flatten)]
+    source: SourceArgs,
 }
 
 /// Where the server listens, and what to clean up afterwards.
@@ -157,7 +159,7 @@ pub fn run(a: ServeArgs) -> Result<u8, CliError> {
 
 /// Opens the disk to serve; returns it with the mode's name.
 fn open(a: &ServeArgs) -> Result<(Disk, &'static str), CliError> {
-    let base = a.open.options();
+    let base = a.source.apply(a.open.options());
     match &a.undo {
         Some(undo) => {
             Disk::create(undo, &CreateOptions::differencing(&a.path))?;

@@ -156,11 +156,22 @@ impl VhdFile {
     pub fn open_any(path: &Path, opts: &OpenOptions) -> Result<VhdFile> {
         let file = open_file(path, opts.writable, Accept::RegularOrBlock)?;
         let backend: Arc<dyn Backend> = Arc::new(FileBackend::with_path(file, path));
-        if looks_like_vhd(&*backend) {
-            VhdFile::from_backend(path, backend, opts)
-        } else {
-            VhdFile::raw(path, backend, opts.writable)
+        if opts.force_raw {
+            return VhdFile::raw(path, backend, opts.writable);
         }
+        if looks_like_vhd(&*backend) {
+            return VhdFile::from_backend(path, backend, opts);
+        }
+        // Never take another format (or a VHD that fails to open) for raw bytes.
+        if let Some(format) = other_format(&*backend) {
+            return Err(Error::NotVhd {
+                path: path.to_owned(),
+                detail: format!(
+                    "it is {format}, not a VHD or a raw image (convert it with qemu-img first, or pass --source-format raw to take its bytes as they are)"
+                ),
+            });
+        }
+        VhdFile::raw(path, backend, opts.writable)
     }
 
     /// Wraps a raw image: every byte is disk data, the file's length is the disk's size.
@@ -991,6 +1002,14 @@ pub(crate) fn align_block(free: u64, bitmap_size: u64) -> u64 {
     data - bitmap_size
 }
 
+/// The format another tool's image (or a damaged VHD) starts with, by its signature.
+fn other_format(b: &dyn Backend) -> Option<&'static str> {
+    let len = b.len().ok()?;
+    let mut head = vec![0u8; (len.min(crate::spec::sniff::SNIFF_BYTES as u64)) as usize];
+    b.read_exact_at(&mut head, 0).ok()?;
+    crate::spec::sniff::identify(&head)
+}
+
 /// Whether the backend has a `conectix` cookie at its end or at offset 0.
 pub(crate) fn looks_like_vhd(b: &dyn Backend) -> bool {
     let Ok(len) = b.len() else { return false };
@@ -1103,10 +1122,13 @@ fn read_footer(
             return Ok((c, FooterSource::Copy, len));
         }
     }
+    let what = other_format(b)
+        .map(|f| format!("; it is {f}"))
+        .unwrap_or_default();
     Err(Error::NotVhd {
         path: path.to_owned(),
         detail: format!(
-            "no `conectix` footer at the end ({:#x}) or at offset 0",
+            "no `conectix` footer at the end ({:#x}) or at offset 0{what}",
             len - 512
         ),
     })

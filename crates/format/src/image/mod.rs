@@ -85,6 +85,11 @@ pub struct OpenOptions {
     /// Which host drives a host-drive stub may link to (by default none: a stub names a
     /// host path chosen by whoever wrote the stub). `docs/security.md`.
     pub host_drives: HostDrives,
+    /// Open the file named (not its parents) as a raw image even when it carries
+    /// another format's signature ([`Disk::open_any`] only). Off by default: a qcow2,
+    /// VHDX, VMDK or VDI file, or a VHD too damaged to open, is refused rather than
+    /// taken for raw bytes.
+    pub force_raw: bool,
     /// Follow a parent's absolute locator (or absolute parent name) that points outside
     /// the child's folder tree. Off by default: a crafted child must not make vhdkit open
     /// any file on the host. Relative locators and the child's own folder are always
@@ -119,6 +124,7 @@ impl Default for OpenOptions {
             no_parents: false,
             host_drives: HostDrives::Refuse,
             absolute_parents: false,
+            force_raw: false,
         }
     }
 }

@@ -17,6 +17,7 @@ pub mod header;
 pub mod hostdrive;
 pub mod layout;
 pub mod locator;
+pub mod sniff;
 pub mod time;
 
 pub use bat::{Bat, BAT_ENTRY_UNUSED};
