@@ -10,6 +10,8 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    // First, before any thread exists: SIGINT, SIGTERM and SIGHUP go to one thread.
+    cmd::signals::install();
     let cli = cmd::Cli::parse();
     match cmd::run(cli) {
         Ok(code) => ExitCode::from(code),

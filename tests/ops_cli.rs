@@ -3,7 +3,7 @@
 //! as a cancel with exit code 130 and the operation's guarantee kept.
 
 use std::io::{BufRead, BufReader};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -388,6 +388,11 @@ fn big_raw(path: &Path) {
 /// Ctrl-C handler is installed), sends SIGINT with `kill -INT`, and returns the exit
 /// code and the rest of stderr.
 fn interrupt(args: &[&str]) -> (Option<i32>, String) {
+    interrupt_with("-INT", args)
+}
+
+/// [`interrupt`] with another signal (`-TERM`, `-HUP`).
+fn interrupt_with(signal: &str, args: &[&str]) -> (Option<i32>, String) {
     let mut child = Command::new(bin())
         .args(args)
         .args(["--progress", "json"])
@@ -400,7 +405,7 @@ fn interrupt(args: &[&str]) -> (Option<i32>, String) {
     let first = lines.next().expect("a first line").expect("read");
     assert!(first.starts_with('{'), "{first}");
     let sent = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
+        .args([signal, &child.id().to_string()])
         .status()
         .expect("run kill");
     assert!(sent.success());
@@ -462,4 +467,122 @@ fn compact_interrupted_with_sigint_exits_130_and_keeps_the_image() {
         String::from_utf8_lossy(&check.stdout)
     );
     assert!(same_content(&disk, &before));
+}
+
+#[test]
+fn convert_terminated_with_sigterm_or_sighup_rolls_back_and_exits_143_or_129() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let src = dir.path().join("big.img");
+    big_raw(&src);
+    for (sig, want) in [("-TERM", 143), ("-HUP", 129)] {
+        let out = dir.path().join(format!("out{want}"));
+        std::fs::create_dir(&out).expect("mkdir");
+        let dst = out.join("dst.vhd");
+        let (code, stderr) = interrupt_with(
+            sig,
+            &["convert", p(&src), p(&dst), "--type", "dynamic", "--verify"],
+        );
+        assert_eq!(code, Some(want), "{sig}: {stderr}");
+        assert!(stderr.contains("cancelled by SIG"), "{stderr}");
+        assert!(stderr.contains("no output was left behind"), "{stderr}");
+        assert!(!dst.exists());
+        assert_eq!(std::fs::read_dir(&out).expect("ls").count(), 0, "{sig}");
+    }
+}
+
+/// A chain whose merge takes long enough to interrupt: a 64 MiB child over a parent, in
+/// 16 KiB blocks.
+fn long_merge_chain(dir: &Path) -> (PathBuf, PathBuf) {
+    let parent = dir.join("p.vhd");
+    let bs = 16 * KIB;
+    Disk::create(
+        &parent,
+        &CreateOptions::new(DiskKind::Dynamic, 64 * MIB).block_size(bs as u32),
+    )
+    .expect("parent");
+    let child = dir.join("c.vhd");
+    Disk::create(&child, &CreateOptions::differencing(&parent)).expect("child");
+    let d = Disk::open_rw(&child).expect("open");
+    d.write_at(&pattern(9, (64 * MIB) as usize), 0)
+        .expect("write");
+    d.flush().expect("flush");
+    (parent, child)
+}
+
+#[test]
+fn merge_interrupted_says_what_the_parent_now_holds() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_parent, child) = long_merge_chain(dir.path());
+    let view = dir.path().join("view.raw");
+    assert!(vhdkit(&["read", p(&child), "--output", p(&view)])
+        .status
+        .success());
+
+    let (code, stderr) = interrupt(&["merge", p(&child)]);
+
+    assert_eq!(code, Some(130), "{stderr}");
+    assert!(
+        stderr.contains("the child reads exactly as before; the parent may hold part of the merge"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("nothing was lost"), "{stderr}");
+    assert!(same_content(&child, &view));
+    // Running it again finishes the merge.
+    assert!(vhdkit(&["merge", p(&child)]).status.success());
+    assert!(same_content(&child, &view));
+}
+
+#[test]
+fn merge_refuses_a_child_in_use_before_writing_anything() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (parent, child) = long_merge_chain(dir.path());
+    let before = std::fs::read(&parent).expect("parent");
+    // Another program holds the child (qemu-io, the child alone, as raw): merge needs it
+    // exclusively, and must say so before writing into the parent.
+    let mut holder = Command::new("qemu-io")
+        .args(["-f", "raw", p(&child)])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    std::thread::sleep(Duration::from_millis(300));
+    let t = Instant::now();
+    let out = vhdkit(&["merge", p(&child)]);
+    let took = t.elapsed();
+    drop(holder.stdin.take());
+    let _ = holder.wait();
+    assert_eq!(out.status.code(), Some(3));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("in use"), "{err}");
+    assert!(
+        took < Duration::from_secs(5),
+        "refused up front, not after a copy"
+    );
+    assert_eq!(std::fs::read(&parent).expect("parent"), before);
+}
+
+#[test]
+fn merge_delete_child_refuses_to_orphan_a_grandchild() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let base = dir.path().join("base.vhd");
+    Disk::create(&base, &CreateOptions::new(DiskKind::Dynamic, 4 * MIB)).expect("base");
+    let mid = dir.path().join("mid.vhd");
+    Disk::create(&mid, &CreateOptions::differencing(&base)).expect("mid");
+    let top = dir.path().join("top.vhd");
+    Disk::create(&top, &CreateOptions::differencing(&mid)).expect("top");
+
+    let out = vhdkit(&["merge", p(&mid), "--delete-child"]);
+
+    assert_eq!(out.status.code(), Some(3));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("top.vhd") && err.contains("--force"), "{err}");
+    assert!(mid.exists());
+    let out = vhdkit(&["merge", p(&mid), "--delete-child", "--force"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!mid.exists());
 }

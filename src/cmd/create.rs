@@ -106,5 +106,5 @@ pub fn run(a: CreateArgs) -> Result<u8, CliError> {
         return Err(usage("--read-only applies to host-drive disks"));
     }
     let task = vhdkit_format::ops::create_task(&a.path, &opts)?;
-    runner::run(task, &a.run)
+    runner::run(task, &a.run, runner::Leaves::NewFile)
 }

@@ -9,6 +9,7 @@ mod ops;
 mod read;
 mod runner;
 mod serve;
+pub mod signals;
 pub mod terminal;
 mod write;
 
@@ -165,6 +166,14 @@ pub enum CliError {
         /// The error.
         #[source]
         source: std::io::Error,
+    },
+    /// An operation failed part way; `state` says what that left.
+    #[error("{error}; {state}")]
+    Stopped {
+        /// What failed.
+        error: vhdkit_format::Error,
+        /// What is true of the user's files now.
+        state: &'static str,
     },
     /// Anything else, already worded.
     #[error("{0}")]

@@ -69,9 +69,14 @@ pub struct CompactArgs {
 pub struct MergeArgs {
     /// The differencing disk whose sectors go into its parent.
     child: PathBuf,
-    /// Delete the child once the merge is durable.
+    /// Delete the child once the merge is durable (refused while other disks in its
+    /// folder name it as their parent, unless --force).
     #[arg(long)]
     delete_child: bool,
+    /// With --delete-child: delete it even though other disks name it as their parent
+    /// (they are orphaned).
+    #[arg(long, requires = "delete_child")]
+    force: bool,
     #[command(flatten)]
     run: RunArgs,
     #[command(flatten)]
@@ -122,7 +127,7 @@ pub fn convert(a: ConvertArgs) -> Result<u8, CliError> {
     let mut opts = new_file_opts(&a.open, a.block_size, &a.verify)?;
     opts.open = a.source.apply(opts.open);
     let task = ops::convert_task(&a.src, &a.dst, target, &opts)?;
-    runner::run(task, &a.run)
+    runner::run(task, &a.run, runner::Leaves::NewFile)
 }
 
 pub fn compact(a: CompactArgs) -> Result<u8, CliError> {
@@ -132,17 +137,18 @@ pub fn compact(a: CompactArgs) -> Result<u8, CliError> {
         ..OpsOptions::default()
     };
     let task = ops::compact_task(&a.path, &opts)?;
-    runner::run(task, &a.run)
+    runner::run(task, &a.run, runner::Leaves::Compact)
 }
 
 pub fn merge(a: MergeArgs) -> Result<u8, CliError> {
     let opts = OpsOptions {
         open: a.open.options(),
         delete_child: a.delete_child,
+        force: a.force,
         ..OpsOptions::default()
     };
     let task = ops::merge_task(&a.child, &opts)?;
-    runner::run(task, &a.run)
+    runner::run(task, &a.run, runner::Leaves::Merge)
 }
 
 pub fn merge_to(a: MergeToArgs) -> Result<u8, CliError> {
@@ -152,5 +158,5 @@ pub fn merge_to(a: MergeToArgs) -> Result<u8, CliError> {
     };
     let opts = new_file_opts(&a.open, a.block_size, &a.verify)?;
     let task = ops::merge_to_task(&a.child, &a.dst, target, &opts)?;
-    runner::run(task, &a.run)
+    runner::run(task, &a.run, runner::Leaves::NewFile)
 }

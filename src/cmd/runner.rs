@@ -12,8 +12,36 @@ use vhdkit_task::{ProgressEvent, TaskFailure};
 
 use super::{print_json, terminal, CliError, EXIT_OK};
 
-/// Exit code of a command cancelled with Ctrl-C.
+/// Exit code of a command cancelled with Ctrl-C (SIGINT); SIGTERM gives 143 and SIGHUP
+/// 129, as a shell reports a command those signals ended.
 pub const EXIT_CANCELLED: u8 = 130;
+
+/// What is true of the user's files when an operation stops before its end (cancelled,
+/// or failed while working): said in the message, because "nothing was lost" is not
+/// true of every operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Leaves {
+    /// A new file (create, convert, merge-to): it never got its name.
+    NewFile,
+    /// Compact in place.
+    Compact,
+    /// Merge in place.
+    Merge,
+}
+
+impl Leaves {
+    fn text(self) -> &'static str {
+        match self {
+            Leaves::NewFile => "no output was left behind; the source is untouched",
+            Leaves::Compact => {
+                "the disk is valid and reads exactly as before, possibly partly compacted (run compact again to finish)"
+            }
+            Leaves::Merge => {
+                "the child reads exactly as before; the parent may hold part of the merge (run merge again to finish it)"
+            }
+        }
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum ProgressMode {
@@ -57,11 +85,14 @@ fn event_json(e: &ProgressEvent) -> serde_json::Value {
 }
 
 /// Waits for `task`, showing progress, and turns its outcome into an exit code.
-pub fn run(task: OpTask, args: &RunArgs) -> Result<u8, CliError> {
-    let t = task.clone();
-    // A second Ctrl-C while cancelling is ignored: the rollback must finish.
-    let _ = ctrlc::set_handler(move || {
-        let _ = t.cancel();
+pub fn run(task: OpTask, args: &RunArgs, leaves: Leaves) -> Result<u8, CliError> {
+    let t = task.handle();
+    // The first SIGINT, SIGTERM or SIGHUP cancels (the same rollback for each); later
+    // ones are ignored: the rollback must finish.
+    super::signals::on_signal(move |_, count| {
+        if count == 1 {
+            let _ = t.cancel();
+        }
     });
     let rx = task.subscribe();
     match args.progress {
@@ -110,10 +141,18 @@ pub fn run(task: OpTask, args: &RunArgs) -> Result<u8, CliError> {
             Ok(EXIT_OK)
         }
         Err(TaskFailure::Cancelled) => {
-            terminal::eline("vhdkit: cancelled; nothing was lost");
-            Ok(EXIT_CANCELLED)
+            let sig = super::signals::received();
+            let why = match sig {
+                Some(s) => format!("cancelled by {s}"),
+                None => "cancelled".into(),
+            };
+            terminal::eline(format!("vhdkit: {why}; {}", leaves.text()));
+            Ok(sig.map(super::signals::exit_code).unwrap_or(EXIT_CANCELLED))
         }
-        Err(TaskFailure::Failed(e)) => Err(e.into()),
+        Err(TaskFailure::Failed(e)) => Err(CliError::Stopped {
+            error: e,
+            state: leaves.text(),
+        }),
         Err(other) => Err(CliError::Other(other.to_string())),
     }
 }

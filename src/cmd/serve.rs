@@ -8,7 +8,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use clap::Args;
-use nix::sys::signal::{SigSet, Signal};
 use serde_json::json;
 use vhdkit_format::{CreateOptions, Disk, OpenOptions};
 use vhdkit_serve::{DiskExport, Listener, Server, ServerOptions, Stats};
@@ -61,15 +60,6 @@ enum Place {
 }
 
 pub fn run(a: ServeArgs) -> Result<u8, CliError> {
-    // Before any thread exists, so that every thread inherits the mask: SIGINT and SIGTERM
-    // are then only taken by the signal thread below.
-    let mut signals = SigSet::empty();
-    signals.add(Signal::SIGINT);
-    signals.add(Signal::SIGTERM);
-    signals
-        .thread_block()
-        .map_err(|e| CliError::Other(format!("blocking SIGINT/SIGTERM: {e}")))?;
-
     let (disk, mode) = open(&a)?;
     for w in disk.warnings() {
         eprintln!("vhdkit: warning: {w}");
@@ -91,21 +81,18 @@ pub fn run(a: ServeArgs) -> Result<u8, CliError> {
     let server =
         Server::new(export, options).map_err(|e| CliError::io("starting the server", e))?;
 
+    // SIGINT, SIGTERM, SIGHUP (taken by the signal thread `main` started): the first
+    // stops the server cleanly; another stops waiting for clients (the image stays
+    // valid: every write went through the crash-safe write path).
     let stopper = server.stopper();
-    std::thread::Builder::new()
-        .name("signals".into())
-        .spawn(move || {
-            if signals.wait().is_ok() {
-                stopper.stop();
-            }
-            // A second signal: stop waiting for clients (the image stays valid: every
-            // write went through the crash-safe write path).
-            if signals.wait().is_ok() {
-                eprintln!("vhdkit: interrupted again; exiting without waiting");
-                std::process::exit(EXIT_INTERRUPTED);
-            }
-        })
-        .map_err(|e| CliError::io("starting the signal thread", e))?;
+    super::signals::on_signal(move |_, count| {
+        if count == 1 {
+            stopper.stop();
+        } else {
+            super::terminal::eline("vhdkit: interrupted again; exiting without waiting");
+            std::process::exit(EXIT_INTERRUPTED.into());
+        }
+    });
 
     let uri = uri(&place, &a.export_name);
     let mut out = std::io::stdout().lock();

@@ -102,6 +102,15 @@ pub enum Error {
         /// Unique id the child records for its parent.
         expected: Uuid,
     },
+    /// An operation would delete or rewrite a disk that other disks name as their
+    /// parent.
+    #[error("{path}: {} other disk(s) name it as their parent ({children}); they would be orphaned (override: --force)", .children.len(), path = .path.display(), children = display_paths(.children))]
+    HasChildren {
+        /// The disk.
+        path: PathBuf,
+        /// The disks depending on it.
+        children: Vec<PathBuf>,
+    },
     /// A differencing chain leads back to a disk already in it.
     #[error("{path}: differencing chain loops: {again} appears twice", path = .path.display(), again = .again.display())]
     ChainLoop {
@@ -248,6 +257,7 @@ pub enum ErrorKind {
     PathNotFound,
     ParentNotFound,
     ParentIdMismatch,
+    HasChildren,
     ChainLoop,
     ChainTooDeep,
     HostDriveNotFound,
@@ -282,6 +292,7 @@ impl Error {
             Error::PathNotFound { .. } => ErrorKind::PathNotFound,
             Error::ParentNotFound { .. } => ErrorKind::ParentNotFound,
             Error::ParentIdMismatch { .. } => ErrorKind::ParentIdMismatch,
+            Error::HasChildren { .. } => ErrorKind::HasChildren,
             Error::ChainLoop { .. } => ErrorKind::ChainLoop,
             Error::ChainTooDeep { .. } => ErrorKind::ChainTooDeep,
             Error::HostDriveNotFound { .. } => ErrorKind::HostDriveNotFound,
@@ -387,7 +398,7 @@ impl Error {
             Error::ChainLoop { .. } | Error::ChainTooDeep { .. } => H::VM_E_INVALID_HD_FILE,
             Error::HostDriveNotFound { .. } => H::VM_E_HOST_DRIVE_NOT_FOUND,
             Error::ReadOnly { .. } => H::VM_E_FILE_READ_ONLY,
-            Error::InUse { .. } => H::E_SHARING_VIOLATION,
+            Error::InUse { .. } | Error::HasChildren { .. } => H::E_SHARING_VIOLATION,
             Error::WrongFileType { .. } => H::VM_E_HD_IMAGE_OPEN_FAIL,
             Error::NotAllowed { .. } => H::E_ACCESSDENIED,
             Error::AlreadyExists { .. } => H::E_ALREADY_EXISTS,

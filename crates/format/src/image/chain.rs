@@ -574,6 +574,37 @@ pub fn parent_candidates(child: &VhdFile) -> Vec<ParentCandidate> {
     out
 }
 
+/// The VHDs in `path`'s folder (`.vhd` and `.avhd` files, not `path` itself) that are
+/// differencing disks recording `unique_id` as their parent's: the disks that deleting
+/// or rewriting `path` would orphan. Files that cannot be opened are skipped.
+pub fn children_in_folder(path: &Path, unique_id: uuid::Uuid) -> Vec<PathBuf> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let me = canonical(path);
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut out: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.extension()
+                .and_then(|x| x.to_str())
+                .is_some_and(|x| x.eq_ignore_ascii_case("vhd") || x.eq_ignore_ascii_case("avhd"))
+        })
+        .filter(|p| canonical(p) != me)
+        .filter(|p| {
+            VhdFile::open_regular(p, &OpenOptions::new().no_parents(true))
+                .ok()
+                .and_then(|f| f.header().map(|h| h.parent_unique_id))
+                .is_some_and(|id| id == unique_id)
+        })
+        .collect();
+    out.sort();
+    out
+}
+
 /// Removes `.` components and folds `dir/..` lexically.
 fn normalize(p: &Path) -> PathBuf {
     use std::path::Component;

@@ -13,7 +13,8 @@ pub use mmap::Window;
 
 pub use backend::{Backend, FileBackend, MemBackend};
 pub use chain::{
-    parent_candidates, Disk, Extent, FoundBy, FsResolver, ParentCandidate, ParentResolver,
+    children_in_folder, parent_candidates, Disk, Extent, FoundBy, FsResolver, ParentCandidate,
+    ParentResolver,
 };
 pub(crate) use create::sync_dir;
 pub use create::{parse_size, CreateOptions, NewFile};

@@ -65,14 +65,22 @@ pub fn precheck(child: &Path, opts: &OpsOptions) -> Result<PathBuf> {
     Ok(parent.path().to_owned())
 }
 
-/// Merges `child` into its parent.
-pub fn merge(child: &Path, opts: &OpsOptions, progress: &Progress) -> Result<Report> {
-    let start = Instant::now();
+/// The two files of a merge, opened and locked for writing before any work: another
+/// process holding either is refused before the first byte is written.
+#[derive(Debug)]
+pub struct MergeFiles {
+    child_path: PathBuf,
+    parent_path: PathBuf,
+    child: VhdFile,
+    parent: Disk,
+}
+
+/// Checks a merge of `child` (see [`precheck`]) and opens both files for writing; with
+/// `opts.delete_child`, also refuses (unless `opts.force`) when other disks in the
+/// child's folder name it as their parent — deleting it would orphan them.
+pub fn open(child: &Path, opts: &OpsOptions) -> Result<MergeFiles> {
     let parent_path = precheck(child, opts)?;
-    // Both files are taken for writing before the first write, so that another process
-    // holding either is refused now, not after the parent was rewritten. The child is
-    // only read until its header is updated at the end.
-    let mut child_file = VhdFile::open(child, &OpenOptions::new().writable(true))?;
+    let child_file = VhdFile::open(child, &OpenOptions::new().writable(true))?;
     // The parent opens for writing with its own chain (a differencing parent completes
     // partial granules from its ancestors).
     let parent = Disk::open_with(
@@ -91,6 +99,38 @@ pub fn merge(child: &Path, opts: &OpsOptions, progress: &Progress) -> Result<Rep
                 .unwrap_or_default(),
         });
     }
+    if opts.delete_child && !opts.force {
+        let others = crate::image::children_in_folder(child, child_file.footer().unique_id);
+        if !others.is_empty() {
+            return Err(Error::HasChildren {
+                path: child.to_owned(),
+                children: others,
+            });
+        }
+    }
+    Ok(MergeFiles {
+        child_path: child.to_owned(),
+        parent_path,
+        child: child_file,
+        parent,
+    })
+}
+
+/// Merges `child` into its parent: [`open`], then [`run`].
+pub fn merge(child: &Path, opts: &OpsOptions, progress: &Progress) -> Result<Report> {
+    run(open(child, opts)?, opts, progress)
+}
+
+/// Runs a merge on files [`open`] took.
+pub fn run(files: MergeFiles, opts: &OpsOptions, progress: &Progress) -> Result<Report> {
+    let start = Instant::now();
+    let MergeFiles {
+        child_path,
+        parent_path,
+        child: mut child_file,
+        parent,
+    } = files;
+    let child = child_path.as_path();
     let block_size = child_file
         .block_size()
         .expect("differencing disks have blocks");

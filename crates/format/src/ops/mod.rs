@@ -60,6 +60,9 @@ pub struct OpsOptions {
     pub chunk_bytes: u64,
     /// Merge: delete the child once merged and durable.
     pub delete_child: bool,
+    /// Delete or rewrite a disk even though other disks in its folder name it as their
+    /// parent (they would be orphaned).
+    pub force: bool,
     /// Convert and merge-to: bytes written to the new file between two background syncs,
     /// which keep the device busy during the copy instead of all at the final sync
     /// (0: only the final sync).
@@ -77,6 +80,7 @@ impl Default for OpsOptions {
             verify: false,
             chunk_bytes: 32 << 20,
             delete_child: false,
+            force: false,
             sync_bytes: 64 << 20,
             event_capacity: vhdkit_task::DEFAULT_EVENT_CAPACITY,
         }
@@ -224,12 +228,14 @@ pub fn convert_task(src: &Path, dst: &Path, target: Target, opts: &OpsOptions) -
 
 /// Starts merging differencing disk `child` into its parent, in place.
 pub fn merge_task(child: &Path, opts: &OpsOptions) -> Result<OpTask> {
-    merge::precheck(child, opts)?;
-    let (c, o) = (child.to_owned(), opts.clone());
+    // Checked, opened and locked before the task starts: a child or parent in use is
+    // refused here, before anything is written.
+    let files = merge::open(child, opts)?;
+    let o = opts.clone();
     Ok(spawn(
         format!("Merging {} into its parent", child.display()),
         opts,
-        move |pr| merge::merge(&c, &o, pr),
+        move |pr| merge::run(files, &o, pr),
     ))
 }
 
