@@ -90,7 +90,7 @@ pub fn run(a: ServeArgs) -> Result<u8, CliError> {
             stopper.stop();
         } else {
             super::terminal::eline("vhdkit: interrupted again; exiting without waiting");
-            std::process::exit(EXIT_INTERRUPTED.into());
+            std::process::exit(EXIT_INTERRUPTED);
         }
     });
 
