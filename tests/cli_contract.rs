@@ -484,3 +484,94 @@ fn version_exits_0() {
     assert_eq!(r.code, EXIT_OK);
     assert!(r.stdout_str().contains("vhdkit"));
 }
+
+#[test]
+fn options_that_do_not_apply_are_usage_errors_with_the_subcommands_usage() {
+    let dir = tempdir();
+    let d = dir.path().join("d.vhd");
+    create(&d, &["--type", "dynamic", "--size", "4M"]);
+    let other = dir.path().join("o.vhd");
+    create(&other, &["--type", "dynamic", "--size", "4M"]);
+    let out = dir.path().join("out.vhd");
+    let s = |p: &Path| p.display().to_string();
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (
+            vec!["info".into(), s(&d), "--with-parent".into(), s(&other)],
+            "Usage: vhdkit info",
+        ),
+        (
+            vec!["read".into(), s(&d), "--with-parent".into(), s(&other)],
+            "Usage: vhdkit read",
+        ),
+        (
+            vec![
+                "convert".into(),
+                s(&d),
+                s(&out),
+                "--type".into(),
+                "fixed".into(),
+                "--block-size".into(),
+                "1M".into(),
+            ],
+            "Usage: vhdkit convert",
+        ),
+        (
+            vec![
+                "convert".into(),
+                s(&d),
+                s(&out),
+                "--type".into(),
+                "dynamic".into(),
+                "--sparse".into(),
+            ],
+            "Usage: vhdkit convert",
+        ),
+        (
+            vec![
+                "create".into(),
+                s(&out),
+                "--type".into(),
+                "dynamic".into(),
+                "--size".into(),
+                "4M".into(),
+                "--sparse".into(),
+            ],
+            "Usage: vhdkit create",
+        ),
+        (
+            vec![
+                "create".into(),
+                s(&out),
+                "--type".into(),
+                "fixed".into(),
+                "--size".into(),
+                "0".into(),
+            ],
+            "Usage: vhdkit create",
+        ),
+        (
+            vec![
+                "create".into(),
+                s(&out),
+                "--type".into(),
+                "dynamic".into(),
+                "--size".into(),
+                "4M".into(),
+                "--block-size".into(),
+                "3000".into(),
+            ],
+            "Usage: vhdkit create",
+        ),
+    ];
+    for (args, usage) in cases {
+        let r = vhdkit(args.iter().map(OsStr::new));
+        assert_eq!(r.code, EXIT_USAGE, "{args:?}: {}", r.stderr);
+        // Our own checks print the subcommand's usage; clap's value checks point at it.
+        assert!(
+            r.stderr.contains(usage) || r.stderr.contains("try '--help'"),
+            "{args:?}: {}",
+            r.stderr
+        );
+        assert!(!out.exists());
+    }
+}

@@ -107,11 +107,14 @@ fn assert_create_refused(kind: &str, size: &str, message: &str) {
         "--size".as_ref(),
         size.as_ref(),
     ]);
-    let line = assert_failed_one_line(&r);
+    // A size out of range is a usage mistake: exit 2, with create's own usage.
+    assert_eq!(r.code, EXIT_USAGE, "{}", r.stderr);
     assert!(
-        line.contains(message),
-        "the error should say {message:?}: {line}"
+        r.stderr.contains(message),
+        "the error should say {message:?}: {}",
+        r.stderr
     );
+    assert!(r.stderr.contains("Usage: vhdkit create"), "{}", r.stderr);
     assert!(!disk.exists(), "a refused create must not leave a file");
 }
 

@@ -30,7 +30,7 @@ pub fn run(a: CheckArgs) -> Result<u8, CliError> {
     } else {
         None
     };
-    let report = check(&a.path, &a.open.options())?;
+    let report = check(&a.path, &a.open.options_for(&a.path)?)?;
     let clean = report.is_clean();
     if a.json {
         print_json(&json!({

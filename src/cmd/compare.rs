@@ -56,7 +56,8 @@ pub struct CompareArgs {
 }
 
 pub fn run(args: CompareArgs) -> Result<u8, CliError> {
-    let opts = args.source.apply(args.open.options());
+    let opts = args.source.apply(args.open.options_for(&args.a)?);
+    args.open.options_for(&args.b)?;
     let a = Disk::open_any(&args.a, &opts)?;
     let b = Disk::open_any(&args.b, &opts)?;
     let (sa, sb) = (a.virtual_size(), b.virtual_size());

@@ -41,15 +41,15 @@ pub struct CreateArgs {
     /// Link the host drive read-only.
     #[arg(long)]
     read_only: bool,
+    /// A fixed disk: leave its data area sparse instead of allocating it up front.
+    #[arg(long)]
+    sparse: bool,
     #[command(flatten)]
     run: RunArgs,
 }
 
 fn usage(msg: &str) -> CliError {
-    // clap's own error type gives the usage exit code (2) and formatting.
-    let mut cmd = <super::Cli as clap::CommandFactory>::command();
-    cmd.error(clap::error::ErrorKind::ArgumentConflict, msg)
-        .exit()
+    super::usage_error(msg)
 }
 
 pub fn run(a: CreateArgs) -> Result<u8, CliError> {
@@ -58,6 +58,10 @@ pub fn run(a: CreateArgs) -> Result<u8, CliError> {
             let Some(size) = a.size else {
                 return Err(usage("--size is required for fixed and dynamic disks"));
             };
+            // Out-of-range sizes are usage mistakes (exit 2); 0 too.
+            if let Err(e) = vhdkit_format::image::check_create_size(size) {
+                return Err(usage(&format!("--size: {e}")));
+            }
             if a.parent.is_some() || a.host_drive.is_some() {
                 return Err(usage("--parent and --host-drive go with other disk types"));
             }
@@ -69,7 +73,13 @@ pub fn run(a: CreateArgs) -> Result<u8, CliError> {
             if kind == DiskKind::Fixed && a.block_size.is_some() {
                 return Err(usage("a fixed disk has no blocks; drop --block-size"));
             }
+            if kind == DiskKind::Dynamic && a.sparse {
+                return Err(usage(
+                    "--sparse applies to fixed disks (a dynamic disk is sparse)",
+                ));
+            }
             CreateOptions {
+                sparse: a.sparse,
                 block_size: a.block_size,
                 ..CreateOptions::new(kind, size)
             }
@@ -102,6 +112,9 @@ pub fn run(a: CreateArgs) -> Result<u8, CliError> {
             CreateOptions::host_drive(device, a.read_only)
         }
     };
+    if a.sparse && !matches!(a.kind, CreateType::Fixed | CreateType::Dynamic) {
+        return Err(usage("--sparse applies to fixed disks"));
+    }
     if a.read_only && !matches!(a.kind, CreateType::HostDrive) {
         return Err(usage("--read-only applies to host-drive disks"));
     }

@@ -21,7 +21,7 @@ pub struct InfoArgs {
 }
 
 pub fn run(a: InfoArgs) -> Result<u8, CliError> {
-    let opts = a.open.options();
+    let opts = a.open.options_for(&a.path)?;
     // A broken chain still gets its info shown: open the file alone and say what is
     // wrong with its parent.
     let (disk, chain_error) = match Disk::open_with(&a.path, &opts) {

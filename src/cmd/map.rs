@@ -61,7 +61,7 @@ impl Row<'_> {
 }
 
 pub fn run(a: MapArgs) -> Result<u8, CliError> {
-    let disk = Disk::open_with(&a.path, &a.open.options())?;
+    let disk = Disk::open_with(&a.path, &a.open.options_for(&a.path)?)?;
     let out = std::io::stdout().lock();
     let mut printer = Printer::new(out, a.json);
     printer.begin()?;

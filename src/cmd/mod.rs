@@ -92,6 +92,26 @@ pub struct OpenArgs {
 }
 
 impl OpenArgs {
+    /// The options for opening `path`; `--with-parent` on a disk that is not a
+    /// differencing disk is a usage mistake (exit 2), not something silently ignored.
+    fn options_for(&self, path: &std::path::Path) -> Result<OpenOptions, CliError> {
+        if self.with_parent.is_some() {
+            let alone = OpenOptions::new()
+                .no_parents(true)
+                .host_drives(HostDrives::Refuse);
+            if let Ok(f) = vhdkit_format::VhdFile::open(path, &alone) {
+                if !f.is_differencing() {
+                    return Err(usage_error(&format!(
+                        "--with-parent applies to a differencing disk; {} is {}",
+                        path.display(),
+                        f.kind()
+                    )));
+                }
+            }
+        }
+        Ok(self.options())
+    }
+
     fn options(&self) -> OpenOptions {
         OpenOptions {
             ignore_parent_id: self.ignore_parent_id,
@@ -107,6 +127,21 @@ impl OpenArgs {
             ..OpenOptions::default()
         }
     }
+}
+
+/// A usage mistake clap cannot see (an option that does not apply, a value out of
+/// range): printed as clap prints its own, with the subcommand's usage, exit code 2.
+pub fn usage_error(msg: &str) -> CliError {
+    use clap::CommandFactory;
+    let mut cmd = Cli::command();
+    let sub = std::env::args().nth(1).unwrap_or_default();
+    let cmd = match cmd.find_subcommand_mut(&sub) {
+        Some(c) => c.clone().bin_name(format!("vhdkit {sub}")),
+        None => cmd,
+    };
+    let mut cmd = cmd;
+    cmd.error(clap::error::ErrorKind::ArgumentConflict, msg)
+        .exit()
 }
 
 /// How to take a source that may be a raw image (convert, compare, serve).
@@ -147,9 +182,12 @@ pub fn size_arg(s: &str) -> Result<u64, String> {
 /// power of two from 4 KiB to 256 MiB. Mistakes are usage errors (exit 2).
 pub fn block_size_arg(s: &str) -> Result<u32, String> {
     let b = parse_size(s)?;
-    let b = u32::try_from(b).map_err(|_| format!("{b} is larger than 256 MiB"))?;
-    vhdkit_format::spec::header::check_create_block_size(b)?;
-    Ok(b)
+    match u32::try_from(b) {
+        Ok(b) if vhdkit_format::spec::header::check_create_block_size(b).is_ok() => Ok(b),
+        _ => Err(format!(
+            "{b} is not a power of two from 4K to 256M (sizes other readers can read)"
+        )),
+    }
 }
 
 /// What can go wrong in a command.

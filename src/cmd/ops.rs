@@ -43,6 +43,9 @@ pub struct ConvertArgs {
     /// 2M; qemu, libvhdi, Windows and Hyper-V read every such size; Xen's blktap only 2M).
     #[arg(long, value_parser = block_size_arg)]
     block_size: Option<u32>,
+    /// A fixed destination: leave its data area sparse instead of allocating it up front.
+    #[arg(long)]
+    sparse: bool,
     #[command(flatten)]
     verify: VerifyArgs,
     #[command(flatten)]
@@ -96,6 +99,9 @@ pub struct MergeToArgs {
     /// 2M; qemu, libvhdi, Windows and Hyper-V read every such size; Xen's blktap only 2M).
     #[arg(long, value_parser = block_size_arg)]
     block_size: Option<u32>,
+    /// A fixed destination: leave its data area sparse instead of allocating it up front.
+    #[arg(long)]
+    sparse: bool,
     #[command(flatten)]
     verify: VerifyArgs,
     #[command(flatten)]
@@ -107,13 +113,27 @@ pub struct MergeToArgs {
 /// Options of the operations that write a new file (convert, merge-to).
 fn new_file_opts(
     open: &OpenArgs,
+    src: &std::path::Path,
     block: Option<u32>,
     verify: &VerifyArgs,
+    target: Target,
+    sparse: bool,
 ) -> Result<OpsOptions, CliError> {
+    if block.is_some() && target != Target::Dynamic {
+        return Err(super::usage_error(
+            "--block-size applies to a dynamic destination",
+        ));
+    }
+    if sparse && target != Target::Fixed {
+        return Err(super::usage_error(
+            "--sparse applies to a fixed destination",
+        ));
+    }
     Ok(OpsOptions {
-        open: open.options(),
+        open: open.options_for(src)?,
         block_size: block.unwrap_or(DEFAULT_BLOCK_SIZE),
         verify: verify.verify,
+        sparse,
         ..OpsOptions::default()
     })
 }
@@ -124,7 +144,7 @@ pub fn convert(a: ConvertArgs) -> Result<u8, CliError> {
         ConvertType::Dynamic => Target::Dynamic,
         ConvertType::Raw => Target::Raw,
     };
-    let mut opts = new_file_opts(&a.open, a.block_size, &a.verify)?;
+    let mut opts = new_file_opts(&a.open, &a.src, a.block_size, &a.verify, target, a.sparse)?;
     opts.open = a.source.apply(opts.open);
     let task = ops::convert_task(&a.src, &a.dst, target, &opts)?;
     runner::run(task, &a.run, runner::Leaves::NewFile)
@@ -132,7 +152,7 @@ pub fn convert(a: ConvertArgs) -> Result<u8, CliError> {
 
 pub fn compact(a: CompactArgs) -> Result<u8, CliError> {
     let opts = OpsOptions {
-        open: a.open.options(),
+        open: a.open.options_for(&a.path)?,
         verify: a.verify.verify,
         ..OpsOptions::default()
     };
@@ -142,7 +162,7 @@ pub fn compact(a: CompactArgs) -> Result<u8, CliError> {
 
 pub fn merge(a: MergeArgs) -> Result<u8, CliError> {
     let opts = OpsOptions {
-        open: a.open.options(),
+        open: a.open.options_for(&a.child)?,
         delete_child: a.delete_child,
         force: a.force,
         ..OpsOptions::default()
@@ -156,7 +176,7 @@ pub fn merge_to(a: MergeToArgs) -> Result<u8, CliError> {
         MergeToType::Fixed => Target::Fixed,
         MergeToType::Dynamic => Target::Dynamic,
     };
-    let opts = new_file_opts(&a.open, a.block_size, &a.verify)?;
+    let opts = new_file_opts(&a.open, &a.child, a.block_size, &a.verify, target, a.sparse)?;
     let task = ops::merge_to_task(&a.child, &a.dst, target, &opts)?;
     runner::run(task, &a.run, runner::Leaves::NewFile)
 }

@@ -33,7 +33,7 @@ pub struct ReadArgs {
 }
 
 pub fn run(a: ReadArgs) -> Result<u8, CliError> {
-    let disk = Disk::open_with(&a.path, &a.open.options())?;
+    let disk = Disk::open_with(&a.path, &a.open.options_for(&a.path)?)?;
     let size = disk.virtual_size();
     let length = a.length.unwrap_or(size.saturating_sub(a.offset));
     if a.offset.checked_add(length).is_none_or(|e| e > size) {

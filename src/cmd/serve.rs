@@ -146,7 +146,7 @@ pub fn run(a: ServeArgs) -> Result<u8, CliError> {
 
 /// Opens the disk to serve; returns it with the mode's name.
 fn open(a: &ServeArgs) -> Result<(Disk, &'static str), CliError> {
-    let base = a.source.apply(a.open.options());
+    let base = a.source.apply(a.open.options_for(&a.path)?);
     match &a.undo {
         Some(undo) => {
             Disk::create(undo, &CreateOptions::differencing(&a.path))?;

@@ -29,7 +29,7 @@ pub struct WriteArgs {
 pub fn run(a: WriteArgs) -> Result<u8, CliError> {
     let opts = OpenOptions {
         writable: true,
-        ..a.open.options()
+        ..a.open.options_for(&a.path)?
     };
     let disk = Disk::open_with(&a.path, &opts)?;
     let size = disk.virtual_size();

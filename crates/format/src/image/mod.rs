@@ -17,7 +17,7 @@ pub use chain::{
     ParentResolver,
 };
 pub(crate) use create::sync_dir;
-pub use create::{parse_size, CreateOptions, NewFile};
+pub use create::{check_create_options, check_create_size, parse_size, CreateOptions, NewFile};
 pub(crate) use file::align_block;
 pub use file::{FooterSource, LayerExtent, VhdFile, DATA_ALIGNMENT};
 

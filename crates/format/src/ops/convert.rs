@@ -76,6 +76,12 @@ pub fn convert_disk(
     let new = NewFile::beside(dst)?;
     let tmp_path = new.shown_path().to_owned();
     let out = &new.backend;
+    if target == Target::Fixed && !opts.sparse {
+        // A fixed disk is allocated, as Virtual Server and Hyper-V make it: a volume too
+        // small fails here, before any work, and leaves nothing.
+        crate::image::create::allocate(out.file(), size + crate::spec::FOOTER_SIZE as u64)
+            .map_err(|e| Error::file(dst, "allocating the fixed disk", e))?;
+    }
     let unit = match target {
         Target::Dynamic => u64::from(opts.block_size),
         Target::Fixed | Target::Raw => FLAT_UNIT,

@@ -67,6 +67,9 @@ pub struct OpsOptions {
     /// which keep the device busy during the copy instead of all at the final sync
     /// (0: only the final sync).
     pub sync_bytes: u64,
+    /// Convert and merge-to to fixed: leave the data area sparse instead of allocating
+    /// the whole file up front (see [`CreateOptions::sparse`]).
+    pub sparse: bool,
     /// Progress events each subscriber of the task can have queued before the oldest
     /// are dropped (and counted in its next event).
     pub event_capacity: usize,
@@ -83,6 +86,7 @@ impl Default for OpsOptions {
             force: false,
             sync_bytes: 64 << 20,
             event_capacity: vhdkit_task::DEFAULT_EVENT_CAPACITY,
+            sparse: false,
         }
     }
 }
