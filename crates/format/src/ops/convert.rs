@@ -117,6 +117,9 @@ pub fn convert_disk(
         let tmp_path = &tmp_path;
         let flushing = s.spawn(move || -> Result<()> {
             for () in flush_rx {
+                if progress.is_cancelled() {
+                    continue; // the output is discarded: nothing to make durable
+                }
                 out.sync()
                     .map_err(|e| Error::file(tmp_path, "syncing the new file", e))?;
             }
@@ -126,8 +129,13 @@ pub fn convert_disk(
             let mut writer = writer;
             let mut stats = WriteStats::default();
             let mut unsynced = 0u64;
-            for composed in rx {
+            'chunks: for composed in rx {
                 for c in composed {
+                    // Cancelled: the output is discarded, so stop writing at once rather
+                    // than finish the chunks already composed.
+                    if progress.is_cancelled() {
+                        break 'chunks;
+                    }
                     match &c.data {
                         Some(d) => {
                             writer.write_block(c.index, d)?;
@@ -189,6 +197,7 @@ pub fn convert_disk(
     // The writer's error comes first: it is why the producer stopped early.
     let (writer, stats) = written?;
     let crcs = produced?;
+    progress.check_cancelled()?;
     report.blocks_copied = stats.blocks_copied;
     report.blocks_zero = stats.blocks_zero;
     report.bytes_written = stats.bytes_written;
