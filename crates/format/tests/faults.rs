@@ -190,6 +190,12 @@ fn compact_with_any_failed_write_or_sync_keeps_content_and_reruns() {
             };
             ops::compact::compact(&d.join(which), &opts, &progress()).map(|_| ())
         };
+        if which == "child.vhd" {
+            // The child has nothing to release (its zeros hide the parent's data): a
+            // compaction with nothing to do writes nothing at all.
+            assert_eq!(count_faults(&setup, &op), (0, 0));
+            continue;
+        }
         let points = every_fault(&setup, &op, &|d, _| {
             let path = d.join(which);
             assert_eq!(

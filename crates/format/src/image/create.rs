@@ -9,10 +9,11 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
-use crate::spec::locator::{encode_utf16le, ParentLocator, PlatformCode};
+use crate::spec::layout::{NewParent, NewSparse};
+use crate::spec::locator::PlatformCode;
 use crate::spec::{
-    round_up_to_sector, Bat, DiskType, DynamicHeader, Footer, VhdTime, DEFAULT_BLOCK_SIZE,
-    FOOTER_SIZE, HEADER_SIZE, MAX_CREATE_SIZE, MIN_CREATE_SIZE, SECTOR_SIZE,
+    DiskType, Footer, VhdTime, DEFAULT_BLOCK_SIZE, FOOTER_SIZE, MAX_CREATE_SIZE, MIN_CREATE_SIZE,
+    SECTOR_SIZE,
 };
 
 use super::backend::{Backend, FileBackend};
@@ -212,7 +213,7 @@ impl Disk {
             DiskKind::Dynamic => {
                 check_create_options(opts)?;
                 let block_size = opts.block_size.unwrap_or(DEFAULT_BLOCK_SIZE);
-                let bytes = sparse_image(DiskType::Dynamic, opts.size, block_size, None)?;
+                let bytes = sparse_image(opts.size, block_size, None)?;
                 write_new(path, |b| b.write_all_at(&bytes, 0))
             }
             DiskKind::Differencing => {
@@ -225,8 +226,7 @@ impl Disk {
                     .block_size
                     .or(link.block_size)
                     .unwrap_or(DEFAULT_BLOCK_SIZE);
-                let bytes =
-                    sparse_image(DiskType::Differencing, link.size, block_size, Some(&link))?;
+                let bytes = sparse_image(link.size, block_size, Some(&link))?;
                 write_new(path, |b| b.write_all_at(&bytes, 0))
             }
             DiskKind::HostDrive => {
@@ -342,63 +342,22 @@ impl ParentLink {
     }
 }
 
-/// The bytes of a new dynamic or differencing disk without blocks:
-/// footer copy · header · BAT · [W2ku payload · W2ru payload] · footer.
-fn sparse_image(
-    disk_type: DiskType,
-    size: u64,
-    block_size: u32,
-    parent: Option<&ParentLink>,
-) -> Result<Vec<u8>> {
-    let entries = check_bat_entries(size, block_size)?;
-    let table_offset = (FOOTER_SIZE + HEADER_SIZE) as u64;
-    let mut header = DynamicHeader::new(table_offset, entries, block_size);
-    let bat = Bat::new_unused(entries).encode();
-    let mut end = table_offset + bat.len() as u64;
-    let mut payloads: Vec<(u64, Vec<u8>)> = Vec::new();
-    let mut footer = Footer::new(disk_type, size);
-    if let Some(link) = parent {
-        header.parent_unique_id = link.unique_id;
-        header.parent_timestamp = link.timestamp;
-        header
-            .set_parent_name(&link.name)
-            .map_err(Error::InvalidArgument)?;
-        for (slot, (code, text)) in [
-            (PlatformCode::W2ku, &link.absolute),
-            (PlatformCode::W2ru, &link.relative),
-        ]
-        .into_iter()
-        .enumerate()
-        {
-            let data = encode_utf16le(text);
-            let space = round_up_to_sector(data.len() as u64)
-                .filter(|&s| s <= u64::from(crate::spec::locator::MAX_LOCATOR_DATA))
-                .ok_or_else(|| Error::InvalidArgument("parent path too long".into()))?;
-            header.locators[slot] = ParentLocator {
-                code,
-                // Both fit: at most MAX_LOCATOR_DATA.
-                data_space: space as u32,
-                data_length: data.len() as u32,
-                reserved: 0,
-                data_offset: end,
-            };
-            payloads.push((end, data));
-            end += space;
-        }
-        footer.original_size = size;
-    }
-    let total = end + FOOTER_SIZE as u64;
-    let mut out = vec![0u8; total as usize];
-    let fbytes = footer.encode();
-    out[..FOOTER_SIZE].copy_from_slice(&fbytes);
-    out[FOOTER_SIZE..FOOTER_SIZE + HEADER_SIZE].copy_from_slice(&header.encode());
-    let t = table_offset as usize;
-    out[t..t + bat.len()].copy_from_slice(&bat);
-    for (at, data) in payloads {
-        out[at as usize..at as usize + data.len()].copy_from_slice(&data);
-    }
-    out[end as usize..].copy_from_slice(&fbytes);
-    Ok(out)
+/// The bytes of a new dynamic (or, with `parent`, differencing) disk without blocks,
+/// built by the one sparse-image builder (`spec::layout::NewSparse`).
+fn sparse_image(size: u64, block_size: u32, parent: Option<&ParentLink>) -> Result<Vec<u8>> {
+    check_bat_entries(size, block_size)?;
+    let parent = parent.map(|link| NewParent {
+        unique_id: link.unique_id,
+        timestamp: link.timestamp,
+        name: link.name.clone(),
+        // W2ku first, then W2ru: docs/parent-lookup.md.
+        locators: vec![
+            (PlatformCode::W2ku, link.absolute.clone()),
+            (PlatformCode::W2ru, link.relative.clone()),
+        ],
+    });
+    let new = NewSparse::new(size, block_size, parent.as_ref()).map_err(Error::InvalidArgument)?;
+    Ok(new.image())
 }
 
 /// A new file being written beside its destination, under no name at all where the file

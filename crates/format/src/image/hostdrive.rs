@@ -7,13 +7,43 @@ use std::sync::{Arc, Mutex};
 
 use crate::error::{Error, Result};
 use crate::spec::hostdrive::{
-    HOST_DRIVE_COOKIE, HOST_DRIVE_FLAG_READ_ONLY, HOST_DRIVE_IDENTITY_SPAN, HOST_DRIVE_VERSION,
+    HOST_DRIVE_COOKIE, HOST_DRIVE_FLAG_READ_ONLY, HOST_DRIVE_HEADER_SIZE, HOST_DRIVE_IDENTITY_SPAN,
+    HOST_DRIVE_VERSION,
 };
 use crate::spec::{DiskType, Footer, HostDriveHeader, Severity};
 
 use super::backend::{Backend, FileBackend};
-use super::file::{read_host_header, HostDrive, VhdFile};
 use super::{HostDrives, OpenOptions};
+
+/// An open host-drive stub: its header and the device it links.
+#[derive(Debug)]
+pub(crate) struct HostDrive {
+    pub header: Mutex<HostDriveHeader>,
+    pub device: Arc<dyn Backend>,
+    pub device_path: PathBuf,
+    pub dirty_identity: Mutex<bool>,
+}
+
+/// Reads a host-drive stub's header bytes at its data offset.
+pub(crate) fn read_host_header(
+    path: &Path,
+    b: &dyn Backend,
+    at: u64,
+    len: u64,
+) -> Result<[u8; HOST_DRIVE_HEADER_SIZE]> {
+    if at.saturating_add(HOST_DRIVE_HEADER_SIZE as u64) > len {
+        return Err(Error::corrupt(
+            path,
+            "footer",
+            len.saturating_sub(512),
+            format!("data offset {at:#x} points past the end of the file"),
+        ));
+    }
+    let mut raw = [0u8; HOST_DRIVE_HEADER_SIZE];
+    b.read_exact_at(&mut raw, at)
+        .map_err(|e| Error::io(path, "reading the host-drive header", at, e))?;
+    Ok(raw)
+}
 
 /// Offset of the host-drive header in a stub.
 pub const HOST_DRIVE_HEADER_OFFSET: u64 = 512;
@@ -155,8 +185,9 @@ pub(crate) fn touches_identity(h: &HostDrive, offset: u64, len: u64) -> bool {
     offset < span || offset.saturating_add(len) > header.device_size.saturating_sub(span)
 }
 
-/// After writes into the identity regions, records the new identity in the stub.
-pub(crate) fn refresh_identity(file: &VhdFile, h: &HostDrive) -> Result<()> {
+/// After writes into the identity regions, records the new identity in the stub (held by
+/// `stub` at `path`).
+pub(crate) fn refresh_identity(path: &Path, stub: &dyn Backend, h: &HostDrive) -> Result<()> {
     let mut dirty = h.dirty_identity.lock().unwrap_or_else(|e| e.into_inner());
     if !*dirty {
         return Ok(());
@@ -166,19 +197,17 @@ pub(crate) fn refresh_identity(file: &VhdFile, h: &HostDrive) -> Result<()> {
         .map_err(|e| Error::io(&h.device_path, "reading the host drive identity", 0, e))?;
     header.identity_crc = crc;
     let bytes = header.encode().map_err(Error::InvalidArgument)?;
-    file.backend()
-        .write_all_at(&bytes, HOST_DRIVE_HEADER_OFFSET)
+    stub.write_all_at(&bytes, HOST_DRIVE_HEADER_OFFSET)
         .map_err(|e| {
             Error::io(
-                file.path(),
+                path,
                 "updating the host-drive header",
                 HOST_DRIVE_HEADER_OFFSET,
                 e,
             )
         })?;
-    file.backend()
-        .sync()
-        .map_err(|e| Error::file(file.path(), "syncing the host-drive header", e))?;
+    stub.sync()
+        .map_err(|e| Error::file(path, "syncing the host-drive header", e))?;
     *dirty = false;
     Ok(())
 }

@@ -5,12 +5,17 @@ pub mod backend;
 pub(crate) mod batmap;
 mod chain;
 pub(crate) mod create;
+mod extent;
 pub(crate) mod file;
+mod flat;
+mod footer;
 pub mod hostdrive;
 mod mmap;
 pub(crate) mod open;
+pub(crate) mod sparse;
 pub use mmap::Window;
 
+pub use crate::spec::layout::DATA_ALIGNMENT;
 pub use backend::{Backend, FileBackend, MemBackend};
 pub use chain::{
     children_in_folder, parent_candidates, Disk, Extent, FoundBy, FsResolver, ParentCandidate,
@@ -18,8 +23,7 @@ pub use chain::{
 };
 pub(crate) use create::sync_dir;
 pub use create::{check_create_options, check_create_size, parse_size, CreateOptions, NewFile};
-pub(crate) use file::align_block;
-pub use file::{FooterSource, LayerExtent, VhdFile, DATA_ALIGNMENT};
+pub use file::{FooterSource, LayerExtent, VhdFile};
 
 /// What kind of disk a file is. The discriminants are the Virtual Server API's
 /// `VMHardDiskType` values where it has one (Dynamic 0, FixedSize 1, Differencing 2,

@@ -32,9 +32,9 @@ use rayon::prelude::*;
 use vhdkit_task::{Phase, Progress};
 
 use crate::error::{Error, Result};
-use crate::image::file::{LayerExtent, Layout, VhdFile};
+use crate::image::file::{LayerExtent, VhdFile};
 use crate::image::Disk;
-use crate::spec::{Bat, DiskType, FOOTER_SIZE, SECTOR_SIZE};
+use crate::spec::DiskType;
 
 use super::plan::{free_slots, plan_compact_with_holes};
 use super::{is_zero, OpsOptions, PhaseClock, Report};
@@ -67,11 +67,10 @@ pub fn compact(path: &Path, opts: &OpsOptions, progress: &Progress) -> Result<Re
     let disk = Disk::open_with(path, &open)?;
     check_compactable(&disk)?;
     let f = disk.top();
-    let Layout::Sparse(s) = &f.layout else {
-        unreachable!("checked by check_compactable");
-    };
+    let (bitmap_size, block_size, metadata) =
+        f.sparse_geometry().expect("checked by check_compactable");
     let bat = f.bat().expect("sparse disks have a BAT");
-    let stride = s.bitmap_size + s.block_size;
+    let stride = bitmap_size + block_size;
     let differencing = f.footer().disk_type == DiskType::Differencing;
     let file_size_before = f.file_len();
     let allocated: Vec<(u64, u64)> = bat.allocated().collect();
@@ -89,7 +88,7 @@ pub fn compact(path: &Path, opts: &OpsOptions, progress: &Progress) -> Result<Re
     // and again with the real numbers once the scan knows them (the percentage then
     // jumps ahead; it never stalls while most of the work remains).
     let mut clock = PhaseClock::start();
-    let scan_bytes = allocated.len() as u64 * s.block_size;
+    let scan_bytes = allocated.len() as u64 * block_size;
     let upper = allocated.len() as u64 * stride;
     progress.plan_phases(&[
         (
@@ -102,41 +101,29 @@ pub fn compact(path: &Path, opts: &OpsOptions, progress: &Progress) -> Result<Re
     progress.set_phase(
         Phase::Scan,
         allocated.len() as u64,
-        allocated.len() as u64 * s.block_size,
+        allocated.len() as u64 * block_size,
     );
-    let per_chunk = (opts.chunk_bytes / s.block_size).max(1) as usize;
+    let per_chunk = (opts.chunk_bytes / block_size).max(1) as usize;
     let mut releasable = Vec::new();
     for chunk in allocated.chunks(per_chunk) {
         progress.check_cancelled()?;
         let found: Vec<Option<u64>> = chunk
             .par_iter()
             .map(|&(block, _)| -> Result<Option<u64>> {
-                let empty = block_is_empty(f, block, s.block_size, differencing)?;
+                let empty = block_is_empty(f, block, block_size, differencing)?;
                 Ok(empty.then_some(block))
             })
             .collect::<Result<_>>()?;
         releasable.extend(found.into_iter().flatten());
         for &(block, _) in chunk {
-            progress.block_done(block, s.block_size);
+            progress.block_done(block, block_size);
         }
     }
     report.blocks_zero = releasable.len() as u64;
 
-    let metadata_end = f
-        .metadata_ranges()
-        .iter()
-        .map(|&(_, e)| e)
-        .max()
-        .unwrap_or(0);
-    let holes = free_slots(
-        &bat,
-        stride,
-        s.bitmap_size,
-        &f.metadata_ranges(),
-        metadata_end,
-    );
+    let metadata_end = metadata.iter().map(|&(_, e)| e).max().unwrap_or(0);
+    let holes = free_slots(&bat, stride, bitmap_size, &metadata, metadata_end);
     let plan = plan_compact_with_holes(&bat, &releasable, &holes, stride, metadata_end);
-    let mut footer_at = s.state.lock().unwrap_or_else(|e| e.into_inner()).footer_at;
 
     // With --verify: CRC32 of every live block's bitmap and data before anything moves.
     let live: Vec<(u64, u64)> = plan
@@ -162,60 +149,35 @@ pub fn compact(path: &Path, opts: &OpsOptions, progress: &Progress) -> Result<Re
         (Phase::Verify, verify_bytes),
     ]);
 
-    // 2. Release.
+    // 2. Release (the image layer's order: Xen's batmap bits, then the BAT entries).
     progress.check_cancelled()?;
-    let mut current = bat.clone();
-    for &b in &plan.release {
-        current.set(b, crate::spec::BAT_ENTRY_UNUSED);
-    }
-    // Xen's batmap first: a set bit must never name an unallocated block, and a clear
-    // bit is always safe.
-    if f.clear_batmap_bits(&plan.release)? {
-        sync(f, "syncing the batmap")?;
-    }
-    write_bat_sectors(f, s.header.table_offset, &current, &plan.release)?;
-    sync(f, "syncing the released BAT entries")?;
+    f.release_blocks(&plan.release)?;
     report.blocks_released = plan.release.len() as u64;
-    *s.bat.write().unwrap_or_else(|e| e.into_inner()) = current.clone();
     // Released blocks at the end of the file: shorten it now rather than leave an
     // unreferenced tail (which `check` reports) for the whole of the moves.
-    footer_at = shorten(f, &current, stride, metadata_end, footer_at)?;
+    f.shorten()?;
 
     clock.lap(&mut report, "release");
 
     // 3. Move, in batches: copy a batch of blocks into free slots, fsync, then point
-    //    their BAT entries at the copies, fsync. A batch never writes into a slot that
-    //    one of its own blocks vacates: that slot is still referenced until the batch's
-    //    BAT sectors are durable.
+    //    their BAT entries at the copies, fsync (`VhdFile::move_blocks`). A batch never
+    //    writes into a slot that one of its own blocks vacates: that slot is still
+    //    referenced until the batch's BAT sectors are durable.
     progress.set_phase(
         Phase::Move,
         plan.moves.len() as u64,
         plan.moves.len() as u64 * stride,
     );
     let per_batch = (opts.chunk_bytes / stride).max(1) as usize;
-    let mut buf = vec![0u8; stride as usize];
-    let mut batch: Vec<super::plan::Move> = Vec::new();
+    let mut buf = Vec::new();
+    let mut batch: Vec<(u64, u64, u64)> = Vec::new();
     let mut vacated = std::collections::HashSet::new();
-    let commit = |batch: &mut Vec<super::plan::Move>,
-                  current: &mut Bat,
-                  footer_at: &mut u64|
-     -> Result<()> {
-        if batch.is_empty() {
-            return Ok(());
-        }
-        sync(f, "syncing moved blocks")?;
-        for m in batch.iter() {
-            // Fits: `to` is a former BAT entry's sector.
-            current.set(m.block, (m.to / SECTOR_SIZE) as u32);
-        }
-        let blocks: Vec<u64> = batch.iter().map(|m| m.block).collect();
-        write_bat_sectors(f, s.header.table_offset, current, &blocks)?;
-        sync(f, "syncing moved blocks' BAT entries")?;
-        *s.bat.write().unwrap_or_else(|e| e.into_inner()) = current.clone();
+    let mut commit = |batch: &mut Vec<(u64, u64, u64)>| -> Result<()> {
+        f.move_blocks(batch, &mut buf)?;
         // The vacated slots were the highest: shorten the file past them at once.
-        *footer_at = shorten(f, current, stride, metadata_end, *footer_at)?;
-        for m in batch.iter() {
-            progress.block_done(m.block, stride);
+        f.shorten()?;
+        for &(block, _, _) in batch.iter() {
+            progress.block_done(block, stride);
         }
         batch.clear();
         Ok(())
@@ -224,29 +186,27 @@ pub fn compact(path: &Path, opts: &OpsOptions, progress: &Progress) -> Result<Re
     let mut cancelled = false;
     for m in &plan.moves {
         if vacated.contains(&m.to) || batch.len() >= per_batch {
-            commit(&mut batch, &mut current, &mut footer_at)?;
+            commit(&mut batch)?;
             vacated.clear();
             if progress.is_cancelled() {
                 cancelled = true;
                 break;
             }
         }
-        f.read_data_mapped(&mut buf, m.from)?;
-        f.backend()
-            .write_all_at(&buf, m.to)
-            .map_err(|e| Error::io(f.path(), "copying a block to its new place", m.to, e))?;
         vacated.insert(m.from);
-        batch.push(*m);
+        batch.push((m.block, m.from, m.to));
         report.blocks_moved += 1;
         report.bytes_written += stride;
     }
-    commit(&mut batch, &mut current, &mut footer_at)?;
+    if !cancelled {
+        commit(&mut batch)?;
+    }
     clock.lap(&mut report, "move");
 
     // 4. Footer past the last live block, then truncate.
     cancelled |= progress.is_cancelled();
     progress.set_phase(Phase::Flush, 0, 0);
-    shorten(f, &current, stride, metadata_end, footer_at)?;
+    f.shorten()?;
     clock.lap(&mut report, "truncate");
     if cancelled {
         return Err(vhdkit_task::Cancelled.into());
@@ -255,7 +215,7 @@ pub fn compact(path: &Path, opts: &OpsOptions, progress: &Progress) -> Result<Re
         progress.set_phase(Phase::Verify, live.len() as u64, live.len() as u64 * stride);
         let now: Vec<(u64, u64)> = live
             .iter()
-            .map(|&(b, _)| (b, current.block_offset(b).unwrap_or(0)))
+            .map(|&(b, _)| (b, f.bat().and_then(|t| t.block_offset(b)).unwrap_or(0)))
             .collect();
         let after = block_crcs(f, &now, stride, per_chunk, Some(progress))?;
         if let Some(i) = (0..before.len()).find(|&i| before[i] != after[i]) {
@@ -277,38 +237,6 @@ pub fn compact(path: &Path, opts: &OpsOptions, progress: &Progress) -> Result<Re
         .map_err(|e| Error::file(path, "reading the size", e))?;
     report.elapsed = start.elapsed();
     Ok(report)
-}
-
-/// Step 4 for the blocks where `current` has them: writes the footer just past the last
-/// live block (or the metadata), fsync, truncates after it, fsync — if that is before
-/// the footer now at `footer_at`. Returns where the footer is afterwards. The old footer
-/// stays valid until the truncation, and the new one is identical, so either is found.
-fn shorten(
-    f: &VhdFile,
-    current: &Bat,
-    stride: u64,
-    metadata_end: u64,
-    footer_at: u64,
-) -> Result<u64> {
-    let live_end = current
-        .allocated()
-        .map(|(_, off)| off + stride)
-        .max()
-        .unwrap_or(0);
-    let new_footer_at = live_end.max(metadata_end).div_ceil(SECTOR_SIZE) * SECTOR_SIZE;
-    if new_footer_at >= footer_at {
-        return Ok(footer_at);
-    }
-    let footer = f.footer().encode();
-    f.backend()
-        .write_all_at(&footer, new_footer_at)
-        .map_err(|e| Error::io(f.path(), "writing the footer", new_footer_at, e))?;
-    sync(f, "syncing the new footer")?;
-    f.backend()
-        .set_len(new_footer_at + FOOTER_SIZE as u64)
-        .map_err(|e| Error::file(f.path(), "truncating", e))?;
-    sync(f, "syncing the truncation")?;
-    Ok(new_footer_at)
 }
 
 /// Whether a block carries nothing: an empty bitmap, or (dynamic disks) only zeros in
@@ -362,24 +290,4 @@ fn block_crcs(
         }
     }
     Ok(out)
-}
-
-fn write_bat_sectors(f: &VhdFile, table_offset: u64, bat: &Bat, blocks: &[u64]) -> Result<()> {
-    let mut sectors: Vec<u64> = blocks.iter().map(|b| b * 4 / SECTOR_SIZE).collect();
-    sectors.sort_unstable();
-    sectors.dedup();
-    for sector in sectors {
-        let (_, bytes) = bat.sector_of(sector * SECTOR_SIZE / 4);
-        let at = table_offset + sector * SECTOR_SIZE;
-        f.backend()
-            .write_all_at(&bytes, at)
-            .map_err(|e| Error::io(f.path(), "writing a BAT sector", at, e))?;
-    }
-    Ok(())
-}
-
-fn sync(f: &VhdFile, doing: &'static str) -> Result<()> {
-    f.backend()
-        .sync()
-        .map_err(|e| Error::file(f.path(), doing, e))
 }

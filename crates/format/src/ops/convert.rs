@@ -17,14 +17,12 @@ use crate::error::{Error, Result};
 use crate::image::backend::{Backend, FileBackend};
 use crate::image::create::NewFile;
 use crate::image::{Disk, OpenOptions};
-use crate::spec::{
-    Bat, DiskType, DynamicHeader, Footer, BAT_ENTRY_UNUSED, FOOTER_SIZE, SECTOR_SIZE,
-};
+use crate::spec::{Bat, DiskType, Footer, BAT_ENTRY_UNUSED, SECTOR_SIZE};
 
 use super::is_zero;
-use super::plan::DynamicLayout;
 use super::source::{compose_chunk, compose_copied, BufferPool, Composed};
 use super::{OpsOptions, PhaseClock, Report, Target};
+use crate::spec::layout::NewSparse;
 
 /// Pages of fixed and raw outputs that are all zero stay holes, at this granularity.
 const ZERO_PAGE: usize = 4096;
@@ -306,7 +304,8 @@ struct Writer<'a> {
     size: u64,
     out: &'a FileBackend,
     path: &'a Path,
-    dynamic: Option<(DynamicLayout, Bat, u64)>,
+    /// A dynamic result: its layout, the BAT being filled, where the next block goes.
+    dynamic: Option<(NewSparse, Bat, u64)>,
 }
 
 impl<'a> Writer<'a> {
@@ -319,12 +318,10 @@ impl<'a> Writer<'a> {
     ) -> Result<Self> {
         let dynamic = match target {
             Target::Dynamic => {
-                let layout = DynamicLayout::new(size, block_size).ok_or_else(|| {
-                    Error::InvalidArgument(format!("size {size} needs too many blocks"))
-                })?;
-                let bat = Bat::new_unused(layout.entries);
-                let next = layout.metadata_end;
-                Some((layout, bat, next))
+                let new = NewSparse::new(size, block_size, None).map_err(Error::InvalidArgument)?;
+                let bat = Bat::new_unused(new.header.max_table_entries);
+                let next = new.first_block();
+                Some((new, bat, next))
             }
             _ => None,
         };
@@ -366,9 +363,10 @@ impl<'a> Writer<'a> {
                 Ok(())
             }
             Target::Dynamic => {
-                let (layout, bat, next) = self.dynamic.as_mut().expect("dynamic writer");
-                let at = crate::image::align_block(*next, layout.bitmap_size);
-                *next = at + layout.bitmap_size + layout.block_size;
+                let (new, bat, next) = self.dynamic.as_mut().expect("dynamic writer");
+                let layout = &new.layout;
+                let at = layout.place_block(*next);
+                *next = at + layout.stride();
                 if at / SECTOR_SIZE >= u64::from(BAT_ENTRY_UNUSED) {
                     return Err(Error::Unsupported {
                         path: self.path.to_owned(),
@@ -407,20 +405,11 @@ impl<'a> Writer<'a> {
                     .map_err(self.io("writing the footer", self.size))
             }
             Target::Dynamic => {
-                let (layout, bat, next) = self.dynamic.as_ref().expect("dynamic writer");
-                // Fits: checked by check_block_size.
-                let header = DynamicHeader::new(
-                    layout.table_offset,
-                    layout.entries,
-                    layout.block_size as u32,
-                );
-                let footer = Footer::new(DiskType::Dynamic, self.size).encode();
-                let end = (*next).max(layout.metadata_end);
+                let (new, bat, next) = self.dynamic.as_ref().expect("dynamic writer");
+                let end = new.layout.data_end(*next);
                 self.out
-                    .write_all_at(&footer, 0)
-                    .and_then(|_| self.out.write_all_at(&header.encode(), FOOTER_SIZE as u64))
-                    .and_then(|_| self.out.write_all_at(&bat.encode(), layout.table_offset))
-                    .and_then(|_| self.out.write_all_at(&footer, end))
+                    .write_all_at(&new.metadata(Some(bat)), 0)
+                    .and_then(|_| self.out.write_all_at(&new.footer.encode(), end))
                     .map_err(self.io("writing the metadata", 0))
             }
         }

@@ -11,7 +11,7 @@
 pub mod compact;
 pub mod convert;
 pub mod merge;
-pub mod plan;
+pub(crate) mod plan;
 mod source;
 
 use std::path::{Path, PathBuf};

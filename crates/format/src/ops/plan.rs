@@ -1,52 +1,7 @@
 //! Plans: what an operation will do, as plain data, computed from metadata alone.
 
-use crate::image::align_block;
-use crate::spec::{Bat, BAT_ENTRY_UNUSED, FOOTER_SIZE, HEADER_SIZE, SECTOR_SIZE};
-
-/// Where the parts of a new dynamic disk go.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DynamicLayout {
-    /// Virtual size.
-    pub size: u64,
-    /// Block size.
-    pub block_size: u64,
-    /// Bitmap bytes per block.
-    pub bitmap_size: u64,
-    /// BAT entries.
-    pub entries: u32,
-    /// Offset of the BAT.
-    pub table_offset: u64,
-    /// End of metadata (header, BAT).
-    pub metadata_end: u64,
-}
-
-impl DynamicLayout {
-    /// The layout vhdkit writes: footer copy, header at 512, BAT at 1536, blocks after.
-    pub fn new(size: u64, block_size: u32) -> Option<DynamicLayout> {
-        let entries = u32::try_from(size.div_ceil(u64::from(block_size))).ok()?;
-        let table_offset = (FOOTER_SIZE + HEADER_SIZE) as u64;
-        let bat_bytes = (u64::from(entries) * 4).div_ceil(SECTOR_SIZE) * SECTOR_SIZE;
-        Some(DynamicLayout {
-            size,
-            block_size: u64::from(block_size),
-            bitmap_size: crate::spec::header::bitmap_size_for(block_size),
-            entries,
-            table_offset,
-            metadata_end: table_offset + bat_bytes,
-        })
-    }
-
-    /// Offsets of the first `n` blocks placed one after another (data 4 KiB aligned).
-    pub fn block_offsets(&self) -> impl Iterator<Item = u64> + '_ {
-        let stride = self.bitmap_size + self.block_size;
-        let mut next = self.metadata_end;
-        std::iter::from_fn(move || {
-            let at = align_block(next, self.bitmap_size);
-            next = at + stride;
-            Some(at)
-        })
-    }
-}
+use crate::spec::layout::{align_block, round_up_sector};
+use crate::spec::{Bat, BAT_ENTRY_UNUSED, SECTOR_SIZE};
 
 /// One block move of a compaction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,6 +31,7 @@ pub struct CompactPlan {
 /// Plans a compaction. The slots are the positions blocks occupy now (known not to
 /// overlap); released blocks free theirs, and live blocks stored highest move down into
 /// the lowest free slots until no free slot lies below a live block.
+#[cfg(test)]
 pub fn plan_compact(bat: &Bat, releasable: &[u64], stride: u64, metadata_end: u64) -> CompactPlan {
     plan_compact_with_holes(bat, releasable, &[], stride, metadata_end)
 }
@@ -86,7 +42,7 @@ pub fn plan_compact(bat: &Bat, releasable: &[u64], stride: u64, metadata_end: u6
 /// is `stride` bytes placed as vhdkit places blocks (data on a [`DATA_ALIGNMENT`]
 /// boundary, bitmap just before), in increasing order.
 ///
-/// [`DATA_ALIGNMENT`]: crate::image::DATA_ALIGNMENT
+/// [`DATA_ALIGNMENT`]: crate::spec::layout::DATA_ALIGNMENT
 pub fn free_slots(
     bat: &Bat,
     stride: u64,
@@ -161,7 +117,7 @@ pub fn plan_compact_with_holes(
         .map(|(_, off)| off + stride)
         .max()
         .unwrap_or(0);
-    let new_footer_at = live_end.max(metadata_end).div_ceil(SECTOR_SIZE) * SECTOR_SIZE;
+    let new_footer_at = round_up_sector(live_end.max(metadata_end));
     CompactPlan {
         release,
         moves,
@@ -270,17 +226,5 @@ mod tests {
             }]
         );
         assert_eq!(plan.new_footer_at, 30 * 512);
-    }
-
-    #[test]
-    fn dynamic_layout_aligns_block_data_to_4k() {
-        let l = DynamicLayout::new(10 << 20, 2 << 20).expect("fits");
-        assert_eq!(l.entries, 5);
-        assert_eq!(l.metadata_end, 1536 + 512);
-        let offs: Vec<u64> = l.block_offsets().take(3).collect();
-        for o in &offs {
-            assert_eq!((o + 512) % 4096, 0);
-        }
-        assert_eq!(offs[1] - offs[0], (2 << 20) + 4096);
     }
 }

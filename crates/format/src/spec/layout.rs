@@ -186,6 +186,123 @@ impl SparseLayout {
     }
 }
 
+/// What a new differencing image records about its parent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewParent {
+    /// The parent footer's unique id.
+    pub unique_id: uuid::Uuid,
+    /// The parent's modification time.
+    pub timestamp: super::VhdTime,
+    /// The parent name stored in the header.
+    pub name: String,
+    /// The locators, in slot order: platform code and path text (UTF-16LE on disk).
+    pub locators: Vec<(super::PlatformCode, String)>,
+}
+
+/// The one builder of the dynamic and differencing files vhdkit writes (create,
+/// convert and merge-to to dynamic, the fuzz crate's images): footer copy, dynamic
+/// header at 512, BAT at 1536 (padded to whole sectors with unused entries), locator
+/// payloads (each in whole sectors), then blocks from [`NewSparse::first_block`], and
+/// the footer after the last of them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewSparse {
+    /// The footer (the same at offset 0 and at the end).
+    pub footer: super::Footer,
+    /// The dynamic header.
+    pub header: DynamicHeader,
+    /// The layout of the new file.
+    pub layout: SparseLayout,
+    payloads: Vec<(u64, Vec<u8>)>,
+}
+
+impl NewSparse {
+    /// A disk of `size` bytes in blocks of `block_size` (validated by the caller), with
+    /// a parent for a differencing disk. Fails when the BAT would be larger than
+    /// 2^32 entries or a locator's text is over 64 KiB.
+    pub fn new(
+        size: u64,
+        block_size: u32,
+        parent: Option<&NewParent>,
+    ) -> Result<NewSparse, String> {
+        use super::locator::{encode_utf16le, ParentLocator};
+        let entries = u32::try_from(size.div_ceil(u64::from(block_size.max(1))))
+            .map_err(|_| format!("a {size}-byte disk needs too many {block_size}-byte blocks"))?;
+        let table_offset = (super::FOOTER_SIZE + HEADER_SIZE) as u64;
+        let mut header = DynamicHeader::new(table_offset, entries, block_size);
+        let kind = if parent.is_some() {
+            super::DiskType::Differencing
+        } else {
+            super::DiskType::Dynamic
+        };
+        let mut footer = super::Footer::new(kind, size);
+        let mut end = table_offset + header.bat_size_on_disk();
+        let mut payloads = Vec::new();
+        if let Some(p) = parent {
+            header.parent_unique_id = p.unique_id;
+            header.parent_timestamp = p.timestamp;
+            header.set_parent_name(&p.name)?;
+            for (slot, (code, text)) in p.locators.iter().enumerate().take(8) {
+                let data = encode_utf16le(text);
+                let space = round_up_sector(data.len() as u64);
+                if space > u64::from(MAX_LOCATOR_DATA) {
+                    return Err(format!("parent path {text:?} is too long for a locator"));
+                }
+                header.locators[slot] = ParentLocator {
+                    code: *code,
+                    // Both fit: at most MAX_LOCATOR_DATA. Data space in bytes, as every
+                    // real writer stores it.
+                    data_space: space as u32,
+                    data_length: data.len() as u32,
+                    reserved: 0,
+                    data_offset: end,
+                };
+                payloads.push((end, data));
+                end += space;
+            }
+            footer.original_size = size;
+        }
+        let layout = SparseLayout::new(&header, super::FOOTER_SIZE as u64, size, end + 512, end);
+        Ok(NewSparse {
+            footer,
+            header,
+            layout,
+            payloads,
+        })
+    }
+
+    /// Where the first block goes.
+    pub fn first_block(&self) -> u64 {
+        self.layout.place_block(self.layout.metadata_end())
+    }
+
+    /// The metadata bytes, from offset 0 to the end of the last locator payload, with
+    /// `bat` as the table (`None`: every entry unused).
+    pub fn metadata(&self, bat: Option<&super::Bat>) -> Vec<u8> {
+        let end = self.layout.metadata_end() as usize;
+        let mut out = vec![0u8; end];
+        let f = self.footer.encode();
+        out[..super::FOOTER_SIZE].copy_from_slice(&f);
+        out[super::FOOTER_SIZE..super::FOOTER_SIZE + HEADER_SIZE]
+            .copy_from_slice(&self.header.encode());
+        let unused = super::Bat::new_unused(self.header.max_table_entries);
+        let table = bat.unwrap_or(&unused).encode();
+        let t = self.layout.table_offset as usize;
+        let n = table.len().min(end - t);
+        out[t..t + n].copy_from_slice(&table[..n]);
+        for (at, data) in &self.payloads {
+            out[*at as usize..*at as usize + data.len()].copy_from_slice(data);
+        }
+        out
+    }
+
+    /// The whole file of an image without blocks: the metadata, then the footer.
+    pub fn image(&self) -> Vec<u8> {
+        let mut out = self.metadata(None);
+        out.extend_from_slice(&self.footer.encode());
+        out
+    }
+}
+
 /// Where a block allocated at or after `free` goes: the bitmap ends where the data
 /// starts, on a [`DATA_ALIGNMENT`] boundary.
 pub fn align_block(free: u64, bitmap_size: u64) -> u64 {
@@ -379,6 +496,18 @@ mod tests {
         assert_eq!(l.ignored_locators, vec![0]);
         assert_eq!(l.clipped_locators, vec![1]);
         assert_eq!(l.metadata.last(), Some(&(8704, 9000)));
+    }
+
+    #[test]
+    fn a_new_image_opens_with_the_layout_it_was_built_with() {
+        let n = NewSparse::new(5 << 20, 2 << 20, None).expect("small");
+        let img = n.image();
+        assert_eq!(img.len(), 2048 + 512);
+        assert_eq!(&img[..512], &img[2048..]);
+        assert_eq!((n.first_block() + n.layout.bitmap_size) % DATA_ALIGNMENT, 0);
+        let h = DynamicHeader::decode(&img[512..1536]).expect("header");
+        let again = SparseLayout::new(&h, 512, 5 << 20, img.len() as u64, 2048);
+        assert_eq!(again, n.layout);
     }
 
     #[test]

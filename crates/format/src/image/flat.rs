@@ -1,0 +1,122 @@
+//! Fixed disks and raw images: every byte of the disk is stored, at its own offset; a
+//! read-only file's holes (`SEEK_DATA`/`SEEK_HOLE`) are reported as zeros so that
+//! conversions skip them.
+
+use std::fs::File;
+
+use super::extent::{push, LayerExtent};
+
+/// The stored (non-hole) ranges of `0..limit` of a flat file, from `SEEK_DATA` and
+/// `SEEK_HOLE`. Where the file system cannot tell, everything is data.
+pub(crate) fn data_ranges(file: &File, limit: u64) -> Vec<(u64, u64)> {
+    use rustix::fs::{seek, SeekFrom};
+    let mut out = Vec::new();
+    let mut p = 0;
+    while p < limit {
+        match seek(file, SeekFrom::Data(p)) {
+            Ok(d) if d >= limit => break,
+            Ok(d) => {
+                let start = d.max(p);
+                let hole = seek(file, SeekFrom::Hole(start))
+                    .unwrap_or(limit)
+                    .clamp(start + 1, limit);
+                out.push((start, hole));
+                p = hole;
+            }
+            // ENXIO: no data at or after `p`.
+            Err(rustix::io::Errno::NXIO) => break,
+            Err(_) => {
+                out.push((p, limit));
+                break;
+            }
+        }
+    }
+    out
+}
+
+/// Splits `pos..end` into `Data` and `Zero` extents along sorted stored ranges.
+pub(crate) fn map_extents(map: &[(u64, u64)], pos: u64, end: u64, out: &mut Vec<LayerExtent>) {
+    let mut p = pos;
+    // First range that ends after `pos`.
+    let mut i = map.partition_point(|&(_, e)| e <= pos);
+    while p < end {
+        match map.get(i) {
+            Some(&(s, e)) if s < end => {
+                if s > p {
+                    push(out, LayerExtent::Zero { len: s - p });
+                    p = s;
+                }
+                let stop = e.min(end);
+                push(
+                    out,
+                    LayerExtent::Data {
+                        file_offset: p,
+                        len: stop - p,
+                    },
+                );
+                p = stop;
+                i += 1;
+            }
+            _ => {
+                push(out, LayerExtent::Zero { len: end - p });
+                p = end;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn map_extents_splits_a_range_along_stored_ranges() {
+        let map = [(4096, 8192), (16384, 20480)];
+        let mut out = Vec::new();
+        map_extents(&map, 0, 24576, &mut out);
+        assert_eq!(
+            out,
+            vec![
+                LayerExtent::Zero { len: 4096 },
+                LayerExtent::Data {
+                    file_offset: 4096,
+                    len: 4096
+                },
+                LayerExtent::Zero { len: 8192 },
+                LayerExtent::Data {
+                    file_offset: 16384,
+                    len: 4096
+                },
+                LayerExtent::Zero { len: 4096 },
+            ]
+        );
+        let mut inner = Vec::new();
+        map_extents(&map, 5000, 6000, &mut inner);
+        assert_eq!(
+            inner,
+            vec![LayerExtent::Data {
+                file_offset: 5000,
+                len: 1000
+            }]
+        );
+        let mut none = Vec::new();
+        map_extents(&[], 0, 100, &mut none);
+        assert_eq!(none, vec![LayerExtent::Zero { len: 100 }]);
+    }
+
+    #[test]
+    fn data_ranges_of_a_sparse_file_find_the_written_parts() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let p = dir.path().join("sparse.raw");
+        let f = std::fs::File::create(&p).expect("create");
+        f.set_len(8 << 20).expect("len");
+        std::os::unix::fs::FileExt::write_all_at(&f, &[1u8; 4096], 3 << 20).expect("write");
+        let ranges = data_ranges(&f, 8 << 20);
+        // File systems without hole reporting call it all data; either way the written
+        // page is inside a stored range.
+        assert!(ranges
+            .iter()
+            .any(|&(s, e)| s <= 3 << 20 && (3 << 20) + 4096 <= e));
+        assert!(ranges.iter().all(|&(s, e)| s < e && e <= 8 << 20));
+    }
+}
