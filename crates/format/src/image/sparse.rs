@@ -181,6 +181,14 @@ pub(crate) fn open_sparse(
     })
 }
 
+/// Block sizes and metadata ranges of an open sparse file.
+#[derive(Debug, Clone)]
+pub(crate) struct SparseGeometry {
+    pub bitmap_size: u64,
+    pub block_size: u64,
+    pub metadata: Vec<(u64, u64)>,
+}
+
 impl VhdFile {
     /// Reads the bitmap of an allocated block.
     pub(crate) fn read_bitmap(&self, s: &Sparse, block_offset: u64) -> Result<Vec<u8>> {
@@ -540,10 +548,13 @@ impl VhdFile {
         Ok(new_footer_at)
     }
 
-    /// The layout facts compact plans with: the block stride, the metadata ranges and
-    /// where the metadata ends.
-    pub(crate) fn sparse_geometry(&self) -> Option<(u64, u64, Vec<(u64, u64)>)> {
+    /// The layout facts compact plans with.
+    pub(crate) fn sparse_geometry(&self) -> Option<SparseGeometry> {
         let s = self.sparse_part().ok()?;
-        Some((s.bitmap_size, s.block_size, s.metadata.clone()))
+        Some(SparseGeometry {
+            bitmap_size: s.bitmap_size,
+            block_size: s.block_size,
+            metadata: s.metadata.clone(),
+        })
     }
 }
