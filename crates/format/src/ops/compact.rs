@@ -67,8 +67,11 @@ pub fn compact(path: &Path, opts: &OpsOptions, progress: &Progress) -> Result<Re
     let disk = Disk::open_with(path, &open)?;
     check_compactable(&disk)?;
     let f = disk.top();
-    let (bitmap_size, block_size, metadata) =
-        f.sparse_geometry().expect("checked by check_compactable");
+    let crate::image::sparse::SparseGeometry {
+        bitmap_size,
+        block_size,
+        metadata,
+    } = f.sparse_geometry().expect("checked by check_compactable");
     let bat = f.bat().expect("sparse disks have a BAT");
     let stride = bitmap_size + block_size;
     let differencing = f.footer().disk_type == DiskType::Differencing;
