@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, SamplingMode, Throughput};
-use vhdkit::format::ops::{compact, convert, merge, OpsOptions, Target};
+use vhdkit::format::ops::{compact, convert, merge, Operation, OpsOptions, Target};
 use vhdkit::format::{Disk, OpenOptions};
 use vhdkit::task::{CancelToken, Progress};
 
@@ -24,7 +24,7 @@ fn progress() -> Progress {
     Progress::detached(CancelToken::new())
 }
 
-fn run_convert(src: &Disk, dst: &Path, target: Target, operation: &str) {
+fn run_convert(src: &Disk, dst: &Path, target: Target, operation: Operation) {
     let report = convert::convert_disk(
         src,
         dst,
@@ -72,7 +72,7 @@ fn ops(c: &mut Criterion) {
             g.bench_function(format!("{src_name}_to_{dst_name}"), |b| {
                 b.iter_batched(
                     || common::remove(&out),
-                    |()| run_convert(&disk, &out, target, "convert"),
+                    |()| run_convert(&disk, &out, target, Operation::Convert),
                     BatchSize::PerIteration,
                 )
             });
@@ -129,7 +129,7 @@ fn ops(c: &mut Criterion) {
         g.bench_function(format!("merge_to_chain3_{name}"), |b| {
             b.iter_batched(
                 || common::remove(&out),
-                |()| run_convert(&chain, &out, target, "merge-to"),
+                |()| run_convert(&chain, &out, target, Operation::MergeTo),
                 BatchSize::PerIteration,
             )
         });

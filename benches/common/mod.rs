@@ -16,8 +16,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use criterion::Criterion;
-use vhdkit::format::image::parse_size;
 use vhdkit::format::{CreateOptions, Disk, DiskKind};
+use vhdkit::parse_size;
 
 use layout::{Layout, Mix, BASE_MIX, BLOCK, CHILD_MIX, TOP_MIX};
 

@@ -56,7 +56,7 @@ fuzz_target!(|data: &[u8]| {
             target,
             &ops,
             &Progress::detached(CancelToken::new()),
-            "convert",
+            vhdkit_format::ops::Operation::Convert,
         ) {
             Ok(_) => check_output(&dst, target, &expected),
             Err(_) => assert!(!dst.exists(), "a failed convert left its destination"),

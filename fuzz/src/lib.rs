@@ -13,8 +13,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use vhdkit_format::image::{Backend, Extent, MemBackend, ParentResolver};
+use vhdkit_format::spec::layout::{NewParent, NewSparse};
 use vhdkit_format::spec::locator::{encode_utf16le, ParentLocator, PlatformCode};
-use vhdkit_format::spec::{Bat, DiskType, DynamicHeader, Footer, FOOTER_SIZE, HEADER_SIZE};
+use vhdkit_format::spec::{DiskType, DynamicHeader, Footer, FOOTER_SIZE, HEADER_SIZE};
 use vhdkit_format::{Disk, OpenOptions, Result, VhdFile};
 
 /// Directory of every in-memory file (it does not exist on the host).
@@ -324,62 +325,31 @@ pub struct ParentInfo {
     pub name: String,
 }
 
-/// A dynamic (or, with `parent`, differencing) disk without blocks, laid out as vhdkit
-/// creates it: footer copy · header · BAT · [locator payloads] · footer.
+/// A dynamic (or, with `parent`, differencing) disk without blocks, built by the
+/// library's one sparse-image builder (`spec::layout::NewSparse`, what `create` writes),
+/// with a fixed unique id and time stamp and locators into [`FUZZ_DIR`].
 pub fn sparse_image(
     size: u64,
     block_size: u32,
     parent: Option<&ParentInfo>,
     id: [u8; 16],
 ) -> Vec<u8> {
-    let entries = u32::try_from(size.div_ceil(u64::from(block_size))).expect("small disk");
-    let table_offset = (FOOTER_SIZE + HEADER_SIZE) as u64;
-    let mut header = DynamicHeader::new(table_offset, entries, block_size);
-    let bat = Bat::new_unused(entries).encode();
-    let mut end = table_offset + bat.len() as u64;
-    let mut payloads = Vec::new();
-    let kind = if parent.is_some() {
-        DiskType::Differencing
-    } else {
-        DiskType::Dynamic
-    };
-    let mut footer = Footer::new(kind, size);
-    footer.unique_id = uuid_from(id);
-    footer.timestamp = vhdkit_format::spec::VhdTime(0x2000_0000);
-    if let Some(p) = parent {
-        header.parent_unique_id = uuid_from(p.unique_id);
-        header.parent_timestamp = vhdkit_format::spec::VhdTime(0x2000_0000);
-        header.set_parent_name(&p.name).expect("short name");
-        let abs = format!("C:{}\\{}", FUZZ_DIR.replace('/', "\\"), p.name);
-        let rel = format!(".\\{}", p.name);
-        for (slot, (code, text)) in [(PlatformCode::W2ku, abs), (PlatformCode::W2ru, rel)]
-            .into_iter()
-            .enumerate()
-        {
-            let data = encode_utf16le(&text);
-            let space = (data.len() as u64).div_ceil(512) * 512;
-            header.locators[slot] = ParentLocator {
-                code,
-                data_space: space as u32,
-                data_length: data.len() as u32,
-                reserved: 0,
-                data_offset: end,
-            };
-            payloads.push((end, data));
-            end += space;
-        }
-    }
-    let mut out = vec![0u8; (end as usize) + FOOTER_SIZE];
-    let fbytes = footer.encode();
-    out[..FOOTER_SIZE].copy_from_slice(&fbytes);
-    out[FOOTER_SIZE..FOOTER_SIZE + HEADER_SIZE].copy_from_slice(&header.encode());
-    let t = table_offset as usize;
-    out[t..t + bat.len()].copy_from_slice(&bat);
-    for (at, data) in payloads {
-        out[at as usize..at as usize + data.len()].copy_from_slice(&data);
-    }
-    out[end as usize..].copy_from_slice(&fbytes);
-    out
+    let parent = parent.map(|p| NewParent {
+        unique_id: uuid_from(p.unique_id),
+        timestamp: vhdkit_format::spec::VhdTime(0x2000_0000),
+        name: p.name.clone(),
+        locators: vec![
+            (
+                PlatformCode::W2ku,
+                format!("C:{}\\{}", FUZZ_DIR.replace('/', "\\"), p.name),
+            ),
+            (PlatformCode::W2ru, format!(".\\{}", p.name)),
+        ],
+    });
+    let mut new = NewSparse::new(size, block_size, parent.as_ref()).expect("a small disk");
+    new.footer.unique_id = uuid_from(id);
+    new.footer.timestamp = vhdkit_format::spec::VhdTime(0x2000_0000);
+    new.image()
 }
 
 /// A differencing disk without blocks whose parent is recorded as `name` with unique id

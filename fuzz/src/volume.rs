@@ -51,7 +51,10 @@ impl SparseDisk {
                 let count = u64::from(u32::from_le_bytes(rest[6..10].try_into().expect("4")));
                 let byte = rest[10];
                 let first = sector.min(disk.size / SECTOR);
-                let last = sector.saturating_add(count).min(disk.size / SECTOR).min(first + MAX_FILL);
+                let last = sector
+                    .saturating_add(count)
+                    .min(disk.size / SECTOR)
+                    .min(first + MAX_FILL);
                 for s in first..last {
                     disk.sectors.insert(s, Box::new([byte; 512]));
                 }
@@ -147,7 +150,10 @@ pub fn check_disk(rep: &DiskReport, size: u64) {
             }
         }
         assert_eq!(p.used_bytes + p.free_bytes, p.length);
-        let _ = (p.ptype.to_string(), p.left_alone.as_ref().map(|r| r.to_string()));
+        let _ = (
+            p.ptype.to_string(),
+            p.left_alone.as_ref().map(|r| r.to_string()),
+        );
     }
     check_ranges(&rep.free_ranges(), &(0..size));
 }

@@ -4,7 +4,8 @@ use std::path::PathBuf;
 
 use clap::Args;
 use serde_json::json;
-use vhdkit_format::check::{check, repair};
+use vhdkit_format::check::check;
+use vhdkit_format::ops::repair::repair;
 
 use super::{print_json, terminal, CliError, OpenArgs, EXIT_DIFFERENT, EXIT_OK};
 

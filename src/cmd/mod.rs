@@ -16,7 +16,7 @@ mod write;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
-use vhdkit_format::image::parse_size;
+use vhdkit::parse_size;
 use vhdkit_format::{HostDrives, OpenOptions};
 
 /// Exit code: success.

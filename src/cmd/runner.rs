@@ -159,7 +159,7 @@ pub fn run(task: OpTask, args: &RunArgs, leaves: Leaves) -> Result<u8, CliError>
 
 fn summary(r: &Report) -> String {
     let mut s = format!("{}: {}", r.operation, r.path.display());
-    match r.operation.as_str() {
+    match r.operation.name() {
         "compact" => {
             s += &format!(
                 ": {} of {} blocks released, {} moved, {} -> {} bytes",

@@ -3,10 +3,18 @@
 //! The VHD ("conectix") format: fixed, dynamic, differencing and host-drive disks.
 //!
 //! - [`spec`]: pure on-disk structures over byte slices (footer, dynamic header, parent
-//!   locators, BAT, sector bitmaps, CHS geometry, checksum, host-drive stub header).
-//! - [`image`]: opening files, resolving differencing chains, reading and writing any
-//!   virtual byte range, creating disks.
+//!   locators, BAT, sector bitmaps, CHS geometry, checksum, host-drive stub header, Xen's
+//!   batmap) and the one description of a sparse file's layout. No I/O, no `unsafe`.
+//! - [`image`]: opening files (under the trust policy of `docs/security.md`), resolving
+//!   differencing chains, reading and writing any virtual byte range crash-safely,
+//!   creating disks, new files that appear only when complete.
+//! - [`ops`]: the long operations as IVMTask2-style tasks — convert, compact, merge,
+//!   merge-to, create — and repair.
 //! - [`check`]: validation that reports every problem found.
+//! - [`error`]: the one error type, each kind mapped to a Virtual Server HRESULT.
+//!
+//! `unsafe` is denied everywhere but in the one module that memory-maps files
+//! (`image/mmap.rs`, each block with its `// SAFETY:` argument).
 //!
 //! ```
 //! use vhdkit_format::{CreateOptions, Disk, DiskKind};
@@ -23,6 +31,7 @@
 //! ```
 
 #![warn(missing_docs)]
+#![deny(unsafe_code)]
 
 pub mod check;
 pub mod error;

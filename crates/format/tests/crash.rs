@@ -328,7 +328,7 @@ fn verify_crash_state_with(
     // `check --repair` makes it clean without changing what it reads.
     let copy = s.path.with_file_name("repaired.vhd");
     std::fs::write(&copy, &bytes).expect("write a copy");
-    vhdkit_format::check::repair(&copy)
+    vhdkit_format::ops::repair::repair(&copy)
         .unwrap_or_else(|e| panic!("{}: {what}: repair: {e}", s.name));
     let report = vhdkit_format::check::check(&copy, &OpenOptions::new()).expect("check");
     let left: Vec<String> = report.problems().map(|(_, p)| p.to_string()).collect();

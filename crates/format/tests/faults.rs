@@ -143,8 +143,15 @@ fn convert_with_any_failed_write_or_sync_leaves_no_destination() {
                 sync_bytes: 1 << 20,
                 ..OpsOptions::default()
             };
-            ops::convert::convert_disk(&disk, &d.join("out"), target, &opts, &progress(), "convert")
-                .map(|_| ())
+            ops::convert::convert_disk(
+                &disk,
+                &d.join("out"),
+                target,
+                &opts,
+                &progress(),
+                vhdkit_format::ops::Operation::Convert,
+            )
+            .map(|_| ())
         };
         let points = every_fault(&setup, &op, &|d, _| {
             assert!(!d.join("out").exists(), "no destination after a failure");

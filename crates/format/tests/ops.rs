@@ -491,7 +491,7 @@ fn convert_pair(kind: Source, target: Target, seed: u64) {
     } else {
         2 * MIB
     };
-    assert_eq!(report.operation, "convert");
+    assert_eq!(report.operation, ops::Operation::Convert);
     assert_eq!(report.path, dst);
     assert_eq!(report.blocks_total, SIZE.div_ceil(unit));
     assert_eq!(
@@ -675,7 +675,7 @@ fn compact_dynamic_with_zeroed_blocks_shrinks_to_live_data() {
 
     let expected = packed_dynamic_size(32, bs, live);
     assert_eq!(file_len(&p), expected, "metadata + live blocks + footer");
-    assert_eq!(report.operation, "compact");
+    assert_eq!(report.operation, ops::Operation::Compact);
     assert_eq!(report.blocks_total, 32);
     assert_eq!(report.blocks_released, released);
     assert!(report.blocks_moved > 0);
@@ -851,7 +851,7 @@ fn merge_three_level_chain_parent_reads_the_child_view() {
 
     let report = finish(ops::merge_task(&top, &OpsOptions::default()).expect("merge starts"));
 
-    assert_eq!(report.operation, "merge");
+    assert_eq!(report.operation, ops::Operation::Merge);
     assert_eq!(report.path, mid);
     assert_eq!(report.blocks_total, report.blocks_copied);
     assert!(report.bytes_written > 0);
@@ -935,7 +935,7 @@ fn merge_to(target: Target) {
 
     let report = finish(ops::merge_to_task(&top, &dst, target, &opts()).expect("merge-to starts"));
 
-    assert_eq!(report.operation, "merge-to");
+    assert_eq!(report.operation, ops::Operation::MergeTo);
     assert!(report.verified);
     if let Some(q) = qemu_read(&dst) {
         assert_same("qemu-img read of the result", &q, &m.bytes);

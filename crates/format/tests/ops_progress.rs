@@ -114,7 +114,7 @@ fn convert_percent_moves_through_copy_and_verify() {
     let dst = dir.path().join("d.vhd");
     let ev = events(&o.clone(), move |pr| {
         let disk = Disk::open(&src)?;
-        ops::convert::convert_disk(&disk, &dst, Target::Fixed, &o, pr, "convert")
+        ops::convert::convert_disk(&disk, &dst, Target::Fixed, &o, pr, ops::Operation::Convert)
     });
     assert_moves_through("convert", &ev, &[Phase::Copy, Phase::Verify]);
 }
@@ -134,7 +134,14 @@ fn merge_percent_moves_through_the_copy() {
     let (c, dst) = (child.clone(), dir.path().join("f.vhd"));
     let to = events(&o.clone(), move |pr| {
         let disk = Disk::open(&c)?;
-        ops::convert::convert_disk(&disk, &dst, Target::Dynamic, &o, pr, "merge-to")
+        ops::convert::convert_disk(
+            &disk,
+            &dst,
+            Target::Dynamic,
+            &o,
+            pr,
+            ops::Operation::MergeTo,
+        )
     });
     let o = opts(false);
     let ev = events(&o.clone(), move |pr| ops::merge::merge(&child, &o, pr));

@@ -4,6 +4,7 @@
 use std::fs::File;
 use std::io::{self, Seek, SeekFrom};
 use std::os::unix::fs::FileExt;
+#[cfg(any(test, feature = "testing"))]
 use std::sync::RwLock;
 
 /// Positional storage under an image. Implementations must be usable from many threads.
@@ -95,13 +96,15 @@ impl Backend for FileBackend {
     }
 }
 
-/// An image held in memory, for tests and fuzzing.
+/// An image held in memory, for tests and fuzzing (cargo feature `testing`).
+#[cfg(any(test, feature = "testing"))]
 #[derive(Debug, Default)]
 pub struct MemBackend {
     data: RwLock<Vec<u8>>,
     max_len: u64,
 }
 
+#[cfg(any(test, feature = "testing"))]
 impl MemBackend {
     /// Wraps bytes; the backend may grow up to 1 GiB.
     pub fn new(data: Vec<u8>) -> MemBackend {
@@ -136,6 +139,7 @@ impl MemBackend {
     }
 }
 
+#[cfg(any(test, feature = "testing"))]
 impl Backend for MemBackend {
     fn len(&self) -> io::Result<u64> {
         Ok(self.data.read().unwrap_or_else(|e| e.into_inner()).len() as u64)
@@ -177,9 +181,25 @@ impl Backend for MemBackend {
     }
 }
 
-/// Fault injection for tests: make the N-th write or sync of files under a directory
-/// fail with a chosen OS error (ENOSPC, EIO, …), as a full or failing volume would.
-/// Unarmed, it costs one relaxed atomic load per write.
+/// Without the `testing` feature, the fault-injection hook is nothing at all.
+#[cfg(not(any(test, feature = "testing")))]
+mod faults {
+    /// Which call the hook is asked about.
+    pub(super) enum FaultOp {
+        Write,
+        Sync,
+    }
+
+    #[inline(always)]
+    pub(super) fn before(_: &std::path::Path, _: FaultOp) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Fault injection for tests (cargo feature `testing`): make the N-th write or sync of
+/// files under a directory fail with a chosen OS error (ENOSPC, EIO, …), as a full or
+/// failing volume would. Unarmed, it costs one relaxed atomic load per write.
+#[cfg(any(test, feature = "testing"))]
 pub mod faults {
     use std::io;
     use std::path::{Path, PathBuf};
@@ -283,6 +303,7 @@ pub mod faults {
     }
 }
 
+#[cfg(any(test, feature = "testing"))]
 fn eof() -> io::Error {
     io::Error::new(
         io::ErrorKind::UnexpectedEof,

@@ -392,7 +392,7 @@ impl VhdFile {
 
     /// Reads stored bytes at a file offset given by a `Data` extent through a read-only
     /// memory map of that window when the bytes live in a file, by `pread` otherwise.
-    pub fn read_data_mapped(&self, buf: &mut [u8], file_offset: u64) -> Result<()> {
+    pub(crate) fn read_data_mapped(&self, buf: &mut [u8], file_offset: u64) -> Result<()> {
         let (file, path) = match &self.layout {
             Layout::HostDrive(h) => (h.device.as_file(), &h.device_path),
             _ => (self.backend.as_file(), &self.path),
@@ -405,14 +405,36 @@ impl VhdFile {
     }
 
     /// Maps the stored bytes of a `Data` extent read-only, when they live in a file,
-    /// faulting them in at once.
-    pub fn map_data(&self, file_offset: u64, len: u64) -> Option<Result<super::Window>> {
-        self.map_range(file_offset, len, true)
+    /// faulting them in at once (this crate's own reads, which never write a range they
+    /// have mapped; see `mmap.rs`).
+    pub(crate) fn map_data(&self, file_offset: u64, len: u64) -> Option<Result<super::Window>> {
+        self.map_window(file_offset, len, true)
     }
 
     /// Maps `len` bytes at `file_offset` of the file holding the data read-only, when it
-    /// is a file; pages fault in when read, or through [`super::Window::populate`].
+    /// is a file opened **read-only**; pages fault in when read, or through
+    /// [`super::Window::populate`]. `None` for a file opened for writing, for data that
+    /// does not live in a file, and for lengths that do not fit in memory.
+    ///
+    /// Why only read-only files: a read-only `VhdFile` holds a shared lock that no vhdkit
+    /// writer of the same file can get past (its exclusive lock would conflict), so
+    /// nothing vhdkit does writes a mapped range while the window lives. A handle that
+    /// could `write_at` into its own mapping would void that argument.
     pub fn map_range(
+        &self,
+        file_offset: u64,
+        len: u64,
+        populate: bool,
+    ) -> Option<Result<super::Window>> {
+        if self.writable {
+            return None;
+        }
+        self.map_window(file_offset, len, populate)
+    }
+
+    /// [`VhdFile::map_range`] for this crate, on writable files too: the operations never
+    /// write a range while it is mapped (they copy it out and unmap before writing).
+    pub(crate) fn map_window(
         &self,
         file_offset: u64,
         len: u64,

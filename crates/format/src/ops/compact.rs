@@ -60,12 +60,25 @@ pub fn check_compactable(disk: &Disk) -> Result<()> {
     Ok(())
 }
 
-/// Compacts the dynamic or differencing disk at `path` in place.
-pub fn compact(path: &Path, opts: &OpsOptions, progress: &Progress) -> Result<Report> {
-    let start = Instant::now();
+/// Opens the disk at `path` for compaction (for writing, alone) and checks it can be
+/// compacted: another process holding it is refused here, before any work.
+pub fn open(path: &Path, opts: &OpsOptions) -> Result<Disk> {
     let open = opts.open.clone().writable(true).no_parents(true);
     let disk = Disk::open_with(path, &open)?;
     check_compactable(&disk)?;
+    Ok(disk)
+}
+
+/// Compacts the dynamic or differencing disk at `path` in place: [`open`], then [`run`].
+pub fn compact(path: &Path, opts: &OpsOptions, progress: &Progress) -> Result<Report> {
+    run(open(path, opts)?, opts, progress)
+}
+
+/// Compacts a disk [`open`] opened.
+pub fn run(disk: Disk, opts: &OpsOptions, progress: &Progress) -> Result<Report> {
+    let start = Instant::now();
+    let path = disk.top().path().to_owned();
+    let path = path.as_path();
     let f = disk.top();
     let crate::image::sparse::SparseGeometry {
         bitmap_size,
@@ -78,7 +91,7 @@ pub fn compact(path: &Path, opts: &OpsOptions, progress: &Progress) -> Result<Re
     let file_size_before = f.file_len();
     let allocated: Vec<(u64, u64)> = bat.allocated().collect();
     let mut report = Report {
-        operation: "compact".into(),
+        operation: super::Operation::Compact,
         path: path.to_owned(),
         blocks_total: allocated.len() as u64,
         file_size_before,

@@ -15,7 +15,7 @@ use vhdkit_task::{Phase, Progress};
 
 use crate::error::{Error, Result};
 use crate::image::backend::{Backend, FileBackend};
-use crate::image::create::NewFile;
+use crate::image::NewFile;
 use crate::image::{Disk, OpenOptions};
 use crate::spec::{Bat, DiskType, Footer, BAT_ENTRY_UNUSED, SECTOR_SIZE};
 
@@ -66,7 +66,7 @@ pub fn convert_disk(
     target: Target,
     opts: &OpsOptions,
     progress: &Progress,
-    operation: &str,
+    operation: super::Operation,
 ) -> Result<Report> {
     let start = Instant::now();
     check_target(disk, target, opts)?;
@@ -77,7 +77,7 @@ pub fn convert_disk(
     if target == Target::Fixed && !opts.sparse {
         // A fixed disk is allocated, as Virtual Server and Hyper-V make it: a volume too
         // small fails here, before any work, and leaves nothing.
-        crate::image::create::allocate(out.file(), size + crate::spec::FOOTER_SIZE as u64)
+        crate::image::newfile::allocate(out.file(), size + crate::spec::FOOTER_SIZE as u64)
             .map_err(|e| Error::file(dst, "allocating the fixed disk", e))?;
     }
     let unit = match target {
@@ -86,7 +86,7 @@ pub fn convert_disk(
     };
     let blocks = size.div_ceil(unit);
     let mut report = Report {
-        operation: operation.into(),
+        operation,
         path: dst.to_owned(),
         blocks_total: blocks,
         ..Report::default()

@@ -138,7 +138,7 @@ pub fn run(files: MergeFiles, opts: &OpsOptions, progress: &Progress) -> Result<
     let blocks: Vec<u64> = bat.allocated().map(|(i, _)| i).collect();
     let file_size_before = parent.top().file_len();
     let mut report = Report {
-        operation: "merge".into(),
+        operation: super::Operation::Merge,
         path: parent_path.clone(),
         blocks_total: blocks.len() as u64,
         file_size_before,

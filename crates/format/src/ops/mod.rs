@@ -12,6 +12,7 @@ pub mod compact;
 pub mod convert;
 pub mod merge;
 pub(crate) mod plan;
+pub mod repair;
 mod source;
 
 use std::path::{Path, PathBuf};
@@ -91,11 +92,47 @@ impl Default for OpsOptions {
     }
 }
 
+/// Which operation a [`Report`] is of.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Operation {
+    /// [`convert_task`].
+    #[default]
+    Convert,
+    /// [`compact_task`].
+    Compact,
+    /// [`merge_task`].
+    Merge,
+    /// [`merge_to_task`].
+    MergeTo,
+    /// [`create_task`].
+    Create,
+}
+
+impl Operation {
+    /// The name the CLI gives it (`merge-to`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Operation::Convert => "convert",
+            Operation::Compact => "compact",
+            Operation::Merge => "merge",
+            Operation::MergeTo => "merge-to",
+            Operation::Create => "create",
+        }
+    }
+}
+
+impl std::fmt::Display for Operation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// What an operation did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Report {
-    /// The operation (`convert`, `compact`, `merge`, `merge-to`, `create`).
-    pub operation: String,
+    /// The operation.
+    pub operation: Operation,
     /// The file produced or changed.
     pub path: PathBuf,
     /// Blocks considered.
@@ -201,14 +238,13 @@ fn require_absent(dst: &Path) -> Result<()> {
 
 /// Starts compacting `path` in place. Fails at once on a wrong disk type.
 pub fn compact_task(path: &Path, opts: &OpsOptions) -> Result<OpTask> {
-    let probe = Disk::open_with(path, &opts.open.clone().no_parents(true))?;
-    compact::check_compactable(&probe)?;
-    drop(probe);
-    let (p, o) = (path.to_owned(), opts.clone());
+    // Opened (for writing) and checked once, before the task starts; moved into it.
+    let disk = compact::open(path, opts)?;
+    let o = opts.clone();
     Ok(spawn(
         format!("Compacting {}", path.display()),
         opts,
-        move |pr| compact::compact(&p, &o, pr),
+        move |pr| compact::run(disk, &o, pr),
     ))
 }
 
@@ -226,7 +262,7 @@ pub fn convert_task(src: &Path, dst: &Path, target: Target, opts: &OpsOptions) -
             dst.display()
         ),
         opts,
-        move |pr| convert::convert_disk(&disk, &d, target, &o, pr, "convert"),
+        move |pr| convert::convert_disk(&disk, &d, target, &o, pr, Operation::Convert),
     ))
 }
 
@@ -273,7 +309,7 @@ pub fn merge_to_task(
             dst.display()
         ),
         opts,
-        move |pr| convert::convert_disk(&disk, &d, target, &o, pr, "merge-to"),
+        move |pr| convert::convert_disk(&disk, &d, target, &o, pr, Operation::MergeTo),
     ))
 }
 
@@ -291,7 +327,7 @@ pub fn create_task(path: &Path, opts: &CreateOptions) -> Result<OpTask> {
             Disk::create(&p, &o)?;
             let size = std::fs::metadata(&p).map(|m| m.len()).unwrap_or(0);
             Ok(Report {
-                operation: "create".into(),
+                operation: Operation::Create,
                 path: p,
                 file_size_after: size,
                 elapsed: start.elapsed(),

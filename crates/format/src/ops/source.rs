@@ -176,7 +176,7 @@ fn shared_windows(
         }
         let file = &disk.layers()[layer];
         // `None`: not a file (in-memory backend); those blocks are composed by copy.
-        if let Some(window) = file.map_range(first, end - first, false) {
+        if let Some(window) = file.map_window(first, end - first, false) {
             let window = Arc::new(window?);
             for (k, slot) in out.iter_mut().enumerate().take(j).skip(i) {
                 let (_, o, n) = whole(&planned[k]).expect("in the run");

@@ -1,0 +1,304 @@
+//! Repair: restores what is safely restorable in a dynamic or differencing file — a
+//! damaged footer from its copy (or the copy from the footer), a file length cut short
+//! or left long by a crash, orphaned tail space, Xen's batmap checksum and stray bits —
+//! using the one layout description (`spec/layout.rs`). It never guesses at data.
+//! (`check` only reads; this is the one part of checking that writes.)
+
+use std::path::Path;
+
+use crate::error::{Error, Result};
+use crate::image::backend::{Backend, FileBackend};
+use crate::spec::header::check_block_size;
+use crate::spec::{Bat, DynamicHeader, Footer, SparseLayout, FOOTER_SIZE, HEADER_SIZE};
+
+/// What `repair` did.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct RepairReport {
+    /// Each action taken, in order, in words.
+    pub actions: Vec<String>,
+}
+
+/// Restores what is safely restorable in the dynamic or differencing disk at `path`,
+/// and never guesses at data:
+///
+/// - a damaged or missing footer at the end, from a valid copy at offset 0;
+/// - a damaged copy at offset 0, from a valid footer at the end;
+/// - a file left long by a crash (unreferenced space after the last block of at least
+///   one block's size: an allocation cut short, or a compaction stopped before its
+///   truncation) — the footer moves past the last block and the file is truncated;
+/// - a file cut short after its last block (the footer lost) — the footer is appended.
+///
+/// Refused: fixed disks with a damaged footer (no copy exists), a damaged dynamic
+/// header (no copy exists), blocks that run past the end of the file (their data is
+/// gone). Write order: footer at its new place, fsync, truncate, fsync, then the copy
+/// at offset 0, fsync — the file has a valid footer at the end or a valid copy at
+/// offset 0 at every instant.
+pub fn repair(path: &Path) -> Result<RepairReport> {
+    let file =
+        crate::image::open::open_file(path, true, crate::image::open::Accept::RegularOrBlock)?;
+    let b = FileBackend::with_path(file, path);
+    let io = |doing: &'static str, at: u64| move |e| Error::io(path, doing, at, e);
+    let len = b
+        .len()
+        .map_err(|e| Error::file(path, "reading the length", e))?;
+    let mut report = RepairReport::default();
+    let read_footer = |at: u64| -> Option<Footer> {
+        let mut buf = [0u8; FOOTER_SIZE];
+        b.read_exact_at(&mut buf, at).ok()?;
+        Footer::decode(&buf)
+            .ok()
+            .filter(|f| f.cookie_ok() && f.checksum_ok())
+    };
+    let end_at = len.saturating_sub(FOOTER_SIZE as u64);
+    let end = (len >= FOOTER_SIZE as u64)
+        .then(|| read_footer(end_at))
+        .flatten();
+    let copy = read_footer(0).filter(|f| f.disk_type.is_sparse());
+    let footer = match (&end, &copy) {
+        (Some(e), _) => e.clone(),
+        (None, Some(c)) => c.clone(),
+        (None, None) => {
+            return Err(Error::corrupt(
+                path,
+                "footer",
+                end_at,
+                "no valid footer at the end or at offset 0: nothing can be restored safely",
+            ))
+        }
+    };
+    if !footer.disk_type.is_sparse() {
+        return Ok(report); // a fixed disk with a valid footer: nothing to restore
+    }
+    let hoff = footer.data_offset;
+    let mut raw = [0u8; HEADER_SIZE];
+    b.read_exact_at(&mut raw, hoff)
+        .map_err(io("reading the dynamic header", hoff))?;
+    let header = DynamicHeader::decode(&raw).expect("1024 bytes");
+    if header.cookie != crate::spec::HEADER_COOKIE
+        || !header.checksum_ok()
+        || check_block_size(header.block_size).is_err()
+    {
+        return Err(Error::corrupt(
+            path,
+            "dynamic header",
+            hoff,
+            "the header is damaged and has no copy: not repairable",
+        ));
+    }
+    // The footer's place is decided by the one layout description: past every block
+    // and every piece of metadata (Xen's batmap included).
+    let footer_at = if end.is_some() { end_at } else { len };
+    let layout = SparseLayout::new(&header, hoff, footer.current_size, len, footer_at);
+    let mut warnings = Vec::new();
+    let batmap =
+        crate::image::batmap::find(path, &b, &footer, &header, footer_at, false, &mut warnings)?;
+    let layout = match &batmap {
+        Some(m) => layout.with_batmap(m.header_offset, &m.header),
+        None => layout,
+    };
+    let toff = layout.table_offset;
+    let used = layout.used_entries;
+    if toff.saturating_add(used * 4) > len {
+        return Err(Error::corrupt(
+            path,
+            "BAT",
+            toff,
+            "the BAT runs past the end of the file: not repairable",
+        ));
+    }
+    let mut bat_raw = vec![0u8; (used * 4) as usize];
+    b.read_exact_at(&mut bat_raw, toff)
+        .map_err(io("reading the BAT", toff))?;
+    let bat = Bat::decode(&bat_raw);
+    let stride = layout.stride();
+    let mut blocks_end = 0;
+    for (i, off) in bat.allocated() {
+        let block_end = off.saturating_add(stride);
+        if block_end > len {
+            return Err(Error::corrupt(
+                path,
+                "BAT",
+                toff + i * 4,
+                format!("block {i} at {off:#x} runs past the end of the file ({len:#x}): its data is gone, not repairable"),
+            ));
+        }
+        blocks_end = blocks_end.max(block_end);
+    }
+    if let Some(mut m) = batmap {
+        // A set bit for an unallocated block, or a wrong checksum: both are restorable
+        // from the BAT (a clear bit is always safe).
+        let before = m.map.clone();
+        let unallocated: Vec<u64> = (0..used)
+            .filter(|&n| bat.block_offset(n).is_none())
+            .collect();
+        for &n in &unallocated {
+            crate::spec::batmap::clear_bit(&mut m.map, n);
+        }
+        let stale = crate::spec::batmap::checksum(&m.map, m.header.version) != m.header.checksum;
+        if m.map != before || stale {
+            m.write(path, &b, &before)?;
+            b.sync()
+                .map_err(|e| Error::file(path, "syncing the batmap", e))?;
+            report.actions.push(
+                "cleared the batmap bits of unallocated blocks and recomputed its checksum".into(),
+            );
+        }
+    }
+    let data_end = layout.data_end(blocks_end);
+    let footer_bytes = footer.encode();
+    // Where the footer belongs: keep an intact end footer unless it leaves at least a
+    // block's worth of unreferenced space or sits inside the data.
+    let keep_end = end.is_some() && end_at >= data_end && end_at - data_end < stride;
+    if !keep_end {
+        let at = data_end;
+        b.write_all_at(&footer_bytes, at)
+            .map_err(io("writing the footer", at))?;
+        b.sync()
+            .map_err(|e| Error::file(path, "syncing the footer", e))?;
+        if len != at + FOOTER_SIZE as u64 {
+            b.set_len(at + FOOTER_SIZE as u64)
+                .map_err(|e| Error::file(path, "setting the length", e))?;
+            b.sync()
+                .map_err(|e| Error::file(path, "syncing the length", e))?;
+        }
+        report.actions.push(match &end {
+            None => format!("restored the footer at {at:#x} from the copy at offset 0; file length {len} -> {}", at + 512),
+            Some(_) => format!(
+                "moved the footer past the last block to {at:#x}, dropping {} bytes of unreferenced space",
+                len.saturating_sub(at + 512)
+            ),
+        });
+    }
+    let copy_ok = {
+        let mut buf = [0u8; FOOTER_SIZE];
+        b.read_exact_at(&mut buf, 0).is_ok() && buf == footer_bytes
+    };
+    if !copy_ok {
+        b.write_all_at(&footer_bytes, 0)
+            .map_err(io("writing the footer copy", 0))?;
+        b.sync()
+            .map_err(|e| Error::file(path, "syncing the footer copy", e))?;
+        report
+            .actions
+            .push("rewrote the footer copy at offset 0 from the footer".into());
+    }
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::check::check;
+    use crate::image::{CreateOptions, DiskKind};
+    use crate::image::{Disk, OpenOptions};
+    use std::path::PathBuf;
+
+    fn disk_with_data(dir: &Path) -> (PathBuf, Vec<u8>) {
+        let path = dir.join("d.vhd");
+        Disk::create(&path, &CreateOptions::new(DiskKind::Dynamic, 8 << 20)).expect("create");
+        let disk = Disk::open_rw(&path).expect("open");
+        let data: Vec<u8> = (0..3 << 20).map(|i| (i % 251) as u8 + 1).collect();
+        disk.write_at(&data, 1 << 20).expect("write");
+        disk.flush().expect("flush");
+        let mut all = vec![0u8; 8 << 20];
+        disk.read_at(&mut all, 0).expect("read");
+        (path, all)
+    }
+
+    fn content(path: &Path) -> Vec<u8> {
+        let disk = Disk::open(path).expect("open");
+        let mut all = vec![0u8; disk.virtual_size() as usize];
+        disk.read_at(&mut all, 0).expect("read");
+        all
+    }
+
+    #[test]
+    fn repair_with_footer_missing_restores_it_from_the_copy() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let (path, before) = disk_with_data(dir.path());
+        let len = std::fs::metadata(&path).expect("meta").len();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .and_then(|f| f.set_len(len - 512))
+            .expect("cut");
+        assert!(!check(&path, &OpenOptions::new()).expect("check").is_clean());
+        let r = repair(&path).expect("repair");
+        assert_eq!(r.actions.len(), 1, "{:?}", r.actions);
+        assert!(check(&path, &OpenOptions::new()).expect("check").is_clean());
+        assert_eq!(std::fs::metadata(&path).expect("meta").len(), len);
+        assert_eq!(content(&path), before);
+    }
+
+    #[test]
+    fn repair_of_a_file_left_long_truncates_the_orphaned_tail() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let (path, before) = disk_with_data(dir.path());
+        let len = std::fs::metadata(&path).expect("meta").len();
+        let bytes = std::fs::read(&path).expect("read");
+        // A crash after the footer moved for a new block, before its BAT entry landed.
+        let grown = len + (2 << 20) + 4096;
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .expect("open");
+        f.set_len(grown).expect("grow");
+        std::os::unix::fs::FileExt::write_all_at(&f, &bytes[bytes.len() - 512..], grown - 512)
+            .expect("footer");
+        drop(f);
+        let report = check(&path, &OpenOptions::new()).expect("check");
+        assert!(report.is_clean(), "a leak is not a structural problem");
+        assert!(report
+            .problems()
+            .any(|(_, p)| p.message.contains("unreferenced space")));
+        let r = repair(&path).expect("repair");
+        assert_eq!(r.actions.len(), 1, "{:?}", r.actions);
+        assert_eq!(std::fs::metadata(&path).expect("meta").len(), len);
+        assert!(check(&path, &OpenOptions::new()).expect("check").is_clean());
+        assert_eq!(content(&path), before);
+    }
+
+    #[test]
+    fn repair_refuses_a_block_cut_off_by_truncation() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let (path, _) = disk_with_data(dir.path());
+        let len = std::fs::metadata(&path).expect("meta").len();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .and_then(|f| f.set_len(len - (1 << 20)))
+            .expect("cut");
+        let before = std::fs::read(&path).expect("read");
+        assert!(matches!(repair(&path), Err(Error::Corrupt { .. })));
+        assert_eq!(
+            std::fs::read(&path).expect("read"),
+            before,
+            "nothing written"
+        );
+    }
+
+    #[test]
+    fn repair_of_a_clean_disk_does_nothing() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let (path, _) = disk_with_data(dir.path());
+        let before = std::fs::read(&path).expect("read");
+        assert!(repair(&path).expect("repair").actions.is_empty());
+        assert_eq!(std::fs::read(&path).expect("read"), before);
+    }
+
+    #[test]
+    fn repair_restores_a_damaged_copy_at_offset_zero() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let (path, before) = disk_with_data(dir.path());
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .expect("open");
+        std::os::unix::fs::FileExt::write_all_at(&f, &[0xAB; 16], 10).expect("damage");
+        drop(f);
+        assert!(!check(&path, &OpenOptions::new()).expect("check").is_clean());
+        assert_eq!(repair(&path).expect("repair").actions.len(), 1);
+        assert!(check(&path, &OpenOptions::new()).expect("check").is_clean());
+        assert_eq!(content(&path), before);
+    }
+}
