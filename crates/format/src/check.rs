@@ -1,6 +1,6 @@
 //! Validation of an image and its chain that reports every problem found, not only the
 //! first: the structural checks of vhd-util check, DiscUtils' checker and qemu's open,
-//! gathered from vhd-format.md §7.
+//! described in docs/format.md (what vhd-util check, DiscUtils and qemu verify).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -384,7 +384,7 @@ impl From<vhdkit_task::Cancelled> for Error {
 }
 
 impl Error {
-    /// The HRESULT of the Virtual Server API for this error (virtual-server-api.md §4).
+    /// The HRESULT of the Virtual Server API for this error (docs/api.md, "HRESULTs").
     pub fn hresult(&self) -> vhdkit_task::HResult {
         use vhdkit_task::HResult as H;
         match self {

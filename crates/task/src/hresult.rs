@@ -1,7 +1,7 @@
 //! COM-style `HRESULT` codes, as reported by [`TaskHandle::error`](crate::TaskHandle::error).
 //!
 //! The values are those listed in the Virtual Server disk API notes
-//! (`docs/virtual-server-api.md` §4): the standard COM codes, the Win32-derived file
+//! (`docs/api.md`, "HRESULTs"): the standard COM codes, the Win32-derived file
 //! system codes, and the Virtual Server `VM_E_*` codes (facility `0xA004xxxx`).
 
 use std::fmt;

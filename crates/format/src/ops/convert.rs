@@ -2,10 +2,11 @@
 //! flattened, a host drive or a raw image — into a new fixed, dynamic or raw file.
 //!
 //! Crash safety: the destination name appears only when the file is complete and
-//! durable. Everything is written under a temporary name in the destination's
-//! directory; after the last write (and the verification, when asked) the file is
-//! fsynced, renamed into place without replacing anything, and the directory fsynced.
-//! A cancel or an error drops the temporary file: no destination is left behind.
+//! durable. Everything is written into an unnamed file (`O_TMPFILE`) in the
+//! destination's directory — a temporary dot-name where the file system cannot — and
+//! after the last write (and the verification, when asked) the file is fsynced, linked
+//! in under its name without replacing anything, and the directory fsynced
+//! (`image::NewFile`). A cancel, an error or a kill leaves no destination behind.
 
 use std::path::Path;
 use std::time::Instant;

@@ -291,7 +291,7 @@ impl Footer {
         fourcc_to_string(self.creator_host_os)
     }
 
-    /// Every problem with the footer's content, from the checklist of vhd-format.md §7.
+    /// Every problem with the footer's content, from the structure rules of docs/format.md.
     /// `file_len` is the length of the file it came from, when known.
     pub fn validate(&self, file_len: Option<u64>) -> Vec<Problem> {
         let mut p = Vec::new();
