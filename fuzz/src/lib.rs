@@ -14,8 +14,8 @@ use std::sync::Arc;
 
 use vhdkit_format::image::{Backend, Extent, MemBackend, ParentResolver};
 use vhdkit_format::spec::layout::{NewParent, NewSparse};
-use vhdkit_format::spec::locator::{encode_utf16le, ParentLocator, PlatformCode};
-use vhdkit_format::spec::{DiskType, DynamicHeader, Footer, FOOTER_SIZE, HEADER_SIZE};
+use vhdkit_format::spec::locator::PlatformCode;
+use vhdkit_format::spec::{DiskType, Footer};
 use vhdkit_format::{Disk, OpenOptions, Result, VhdFile};
 
 /// Directory of every in-memory file (it does not exist on the host).
@@ -353,7 +353,8 @@ pub fn sparse_image(
 }
 
 /// A differencing disk without blocks whose parent is recorded as `name` with unique id
-/// `parent_id`, reached through exactly the `locators` given (code, path text).
+/// `parent_id`, reached through exactly the `locators` given (code, path text) — built
+/// by the library's one sparse-image builder.
 pub fn child_with_locators(
     size: u64,
     name: &str,
@@ -361,33 +362,16 @@ pub fn child_with_locators(
     locators: &[(PlatformCode, &str)],
     id: [u8; 16],
 ) -> Vec<u8> {
-    let p = ParentInfo {
-        unique_id: parent_id,
+    let parent = NewParent {
+        unique_id: uuid_from(parent_id),
+        timestamp: vhdkit_format::spec::VhdTime(0x2000_0000),
         name: name.to_owned(),
+        locators: locators.iter().map(|&(c, t)| (c, t.to_owned())).collect(),
     };
-    let mut img = sparse_image(size, 1 << 20, Some(&p), id);
-    let footer_at = img.len() - FOOTER_SIZE;
-    let footer = img[footer_at..].to_vec();
-    img.truncate(footer_at);
-    let mut header = DynamicHeader::decode(&img[FOOTER_SIZE..FOOTER_SIZE + HEADER_SIZE])
-        .expect("a header just built");
-    header.locators = [ParentLocator::EMPTY; 8];
-    for (slot, (code, text)) in locators.iter().enumerate().take(8) {
-        let data = encode_utf16le(text);
-        let space = (data.len() as u64).div_ceil(512) * 512;
-        header.locators[slot] = ParentLocator {
-            code: *code,
-            data_space: space as u32,
-            data_length: data.len() as u32,
-            reserved: 0,
-            data_offset: img.len() as u64,
-        };
-        img.extend_from_slice(&data);
-        img.resize(img.len().div_ceil(512) * 512, 0);
-    }
-    img[FOOTER_SIZE..FOOTER_SIZE + HEADER_SIZE].copy_from_slice(&header.encode());
-    img.extend_from_slice(&footer);
-    img
+    let mut new = NewSparse::new(size, 1 << 20, Some(&parent)).expect("a small disk");
+    new.footer.unique_id = uuid_from(id);
+    new.footer.timestamp = vhdkit_format::spec::VhdTime(0x2000_0000);
+    new.image()
 }
 
 fn uuid_from(b: [u8; 16]) -> uuid::Uuid {

@@ -15,6 +15,7 @@ mod mmap;
 pub(crate) mod newfile;
 pub(crate) mod open;
 mod options;
+mod parents;
 pub(crate) mod sparse;
 pub use mmap::Window;
 
@@ -22,13 +23,13 @@ pub use crate::spec::layout::DATA_ALIGNMENT;
 #[cfg(any(test, feature = "testing"))]
 pub use backend::MemBackend;
 pub use backend::{Backend, FileBackend};
-pub use chain::{
-    children_in_folder, parent_candidates, Disk, Extent, FoundBy, FsResolver, ParentCandidate,
-    ParentResolver,
-};
+pub use chain::{Disk, Extent};
 pub use create::{check_create_options, check_create_size, CreateOptions};
 pub use file::{FooterSource, LayerExtent, VhdFile};
 pub(crate) use newfile::sync_dir;
 pub use newfile::NewFile;
+pub use parents::{
+    children_in_folder, parent_candidates, FoundBy, FsResolver, ParentCandidate, ParentResolver,
+};
 
 pub use options::{DiskKind, HostDrives, OpenOptions, DEFAULT_MAX_DEPTH};

@@ -405,18 +405,8 @@ impl VhdFile {
                 // Fits: checked against BAT_ENTRY_UNUSED above.
                 bat.set(block, (at / SECTOR_SIZE) as u32);
             }
-            let mut sectors: Vec<u64> = new_blocks
-                .iter()
-                .map(|&(b, _)| b * 4 / SECTOR_SIZE)
-                .collect();
-            sectors.dedup();
-            for sector in sectors {
-                let (_, bytes) = bat.sector_of(sector * SECTOR_SIZE / 4);
-                let at = s.header.table_offset + sector * SECTOR_SIZE;
-                self.backend
-                    .write_all_at(&bytes, at)
-                    .map_err(io("writing a BAT sector", at))?;
-            }
+            let blocks: Vec<u64> = new_blocks.iter().map(|&(b, _)| b).collect();
+            self.write_bat_sectors(s, &bat, &blocks)?;
         }
         // Step 5.
         self.backend

@@ -1,0 +1,263 @@
+//! Finding a differencing disk's parent: the candidates its locators and parent name
+//! give, in the order they are tried, filtered by the trust policy (`docs/security.md`,
+//! `docs/parent-lookup.md`); the resolvers that open them; and the disks in a folder
+//! that name a given disk as their parent.
+
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+use crate::spec::locator::MAX_LOCATOR_DATA;
+
+use super::file::VhdFile;
+use super::OpenOptions;
+
+/// Finds and opens parents. The file-system resolver is the default; tests and fuzz
+/// targets resolve over an in-memory set of files.
+pub trait ParentResolver {
+    /// Opens `path` read-only, or returns `Ok(None)` if there is no such file.
+    fn open(&self, path: &Path, opts: &OpenOptions) -> Result<Option<VhdFile>>;
+}
+
+/// Resolves parents on the host's file system.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct FsResolver;
+
+impl ParentResolver for FsResolver {
+    fn open(&self, path: &Path, opts: &OpenOptions) -> Result<Option<VhdFile>> {
+        if !path.is_file() {
+            return Ok(None);
+        }
+        match VhdFile::open_regular(path, opts) {
+            Ok(f) => Ok(Some(f)),
+            Err(Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// How a parent was found: where the path came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FoundBy {
+    /// Named by the caller (`--with-parent`, [`OpenOptions::parent`]).
+    Explicit,
+    /// A relative locator (`W2ru`, `Mac `), resolved against the child's folder.
+    RelativeLocator,
+    /// The header's parent name, looked up in the child's own folder.
+    ParentName,
+    /// An absolute locator (`W2ku`, `MacX`) or an absolute parent name, inside the
+    /// child's folder tree.
+    AbsoluteInside,
+    /// An absolute locator or parent name outside the child's folder tree, followed only
+    /// because [`OpenOptions::absolute_parents`] allowed it.
+    AbsoluteOutside,
+}
+
+impl FoundBy {
+    /// Whether an operation may write into a parent found this way without the user
+    /// naming it: every way but an absolute path outside the child's folder tree.
+    pub fn trusted_for_writing(self) -> bool {
+        self != FoundBy::AbsoluteOutside
+    }
+}
+
+/// A place where a child's parent may be.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ParentCandidate {
+    /// The path.
+    pub path: PathBuf,
+    /// Where it came from (for absolute paths: whether it lies inside the child's folder
+    /// tree, judged on the canonical paths).
+    pub found_by: FoundBy,
+}
+
+/// The paths where `child`'s parent may be, in the order they are tried: relative
+/// locators (against the child's directory), the header's parent name in the child's
+/// folder, then absolute locators and an absolute parent name. `docs/parent-lookup.md`
+/// says why this order.
+pub fn parent_candidates(child: &VhdFile) -> Vec<ParentCandidate> {
+    let Some(header) = child.header() else {
+        return Vec::new();
+    };
+    let dir = child
+        .path()
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    let mut relative = Vec::new();
+    let mut absolute = Vec::new();
+    let file_len = child.file_len();
+    for l in header.locators.iter().filter(|l| l.is_used()) {
+        let len = l.data_length.min(MAX_LOCATOR_DATA);
+        if len == 0 || l.data_offset.saturating_add(u64::from(len)) > file_len {
+            continue;
+        }
+        let mut payload = vec![0u8; len as usize];
+        if child
+            .backend()
+            .read_exact_at(&mut payload, l.data_offset)
+            .is_err()
+        {
+            continue;
+        }
+        if let Some(p) = l.decode_path(&payload) {
+            if p.relative {
+                relative.push(dir.join(&p.path));
+            } else {
+                absolute.push(PathBuf::from(&p.path));
+            }
+        }
+    }
+    let name = crate::spec::locator::windows_to_unix(&header.parent_name());
+    let mut by_name = Vec::new();
+    if !name.is_empty() {
+        if let Some(base) = Path::new(&name).file_name() {
+            by_name.push(dir.join(base));
+        }
+        if name.starts_with('/') {
+            absolute.push(PathBuf::from(&name));
+        }
+    }
+    let tree = canonical(if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        &dir
+    });
+    let mut out: Vec<ParentCandidate> = Vec::new();
+    let all = relative
+        .into_iter()
+        .map(|p| (p, FoundBy::RelativeLocator))
+        .chain(by_name.into_iter().map(|p| (p, FoundBy::ParentName)))
+        .chain(absolute.into_iter().map(|p| {
+            let inside = canonical(&p).starts_with(&tree);
+            let how = if inside {
+                FoundBy::AbsoluteInside
+            } else {
+                FoundBy::AbsoluteOutside
+            };
+            (p, how)
+        }));
+    for (p, found_by) in all {
+        let path = normalize(&p);
+        if !out.iter().any(|c| c.path == path) {
+            out.push(ParentCandidate { path, found_by });
+        }
+    }
+    out
+}
+
+/// The VHDs in `path`'s folder (`.vhd` and `.avhd` files, not `path` itself) that are
+/// differencing disks recording `unique_id` as their parent's: the disks that deleting
+/// or rewriting `path` would orphan. Files that cannot be opened are skipped.
+pub fn children_in_folder(path: &Path, unique_id: uuid::Uuid) -> Vec<PathBuf> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let me = canonical(path);
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut out: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.extension()
+                .and_then(|x| x.to_str())
+                .is_some_and(|x| x.eq_ignore_ascii_case("vhd") || x.eq_ignore_ascii_case("avhd"))
+        })
+        .filter(|p| canonical(p) != me)
+        .filter(|p| {
+            VhdFile::open_regular(p, &OpenOptions::new().no_parents(true))
+                .ok()
+                .and_then(|f| f.header().map(|h| h.parent_unique_id))
+                .is_some_and(|id| id == unique_id)
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// Removes `.` components and folds `dir/..` lexically.
+fn normalize(p: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                if !out.pop() {
+                    out.push("..");
+                }
+            }
+            other => out.push(other.as_os_str()),
+        }
+    }
+    out
+}
+
+pub(crate) fn find_parent(
+    child: &VhdFile,
+    explicit: Option<PathBuf>,
+    opts: &OpenOptions,
+    resolver: &dyn ParentResolver,
+    warnings: &mut Vec<String>,
+) -> Result<(VhdFile, FoundBy)> {
+    let header = child.header().expect("differencing disks have a header");
+    let expected = header.parent_unique_id;
+    let candidates = match explicit {
+        Some(path) => vec![ParentCandidate {
+            path,
+            found_by: FoundBy::Explicit,
+        }],
+        None => parent_candidates(child),
+    };
+    let mut tried = Vec::new();
+    let mut refused = Vec::new();
+    let mut mismatch: Option<(VhdFile, FoundBy)> = None;
+    for cand in candidates {
+        if cand.found_by == FoundBy::AbsoluteOutside && !opts.absolute_parents {
+            refused.push(cand.path);
+            continue;
+        }
+        tried.push(cand.path.clone());
+        let Some(parent) = resolver.open(&cand.path, opts)? else {
+            continue;
+        };
+        if parent.footer().unique_id == expected {
+            return Ok((parent, cand.found_by));
+        }
+        if mismatch.is_none() {
+            mismatch = Some((parent, cand.found_by));
+        }
+    }
+    if let Some((parent, found_by)) = mismatch {
+        if opts.ignore_parent_id {
+            warnings.push(format!(
+                "{}: parent {} is not the disk the child was made from (unique id differs); used anyway as asked",
+                child.path().display(),
+                parent.path().display(),
+            ));
+            return Ok((parent, found_by));
+        }
+        return Err(Error::ParentIdMismatch {
+            child: child.path().to_owned(),
+            parent: parent.path().to_owned(),
+            expected,
+        });
+    }
+    let name = header.parent_name();
+    Err(Error::ParentNotFound {
+        child: child.path().to_owned(),
+        name: if name.is_empty() {
+            "(no parent name recorded)".into()
+        } else {
+            name
+        },
+        tried,
+        refused,
+    })
+}
+
+pub(crate) fn canonical(p: &Path) -> PathBuf {
+    std::fs::canonicalize(p).unwrap_or_else(|_| p.to_owned())
+}
