@@ -1,11 +1,13 @@
 //! What people read: `info` sizes as `qemu-img info` writes them (`1 GiB (1073741824
 //! bytes)`), the real file size of an image missing its end footer, `1 block` in the
-//! singular.
+//! singular; shell completions and the manual page generated from the command
+//! definition.
 
 mod common;
 
 use std::ffi::OsStr;
 use std::path::Path;
+use std::process::{Command, Stdio};
 
 use common::*;
 
@@ -116,4 +118,140 @@ fn operation_summary_says_1_block_in_the_singular_and_human_sizes() {
         .expect("1 block");
     assert!(human.ends_with("B"), "{line}");
     assert!(rest.contains(" bytes) merged into the parent"), "{line}");
+}
+
+// --- completions and man ---------------------------------------------------------------
+
+/// The subcommands `vhdkit --help` lists.
+fn subcommands() -> Vec<String> {
+    let help = vhdkit(["--help"]).ok().stdout_str();
+    let list = help
+        .split("Commands:")
+        .nth(1)
+        .expect("a Commands: section")
+        .split("\n\n")
+        .next()
+        .expect("its lines");
+    let names: Vec<String> = list
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|n| *n != "help")
+        .map(str::to_owned)
+        .collect();
+    assert!(names.len() >= 14, "{names:?}");
+    names
+}
+
+#[test]
+fn bash_completion_mentions_every_subcommand() {
+    let script = vhdkit(["completions", "bash"]).ok().stdout_str();
+
+    assert!(script.contains("complete -F _vhdkit"), "a bash completion");
+    let top_level = script
+        .lines()
+        .find(|l| l.trim_start().starts_with("opts=\"-h -V"))
+        .expect("the top-level word list");
+    for name in subcommands() {
+        assert!(
+            top_level
+                .split_whitespace()
+                .any(|w| w.trim_matches('"') == name),
+            "bash completion does not offer {name}: {top_level}"
+        );
+        assert!(
+            script.contains(&format!("vhdkit,{name})")),
+            "bash completion has no case for {name}"
+        );
+    }
+    assert!(script.contains("--json"), "options too");
+}
+
+#[test]
+fn bash_completion_script_is_valid_bash() {
+    let script = vhdkit(["completions", "bash"]).ok().stdout;
+    let Ok(mut bash) = Command::new("bash")
+        .args(["-n", "/dev/stdin"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+    else {
+        eprintln!("note: bash is missing; skipping the syntax check");
+        return;
+    };
+    use std::io::Write;
+    bash.stdin
+        .take()
+        .expect("stdin")
+        .write_all(&script)
+        .expect("feed bash");
+    let o = bash.wait_with_output().expect("bash -n");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+#[test]
+fn zsh_and_fish_completions_name_the_subcommands() {
+    for shell in ["zsh", "fish"] {
+        let script = vhdkit(["completions", shell]).ok().stdout_str();
+        for name in subcommands() {
+            assert!(script.contains(&name), "{shell} completion lacks {name}");
+        }
+    }
+}
+
+#[test]
+fn completions_for_an_unknown_shell_is_a_usage_error() {
+    let r = vhdkit(["completions", "tcsh"]);
+
+    assert_eq!(r.code, EXIT_USAGE, "{}", r.stderr);
+}
+
+#[test]
+fn man_page_is_roff_with_a_title_and_every_subcommand() {
+    let page = vhdkit(["man"]).ok().stdout_str();
+
+    // The first request after clap_mangen's string definitions is the title.
+    let first = page
+        .lines()
+        .find(|l| !l.starts_with(".ie") && !l.starts_with(".el"))
+        .expect("a line");
+    assert!(first.starts_with(".TH vhdkit 1"), "{first}");
+    for section in ["NAME", "SYNOPSIS", "COMMANDS", "\"EXIT STATUS\""] {
+        assert!(page.contains(&format!("\n.SH {section}\n")), "{section}");
+    }
+    for name in subcommands() {
+        assert!(
+            page.contains(&format!("\n.SS vhdkit {name}\n")),
+            "the page lacks a section for {name}"
+        );
+    }
+}
+
+#[test]
+fn man_page_renders_with_man_when_it_is_installed() {
+    let page = vhdkit(["man"]).ok().stdout;
+    let Ok(mut man) = Command::new("man")
+        .args(["-l", "-"])
+        .env("MANPAGER", "cat")
+        .env("MANWIDTH", "80")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+    else {
+        eprintln!("note: man is missing; the roff text was checked alone");
+        return;
+    };
+    use std::io::Write;
+    man.stdin
+        .take()
+        .expect("stdin")
+        .write_all(&page)
+        .expect("feed man");
+    let o = man.wait_with_output().expect("man -l -");
+    let text = String::from_utf8_lossy(&o.stdout);
+
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(text.contains("EXIT STATUS"), "{text}");
+    assert!(text.contains("vhdkit merge-to"), "{text}");
 }

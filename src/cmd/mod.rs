@@ -4,6 +4,7 @@ mod check;
 mod compare;
 mod create;
 mod errors;
+mod generate;
 mod human;
 mod info;
 mod json;
@@ -67,6 +68,10 @@ enum Command {
     MergeTo(ops::MergeToArgs),
     /// Serve the disk over NBD (Unix socket by default) until SIGINT or SIGTERM.
     Serve(serve::ServeArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(generate::CompletionsArgs),
+    /// Print the manual page (roff) on stdout: `vhdkit man | man -l -`.
+    Man(generate::ManArgs),
 }
 
 impl Cli {
@@ -86,6 +91,7 @@ impl Cli {
             Command::Merge(a) => a.run.wants_json(),
             Command::MergeTo(a) => a.run.wants_json(),
             Command::Serve(a) => a.json,
+            Command::Completions(_) | Command::Man(_) => false,
         }
     }
 }
@@ -331,5 +337,7 @@ fn run(cli: Cli) -> Result<u8, CliError> {
         Command::Merge(a) => ops::merge(a),
         Command::MergeTo(a) => ops::merge_to(a),
         Command::Serve(a) => serve::run(a),
+        Command::Completions(a) => generate::completions(a),
+        Command::Man(a) => generate::man(a),
     }
 }
