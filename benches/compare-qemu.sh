@@ -398,7 +398,7 @@ if want scale; then
             for n in 1 2; do
                 rm -f "$out"
                 TIMED_STDOUT=$T/report.json timed "scale.$name.$n" env RAYON_NUM_THREADS=$n "${cmd[@]}"
-                python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["phases"][sys.argv[2]])' \
+                python3 -c 'import json,sys; print({p["name"]: p["seconds"] for p in json.load(open(sys.argv[1]))["phases"]}[sys.argv[2]])' \
                     "$T/report.json" "$phase" >>"$T/times/scale.$name.$phase.$n"
             done
         done

@@ -333,6 +333,8 @@ fn run(args: &[&str]) -> Outcome {
     }
 }
 
+/// `cmd` exited 0, 1 or 3, without panic or allocation failure; on 3 with one line on
+/// stderr: `vhdkit: …`, or with `--json` one JSON error object.
 fn assert_clean_outcome(case: &str, cmd: &str, o: &Outcome) {
     assert!(
         [0, 1, 3].contains(&o.code),
@@ -358,8 +360,10 @@ fn assert_clean_outcome(case: &str, cmd: &str, o: &Outcome) {
             "{case}: {cmd}: one line on stderr: {}",
             o.stderr
         );
+        let json_error = serde_json::from_str::<serde_json::Value>(lines[0])
+            .is_ok_and(|v| v["message"].is_string() && v["kind"].is_string());
         assert!(
-            lines[0].starts_with("vhdkit: "),
+            lines[0].starts_with("vhdkit: ") || json_error,
             "{case}: {cmd}: {}",
             o.stderr
         );

@@ -176,7 +176,15 @@ fn assert_open_behaviour(c: &Case) {
     }
     match c.open {
         Open::Fails(text) => {
-            for (cmd, r) in [("info", &info), ("read", &read), ("map", &map)] {
+            let err = assert_failed_json(&info, EXIT_FAILED);
+            let message = err["message"].as_str().unwrap_or_default();
+            assert!(
+                message.contains(text),
+                "info --json {}: should say {text:?}: {err}",
+                c.file
+            );
+            assert!(info.stdout.is_empty(), "info {}: no output", c.file);
+            for (cmd, r) in [("read", &read), ("map", &map)] {
                 let line = assert_failed_one_line(r);
                 assert!(
                     line.contains(text),

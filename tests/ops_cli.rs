@@ -99,6 +99,7 @@ fn file_len(path: &Path) -> u64 {
 
 /// The fields every report carries, with the types the contract gives them.
 fn assert_report_shape(r: &Value, operation: &str, path: &Path) {
+    assert_eq!(r["schema"], 1, "{r}");
     assert_eq!(r["operation"], operation, "{r}");
     assert_eq!(r["path"], p(path), "{r}");
     for k in [
@@ -115,21 +116,26 @@ fn assert_report_shape(r: &Value, operation: &str, path: &Path) {
     }
     assert!(r["verified"].is_boolean(), "{r}");
     assert!(r["elapsed"].as_f64().is_some_and(|s| s >= 0.0), "{r}");
-    assert!(r["phases"].is_object(), "{r}");
+    assert!(r["phases"].is_array(), "{r}");
 }
 
-/// The report's phases are exactly `names` (in any order), in seconds that add up to
-/// at most the whole run.
+/// The report's phases are exactly `names`, in that order (the order they ran), in
+/// seconds that add up to at most the whole run.
 fn assert_phases(r: &Value, names: &[&str]) {
-    let phases = r["phases"].as_object().expect("phases");
-    let mut got: Vec<&str> = phases.keys().map(String::as_str).collect();
-    let mut want = names.to_vec();
-    got.sort_unstable();
-    want.sort_unstable();
-    assert_eq!(got, want, "{r}");
+    let phases = r["phases"].as_array().expect("phases");
+    let got: Vec<&str> = phases
+        .iter()
+        .map(|p| p["name"].as_str().expect("name"))
+        .collect();
+    assert_eq!(got, names, "{r}");
     let sum: f64 = phases
-        .values()
-        .map(|v| v.as_f64().filter(|s| *s >= 0.0).expect("seconds"))
+        .iter()
+        .map(|p| {
+            p["seconds"]
+                .as_f64()
+                .filter(|s| *s >= 0.0)
+                .expect("seconds")
+        })
         .sum();
     assert!(sum <= r["elapsed"].as_f64().expect("elapsed") + 1e-6, "{r}");
 }
@@ -298,16 +304,20 @@ fn progress_lines(args: &[&str]) -> Vec<Value> {
 fn assert_progress_stream(lines: &[Value]) {
     assert!(lines.len() >= 2, "{lines:?}");
     for l in lines {
+        assert_eq!(l["schema"], 1, "{l}");
         for k in [
             "task_id",
-            "blocks_done",
-            "blocks_total",
-            "bytes_done",
-            "bytes_total",
+            "phase_blocks_done",
+            "phase_blocks_total",
+            "phase_bytes_done",
+            "phase_bytes_total",
             "percent",
+            "lost",
         ] {
             assert!(l[k].is_u64(), "{k}: {l}");
         }
+        // `blocks_total` means one thing, the report's: phase counters are named so.
+        assert!(l.get("blocks_total").is_none(), "{l}");
         assert!(l["phase"].is_string(), "{l}");
         assert!(l["final"].is_boolean(), "{l}");
         assert!(l["percent"].as_u64().unwrap() <= 100);
@@ -326,7 +336,8 @@ fn assert_progress_stream(lines: &[Value]) {
         "one final event, last"
     );
     assert_eq!(last["final"], true);
-    assert_eq!(last["result"], "Success");
+    assert_eq!(last["result"], "success");
+    assert!(rest.iter().all(|l| l["result"].is_null()), "{rest:?}");
     assert_eq!(last["percent"], 100);
     assert_eq!(last["phase"], "finish");
     let id = &lines[0]["task_id"];
@@ -369,7 +380,7 @@ fn progress_json_prints_event_lines_ending_with_the_final_event() {
         let bulk: Vec<&Value> = lines.iter().filter(|l| l["phase"] == main).collect();
         assert!(!bulk.is_empty(), "{args:?}: no {main} events");
         let last = bulk.last().unwrap();
-        assert!(last["blocks_done"].as_u64() <= last["blocks_total"].as_u64());
+        assert!(last["phase_blocks_done"].as_u64() <= last["phase_blocks_total"].as_u64());
     }
 }
 
@@ -429,7 +440,18 @@ fn convert_interrupted_with_sigint_exits_130_and_leaves_no_destination() {
 
     assert_eq!(code, Some(130), "{stderr}");
     assert!(stderr.contains("\"final\":true"), "{stderr}");
-    assert!(stderr.contains("cancelled"), "{stderr}");
+    // With --progress json the cancel is reported as a JSON error, the stream's last line.
+    let last: Value = serde_json::from_str(stderr.lines().last().expect("a line"))
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {stderr}"));
+    assert_eq!(last["kind"], "cancelled", "{last}");
+    assert_eq!(last["exit_code"], 130, "{last}");
+    assert!(
+        last["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("cancelled by SIGINT")),
+        "{last}"
+    );
+    assert!(last["state"].is_string(), "what it left: {last}");
     assert!(!dst.exists());
     let left: Vec<_> = std::fs::read_dir(&out).expect("read dir").collect();
     assert!(left.is_empty(), "left behind: {left:?}");

@@ -115,7 +115,7 @@ fn assert_big_empty_image(rel: &str) {
     let map = vhdkit(["map".as_ref(), disk.as_os_str(), "--json".as_ref()])
         .ok()
         .json();
-    let rows = map.as_array().expect("array");
+    let rows = map["rows"].as_array().expect("rows");
     assert!(
         rows.iter().all(|r| r["kind"] == "zero"),
         "no data in an empty disk"
@@ -280,7 +280,7 @@ fn realworld_fat_differential_with_explicit_parent_reads_marked_sectors() {
     ])
     .ok();
     let mut own_sectors = Vec::new();
-    for row in r.json().as_array().expect("array") {
+    for row in r.json()["rows"].as_array().expect("rows") {
         if row["kind"] == "allocated" {
             let start = row["start"].as_u64().expect("start") / 512;
             let len = row["length"].as_u64().expect("length") / 512;

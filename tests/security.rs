@@ -371,8 +371,8 @@ fn map_of_a_block_with_an_alternating_bitmap_streams() {
     }
     // And the rows are right.
     let r = vhdkit(args(&[&"map", &p, &"--json"]));
-    let rows = r.json();
-    let rows = rows.as_array().expect("array");
+    let doc = r.json();
+    let rows = doc["rows"].as_array().expect("rows");
     assert_eq!(rows.len(), 1 << 19);
     assert_eq!(rows[0]["kind"], "allocated");
     assert_eq!(rows[1]["kind"], "zero");

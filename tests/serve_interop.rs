@@ -52,7 +52,7 @@ fn serve_nbdinfo_map_shows_the_holes_of_the_chain() {
     ]))
     .expect("map JSON");
     let mut want: Vec<(u64, u64, u64)> = Vec::new();
-    for row in map.as_array().expect("rows") {
+    for row in map["rows"].as_array().expect("rows") {
         let t = if row["kind"] == "zero" { 3 } else { 0 };
         let (s, l) = (
             row["start"].as_u64().expect("start"),

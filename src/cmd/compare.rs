@@ -25,12 +25,12 @@ use std::path::PathBuf;
 
 use clap::Args;
 use rayon::prelude::*;
-use serde_json::json;
+use serde::Serialize;
 use vhdkit_format::image::{Extent, Window};
 use vhdkit_format::ops::is_zero;
 use vhdkit_format::Disk;
 
-use super::{print_json, terminal, CliError, OpenArgs, SourceArgs, EXIT_DIFFERENT, EXIT_OK};
+use super::{json, terminal, CliError, OpenArgs, SourceArgs, EXIT_DIFFERENT, EXIT_OK};
 
 /// Virtual bytes planned (extents of both sides) and compared per step.
 const WINDOW: u64 = 64 << 20;
@@ -48,11 +48,23 @@ pub struct CompareArgs {
     /// Print the verdict as JSON: identical, first_difference (the first differing
     /// 512-byte sector's offset, or null), size_a, size_b, schema.
     #[arg(long)]
-    json: bool,
+    pub(super) json: bool,
     #[command(flatten)]
     source: SourceArgs,
     #[command(flatten)]
     open: OpenArgs,
+}
+
+/// What `compare --json` prints (docs/json.md).
+#[derive(Debug, Serialize)]
+struct Verdict {
+    schema: u32,
+    identical: bool,
+    /// The first differing 512-byte sector's offset; `None` when identical or when the
+    /// sizes differ.
+    first_difference: Option<u64>,
+    size_a: u64,
+    size_b: u64,
 }
 
 pub fn run(args: CompareArgs) -> Result<u8, CliError> {
@@ -68,13 +80,13 @@ pub fn run(args: CompareArgs) -> Result<u8, CliError> {
     };
     let identical = sa == sb && first.is_none();
     if args.json {
-        print_json(&json!({
-            "identical": identical,
-            "first_difference": first,
-            "size_a": sa,
-            "size_b": sb,
-            "schema": 1,
-        }))?;
+        json::print(&Verdict {
+            schema: json::SCHEMA,
+            identical,
+            first_difference: first,
+            size_a: sa,
+            size_b: sb,
+        })?;
     } else if sa != sb {
         terminal::line(format!(
             "Image size mismatch: {} is {sa} bytes, {} is {sb} bytes",

@@ -45,7 +45,7 @@ pub struct CreateArgs {
     #[arg(long)]
     sparse: bool,
     #[command(flatten)]
-    run: RunArgs,
+    pub(super) run: RunArgs,
 }
 
 fn usage(msg: &str) -> CliError {

@@ -1,13 +1,14 @@
-//! `vhdkit info`.
+//! `vhdkit info`: one [`Info`] built from the disk, printed as JSON or as text.
 
 use std::path::{Path, PathBuf};
 
 use clap::Args;
-use serde_json::{json, Value};
-use vhdkit_format::image::VhdFile;
+use serde::Serialize;
+use vhdkit_format::image::{FooterSource, ParentCandidate, VhdFile};
 use vhdkit_format::{Disk, DiskKind, Error, OpenOptions};
 
-use super::{print_json, terminal, CliError, OpenArgs, EXIT_OK};
+use super::human::{count, size_and_bytes};
+use super::{json, terminal, CliError, OpenArgs, EXIT_OK};
 
 #[derive(Debug, Args)]
 pub struct InfoArgs {
@@ -15,9 +16,93 @@ pub struct InfoArgs {
     path: PathBuf,
     /// Print JSON.
     #[arg(long)]
-    json: bool,
+    pub(super) json: bool,
     #[command(flatten)]
     open: OpenArgs,
+}
+
+/// What `info` says about a disk (`info --json`; docs/json.md).
+#[derive(Debug, Serialize)]
+struct Info {
+    schema: u32,
+    path: PathBuf,
+    disk_type: &'static str,
+    vm_hard_disk_type: Option<u32>,
+    virtual_size: u64,
+    /// The file's length on disk now (not where the footer should be).
+    file_size: u64,
+    block_size: Option<u64>,
+    bitmap_size: Option<u64>,
+    allocated_blocks: Option<u64>,
+    max_table_entries: Option<u32>,
+    creator_app: String,
+    creator_version: String,
+    creator_host_os: String,
+    timestamp: String,
+    original_size: u64,
+    geometry: Geometry,
+    footer_disk_type: u32,
+    unique_id: String,
+    saved_state: bool,
+    footer_source: FooterSource,
+    host_free_disk_space: Option<u64>,
+    parent: Option<Parent>,
+    host_drive: Option<HostDrive>,
+    chain: Vec<Layer>,
+    warnings: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct Geometry {
+    cylinders: u16,
+    heads: u8,
+    sectors_per_track: u8,
+    capacity: u64,
+}
+
+/// A differencing disk's parent: what the child records and what was found.
+#[derive(Debug, Serialize)]
+struct Parent {
+    name: String,
+    unique_id: String,
+    timestamp: String,
+    path: Option<PathBuf>,
+    found: bool,
+    error: Option<String>,
+    locators: Vec<Locator>,
+    candidates: Vec<ParentCandidate>,
+}
+
+#[derive(Debug, Serialize)]
+struct Locator {
+    code: String,
+    data_offset: u64,
+    data_length: u32,
+    data_space: u32,
+}
+
+#[derive(Debug, Serialize)]
+struct HostDrive {
+    device: PathBuf,
+    read_only: bool,
+    device_size: u64,
+    identity_crc32: String,
+}
+
+/// One level of the chain, the disk itself first.
+#[derive(Debug, Serialize)]
+struct Layer {
+    path: PathBuf,
+    disk_type: &'static str,
+    virtual_size: u64,
+    file_size: u64,
+    unique_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    block_size: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    allocated_blocks: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_table_entries: Option<u32>,
 }
 
 pub fn run(a: InfoArgs) -> Result<u8, CliError> {
@@ -40,188 +125,201 @@ pub fn run(a: InfoArgs) -> Result<u8, CliError> {
         }
         Err(e) => return Err(e.into()),
     };
-    let v = describe(&disk, chain_error.as_ref(), &a.path);
+    let info = describe(&disk, chain_error.as_ref(), &a.path);
     if a.json {
-        print_json(&v)?;
+        json::print(&info)?;
     } else {
-        print_text(&v)?;
+        print_text(&info)?;
     }
     Ok(EXIT_OK)
 }
 
-fn layer_json(f: &VhdFile) -> Value {
-    let footer = f.footer();
-    let mut v = json!({
-        "path": f.path(),
-        "disk_type": f.kind().name(),
-        "virtual_size": f.virtual_size(),
-        "file_size": f.file_len(),
-        "unique_id": footer.unique_id.to_string(),
-    });
-    if let Some(h) = f.header() {
-        v["block_size"] = json!(h.block_size);
-        v["allocated_blocks"] = json!(f.allocated_blocks());
-        v["max_table_entries"] = json!(h.max_table_entries);
+/// The length of the file at `f.path()` as the file system has it: the size shown. A
+/// file whose footer is missing at the end (opened from its copy at offset 0) is
+/// shorter than where its footer belongs; `file_len` would give the latter. Anything
+/// but a regular file (a VHD on a block device) falls back to the length opened.
+fn real_file_size(f: &VhdFile) -> u64 {
+    match std::fs::metadata(f.path()) {
+        Ok(m) if m.is_file() => m.len(),
+        _ => f.file_len(),
     }
-    v
 }
 
-fn describe(disk: &Disk, chain_error: Option<&Error>, path: &Path) -> Value {
+fn layer(f: &VhdFile) -> Layer {
+    let header = f.header();
+    Layer {
+        path: f.path().to_owned(),
+        disk_type: f.kind().name(),
+        virtual_size: f.virtual_size(),
+        file_size: real_file_size(f),
+        unique_id: f.footer().unique_id.to_string(),
+        block_size: header.map(|h| u64::from(h.block_size)),
+        allocated_blocks: header.map(|_| f.allocated_blocks()),
+        max_table_entries: header.map(|h| h.max_table_entries),
+    }
+}
+
+fn describe(disk: &Disk, chain_error: Option<&Error>, path: &Path) -> Info {
     let top = disk.top();
     let footer = top.footer();
     let kind = top.kind();
-    let mut v = json!({
-        "path": path,
-        "disk_type": kind.name(),
-        "vm_hard_disk_type": kind.vm_hard_disk_type(),
-        "virtual_size": top.virtual_size(),
-        "file_size": top.file_len(),
-        "block_size": top.block_size(),
-        "bitmap_size": top.bitmap_size(),
-        "allocated_blocks": top.header().map(|_| top.allocated_blocks()),
-        "max_table_entries": top.header().map(|h| h.max_table_entries),
-        "creator_app": footer.creator_app_string(),
-        "creator_version": format!("{}.{}", footer.creator_version >> 16, footer.creator_version & 0xFFFF),
-        "creator_host_os": footer.creator_host_os_string(),
-        "timestamp": footer.timestamp.to_rfc3339(),
-        "original_size": footer.original_size,
-        "geometry": {
-            "cylinders": footer.geometry.cylinders,
-            "heads": footer.geometry.heads,
-            "sectors_per_track": footer.geometry.sectors_per_track,
-            "capacity": footer.geometry.capacity(),
+    let parent = match (kind, top.header()) {
+        (DiskKind::Differencing, Some(h)) => {
+            let found = disk.layers().get(1);
+            Some(Parent {
+                name: h.parent_name(),
+                unique_id: h.parent_unique_id.to_string(),
+                timestamp: h.parent_timestamp.to_rfc3339(),
+                path: found.map(|p| p.path().to_owned()),
+                found: found.is_some(),
+                error: chain_error.map(|e| e.to_string()),
+                locators: h
+                    .locators
+                    .iter()
+                    .filter(|l| l.is_used())
+                    .map(|l| Locator {
+                        code: l.code.to_string(),
+                        data_offset: l.data_offset,
+                        data_length: l.data_length,
+                        data_space: l.data_space,
+                    })
+                    .collect(),
+                candidates: vhdkit_format::image::parent_candidates(top),
+            })
+        }
+        _ => None,
+    };
+    Info {
+        schema: json::SCHEMA,
+        path: path.to_owned(),
+        disk_type: kind.name(),
+        vm_hard_disk_type: kind.vm_hard_disk_type(),
+        virtual_size: top.virtual_size(),
+        file_size: real_file_size(top),
+        block_size: top.block_size(),
+        bitmap_size: top.bitmap_size(),
+        allocated_blocks: top.header().map(|_| top.allocated_blocks()),
+        max_table_entries: top.header().map(|h| h.max_table_entries),
+        creator_app: footer.creator_app_string(),
+        creator_version: format!(
+            "{}.{}",
+            footer.creator_version >> 16,
+            footer.creator_version & 0xFFFF
+        ),
+        creator_host_os: footer.creator_host_os_string(),
+        timestamp: footer.timestamp.to_rfc3339(),
+        original_size: footer.original_size,
+        geometry: Geometry {
+            cylinders: footer.geometry.cylinders,
+            heads: footer.geometry.heads,
+            sectors_per_track: footer.geometry.sectors_per_track,
+            capacity: footer.geometry.capacity(),
         },
-        "footer_disk_type": footer.disk_type.code(),
-        "unique_id": footer.unique_id.to_string(),
-        "saved_state": footer.saved_state != 0,
-        "footer_source": top.footer_source(),
-        "host_free_disk_space": path.parent().and_then(|p| {
-            let p = if p.as_os_str().is_empty() { Path::new(".") } else { p };
+        footer_disk_type: footer.disk_type.code(),
+        unique_id: footer.unique_id.to_string(),
+        saved_state: footer.saved_state != 0,
+        footer_source: top.footer_source(),
+        host_free_disk_space: path.parent().and_then(|p| {
+            let p = if p.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                p
+            };
             fs4::available_space(p).ok()
         }),
-        "parent": Value::Null,
-        "host_drive": Value::Null,
-        "chain": disk.layers().iter().map(layer_json).collect::<Vec<_>>(),
-        "warnings": disk.warnings(),
-    });
-    if kind == DiskKind::Differencing {
-        let h = top.header().expect("differencing disks have a header");
-        let found = disk.layers().get(1);
-        v["parent"] = json!({
-            "name": h.parent_name(),
-            "unique_id": h.parent_unique_id.to_string(),
-            "timestamp": h.parent_timestamp.to_rfc3339(),
-            "path": found.map(|p| p.path().to_owned()),
-            "found": found.is_some(),
-            "error": chain_error.map(|e| e.to_string()),
-            "locators": h.locators.iter().filter(|l| l.is_used()).map(|l| json!({
-                "code": l.code.to_string(),
-                "data_offset": l.data_offset,
-                "data_length": l.data_length,
-                "data_space": l.data_space,
-            })).collect::<Vec<_>>(),
-            "candidates": vhdkit_format::image::parent_candidates(top),
-        });
+        parent,
+        host_drive: top.host_drive().map(|(h, device)| HostDrive {
+            device,
+            read_only: h.read_only(),
+            device_size: h.device_size,
+            identity_crc32: format!("{:08x}", h.identity_crc),
+        }),
+        chain: disk.layers().iter().map(layer).collect(),
+        warnings: disk.warnings(),
     }
-    if let Some((h, device)) = top.host_drive() {
-        v["host_drive"] = json!({
-            "device": device,
-            "read_only": h.read_only(),
-            "device_size": h.device_size,
-            "identity_crc32": format!("{:08x}", h.identity_crc),
-        });
-    }
-    v
 }
 
-fn print_text(v: &Value) -> Result<(), CliError> {
-    let s = |k: &str| match &v[k] {
-        Value::String(s) => s.clone(),
-        Value::Null => "-".into(),
-        other => other.to_string(),
-    };
-    terminal::line(format!("path:              {}", s("path")))?;
-    terminal::line(format!("disk type:         {}", s("disk_type")))?;
-    terminal::line(format!("virtual size:      {} bytes", s("virtual_size")))?;
-    terminal::line(format!("file size:         {} bytes", s("file_size")))?;
-    if !v["block_size"].is_null() {
-        terminal::line(format!("block size:        {} bytes", s("block_size")))?;
-        terminal::line(format!(
-            "allocated blocks:  {} of {}",
-            s("allocated_blocks"),
-            s("max_table_entries")
-        ))?;
+/// The text form: one `label: value` line per fact, sizes as `4 MiB (4194304 bytes)`.
+fn print_text(i: &Info) -> Result<(), CliError> {
+    let line = |label: &str, value: String| terminal::line(format!("{label:<19}{value}"));
+    line("path:", i.path.display().to_string())?;
+    line("disk type:", i.disk_type.to_owned())?;
+    line("virtual size:", size_and_bytes(i.virtual_size))?;
+    line("file size:", size_and_bytes(i.file_size))?;
+    if let Some(b) = i.block_size {
+        line("block size:", size_and_bytes(b))?;
     }
-    terminal::line(format!(
-        "creator:           {} {} ({})",
-        s("creator_app"),
-        s("creator_version"),
-        s("creator_host_os")
-    ))?;
-    terminal::line(format!("created:           {}", s("timestamp")))?;
-    let g = &v["geometry"];
-    terminal::line(format!(
-        "geometry (CHS):    {}/{}/{} ({} bytes)",
-        g["cylinders"], g["heads"], g["sectors_per_track"], g["capacity"]
-    ))?;
-    terminal::line(format!("unique id:         {}", s("unique_id")))?;
-    if v["saved_state"] == Value::Bool(true) {
-        terminal::line("saved state:       yes")?;
+    if let (Some(n), Some(max)) = (i.allocated_blocks, i.max_table_entries) {
+        line("allocated blocks:", format!("{n} of {max}"))?;
     }
-    if v["footer_source"] != "end" {
-        terminal::line(format!("footer used:       {}", s("footer_source")))?;
+    line(
+        "creator:",
+        format!(
+            "{} {} ({})",
+            i.creator_app, i.creator_version, i.creator_host_os
+        ),
+    )?;
+    line("created:", i.timestamp.clone())?;
+    let g = &i.geometry;
+    line(
+        "geometry (CHS):",
+        format!(
+            "{}/{}/{}, capacity {}",
+            g.cylinders,
+            g.heads,
+            g.sectors_per_track,
+            size_and_bytes(g.capacity)
+        ),
+    )?;
+    line("unique id:", i.unique_id.clone())?;
+    if i.saved_state {
+        line("saved state:", "yes".into())?;
     }
-    if let Value::Object(p) = &v["parent"] {
-        terminal::line(format!(
-            "parent name:       {}",
-            p["name"].as_str().unwrap_or("")
-        ))?;
-        terminal::line(format!(
-            "parent unique id:  {}",
-            p["unique_id"].as_str().unwrap_or("")
-        ))?;
-        match (&p["path"], &p["error"]) {
-            (Value::String(path), _) => terminal::line(format!("parent path:       {path}"))?,
-            (_, Value::String(e)) => {
-                terminal::line(format!("parent:            NOT RESOLVED: {e}"))?
-            }
-            _ => {}
+    if i.footer_source != FooterSource::End {
+        // Spelled as in the JSON.
+        let source = serde_json::to_value(i.footer_source)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        line("footer used:", source)?;
+    }
+    if let Some(p) = &i.parent {
+        line("parent name:", p.name.clone())?;
+        line("parent unique id:", p.unique_id.clone())?;
+        match (&p.path, &p.error) {
+            (Some(path), _) => line("parent path:", path.display().to_string())?,
+            (None, Some(e)) => line("parent:", format!("NOT RESOLVED: {e}"))?,
+            (None, None) => {}
         }
     }
-    if let Value::Object(h) = &v["host_drive"] {
-        terminal::line(format!(
-            "host drive:        {} ({} bytes{})",
-            h["device"].as_str().unwrap_or(""),
-            h["device_size"],
-            if h["read_only"] == Value::Bool(true) {
-                ", read-only"
-            } else {
-                ""
-            }
-        ))?;
+    if let Some(h) = &i.host_drive {
+        line(
+            "host drive:",
+            format!(
+                "{} ({}{})",
+                h.device.display(),
+                size_and_bytes(h.device_size),
+                if h.read_only { ", read-only" } else { "" }
+            ),
+        )?;
     }
-    if let Value::Array(chain) = &v["chain"] {
-        if chain.len() > 1 {
-            terminal::line("chain:")?;
-            for (i, l) in chain.iter().enumerate() {
-                // Fixed disks have no blocks: say only what they are.
-                let blocks = match l["allocated_blocks"].as_u64() {
-                    Some(1) => ", 1 block allocated".to_string(),
-                    Some(n) => format!(", {n} blocks allocated"),
-                    None => String::new(),
-                };
-                terminal::line(format!(
-                    "  {i}: {} ({}{blocks})",
-                    l["path"].as_str().unwrap_or(""),
-                    l["disk_type"].as_str().unwrap_or(""),
-                ))?;
-            }
+    if i.chain.len() > 1 {
+        terminal::line("chain:")?;
+        for (n, l) in i.chain.iter().enumerate() {
+            // Fixed disks have no blocks: say only what they are.
+            let blocks = l
+                .allocated_blocks
+                .map(|b| format!(", {} allocated", count(b, "block")))
+                .unwrap_or_default();
+            terminal::line(format!(
+                "  {n}: {} ({}{blocks})",
+                l.path.display(),
+                l.disk_type
+            ))?;
         }
     }
-    if let Value::Array(w) = &v["warnings"] {
-        for w in w {
-            terminal::line(format!("warning:           {}", w.as_str().unwrap_or("")))?;
-        }
+    for w in &i.warnings {
+        line("warning:", w.clone())?;
     }
     Ok(())
 }

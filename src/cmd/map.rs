@@ -11,7 +11,7 @@ use serde::Serialize;
 use vhdkit_format::image::Extent;
 use vhdkit_format::Disk;
 
-use super::{CliError, OpenArgs, EXIT_OK};
+use super::{json, CliError, OpenArgs, EXIT_OK};
 
 /// Virtual bytes mapped per step.
 const WINDOW: u64 = 16 << 20;
@@ -20,14 +20,14 @@ const WINDOW: u64 = 16 << 20;
 pub struct MapArgs {
     /// The disk.
     path: PathBuf,
-    /// Print JSON.
+    /// Print JSON: `{"schema": 1, "rows": [...]}`, the rows streamed as they are found.
     #[arg(long)]
-    json: bool,
+    pub(super) json: bool,
     #[command(flatten)]
     open: OpenArgs,
 }
 
-/// One row of the map (`map --json` prints an array of these; docs/json.md).
+/// One row of the map (`map --json` prints a `rows` array of these; docs/json.md).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 struct Row<'a> {
     start: u64,
@@ -111,7 +111,8 @@ pub fn run(a: MapArgs) -> Result<u8, CliError> {
     Ok(EXIT_OK)
 }
 
-/// Prints rows as they come: an aligned table, or a JSON array.
+/// Prints rows as they come: an aligned table, or a JSON document whose `rows` array is
+/// written row by row (memory stays bounded; the document is complete only at the end).
 struct Printer<W: Write> {
     out: W,
     json: bool,
@@ -125,7 +126,7 @@ impl<W: Write> Printer<W> {
 
     fn begin(&mut self) -> Result<(), CliError> {
         let r = if self.json {
-            write!(self.out, "[")
+            write!(self.out, "{{\"schema\":{},\"rows\":[", json::SCHEMA)
         } else {
             writeln!(
                 self.out,
@@ -139,7 +140,7 @@ impl<W: Write> Printer<W> {
     fn row(&mut self, r: &Row<'_>) -> Result<(), CliError> {
         let res = if self.json {
             let sep = if self.rows == 0 { "\n  " } else { ",\n  " };
-            let s = serde_json::to_string(r).map_err(|e| CliError::Other(e.to_string()))?;
+            let s = json::to_string(r, false)?;
             write!(self.out, "{sep}{s}")
         } else {
             let dash = || "-".to_string();
@@ -162,11 +163,62 @@ impl<W: Write> Printer<W> {
 
     fn end(&mut self) -> Result<(), CliError> {
         let r = if self.json {
-            writeln!(self.out, "{}]", if self.rows == 0 { "" } else { "\n" })
+            writeln!(self.out, "{}]}}", if self.rows == 0 { "" } else { "\n" })
         } else {
             Ok(())
         };
         r.and_then(|_| self.out.flush())
             .map_err(|e| CliError::io("writing to stdout", e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row<'a>(start: u64, length: u64, file: Option<&'a Path>) -> Row<'a> {
+        Row {
+            start,
+            length,
+            kind: if file.is_some() { "allocated" } else { "zero" },
+            layer: file.map(|_| 0),
+            file,
+            file_offset: file.map(|_| 2_190_433_320_960),
+        }
+    }
+
+    #[test]
+    fn text_columns_stay_aligned_for_the_largest_sizes_and_long_paths() {
+        let long = Path::new("/a/very/long/folder/name/that/goes/on/and/on/disk image.vhd");
+        let mut out = Vec::new();
+        let mut p = Printer::new(&mut out, false);
+        p.begin().expect("header");
+        p.row(&row(0, 4096, Some(long))).expect("row");
+        p.row(&row(4096, 2_190_433_316_864, None)).expect("row");
+        p.row(&row(2_190_433_316_864, 4096, Some(Path::new("b.vhd"))))
+            .expect("row");
+        p.end().expect("end");
+        let text = String::from_utf8(out).expect("utf-8");
+        let lines: Vec<&[u8]> = text.lines().map(str::as_bytes).collect();
+        assert_eq!(lines.len(), 4, "{text}");
+        // Right-aligned numbers end, and left-aligned columns start, at the same place
+        // on every line: start, length, kind, layer, file offset, file.
+        let ends = [16, 33, 50, 67];
+        let starts = [35, 69];
+        for l in &lines {
+            let shown = String::from_utf8_lossy(l);
+            for e in ends {
+                assert!(
+                    l[e - 1] != b' ' && l[e] == b' ',
+                    "column ending at {e}: {shown}"
+                );
+            }
+            for s in starts {
+                assert!(
+                    l[s - 1] == b' ' && l[s] != b' ',
+                    "column starting at {s}: {shown}"
+                );
+            }
+        }
     }
 }

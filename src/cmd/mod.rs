@@ -3,7 +3,11 @@
 mod check;
 mod compare;
 mod create;
+mod errors;
+mod generate;
+mod human;
 mod info;
+mod json;
 mod map;
 mod ops;
 mod read;
@@ -23,6 +27,8 @@ use vhdkit_format::{HostDrives, OpenOptions};
 pub const EXIT_OK: u8 = 0;
 /// Exit code: `compare` found a difference, or `check` found problems.
 pub const EXIT_DIFFERENT: u8 = 1;
+/// Exit code: a usage mistake (clap's own, or one clap cannot see).
+pub const EXIT_USAGE: u8 = 2;
 /// Exit code: the operation failed.
 pub const EXIT_FAILED: u8 = 3;
 
@@ -62,6 +68,46 @@ enum Command {
     MergeTo(ops::MergeToArgs),
     /// Serve the disk over NBD (Unix socket by default) until SIGINT or SIGTERM.
     Serve(serve::ServeArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(generate::CompletionsArgs),
+    /// Print the manual page (roff) on stdout: `vhdkit man | man -l -`.
+    Man(generate::ManArgs),
+}
+
+impl Cli {
+    /// Whether the command was asked for JSON: then its errors are a JSON object too
+    /// (`errors`). `--progress json` counts: its stderr is a stream of JSON lines.
+    pub fn wants_json(&self) -> bool {
+        match &self.command {
+            Command::Create(a) => a.run.wants_json(),
+            Command::Info(a) => a.json,
+            Command::Check(a) => a.json,
+            Command::Read(a) => a.json,
+            Command::Write(a) => a.json,
+            Command::Compare(a) => a.json,
+            Command::Map(a) => a.json,
+            Command::Convert(a) => a.run.wants_json(),
+            Command::Compact(a) => a.run.wants_json(),
+            Command::Merge(a) => a.run.wants_json(),
+            Command::MergeTo(a) => a.run.wants_json(),
+            Command::Serve(a) => a.json,
+            Command::Completions(_) | Command::Man(_) => false,
+        }
+    }
+}
+
+/// Parses the command line, runs the command and reports its failure: the CLI's one
+/// exit path. Returns the exit code.
+pub fn main() -> u8 {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return errors::report_parse(e, errors::json_in_args(std::env::args_os())),
+    };
+    let json = cli.wants_json();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => errors::report(&e, json),
+    }
 }
 
 /// Options for opening existing images.
@@ -130,18 +176,19 @@ impl OpenArgs {
 }
 
 /// A usage mistake clap cannot see (an option that does not apply, a value out of
-/// range): printed as clap prints its own, with the subcommand's usage, exit code 2.
+/// range): reported as clap reports its own, with the subcommand's usage (or as a JSON
+/// error), exit code 2.
 pub fn usage_error(msg: &str) -> CliError {
     use clap::CommandFactory;
     let mut cmd = Cli::command();
     let sub = std::env::args().nth(1).unwrap_or_default();
-    let cmd = match cmd.find_subcommand_mut(&sub) {
+    let mut cmd = match cmd.find_subcommand_mut(&sub) {
         Some(c) => c.clone().bin_name(format!("vhdkit {sub}")),
         None => cmd,
     };
-    let mut cmd = cmd;
-    cmd.error(clap::error::ErrorKind::ArgumentConflict, msg)
-        .exit()
+    CliError::Usage(Box::new(
+        cmd.error(clap::error::ErrorKind::ArgumentConflict, msg),
+    ))
 }
 
 /// How to take a source that may be a raw image (convert, compare, serve).
@@ -199,8 +246,10 @@ pub enum CliError {
     /// Reading input or writing output.
     #[error("{what}: {source}")]
     Io {
-        /// What was being done.
+        /// What was being done (naming the file, if any).
         what: String,
+        /// The file concerned, if any (for the JSON error's `path`).
+        path: Option<PathBuf>,
         /// The error.
         #[source]
         source: std::io::Error,
@@ -213,16 +262,57 @@ pub enum CliError {
         /// What is true of the user's files now.
         state: &'static str,
     },
+    /// An operation was cancelled (Ctrl-C, SIGTERM, SIGHUP); `state` says what that
+    /// left. Exit code 128 + the signal's number (130 without one).
+    #[error("cancelled{}; {state}", signal.map(|s| format!(" by {s}")).unwrap_or_default())]
+    Cancelled {
+        /// The signal that cancelled it.
+        signal: Option<nix::sys::signal::Signal>,
+        /// What is true of the user's files now.
+        state: &'static str,
+    },
+    /// A usage mistake: clap's error, with the usage to print. Exit code 2.
+    #[error("{}", usage_message(.0))]
+    Usage(Box<clap::Error>),
     /// Anything else, already worded.
     #[error("{0}")]
     Other(String),
+}
+
+/// The first line of a clap error, without its `error: ` label.
+fn usage_message(e: &clap::Error) -> String {
+    let text = e.to_string();
+    let first = text.lines().next().unwrap_or_default();
+    first.strip_prefix("error: ").unwrap_or(first).to_owned()
 }
 
 impl CliError {
     fn io(what: impl Into<String>, source: std::io::Error) -> CliError {
         CliError::Io {
             what: what.into(),
+            path: None,
             source,
+        }
+    }
+
+    /// An I/O error on the file `path` while doing `doing` (e.g. `opening`).
+    fn io_at(doing: &str, path: &std::path::Path, source: std::io::Error) -> CliError {
+        CliError::Io {
+            what: format!("{doing} {}", path.display()),
+            path: Some(path.to_owned()),
+            source,
+        }
+    }
+
+    /// The exit code of the failed command: 2 for a usage mistake, 128 + the signal's
+    /// number for a cancel by a signal (130 without one), 3 for every other failure.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            CliError::Usage(_) => EXIT_USAGE,
+            CliError::Cancelled { signal, .. } => signal
+                .map(signals::exit_code)
+                .unwrap_or(runner::EXIT_CANCELLED),
+            _ => EXIT_FAILED,
         }
     }
 
@@ -233,7 +323,7 @@ impl CliError {
 }
 
 /// Runs the parsed command and returns the exit code.
-pub fn run(cli: Cli) -> Result<u8, CliError> {
+fn run(cli: Cli) -> Result<u8, CliError> {
     match cli.command {
         Command::Create(a) => create::run(a),
         Command::Info(a) => info::run(a),
@@ -247,13 +337,7 @@ pub fn run(cli: Cli) -> Result<u8, CliError> {
         Command::Merge(a) => ops::merge(a),
         Command::MergeTo(a) => ops::merge_to(a),
         Command::Serve(a) => serve::run(a),
+        Command::Completions(a) => generate::completions(a),
+        Command::Man(a) => generate::man(a),
     }
-}
-
-/// Prints a JSON value on stdout.
-fn print_json(v: &serde_json::Value) -> Result<(), CliError> {
-    let s = serde_json::to_string_pretty(v).map_err(|e| CliError::Other(e.to_string()))?;
-    use std::io::Write;
-    let mut out = std::io::stdout().lock();
-    writeln!(out, "{s}").map_err(|e| CliError::io("writing to stdout", e))
 }

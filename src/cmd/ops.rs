@@ -49,7 +49,7 @@ pub struct ConvertArgs {
     #[command(flatten)]
     verify: VerifyArgs,
     #[command(flatten)]
-    run: RunArgs,
+    pub(super) run: RunArgs,
     #[command(flatten)]
     source: SourceArgs,
     #[command(flatten)]
@@ -63,7 +63,7 @@ pub struct CompactArgs {
     #[command(flatten)]
     verify: VerifyArgs,
     #[command(flatten)]
-    run: RunArgs,
+    pub(super) run: RunArgs,
     #[command(flatten)]
     open: OpenArgs,
 }
@@ -81,7 +81,7 @@ pub struct MergeArgs {
     #[arg(long, requires = "delete_child")]
     force: bool,
     #[command(flatten)]
-    run: RunArgs,
+    pub(super) run: RunArgs,
     #[command(flatten)]
     open: OpenArgs,
 }
@@ -105,7 +105,7 @@ pub struct MergeToArgs {
     #[command(flatten)]
     verify: VerifyArgs,
     #[command(flatten)]
-    run: RunArgs,
+    pub(super) run: RunArgs,
     #[command(flatten)]
     open: OpenArgs,
 }

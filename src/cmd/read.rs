@@ -2,13 +2,14 @@
 
 use std::fs::File;
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::Args;
+use serde::Serialize;
 use vhdkit_format::image::{Extent, NewFile};
 use vhdkit_format::Disk;
 
-use super::{size_arg, CliError, OpenArgs, EXIT_OK};
+use super::{json, size_arg, usage_error, CliError, OpenArgs, EXIT_OK};
 
 /// Bytes read per step.
 const CHUNK: u64 = 4 << 20;
@@ -28,11 +29,31 @@ pub struct ReadArgs {
     /// failure.
     #[arg(long)]
     output: Option<PathBuf>,
+    /// Print a JSON report once done (requires --output: stdout carries the data).
+    #[arg(long)]
+    pub(super) json: bool,
     #[command(flatten)]
     open: OpenArgs,
 }
 
+/// What `read --json` prints (docs/json.md).
+#[derive(Debug, Serialize)]
+struct ReadDoc<'a> {
+    schema: u32,
+    operation: &'static str,
+    path: &'a Path,
+    offset: u64,
+    length: u64,
+    bytes_read: u64,
+    output: &'a Path,
+}
+
 pub fn run(a: ReadArgs) -> Result<u8, CliError> {
+    if a.json && a.output.is_none() {
+        return Err(usage_error(
+            "--json needs --output FILE: without it stdout carries the data read",
+        ));
+    }
     let disk = Disk::open_with(&a.path, &a.open.options_for(&a.path)?)?;
     let size = disk.virtual_size();
     let length = a.length.unwrap_or(size.saturating_sub(a.offset));
@@ -55,6 +76,17 @@ pub fn run(a: ReadArgs) -> Result<u8, CliError> {
                 .set_len(length)
                 .map_err(|e| CliError::io(format!("writing {}", out.display()), e))?;
             new.persist(out)?;
+            if a.json {
+                json::print(&ReadDoc {
+                    schema: json::SCHEMA,
+                    operation: "read",
+                    path: &a.path,
+                    offset: a.offset,
+                    length,
+                    bytes_read: length,
+                    output: out,
+                })?;
+            }
         }
         None => {
             let mut out = std::io::stdout().lock();

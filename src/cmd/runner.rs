@@ -3,14 +3,16 @@
 //! JSON on stdout.
 
 use std::io::IsTerminal;
+use std::path::Path;
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
-use serde_json::json;
+use serde::Serialize;
 use vhdkit_format::ops::{OpTask, Report};
 use vhdkit_task::{ProgressEvent, TaskFailure};
 
-use super::{print_json, terminal, CliError, EXIT_OK};
+use super::human::{count, size_and_bytes};
+use super::{json, terminal, CliError, EXIT_OK};
 
 /// Exit code of a command cancelled with Ctrl-C (SIGINT); SIGTERM gives 143 and SIGHUP
 /// 129, as a shell reports a command those signals ended.
@@ -59,29 +61,119 @@ pub struct RunArgs {
     /// Progress display.
     #[arg(long, value_enum, default_value = "auto")]
     progress: ProgressMode,
-    /// Print the final report as JSON.
+    /// Print the final report as JSON (and a failure as one JSON object on stderr).
     #[arg(long)]
     json: bool,
 }
 
-/// One `--progress json` line. `percent` is the task's (weighted across its phases,
-/// never decreasing, 100 only in the final event of a success), `phase_percent` the
-/// current phase's; `lost` counts the events this listener missed just before.
-fn event_json(e: &ProgressEvent) -> serde_json::Value {
-    json!({
-        "task_id": e.task_id,
-        "phase": e.phase.name(),
-        "block_index": e.block_index,
-        "blocks_done": e.blocks_done,
-        "blocks_total": e.blocks_total,
-        "bytes_done": e.bytes_done,
-        "bytes_total": e.bytes_total,
-        "percent": e.task_percent,
-        "phase_percent": e.phase_percent,
-        "lost": e.lost,
-        "final": e.is_final,
-        "result": e.result.map(|r| r.name()),
-    })
+impl RunArgs {
+    /// Whether the command speaks JSON: `--json`, or `--progress json` (its stderr is
+    /// then a stream of JSON lines, which an error must not break).
+    pub fn wants_json(&self) -> bool {
+        self.json || self.progress == ProgressMode::Json
+    }
+}
+
+/// One `--progress json` line (docs/json.md). `percent` is the task's (weighted across
+/// its phases, never decreasing, 100 only in the final event of a success); every
+/// `phase_*` field is the current phase's, starting again from 0 in each phase; `lost`
+/// counts the events this listener missed just before.
+#[derive(Debug, Serialize)]
+struct EventDoc {
+    schema: u32,
+    task_id: u32,
+    phase: &'static str,
+    percent: u32,
+    phase_percent: u32,
+    phase_blocks_done: u64,
+    phase_blocks_total: u64,
+    phase_bytes_done: u64,
+    phase_bytes_total: u64,
+    block_index: Option<u64>,
+    lost: u64,
+    #[serde(rename = "final")]
+    is_final: bool,
+    /// The task's outcome in the final event (`success`, `cancelled`,
+    /// `disk_related_error`, …), else `None`.
+    result: Option<String>,
+}
+
+impl From<&ProgressEvent> for EventDoc {
+    fn from(e: &ProgressEvent) -> EventDoc {
+        EventDoc {
+            schema: json::SCHEMA,
+            task_id: e.task_id,
+            phase: e.phase.name(),
+            percent: e.task_percent,
+            phase_percent: e.phase_percent,
+            phase_blocks_done: e.blocks_done,
+            phase_blocks_total: e.blocks_total,
+            phase_bytes_done: e.bytes_done,
+            phase_bytes_total: e.bytes_total,
+            block_index: e.block_index,
+            lost: e.lost,
+            is_final: e.is_final,
+            result: e.result.map(|r| json::snake_case(r.name())),
+        }
+    }
+}
+
+/// The final report of `--json` (docs/json.md): the engine's [`Report`] with its
+/// phases as an array in the order they ran.
+#[derive(Debug, Serialize)]
+struct ReportDoc<'a> {
+    schema: u32,
+    operation: &'a str,
+    path: &'a Path,
+    /// The blocks the operation examined; see docs/json.md for what a block is in
+    /// each operation. Each is counted once in the outcome counters that follow.
+    blocks_total: u64,
+    blocks_copied: u64,
+    blocks_zero: u64,
+    blocks_released: u64,
+    blocks_moved: u64,
+    bytes_written: u64,
+    file_size_before: u64,
+    file_size_after: u64,
+    verified: bool,
+    /// Wall time, seconds.
+    elapsed: f64,
+    phases: Vec<PhaseDoc<'a>>,
+}
+
+/// One phase of an operation and its wall time.
+#[derive(Debug, Serialize)]
+struct PhaseDoc<'a> {
+    name: &'a str,
+    seconds: f64,
+}
+
+impl<'a> From<&'a Report> for ReportDoc<'a> {
+    fn from(r: &'a Report) -> ReportDoc<'a> {
+        ReportDoc {
+            schema: json::SCHEMA,
+            operation: r.operation.name(),
+            path: &r.path,
+            blocks_total: r.blocks_total,
+            blocks_copied: r.blocks_copied,
+            blocks_zero: r.blocks_zero,
+            blocks_released: r.blocks_released,
+            blocks_moved: r.blocks_moved,
+            bytes_written: r.bytes_written,
+            file_size_before: r.file_size_before,
+            file_size_after: r.file_size_after,
+            verified: r.verified,
+            elapsed: r.elapsed.as_secs_f64(),
+            phases: r
+                .phases
+                .iter()
+                .map(|(name, d)| PhaseDoc {
+                    name,
+                    seconds: d.as_secs_f64(),
+                })
+                .collect(),
+        }
+    }
 }
 
 /// Waits for `task`, showing progress, and turns its outcome into an exit code.
@@ -98,7 +190,7 @@ pub fn run(task: OpTask, args: &RunArgs, leaves: Leaves) -> Result<u8, CliError>
     match args.progress {
         ProgressMode::Json => {
             for e in rx.iter() {
-                terminal::eline(event_json(&e));
+                json::eprint(&EventDoc::from(&e));
             }
         }
         ProgressMode::Auto if std::io::stderr().is_terminal() => {
@@ -132,23 +224,16 @@ pub fn run(task: OpTask, args: &RunArgs, leaves: Leaves) -> Result<u8, CliError>
     match task.join() {
         Ok(report) => {
             if args.json {
-                print_json(
-                    &serde_json::to_value(&report).map_err(|e| CliError::Other(e.to_string()))?,
-                )?;
+                json::print(&ReportDoc::from(&report))?;
             } else {
                 terminal::line(summary(&report))?;
             }
             Ok(EXIT_OK)
         }
-        Err(TaskFailure::Cancelled) => {
-            let sig = super::signals::received();
-            let why = match sig {
-                Some(s) => format!("cancelled by {s}"),
-                None => "cancelled".into(),
-            };
-            terminal::eline(format!("vhdkit: {why}; {}", leaves.text()));
-            Ok(sig.map(super::signals::exit_code).unwrap_or(EXIT_CANCELLED))
-        }
+        Err(TaskFailure::Cancelled) => Err(CliError::Cancelled {
+            signal: super::signals::received(),
+            state: leaves.text(),
+        }),
         Err(TaskFailure::Failed(e)) => Err(CliError::Stopped {
             error: e,
             state: leaves.text(),
@@ -157,36 +242,41 @@ pub fn run(task: OpTask, args: &RunArgs, leaves: Leaves) -> Result<u8, CliError>
     }
 }
 
+/// The text form of the report: one line, sizes as `4 MiB (4194304 bytes)`.
 fn summary(r: &Report) -> String {
     let mut s = format!("{}: {}", r.operation, r.path.display());
     match r.operation.name() {
         "compact" => {
             s += &format!(
-                ": {} of {} blocks released, {} moved, {} -> {} bytes",
+                ": {} of {} released, {} moved, {} -> {}",
                 r.blocks_released,
-                r.blocks_total,
+                count(r.blocks_total, "block"),
                 r.blocks_moved,
-                r.file_size_before,
-                r.file_size_after
+                size_and_bytes(r.file_size_before),
+                size_and_bytes(r.file_size_after)
             )
         }
         "merge" => {
             s += &format!(
-                ": {} blocks, {} bytes merged into the parent",
-                r.blocks_copied, r.bytes_written
+                ": {}, {} merged into the parent",
+                count(r.blocks_copied, "block"),
+                size_and_bytes(r.bytes_written)
             )
         }
-        "create" => s += &format!(": {} bytes", r.file_size_after),
+        "create" => s += &format!(": {}", size_and_bytes(r.file_size_after)),
         _ => {
             s += &format!(
-                ": {} of {} blocks written, {} zero, {} bytes",
-                r.blocks_copied, r.blocks_total, r.blocks_zero, r.file_size_after
+                ": {} of {} written, {} zero, {}",
+                r.blocks_copied,
+                count(r.blocks_total, "block"),
+                r.blocks_zero,
+                size_and_bytes(r.file_size_after)
             )
         }
     }
     if r.verified {
         s += ", verified";
     }
-    s += &format!(" ({:.2} s)", r.elapsed.as_secs_f64());
+    s += &format!(", {:.2} s", r.elapsed.as_secs_f64());
     s
 }

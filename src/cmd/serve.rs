@@ -8,11 +8,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use clap::Args;
-use serde_json::json;
+use serde::Serialize;
 use vhdkit_format::{CreateOptions, Disk, OpenOptions};
 use vhdkit_serve::{DiskExport, Listener, Server, ServerOptions, Stats};
 
-use super::{CliError, OpenArgs, SourceArgs, EXIT_OK};
+use super::{json, CliError, OpenArgs, SourceArgs, EXIT_OK};
 
 /// Exit code when a second SIGINT/SIGTERM cuts the stop short.
 const EXIT_INTERRUPTED: i32 = 130;
@@ -42,11 +42,46 @@ pub struct ServeArgs {
     export_name: String,
     /// Print the start line and the summary as JSON.
     #[arg(long)]
-    json: bool,
+    pub(super) json: bool,
     #[command(flatten)]
     open: OpenArgs,
     #[command(flatten)]
     source: SourceArgs,
+}
+
+/// The start line of `serve --json` (docs/json.md).
+#[derive(Debug, Serialize)]
+struct StartDoc<'a> {
+    schema: u32,
+    uri: &'a str,
+    size: u64,
+    mode: &'a str,
+    export_name: &'a str,
+    path: &'a Path,
+    /// The Unix socket listened on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    socket: Option<&'a Path>,
+    /// The TCP address listened on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    address: Option<String>,
+    /// The differencing disk the changes go to (`--undo`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    undo: Option<&'a Path>,
+}
+
+/// The summary line of `serve --json` once the server stopped (docs/json.md).
+#[derive(Debug, Serialize)]
+struct StopDoc<'a> {
+    schema: u32,
+    stopped: bool,
+    mode: &'a str,
+    connections: u64,
+    requests: u64,
+    bytes_read: u64,
+    bytes_written: u64,
+    bytes_zeroed: u64,
+    bytes_trimmed: u64,
+    errors: u64,
 }
 
 /// Where the server listens, and what to clean up afterwards.
@@ -97,21 +132,26 @@ pub fn run(a: ServeArgs) -> Result<u8, CliError> {
     let uri = uri(&place, &a.export_name);
     let mut out = std::io::stdout().lock();
     let start = if a.json {
-        let mut v = json!({
-            "uri": uri,
-            "size": size,
-            "mode": mode,
-            "export_name": a.export_name,
-            "path": a.path,
-        });
-        match &place {
-            Place::Unix { path, .. } => v["socket"] = json!(path),
-            Place::Tcp(addr) => v["address"] = json!(addr.to_string()),
-        }
-        if let Some(u) = &a.undo {
-            v["undo"] = json!(u);
-        }
-        v.to_string()
+        json::to_string(
+            &StartDoc {
+                schema: json::SCHEMA,
+                uri: &uri,
+                size,
+                mode,
+                export_name: &a.export_name,
+                path: &a.path,
+                socket: match &place {
+                    Place::Unix { path, .. } => Some(path),
+                    Place::Tcp(_) => None,
+                },
+                address: match &place {
+                    Place::Tcp(addr) => Some(addr.to_string()),
+                    Place::Unix { .. } => None,
+                },
+                undo: a.undo.as_deref(),
+            },
+            false,
+        )?
     } else {
         uri.clone()
     };
@@ -323,18 +363,21 @@ fn cleanup(place: &Place) {
 
 fn summary(a: &ServeArgs, mode: &str, s: &Stats) -> Result<(), CliError> {
     let line = if a.json {
-        json!({
-            "stopped": true,
-            "mode": mode,
-            "connections": s.connections,
-            "requests": s.requests,
-            "bytes_read": s.bytes_read,
-            "bytes_written": s.bytes_written,
-            "bytes_zeroed": s.bytes_zeroed,
-            "bytes_trimmed": s.bytes_trimmed,
-            "errors": s.errors,
-        })
-        .to_string()
+        json::to_string(
+            &StopDoc {
+                schema: json::SCHEMA,
+                stopped: true,
+                mode,
+                connections: s.connections,
+                requests: s.requests,
+                bytes_read: s.bytes_read,
+                bytes_written: s.bytes_written,
+                bytes_zeroed: s.bytes_zeroed,
+                bytes_trimmed: s.bytes_trimmed,
+                errors: s.errors,
+            },
+            false,
+        )?
     } else {
         format!(
             "stopped: {} connections, {} requests, {} bytes read, {} bytes written, {} zeroed, {} trimmed, {} errors",

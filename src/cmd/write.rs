@@ -2,12 +2,13 @@
 
 use std::io::Read;
 use std::os::unix::fs::FileExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::Args;
+use serde::Serialize;
 use vhdkit_format::{Disk, OpenOptions};
 
-use super::{size_arg, CliError, OpenArgs, EXIT_OK};
+use super::{json, size_arg, CliError, OpenArgs, EXIT_OK};
 
 /// Bytes written per step, and the alignment of chunk boundaries in the disk.
 const CHUNK: u64 = 4 << 20;
@@ -22,8 +23,24 @@ pub struct WriteArgs {
     /// Read the bytes from this file instead of stdin.
     #[arg(long)]
     input: Option<PathBuf>,
+    /// Print a JSON report once the bytes are written and flushed.
+    #[arg(long)]
+    pub(super) json: bool,
     #[command(flatten)]
     open: OpenArgs,
+}
+
+/// What `write --json` prints (docs/json.md).
+#[derive(Debug, Serialize)]
+struct WriteDoc<'a> {
+    schema: u32,
+    operation: &'static str,
+    path: &'a Path,
+    offset: u64,
+    length: u64,
+    bytes_written: u64,
+    /// The input file, or `stdin`.
+    input: &'a Path,
 }
 
 pub fn run(a: WriteArgs) -> Result<u8, CliError> {
@@ -39,11 +56,8 @@ pub fn run(a: WriteArgs) -> Result<u8, CliError> {
     // file first, stopping as soon as it is longer than the disk has room for.
     let input = match &a.input {
         Some(p) => {
-            let f = std::fs::File::open(p)
-                .map_err(|e| CliError::io(format!("opening {}", p.display()), e))?;
-            let meta = f
-                .metadata()
-                .map_err(|e| CliError::io(format!("reading {}", p.display()), e))?;
+            let f = std::fs::File::open(p).map_err(|e| CliError::io_at("opening", p, e))?;
+            let meta = f.metadata().map_err(|e| CliError::io_at("reading", p, e))?;
             if meta.is_file() {
                 Input {
                     len: meta.len(),
@@ -74,6 +88,17 @@ pub fn run(a: WriteArgs) -> Result<u8, CliError> {
         disk.write_at(&buf[..n], at)?;
     }
     disk.flush()?;
+    if a.json {
+        json::print(&WriteDoc {
+            schema: json::SCHEMA,
+            operation: "write",
+            path: &a.path,
+            offset: a.offset,
+            length: input.len,
+            bytes_written: input.len,
+            input: a.input.as_deref().unwrap_or(Path::new("stdin")),
+        })?;
+    }
     Ok(EXIT_OK)
 }
 

@@ -174,6 +174,35 @@ pub fn assert_failed_one_line(r: &Run) -> String {
     lines[0].to_owned()
 }
 
+/// Asserts the failure contract of a command run with `--json`: exit `code` and stderr
+/// exactly one line, a JSON object with the fields of docs/json.md ("Errors"). Returns
+/// the object.
+#[track_caller]
+pub fn assert_failed_json(r: &Run, code: i32) -> Value {
+    assert_no_panic(r);
+    assert_eq!(
+        r.code,
+        code,
+        "expected exit {code}; stderr: {}; stdout: {}",
+        r.stderr,
+        r.stdout_str()
+    );
+    let lines: Vec<&str> = r.stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "expected one stderr line: {:?}", r.stderr);
+    let v: Value = serde_json::from_str(lines[0])
+        .unwrap_or_else(|e| panic!("the error is not JSON ({e}): {:?}", lines[0]));
+    assert_eq!(v["schema"], 1, "{v}");
+    assert!(v["message"].as_str().is_some_and(|m| !m.is_empty()), "{v}");
+    assert!(v["kind"].as_str().is_some_and(|k| !k.is_empty()), "{v}");
+    let hex = v["hresult"].as_str().expect("hresult is a string");
+    let value = v["hresult_value"]
+        .as_u64()
+        .expect("hresult_value is a number");
+    assert_eq!(hex, format!("0x{value:08X}"), "{v}");
+    assert_eq!(v["exit_code"], code, "{v}");
+    v
+}
+
 /// `vhdkit create` with the given extra arguments; asserts success.
 pub fn create(path: &Path, args: &[&str]) {
     let mut a: Vec<&OsStr> = vec![OsStr::new("create"), path.as_os_str()];
