@@ -584,3 +584,103 @@ fn convert_killed_at_random_points_never_leaves_a_partial_destination() {
     report("convert", &timing, killed, finished, &extra);
     assert!(killed >= 1, "no kill landed mid-operation");
 }
+
+/// base ← mid ← child, each level holding data of its own: the chain `merge --into`
+/// flattens into base.
+fn three_level_chain(dir: &Path) -> Vec<u8> {
+    merge_chain(dir);
+    std::fs::rename(dir.join("child.vhd"), dir.join("mid.vhd")).expect("rename");
+    let child = dir.join("child.vhd");
+    Disk::create(
+        &child,
+        &CreateOptions::differencing(dir.join("mid.vhd")).block_size(BS as u32),
+    )
+    .expect("create child");
+    let mut rng = Rng::new(79);
+    let disk = Disk::open_rw(&child).expect("open");
+    disk.write_at(&rng.bytes((SIZE / 4) as usize), SIZE / 3)
+        .expect("write");
+    disk.flush().expect("flush");
+    drop(disk);
+    let d = Disk::open(&child).expect("open");
+    let mut buf = vec![0u8; SIZE as usize];
+    d.read_at(&mut buf, 0).expect("read");
+    buf
+}
+
+fn copy_files(from: &Path, to: &Path, names: &[&str]) {
+    let _ = std::fs::remove_dir_all(to);
+    std::fs::create_dir(to).expect("mkdir");
+    for n in names {
+        std::fs::copy(from.join(n), to.join(n)).expect("copy");
+    }
+}
+
+#[test]
+fn merge_into_killed_at_random_points_keeps_the_child_view_and_rerun_completes() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let tpl = root.path().join("template");
+    std::fs::create_dir(&tpl).expect("mkdir");
+    let content = three_level_chain(&tpl);
+    let names = ["base.vhd", "mid.vhd", "child.vhd"];
+    let work = root.path().join("work");
+    copy_files(&tpl, &work, &names);
+    let child = work.join("child.vhd");
+    let base = work.join("base.vhd");
+    let args = ["merge", p(&child), "--into", p(&base), "--progress", "json"];
+    let timing = timed(&args);
+    assert_same("base after the merge", &read(&base, root.path()), &content);
+    assert!(
+        !work.join("mid.vhd").exists(),
+        "the intermediate is removed"
+    );
+
+    let (mut killed, mut finished) = (0, 0);
+    let mut states: BTreeMap<&str, usize> = BTreeMap::new();
+    for at in kill_points(&timing, "copy", KILLS, 3) {
+        copy_files(&tpl, &work, &names);
+
+        let landed = run_and_kill(&args, at);
+
+        if landed {
+            killed += 1;
+        } else {
+            finished += 1;
+        }
+        let leak =
+            check_state(&child).unwrap_or_else(|e| panic!("check after a kill at {at:?}: {e}"));
+        if leak {
+            *states.entry("check: leak only").or_default() += 1;
+        }
+        assert_same(
+            &format!("child after a kill at {at:?}"),
+            &read(&child, root.path()),
+            &content,
+        );
+        let on_base = Disk::open(&child).expect("open").layers().len() == 2;
+        *states
+            .entry(if on_base {
+                "child on base"
+            } else {
+                "child on mid"
+            })
+            .or_default() += 1;
+        if landed {
+            let o = vhdkit(["merge", p(&child), "--into", p(&base), "--progress", "none"]);
+            assert!(
+                o.status.success(),
+                "rerun: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+            assert_eq!(check_state(&child), Ok(false), "check after the rerun");
+            assert_same(
+                "child after the rerun",
+                &read(&child, root.path()),
+                &content,
+            );
+        }
+        assert_same("base once merged", &read(&base, root.path()), &content);
+    }
+    report("merge --into", &timing, killed, finished, &states);
+    assert!(killed >= KILLS / 3, "too few kills landed mid-operation");
+}

@@ -11,6 +11,7 @@ mod json;
 mod map;
 mod ops;
 mod read;
+mod relink;
 mod runner;
 mod serve;
 pub mod signals;
@@ -64,6 +65,8 @@ enum Command {
     Compact(ops::CompactArgs),
     /// Merge a differencing disk into its parent, in place (the child stays valid).
     Merge(ops::MergeArgs),
+    /// Point a differencing disk at its parent's new place (or find it with --search).
+    SetParent(relink::SetParentArgs),
     /// Flatten a differencing disk and its ancestors into a new fixed or dynamic file.
     MergeTo(ops::MergeToArgs),
     /// Serve the disk over NBD (Unix socket by default) until SIGINT or SIGTERM.
@@ -89,6 +92,7 @@ impl Cli {
             Command::Convert(a) => a.run.wants_json(),
             Command::Compact(a) => a.run.wants_json(),
             Command::Merge(a) => a.run.wants_json(),
+            Command::SetParent(a) => a.json,
             Command::MergeTo(a) => a.run.wants_json(),
             Command::Serve(a) => a.json,
             Command::Completions(_) | Command::Man(_) => false,
@@ -335,6 +339,7 @@ fn run(cli: Cli) -> Result<u8, CliError> {
         Command::Convert(a) => ops::convert(a),
         Command::Compact(a) => ops::compact(a),
         Command::Merge(a) => ops::merge(a),
+        Command::SetParent(a) => relink::run(a),
         Command::MergeTo(a) => ops::merge_to(a),
         Command::Serve(a) => serve::run(a),
         Command::Completions(a) => generate::completions(a),

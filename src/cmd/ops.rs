@@ -76,10 +76,22 @@ pub struct MergeArgs {
     /// folder name it as their parent, unless --force).
     #[arg(long)]
     delete_child: bool,
-    /// With --delete-child: delete it even though other disks name it as their parent
-    /// (they are orphaned).
-    #[arg(long, requires = "delete_child")]
+    /// Delete or remove disks even though other disks name them as their parent (they
+    /// are orphaned): with --delete-child, and for the intermediates of --into/--depth.
+    #[arg(long)]
     force: bool,
+    /// Merge into this ancestor: the child and every disk between them go into it; the
+    /// child is relinked to it (or deleted with --delete-child) and the intermediates
+    /// are removed.
+    #[arg(long, value_name = "ANCESTOR", conflicts_with = "depth")]
+    into: Option<PathBuf>,
+    /// Merge into the ancestor N levels up (1: the parent), as diskpart's depth.
+    #[arg(long, value_name = "N")]
+    depth: Option<usize>,
+    /// With --into/--depth: keep the intermediate disks (they no longer describe a
+    /// consistent disk).
+    #[arg(long)]
+    keep_intermediates: bool,
     #[command(flatten)]
     pub(super) run: RunArgs,
     #[command(flatten)]
@@ -165,10 +177,30 @@ pub fn merge(a: MergeArgs) -> Result<u8, CliError> {
         open: a.open.options_for(&a.child)?,
         delete_child: a.delete_child,
         force: a.force,
+        keep_intermediates: a.keep_intermediates,
         ..OpsOptions::default()
     };
-    let task = ops::merge_task(&a.child, &opts)?;
-    runner::run(task, &a.run, runner::Leaves::Merge)
+    if a.keep_intermediates && a.into.is_none() && a.depth.is_none() {
+        return Err(super::usage_error(
+            "--keep-intermediates applies to a merge with --into or --depth",
+        ));
+    }
+    let ancestor = match (&a.into, a.depth) {
+        (Some(p), _) => Some(ops::merge_into::Ancestor::Path(p.clone())),
+        (None, Some(0)) => return Err(super::usage_error("--depth counts levels from 1")),
+        (None, Some(1)) | (None, None) => None,
+        (None, Some(n)) => Some(ops::merge_into::Ancestor::Depth(n)),
+    };
+    match ancestor {
+        Some(anc) => {
+            let task = ops::merge_into_task(&a.child, &anc, &opts)?;
+            runner::run(task, &a.run, runner::Leaves::MergeInto)
+        }
+        None => {
+            let task = ops::merge_task(&a.child, &opts)?;
+            runner::run(task, &a.run, runner::Leaves::Merge)
+        }
+    }
 }
 
 pub fn merge_to(a: MergeToArgs) -> Result<u8, CliError> {

@@ -29,6 +29,8 @@ pub enum Leaves {
     Compact,
     /// Merge in place.
     Merge,
+    /// Merge into an ancestor in place.
+    MergeInto,
 }
 
 impl Leaves {
@@ -40,6 +42,9 @@ impl Leaves {
             }
             Leaves::Merge => {
                 "the child reads exactly as before; the parent may hold part of the merge (run merge again to finish it)"
+            }
+            Leaves::MergeInto => {
+                "the child reads exactly as before; the ancestor may hold part of the merge (run the same command again to finish it)"
             }
         }
     }
@@ -260,6 +265,12 @@ fn summary(r: &Report) -> String {
             s += &format!(
                 ": {}, {} merged into the parent",
                 count(r.blocks_copied, "block"),
+                size_and_bytes(r.bytes_written)
+            )
+        }
+        "merge-into" => {
+            s += &format!(
+                ": {} merged into this ancestor",
                 size_and_bytes(r.bytes_written)
             )
         }

@@ -301,3 +301,84 @@ fn write_with_any_failed_write_or_sync_reads_old_or_new_data() {
         eprintln!("write into {which}: {points} fault points");
     }
 }
+
+/// A three-level chain base ← mid ← top, each level with data of its own.
+fn make_three_levels(dir: &Path) {
+    let (_, child) = make_chain(dir);
+    std::fs::rename(&child, dir.join("mid.vhd")).expect("rename");
+    // Relinking is not needed: mid's locators name base.vhd, which stays.
+    let top = dir.join("top.vhd");
+    Disk::create(
+        &top,
+        &CreateOptions::differencing(dir.join("mid.vhd")).block_size(256 * 1024),
+    )
+    .expect("create top");
+    let d = Disk::open_rw(&top).expect("open top");
+    d.write_at(&pattern(5, 300_000), 4 * MIB - 777).expect("w");
+    d.flush().expect("flush");
+}
+
+#[test]
+fn merge_into_with_any_failed_write_or_sync_keeps_the_child_view_and_reruns() {
+    let view = {
+        let dir = tempfile::tempdir().expect("tmp");
+        make_three_levels(dir.path());
+        content(&dir.path().join("top.vhd"))
+    };
+    let op = |d: &Path| -> Result<(), Error> {
+        let opts = OpsOptions {
+            chunk_bytes: 1 << 20,
+            ..OpsOptions::default()
+        };
+        let anc = ops::merge_into::Ancestor::Path(d.join("base.vhd"));
+        ops::merge_into::merge_into(&d.join("top.vhd"), &anc, &opts, &progress()).map(|_| ())
+    };
+    let points = every_fault(&|d| make_three_levels(d), &op, &|d, _| {
+        assert_eq!(
+            content(&d.join("top.vhd")),
+            view,
+            "the child's view never changes"
+        );
+        op(d).expect("a rerun completes");
+        assert_eq!(content(&d.join("top.vhd")), view);
+        assert_eq!(
+            content(&d.join("base.vhd")),
+            view,
+            "the ancestor holds the view"
+        );
+        let r =
+            vhdkit_format::check::check(&d.join("top.vhd"), &Default::default()).expect("check");
+        assert!(r.is_clean(), "{:?}", r.files);
+    });
+    eprintln!("merge --into: {points} fault points");
+}
+
+#[test]
+fn set_parent_with_any_failed_write_or_sync_names_a_parent_that_works() {
+    // The parent is copied elsewhere; the child is relinked to the copy. Whatever fails,
+    // the child names the original or the copy, and reads the same.
+    let setup = |d: &Path| {
+        make_chain(d);
+        std::fs::create_dir(d.join("moved")).expect("mkdir");
+        std::fs::copy(d.join("base.vhd"), d.join("moved/base.vhd")).expect("copy");
+    };
+    let view = {
+        let dir = tempfile::tempdir().expect("tmp");
+        setup(dir.path());
+        content(&dir.path().join("child.vhd"))
+    };
+    let op = |d: &Path| -> Result<(), Error> {
+        ops::relink::set_parent(&d.join("child.vhd"), &d.join("moved/base.vhd"), false).map(|_| ())
+    };
+    let points = every_fault(&setup, &op, &|d, _| {
+        assert_eq!(content(&d.join("child.vhd")), view, "a parent that works");
+        op(d).expect("a rerun completes");
+        let disk = Disk::open(d.join("child.vhd")).expect("open");
+        assert!(disk.layers()[1].path().ends_with("moved/base.vhd"));
+        assert_eq!(content(&d.join("child.vhd")), view);
+        let r =
+            vhdkit_format::check::check(&d.join("child.vhd"), &Default::default()).expect("check");
+        assert!(r.is_clean(), "{:?}", r.files);
+    });
+    eprintln!("set-parent: {points} fault points");
+}

@@ -227,20 +227,33 @@ impl Disk {
     }
 }
 
-/// What a child records about its parent.
-struct ParentLink {
-    size: u64,
+/// What a child records about its parent (create, set-parent, merge --into).
+#[derive(Debug, Clone)]
+pub(crate) struct ParentLink {
+    pub(crate) size: u64,
     /// The parent's block size (`None` for a fixed parent).
-    block_size: Option<u32>,
-    unique_id: uuid::Uuid,
-    timestamp: VhdTime,
-    name: String,
-    absolute: String,
-    relative: String,
+    pub(crate) block_size: Option<u32>,
+    pub(crate) unique_id: uuid::Uuid,
+    pub(crate) timestamp: VhdTime,
+    pub(crate) name: String,
+    pub(crate) absolute: String,
+    pub(crate) relative: String,
 }
 
 impl ParentLink {
-    fn resolve(child: &Path, parent: &Path) -> Result<ParentLink> {
+    /// The locators vhdkit writes for this parent: `W2ku` (absolute) in slot 0, `W2ru`
+    /// (relative to the child) in slot 1 — see docs/parent-lookup.md.
+    pub(crate) fn locators(&self) -> Vec<(PlatformCode, String)> {
+        vec![
+            (PlatformCode::W2ku, self.absolute.clone()),
+            (PlatformCode::W2ru, self.relative.clone()),
+        ]
+    }
+
+    /// The link from `child` (which may not exist yet) to `parent` (a path relative to
+    /// the child's folder first, then to the current one): opens the parent's chain to
+    /// check it is a fixed, dynamic or differencing VHD.
+    pub(crate) fn resolve(child: &Path, parent: &Path) -> Result<ParentLink> {
         let child_dir = child
             .parent()
             .filter(|d| !d.as_os_str().is_empty())
@@ -313,11 +326,7 @@ fn sparse_image(size: u64, block_size: u32, parent: Option<&ParentLink>) -> Resu
         unique_id: link.unique_id,
         timestamp: link.timestamp,
         name: link.name.clone(),
-        // W2ku first, then W2ru: docs/parent-lookup.md.
-        locators: vec![
-            (PlatformCode::W2ku, link.absolute.clone()),
-            (PlatformCode::W2ru, link.relative.clone()),
-        ],
+        locators: link.locators(),
     });
     let new = NewSparse::new(size, block_size, parent.as_ref()).map_err(Error::InvalidArgument)?;
     Ok(new.image())

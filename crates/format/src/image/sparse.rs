@@ -547,4 +547,56 @@ impl VhdFile {
             metadata: s.metadata.clone(),
         })
     }
+
+    /// Appends `payloads` (locator texts, already encoded) as new metadata past every
+    /// block and piece of metadata, each in whole sectors, and returns their offsets.
+    /// Crash-safe as a block allocation: the footer moves to the new end first (synced),
+    /// then the payloads are written (synced); until a header names them they are
+    /// unreferenced space, which `check` reports as information.
+    pub(crate) fn append_metadata(&mut self, payloads: &[Vec<u8>]) -> Result<Vec<u64>> {
+        use crate::spec::layout::round_up_sector;
+        self.check_writable()?;
+        let path = self.path.clone();
+        let backend = self.backend.clone();
+        let footer = self.footer.encode();
+        let super::file::Layout::Sparse(s) = &mut self.layout else {
+            return Err(Error::WrongDiskType {
+                path,
+                found: self.footer.disk_type.to_string(),
+                expected: "a dynamic or differencing disk".into(),
+            });
+        };
+        let mut st = s.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut at = round_up_sector(st.next_free);
+        let mut offsets = Vec::with_capacity(payloads.len());
+        for p in payloads {
+            offsets.push(at);
+            at += round_up_sector(p.len() as u64).max(SECTOR_SIZE);
+        }
+        let new_footer_at = at.max(st.footer_at);
+        if new_footer_at != st.footer_at || st.footer_stale {
+            backend.write_all_at(&footer, new_footer_at).map_err(|e| {
+                Error::io(&path, "writing the footer at the new end", new_footer_at, e)
+            })?;
+            backend
+                .sync()
+                .map_err(|e| Error::file(&path, "syncing the footer at the new end", e))?;
+        }
+        st.next_free = at;
+        st.footer_at = new_footer_at;
+        st.footer_stale = false;
+        drop(st);
+        for (p, &off) in payloads.iter().zip(&offsets) {
+            let mut padded = p.clone();
+            padded.resize(round_up_sector(p.len() as u64).max(SECTOR_SIZE) as usize, 0);
+            backend
+                .write_all_at(&padded, off)
+                .map_err(|e| Error::io(&path, "writing a parent locator", off, e))?;
+            s.metadata.push((off, off + padded.len() as u64));
+        }
+        backend
+            .sync()
+            .map_err(|e| Error::file(&path, "syncing the parent locators", e))?;
+        Ok(offsets)
+    }
 }

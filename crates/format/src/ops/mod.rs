@@ -11,7 +11,9 @@
 pub mod compact;
 pub mod convert;
 pub mod merge;
+pub mod merge_into;
 pub(crate) mod plan;
+pub mod relink;
 pub mod repair;
 mod source;
 
@@ -64,6 +66,9 @@ pub struct OpsOptions {
     /// Delete or rewrite a disk even though other disks in its folder name it as their
     /// parent (they would be orphaned).
     pub force: bool,
+    /// Merge into an ancestor: keep the intermediate disks (they no longer describe a
+    /// consistent disk) instead of deleting them.
+    pub keep_intermediates: bool,
     /// Convert and merge-to: bytes written to the new file between two background syncs,
     /// which keep the device busy during the copy instead of all at the final sync
     /// (0: only the final sync).
@@ -85,6 +90,7 @@ impl Default for OpsOptions {
             chunk_bytes: 32 << 20,
             delete_child: false,
             force: false,
+            keep_intermediates: false,
             sync_bytes: 64 << 20,
             event_capacity: vhdkit_task::DEFAULT_EVENT_CAPACITY,
             sparse: false,
@@ -105,6 +111,8 @@ pub enum Operation {
     Merge,
     /// [`merge_to_task`].
     MergeTo,
+    /// [`merge_into_task`].
+    MergeInto,
     /// [`create_task`].
     Create,
 }
@@ -117,6 +125,7 @@ impl Operation {
             Operation::Compact => "compact",
             Operation::Merge => "merge",
             Operation::MergeTo => "merge-to",
+            Operation::MergeInto => "merge-into",
             Operation::Create => "create",
         }
     }
@@ -277,6 +286,24 @@ pub fn merge_task(child: &Path, opts: &OpsOptions) -> Result<OpTask> {
         opts,
         move |pr| merge::run(files, &o, pr),
     ))
+}
+
+/// Starts merging differencing disk `child` and every disk between it and `ancestor`
+/// into `ancestor`, in place (see [`merge_into`]). Checked, opened and locked before the
+/// task starts.
+pub fn merge_into_task(
+    child: &Path,
+    ancestor: &merge_into::Ancestor,
+    opts: &OpsOptions,
+) -> Result<OpTask> {
+    let files = merge_into::open(child, ancestor, opts)?;
+    let desc = format!(
+        "Merging {} into its ancestor {}",
+        child.display(),
+        files.ancestor().display()
+    );
+    let o = opts.clone();
+    Ok(spawn(desc, opts, move |pr| merge_into::run(files, &o, pr)))
 }
 
 /// Starts flattening the chain of differencing disk `child` into a new `dst`.
