@@ -114,7 +114,7 @@ pub fn open(child: &Path, ancestor: &Ancestor, opts: &OpsOptions) -> Result<Merg
                 })?
         }
     };
-    for level in 1..=k {
+    for (level, (path, _)) in layers.iter().enumerate().take(k + 1).skip(1) {
         if !chain
             .found_by(level)
             .is_some_and(|f| f.trusted_for_writing())
@@ -123,7 +123,7 @@ pub fn open(child: &Path, ancestor: &Ancestor, opts: &OpsOptions) -> Result<Merg
                 path: child.to_owned(),
                 detail: format!(
                     "merge would write into or remove {}, which the chain names by an absolute path outside its folder; name the parent with --with-parent to confirm",
-                    layers[level].0.display()
+                    path.display()
                 ),
             });
         }

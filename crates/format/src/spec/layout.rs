@@ -396,7 +396,7 @@ impl BatScan<'_> {
         self.problem_count += rest * per_entry;
     }
 
-    /// Problems found so far (listed ones; [`BatScan::problem_count`] counts all).
+    /// Whether any problem was found so far.
     pub fn has_problems(&self) -> bool {
         self.problem_count > 0
     }
