@@ -3,6 +3,8 @@
 //! leaves exactly what it promises: no destination for new files, an unchanged view for
 //! in-place operations, and a rerun that completes.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
 use vhdkit_format::image::backend::faults::{arm, FaultOp, FaultPlan};
@@ -10,27 +12,15 @@ use vhdkit_format::ops::{self, OpsOptions, Target};
 use vhdkit_format::{CreateOptions, Disk, DiskKind, Error};
 use vhdkit_task::{CancelToken, HResult, Progress};
 
+use common::{read_file, Rng, MIB};
+
 const ENOSPC: i32 = 28;
 const EIO: i32 = 5;
-const MIB: u64 = 1 << 20;
 
+/// Bytes of [`Rng::xorshift`]: the low byte of each value.
 fn pattern(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
-fn content(path: &Path) -> Vec<u8> {
-    let disk = Disk::open(path).expect("open");
-    let mut all = vec![0u8; disk.virtual_size() as usize];
-    disk.read_at(&mut all, 0).expect("read");
-    all
+    let mut rng = Rng::xorshift(seed);
+    (0..len).map(|_| rng.next_u64() as u8).collect()
 }
 
 /// A dynamic base with data, a differencing child with data, and zeroed blocks in both.
@@ -181,7 +171,7 @@ fn compact_with_any_failed_write_or_sync_keeps_content_and_reruns() {
         let before = {
             let dir = tempfile::tempdir().expect("tmp");
             make_chain(dir.path());
-            content(&dir.path().join(which))
+            read_file(&dir.path().join(which))
         };
         let op = |d: &Path| -> Result<(), Error> {
             let opts = OpsOptions {
@@ -193,12 +183,16 @@ fn compact_with_any_failed_write_or_sync_keeps_content_and_reruns() {
         let points = every_fault(&setup, &op, &|d, _| {
             let path = d.join(which);
             assert_eq!(
-                content(&path),
+                read_file(&path),
                 before,
                 "content unchanged after a failed compact"
             );
             op(d).expect("a rerun completes");
-            assert_eq!(content(&path), before, "content unchanged after the rerun");
+            assert_eq!(
+                read_file(&path),
+                before,
+                "content unchanged after the rerun"
+            );
             let report = vhdkit_format::check::check(&path, &Default::default()).expect("check");
             assert!(report.is_clean(), "{:?}", report.files);
         });
@@ -214,7 +208,7 @@ fn merge_with_any_failed_write_or_sync_keeps_the_child_view_and_reruns() {
     let view = {
         let dir = tempfile::tempdir().expect("tmp");
         make_chain(dir.path());
-        content(&dir.path().join("child.vhd"))
+        read_file(&dir.path().join("child.vhd"))
     };
     let op = |d: &Path| -> Result<(), Error> {
         let opts = OpsOptions {
@@ -225,14 +219,14 @@ fn merge_with_any_failed_write_or_sync_keeps_the_child_view_and_reruns() {
     };
     let points = every_fault(&setup, &op, &|d, _| {
         assert_eq!(
-            content(&d.join("child.vhd")),
+            read_file(&d.join("child.vhd")),
             view,
             "the child's view never changes"
         );
         op(d).expect("a rerun completes");
-        assert_eq!(content(&d.join("child.vhd")), view);
+        assert_eq!(read_file(&d.join("child.vhd")), view);
         assert_eq!(
-            content(&d.join("base.vhd")),
+            read_file(&d.join("base.vhd")),
             view,
             "the parent holds the merged view"
         );
@@ -246,7 +240,7 @@ fn write_with_any_failed_write_or_sync_reads_old_or_new_data() {
         let before = {
             let dir = tempfile::tempdir().expect("tmp");
             make_chain(dir.path());
-            content(&dir.path().join(which))
+            read_file(&dir.path().join(which))
         };
         let data = pattern(9, 1_500_000);
         let at = 3 * MIB + 100;
@@ -261,7 +255,7 @@ fn write_with_any_failed_write_or_sync_reads_old_or_new_data() {
             },
             &op,
             &|d, _| {
-                let now = content(&d.join(which));
+                let now = read_file(&d.join(which));
                 let r = at as usize..at as usize + data.len();
                 assert_eq!(
                     now[..r.start],
