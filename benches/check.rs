@@ -19,7 +19,7 @@ fn check_big(c: &mut Criterion) {
     {
         // A few allocated blocks spread over the disk, so the layout check has work.
         let disk = Disk::open_rw(&path).expect("opening");
-        let mut rng = common::layout::XorShift::new(7);
+        let mut rng = common::layout::generator(7);
         let data = vec![0xA5u8; 64 << 10];
         for _ in 0..64 {
             let at = rng.below((2040u64 << 30) / (2 << 20)) * (2 << 20);

@@ -10,7 +10,7 @@ use vhdkit::format::Disk;
 
 mod common;
 
-use common::layout::XorShift;
+use common::layout::generator;
 
 /// Bytes read per iteration by the 4 KiB cases.
 const SMALL_SPAN: u64 = 32 << 20;
@@ -19,7 +19,7 @@ fn offsets(size: u64, io: u64, random: bool) -> Vec<u64> {
     let span = if io < (1 << 20) { SMALL_SPAN } else { size };
     let n = span / io;
     if random {
-        let mut rng = XorShift::new(11);
+        let mut rng = generator(11);
         (0..n).map(|_| rng.below(size / io) * io).collect()
     } else {
         // Sequential from the middle of the disk (the first blocks are no more typical).

@@ -21,7 +21,7 @@ const BLOCK: usize = 2 << 20;
 
 fn scale(c: &mut Criterion) {
     let mut random = vec![0u8; LEN];
-    common::layout::XorShift::new(7).fill(&mut random);
+    common::layout::generator(7).fill(&mut random);
     // Zeros written into real pages (a fresh `vec![0; LEN]` maps the one shared zero
     // page, which would measure the L1 cache).
     let mut zeros = random.clone();

@@ -15,7 +15,7 @@ fn zero(c: &mut Criterion) {
     let mut last = vec![0u8; len];
     last[len - 1] = 1;
     let mut random = vec![0u8; len];
-    common::layout::XorShift::new(5).fill(&mut random);
+    common::layout::generator(5).fill(&mut random);
 
     let mut g = c.benchmark_group("is_zero_2m");
     g.throughput(Throughput::Bytes(len as u64));

@@ -2,36 +2,20 @@
 //! event lines on stderr ending with the final event, `--verify`, and Ctrl-C (SIGINT)
 //! as a cancel with exit code 130 and the operation's guarantee kept.
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::{bin, file_len, p, vhdkit_output, Rng, KIB, MIB};
 use serde_json::Value;
 use vhdkit_format::{CreateOptions, Disk, DiskKind};
 
-const KIB: u64 = 1024;
-const MIB: u64 = 1024 * KIB;
-
-fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_vhdkit")
-}
-
-fn vhdkit(args: &[&str]) -> Output {
-    Command::new(bin())
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run vhdkit")
-}
-
-fn p(path: &Path) -> &str {
-    path.to_str().expect("UTF-8 path")
-}
-
 /// Runs and asserts exit 0; returns stdout parsed as JSON.
 fn json_of(args: &[&str]) -> Value {
-    let o = vhdkit(args);
+    let o = vhdkit_output(args);
     assert_eq!(
         o.status.code(),
         Some(0),
@@ -46,20 +30,6 @@ fn json_of(args: &[&str]) -> Value {
     })
 }
 
-/// xorshift64* bytes.
-fn pattern(seed: u64, n: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut out = Vec::with_capacity(n + 8);
-    while out.len() < n {
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        out.extend_from_slice(&x.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes());
-    }
-    out.truncate(n);
-    out
-}
-
 /// An 8 MiB dynamic disk (block 512 KiB): data in blocks 0–5 and 10–15, blocks 6–9
 /// written with zeros (released by compact).
 fn dynamic_disk(path: &Path) {
@@ -69,7 +39,7 @@ fn dynamic_disk(path: &Path) {
         &CreateOptions::new(DiskKind::Dynamic, 8 * MIB).block_size(bs as u32),
     )
     .expect("create");
-    let mut data = pattern(1, (8 * MIB) as usize);
+    let mut data = Rng::xorshift_star(1).bytes((8 * MIB) as usize);
     data[(6 * bs) as usize..(10 * bs) as usize].fill(0);
     let d = Disk::open_rw(path).expect("open");
     d.write_at(&data, 0).expect("write");
@@ -87,14 +57,13 @@ fn chain(dir: &Path) -> std::path::PathBuf {
     )
     .expect("create child");
     let d = Disk::open_rw(&child).expect("open");
-    d.write_at(&pattern(2, (4 * MIB) as usize), 2 * MIB + 512)
-        .expect("write");
+    d.write_at(
+        &Rng::xorshift_star(2).bytes((4 * MIB) as usize),
+        2 * MIB + 512,
+    )
+    .expect("write");
     d.flush().expect("flush");
     child
-}
-
-fn file_len(path: &Path) -> u64 {
-    std::fs::metadata(path).expect("metadata").len()
 }
 
 /// The fields every report carries, with the types the contract gives them.
@@ -141,7 +110,7 @@ fn assert_phases(r: &Value, names: &[&str]) {
 }
 
 fn same_content(a: &Path, b: &Path) -> bool {
-    vhdkit(&["compare", p(a), p(b)]).status.code() == Some(0)
+    vhdkit_output(["compare", p(a), p(b)]).status.code() == Some(0)
 }
 
 #[test]
@@ -209,7 +178,7 @@ fn merge_json_report_names_the_parent() {
 fn merge_with_delete_child_flag_deletes_the_child() {
     let dir = tempfile::tempdir().expect("tempdir");
     let child = chain(dir.path());
-    let o = vhdkit(&["merge", p(&child), "--delete-child", "--progress", "none"]);
+    let o = vhdkit_output(["merge", p(&child), "--delete-child", "--progress", "none"]);
     assert_eq!(
         o.status.code(),
         Some(0),
@@ -276,7 +245,7 @@ fn compact_with_verify_reports_verified_in_text_and_json() {
     std::fs::copy(&a, &b).expect("copy");
 
     let r = json_of(&["compact", p(&a), "--verify", "--json", "--progress", "none"]);
-    let text = vhdkit(&["compact", p(&b), "--verify", "--progress", "none"]);
+    let text = vhdkit_output(["compact", p(&b), "--verify", "--progress", "none"]);
 
     assert_eq!(r["verified"], true);
     assert_phases(&r, &["scan", "release", "move", "truncate", "verify"]);
@@ -288,7 +257,7 @@ fn compact_with_verify_reports_verified_in_text_and_json() {
 
 /// Runs with `--progress json`; returns the stderr lines parsed.
 fn progress_lines(args: &[&str]) -> Vec<Value> {
-    let o = vhdkit(args);
+    let o = vhdkit_output(args);
     assert_eq!(
         o.status.code(),
         Some(0),
@@ -387,7 +356,7 @@ fn progress_json_prints_event_lines_ending_with_the_final_event() {
 /// A 128 MiB raw image full of data: a convert of it takes a while in any build.
 fn big_raw(path: &Path) {
     use std::io::Write;
-    let chunk = pattern(3, MIB as usize);
+    let chunk = Rng::xorshift_star(3).bytes(MIB as usize);
     let mut f = std::io::BufWriter::new(std::fs::File::create(path).expect("create"));
     for _ in 0..128 {
         f.write_all(&chunk).expect("write");
@@ -467,7 +436,7 @@ fn compact_interrupted_with_sigint_exits_130_and_keeps_the_image() {
         &CreateOptions::new(DiskKind::Dynamic, 64 * MIB).block_size(bs as u32),
     )
     .expect("create");
-    let mut data = pattern(4, (64 * MIB) as usize);
+    let mut data = Rng::xorshift_star(4).bytes((64 * MIB) as usize);
     for b in (0..64 * MIB / bs).filter(|b| b % 3 == 0) {
         data[(b * bs) as usize..((b + 1) * bs) as usize].fill(0);
     }
@@ -481,7 +450,7 @@ fn compact_interrupted_with_sigint_exits_130_and_keeps_the_image() {
     let (code, stderr) = interrupt(&["compact", p(&disk)]);
 
     assert_eq!(code, Some(130), "{stderr}");
-    let check = vhdkit(&["check", p(&disk)]);
+    let check = vhdkit_output(["check", p(&disk)]);
     assert_eq!(
         check.status.code(),
         Some(0),
@@ -525,7 +494,7 @@ fn long_merge_chain(dir: &Path) -> (PathBuf, PathBuf) {
     let child = dir.join("c.vhd");
     Disk::create(&child, &CreateOptions::differencing(&parent)).expect("child");
     let d = Disk::open_rw(&child).expect("open");
-    d.write_at(&pattern(9, (64 * MIB) as usize), 0)
+    d.write_at(&Rng::xorshift_star(9).bytes((64 * MIB) as usize), 0)
         .expect("write");
     d.flush().expect("flush");
     (parent, child)
@@ -536,7 +505,7 @@ fn merge_interrupted_says_what_the_parent_now_holds() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (_parent, child) = long_merge_chain(dir.path());
     let view = dir.path().join("view.raw");
-    assert!(vhdkit(&["read", p(&child), "--output", p(&view)])
+    assert!(vhdkit_output(["read", p(&child), "--output", p(&view)])
         .status
         .success());
 
@@ -550,7 +519,7 @@ fn merge_interrupted_says_what_the_parent_now_holds() {
     assert!(!stderr.contains("nothing was lost"), "{stderr}");
     assert!(same_content(&child, &view));
     // Running it again finishes the merge.
-    assert!(vhdkit(&["merge", p(&child)]).status.success());
+    assert!(vhdkit_output(["merge", p(&child)]).status.success());
     assert!(same_content(&child, &view));
 }
 
@@ -570,7 +539,7 @@ fn merge_refuses_a_child_in_use_before_writing_anything() {
         .expect("spawn");
     std::thread::sleep(Duration::from_millis(300));
     let t = Instant::now();
-    let out = vhdkit(&["merge", p(&child)]);
+    let out = vhdkit_output(["merge", p(&child)]);
     let took = t.elapsed();
     drop(holder.stdin.take());
     let _ = holder.wait();
@@ -594,13 +563,13 @@ fn merge_delete_child_refuses_to_orphan_a_grandchild() {
     let top = dir.path().join("top.vhd");
     Disk::create(&top, &CreateOptions::differencing(&mid)).expect("top");
 
-    let out = vhdkit(&["merge", p(&mid), "--delete-child"]);
+    let out = vhdkit_output(["merge", p(&mid), "--delete-child"]);
 
     assert_eq!(out.status.code(), Some(3));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("top.vhd") && err.contains("--force"), "{err}");
     assert!(mid.exists());
-    let out = vhdkit(&["merge", p(&mid), "--delete-child", "--force"]);
+    let out = vhdkit_output(["merge", p(&mid), "--delete-child", "--force"]);
     assert!(
         out.status.success(),
         "{}",

@@ -19,84 +19,22 @@
 //! The counts of kills that landed mid-operation and of runs that finished first are
 //! printed (see `--nocapture`).
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::{assert_bytes_eq, bin, p, vhdkit_output, Rng, KIB, MIB};
 use vhdkit_format::{CreateOptions, Disk, DiskKind, OpenOptions, VhdFile};
-
-mod support {
-    //! Helpers of this file.
-
-    use std::ffi::OsStr;
-    use std::process::{Command, Output, Stdio};
-
-    pub const KIB: u64 = 1024;
-    pub const MIB: u64 = 1024 * KIB;
-
-    pub fn bin() -> &'static str {
-        env!("CARGO_BIN_EXE_vhdkit")
-    }
-
-    /// Runs vhdkit to the end.
-    pub fn vhdkit<I, S>(args: I) -> Output
-    where
-        I: IntoIterator<Item = S>,
-        S: AsRef<OsStr>,
-    {
-        Command::new(bin())
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .expect("run vhdkit")
-    }
-
-    /// xorshift64*.
-    pub struct Rng(u64);
-
-    impl Rng {
-        pub fn new(seed: u64) -> Rng {
-            Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
-        }
-
-        pub fn next_u64(&mut self) -> u64 {
-            let mut x = self.0;
-            x ^= x >> 12;
-            x ^= x << 25;
-            x ^= x >> 27;
-            self.0 = x;
-            x.wrapping_mul(0x2545_F491_4F6C_DD1D)
-        }
-
-        /// Uniform in [0, 1).
-        pub fn unit(&mut self) -> f64 {
-            (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-        }
-
-        pub fn bytes(&mut self, n: usize) -> Vec<u8> {
-            let mut out = Vec::with_capacity(n + 8);
-            while out.len() < n {
-                out.extend_from_slice(&self.next_u64().to_le_bytes());
-            }
-            out.truncate(n);
-            out
-        }
-    }
-}
-
-use support::*;
 
 /// Kills per operation.
 const KILLS: usize = 14;
 /// Image size and block size: many small blocks, so a run lasts long enough to be hit.
 const SIZE: u64 = 32 * MIB;
 const BS: u64 = 16 * KIB;
-
-fn p(path: &Path) -> &str {
-    path.to_str().expect("UTF-8 path")
-}
 
 /// When to kill a run: `delay` after the spawn, or after the run's first progress event
 /// of phase `after` (read from its `--progress json` output).
@@ -165,7 +103,7 @@ fn run_and_kill(args: &[&str], at: KillAt) -> bool {
 /// jittered); the others a delay after the start of `phase`, the part that changes the
 /// image, spread over what remained of the run from there (`0..1.05 ×`).
 fn kill_points(timing: &Timing, phase: &'static str, n: usize, seed: u64) -> Vec<KillAt> {
-    let mut rng = Rng::new(seed);
+    let mut rng = Rng::xorshift_star(seed);
     let total = timing.total;
     let rest = total.saturating_sub(timing.phases.get(phase).copied().unwrap_or_default());
     let halves = n.div_ceil(2) as f64;
@@ -228,7 +166,7 @@ fn timed(args: &[&str]) -> Timing {
 /// What `vhdkit check` says: `Ok(false)` clean, `Ok(true)` only unreferenced space
 /// (a leak), `Err` anything else.
 fn check_state(disk: &Path) -> Result<bool, String> {
-    let o = vhdkit(["check", "--json", p(disk)]);
+    let o = vhdkit_output(["check", "--json", p(disk)]);
     let text = String::from_utf8_lossy(&o.stdout).into_owned();
     match o.status.code() {
         Some(0) => Ok(false),
@@ -266,7 +204,7 @@ fn check_state(disk: &Path) -> Result<bool, String> {
 fn read(disk: &Path, scratch: &Path) -> Vec<u8> {
     let out = scratch.join("read.raw");
     let _ = std::fs::remove_file(&out);
-    let o = vhdkit(["read", p(disk), "--output", p(&out)]);
+    let o = vhdkit_output(["read", p(disk), "--output", p(&out)]);
     assert!(
         o.status.success(),
         "read {}: {}",
@@ -274,16 +212,6 @@ fn read(disk: &Path, scratch: &Path) -> Vec<u8> {
         String::from_utf8_lossy(&o.stderr)
     );
     std::fs::read(&out).expect("read output")
-}
-
-fn assert_same(what: &str, got: &[u8], want: &[u8]) {
-    assert_eq!(got.len(), want.len(), "{what}: lengths differ");
-    if got == want {
-        return; // memcmp: fast even in a debug build
-    }
-    if let Some(i) = got.iter().zip(want).position(|(a, b)| a != b) {
-        panic!("{what}: first difference at byte {i}");
-    }
 }
 
 fn bat(path: &Path) -> Vec<u32> {
@@ -323,7 +251,7 @@ fn compact_image(path: &Path) -> Vec<u8> {
         &CreateOptions::new(DiskKind::Dynamic, SIZE).block_size(BS as u32),
     )
     .expect("create");
-    let mut data = Rng::new(77).bytes(SIZE as usize);
+    let mut data = Rng::xorshift_star(77).bytes(SIZE as usize);
     for b in (0..SIZE / BS).filter(|b| b % 3 == 1) {
         data[(b * BS) as usize..((b + 1) * BS) as usize].fill(0);
     }
@@ -373,20 +301,20 @@ fn compact_killed_at_random_points_stays_valid_and_rerun_completes() {
         if leak {
             *states.entry("check: leak only").or_default() += 1;
         }
-        assert_same(
+        assert_bytes_eq(
             &format!("content after a kill at {at:?}"),
             &read(&work, root.path()),
             &content,
         );
         if landed {
-            let o = vhdkit(["compact", p(&work), "--progress", "none"]);
+            let o = vhdkit_output(["compact", p(&work), "--progress", "none"]);
             assert!(
                 o.status.success(),
                 "rerun: {}",
                 String::from_utf8_lossy(&o.stderr)
             );
             assert_eq!(check_state(&work), Ok(false), "check after the rerun");
-            assert_same(
+            assert_bytes_eq(
                 "content after the rerun",
                 &read(&work, root.path()),
                 &content,
@@ -415,7 +343,7 @@ fn merge_chain(dir: &Path) -> Vec<u8> {
         &CreateOptions::new(DiskKind::Dynamic, SIZE).block_size(BS as u32),
     )
     .expect("create");
-    let mut rng = Rng::new(78);
+    let mut rng = Rng::xorshift_star(78);
     let disk = Disk::open_rw(&base).expect("open");
     disk.write_at(&rng.bytes((SIZE / 2) as usize), SIZE / 4)
         .expect("write");
@@ -462,7 +390,7 @@ fn merge_killed_at_random_points_keeps_the_child_view_and_rerun_completes() {
     let parent = work.join("base.vhd");
     let args = ["merge", p(&child), "--progress", "json"];
     let timing = timed(&args);
-    assert_same(
+    assert_bytes_eq(
         "parent after a merge",
         &read(&parent, root.path()),
         &content,
@@ -485,7 +413,7 @@ fn merge_killed_at_random_points_keeps_the_child_view_and_rerun_completes() {
         if leak {
             *states.entry("check: leak only").or_default() += 1;
         }
-        assert_same(
+        assert_bytes_eq(
             &format!("child after a kill at {at:?}"),
             &read(&child, root.path()),
             &content,
@@ -500,20 +428,20 @@ fn merge_killed_at_random_points_keeps_the_child_view_and_rerun_completes() {
                 "parent part-way"
             };
             *states.entry(state).or_default() += 1;
-            let o = vhdkit(["merge", p(&child), "--progress", "none"]);
+            let o = vhdkit_output(["merge", p(&child), "--progress", "none"]);
             assert!(
                 o.status.success(),
                 "rerun: {}",
                 String::from_utf8_lossy(&o.stderr)
             );
             assert_eq!(check_state(&child), Ok(false), "check after the rerun");
-            assert_same(
+            assert_bytes_eq(
                 "child after the rerun",
                 &read(&child, root.path()),
                 &content,
             );
         }
-        assert_same("parent once merged", &read(&parent, root.path()), &content);
+        assert_bytes_eq("parent once merged", &read(&parent, root.path()), &content);
     }
     report("merge", &timing, killed, finished, &states);
     assert!(killed >= KILLS / 3, "too few kills landed mid-operation");
@@ -570,7 +498,7 @@ fn convert_killed_at_random_points_never_leaves_a_partial_destination() {
         temps_left += names.iter().filter(|n| n.ends_with(".vhdkit-tmp")).count();
         if dst.exists() {
             assert_eq!(check_state(&dst), Ok(false));
-            assert_same(
+            assert_bytes_eq(
                 "a destination that exists",
                 &read(&dst, root.path()),
                 &content,
@@ -596,7 +524,7 @@ fn three_level_chain(dir: &Path) -> Vec<u8> {
         &CreateOptions::differencing(dir.join("mid.vhd")).block_size(BS as u32),
     )
     .expect("create child");
-    let mut rng = Rng::new(79);
+    let mut rng = Rng::xorshift_star(79);
     let disk = Disk::open_rw(&child).expect("open");
     disk.write_at(&rng.bytes((SIZE / 4) as usize), SIZE / 3)
         .expect("write");
@@ -629,7 +557,7 @@ fn merge_into_killed_at_random_points_keeps_the_child_view_and_rerun_completes()
     let base = work.join("base.vhd");
     let args = ["merge", p(&child), "--into", p(&base), "--progress", "json"];
     let timing = timed(&args);
-    assert_same("base after the merge", &read(&base, root.path()), &content);
+    assert_bytes_eq("base after the merge", &read(&base, root.path()), &content);
     assert!(
         !work.join("mid.vhd").exists(),
         "the intermediate is removed"
@@ -652,7 +580,7 @@ fn merge_into_killed_at_random_points_keeps_the_child_view_and_rerun_completes()
         if leak {
             *states.entry("check: leak only").or_default() += 1;
         }
-        assert_same(
+        assert_bytes_eq(
             &format!("child after a kill at {at:?}"),
             &read(&child, root.path()),
             &content,
@@ -666,20 +594,20 @@ fn merge_into_killed_at_random_points_keeps_the_child_view_and_rerun_completes()
             })
             .or_default() += 1;
         if landed {
-            let o = vhdkit(["merge", p(&child), "--into", p(&base), "--progress", "none"]);
+            let o = vhdkit_output(["merge", p(&child), "--into", p(&base), "--progress", "none"]);
             assert!(
                 o.status.success(),
                 "rerun: {}",
                 String::from_utf8_lossy(&o.stderr)
             );
             assert_eq!(check_state(&child), Ok(false), "check after the rerun");
-            assert_same(
+            assert_bytes_eq(
                 "child after the rerun",
                 &read(&child, root.path()),
                 &content,
             );
         }
-        assert_same("base once merged", &read(&base, root.path()), &content);
+        assert_bytes_eq("base once merged", &read(&base, root.path()), &content);
     }
     report("merge --into", &timing, killed, finished, &states);
     assert!(killed >= KILLS / 3, "too few kills landed mid-operation");

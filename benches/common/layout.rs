@@ -2,7 +2,8 @@
 //!
 //! Pure `std`: the benches include it through `common/mod.rs`, and
 //! `benches/tools/mkimage.rs` (compiled with plain `rustc` by the script) includes it by
-//! path. Same seed and sizes, same bytes, on every machine.
+//! path; it includes the test kit's generator (`crates/testkit/src/rng.rs`, pure `std`
+//! too) the same way. Same seed and sizes, same bytes, on every machine.
 //!
 //! A disk is cut into blocks (2 MiB, the default VHD block size). Each block is one of:
 //! random data over the whole block, random data in a few runs (the rest never written),
@@ -19,47 +20,18 @@ pub const BLOCK: u64 = 2 << 20;
 /// Granularity of partial runs: 4 KiB, a whole bitmap byte of a differencing disk.
 pub const RUN_GRANULE: u64 = 4096;
 
-/// xorshift64*: tiny, fast and good enough for test data and offsets.
-#[derive(Debug, Clone)]
-pub struct XorShift(u64);
+// The generator is the test kit's, included by path: mkimage is built without Cargo.
+#[path = "../../crates/testkit/src/rng.rs"]
+mod rng;
 
-impl XorShift {
-    /// A generator; any seed (zero is remapped).
-    pub fn new(seed: u64) -> XorShift {
-        // splitmix64 of the seed, so nearby seeds give unrelated streams.
-        let mut z = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^= z >> 31;
-        XorShift(if z == 0 { 0x2545_F491_4F6C_DD1D } else { z })
-    }
+pub use rng::{Algorithm, Rng};
 
-    /// Next 64 random bits.
-    pub fn next_u64(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    /// Uniform in `0..n` (n > 0; the tiny modulo bias does not matter here).
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next_u64() % n
-    }
-
-    /// Fills `buf` with random bytes.
-    pub fn fill(&mut self, buf: &mut [u8]) {
-        let mut chunks = buf.chunks_exact_mut(8);
-        for c in &mut chunks {
-            c.copy_from_slice(&self.next_u64().to_le_bytes());
-        }
-        let rest = chunks.into_remainder();
-        let last = self.next_u64().to_le_bytes();
-        let n = rest.len();
-        rest.copy_from_slice(&last[..n]);
-    }
+/// The layouts' generator: xorshift64* from the splitmix64 of `seed`, so nearby seeds
+/// give unrelated streams.
+pub fn generator(seed: u64) -> Rng {
+    let z = Rng::new(seed).next_u64();
+    let state = if z == 0 { 0x2545_F491_4F6C_DD1D } else { z };
+    Rng::from_state(Algorithm::XorShiftStar, state)
 }
 
 /// Percentages of each kind of block; the rest are holes.
@@ -141,7 +113,7 @@ impl Layout {
     /// Draws the layout of a disk of `size` bytes (rounded up to whole blocks).
     pub fn new(size: u64, seed: u64, mix: Mix) -> Layout {
         let n = size.div_ceil(BLOCK);
-        let mut rng = XorShift::new(seed ^ 0x6C61_796F_7574);
+        let mut rng = generator(seed ^ 0x6C61_796F_7574);
         let blocks = (0..n)
             .map(|_| {
                 let r = rng.below(100);
@@ -181,7 +153,7 @@ impl Layout {
 
     /// The random bytes of block `b` (whether or not the block uses them).
     pub fn block_bytes(&self, b: u64, out: &mut [u8]) {
-        let mut rng = XorShift::new(self.seed.wrapping_mul(0x1000_0000_01B3) ^ b);
+        let mut rng = generator(self.seed.wrapping_mul(0x1000_0000_01B3) ^ b);
         rng.fill(out);
     }
 

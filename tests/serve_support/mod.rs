@@ -1,7 +1,9 @@
 //! Helpers of the `vhdkit serve` tests: running the server, the NBD tools (which must be
-//! installed: a missing tool fails the test), and a raw NBD client over a Unix socket.
+//! installed: a missing tool fails the test, through `vhdkit_testkit::need`), and a raw
+//! NBD client over a Unix socket.
 
-#![allow(dead_code)]
+// Each test binary uses a different subset of these helpers.
+#![allow(dead_code, unused_imports)]
 
 use std::ffi::OsStr;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -11,26 +13,13 @@ use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use vhdkit_testkit::Rng;
+
+pub use vhdkit_testkit::need;
 
 /// Path of the binary under test.
 pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_vhdkit")
-}
-
-/// Fails the test unless `tool` runs (`args` is a harmless invocation, e.g. `--version`).
-pub fn need(tool: &str, args: &[&str]) {
-    let ok = Command::new(tool)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(
-        ok,
-        "{tool} is required by this test and is missing \
-         (Debian: apt-get install libnbd-bin qemu-utils fuse3 e2fsprogs)"
-    );
 }
 
 /// A running `vhdkit serve --json`.
@@ -220,19 +209,9 @@ pub fn chain_files(dir: &Path) -> Vec<Vec<u8>> {
         .collect()
 }
 
-/// Deterministic bytes (splitmix64).
+/// Deterministic bytes ([`Rng::new`]: splitmix64).
 pub fn bytes(seed: u64, n: usize) -> Vec<u8> {
-    let mut s = seed;
-    let mut v = Vec::with_capacity(n + 8);
-    while v.len() < n {
-        s = s.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = s;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        v.extend_from_slice(&(z ^ (z >> 31)).to_le_bytes());
-    }
-    v.truncate(n);
-    v
+    Rng::new(seed).bytes(n)
 }
 
 // ---------------------------------------------------------------------------------------

@@ -53,7 +53,7 @@ fn chain_moved_together_finds_the_parent_by_its_relative_locator() {
 
     assert_eq!(disk.layers().len(), 2);
     assert!(same_file(disk.layers()[1].path(), &dest.join("p.vhd")));
-    assert_bytes_eq(&common::read_all(&disk), &content, "moved chain");
+    assert_bytes_eq("moved chain", &common::read_all(&disk), &content);
 }
 
 #[test]
@@ -109,7 +109,7 @@ fn child_moved_alone_finds_the_parent_by_its_absolute_locator_when_allowed() {
         disk.found_by(1),
         Some(vhdkit_format::image::FoundBy::AbsoluteOutside)
     );
-    assert_bytes_eq(&common::read_all(&disk), &content, "moved child");
+    assert_bytes_eq("moved child", &common::read_all(&disk), &content);
 }
 
 #[test]
@@ -280,7 +280,7 @@ fn explicit_parent_option_opens_a_parent_no_locator_finds() {
     let disk = Disk::open_with(&child, &OpenOptions::new().parent(&renamed)).expect("open");
 
     assert!(same_file(disk.layers()[1].path(), &renamed));
-    assert_bytes_eq(&common::read_all(&disk), &content, "explicit parent");
+    assert_bytes_eq("explicit parent", &common::read_all(&disk), &content);
 }
 
 #[test]
@@ -307,7 +307,7 @@ fn child_opened_without_parents_reads_only_its_own_sectors() {
     // completed from the parent, and nothing else.
     let mut expected = vec![0u8; 3 * MIB as usize];
     expected[4096..8192].copy_from_slice(&content[4096..8192]);
-    assert_bytes_eq(&common::read_all(&disk), &expected, "child alone");
+    assert_bytes_eq("child alone", &common::read_all(&disk), &expected);
 }
 
 #[test]

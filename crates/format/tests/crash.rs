@@ -19,7 +19,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use common::{create, create_child, pattern, read_all, MIB};
+use common::{create, create_child, pattern, read_all, Algorithm, Rng, MIB};
 use vhdkit_format::check::check_file;
 use vhdkit_format::image::{Backend, FsResolver, MemBackend};
 use vhdkit_format::spec::{Severity, SECTOR_SIZE};
@@ -418,18 +418,6 @@ fn fixed_write_crashing_after_any_write_leaves_old_or_new_content() {
     crash_after_every_write(&fixed_scenario());
 }
 
-/// A tiny deterministic generator for the sampled subsets.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
-
 /// The writes of one epoch cut into aligned sector pieces (the atomic unit assumed).
 fn sector_pieces(epoch: &[Op]) -> Vec<(u64, Vec<u8>)> {
     let mut out = Vec::new();
@@ -464,7 +452,8 @@ fn unordered_sectors_within_sync_epochs(s: &Scenario, samples: usize) {
     let (old, new) = (s.old(), s.new_content());
     let epochs: Vec<&[Op]> = log.split(|o| matches!(o, Op::Sync)).collect();
     let mut durable = s.base.clone();
-    let mut rng = Rng(0x5EED_1234_ABCD_0001);
+    // The sampled subsets: xorshift64 from a fixed state.
+    let mut rng = Rng::from_state(Algorithm::XorShift, 0x5EED_1234_ABCD_0001);
     for (e, epoch) in epochs.iter().enumerate() {
         let pieces = sector_pieces(epoch);
         let n = pieces.len();
@@ -489,7 +478,7 @@ fn unordered_sectors_within_sync_epochs(s: &Scenario, samples: usize) {
             subsets.push(all_but);
         }
         for _ in 0..samples {
-            subsets.push((0..n).map(|_| rng.next().is_multiple_of(2)).collect());
+            subsets.push((0..n).map(|_| rng.next_u64().is_multiple_of(2)).collect());
         }
         // The file's length is metadata the file system may commit apart from the data
         // written past the old end: also try the grown length with pieces lost.

@@ -3,6 +3,8 @@
 //! leaves exactly what it promises: no destination for new files, an unchanged view for
 //! in-place operations, and a rerun that completes.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
 use vhdkit_format::image::backend::faults::{arm, FaultOp, FaultPlan};
@@ -10,27 +12,15 @@ use vhdkit_format::ops::{self, OpsOptions, Target};
 use vhdkit_format::{CreateOptions, Disk, DiskKind, Error};
 use vhdkit_task::{CancelToken, HResult, Progress};
 
+use common::{read_file, Rng, MIB};
+
 const ENOSPC: i32 = 28;
 const EIO: i32 = 5;
-const MIB: u64 = 1 << 20;
 
+/// Bytes of [`Rng::xorshift`]: the low byte of each value.
 fn pattern(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
-fn content(path: &Path) -> Vec<u8> {
-    let disk = Disk::open(path).expect("open");
-    let mut all = vec![0u8; disk.virtual_size() as usize];
-    disk.read_at(&mut all, 0).expect("read");
-    all
+    let mut rng = Rng::xorshift(seed);
+    (0..len).map(|_| rng.next_u64() as u8).collect()
 }
 
 /// A dynamic base with data, a differencing child with data, and zeroed blocks in both.
@@ -188,7 +178,7 @@ fn compact_with_any_failed_write_or_sync_keeps_content_and_reruns() {
         let before = {
             let dir = tempfile::tempdir().expect("tmp");
             make_chain(dir.path());
-            content(&dir.path().join(which))
+            read_file(&dir.path().join(which))
         };
         let op = |d: &Path| -> Result<(), Error> {
             let opts = OpsOptions {
@@ -206,12 +196,16 @@ fn compact_with_any_failed_write_or_sync_keeps_content_and_reruns() {
         let points = every_fault(&setup, &op, &|d, _| {
             let path = d.join(which);
             assert_eq!(
-                content(&path),
+                read_file(&path),
                 before,
                 "content unchanged after a failed compact"
             );
             op(d).expect("a rerun completes");
-            assert_eq!(content(&path), before, "content unchanged after the rerun");
+            assert_eq!(
+                read_file(&path),
+                before,
+                "content unchanged after the rerun"
+            );
             let report = vhdkit_format::check::check(&path, &Default::default()).expect("check");
             assert!(report.is_clean(), "{:?}", report.files);
         });
@@ -227,7 +221,7 @@ fn merge_with_any_failed_write_or_sync_keeps_the_child_view_and_reruns() {
     let view = {
         let dir = tempfile::tempdir().expect("tmp");
         make_chain(dir.path());
-        content(&dir.path().join("child.vhd"))
+        read_file(&dir.path().join("child.vhd"))
     };
     let op = |d: &Path| -> Result<(), Error> {
         let opts = OpsOptions {
@@ -238,14 +232,14 @@ fn merge_with_any_failed_write_or_sync_keeps_the_child_view_and_reruns() {
     };
     let points = every_fault(&setup, &op, &|d, _| {
         assert_eq!(
-            content(&d.join("child.vhd")),
+            read_file(&d.join("child.vhd")),
             view,
             "the child's view never changes"
         );
         op(d).expect("a rerun completes");
-        assert_eq!(content(&d.join("child.vhd")), view);
+        assert_eq!(read_file(&d.join("child.vhd")), view);
         assert_eq!(
-            content(&d.join("base.vhd")),
+            read_file(&d.join("base.vhd")),
             view,
             "the parent holds the merged view"
         );
@@ -259,7 +253,7 @@ fn write_with_any_failed_write_or_sync_reads_old_or_new_data() {
         let before = {
             let dir = tempfile::tempdir().expect("tmp");
             make_chain(dir.path());
-            content(&dir.path().join(which))
+            read_file(&dir.path().join(which))
         };
         let data = pattern(9, 1_500_000);
         let at = 3 * MIB + 100;
@@ -274,7 +268,7 @@ fn write_with_any_failed_write_or_sync_reads_old_or_new_data() {
             },
             &op,
             &|d, _| {
-                let now = content(&d.join(which));
+                let now = read_file(&d.join(which));
                 let r = at as usize..at as usize + data.len();
                 assert_eq!(
                     now[..r.start],
@@ -323,7 +317,7 @@ fn merge_into_with_any_failed_write_or_sync_keeps_the_child_view_and_reruns() {
     let view = {
         let dir = tempfile::tempdir().expect("tmp");
         make_three_levels(dir.path());
-        content(&dir.path().join("top.vhd"))
+        read_file(&dir.path().join("top.vhd"))
     };
     let op = |d: &Path| -> Result<(), Error> {
         let opts = OpsOptions {
@@ -335,14 +329,14 @@ fn merge_into_with_any_failed_write_or_sync_keeps_the_child_view_and_reruns() {
     };
     let points = every_fault(&|d| make_three_levels(d), &op, &|d, _| {
         assert_eq!(
-            content(&d.join("top.vhd")),
+            read_file(&d.join("top.vhd")),
             view,
             "the child's view never changes"
         );
         op(d).expect("a rerun completes");
-        assert_eq!(content(&d.join("top.vhd")), view);
+        assert_eq!(read_file(&d.join("top.vhd")), view);
         assert_eq!(
-            content(&d.join("base.vhd")),
+            read_file(&d.join("base.vhd")),
             view,
             "the ancestor holds the view"
         );
@@ -365,17 +359,17 @@ fn set_parent_with_any_failed_write_or_sync_names_a_parent_that_works() {
     let view = {
         let dir = tempfile::tempdir().expect("tmp");
         setup(dir.path());
-        content(&dir.path().join("child.vhd"))
+        read_file(&dir.path().join("child.vhd"))
     };
     let op = |d: &Path| -> Result<(), Error> {
         ops::relink::set_parent(&d.join("child.vhd"), &d.join("moved/base.vhd"), false).map(|_| ())
     };
     let points = every_fault(&setup, &op, &|d, _| {
-        assert_eq!(content(&d.join("child.vhd")), view, "a parent that works");
+        assert_eq!(read_file(&d.join("child.vhd")), view, "a parent that works");
         op(d).expect("a rerun completes");
         let disk = Disk::open(d.join("child.vhd")).expect("open");
         assert!(disk.layers()[1].path().ends_with("moved/base.vhd"));
-        assert_eq!(content(&d.join("child.vhd")), view);
+        assert_eq!(read_file(&d.join("child.vhd")), view);
         let r =
             vhdkit_format::check::check(&d.join("child.vhd"), &Default::default()).expect("check");
         assert!(r.is_clean(), "{:?}", r.files);

@@ -60,7 +60,7 @@ fn host_drive_stub_reads_the_device_bytes() {
 
     assert_eq!(disk.kind(), DiskKind::HostDrive);
     assert_eq!(disk.virtual_size(), DEVICE_SIZE);
-    assert_bytes_eq(&read_all(&disk), &content, "through the stub");
+    assert_bytes_eq("through the stub", &read_all(&disk), &content);
 }
 
 #[test]
@@ -75,7 +75,7 @@ fn host_drive_stub_write_changes_the_device_and_not_the_stub_size() {
     drop(disk);
 
     content[3 * MIB as usize + 1..3 * MIB as usize + 10_001].copy_from_slice(&data);
-    assert_bytes_eq(&std::fs::read(&device).expect("read"), &content, "device");
+    assert_bytes_eq("device", &std::fs::read(&device).expect("read"), &content);
     assert_eq!(std::fs::metadata(&stub).expect("stat").len(), 2048);
 }
 
@@ -94,7 +94,7 @@ fn host_drive_stub_written_in_its_identity_region_still_opens_after_flush() {
     content[..15].copy_from_slice(b"new boot sector");
     content[DEVICE_SIZE as usize - 8..].copy_from_slice(b"new tail");
     let disk = Disk::open_with(&stub, &hd()).expect("the identity was refreshed");
-    assert_bytes_eq(&read_all(&disk), &content, "after reopening");
+    assert_bytes_eq("after reopening", &read_all(&disk), &content);
 }
 
 #[test]
@@ -144,7 +144,7 @@ fn host_drive_replaced_opens_with_ignore_host_drive_identity() {
     let opts = hd().ignore_host_drive_identity(true);
     let disk = Disk::open_with(&stub, &opts).expect("open");
 
-    assert_bytes_eq(&read_all(&disk), &other, "the new device's bytes");
+    assert_bytes_eq("the new device's bytes", &read_all(&disk), &other);
 }
 
 #[test]

@@ -12,6 +12,8 @@
 //! before it saw the cancel may end in Success; both outcomes are accepted, the state
 //! each promises is asserted, and every loop asserts that it really cancelled mid-way.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -21,38 +23,11 @@ use vhdkit_format::ops::{self, OpTask, OpsOptions, Target};
 use vhdkit_format::{CreateOptions, Disk, DiskKind, OpenOptions, VhdFile};
 use vhdkit_task::{HResult, Phase, TaskFailure, VMTaskResult};
 
-const KIB: u64 = 1024;
-const MIB: u64 = 1024 * KIB;
+use common::{assert_bytes_eq, dir_names, file_len, read_file, Rng, KIB, MIB};
+
 /// Block size of every disk here, and the chunk of every operation: one block.
 const BS: u64 = 64 * KIB;
 const SIZE: u64 = 4 * MIB;
-
-/// xorshift64*.
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Rng {
-        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
-    }
-
-    fn next_u64(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn bytes(&mut self, n: usize) -> Vec<u8> {
-        let mut out = Vec::with_capacity(n + 8);
-        while out.len() < n {
-            out.extend_from_slice(&self.next_u64().to_le_bytes());
-        }
-        out.truncate(n);
-        out
-    }
-}
 
 fn opts(verify: bool) -> OpsOptions {
     OpsOptions {
@@ -63,40 +38,10 @@ fn opts(verify: bool) -> OpsOptions {
     }
 }
 
-fn view(path: &Path) -> Vec<u8> {
-    let disk = Disk::open(path).unwrap_or_else(|e| panic!("opening {}: {e}", path.display()));
-    let mut buf = vec![0u8; disk.virtual_size() as usize];
-    disk.read_at(&mut buf, 0).expect("read the whole disk");
-    buf
-}
-
-fn assert_same(what: &str, got: &[u8], want: &[u8]) {
-    assert_eq!(got.len(), want.len(), "{what}: lengths differ");
-    if got == want {
-        return; // memcmp: fast even in a debug build
-    }
-    if let Some(i) = got.iter().zip(want).position(|(a, b)| a != b) {
-        panic!("{what}: first difference at byte {i}");
-    }
-}
-
 fn assert_clean(path: &Path) {
     let r = check(path, &OpenOptions::new())
         .unwrap_or_else(|e| panic!("check {}: {e}", path.display()));
     assert!(r.is_clean(), "{}: {r:?}", path.display());
-}
-
-fn names(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(dir)
-        .expect("read dir")
-        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
-        .collect();
-    v.sort();
-    v
-}
-
-fn file_len(path: &Path) -> u64 {
-    std::fs::metadata(path).expect("metadata").len()
 }
 
 fn bat_entries(path: &Path) -> Vec<u32> {
@@ -219,14 +164,14 @@ fn compact_template(dir: &Path) -> Vec<u8> {
     )
     .expect("create");
     let disk = Disk::open_rw(&p).expect("open");
-    let mut rng = Rng::new(9);
+    let mut rng = Rng::xorshift_star(9);
     disk.write_at(&rng.bytes(SIZE as usize), 0).expect("write");
     for b in (0..SIZE / BS).filter(|b| b % 3 == 0) {
         disk.write_at(&vec![0; BS as usize], b * BS).expect("zero");
     }
     disk.flush().expect("flush");
     drop(disk);
-    view(&p)
+    read_file(&p)
 }
 
 fn compact_cancelled_at_many_points(differencing: bool) {
@@ -249,7 +194,7 @@ fn compact_cancelled_at_many_points(differencing: bool) {
         )
         .expect("create child");
         let disk = Disk::open_rw(&c).expect("open");
-        let mut rng = Rng::new(10);
+        let mut rng = Rng::xorshift_star(10);
         for b in 0..SIZE / BS {
             let data = if b % 4 == 1 {
                 vec![0; BS as usize]
@@ -280,7 +225,7 @@ fn compact_cancelled_at_many_points(differencing: bool) {
         "d.vhd"
     };
     let content = if differencing {
-        view(&tpl.join(target_name))
+        read_file(&tpl.join(target_name))
     } else {
         content
     };
@@ -318,7 +263,11 @@ fn compact_cancelled_at_many_points(differencing: bool) {
 
         // Valid and unchanged in content, whatever the outcome.
         assert_clean(&p);
-        assert_same(&format!("content after cancel at {k}"), &view(&p), &content);
+        assert_bytes_eq(
+            &format!("content after cancel at {k}"),
+            &read_file(&p),
+            &content,
+        );
         if ending.result == VMTaskResult::Cancelled {
             let len = file_len(&p);
             assert!(len <= original_len);
@@ -348,7 +297,7 @@ fn compact_cancelled_at_many_points(differencing: bool) {
                 "size after a rerun of a compaction cancelled after {k} events"
             );
             assert_clean(&p);
-            assert_same("content after the rerun", &view(&p), &content);
+            assert_bytes_eq("content after the rerun", &read_file(&p), &content);
         } else {
             assert_eq!(file_len(&p), final_len);
         }
@@ -396,7 +345,7 @@ fn chain_template(dir: &Path) -> (Vec<u8>, Vec<u8>) {
         &CreateOptions::new(DiskKind::Dynamic, SIZE).block_size(BS as u32),
     )
     .expect("create");
-    let mut rng = Rng::new(21);
+    let mut rng = Rng::xorshift_star(21);
     let disk = Disk::open_rw(&base).expect("open");
     for b in (0..SIZE / BS).filter(|b| b % 5 != 4) {
         disk.write_at(&rng.bytes((BS / 2) as usize), b * BS + 1024)
@@ -422,7 +371,7 @@ fn chain_template(dir: &Path) -> (Vec<u8>, Vec<u8>) {
     }
     disk.flush().expect("flush");
     drop(disk);
-    (view(&base), view(&child))
+    (read_file(&base), read_file(&child))
 }
 
 /// Convert (`merge_to` false) or merge-to of the child, cancelled at many points.
@@ -464,17 +413,17 @@ fn new_file_cancelled_at_many_points(merge_to: bool, target: Target, step: usize
                 "cancelled after {k} events: a destination is left"
             );
             assert_eq!(
-                names(&d),
+                dir_names(&d),
                 vec!["base.vhd".to_string(), "child.vhd".to_string()],
                 "cancelled after {k} events: something is left behind"
             );
         } else {
             let got = match target {
                 Target::Raw => std::fs::read(&dst).expect("read"),
-                _ => view(&dst),
+                _ => read_file(&dst),
             };
-            assert_same("the finished result", &got, &content);
-            assert_eq!(names(&d).len(), 3, "{:?}", names(&d));
+            assert_bytes_eq("the finished result", &got, &content);
+            assert_eq!(dir_names(&d).len(), 3, "{:?}", dir_names(&d));
         }
         for (n, b) in files.iter().zip(&before) {
             assert!(std::fs::read(d.join(n)).expect("read") == *b, "{n} changed");
@@ -536,7 +485,11 @@ fn merge_cancelled_at_many_points_keeps_the_child_view_and_rerun_completes() {
     let events = task.subscribe().iter().filter(|e| !e.is_final).count();
     task.join().expect("uncancelled merge");
     let merged_len = file_len(&d.join("base.vhd"));
-    assert_same("uncancelled merge", &view(&d.join("base.vhd")), &content);
+    assert_bytes_eq(
+        "uncancelled merge",
+        &read_file(&d.join("base.vhd")),
+        &content,
+    );
 
     let mut tally = Tally::default();
     let mut mid_way = 0;
@@ -549,23 +502,23 @@ fn merge_cancelled_at_many_points_keeps_the_child_view_and_rerun_completes() {
         let ending = run_cancelling_after(task, k);
         tally.add(&ending);
 
-        assert_same(
+        assert_bytes_eq(
             &format!("child view after cancel at {k}"),
-            &view(&child),
+            &read_file(&child),
             &content,
         );
         assert_clean(&parent);
         assert_clean(&child);
         if ending.result == VMTaskResult::Cancelled {
-            let now = view(&parent);
+            let now = read_file(&parent);
             if now != parent_before && now != content {
                 mid_way += 1;
             }
             let task = ops::merge_task(&child, &opts(false)).expect("rerun starts");
             task.join().expect("the rerun completes");
-            assert_same("child view after the rerun", &view(&child), &content);
+            assert_bytes_eq("child view after the rerun", &read_file(&child), &content);
         }
-        assert_same("parent view after the merge", &view(&parent), &content);
+        assert_bytes_eq("parent view after the merge", &read_file(&parent), &content);
         assert_eq!(file_len(&parent), merged_len);
         assert_clean(&parent);
         std::fs::remove_dir_all(&d).expect("clean up");

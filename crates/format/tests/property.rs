@@ -104,11 +104,11 @@ fn run(path: &Path, mut model: Vec<u8>, writes: &[Write]) -> Result<(), TestCase
         );
     }
     disk.flush().expect("flush");
-    assert_bytes_eq(&read_all(&disk), &model, "whole disk before reopening");
+    assert_bytes_eq("whole disk before reopening", &read_all(&disk), &model);
     drop(disk);
 
     let reopened = Disk::open(path).expect("reopen");
-    assert_bytes_eq(&read_all(&reopened), &model, "whole disk after reopening");
+    assert_bytes_eq("whole disk after reopening", &read_all(&reopened), &model);
     drop(reopened);
 
     let report = check(path, &OpenOptions::new()).expect("check");

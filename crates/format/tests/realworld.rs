@@ -134,7 +134,7 @@ fn realworld_dfvfs_hand_edited_chain_opens_with_warnings_and_reads_the_parent_by
     );
     let content = read_all(&parent);
     assert!(content.iter().any(|&b| b != 0), "the parent holds data");
-    common::assert_bytes_eq(&read_all(&child), &content, "child through the chain");
+    common::assert_bytes_eq("child through the chain", &read_all(&child), &content);
 }
 
 #[test]

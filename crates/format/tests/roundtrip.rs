@@ -323,7 +323,7 @@ fn write_of_one_byte_at_offset_1_reads_back_with_its_neighbours_unchanged() {
 
         let mut expected = vec![0u8; 3 * MIB as usize];
         expected[1] = 0xA5;
-        assert_bytes_eq(&content, &expected, &path.display().to_string());
+        assert_bytes_eq(&path.display().to_string(), &content, &expected);
     }
 }
 
@@ -351,7 +351,7 @@ fn write_spanning_block_boundaries_reads_back_exactly() {
         expected[o..o + data.len()].copy_from_slice(&data);
         let o2 = o + data.len() - 300;
         expected[o2..o2 + data2.len()].copy_from_slice(&data2);
-        assert_bytes_eq(&content, &expected, &path.display().to_string());
+        assert_bytes_eq(&path.display().to_string(), &content, &expected);
     }
 }
 
@@ -361,7 +361,7 @@ fn write_of_the_whole_disk_reads_back_exactly() {
     for path in three_kinds(dir.path()) {
         let data = pattern(4, 3 * MIB as usize);
         common::write(&path, &data, 0);
-        assert_bytes_eq(&read_file(&path), &data, &path.display().to_string());
+        assert_bytes_eq(&path.display().to_string(), &read_file(&path), &data);
     }
 }
 
@@ -395,8 +395,8 @@ fn differencing_child_reads_parent_bytes_where_unwritten_and_its_own_where_writt
     let mut expected = parent_data.clone();
     expected[100..3100].copy_from_slice(&own);
     expected[MIB as usize + 7..MIB as usize + 5007].fill(0);
-    assert_bytes_eq(&read_file(&child), &expected, "child");
-    assert_bytes_eq(&read_file(&parent), &parent_data, "parent unchanged");
+    assert_bytes_eq("child", &read_file(&child), &expected);
+    assert_bytes_eq("parent unchanged", &read_file(&parent), &parent_data);
 }
 
 #[test]
@@ -410,7 +410,7 @@ fn differencing_child_of_a_fixed_parent_reads_through_to_it() {
 
     let mut expected = parent_data;
     expected[3 * MIB as usize - 5..].copy_from_slice(b"child");
-    assert_bytes_eq(&read_file(&child), &expected, "child");
+    assert_bytes_eq("child", &read_file(&child), &expected);
 }
 
 #[test]
@@ -441,7 +441,7 @@ fn chain_of_three_levels_reads_the_topmost_written_bytes() {
     expected[400_000..1_100_000].copy_from_slice(&b);
     expected[900_001..1_200_002].copy_from_slice(&c);
     expected[2 * MIB as usize..2 * MIB as usize + 1024].fill(0);
-    assert_bytes_eq(&common::read_all(&disk), &expected, "top of the chain");
+    assert_bytes_eq("top of the chain", &common::read_all(&disk), &expected);
 }
 
 #[test]

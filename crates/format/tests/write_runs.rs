@@ -1,15 +1,10 @@
 //! `Disk::write_runs`: many runs under one write order, including runs that share a
 //! sector or a differencing granule, read back exactly like the same writes one by one.
 
+mod common;
+
+use common::{read_all, MIB};
 use vhdkit_format::{CreateOptions, Disk, DiskKind};
-
-const MIB: u64 = 1 << 20;
-
-fn read_all(d: &Disk) -> Vec<u8> {
-    let mut v = vec![0u8; d.virtual_size() as usize];
-    d.read_at(&mut v, 0).expect("read");
-    v
-}
 
 #[test]
 fn write_runs_sharing_granules_in_a_differencing_disk_match_a_model() {

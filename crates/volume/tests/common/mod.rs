@@ -9,6 +9,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use vhdkit_testkit::{tempdir, Rng};
 use vhdkit_volume::{scan, DiskReport, FsKind, Partition};
 
 pub const MIB: u64 = 1 << 20;
@@ -80,7 +81,7 @@ pub struct Mount {
 impl Mount {
     /// `kind` is `ext4`, `ext2`, `vfat` or `ntfs` (ntfs-3g).
     pub fn new(dev: &str, kind: &str, ro: bool) -> Mount {
-        let dir = tempfile::tempdir().expect("temp dir");
+        let dir = tempdir();
         let d = dir.path().display();
         let opt = if ro { "-o ro" } else { "" };
         match kind {
@@ -133,17 +134,10 @@ impl Drop for Mount {
     }
 }
 
-/// Deterministic file content (xorshift from a seed).
+/// Deterministic file content: bits 24..32 of each value of [`Rng::xorshift`].
 pub fn content(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
+    let mut rng = Rng::xorshift(seed);
+    (0..len).map(|_| (rng.next_u64() >> 24) as u8).collect()
 }
 
 /// Files expected in a file system: relative path → content.
@@ -195,7 +189,7 @@ pub fn mtools(cmd: &str) -> String {
 /// Writes files into a FAT device with mtools and deletes every third one, like
 /// [`populate`].
 pub fn populate_fat(dev: &str, seed: u64, count: usize, max_len: usize) -> Files {
-    let tmp = tempfile::tempdir().expect("temp dir");
+    let tmp = tempdir();
     let all = plan(seed, count, max_len);
     mtools(&format!("mmd -i {dev} ::/dir ::/dir/sub"));
     for (i, (name, data)) in all.iter().enumerate() {
@@ -216,7 +210,7 @@ pub fn populate_fat(dev: &str, seed: u64, count: usize, max_len: usize) -> Files
 
 /// Checks every expected file of a FAT device byte by byte (read with mcopy).
 pub fn assert_fat_files(dev: &str, files: &Files) {
-    let tmp = tempfile::tempdir().expect("temp dir");
+    let tmp = tempdir();
     for (i, (name, data)) in files.iter().enumerate() {
         let out = tmp.path().join(format!("{i}"));
         mtools(&format!("mcopy -n -i {dev} ::/{name} '{}'", out.display()));
@@ -277,7 +271,7 @@ pub struct Disk {
 
 impl Disk {
     pub fn new(size: u64) -> Disk {
-        let dir = tempfile::tempdir().expect("temp dir");
+        let dir = tempdir();
         let path = dir.path().join("disk.img");
         let f = File::create(&path).expect("create image");
         f.set_len(size).expect("size image");
@@ -311,7 +305,7 @@ impl Disk {
 
     /// A sparse copy.
     pub fn copy(&self) -> Disk {
-        let dir = tempfile::tempdir().expect("temp dir");
+        let dir = tempdir();
         let path = dir.path().join("copy.img");
         sh(&format!(
             "cp --sparse=always '{}' '{}'",
