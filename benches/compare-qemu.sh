@@ -208,10 +208,10 @@ compare_case() {
     local qm=(qemu-img convert -t writeback "$@" "$src" "$out")
     local qu=(qemu-img convert "$@" "$src" "$out")
     log "case $name"
-    rm -f "$out"; "$VHDKIT" >/dev/null; verify "$fmt" "$out" "$T/base.raw" "vhdkit $name"
+    rm -f "$out"; "${vk[@]}" >/dev/null; verify "$fmt" "$out" "$T/base.raw" "vhdkit $name"
     rm -f "$out"; "${qm[@]}"; verify "$fmt" "$out" "$T/base.raw" "qemu-img $name"
     for ((i = 0; i < RUNS; i++)); do
-        rm -f "$out"; sync; timed "vk.$name" "$VHDKIT"
+        rm -f "$out"; sync; timed "vk.$name" "${vk[@]}"
         rm -f "$out"; sync; timed "qm.$name" "${qm[@]}"
         rm -f "$out"; sync; timed "qu.$name" "${qu[@]}"
     done
