@@ -22,7 +22,7 @@
 //! A cancel between steps or moves leaves a valid, partly compacted image, shortened to
 //! its last live block. Running compact again continues: besides released blocks, its
 //! plan fills the free slots between the metadata and the last live block
-//! ([`free_slots`]), which is where a run cut short — cancelled, or killed between a
+//! (`plan::free_slots`), which is where a run cut short — cancelled, or killed between a
 //! copy and its BAT update — left its holes.
 
 use std::path::Path;

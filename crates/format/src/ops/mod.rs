@@ -2,7 +2,7 @@
 //! each as a plain function over a [`Progress`] and as an IVMTask2-style [`Task`]; and
 //! [`measure()`], the length a convert or merge-to would write, without writing.
 //!
-//! Every operation runs block by block: metadata gives a plan (pure data, see [`plan`]),
+//! Every operation runs block by block: metadata gives a plan (pure data, see `plan`),
 //! chunks of blocks are composed on rayon from read-only memory maps of the sources,
 //! skipping all-zero data, and one ordered writer writes them in the order the
 //! operation's crash-safety argument needs (stated on each module). Cancellation is

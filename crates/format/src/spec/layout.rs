@@ -396,7 +396,7 @@ impl BatScan<'_> {
         self.problem_count += rest * per_entry;
     }
 
-    /// Problems found so far (listed ones; [`BatScan::problem_count`] counts all).
+    /// Problems found so far (listed ones; [`BatScanResult::problem_count`] counts all).
     pub fn has_problems(&self) -> bool {
         self.problem_count > 0
     }
