@@ -2,8 +2,9 @@
 
 use std::path::PathBuf;
 
-use clap::Args;
+use clap::{Args, ValueEnum};
 use serde::Serialize;
+use vhdkit_format::azure::{check_azure, AzureReport, Rule};
 use vhdkit_format::check::{check, FileReport};
 use vhdkit_format::ops::repair::repair;
 
@@ -22,8 +23,40 @@ pub struct CheckArgs {
     /// data.
     #[arg(long)]
     repair: bool,
+    /// Instead of the structure, check the rules a platform applies to the file as it
+    /// is: `azure` (fixed, a whole number of MiB, size limits, footer at the end and
+    /// nothing after it). Exit 1 when a rule fails.
+    #[arg(
+        long = "for",
+        value_enum,
+        value_name = "PLATFORM",
+        conflicts_with = "repair"
+    )]
+    platform: Option<Platform>,
     #[command(flatten)]
     open: OpenArgs,
+}
+
+/// The platforms of `check --for`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Platform {
+    /// Azure's rules for an uploaded VHD.
+    Azure,
+}
+
+/// What `check --for azure --json` prints (docs/json.md).
+#[derive(Debug, Serialize)]
+struct AzureDoc<'a> {
+    schema: u32,
+    path: &'a std::path::Path,
+    #[serde(rename = "for")]
+    platform: &'static str,
+    conforms: bool,
+    failed_count: usize,
+    file_size: u64,
+    virtual_size: Option<u64>,
+    disk_type: Option<&'a str>,
+    rules: &'a [Rule],
 }
 
 /// What `check --json` prints (docs/json.md).
@@ -38,6 +71,9 @@ struct CheckDoc<'a> {
 }
 
 pub fn run(a: CheckArgs) -> Result<u8, CliError> {
+    if let Some(Platform::Azure) = a.platform {
+        return azure(&a);
+    }
     let repaired = if a.repair {
         Some(repair(&a.path)?)
     } else {
@@ -71,4 +107,41 @@ pub fn run(a: CheckArgs) -> Result<u8, CliError> {
         }
     }
     Ok(if clean { EXIT_OK } else { EXIT_DIFFERENT })
+}
+
+/// `check --for azure`: every rule, one line each (or the JSON document); exit 1 when
+/// one fails.
+fn azure(a: &CheckArgs) -> Result<u8, CliError> {
+    let report: AzureReport = check_azure(&a.path)?;
+    let failed = report.failed().count();
+    if a.json {
+        json::print(&AzureDoc {
+            schema: json::SCHEMA,
+            path: &a.path,
+            platform: "azure",
+            conforms: report.conforms(),
+            failed_count: failed,
+            file_size: report.file_size,
+            virtual_size: report.virtual_size,
+            disk_type: report.disk_type.as_deref(),
+            rules: &report.rules,
+        })?;
+    } else {
+        for r in &report.rules {
+            terminal::line(format!("{:<5} {:<14}{}", r.status.name(), r.id, r.message))?;
+        }
+        match failed {
+            0 => terminal::line(format!(
+                "{}: meets every Azure rule for an uploaded VHD",
+                a.path.display()
+            ))?,
+            n => terminal::line(format!(
+                "{}: {} of {} Azure rules failed",
+                a.path.display(),
+                n,
+                report.rules.len()
+            ))?,
+        }
+    }
+    Ok(if failed == 0 { EXIT_OK } else { EXIT_DIFFERENT })
 }

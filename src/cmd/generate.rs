@@ -25,7 +25,8 @@ const EXIT_STATUS: &str = r#".SH "EXIT STATUS"
 Success.
 .TP
 .B 1
-\fBcompare\fR found a difference, or \fBcheck\fR found problems.
+\fBcompare\fR found a difference, or \fBcheck\fR found problems (with
+\fB\-\-for azure\fR: a rule failed).
 .TP
 .B 2
 A usage mistake.

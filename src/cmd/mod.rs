@@ -9,6 +9,7 @@ mod human;
 mod info;
 mod json;
 mod map;
+mod measure;
 mod ops;
 mod read;
 mod relink;
@@ -69,6 +70,8 @@ enum Command {
     SetParent(relink::SetParentArgs),
     /// Flatten a differencing disk and its ancestors into a new fixed or dynamic file.
     MergeTo(ops::MergeToArgs),
+    /// The exact size of the file convert (or merge-to) would write, without writing.
+    Measure(measure::MeasureArgs),
     /// Serve the disk over NBD (Unix socket by default) until SIGINT or SIGTERM.
     Serve(serve::ServeArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
@@ -94,6 +97,7 @@ impl Cli {
             Command::Merge(a) => a.run.wants_json(),
             Command::SetParent(a) => a.json,
             Command::MergeTo(a) => a.run.wants_json(),
+            Command::Measure(a) => a.run.wants_json(),
             Command::Serve(a) => a.json,
             Command::Completions(_) | Command::Man(_) => false,
         }
@@ -241,6 +245,17 @@ pub fn block_size_arg(s: &str) -> Result<u32, String> {
     }
 }
 
+/// An alignment on the command line (`--align` of convert, merge-to, measure): a size
+/// that is a non-zero multiple of 512 bytes (`1M` for Azure). Mistakes are usage errors
+/// (exit 2).
+pub fn align_arg(s: &str) -> Result<u64, String> {
+    let a = parse_size(s)?;
+    if a == 0 || !a.is_multiple_of(512) {
+        return Err(format!("{a} is not a non-zero multiple of 512 bytes"));
+    }
+    Ok(a)
+}
+
 /// What can go wrong in a command.
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
@@ -341,6 +356,7 @@ fn run(cli: Cli) -> Result<u8, CliError> {
         Command::Merge(a) => ops::merge(a),
         Command::SetParent(a) => relink::run(a),
         Command::MergeTo(a) => ops::merge_to(a),
+        Command::Measure(a) => measure::run(a),
         Command::Serve(a) => serve::run(a),
         Command::Completions(a) => generate::completions(a),
         Command::Man(a) => generate::man(a),

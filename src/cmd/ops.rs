@@ -7,7 +7,7 @@ use vhdkit_format::ops::{self, OpsOptions, Target};
 use vhdkit_format::spec::DEFAULT_BLOCK_SIZE;
 
 use super::runner::{self, RunArgs};
-use super::{block_size_arg, CliError, OpenArgs, SourceArgs};
+use super::{align_arg, block_size_arg, CliError, OpenArgs, SourceArgs};
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum ConvertType {
@@ -46,6 +46,11 @@ pub struct ConvertArgs {
     /// A fixed destination: leave its data area sparse instead of allocating it up front.
     #[arg(long)]
     sparse: bool,
+    /// Round the destination's virtual size up to a multiple of SIZE (a multiple of 512),
+    /// the added space reading as zeros: `--type fixed --align 1M` makes a VHD Azure
+    /// takes (see `check --for azure`).
+    #[arg(long, value_name = "SIZE", value_parser = align_arg)]
+    align: Option<u64>,
     #[command(flatten)]
     verify: VerifyArgs,
     #[command(flatten)]
@@ -114,6 +119,10 @@ pub struct MergeToArgs {
     /// A fixed destination: leave its data area sparse instead of allocating it up front.
     #[arg(long)]
     sparse: bool,
+    /// Round the destination's virtual size up to a multiple of SIZE (a multiple of 512),
+    /// the added space reading as zeros.
+    #[arg(long, value_name = "SIZE", value_parser = align_arg)]
+    align: Option<u64>,
     #[command(flatten)]
     verify: VerifyArgs,
     #[command(flatten)]
@@ -158,6 +167,7 @@ pub fn convert(a: ConvertArgs) -> Result<u8, CliError> {
     };
     let mut opts = new_file_opts(&a.open, &a.src, a.block_size, &a.verify, target, a.sparse)?;
     opts.open = a.source.apply(opts.open);
+    opts.align = a.align;
     let task = ops::convert_task(&a.src, &a.dst, target, &opts)?;
     runner::run(task, &a.run, runner::Leaves::NewFile)
 }
@@ -208,7 +218,8 @@ pub fn merge_to(a: MergeToArgs) -> Result<u8, CliError> {
         MergeToType::Fixed => Target::Fixed,
         MergeToType::Dynamic => Target::Dynamic,
     };
-    let opts = new_file_opts(&a.open, &a.child, a.block_size, &a.verify, target, a.sparse)?;
+    let mut opts = new_file_opts(&a.open, &a.child, a.block_size, &a.verify, target, a.sparse)?;
+    opts.align = a.align;
     let task = ops::merge_to_task(&a.child, &a.dst, target, &opts)?;
     runner::run(task, &a.run, runner::Leaves::NewFile)
 }

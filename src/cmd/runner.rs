@@ -9,7 +9,7 @@ use std::time::Duration;
 use clap::{Args, ValueEnum};
 use serde::Serialize;
 use vhdkit_format::ops::{OpTask, Report};
-use vhdkit_task::{ProgressEvent, TaskFailure};
+use vhdkit_task::{ProgressEvent, Task, TaskFailure};
 
 use super::human::{count, size_and_bytes};
 use super::{json, terminal, CliError, EXIT_OK};
@@ -31,6 +31,8 @@ pub enum Leaves {
     Merge,
     /// Merge into an ancestor in place.
     MergeInto,
+    /// Nothing written (measure).
+    Nothing,
 }
 
 impl Leaves {
@@ -46,6 +48,7 @@ impl Leaves {
             Leaves::MergeInto => {
                 "the child reads exactly as before; the ancestor may hold part of the merge (run the same command again to finish it)"
             }
+            Leaves::Nothing => "nothing was written",
         }
     }
 }
@@ -68,7 +71,7 @@ pub struct RunArgs {
     progress: ProgressMode,
     /// Print the final report as JSON (and a failure as one JSON object on stderr).
     #[arg(long)]
-    json: bool,
+    pub(super) json: bool,
 }
 
 impl RunArgs {
@@ -183,6 +186,22 @@ impl<'a> From<&'a Report> for ReportDoc<'a> {
 
 /// Waits for `task`, showing progress, and turns its outcome into an exit code.
 pub fn run(task: OpTask, args: &RunArgs, leaves: Leaves) -> Result<u8, CliError> {
+    let report = wait(task, args, leaves)?;
+    if args.json {
+        json::print(&ReportDoc::from(&report))?;
+    } else {
+        terminal::line(summary(&report))?;
+    }
+    Ok(EXIT_OK)
+}
+
+/// Waits for any operation's `task`, showing its progress as `args` asks and cancelling
+/// it on the first SIGINT, SIGTERM or SIGHUP; returns its result.
+pub fn wait<T>(
+    task: Task<T, vhdkit_format::Error>,
+    args: &RunArgs,
+    leaves: Leaves,
+) -> Result<T, CliError> {
     let t = task.handle();
     // The first SIGINT, SIGTERM or SIGHUP cancels (the same rollback for each); later
     // ones are ignored: the rollback must finish.
@@ -227,14 +246,7 @@ pub fn run(task: OpTask, args: &RunArgs, leaves: Leaves) -> Result<u8, CliError>
     }
     task.wait_for_completion(None);
     match task.join() {
-        Ok(report) => {
-            if args.json {
-                json::print(&ReportDoc::from(&report))?;
-            } else {
-                terminal::line(summary(&report))?;
-            }
-            Ok(EXIT_OK)
-        }
+        Ok(result) => Ok(result),
         Err(TaskFailure::Cancelled) => Err(CliError::Cancelled {
             signal: super::signals::received(),
             state: leaves.text(),

@@ -10,7 +10,8 @@
 //!   creating disks, new files that appear only when complete.
 //! - [`ops`]: the long operations as IVMTask2-style tasks — convert, compact, merge,
 //!   merge-to, create — and repair.
-//! - [`check`]: validation that reports every problem found.
+//! - [`check`]: validation that reports every problem found; [`azure`]: the rules Azure
+//!   applies to an uploaded VHD.
 //! - [`error`]: the one error type, each kind mapped to a Virtual Server HRESULT.
 //!
 //! `unsafe` is denied everywhere but in the one module that memory-maps files
@@ -33,6 +34,7 @@
 #![warn(missing_docs)]
 #![deny(unsafe_code)]
 
+pub mod azure;
 pub mod check;
 pub mod error;
 pub mod image;

@@ -66,7 +66,7 @@ pub struct OpenOptions {
     /// host path chosen by whoever wrote the stub). `docs/security.md`.
     pub host_drives: HostDrives,
     /// Open the file named (not its parents) as a raw image even when it carries
-    /// another format's signature ([`Disk::open_any`](super::Disk::open_any) only). Off by default: a qcow2,
+    /// another format's signature ([`Disk::open_any`](crate::Disk::open_any) only). Off by default: a qcow2,
     /// VHDX, VMDK or VDI file, or a VHD too damaged to open, is refused rather than
     /// taken for raw bytes.
     pub force_raw: bool,

@@ -1,5 +1,8 @@
 //! Convert (and merge-to): the source's virtual content — any disk, a whole chain
-//! flattened, a host drive or a raw image — into a new fixed, dynamic or raw file.
+//! flattened, a host drive or a raw image — into a new fixed, dynamic or raw file. With
+//! [`OpsOptions::align`] the content is the source padded with zeros to the next
+//! multiple of the alignment. Where each block goes and how long the file ends up is
+//! `Placement`'s, which [`super::measure()`] runs without writing.
 //!
 //! Crash safety: the destination name appears only when the file is complete and
 //! durable. Everything is written into an unnamed file (`O_TMPFILE`) in the
@@ -25,6 +28,9 @@ use super::source::{compose_chunk, compose_copied, BufferPool, Composed};
 use super::{OpsOptions, PhaseClock, Report, Target};
 use crate::spec::layout::NewSparse;
 
+/// A footer's length, as a file offset.
+const FOOTER_SIZE: u64 = crate::spec::FOOTER_SIZE as u64;
+
 /// Pages of fixed and raw outputs that are all zero stay holes, at this granularity.
 const ZERO_PAGE: usize = 4096;
 
@@ -32,20 +38,23 @@ const ZERO_PAGE: usize = 4096;
 const FLAT_UNIT: u64 = 2 << 20;
 
 /// Checks, before any work, that `disk` can become a `target`: it is not empty, it is a
-/// whole number of sectors, and a dynamic result's block size and size are valid.
-pub(crate) fn check_target(disk: &Disk, target: Target, opts: &OpsOptions) -> Result<()> {
-    let size = disk.virtual_size();
+/// whole number of sectors, the alignment asked for is valid, and a dynamic result's
+/// block size and size are valid. Returns the virtual size of the result: the source's,
+/// rounded up to [`OpsOptions::align`] when asked (the padding reads as zeros).
+pub(crate) fn check_target(disk: &Disk, target: Target, opts: &OpsOptions) -> Result<u64> {
+    let source = disk.virtual_size();
     let path = disk.top().path().display();
-    if size == 0 {
+    if source == 0 {
         return Err(Error::InvalidArgument(format!(
             "{path}: the source is empty (0 bytes): there is no disk to convert"
         )));
     }
-    if !size.is_multiple_of(SECTOR_SIZE) {
+    if !source.is_multiple_of(SECTOR_SIZE) {
         return Err(Error::InvalidArgument(format!(
-            "{path}: size {size} is not a whole number of sectors"
+            "{path}: size {source} is not a whole number of sectors"
         )));
     }
+    let size = aligned_size(source, opts.align)?;
     if target == Target::Dynamic {
         crate::spec::header::check_create_block_size(opts.block_size)
             .map_err(Error::InvalidArgument)?;
@@ -57,7 +66,26 @@ pub(crate) fn check_target(disk: &Disk, target: Target, opts: &OpsOptions) -> Re
             });
         }
     }
-    Ok(())
+    Ok(size)
+}
+
+/// `size` rounded up to a multiple of `align` (`None`: as it is). The alignment must be a
+/// non-zero multiple of the sector size.
+pub fn aligned_size(size: u64, align: Option<u64>) -> Result<u64> {
+    let Some(align) = align else {
+        return Ok(size);
+    };
+    if align == 0 || !align.is_multiple_of(SECTOR_SIZE) {
+        return Err(Error::InvalidArgument(format!(
+            "alignment {align} is not a non-zero multiple of {SECTOR_SIZE} bytes"
+        )));
+    }
+    size.div_ceil(align)
+        .checked_mul(align)
+        .ok_or_else(|| Error::SizeTooLarge {
+            size,
+            detail: format!("rounding it up to a multiple of {align} bytes overflows"),
+        })
 }
 
 /// Writes `disk`'s virtual content to a new file `dst` of kind `target`.
@@ -70,22 +98,21 @@ pub fn convert_disk(
     operation: super::Operation,
 ) -> Result<Report> {
     let start = Instant::now();
-    check_target(disk, target, opts)?;
-    let size = disk.virtual_size();
+    let size = check_target(disk, target, opts)?;
     let new = NewFile::beside(dst)?;
     let tmp_path = new.shown_path().to_owned();
     let out = &new.backend;
     if target == Target::Fixed && !opts.sparse {
         // A fixed disk is allocated, as Virtual Server and Hyper-V make it: a volume too
         // small fails here, before any work, and leaves nothing.
-        crate::image::newfile::allocate(out.file(), size + crate::spec::FOOTER_SIZE as u64)
+        crate::image::newfile::allocate(out.file(), size + FOOTER_SIZE)
             .map_err(|e| Error::file(dst, "allocating the fixed disk", e))?;
     }
-    let unit = match target {
-        Target::Dynamic => u64::from(opts.block_size),
-        Target::Fixed | Target::Raw => FLAT_UNIT,
-    };
-    let blocks = size.div_ceil(unit);
+    // Where each block goes and how long the file ends up: the same arithmetic
+    // `measure` runs without writing.
+    let placement = Placement::new(target, size, opts.block_size)?;
+    let unit = placement.unit();
+    let blocks = placement.blocks();
     let mut report = Report {
         operation,
         path: dst.to_owned(),
@@ -93,7 +120,11 @@ pub fn convert_disk(
         ..Report::default()
     };
     let mut clock = PhaseClock::start();
-    let writer = Writer::new(target, size, opts.block_size, out, &tmp_path)?;
+    let writer = Writer {
+        placement,
+        out,
+        path: &tmp_path,
+    };
     let per_chunk = (opts.chunk_bytes / unit).max(1);
     let pool = BufferPool::default();
     // The copy reads and writes the disk once; a verification reads both again.
@@ -171,7 +202,7 @@ pub fn convert_disk(
             while first < blocks {
                 progress.check_cancelled()?;
                 let last = (first + per_chunk).min(blocks);
-                let composed = compose_chunk(disk, first..last, unit, pool)?;
+                let composed = compose_chunk(disk, size, first..last, unit, pool)?;
                 if opts.verify {
                     crcs.extend(composed.par_iter().map(crc_of).collect::<Vec<_>>());
                 }
@@ -299,24 +330,30 @@ fn verify(
     Ok(())
 }
 
-/// The ordered writer of a new file.
-struct Writer<'a> {
+/// Where the blocks of a new file of kind `target` go and how long the file ends up:
+/// the one piece of arithmetic that convert writes by and [`super::measure()`] counts by,
+/// so that a measure is the length the conversion then writes. Blocks are the units
+/// [`compose_chunk`] composes; only those holding data are placed, in index order.
+pub(crate) struct Placement {
     target: Target,
     size: u64,
-    out: &'a FileBackend,
-    path: &'a Path,
-    /// A dynamic result: its layout, the BAT being filled, where the next block goes.
+    /// A dynamic result: its layout (from [`NewSparse`], the one builder of the dynamic
+    /// files vhdkit writes), the BAT being filled, where the next block goes.
     dynamic: Option<(NewSparse, Bat, u64)>,
 }
 
-impl<'a> Writer<'a> {
-    fn new(
-        target: Target,
-        size: u64,
-        block_size: u32,
-        out: &'a FileBackend,
-        path: &'a Path,
-    ) -> Result<Self> {
+/// Where [`Placement::place`] put a block.
+pub(crate) struct Placed {
+    /// The block's sector bitmap (dynamic results only).
+    pub bitmap: Option<u64>,
+    /// The block's data.
+    pub data: u64,
+}
+
+impl Placement {
+    /// The placement of a new file of `size` virtual bytes; `block_size` is a dynamic
+    /// result's (validated by [`check_target`]).
+    pub(crate) fn new(target: Target, size: u64, block_size: u32) -> Result<Placement> {
         let dynamic = match target {
             Target::Dynamic => {
                 let new = NewSparse::new(size, block_size, None).map_err(Error::InvalidArgument)?;
@@ -324,95 +361,143 @@ impl<'a> Writer<'a> {
                 let next = new.first_block();
                 Some((new, bat, next))
             }
-            _ => None,
+            Target::Fixed | Target::Raw => None,
         };
-        Ok(Writer {
+        Ok(Placement {
             target,
             size,
-            out,
-            path,
             dynamic,
         })
     }
 
+    /// Bytes of the virtual disk per block: a dynamic result's block size; fixed and raw
+    /// results are composed in pieces of [`FLAT_UNIT`].
+    pub(crate) fn unit(&self) -> u64 {
+        match &self.dynamic {
+            Some((new, _, _)) => new.layout.block_size,
+            None => FLAT_UNIT,
+        }
+    }
+
+    /// Blocks covering the virtual size (the last may be short).
+    pub(crate) fn blocks(&self) -> u64 {
+        self.size.div_ceil(self.unit())
+    }
+
+    /// Places block `index`, which holds data. Blocks arrive in index order. `path`
+    /// names the file in an error.
+    pub(crate) fn place(&mut self, index: u64, path: &Path) -> Result<Placed> {
+        let Some((new, bat, next)) = self.dynamic.as_mut() else {
+            return Ok(Placed {
+                bitmap: None,
+                data: index * FLAT_UNIT,
+            });
+        };
+        let layout = &new.layout;
+        let at = layout.place_block(*next);
+        if at / SECTOR_SIZE >= u64::from(BAT_ENTRY_UNUSED) {
+            return Err(Error::Unsupported {
+                path: path.to_owned(),
+                detail: "the file would grow past what a BAT entry addresses".into(),
+            });
+        }
+        *next = at + layout.stride();
+        bat.set(index, (at / SECTOR_SIZE) as u32);
+        Ok(Placed {
+            bitmap: Some(at),
+            data: at + layout.bitmap_size,
+        })
+    }
+
+    /// The length of the file holding the blocks placed so far, footer included.
+    pub(crate) fn file_len(&self) -> u64 {
+        match self.target {
+            Target::Raw => self.size,
+            Target::Fixed | Target::Dynamic => self.footer_at() + FOOTER_SIZE,
+        }
+    }
+
+    /// Where the footer of a fixed or dynamic result goes: past the data of a fixed
+    /// disk; past the last block and the metadata, on a sector, of a dynamic one.
+    fn footer_at(&self) -> u64 {
+        match &self.dynamic {
+            Some((new, _, next)) => new.layout.data_end(*next),
+            None => self.size,
+        }
+    }
+}
+
+/// The ordered writer of a new file.
+struct Writer<'a> {
+    placement: Placement,
+    out: &'a FileBackend,
+    path: &'a Path,
+}
+
+impl Writer<'_> {
     fn io(&self, doing: &'static str, at: u64) -> impl FnOnce(std::io::Error) -> Error + '_ {
         move |e| Error::io(self.path, doing, at, e)
     }
 
     /// Writes a non-zero block. Blocks arrive in index order.
     fn write_block(&mut self, index: u64, data: &[u8]) -> Result<()> {
-        match self.target {
-            Target::Fixed | Target::Raw => {
-                // The output is a fresh sparse file: write only the pages that hold data,
-                // leaving all-zero 4 KiB pages as holes (less to copy, flush and store).
-                let base = index * FLAT_UNIT;
-                let mut pages = data.chunks(ZERO_PAGE).enumerate().peekable();
-                while let Some((i, page)) = pages.next() {
-                    if is_zero(page) {
-                        continue;
-                    }
-                    let start = i * ZERO_PAGE;
-                    let mut end = start + page.len();
-                    while let Some((_, next)) = pages.next_if(|(_, p)| !is_zero(p)) {
-                        end += next.len();
-                    }
-                    let at = base + start as u64;
-                    self.out
-                        .write_all_at(&data[start..end], at)
-                        .map_err(self.io("writing disk data", at))?;
+        let placed = self.placement.place(index, self.path)?;
+        let Some(bitmap_at) = placed.bitmap else {
+            // Fixed or raw: the output is a fresh sparse file: write only the pages that
+            // hold data, leaving all-zero 4 KiB pages as holes (less to copy, flush and
+            // store).
+            let base = placed.data;
+            let mut pages = data.chunks(ZERO_PAGE).enumerate().peekable();
+            while let Some((i, page)) = pages.next() {
+                if is_zero(page) {
+                    continue;
                 }
-                Ok(())
-            }
-            Target::Dynamic => {
-                let (new, bat, next) = self.dynamic.as_mut().expect("dynamic writer");
-                let layout = &new.layout;
-                let at = layout.place_block(*next);
-                *next = at + layout.stride();
-                if at / SECTOR_SIZE >= u64::from(BAT_ENTRY_UNUSED) {
-                    return Err(Error::Unsupported {
-                        path: self.path.to_owned(),
-                        detail: "the file would grow past what a BAT entry addresses".into(),
-                    });
+                let start = i * ZERO_PAGE;
+                let mut end = start + page.len();
+                while let Some((_, next)) = pages.next_if(|(_, p)| !is_zero(p)) {
+                    end += next.len();
                 }
-                bat.set(index, (at / SECTOR_SIZE) as u32);
-                // Bitmap: fully set, as every real writer of dynamic disks does.
-                let bitmap = vec![0xFFu8; layout.bitmap_size as usize];
-                let path = self.path;
-                let data_at = at + layout.bitmap_size;
+                let at = base + start as u64;
                 self.out
-                    .write_all_at(&bitmap, at)
-                    .map_err(|e| Error::io(path, "writing a block bitmap", at, e))?;
-                self.out
-                    .write_all_at(data, data_at)
-                    .map_err(|e| Error::io(path, "writing a block", data_at, e))
+                    .write_all_at(&data[start..end], at)
+                    .map_err(self.io("writing disk data", at))?;
             }
-        }
+            return Ok(());
+        };
+        // Bitmap: fully set, as every real writer of dynamic disks does.
+        let bitmap_size = placed.data - bitmap_at;
+        let bitmap = vec![0xFFu8; bitmap_size as usize];
+        self.out
+            .write_all_at(&bitmap, bitmap_at)
+            .map_err(self.io("writing a block bitmap", bitmap_at))?;
+        self.out
+            .write_all_at(data, placed.data)
+            .map_err(self.io("writing a block", placed.data))
     }
 
-    /// Writes the metadata and footers.
+    /// Writes the metadata and footers: the file ends where the placement says.
     fn finish(self) -> Result<()> {
-        match self.target {
-            Target::Raw => self
+        let p = &self.placement;
+        let end = p.footer_at();
+        match (&p.dynamic, p.target) {
+            (_, Target::Raw) => self
                 .out
-                .set_len(self.size)
+                .set_len(p.file_len())
                 .map_err(|e| Error::file(self.path, "setting the length", e)),
-            Target::Fixed => {
+            (None, _) => {
                 self.out
-                    .set_len(self.size)
+                    .set_len(end)
                     .map_err(|e| Error::file(self.path, "setting the length", e))?;
-                let footer = Footer::new(DiskType::Fixed, self.size);
+                let footer = Footer::new(DiskType::Fixed, p.size);
                 self.out
-                    .write_all_at(&footer.encode(), self.size)
-                    .map_err(self.io("writing the footer", self.size))
+                    .write_all_at(&footer.encode(), end)
+                    .map_err(self.io("writing the footer", end))
             }
-            Target::Dynamic => {
-                let (new, bat, next) = self.dynamic.as_ref().expect("dynamic writer");
-                let end = new.layout.data_end(*next);
-                self.out
-                    .write_all_at(&new.metadata(Some(bat)), 0)
-                    .and_then(|_| self.out.write_all_at(&new.footer.encode(), end))
-                    .map_err(self.io("writing the metadata", 0))
-            }
+            (Some((new, bat, _)), _) => self
+                .out
+                .write_all_at(&new.metadata(Some(bat)), 0)
+                .and_then(|_| self.out.write_all_at(&new.footer.encode(), end))
+                .map_err(self.io("writing the metadata", 0)),
         }
     }
 }

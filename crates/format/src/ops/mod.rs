@@ -1,5 +1,6 @@
 //! The four `IVMHardDisk` operations — compact, convert, merge, merge-to — and create,
-//! each as a plain function over a [`Progress`] and as an IVMTask2-style [`Task`].
+//! each as a plain function over a [`Progress`] and as an IVMTask2-style [`Task`]; and
+//! [`measure()`], the length a convert or merge-to would write, without writing.
 //!
 //! Every operation runs block by block: metadata gives a plan (pure data, in the crate-private `plan` module),
 //! chunks of blocks are composed on rayon from read-only memory maps of the sources,
@@ -10,6 +11,7 @@
 
 pub mod compact;
 pub mod convert;
+pub mod measure;
 pub mod merge;
 pub mod merge_into;
 pub(crate) mod plan;
@@ -25,6 +27,7 @@ use vhdkit_task::{Progress, Task, TaskBuilder};
 use crate::error::{Error, Result};
 use crate::image::{CreateOptions, Disk, DiskKind, OpenOptions};
 
+pub use measure::{measure, measure_task, Measure, MeasureTask};
 pub use source::is_zero;
 
 /// What a convert or merge-to produces.
@@ -79,6 +82,11 @@ pub struct OpsOptions {
     /// Progress events each subscriber of the task can have queued before the oldest
     /// are dropped (and counted in its next event).
     pub event_capacity: usize,
+    /// Convert, merge-to and measure: round the virtual size of the result up to a
+    /// multiple of this many bytes (a non-zero multiple of 512), the added space reading
+    /// as zeros: `Some(1 << 20)` makes the whole number of MiB Azure requires. `None`:
+    /// the source's size.
+    pub align: Option<u64>,
 }
 
 impl Default for OpsOptions {
@@ -94,6 +102,7 @@ impl Default for OpsOptions {
             sync_bytes: 64 << 20,
             event_capacity: vhdkit_task::DEFAULT_EVENT_CAPACITY,
             sparse: false,
+            align: None,
         }
     }
 }

@@ -88,25 +88,27 @@ impl BufferPool {
 /// gap holds the next block's sector bitmap, or alignment padding).
 const MAX_WINDOW_GAP: u64 = 64 << 10;
 
-/// Composes blocks `blocks` of `unit` bytes (the last clipped to the virtual size) of
-/// `disk`, in parallel, skipping the read entirely where no level stores any of a block.
+/// Composes blocks `blocks` of `unit` bytes (the last clipped to `size`) of the view of
+/// `disk` that is `size` bytes long — its virtual size, or more: the source padded with
+/// zeros (`--align`) — in parallel, skipping the read entirely where no level stores
+/// any of a block.
 ///
 /// Blocks stored whole in one extent are handed out as ranges of shared windows: the
 /// chunk's blocks that lie next to each other in one file get one map (see
 /// `image::mmap`), which each worker populates for its own block.
 pub(crate) fn compose_chunk(
     disk: &Disk,
+    size: u64,
     blocks: Range<u64>,
     unit: u64,
     pool: &BufferPool,
 ) -> Result<Vec<Composed>> {
-    let size = disk.virtual_size();
     let planned: Vec<(u64, u64, Vec<Extent>)> = blocks
         .into_par_iter()
         .map(|index| {
             let start = index * unit;
             let len = unit.min(size - start);
-            Ok((index, len, disk.extents(start, len)?))
+            Ok((index, len, view_extents(disk, start, len)?))
         })
         .collect::<Result<_>>()?;
     let windows = shared_windows(disk, &planned)?;
@@ -139,6 +141,17 @@ pub(crate) fn compose_chunk(
             Ok(finish(index, len, data, pool))
         })
         .collect()
+}
+
+/// The extents of `len` bytes at `start` of `disk` padded with zeros past its virtual
+/// size: they cover the whole range.
+fn view_extents(disk: &Disk, start: u64, len: u64) -> Result<Vec<Extent>> {
+    let mut extents = disk.extents(start, len)?;
+    let covered: u64 = extents.iter().map(Extent::len).sum();
+    if covered < len {
+        extents.push(Extent::Zero { len: len - covered });
+    }
+    Ok(extents)
 }
 
 /// For each planned block stored whole in one mappable extent, its window and range;
@@ -295,7 +308,8 @@ mod tests {
             assert_eq!(&w[r.clone()], &block(i as u64)[..], "block {i}");
         }
         let pool = BufferPool::default();
-        let composed = compose_chunk(&disk, 0..8, unit, &pool).expect("compose");
+        let composed =
+            compose_chunk(&disk, disk.virtual_size(), 0..8, unit, &pool).expect("compose");
         for c in &composed {
             let mut want = vec![0u8; unit as usize];
             disk.read_at(&mut want, c.index * unit).expect("read");

@@ -1,0 +1,113 @@
+//! `vhdkit measure`: the exact length of the file `convert` (or `merge-to`) would write.
+
+use std::path::PathBuf;
+
+use clap::{Args, ValueEnum};
+use serde::Serialize;
+use vhdkit_format::ops::{self, Measure, OpsOptions, Target};
+use vhdkit_format::spec::DEFAULT_BLOCK_SIZE;
+
+use super::human::{count, size_and_bytes};
+use super::runner::{self, RunArgs};
+use super::{align_arg, block_size_arg, json, terminal, CliError, OpenArgs, SourceArgs, EXIT_OK};
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum MeasureType {
+    Fixed,
+    Dynamic,
+}
+
+#[derive(Debug, Args)]
+pub struct MeasureArgs {
+    /// Source: any VHD (a differencing chain is flattened, as convert and merge-to
+    /// flatten it), host-drive stub or raw image.
+    src: PathBuf,
+    /// Kind of the file to measure.
+    #[arg(long = "type", value_enum)]
+    kind: MeasureType,
+    /// Block size of a dynamic result: a power of two from 4K to 256M (default 2M).
+    #[arg(long, value_parser = block_size_arg)]
+    block_size: Option<u32>,
+    /// Round the virtual size up to a multiple of SIZE, as `convert --align` does.
+    #[arg(long, value_name = "SIZE", value_parser = align_arg)]
+    align: Option<u64>,
+    #[command(flatten)]
+    pub(super) run: RunArgs,
+    #[command(flatten)]
+    source: SourceArgs,
+    #[command(flatten)]
+    open: OpenArgs,
+}
+
+/// What `measure --json` prints (docs/json.md).
+#[derive(Debug, Serialize)]
+struct MeasureDoc<'a> {
+    schema: u32,
+    path: &'a std::path::Path,
+    target: &'static str,
+    source_size: u64,
+    virtual_size: u64,
+    required_bytes: u64,
+    block_size: Option<u32>,
+    blocks_total: Option<u64>,
+    allocated_blocks: Option<u64>,
+}
+
+pub fn run(a: MeasureArgs) -> Result<u8, CliError> {
+    let target = match a.kind {
+        MeasureType::Fixed => Target::Fixed,
+        MeasureType::Dynamic => Target::Dynamic,
+    };
+    if a.block_size.is_some() && target != Target::Dynamic {
+        return Err(super::usage_error(
+            "--block-size applies to a dynamic result",
+        ));
+    }
+    let opts = OpsOptions {
+        open: a.source.apply(a.open.options_for(&a.src)?),
+        block_size: a.block_size.unwrap_or(DEFAULT_BLOCK_SIZE),
+        align: a.align,
+        ..OpsOptions::default()
+    };
+    let task = ops::measure_task(&a.src, target, &opts)?;
+    let m = runner::wait(task, &a.run, runner::Leaves::Nothing)?;
+    if a.run.json {
+        json::print(&doc(&a.src, &m))?;
+    } else {
+        print_text(&m)?;
+    }
+    Ok(EXIT_OK)
+}
+
+fn doc<'a>(path: &'a std::path::Path, m: &Measure) -> MeasureDoc<'a> {
+    MeasureDoc {
+        schema: json::SCHEMA,
+        path,
+        target: m.target.name(),
+        source_size: m.source_size,
+        virtual_size: m.virtual_size,
+        required_bytes: m.required_bytes,
+        block_size: m.block_size,
+        blocks_total: m.blocks_total,
+        allocated_blocks: m.allocated_blocks,
+    }
+}
+
+fn print_text(m: &Measure) -> Result<(), CliError> {
+    let line = |label: &str, value: String| terminal::line(format!("{label:<19}{value}"));
+    line("type:", m.target.name().to_owned())?;
+    line("virtual size:", size_and_bytes(m.virtual_size))?;
+    if m.virtual_size != m.source_size {
+        line("source size:", size_and_bytes(m.source_size))?;
+    }
+    if let Some(b) = m.block_size {
+        line("block size:", size_and_bytes(u64::from(b)))?;
+    }
+    if let (Some(n), Some(total)) = (m.allocated_blocks, m.blocks_total) {
+        line(
+            "allocated blocks:",
+            format!("{n} of {}", count(total, "block")),
+        )?;
+    }
+    line("required size:", size_and_bytes(m.required_bytes))
+}
