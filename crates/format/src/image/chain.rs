@@ -405,6 +405,22 @@ impl Disk {
     pub fn flush(&self) -> Result<()> {
         self.top().flush()
     }
+
+    /// Where the bytes of `offset..offset + len` would live if the file opened held none
+    /// of them: the parent chain's view of the range (zeros past a parent's end, and
+    /// everywhere for a disk without its parents). Layer indexes are [`Disk::layers`]'.
+    pub(crate) fn parent_extents(&self, offset: u64, len: u64) -> Result<Vec<Extent>> {
+        let size = self.virtual_size();
+        let offset = offset.min(size);
+        let len = len.min(size - offset);
+        let mut out = Vec::new();
+        if self.layers.len() > 1 {
+            self.extents_from(1, offset, len, &mut out)?;
+        } else if len > 0 {
+            out.push(Extent::Zero { len });
+        }
+        Ok(out)
+    }
 }
 
 fn push(out: &mut Vec<Extent>, e: Extent) {

@@ -74,6 +74,10 @@ pub struct OpsOptions {
     /// Progress events each subscriber of the task can have queued before the oldest
     /// are dropped (and counted in its next event).
     pub event_capacity: usize,
+    /// Compact of a differencing disk: also release the blocks whose every stored sector
+    /// holds what the parent chain shows there (they then read from the parent, which is
+    /// the same). Needs the parent chain, opened read-only. On by default.
+    pub dedupe: bool,
 }
 
 impl Default for OpsOptions {
@@ -88,6 +92,7 @@ impl Default for OpsOptions {
             sync_bytes: 64 << 20,
             event_capacity: vhdkit_task::DEFAULT_EVENT_CAPACITY,
             sparse: false,
+            dedupe: true,
         }
     }
 }
@@ -141,8 +146,12 @@ pub struct Report {
     pub blocks_copied: u64,
     /// Blocks found all zero (skipped or released).
     pub blocks_zero: u64,
-    /// Blocks released (compact).
+    /// Blocks released (compact): the empty ones (`blocks_zero`) and the deduplicated
+    /// ones.
     pub blocks_released: u64,
+    /// Blocks of a differencing disk that compact released because they held the same
+    /// data as the parent chain.
+    pub blocks_deduplicated: u64,
     /// Blocks moved (compact).
     pub blocks_moved: u64,
     /// Bytes of data written.
