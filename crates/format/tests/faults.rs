@@ -310,6 +310,54 @@ fn dedupe_compact_with_any_failed_write_or_sync_keeps_the_view_and_reruns() {
 }
 
 #[test]
+fn discard_with_any_failed_write_or_sync_reads_old_data_or_zeros() {
+    // base.vhd's blocks 2..6 (512 KiB each) hold data; discard 1.5 MiB..6.5 MiB:
+    // blocks 3..13 whole, of which 3, 4, 5 and 12 are allocated (12 last in the
+    // file: the discard shortens it too).
+    let before = {
+        let dir = tempfile::tempdir().expect("tmp");
+        make_chain(dir.path());
+        content(&dir.path().join("base.vhd"))
+    };
+    let (at, len) = (3 * MIB / 2, 5 * MIB);
+    let discard = |d: &Path| -> Result<u64, Error> {
+        let disk = Disk::open_rw(d.join("base.vhd"))?;
+        disk.discard(at, len)
+    };
+    let op = |d: &Path| -> Result<(), Error> {
+        assert_eq!(discard(d)?, 4 * MIB / 2);
+        Ok(())
+    };
+    let points = every_fault(
+        &|d| {
+            make_chain(d);
+        },
+        &op,
+        &|d, _| {
+            let path = d.join("base.vhd");
+            let now = content(&path);
+            let block = (MIB / 2) as usize;
+            for (b, (got, old)) in now.chunks(block).zip(before.chunks(block)).enumerate() {
+                let inside = (3..13).contains(&b);
+                assert!(
+                    got == old || (inside && got.iter().all(|&x| x == 0)),
+                    "block {b} reads neither as before nor (discarded) as zeros"
+                );
+            }
+            let report = vhdkit_format::check::check(&path, &Default::default()).expect("check");
+            assert!(report.is_clean(), "{:?}", report.files);
+            discard(d).expect("a rerun completes");
+            let mut want = before.clone();
+            want[3 * block..13 * block].fill(0);
+            assert_eq!(content(&path), want, "after the rerun");
+            let report = vhdkit_format::check::check(&path, &Default::default()).expect("check");
+            assert!(report.is_clean(), "{:?}", report.files);
+        },
+    );
+    eprintln!("discard: {points} fault points");
+}
+
+#[test]
 fn merge_with_any_failed_write_or_sync_keeps_the_child_view_and_reruns() {
     let setup = |d: &Path| {
         make_chain(d);
