@@ -1,4 +1,5 @@
-//! SIGKILL in the middle of `vhdkit compact`, `vhdkit merge` and `vhdkit convert`.
+//! SIGKILL in the middle of `vhdkit compact` (of a dynamic disk, and of a differencing
+//! disk that deduplicates against its parent), `vhdkit merge` and `vhdkit convert`.
 //!
 //! Each test first times an uninterrupted run (and when each of its phases began, from
 //! its `--progress json` events), then starts the binary again and again on a fresh copy
@@ -327,6 +328,125 @@ fn compact_killed_at_random_points_stays_valid_and_rerun_completes() {
         );
     }
     report("compact", &timing, killed, finished, &states);
+    assert!(killed >= KILLS / 3, "too few kills landed mid-operation");
+    assert!(
+        states.get("part-way").copied().unwrap_or(0) > 0,
+        "no kill landed while the BAT was changing"
+    );
+}
+
+/// A dynamic base with random data in every block (`dir/base.vhd`) and a child
+/// (`dir/child.vhd`) that wrote the parent's bytes back into every block, one byte
+/// changed in every fourth: three blocks in four deduplicate, the rest move down.
+/// Returns the child's view.
+fn dedupe_chain(dir: &Path) -> Vec<u8> {
+    let base = dir.join("base.vhd");
+    Disk::create(
+        &base,
+        &CreateOptions::new(DiskKind::Dynamic, SIZE).block_size(BS as u32),
+    )
+    .expect("create");
+    let mut data = Rng::new(79).bytes(SIZE as usize);
+    let disk = Disk::open_rw(&base).expect("open");
+    disk.write_at(&data, 0).expect("write");
+    disk.flush().expect("flush");
+    drop(disk);
+    let child = dir.join("child.vhd");
+    Disk::create(
+        &child,
+        &CreateOptions::differencing(&base).block_size(BS as u32),
+    )
+    .expect("create child");
+    for b in (0..SIZE / BS).filter(|b| b % 4 == 3) {
+        data[(b * BS + 7) as usize] ^= 0x5A;
+    }
+    let disk = Disk::open_rw(&child).expect("open");
+    disk.write_at(&data, 0).expect("write");
+    disk.flush().expect("flush");
+    data
+}
+
+#[test]
+fn dedupe_compact_killed_at_random_points_keeps_the_child_view_and_rerun_completes() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let tpl = root.path().join("template");
+    std::fs::create_dir(&tpl).expect("mkdir");
+    let content = dedupe_chain(&tpl);
+    let original = bat(&tpl.join("child.vhd"));
+    let original_len = std::fs::metadata(tpl.join("child.vhd"))
+        .expect("metadata")
+        .len();
+    let parent_bytes = std::fs::read(tpl.join("base.vhd")).expect("parent");
+    let work = root.path().join("work");
+    copy_chain(&tpl, &work);
+    let child = work.join("child.vhd");
+    let args = ["compact", p(&child), "--progress", "json"];
+    let timing = timed(&args);
+    let final_len = std::fs::metadata(&child).expect("metadata").len();
+    let final_bat = bat(&child);
+    assert_eq!(
+        final_bat.iter().filter(|&&e| e != u32::MAX).count() as u64,
+        SIZE / BS / 4,
+        "only the changed blocks stay"
+    );
+    eprintln!("dedupe compact: child {original_len} -> {final_len} bytes");
+
+    let (mut killed, mut finished) = (0, 0);
+    let mut states: BTreeMap<&str, usize> = BTreeMap::new();
+    for at in kill_points(&timing, "move", KILLS, 4) {
+        copy_chain(&tpl, &work);
+
+        let landed = run_and_kill(&args, at);
+
+        if landed {
+            killed += 1;
+            let now = bat(&child);
+            let state = if now == original {
+                "untouched"
+            } else if now == final_bat {
+                "BAT final"
+            } else {
+                "part-way"
+            };
+            *states.entry(state).or_default() += 1;
+        } else {
+            finished += 1;
+        }
+        let leak =
+            check_state(&child).unwrap_or_else(|e| panic!("check after a kill at {at:?}: {e}"));
+        if leak {
+            *states.entry("check: leak only").or_default() += 1;
+        }
+        assert_bytes_eq(
+            &format!("child's view after a kill at {at:?}"),
+            &read(&child, root.path()),
+            &content,
+        );
+        assert!(
+            std::fs::read(work.join("base.vhd")).expect("parent") == parent_bytes,
+            "the parent is never written"
+        );
+        if landed {
+            let o = vhdkit_output(["compact", p(&child), "--progress", "none"]);
+            assert!(
+                o.status.success(),
+                "rerun: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+            assert_eq!(check_state(&child), Ok(false), "check after the rerun");
+            assert_bytes_eq(
+                "child's view after the rerun",
+                &read(&child, root.path()),
+                &content,
+            );
+        }
+        assert_eq!(
+            std::fs::metadata(&child).expect("metadata").len(),
+            final_len,
+            "size once compacted (kill at {at:?})"
+        );
+    }
+    report("dedupe compact", &timing, killed, finished, &states);
     assert!(killed >= KILLS / 3, "too few kills landed mid-operation");
     assert!(
         states.get("part-way").copied().unwrap_or(0) > 0,

@@ -61,8 +61,9 @@ enum Command {
     /// Convert any disk (a chain is flattened; raw and host-drive too) into a new
     /// fixed, dynamic or raw file.
     Convert(ops::ConvertArgs),
-    /// Compact a dynamic or differencing disk in place: release empty blocks, fill
-    /// the holes, shorten the file.
+    /// Compact a dynamic or differencing disk in place: release empty blocks (and a
+    /// differencing disk's blocks equal to its parent's), fill the holes, shorten the
+    /// file.
     Compact(ops::CompactArgs),
     /// Merge a differencing disk into its parent, in place (the child stays valid).
     Merge(ops::MergeArgs),

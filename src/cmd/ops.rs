@@ -65,6 +65,12 @@ pub struct ConvertArgs {
 pub struct CompactArgs {
     /// A dynamic or differencing disk, compacted in place.
     path: PathBuf,
+    /// Keep the blocks of a differencing disk that hold the same data as its parent
+    /// chain. By default they are released too (they then read from the parent, which
+    /// shows the same bytes); that needs the parent chain, so this also compacts a
+    /// differencing disk whose parent cannot be opened.
+    #[arg(long)]
+    no_dedupe: bool,
     #[command(flatten)]
     verify: VerifyArgs,
     #[command(flatten)]
@@ -176,10 +182,34 @@ pub fn compact(a: CompactArgs) -> Result<u8, CliError> {
     let opts = OpsOptions {
         open: a.open.options_for(&a.path)?,
         verify: a.verify.verify,
+        dedupe: !a.no_dedupe,
         ..OpsOptions::default()
     };
-    let task = ops::compact_task(&a.path, &opts)?;
+    let task = match ops::compact_task(&a.path, &opts) {
+        Ok(task) => task,
+        // Deduplication opens the parent chain: when that is what failed (the child
+        // alone opens for compaction), say how to compact without it.
+        Err(error) if opts.dedupe && parent_chain_failed(&a.path, &opts) => {
+            return Err(CliError::Stopped {
+                error,
+                state: "nothing was changed (compact compares a differencing disk's blocks \
+                        with its parent chain; --no-dedupe compacts it without the parent)",
+            })
+        }
+        Err(e) => return Err(e.into()),
+    };
     runner::run(task, &a.run, runner::Leaves::Compact)
+}
+
+/// Whether `path` is a differencing disk that opens for compaction on its own: then a
+/// failure to open it for a compaction with dedupe came from its parent chain.
+fn parent_chain_failed(path: &std::path::Path, opts: &OpsOptions) -> bool {
+    let alone = OpsOptions {
+        dedupe: false,
+        ..opts.clone()
+    };
+    ops::compact::open(path, &alone)
+        .is_ok_and(|d| d.kind() == vhdkit_format::DiskKind::Differencing)
 }
 
 pub fn merge(a: MergeArgs) -> Result<u8, CliError> {

@@ -139,6 +139,7 @@ struct ReportDoc<'a> {
     blocks_copied: u64,
     blocks_zero: u64,
     blocks_released: u64,
+    blocks_deduplicated: u64,
     blocks_moved: u64,
     bytes_written: u64,
     file_size_before: u64,
@@ -166,6 +167,7 @@ impl<'a> From<&'a Report> for ReportDoc<'a> {
             blocks_copied: r.blocks_copied,
             blocks_zero: r.blocks_zero,
             blocks_released: r.blocks_released,
+            blocks_deduplicated: r.blocks_deduplicated,
             blocks_moved: r.blocks_moved,
             bytes_written: r.bytes_written,
             file_size_before: r.file_size_before,
@@ -265,9 +267,14 @@ fn summary(r: &Report) -> String {
     match r.operation.name() {
         "compact" => {
             s += &format!(
-                ": {} of {} released, {} moved, {} -> {}",
+                ": {} of {} released{}, {} moved, {} -> {}",
                 r.blocks_released,
                 count(r.blocks_total, "block"),
+                if r.blocks_deduplicated > 0 {
+                    format!(" ({} the same as the parent's)", r.blocks_deduplicated)
+                } else {
+                    String::new()
+                },
                 r.blocks_moved,
                 size_and_bytes(r.file_size_before),
                 size_and_bytes(r.file_size_after)

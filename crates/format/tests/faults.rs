@@ -183,13 +183,15 @@ fn compact_with_any_failed_write_or_sync_keeps_content_and_reruns() {
         let op = |d: &Path| -> Result<(), Error> {
             let opts = OpsOptions {
                 chunk_bytes: 512 * 1024,
+                // The child's deduplication has its own test below.
+                dedupe: false,
                 ..OpsOptions::default()
             };
             ops::compact::compact(&d.join(which), &opts, &progress()).map(|_| ())
         };
         if which == "child.vhd" {
-            // The child has nothing to release (its zeros hide the parent's data): a
-            // compaction with nothing to do writes nothing at all.
+            // Without deduplication the child has nothing to release (its blocks all
+            // hold data): a compaction with nothing to do writes nothing at all.
             assert_eq!(count_faults(&setup, &op), (0, 0));
             continue;
         }
@@ -211,6 +213,142 @@ fn compact_with_any_failed_write_or_sync_keeps_content_and_reruns() {
         });
         eprintln!("compact {which}: {points} fault points");
     }
+}
+
+/// A dynamic base with data in every block, and a child holding copies of the parent's
+/// data in blocks 0, 1, 2 and 4 (written back unchanged, as a guest rewriting its files
+/// does), a one-byte change in block 3, and the same bytes as a hole of the parent
+/// (zeros) in block 6: blocks 0, 1, 2, 4 and 6 are deduplicated, block 3 stays.
+fn make_copying_child(dir: &Path) {
+    let base = dir.join("base.vhd");
+    Disk::create(
+        &base,
+        &CreateOptions::new(DiskKind::Dynamic, 8 * MIB).block_size(512 * 1024),
+    )
+    .expect("create base");
+    {
+        let d = Disk::open_rw(&base).expect("open base");
+        d.write_at(&pattern(11, 3 * MIB as usize), 0).expect("w");
+        d.flush().expect("flush");
+    }
+    let parent = read_file(&base);
+    let child = dir.join("child.vhd");
+    Disk::create(
+        &child,
+        &CreateOptions::differencing(&base).block_size(512 * 1024),
+    )
+    .expect("create child");
+    let d = Disk::open_rw(&child).expect("open child");
+    let half = (MIB / 2) as usize;
+    for b in [0usize, 1, 2, 4, 6] {
+        d.write_at(&parent[b * half..(b + 1) * half], (b * half) as u64)
+            .expect("copy");
+    }
+    let mut changed = parent[3 * half..4 * half].to_vec();
+    changed[1000] ^= 0x55;
+    d.write_at(&changed, (3 * half) as u64).expect("w");
+    d.flush().expect("flush");
+}
+
+#[test]
+fn dedupe_compact_with_any_failed_write_or_sync_keeps_the_view_and_reruns() {
+    let setup = |d: &Path| make_copying_child(d);
+    let (view, size_before) = {
+        let dir = tempfile::tempdir().expect("tmp");
+        make_copying_child(dir.path());
+        let p = dir.path().join("child.vhd");
+        (read_file(&p), std::fs::metadata(&p).expect("len").len())
+    };
+    let op = |d: &Path| -> Result<(), Error> {
+        let opts = OpsOptions {
+            chunk_bytes: 512 * 1024,
+            verify: true,
+            ..OpsOptions::default()
+        };
+        let r = ops::compact::compact(&d.join("child.vhd"), &opts, &progress())?;
+        assert_eq!(
+            (r.blocks_deduplicated, r.blocks_zero, r.blocks_released),
+            (5, 0, 5)
+        );
+        Ok(())
+    };
+    let rerun = |d: &Path| -> Result<(), Error> {
+        let opts = OpsOptions {
+            chunk_bytes: 512 * 1024,
+            verify: true,
+            ..OpsOptions::default()
+        };
+        ops::compact::compact(&d.join("child.vhd"), &opts, &progress()).map(|_| ())
+    };
+    let points = every_fault(&setup, &op, &|d, _| {
+        let path = d.join("child.vhd");
+        assert_eq!(
+            read_file(&path),
+            view,
+            "the child's view unchanged after a failure"
+        );
+        rerun(d).expect("a rerun completes");
+        assert_eq!(
+            read_file(&path),
+            view,
+            "the child's view unchanged after the rerun"
+        );
+        let report = vhdkit_format::check::check(&path, &Default::default()).expect("check");
+        assert!(report.is_clean(), "{:?}", report.files);
+        let top =
+            vhdkit_format::VhdFile::open(&path, &vhdkit_format::OpenOptions::new()).expect("open");
+        assert_eq!(top.allocated_blocks(), 1, "only the changed block stays");
+        assert!(std::fs::metadata(&path).expect("len").len() < size_before);
+    });
+    eprintln!("dedupe compact child.vhd: {points} fault points");
+}
+
+#[test]
+fn discard_with_any_failed_write_or_sync_reads_old_data_or_zeros() {
+    // base.vhd's blocks 2..6 (512 KiB each) hold data; discard 1.5 MiB..6.5 MiB:
+    // blocks 3..13 whole, of which 3, 4, 5 and 12 are allocated (12 last in the
+    // file: the discard shortens it too).
+    let before = {
+        let dir = tempfile::tempdir().expect("tmp");
+        make_chain(dir.path());
+        read_file(&dir.path().join("base.vhd"))
+    };
+    let (at, len) = (3 * MIB / 2, 5 * MIB);
+    let discard = |d: &Path| -> Result<u64, Error> {
+        let disk = Disk::open_rw(d.join("base.vhd"))?;
+        disk.discard(at, len)
+    };
+    let op = |d: &Path| -> Result<(), Error> {
+        assert_eq!(discard(d)?, 4 * MIB / 2);
+        Ok(())
+    };
+    let points = every_fault(
+        &|d| {
+            make_chain(d);
+        },
+        &op,
+        &|d, _| {
+            let path = d.join("base.vhd");
+            let now = read_file(&path);
+            let block = (MIB / 2) as usize;
+            for (b, (got, old)) in now.chunks(block).zip(before.chunks(block)).enumerate() {
+                let inside = (3..13).contains(&b);
+                assert!(
+                    got == old || (inside && got.iter().all(|&x| x == 0)),
+                    "block {b} reads neither as before nor (discarded) as zeros"
+                );
+            }
+            let report = vhdkit_format::check::check(&path, &Default::default()).expect("check");
+            assert!(report.is_clean(), "{:?}", report.files);
+            discard(d).expect("a rerun completes");
+            let mut want = before.clone();
+            want[3 * block..13 * block].fill(0);
+            assert_eq!(read_file(&path), want, "after the rerun");
+            let report = vhdkit_format::check::check(&path, &Default::default()).expect("check");
+            assert!(report.is_clean(), "{:?}", report.files);
+        },
+    );
+    eprintln!("discard: {points} fault points");
 }
 
 #[test]

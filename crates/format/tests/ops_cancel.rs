@@ -185,8 +185,9 @@ fn compact_cancelled_at_many_points(differencing: bool) {
     };
     let content = compact_template(&tpl);
     let target_name = if differencing {
-        // A child whose blocks hold data, zeros (kept: they hide the parent), and
-        // blocks with empty bitmaps (released).
+        // A child whose blocks hold data, zeros (kept where they hide the parent's
+        // data, deduplicated where the parent holds zeros too), and blocks with empty
+        // bitmaps (released).
         let c = tpl.join("c.vhd");
         Disk::create(
             &c,
@@ -316,6 +317,114 @@ fn compact_cancelled_at_many_points(differencing: bool) {
         "  cancelled compactions by state on disk ({} moves in all): {stages:?}",
         report.blocks_moved
     );
+    assert!(
+        tally.cancelled >= pts.len() / 2,
+        "too few runs were cancelled"
+    );
+    assert!(mid_way > 0, "no cancel landed part-way through the moves");
+}
+
+/// A child of `d.vhd` (compact_template's) that copied its parent's bytes into every
+/// block, then changed one byte in every fifth: four in five blocks deduplicate.
+fn dedupe_template(tpl: &Path) -> Vec<u8> {
+    let parent = compact_template(tpl);
+    let c = tpl.join("c.vhd");
+    Disk::create(
+        &c,
+        &CreateOptions::differencing(tpl.join("d.vhd")).block_size(BS as u32),
+    )
+    .expect("create child");
+    let disk = Disk::open_rw(&c).expect("open");
+    for b in 0..SIZE / BS {
+        let mut data = parent[(b * BS) as usize..((b + 1) * BS) as usize].to_vec();
+        if b % 5 == 4 {
+            data[100] ^= 0xFF;
+        }
+        disk.write_at(&data, b * BS).expect("write");
+    }
+    disk.flush().expect("flush");
+    drop(disk);
+    read_file(&c)
+}
+
+#[test]
+fn compact_dedupe_cancelled_at_many_points_keeps_the_view_and_rerun_completes() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let tpl = root.path().join("template");
+    std::fs::create_dir(&tpl).expect("mkdir");
+    let files = &["d.vhd", "c.vhd"];
+    let content = dedupe_template(&tpl);
+    let parent_bytes = std::fs::read(tpl.join("d.vhd")).expect("parent");
+    let original_bat = bat_entries(&tpl.join("c.vhd"));
+    let allocated_before = original_bat.iter().filter(|&&e| e != u32::MAX).count();
+    let original_len = file_len(&tpl.join("c.vhd"));
+
+    let d = fresh_copy(root.path(), &tpl, 1000, files);
+    let task = ops::compact_task(&d.join("c.vhd"), &opts(false)).expect("starts");
+    let rx = task.subscribe();
+    let events = rx.iter().filter(|e| !e.is_final).count();
+    let report = task.join().expect("compact");
+    assert_eq!(
+        report.blocks_deduplicated,
+        (0..SIZE / BS).filter(|b| b % 5 != 4).count() as u64
+    );
+    assert!(report.blocks_moved > 0);
+    let final_len = file_len(&d.join("c.vhd"));
+    eprintln!("dedupe compaction: {original_len} -> {final_len} bytes");
+
+    let mut tally = Tally::default();
+    let mut mid_way = 0;
+    let mut released_only = 0;
+    let scan_events = allocated_before + 1;
+    let pts: Vec<usize> = (0..scan_events)
+        .step_by(8)
+        .chain(scan_events..=events + 2)
+        .collect();
+    for (i, &k) in pts.iter().enumerate() {
+        let d = fresh_copy(root.path(), &tpl, i, files);
+        let p = d.join("c.vhd");
+        let task = ops::compact_task(&p, &opts(i % 2 == 0)).expect("starts");
+        let ending = run_cancelling_after(task, k);
+        tally.add(&ending);
+
+        assert_clean(&p);
+        assert_bytes_eq(
+            &format!("view after cancel at {k}"),
+            &read_file(&p),
+            &content,
+        );
+        assert!(
+            std::fs::read(d.join("d.vhd")).expect("parent") == parent_bytes,
+            "the parent is never written"
+        );
+        if ending.result == VMTaskResult::Cancelled {
+            let now = bat_entries(&p);
+            let moved = now
+                .iter()
+                .zip(&original_bat)
+                .filter(|(n, o)| n != o && **n != u32::MAX)
+                .count();
+            if now != original_bat && moved == 0 {
+                released_only += 1;
+            } else if moved > 0 && moved < report.blocks_moved as usize {
+                mid_way += 1;
+            }
+            let task = ops::compact_task(&p, &opts(false)).expect("rerun starts");
+            task.join().expect("the rerun completes");
+            assert_eq!(
+                file_len(&p),
+                final_len,
+                "size after a rerun (cancel at {k})"
+            );
+            assert_clean(&p);
+            assert_bytes_eq("view after the rerun", &read_file(&p), &content);
+        } else {
+            assert_eq!(file_len(&p), final_len);
+        }
+        std::fs::remove_dir_all(&d).expect("clean up");
+    }
+    tally.report("compact (dedupe)", pts.len(), mid_way);
+    eprintln!("  cancelled after the release, before any move: {released_only}");
     assert!(
         tally.cancelled >= pts.len() / 2,
         "too few runs were cancelled"

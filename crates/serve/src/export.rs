@@ -126,9 +126,10 @@ pub trait Export: Send + Sync {
 /// from the parent (a differencing disk), where the format allows.
 ///
 /// This is the hook where `NBD_CMD_TRIM` and `NBD_CMD_WRITE_ZEROES` (without
-/// `NBD_CMD_FLAG_NO_HOLE`) can give space back. [`DiskExport`] calls it with the part of
-/// each request that covers whole blocks, before writing zeros over what was not
-/// released; [`KeepBlocks`], the default, releases nothing. A releaser must keep the
+/// `NBD_CMD_FLAG_NO_HOLE`) can give space back. [`DiskExport`] calls it with each
+/// request's range, before writing zeros over what was not released; [`DiscardBlocks`],
+/// the default, releases the whole blocks of a dynamic disk, and [`KeepBlocks`] releases
+/// nothing. A releaser must keep the
 /// crash-safety of the write path (the image valid and every other byte unchanged at
 /// every instant) and must only release what then reads as the request needs: zeros when
 /// `need_zeros` (write zeroes), anything otherwise (trim).
@@ -144,14 +145,60 @@ pub trait BlockRelease: Send + Sync {
     ) -> ExportResult<Vec<(u64, u64)>>;
 }
 
-/// The default [`BlockRelease`]: releases nothing, so trimmed and zeroed ranges are
-/// written with zeros where they hold data.
+/// A [`BlockRelease`] that releases nothing, so trimmed and zeroed ranges are written
+/// with zeros where they hold data.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct KeepBlocks;
 
 impl BlockRelease for KeepBlocks {
     fn release(&self, _: &Disk, _: u64, _: u64, _: bool) -> ExportResult<Vec<(u64, u64)>> {
         Ok(Vec::new())
+    }
+}
+
+/// The default [`BlockRelease`]: on a dynamic disk, [`Disk::discard`] — the blocks the
+/// range covers entirely are released (crash-safe: Xen's batmap bits, then the BAT
+/// entries, then the file shortened when they were its last blocks) and read as zeros,
+/// which both trim and write zeroes allow. The rest of the range (partial blocks) is
+/// left to [`DiskExport`]'s zero writing.
+///
+/// On every other disk it releases nothing. A differencing disk's released block would
+/// read from its parent: neither zeros (write zeroes) nor what it held (trim must never
+/// lose data, and the parent's bytes are not the guest's). Fixed disks and raw images
+/// have no blocks.
+///
+/// A read that overlaps a trim or write zeroes in flight may fail (the connection is
+/// then closed) or see other bytes: its content was being discarded, and a released
+/// block's place in the file may be truncated or given to a new block.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct DiscardBlocks;
+
+impl BlockRelease for DiscardBlocks {
+    fn release(
+        &self,
+        disk: &Disk,
+        offset: u64,
+        len: u64,
+        _need_zeros: bool,
+    ) -> ExportResult<Vec<(u64, u64)>> {
+        let Some(bs) = disk.top().block_size() else {
+            return Ok(Vec::new());
+        };
+        if disk.kind() != DiskKind::Dynamic {
+            return Ok(Vec::new());
+        }
+        disk.discard(offset, len)?;
+        // Every whole block of the range reads as zeros now: released, or never
+        // allocated.
+        let size = disk.virtual_size();
+        let end = offset.saturating_add(len).min(size);
+        let first = offset.div_ceil(bs).saturating_mul(bs);
+        let stop = if end == size { size } else { end / bs * bs };
+        Ok(if first < stop {
+            vec![(first, stop - first)]
+        } else {
+            Vec::new()
+        })
     }
 }
 
@@ -211,12 +258,13 @@ impl DiskExport {
         DiskExport {
             disk,
             writable,
-            release: Box::new(KeepBlocks),
+            release: Box::new(DiscardBlocks),
             scratch: Mutex::new(Vec::new()),
         }
     }
 
-    /// Uses `release` to give whole blocks back on trim and write zeroes.
+    /// Uses `release` to give whole blocks back on trim and write zeroes (instead of
+    /// [`DiscardBlocks`]; [`KeepBlocks`] keeps every block).
     pub fn with_block_release(mut self, release: Box<dyn BlockRelease>) -> DiskExport {
         self.release = release;
         self

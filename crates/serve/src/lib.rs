@@ -43,7 +43,9 @@ mod export;
 pub mod proto;
 mod server;
 
-pub use export::{BlockRelease, DiskExport, Export, ExportError, ExportResult, KeepBlocks, Piece};
+pub use export::{
+    BlockRelease, DiscardBlocks, DiskExport, Export, ExportError, ExportResult, KeepBlocks, Piece,
+};
 pub use server::{
     Listener, Server, ServerOptions, Stats, Stopper, Stream, MAX_IN_FLIGHT, MAX_PAYLOAD_IN_FLIGHT,
 };

@@ -405,6 +405,41 @@ impl Disk {
     pub fn flush(&self) -> Result<()> {
         self.top().flush()
     }
+
+    /// Releases the blocks of a dynamic disk that `offset..offset + len` covers entirely
+    /// (a last block shorter than the block size counts when the range reaches the end
+    /// of the disk), so that they read as zeros and their space is given back: the file
+    /// is shortened when they were its last blocks. Returns the virtual bytes released.
+    ///
+    /// Crash-safe: Xen's batmap bits of the blocks are cleared and made durable first,
+    /// then the BAT entries are marked unused and synced, then the footer moves down and
+    /// the file is truncated (the order compact uses). At every instant each block reads
+    /// as before or as zeros.
+    ///
+    /// Releases nothing (returns 0) on other disks: fixed disks and raw images have no
+    /// blocks, and a differencing disk's released block would read from its parent —
+    /// neither zeros nor what it held. Concurrent reads of the released ranges may fail
+    /// or see another block's bytes (their content is being discarded); writes wait.
+    pub fn discard(&self, offset: u64, len: u64) -> Result<u64> {
+        self.check_range(offset, len)?;
+        self.top().discard(offset, len)
+    }
+
+    /// Where the bytes of `offset..offset + len` would live if the file opened held none
+    /// of them: the parent chain's view of the range (zeros past a parent's end, and
+    /// everywhere for a disk without its parents). Layer indexes are [`Disk::layers`]'.
+    pub(crate) fn parent_extents(&self, offset: u64, len: u64) -> Result<Vec<Extent>> {
+        let size = self.virtual_size();
+        let offset = offset.min(size);
+        let len = len.min(size - offset);
+        let mut out = Vec::new();
+        if self.layers.len() > 1 {
+            self.extents_from(1, offset, len, &mut out)?;
+        } else if len > 0 {
+            out.push(Extent::Zero { len });
+        }
+        Ok(out)
+    }
 }
 
 fn push(out: &mut Vec<Extent>, e: Extent) {

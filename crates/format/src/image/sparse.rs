@@ -509,6 +509,13 @@ impl VhdFile {
     pub(crate) fn shorten(&self) -> Result<u64> {
         self.check_writable()?;
         let s = self.sparse_part()?;
+        let mut st = s.state.lock().unwrap_or_else(|e| e.into_inner());
+        self.shorten_locked(s, &mut st)
+    }
+
+    /// [`VhdFile::shorten`] under the state lock the caller holds (the lock that
+    /// serialises the write path's allocations).
+    fn shorten_locked(&self, s: &Sparse, st: &mut SparseState) -> Result<u64> {
         let stride = s.bitmap_size + s.block_size;
         let live_end = s
             .bat
@@ -520,7 +527,6 @@ impl VhdFile {
             .unwrap_or(0);
         let meta_end = s.metadata.iter().map(|&(_, e)| e).max().unwrap_or(0);
         let new_footer_at = crate::spec::layout::round_up_sector(live_end.max(meta_end));
-        let mut st = s.state.lock().unwrap_or_else(|e| e.into_inner());
         if new_footer_at >= st.footer_at {
             return Ok(st.footer_at);
         }
@@ -536,6 +542,49 @@ impl VhdFile {
         st.next_free = new_footer_at;
         st.footer_stale = false;
         Ok(new_footer_at)
+    }
+
+    /// [`crate::Disk::discard`] on this file: releases the allocated blocks of a dynamic
+    /// disk that `offset..offset + len` (inside the disk) covers entirely, with
+    /// [`VhdFile::release_blocks`]' order, then shortens the file
+    /// ([`VhdFile::shorten`]'s order), all under the write path's lock so that no write
+    /// allocates meanwhile. Returns the virtual bytes released; 0 on other disk kinds.
+    pub(crate) fn discard(&self, offset: u64, len: u64) -> Result<u64> {
+        self.check_writable()?;
+        let s = match &self.layout {
+            super::file::Layout::Sparse(s) if !self.is_differencing() => s,
+            _ => return Ok(0),
+        };
+        let size = self.virtual_size();
+        let bs = s.block_size;
+        let end = offset.saturating_add(len).min(size);
+        let first = offset.div_ceil(bs);
+        // A last block shorter than the block size is covered when the range reaches
+        // the end of the disk.
+        let stop = if end == size {
+            size.div_ceil(bs)
+        } else {
+            end / bs
+        };
+        if first >= stop {
+            return Ok(0);
+        }
+        let mut st = s.state.lock().unwrap_or_else(|e| e.into_inner());
+        let blocks: Vec<u64> = {
+            let bat = s.bat.read().unwrap_or_else(|e| e.into_inner());
+            (first..stop)
+                .filter(|&b| bat.block_offset(b).is_some())
+                .collect()
+        };
+        if blocks.is_empty() {
+            return Ok(0);
+        }
+        self.release_blocks(&blocks)?;
+        self.shorten_locked(s, &mut st)?;
+        Ok(blocks
+            .iter()
+            .map(|&b| bs.min(size.saturating_sub(b * bs)))
+            .sum())
     }
 
     /// The layout facts compact plans with.

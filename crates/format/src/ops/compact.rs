@@ -1,12 +1,18 @@
 //! Compact: release the blocks that carry nothing — all-zero blocks of a dynamic disk,
-//! blocks with an empty sector bitmap in a differencing disk — move the blocks stored
-//! highest into the holes, and shorten the file. In place, no temporary file.
+//! blocks with an empty sector bitmap in a differencing disk, and (dedupe, on by
+//! default) blocks of a differencing disk whose every stored sector holds what the
+//! parent chain shows there — move the blocks stored highest into the holes, and shorten
+//! the file. In place, no temporary file.
 //!
 //! Crash safety: **at every instant the image is valid and reads exactly as before.**
-//! 1. Scan the allocated blocks in parallel (read-only).
+//! 1. Scan the allocated blocks in parallel (read-only). With dedupe, a differencing
+//!    disk's blocks are compared, sector run by sector run, with the parent chain's view
+//!    of the same range (the parents are opened read-only, under shared locks, so no
+//!    vhdkit writer changes them meanwhile; the child is locked exclusively).
 //! 2. Release: mark those BAT entries unused, write the changed BAT sectors, fsync.
 //!    Content is unchanged: an unused entry reads as zeros (dynamic) or as the parent
-//!    (differencing), which is what the released blocks held.
+//!    (differencing), which is what the released blocks held — for a deduplicated block
+//!    the scan compared every sector it held with the parent's.
 //! 3. Move, one block at a time: copy bitmap and data from the highest live block into
 //!    the lowest free slot, fsync; point its BAT entry at the copy (one sector write),
 //!    fsync. Until the BAT sector lands the old copy is the one in use, and it is never
@@ -33,7 +39,7 @@ use vhdkit_task::{Phase, Progress};
 
 use crate::error::{Error, Result};
 use crate::image::file::{LayerExtent, VhdFile};
-use crate::image::Disk;
+use crate::image::{Disk, FsResolver};
 use crate::spec::DiskType;
 
 use super::plan::{free_slots, plan_compact_with_holes};
@@ -42,7 +48,10 @@ use super::{is_zero, OpsOptions, PhaseClock, Report};
 /// Refuses what cannot be compacted: fixed, host-drive and raw disks, and disks in a
 /// saved state.
 pub fn check_compactable(disk: &Disk) -> Result<()> {
-    let top = disk.top();
+    check_compactable_file(disk.top())
+}
+
+fn check_compactable_file(top: &VhdFile) -> Result<()> {
     if !top.footer().disk_type.is_sparse() || top.header().is_none() {
         return Err(Error::WrongDiskType {
             path: top.path().to_owned(),
@@ -60,13 +69,16 @@ pub fn check_compactable(disk: &Disk) -> Result<()> {
     Ok(())
 }
 
-/// Opens the disk at `path` for compaction (for writing, alone) and checks it can be
-/// compacted: another process holding it is refused here, before any work.
+/// Opens the disk at `path` for compaction (for writing) and checks it can be
+/// compacted: another process holding it is refused here, before any work. A
+/// differencing disk is opened with its parent chain (read-only) when
+/// [`OpsOptions::dedupe`] asks to compare its blocks with the parents', else alone.
 pub fn open(path: &Path, opts: &OpsOptions) -> Result<Disk> {
-    let open = opts.open.clone().writable(true).no_parents(true);
-    let disk = Disk::open_with(path, &open)?;
-    check_compactable(&disk)?;
-    Ok(disk)
+    let open = opts.open.clone().writable(true);
+    let top = VhdFile::open(path, &open)?;
+    check_compactable_file(&top)?;
+    let with_parents = opts.dedupe && top.is_differencing();
+    Disk::resolve(top, &open.no_parents(!with_parents), &FsResolver)
 }
 
 /// Compacts the dynamic or differencing disk at `path` in place: [`open`], then [`run`].
@@ -79,15 +91,24 @@ pub fn run(disk: Disk, opts: &OpsOptions, progress: &Progress) -> Result<Report>
     let start = Instant::now();
     let path = disk.top().path().to_owned();
     let path = path.as_path();
+    check_compactable(&disk)?;
     let f = disk.top();
     let crate::image::sparse::SparseGeometry {
         bitmap_size,
         block_size,
         metadata,
-    } = f.sparse_geometry().expect("checked by check_compactable");
-    let bat = f.bat().expect("sparse disks have a BAT");
+    } = f.sparse_geometry().ok_or_else(|| not_sparse(f))?;
+    let bat = f.bat().ok_or_else(|| not_sparse(f))?;
     let stride = bitmap_size + block_size;
     let differencing = f.footer().disk_type == DiskType::Differencing;
+    let dedupe = opts.dedupe && differencing;
+    if dedupe && disk.layers().len() < 2 {
+        return Err(Error::InvalidArgument(format!(
+            "{}: comparing its blocks with the parent's needs the parent chain: open it \
+             with its parents (compact::open does), or turn dedupe off",
+            path.display()
+        )));
+    }
     let file_size_before = f.file_len();
     let allocated: Vec<(u64, u64)> = bat.allocated().collect();
     let mut report = Report {
@@ -99,12 +120,15 @@ pub fn run(disk: Disk, opts: &OpsOptions, progress: &Progress) -> Result<Report>
     };
 
     // 1. Scan. Phases are weighted by the bytes each reads and writes: the scan reads
-    // every block; each move reads and writes one, at most every block moves; the
-    // verification reads every live block twice. Planned here with those upper bounds,
-    // and again with the real numbers once the scan knows them (the percentage then
-    // jumps ahead; it never stalls while most of the work remains).
+    // every block (and, to deduplicate, the parent chain's view of it: twice the
+    // bytes); each move reads and writes one, at most every block moves; the
+    // verification reads every live block twice, and the view of every deduplicated
+    // block twice. Planned here with those upper bounds, and again with the real
+    // numbers once the scan knows them (the percentage then jumps ahead; it never
+    // stalls while most of the work remains).
     let mut clock = PhaseClock::start();
-    let scan_bytes = allocated.len() as u64 * block_size;
+    let scan_per_block = if dedupe { 2 * block_size } else { block_size };
+    let scan_bytes = allocated.len() as u64 * scan_per_block;
     let upper = allocated.len() as u64 * stride;
     progress.plan_phases(&[
         (
@@ -114,48 +138,54 @@ pub fn run(disk: Disk, opts: &OpsOptions, progress: &Progress) -> Result<Report>
         (Phase::Move, upper * 2),
         (Phase::Verify, if opts.verify { upper } else { 0 }),
     ]);
-    progress.set_phase(
-        Phase::Scan,
-        allocated.len() as u64,
-        allocated.len() as u64 * block_size,
-    );
+    progress.set_phase(Phase::Scan, allocated.len() as u64, scan_bytes);
     let per_chunk = (opts.chunk_bytes / block_size).max(1) as usize;
-    let mut releasable = Vec::new();
+    let mut empty = Vec::new();
+    let mut same = Vec::new();
     for chunk in allocated.chunks(per_chunk) {
         progress.check_cancelled()?;
-        let found: Vec<Option<u64>> = chunk
+        let found: Vec<Found> = chunk
             .par_iter()
-            .map(|&(block, _)| -> Result<Option<u64>> {
-                let empty = block_is_empty(f, block, block_size, differencing)?;
-                Ok(empty.then_some(block))
-            })
+            .map(|&(block, _)| classify(&disk, block, block_size, dedupe))
             .collect::<Result<_>>()?;
-        releasable.extend(found.into_iter().flatten());
-        for &(block, _) in chunk {
-            progress.block_done(block, block_size);
+        for (&(block, _), found) in chunk.iter().zip(found) {
+            match found {
+                Found::Keep => {}
+                Found::Empty => empty.push(block),
+                Found::SameAsParent => same.push(block),
+            }
+            progress.block_done(block, scan_per_block);
         }
     }
-    report.blocks_zero = releasable.len() as u64;
+    report.blocks_zero = empty.len() as u64;
+    report.blocks_deduplicated = same.len() as u64;
+    let mut releasable = empty;
+    releasable.extend_from_slice(&same);
 
     let metadata_end = metadata.iter().map(|&(_, e)| e).max().unwrap_or(0);
     let holes = free_slots(&bat, stride, bitmap_size, &metadata, metadata_end);
     let plan = plan_compact_with_holes(&bat, &releasable, &holes, stride, metadata_end);
 
-    // With --verify: CRC32 of every live block's bitmap and data before anything moves.
+    // With --verify: CRC32 of every live block's bitmap and data before anything moves,
+    // and of the view (through the chain) of every block released as a copy of its
+    // parent's data: after the release it reads from the parent, and must read the same.
     let live: Vec<(u64, u64)> = plan
         .new_bat
         .allocated()
         .map(|(b, _)| (b, bat.block_offset(b).unwrap_or(0)))
         .collect();
     let before = if opts.verify {
-        Some(block_crcs(f, &live, stride, per_chunk, None)?)
+        Some((
+            block_crcs(f, &live, stride, per_chunk, progress, false)?,
+            view_crcs(&disk, &same, block_size, per_chunk, progress, false)?,
+        ))
     } else {
         None
     };
 
     clock.lap(&mut report, "scan");
     let verify_bytes = if opts.verify {
-        live.len() as u64 * stride
+        live.len() as u64 * stride + same.len() as u64 * block_size
     } else {
         0
     };
@@ -227,13 +257,17 @@ pub fn run(disk: Disk, opts: &OpsOptions, progress: &Progress) -> Result<Report>
     if cancelled {
         return Err(vhdkit_task::Cancelled.into());
     }
-    if let Some(before) = before {
-        progress.set_phase(Phase::Verify, live.len() as u64, live.len() as u64 * stride);
+    if let Some((before, views_before)) = before {
+        progress.set_phase(
+            Phase::Verify,
+            (live.len() + same.len()) as u64,
+            verify_bytes,
+        );
         let now: Vec<(u64, u64)> = live
             .iter()
             .map(|&(b, _)| (b, f.bat().and_then(|t| t.block_offset(b)).unwrap_or(0)))
             .collect();
-        let after = block_crcs(f, &now, stride, per_chunk, Some(progress))?;
+        let after = block_crcs(f, &now, stride, per_chunk, progress, true)?;
         if let Some(i) = (0..before.len()).find(|&i| before[i] != after[i]) {
             return Err(Error::Corrupt {
                 path: path.to_owned(),
@@ -242,6 +276,19 @@ pub fn run(disk: Disk, opts: &OpsOptions, progress: &Progress) -> Result<Report>
                 detail: format!(
                     "verification failed: block {} reads back with a different CRC32 after compaction",
                     now[i].0
+                ),
+            });
+        }
+        let views_after = view_crcs(&disk, &same, block_size, per_chunk, progress, true)?;
+        if let Some(i) = (0..same.len()).find(|&i| views_before[i] != views_after[i]) {
+            return Err(Error::Corrupt {
+                path: path.to_owned(),
+                structure: "block",
+                offset: same[i] * block_size,
+                detail: format!(
+                    "verification failed: block {}, released as a copy of the parent's data, \
+                     reads with a different CRC32 through the parent",
+                    same[i]
                 ),
             });
         }
@@ -255,43 +302,89 @@ pub fn run(disk: Disk, opts: &OpsOptions, progress: &Progress) -> Result<Report>
     Ok(report)
 }
 
-/// Whether a block carries nothing: an empty bitmap, or (dynamic disks) only zeros in
-/// its marked sectors.
-fn block_is_empty(f: &VhdFile, block: u64, block_size: u64, differencing: bool) -> Result<bool> {
-    let start = block * block_size;
-    let len = block_size.min(f.virtual_size().saturating_sub(start));
-    let extents = f.extents(start, len)?;
-    let mut buf = Vec::new();
-    for e in extents {
-        if let LayerExtent::Data { file_offset, len } = e {
-            if differencing {
-                return Ok(false);
-            }
-            buf.resize(len as usize, 0);
-            f.read_data_mapped(&mut buf, file_offset)?;
-            if !is_zero(&buf) {
-                return Ok(false);
-            }
-        }
+fn not_sparse(f: &VhdFile) -> Error {
+    Error::WrongDiskType {
+        path: f.path().to_owned(),
+        found: f.kind().to_string(),
+        expected: "compact needs a dynamic or differencing disk".into(),
     }
-    Ok(true)
 }
 
-/// CRC32 of each (block, offset)'s bitmap and data, computed in parallel.
+/// What the scan found of a block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Found {
+    /// It holds data: it stays.
+    Keep,
+    /// It carries nothing: an empty bitmap, or (dynamic disks) only zeros in its marked
+    /// sectors.
+    Empty,
+    /// (Differencing disks, with dedupe.) Every sector it holds has the bytes the parent
+    /// chain shows there.
+    SameAsParent,
+}
+
+/// Bytes read and compared at a time within a block.
+const COMPARE_STEP: u64 = 1 << 20;
+
+/// Classifies a block of the top file of `disk`: with `dedupe` (a differencing disk
+/// opened with its parents), its stored sectors are compared with the parent chain's
+/// view of them.
+fn classify(disk: &Disk, block: u64, block_size: u64, dedupe: bool) -> Result<Found> {
+    let f = disk.top();
+    let differencing = f.is_differencing();
+    let start = block * block_size;
+    let len = block_size.min(f.virtual_size().saturating_sub(start));
+    let mut buf = Vec::new();
+    let mut theirs = Vec::new();
+    let mut any = false;
+    let mut pos = start;
+    for e in f.extents(start, len)? {
+        if let LayerExtent::Data { file_offset, len } = e {
+            if differencing && !dedupe {
+                return Ok(Found::Keep);
+            }
+            any = true;
+            let mut done = 0;
+            while done < len {
+                let n = COMPARE_STEP.min(len - done);
+                buf.resize(n as usize, 0);
+                f.read_data_mapped(&mut buf, file_offset + done)?;
+                let same = if differencing {
+                    theirs.resize(n as usize, 0);
+                    let parent = disk.parent_extents(pos + done, n)?;
+                    disk.read_extents_mapped(&parent, &mut theirs)?;
+                    buf == theirs
+                } else {
+                    is_zero(&buf)
+                };
+                if !same {
+                    return Ok(Found::Keep);
+                }
+                done += n;
+            }
+        }
+        pos += e.len();
+    }
+    Ok(if any && differencing {
+        Found::SameAsParent
+    } else {
+        Found::Empty
+    })
+}
+
 /// CRC32 of each (block, offset)'s bitmap and data, computed in parallel a chunk at a
-/// time; each chunk is a cancellation point and, with `progress`, counts as done.
+/// time; each chunk is a cancellation point and, when `count`, counts as done.
 fn block_crcs(
     f: &VhdFile,
     blocks: &[(u64, u64)],
     stride: u64,
     per_chunk: usize,
-    progress: Option<&Progress>,
+    progress: &Progress,
+    count: bool,
 ) -> Result<Vec<u32>> {
     let mut out = Vec::with_capacity(blocks.len());
     for chunk in blocks.chunks(per_chunk.max(1)) {
-        if let Some(p) = progress {
-            p.check_cancelled()?;
-        }
+        progress.check_cancelled()?;
         let crcs: Vec<u32> = chunk
             .par_iter()
             .map(|&(_, off)| {
@@ -301,8 +394,48 @@ fn block_crcs(
             })
             .collect::<Result<_>>()?;
         out.extend(crcs);
-        if let Some(p) = progress {
-            p.add_blocks_done(chunk.len() as u64, chunk.len() as u64 * stride);
+        if count {
+            progress.add_blocks_done(chunk.len() as u64, chunk.len() as u64 * stride);
+        }
+    }
+    Ok(out)
+}
+
+/// CRC32 of the virtual range of each block as the whole chain reads it (the disk's
+/// view), in parallel a chunk at a time, like [`block_crcs`].
+fn view_crcs(
+    disk: &Disk,
+    blocks: &[u64],
+    block_size: u64,
+    per_chunk: usize,
+    progress: &Progress,
+    count: bool,
+) -> Result<Vec<u32>> {
+    let size = disk.virtual_size();
+    let mut out = Vec::with_capacity(blocks.len());
+    for chunk in blocks.chunks(per_chunk.max(1)) {
+        progress.check_cancelled()?;
+        let crcs: Vec<u32> = chunk
+            .par_iter()
+            .map(|&b| {
+                let start = b * block_size;
+                let len = block_size.min(size.saturating_sub(start));
+                let mut hasher = crc32fast::Hasher::new();
+                let mut buf = Vec::new();
+                let mut done = 0;
+                while done < len {
+                    let n = COMPARE_STEP.min(len - done);
+                    buf.resize(n as usize, 0);
+                    disk.read_mapped(&mut buf, start + done)?;
+                    hasher.update(&buf);
+                    done += n;
+                }
+                Ok(hasher.finalize())
+            })
+            .collect::<Result<_>>()?;
+        out.extend(crcs);
+        if count {
+            progress.add_blocks_done(chunk.len() as u64, chunk.len() as u64 * block_size);
         }
     }
     Ok(out)

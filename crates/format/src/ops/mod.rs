@@ -87,6 +87,10 @@ pub struct OpsOptions {
     /// as zeros: `Some(1 << 20)` makes the whole number of MiB Azure requires. `None`:
     /// the source's size.
     pub align: Option<u64>,
+    /// Compact of a differencing disk: also release the blocks whose every stored sector
+    /// holds what the parent chain shows there (they then read from the parent, which is
+    /// the same). Needs the parent chain, opened read-only. On by default.
+    pub dedupe: bool,
 }
 
 impl Default for OpsOptions {
@@ -103,6 +107,7 @@ impl Default for OpsOptions {
             event_capacity: vhdkit_task::DEFAULT_EVENT_CAPACITY,
             sparse: false,
             align: None,
+            dedupe: true,
         }
     }
 }
@@ -159,8 +164,12 @@ pub struct Report {
     pub blocks_copied: u64,
     /// Blocks found all zero (skipped or released).
     pub blocks_zero: u64,
-    /// Blocks released (compact).
+    /// Blocks released (compact): the empty ones (`blocks_zero`) and the deduplicated
+    /// ones.
     pub blocks_released: u64,
+    /// Blocks of a differencing disk that compact released because they held the same
+    /// data as the parent chain.
+    pub blocks_deduplicated: u64,
     /// Blocks moved (compact).
     pub blocks_moved: u64,
     /// Bytes of data written.

@@ -1,0 +1,140 @@
+//! `vhdkit serve`: NBD TRIM and WRITE_ZEROES from qemu-io release the whole blocks of a
+//! dynamic export (`vhdkit info` counts fewer allocated blocks; they read as zeros), and
+//! never release a block of a differencing export.
+
+mod serve_support;
+
+use std::path::Path;
+use std::process::Command;
+
+use serde_json::Value;
+use serve_support::*;
+
+const KIB: usize = 1024;
+const BS: usize = 512 * KIB;
+
+fn info(disk: &Path) -> Value {
+    serde_json::from_slice(&vhdkit([
+        "info".as_ref(),
+        disk.as_os_str(),
+        "--json".as_ref(),
+    ]))
+    .expect("info JSON")
+}
+
+fn allocated(disk: &Path) -> u64 {
+    info(disk)["allocated_blocks"]
+        .as_u64()
+        .expect("allocated_blocks")
+}
+
+#[test]
+fn serve_trim_and_write_zeroes_release_whole_blocks_of_a_dynamic_disk() {
+    need("qemu-io", &["--version"]);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let disk = dir.path().join("d.vhd");
+    vhdkit([
+        "create".as_ref(),
+        disk.as_os_str(),
+        "--type".as_ref(),
+        "dynamic".as_ref(),
+        "--size".as_ref(),
+        "8M".as_ref(),
+        "--block-size".as_ref(),
+        "512K".as_ref(),
+    ]);
+    let src = dir.path().join("data.raw");
+    let mut want = bytes(7, 8 << 20);
+    std::fs::write(&src, &want).expect("writing the data");
+    vhdkit([
+        "write".as_ref(),
+        disk.as_os_str(),
+        "--offset".as_ref(),
+        "0".as_ref(),
+        "--input".as_ref(),
+        src.as_os_str(),
+    ]);
+    assert_eq!(allocated(&disk), 16);
+    let size_before = std::fs::metadata(&disk).expect("len").len();
+
+    let served = serve([disk.as_os_str()]);
+    run(Command::new("qemu-io").args([
+        "-f",
+        "raw",
+        // TRIM of blocks 2 and 3 (1 MiB at 1 MiB).
+        "-c",
+        "discard 1048576 1048576",
+        // WRITE_ZEROES with NO_HOLE (no -u): zeros, the blocks stay.
+        "-c",
+        "write -z 3145728 1048576",
+        // WRITE_ZEROES that may unmap, over the last 3 blocks and 4 KiB before them:
+        // those three released (the last of the file: it shrinks), 4 KiB zeroed.
+        "-c",
+        "write -z -u 6811648 1576960",
+        "-c",
+        "flush",
+        &served.uri,
+    ]));
+    let ended = served.stop().clean();
+    assert!(
+        ended.summary["bytes_trimmed"].as_u64().unwrap_or(0) >= 1 << 20,
+        "{}",
+        ended.summary
+    );
+
+    assert_eq!(allocated(&disk), 11, "blocks 2, 3, 13, 14 and 15 released");
+    want[1 << 20..2 << 20].fill(0);
+    want[3 << 20..4 << 20].fill(0);
+    want[6_811_648..].fill(0);
+    assert!(read_all(&disk) == want, "the disk reads other bytes");
+    let size_after = std::fs::metadata(&disk).expect("len").len();
+    eprintln!("d.vhd: {size_before} -> {size_after} bytes");
+    assert!(size_after <= size_before - 3 * BS as u64);
+    check_clean(&disk);
+}
+
+#[test]
+fn serve_a_differencing_export_never_releases_a_block() {
+    need("qemu-io", &["--version"]);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let top = chain_copy(dir.path());
+    let mut want = read_all(&top);
+    let before = allocated(&top);
+    assert!(before > 0);
+    let parent_view = read_all(&dir.path().join("mid.vhd"));
+
+    let served = serve([top.as_os_str()]);
+    run(Command::new("qemu-io").args([
+        "-f",
+        "raw",
+        // Zeros that may unmap over the first MiB: zeros, never the parent's bytes.
+        "-c",
+        "write -z -u 0 1048576",
+        // Trim of the rest: the top's own data is zeroed, the parents' shows through.
+        "-c",
+        "discard 1048576 3145728",
+        "-c",
+        "flush",
+        &served.uri,
+    ]));
+    served.stop().clean();
+
+    assert!(
+        allocated(&top) >= before,
+        "a block of the child was released"
+    );
+    let now = read_all(&top);
+    want[..1 << 20].fill(0);
+    assert!(
+        now[..1 << 20] == want[..1 << 20],
+        "write zeroes reads zeros"
+    );
+    // Trimmed: each byte is zero (the top's data, zeroed) or the parents' view.
+    for (i, (&n, &p)) in now.iter().zip(&parent_view).enumerate().skip(1 << 20) {
+        assert!(
+            n == 0 || n == p,
+            "byte {i} is neither zero nor the parent's"
+        );
+    }
+    check_clean(&top);
+}
