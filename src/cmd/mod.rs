@@ -11,6 +11,7 @@ mod json;
 mod map;
 mod ops;
 mod read;
+mod resize;
 mod runner;
 mod serve;
 pub mod signals;
@@ -66,6 +67,9 @@ enum Command {
     Merge(ops::MergeArgs),
     /// Flatten a differencing disk and its ancestors into a new fixed or dynamic file.
     MergeTo(ops::MergeToArgs),
+    /// Change a fixed, dynamic or differencing disk's virtual size in place (--size,
+    /// --align; a smaller size only with --allow-shrink).
+    Resize(resize::ResizeArgs),
     /// Serve the disk over NBD (Unix socket by default) until SIGINT or SIGTERM.
     Serve(serve::ServeArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
@@ -90,6 +94,7 @@ impl Cli {
             Command::Compact(a) => a.run.wants_json(),
             Command::Merge(a) => a.run.wants_json(),
             Command::MergeTo(a) => a.run.wants_json(),
+            Command::Resize(a) => a.run.wants_json(),
             Command::Serve(a) => a.json,
             Command::Completions(_) | Command::Man(_) => false,
         }
@@ -336,6 +341,7 @@ fn run(cli: Cli) -> Result<u8, CliError> {
         Command::Compact(a) => ops::compact(a),
         Command::Merge(a) => ops::merge(a),
         Command::MergeTo(a) => ops::merge_to(a),
+        Command::Resize(a) => resize::run(a),
         Command::Serve(a) => serve::run(a),
         Command::Completions(a) => generate::completions(a),
         Command::Man(a) => generate::man(a),

@@ -13,6 +13,7 @@ pub mod convert;
 pub mod merge;
 pub(crate) mod plan;
 pub mod repair;
+pub mod resize;
 mod source;
 
 use std::path::{Path, PathBuf};
@@ -23,6 +24,7 @@ use vhdkit_task::{Progress, Task, TaskBuilder};
 use crate::error::{Error, Result};
 use crate::image::{CreateOptions, Disk, DiskKind, OpenOptions};
 
+pub use resize::{ResizeFacts, ResizeOptions};
 pub use source::is_zero;
 
 /// What a convert or merge-to produces.
@@ -107,6 +109,8 @@ pub enum Operation {
     MergeTo,
     /// [`create_task`].
     Create,
+    /// [`resize_task`].
+    Resize,
 }
 
 impl Operation {
@@ -118,6 +122,7 @@ impl Operation {
             Operation::Merge => "merge",
             Operation::MergeTo => "merge-to",
             Operation::Create => "create",
+            Operation::Resize => "resize",
         }
     }
 }
@@ -162,6 +167,8 @@ pub struct Report {
     /// deleted when asked). `verify` only when asked. In JSON, an object of seconds.
     #[serde(serialize_with = "ser_phases")]
     pub phases: Vec<(String, Duration)>,
+    /// Resize: the sizes, the non-zero bytes a shrink cut, what became of the BAT.
+    pub resize: Option<ResizeFacts>,
 }
 
 fn ser_secs<S: serde::Serializer>(d: &Duration, s: S) -> std::result::Result<S::Ok, S::Error> {
@@ -310,6 +317,20 @@ pub fn merge_to_task(
         ),
         opts,
         move |pr| convert::convert_disk(&disk, &d, target, &o, pr, Operation::MergeTo),
+    ))
+}
+
+/// Starts resizing the disk at `path` in place (see [`resize`] for the orders). The
+/// disk is opened for writing and every refusal (kind, size, shrink, parent size,
+/// children, `resize.shrink_guard`) made before the task starts.
+pub fn resize_task(path: &Path, resize: &ResizeOptions, opts: &OpsOptions) -> Result<OpTask> {
+    let prepared = resize::open(path, resize, opts)?;
+    let (old, new) = prepared.sizes();
+    let o = opts.clone();
+    Ok(spawn(
+        format!("Resizing {} from {old} to {new} bytes", path.display()),
+        opts,
+        move |pr| resize::run(prepared, &o, pr),
     ))
 }
 
