@@ -640,3 +640,28 @@ fn resize_text_report_names_the_sizes() {
     );
     assert!(out.contains("BAT relocated"), "{out}");
 }
+
+#[test]
+fn a_disk_qemu_sizes_by_its_geometry_gets_a_note_when_the_geometry_falls_short() {
+    let dir = tempdir();
+    let d = dir.path().join("q.vhd");
+    std::fs::copy(fixture("qemu/qemu-dynamic-5m-chs.vhd"), &d).expect("copy");
+    let before = read_all(&d);
+    let r = try_resize(&d, &["--size", "20G"]);
+    assert_eq!(r.code, EXIT_OK, "{}", r.stderr);
+    assert!(r.stderr.contains("CHS geometry"), "{}", r.stderr);
+    // The geometry of 20 GiB describes 21474754560 bytes; qemu shows that.
+    if have(Tool::QemuImg) {
+        assert_eq!(qemu_size(&d), 21_474_754_560);
+    }
+    assert_eq!(vhdkit_size(&d), 20 * GIB);
+    assert_eq!(read_range(&d, 0, before.len() as u64), before);
+    // A whole geometry: no note, and qemu agrees.
+    let g = vhdkit_format::spec::Geometry::from_total_sectors(30 * GIB / 512).capacity();
+    let r = try_resize(&d, &["--size", &g.to_string()]);
+    assert_eq!(r.code, EXIT_OK, "{}", r.stderr);
+    assert!(!r.stderr.contains("CHS"), "{}", r.stderr);
+    if have(Tool::QemuImg) {
+        assert_eq!(qemu_size(&d), g);
+    }
+}

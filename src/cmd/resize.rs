@@ -96,6 +96,19 @@ fn partition_guard(gpt: Arc<AtomicBool>) -> ShrinkGuard {
     })
 }
 
+/// For a disk whose creator makes qemu-img (and Virtual PC) take the size from the CHS
+/// geometry (`vpc `, `qemu`), the creator and the size they will show at `new` bytes,
+/// when it is not `new`.
+fn chs_sized(disk: &Disk, new: u64) -> Option<(String, u64)> {
+    use vhdkit_format::spec::Geometry;
+    let footer = disk.top().footer();
+    if !matches!(&footer.creator_app, b"vpc " | b"qemu") {
+        return None;
+    }
+    let g = Geometry::from_total_sectors(new / 512);
+    (g != Geometry::MAX && g.capacity() != new).then(|| (footer.creator_app_string(), g.capacity()))
+}
+
 pub fn run(a: ResizeArgs) -> Result<u8, CliError> {
     let open = a.open.options_for(&a.path)?;
     let resize = ResizeOptions {
@@ -107,7 +120,7 @@ pub fn run(a: ResizeArgs) -> Result<u8, CliError> {
     // What the command line alone gets wrong is a usage mistake (exit 2): a shrink not
     // asked for, --sparse on a disk that is not fixed. Read-only, before the task opens
     // the disk for writing.
-    {
+    let chs_note = {
         let disk = Disk::open_with(&a.path, &open.clone().writable(false))?;
         let current = disk.virtual_size();
         let new = target_size(current, &resize)?;
@@ -125,7 +138,8 @@ pub fn run(a: ResizeArgs) -> Result<u8, CliError> {
                 disk.kind()
             )));
         }
-    }
+        chs_sized(&disk, new)
+    };
     let gpt = Arc::new(AtomicBool::new(false));
     let resize = ResizeOptions {
         shrink_guard: Some(partition_guard(gpt.clone())),
@@ -139,6 +153,14 @@ pub fn run(a: ResizeArgs) -> Result<u8, CliError> {
     };
     let task = ops::resize_task(&a.path, &resize, &opts)?;
     let code = runner::run(task, &a.run, runner::Leaves::Resize)?;
+    if let Some(shown) = chs_note {
+        terminal::eline(format!(
+            "vhdkit: note: {} was created by {}, whose disks qemu-img and Virtual PC size by their CHS geometry: they show {} (the geometry holds no more); sizes they agree on are whole geometries, or above 127 GiB",
+            a.path.display(),
+            shown.0,
+            size_and_bytes(shown.1)
+        ));
+    }
     if gpt.load(Ordering::Relaxed) {
         terminal::eline(format!(
             "vhdkit: note: {} has a GPT: its backup header was at the old end of the disk; rewrite it at the new end (e.g. `sgdisk -e`)",

@@ -1,5 +1,6 @@
-//! The four `IVMHardDisk` operations — compact, convert, merge, merge-to — and create,
-//! each as a plain function over a [`Progress`] and as an IVMTask2-style [`Task`].
+//! The four `IVMHardDisk` operations — compact, convert, merge, merge-to — create and
+//! resize, each as a plain function over a [`Progress`] and as an IVMTask2-style
+//! [`Task`].
 //!
 //! Every operation runs block by block: metadata gives a plan (pure data, see [`plan`]),
 //! chunks of blocks are composed on rayon from read-only memory maps of the sources,
@@ -164,7 +165,9 @@ pub struct Report {
     /// Wall time of each phase, in order. Convert and merge-to: `copy` (composing and
     /// writing, overlapped), `flush`, `verify`; compact: `scan`, `release`, `move`,
     /// `truncate`, `verify`; merge: `copy`, `flush`, `child` (its header updated, and
-    /// deleted when asked). `verify` only when asked. In JSON, an object of seconds.
+    /// deleted when asked); resize: `scan` (a shrink), then `bat`, `footer` (a sparse
+    /// grow), `footer`, `release`, `truncate` (a sparse shrink) or `resize` (fixed).
+    /// `verify` only when asked. In JSON, an object of seconds.
     #[serde(serialize_with = "ser_phases")]
     pub phases: Vec<(String, Duration)>,
     /// Resize: the sizes, the non-zero bytes a shrink cut, what became of the BAT.

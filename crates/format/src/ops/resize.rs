@@ -231,7 +231,12 @@ pub fn prepare(disk: Disk, resize: &ResizeOptions, opts: &OpsOptions) -> Result<
     };
     if new != old {
         if kind == DiskKind::Differencing {
-            let parent = &disk.layers()[1];
+            let Some(parent) = disk.layers().get(1) else {
+                return Err(refuse(
+                    &path,
+                    "a differencing disk's size must equal its parent's, and its parent was not opened".into(),
+                ));
+            };
             if parent.virtual_size() != new {
                 return Err(refuse(
                     &path,
