@@ -224,6 +224,8 @@ fn dynamic_shrink_releases_the_blocks_past_the_end_and_counts_the_bytes_cut() {
         "{r}"
     );
     assert!(file_len(&d) < len, "the file shrinks: {r}");
+    assert_eq!(r["file_size_before"], len);
+    assert_eq!(r["file_size_after"], file_len(&d));
     check_clean(&d);
     assert_everyone_reads(&d, &before[..new as usize]);
     // Growing back: the cut part reads as zeros, also in the block the end cut through.
@@ -293,6 +295,7 @@ fn fixed_shrink_cuts_the_data_past_the_new_size_and_truncates() {
         "{r}"
     );
     assert_eq!(file_len(&d), new + 512);
+    assert_eq!(r["file_size_after"], new + 512);
     check_clean(&d);
     assert_everyone_reads(&d, &before[..new as usize]);
     // And back: the cut part is zeros now.

@@ -275,12 +275,14 @@ impl VhdFile {
         Ok(count)
     }
 
-    /// Xen's batmap, for a resize between disks of `old` and `new` bytes whose blocks
-    /// from `limit` on are past the smaller size: clears every bit from `limit` on in the
-    /// part of the bitmap either size reads (a clear bit is always safe), so that the
-    /// checksum is the same over the bytes either size reads; writes the sectors that
-    /// changed and the header with its checksum. The caller syncs. Returns whether
-    /// anything was written; a file without a batmap: nothing.
+    /// Xen's batmap, for a resize between disks of `old` and `new` bytes: clears every
+    /// bit from `limit` on, and every bit in the bytes only the larger size reads (so
+    /// that the checksum is the same over the bytes either size reads), within the part
+    /// of the bitmap either size reads; a clear bit is always safe. Writes the bitmap
+    /// sectors that changed, then the header with the checksum — two sectors, so a crash
+    /// between them leaves a checksum that `check --repair` recomputes (as compact's
+    /// release does); nothing at all is written when no bit changes. The caller syncs.
+    /// Returns whether anything was written; a file without a batmap: nothing.
     pub(crate) fn trim_batmap(&self, limit: u64, old: u64, new: u64) -> Result<bool> {
         let s = self.sparse()?;
         let mut guard = s.batmap.lock().unwrap_or_else(|e| e.into_inner());

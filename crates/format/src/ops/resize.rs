@@ -196,6 +196,12 @@ pub fn prepare(disk: Disk, resize: &ResizeOptions, opts: &OpsOptions) -> Result<
             expected: "a disk is not resized while the saved-state flag is set".into(),
         });
     }
+    if !top.is_writable() {
+        return Err(Error::ReadOnly {
+            path,
+            detail: "resize writes into the disk: open it for writing".into(),
+        });
+    }
     if top.footer_source() == FooterSource::Copy {
         return Err(Error::corrupt(
             &path,
@@ -358,7 +364,7 @@ pub fn run(prepared: Prepared, opts: &OpsOptions, progress: &Progress) -> Result
     let mut report = Report {
         operation: super::Operation::Resize,
         path,
-        file_size_before: disk.top().file_len(),
+        file_size_before: length(disk.top())?,
         ..Report::default()
     };
     let mut facts = ResizeFacts {
@@ -374,11 +380,9 @@ pub fn run(prepared: Prepared, opts: &OpsOptions, progress: &Progress) -> Result
         phases.push((Phase::Scan, cut));
     }
     match plan {
-        Plan::Grow(BatGrowth::Relocate {
-            footer_at,
-            table_offset,
-        }) => {
-            phases.push((Phase::Flush, footer_at - table_offset));
+        Plan::Grow(BatGrowth::Relocate { .. }) => {
+            let block = disk.top().block_size().unwrap_or(u64::MAX).max(1);
+            phases.push((Phase::Flush, table_bytes(new.div_ceil(block))));
         }
         Plan::Fixed if new > old => phases.push((Phase::Zero, new - old)),
         _ => {}
@@ -418,10 +422,22 @@ pub fn run(prepared: Prepared, opts: &OpsOptions, progress: &Progress) -> Result
             report.blocks_released = released;
         }
     }
-    report.file_size_after = disk.top().file_len();
+    report.file_size_after = length(disk.top())?;
     report.resize = Some(facts);
     report.elapsed = start.elapsed();
     Ok(report)
+}
+
+/// The file's length now.
+fn length(f: &VhdFile) -> Result<u64> {
+    f.backend()
+        .len()
+        .map_err(|e| Error::file(f.path(), "reading the length", e))
+}
+
+/// Bytes a BAT of `entries` entries takes, in whole sectors.
+fn table_bytes(entries: u64) -> u64 {
+    crate::spec::layout::round_up_sector(entries.saturating_mul(4))
 }
 
 /// The steps of a grow before the footers (see the module docs).
@@ -431,8 +447,12 @@ fn grow(f: &mut VhdFile, old: u64, new: u64, growth: BatGrowth, progress: &Progr
     // Fits: checked against MAX_CREATE_BAT_ENTRIES or the existing table, both u32.
     let entries = u32::try_from(new_used)
         .map_err(|_| Error::InvalidArgument(format!("{new_used} blocks do not fit a BAT")))?;
-    // Bits of the block holding the old end too: its sector bitmap may lose bits below.
-    if f.trim_batmap(old / block, old, new)? {
+    // Xen's batmap: the bits of the blocks the new size brings in must be clear, and so
+    // must that of a differencing disk's partly covered last block, whose sector bitmap
+    // loses bits below. (Rare in blktap's files: their sizes are whole blocks.)
+    let partial = !old.is_multiple_of(block) && f.is_differencing();
+    let clear_from = if partial { old / block } else { old_used };
+    if f.trim_batmap(clear_from, old, new)? {
         f.flush()?;
     }
     if f.clear_past(old)? {
@@ -452,7 +472,7 @@ fn grow(f: &mut VhdFile, old: u64, new: u64, growth: BatGrowth, progress: &Progr
             table_offset,
             footer_at,
         } => {
-            progress.set_phase(Phase::Flush, 0, footer_at - table_offset);
+            progress.set_phase(Phase::Flush, 0, table_bytes(new_used));
             let mut tick = |n: u64| -> Result<()> {
                 progress.add_blocks_done(0, n);
                 progress.check_cancelled().map_err(Error::from)
@@ -480,7 +500,10 @@ fn shrink(
         .map(|h| u64::from(h.max_table_entries))
         .unwrap_or(new_used);
     progress.set_phase(Phase::Flush, 0, 0);
-    if f.trim_batmap(new / block, old, new)? {
+    // Xen's batmap: only what its checksum needs (the bytes the smaller size no longer
+    // reads cleared, when it reads fewer). The bits of blocks past the new end may stay
+    // set: no reader or checker looks past the size, and a grow clears them first.
+    if f.trim_batmap(u64::MAX, old, new)? {
         f.flush()?;
     }
     if new < old {
