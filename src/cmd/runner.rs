@@ -298,11 +298,10 @@ fn summary(r: &Report) -> String {
                     s += &format!(", BAT {}", f.bat.name());
                 }
                 if f.size_after < f.size_before {
-                    s += &format!(
-                        ", {} non-zero cut, {} released",
-                        size_and_bytes(f.nonzero_bytes_cut),
-                        count(r.blocks_released, "block")
-                    );
+                    s += &format!(", {} non-zero cut", size_and_bytes(f.nonzero_bytes_cut));
+                }
+                if r.blocks_released > 0 {
+                    s += &format!(", {} released", count(r.blocks_released, "block"));
                 }
                 s += &format!(", file {}", size_and_bytes(r.file_size_after));
             }
