@@ -9,13 +9,13 @@ here="$(cd "$(dirname "$0")" && pwd)"
 root="$(dirname "$here")"
 cd "$here"
 
-targets=(footer dynamic_header locator bat bitmap host_drive_header open_read chain check write open_vs_check convert compact merge volume_scan volume_ext volume_fat volume_ntfs volume_swap)
+targets=(footer dynamic_header locator bat bitmap host_drive_header open_read chain check write open_vs_check convert compact resize merge volume_scan volume_ext volume_fat volume_ntfs volume_swap)
 for t in "${targets[@]}"; do
     mkdir -p "corpus/$t"
     if [ -d "seeds/$t" ]; then cp -n seeds/"$t"/* "corpus/$t/" 2>/dev/null || true; fi
 done
-# check, open_vs_check, convert and compact take the same whole images as open_read.
-for t in check open_vs_check convert compact; do cp -n seeds/open_read/* "corpus/$t/" 2>/dev/null || true; done
+# check, open_vs_check, convert, compact and resize take the same whole images as open_read.
+for t in check open_vs_check convert compact resize; do cp -n seeds/open_read/* "corpus/$t/" 2>/dev/null || true; done
 # merge takes chain inputs (child, then its parent).
 cp -n seeds/chain/* corpus/merge/ 2>/dev/null || true
 

@@ -242,3 +242,63 @@ fn check_finds_a_set_bit_for_an_unallocated_block_and_repair_clears_it() {
     assert_eq!(r.code, EXIT_OK, "{}", r.stdout_str());
     xen_check(&p);
 }
+
+#[test]
+fn resize_of_a_blktap_chain_grows_each_disk_in_place_and_keeps_them_valid() {
+    let (_d, dir) = copies();
+    let top = dir.join("snap2.vhd");
+    let want = read_all(&top);
+    // 32 entries in a BAT sector that holds 128: 256 MiB in place, the base first.
+    for n in ["written-64m.vhd", "snap1.vhd", "snap2.vhd"] {
+        let p = dir.join(n);
+        let r = vhdkit([
+            "resize".as_ref(),
+            p.as_os_str(),
+            "--size".as_ref(),
+            "256M".as_ref(),
+            "--force".as_ref(),
+            "--json".as_ref(),
+        ]);
+        assert_eq!(r.code, EXIT_OK, "{n}: {}", r.stderr);
+        assert_eq!(r.json()["bat"], "in-place", "{n}");
+        xen_check(&p);
+        vhdkit_check_clean(&p);
+    }
+    let mut grown = want.clone();
+    grown.resize(256 << 20, 0);
+    assert_eq!(read_all(&top), grown);
+    // Past what the table holds in place: refused (its batmap follows the BAT, and Xen
+    // refuses blocks before the metadata's end), nothing written.
+    let p = dir.join("written-64m.vhd");
+    let before = std::fs::read(&p).expect("read");
+    let r = vhdkit([
+        "resize".as_ref(),
+        p.as_os_str(),
+        "--size".as_ref(),
+        "1G".as_ref(),
+        "--force".as_ref(),
+    ]);
+    let line = assert_failed_one_line(&r);
+    assert!(line.contains("blktap"), "{line}");
+    assert_eq!(std::fs::read(&p).expect("read"), before);
+}
+
+#[test]
+fn resize_shrinks_a_blktap_disk_and_keeps_its_batmap_valid() {
+    let (_d, dir) = copies();
+    let p = dir.join("written-64m.vhd");
+    let want = read_all(&p);
+    // Block 0 is full (bit set); the 12 KiB at 10 MiB stay; shrink to 12 MiB + 1 MiB.
+    let r = vhdkit([
+        "resize".as_ref(),
+        p.as_os_str(),
+        "--size".as_ref(),
+        "13M".as_ref(),
+        "--allow-shrink".as_ref(),
+        "--force".as_ref(),
+    ]);
+    assert_eq!(r.code, EXIT_OK, "{}", r.stderr);
+    xen_check(&p);
+    vhdkit_check_clean(&p);
+    assert_eq!(read_all(&p), want[..13 << 20].to_vec());
+}

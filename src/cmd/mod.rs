@@ -13,6 +13,7 @@ mod measure;
 mod ops;
 mod read;
 mod relink;
+mod resize;
 mod runner;
 mod serve;
 pub mod signals;
@@ -73,6 +74,9 @@ enum Command {
     MergeTo(ops::MergeToArgs),
     /// The exact size of the file convert (or merge-to) would write, without writing.
     Measure(measure::MeasureArgs),
+    /// Change a fixed, dynamic or differencing disk's virtual size in place (--size,
+    /// --align; a smaller size only with --allow-shrink).
+    Resize(resize::ResizeArgs),
     /// Serve the disk over NBD (Unix socket by default) until SIGINT or SIGTERM.
     Serve(serve::ServeArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
@@ -99,6 +103,7 @@ impl Cli {
             Command::SetParent(a) => a.json,
             Command::MergeTo(a) => a.run.wants_json(),
             Command::Measure(a) => a.run.wants_json(),
+            Command::Resize(a) => a.run.wants_json(),
             Command::Serve(a) => a.json,
             Command::Completions(_) | Command::Man(_) => false,
         }
@@ -358,6 +363,7 @@ fn run(cli: Cli) -> Result<u8, CliError> {
         Command::SetParent(a) => relink::run(a),
         Command::MergeTo(a) => ops::merge_to(a),
         Command::Measure(a) => measure::run(a),
+        Command::Resize(a) => resize::run(a),
         Command::Serve(a) => serve::run(a),
         Command::Completions(a) => generate::completions(a),
         Command::Man(a) => generate::man(a),

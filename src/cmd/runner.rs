@@ -33,6 +33,8 @@ pub enum Leaves {
     MergeInto,
     /// Nothing written (measure).
     Nothing,
+    /// Resize in place.
+    Resize,
 }
 
 impl Leaves {
@@ -49,6 +51,9 @@ impl Leaves {
                 "the child reads exactly as before; the ancestor may hold part of the merge (run the same command again to finish it)"
             }
             Leaves::Nothing => "nothing was written",
+            Leaves::Resize => {
+                "the disk is valid and reads either as before or as resized (run resize again to finish)"
+            }
         }
     }
 }
@@ -148,6 +153,18 @@ struct ReportDoc<'a> {
     /// Wall time, seconds.
     elapsed: f64,
     phases: Vec<PhaseDoc<'a>>,
+    /// Resize only: the sizes, the non-zero bytes a shrink cut, what became of the BAT.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    resize: Option<ResizeDoc>,
+}
+
+/// The fields only a resize report has (docs/json.md).
+#[derive(Debug, Serialize)]
+struct ResizeDoc {
+    size_before: u64,
+    size_after: u64,
+    nonzero_bytes_cut: u64,
+    bat: &'static str,
 }
 
 /// One phase of an operation and its wall time.
@@ -182,6 +199,12 @@ impl<'a> From<&'a Report> for ReportDoc<'a> {
                     seconds: d.as_secs_f64(),
                 })
                 .collect(),
+            resize: r.resize.as_ref().map(|f| ResizeDoc {
+                size_before: f.size_before,
+                size_after: f.size_after,
+                nonzero_bytes_cut: f.nonzero_bytes_cut,
+                bat: f.bat.name(),
+            }),
         }
     }
 }
@@ -294,6 +317,25 @@ fn summary(r: &Report) -> String {
             )
         }
         "create" => s += &format!(": {}", size_and_bytes(r.file_size_after)),
+        "resize" => {
+            if let Some(f) = &r.resize {
+                s += &format!(
+                    ": {} -> {}",
+                    size_and_bytes(f.size_before),
+                    size_and_bytes(f.size_after)
+                );
+                if f.bat != vhdkit_format::ops::resize::BatChange::None {
+                    s += &format!(", BAT {}", f.bat.name());
+                }
+                if f.size_after < f.size_before {
+                    s += &format!(", {} non-zero cut", size_and_bytes(f.nonzero_bytes_cut));
+                }
+                if r.blocks_released > 0 {
+                    s += &format!(", {} released", count(r.blocks_released, "block"));
+                }
+                s += &format!(", file {}", size_and_bytes(r.file_size_after));
+            }
+        }
         _ => {
             s += &format!(
                 ": {} of {} written, {} zero, {}",

@@ -230,34 +230,53 @@ pub fn check_file(b: &dyn Backend) -> Result<Vec<Problem>> {
                     .at(footer_at),
                 );
             } else if footer_at > footer.current_size {
-                p.push(Problem::new(
-                    Severity::Warning,
-                    "file",
-                    "length",
-                    format!(
-                        "{} bytes between the data and the footer",
-                        footer_at - footer.current_size
-                    ),
-                ));
+                // Nothing reads the padding: the disk is its first `current size` bytes.
+                // A resize leaves exactly this when interrupted (docs/crash-safety.md,
+                // "Resize"), which is why it is information, not a warning.
+                p.push(
+                    Problem::new(
+                        Severity::Info,
+                        "file",
+                        "length",
+                        format!(
+                            "{} bytes between the data and the footer, read by no one: what an interrupted resize leaves (rerun the resize, or check --repair drops them)",
+                            footer_at - footer.current_size
+                        ),
+                    )
+                    .at(footer.current_size),
+                );
             }
         }
         DiskType::Dynamic | DiskType::Differencing => {
             if let Some(c) = copy.as_ref().filter(|_| end.cookie_ok()) {
                 if c.encode_raw() != footer.encode_raw() {
-                    let what = if c.cookie_ok() {
-                        "differs from the footer at the end"
+                    let p_ = if resized_copy(c, &footer) {
+                        // A resize writes the end footer, syncs, then the copy: a crash
+                        // between the two leaves exactly this. The end footer is the one
+                        // every reader uses.
+                        Problem::new(
+                            Severity::Info,
+                            "footer copy",
+                            "current size",
+                            format!(
+                                "the footer copy at offset 0 still says {} bytes, the footer at the end {}: a resize was interrupted between its two footer writes (the end footer is the one in use; check --repair or rerunning the resize updates the copy)",
+                                c.current_size, footer.current_size
+                            ),
+                        )
                     } else {
-                        "is missing or damaged"
-                    };
-                    p.push(
+                        let what = if c.cookie_ok() {
+                            "differs from the footer at the end"
+                        } else {
+                            "is missing or damaged"
+                        };
                         Problem::new(
                             Severity::Warning,
                             "footer copy",
                             "content",
                             format!("the footer copy at offset 0 {what} (repairable)"),
                         )
-                        .at(0),
-                    );
+                    };
+                    p.push(p_.at(0));
                 }
             }
             // Without a trailing footer, blocks may legitimately reach the end of the file.
@@ -285,6 +304,17 @@ pub fn check_file(b: &dyn Backend) -> Result<Vec<Problem>> {
         _ => {}
     }
     Ok(p)
+}
+
+/// Whether the footer copy `copy` is a valid footer that differs from `footer` only in
+/// what a resize changes: current and original size, geometry and checksum.
+fn resized_copy(copy: &Footer, footer: &Footer) -> bool {
+    let mut same = copy.clone();
+    same.current_size = footer.current_size;
+    same.original_size = footer.original_size;
+    same.geometry = footer.geometry;
+    same.checksum = footer.checksum;
+    copy.cookie_ok() && copy.checksum_ok() && same.encode_raw() == footer.encode_raw()
 }
 
 fn field_offset(field: &str) -> u64 {

@@ -514,3 +514,226 @@ fn set_parent_with_any_failed_write_or_sync_names_a_parent_that_works() {
     });
     eprintln!("set-parent: {points} fault points");
 }
+
+/// The resize cases of the fault tests: how to build the disk, and the resize.
+struct ResizeCase {
+    name: &'static str,
+    kind: DiskKind,
+    old: u64,
+    new: u64,
+    /// Disturbances other writers leave, which the resize must clean up on the way: the
+    /// BAT padding filled with zeros (disk2vhd) and bytes stored past the end of a partly
+    /// covered last block.
+    disturb: bool,
+}
+
+const RESIZE_BLOCK: u64 = 512 * 1024;
+
+/// A disk of `case.old` bytes with data in its first and last MiB and a differencing
+/// child (for `DiskKind::Differencing`, whose parent is grown to `case.new` first).
+/// Returns the path resized.
+fn make_resize_disk(dir: &Path, case: &ResizeCase) -> PathBuf {
+    let kind = match case.kind {
+        DiskKind::Differencing => DiskKind::Dynamic,
+        k => k,
+    };
+    let base = dir.join("base.vhd");
+    Disk::create(
+        &base,
+        &CreateOptions::new(kind, case.old).block_size(RESIZE_BLOCK as u32),
+    )
+    .expect("create");
+    {
+        let d = Disk::open_rw(&base).expect("open");
+        d.write_at(&pattern(11, MIB as usize), 0).expect("w");
+        d.write_at(&pattern(12, 700_000), case.old - 700_000 - 512)
+            .expect("w");
+        d.flush().expect("flush");
+    }
+    if case.disturb {
+        disturb(&base, case.old);
+    }
+    if case.kind != DiskKind::Differencing {
+        return base;
+    }
+    let child = dir.join("child.vhd");
+    Disk::create(
+        &child,
+        &CreateOptions::differencing(&base).block_size(RESIZE_BLOCK as u32),
+    )
+    .expect("create child");
+    {
+        let d = Disk::open_rw(&child).expect("open child");
+        d.write_at(&pattern(13, 300_000), case.old - 300_000)
+            .expect("w");
+        d.flush().expect("flush");
+    }
+    if case.disturb {
+        disturb(&child, case.old);
+    }
+    let opts = OpsOptions {
+        force: true,
+        ..OpsOptions::default()
+    };
+    let grow = ops::ResizeOptions {
+        size: Some(case.new),
+        allow_shrink: true,
+        ..Default::default()
+    };
+    ops::resize::resize(&base, &grow, &opts, &progress()).expect("resize the parent");
+    child
+}
+
+/// Zeros over the BAT padding and bytes past the disk's end in its last block.
+fn disturb(path: &Path, size: u64) {
+    use std::os::unix::fs::FileExt;
+    let f = vhdkit_format::VhdFile::open(path, &vhdkit_format::OpenOptions::new().no_parents(true))
+        .expect("open");
+    let h = f.header().expect("sparse").clone();
+    let bat = f.bat().expect("bat");
+    let last = (size - 1) / RESIZE_BLOCK;
+    let tail = bat
+        .block_offset(last)
+        .map(|o| o + f.bitmap_size().expect("bitmap") + size % RESIZE_BLOCK);
+    drop(f);
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .expect("open");
+    let used = size.div_ceil(RESIZE_BLOCK);
+    let pad_end = h.bat_size_on_disk() / 4;
+    let zeros = vec![0u8; ((pad_end - used) * 4) as usize];
+    file.write_all_at(&zeros, h.table_offset + used * 4)
+        .expect("zero the padding");
+    if let Some(at) = tail.filter(|_| !size.is_multiple_of(RESIZE_BLOCK)) {
+        file.write_all_at(&[0xAB; 4096], at)
+            .expect("garbage past the end");
+    }
+}
+
+fn resize_cases() -> Vec<ResizeCase> {
+    let odd = 8 * MIB + 100 * 1024; // a partly covered last block
+    vec![
+        ResizeCase {
+            name: "dynamic grow, BAT in place",
+            kind: DiskKind::Dynamic,
+            old: odd,
+            new: 32 * MIB,
+            disturb: true,
+        },
+        ResizeCase {
+            name: "dynamic grow, BAT relocated",
+            kind: DiskKind::Dynamic,
+            old: 8 * MIB,
+            new: 128 * MIB,
+            disturb: false,
+        },
+        ResizeCase {
+            name: "differencing grow, BAT relocated",
+            kind: DiskKind::Differencing,
+            old: odd,
+            new: 100 * MIB,
+            disturb: true,
+        },
+        ResizeCase {
+            name: "fixed grow",
+            kind: DiskKind::Fixed,
+            old: 8 * MIB,
+            new: 12 * MIB,
+            disturb: false,
+        },
+        ResizeCase {
+            name: "dynamic shrink",
+            kind: DiskKind::Dynamic,
+            old: odd,
+            new: 4 * MIB + 4096,
+            disturb: true,
+        },
+        ResizeCase {
+            name: "fixed shrink",
+            kind: DiskKind::Fixed,
+            old: 8 * MIB,
+            new: 5 * MIB,
+            disturb: false,
+        },
+    ]
+}
+
+#[test]
+fn resize_with_any_failed_write_or_sync_reads_as_before_or_as_resized_and_reruns() {
+    let mut total = 0;
+    for case in resize_cases() {
+        let which = if case.kind == DiskKind::Differencing {
+            "child.vhd"
+        } else {
+            "base.vhd"
+        };
+        let before = {
+            let dir = tempfile::tempdir().expect("tmp");
+            read_file(&make_resize_disk(dir.path(), &case))
+        };
+        let mut resized = before.clone();
+        resized.resize(case.new as usize, 0);
+        let ro = ops::ResizeOptions {
+            size: Some(case.new),
+            allow_shrink: true,
+            ..Default::default()
+        };
+        let op = |d: &Path| -> Result<(), Error> {
+            ops::resize::resize(&d.join(which), &ro, &OpsOptions::default(), &progress())
+                .map(|_| ())
+        };
+        let setup = |d: &Path| {
+            make_resize_disk(d, &case);
+        };
+        let (as_before, as_resized) = (std::cell::Cell::new(0), std::cell::Cell::new(0));
+        let points = every_fault(&setup, &op, &|d, err| {
+            let path = d.join(which);
+            let now = read_file(&path);
+            if now == before {
+                as_before.set(as_before.get() + 1);
+            } else if now == resized {
+                as_resized.set(as_resized.get() + 1);
+            }
+            assert!(
+                now == before || now == resized,
+                "{}: after {err}: reads neither as before nor as resized ({} bytes)",
+                case.name,
+                now.len()
+            );
+            let report = vhdkit_format::check::check(&path, &Default::default()).expect("check");
+            assert!(
+                report.is_clean(),
+                "{}: after {err}: {:?}",
+                case.name,
+                report.files
+            );
+            op(d).expect("a rerun completes");
+            assert_eq!(read_file(&path), resized, "{}: after the rerun", case.name);
+            let report = vhdkit_format::check::check(&path, &Default::default()).expect("check");
+            assert!(
+                report.is_clean(),
+                "{}: after the rerun: {:?}",
+                case.name,
+                report.files
+            );
+            assert!(
+                !report
+                    .problems()
+                    .any(|(_, p)| p.message.contains("interrupted resize")),
+                "{}: the rerun finishes the resize: {:?}",
+                case.name,
+                report.files
+            );
+        });
+        eprintln!(
+            "resize ({}): {points} fault points; after the fault {} read as before, {} as resized",
+            case.name,
+            as_before.get(),
+            as_resized.get()
+        );
+        assert_eq!(as_before.get() + as_resized.get(), points);
+        total += points;
+    }
+    eprintln!("resize: {total} fault points in all");
+}

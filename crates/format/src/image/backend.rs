@@ -20,6 +20,15 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     fn set_len(&self, len: u64) -> io::Result<()>;
     /// Makes every completed write durable (fdatasync for files).
     fn sync(&self) -> io::Result<()>;
+    /// Reserves storage for `offset..offset + len` without changing the length or what
+    /// any byte reads as (`fallocate` with `FALLOC_FL_KEEP_SIZE`), so that writes there
+    /// later cannot fail for want of space. Storage that cannot reserve ahead does
+    /// nothing (memory), or checks that the free space would hold it (a file system
+    /// without `fallocate`).
+    fn reserve(&self, offset: u64, len: u64) -> io::Result<()> {
+        let _ = (offset, len);
+        Ok(())
+    }
     /// The file underneath, when there is one (used for locks and memory maps).
     fn as_file(&self) -> Option<&File> {
         None
@@ -89,6 +98,28 @@ impl Backend for FileBackend {
     fn sync(&self) -> io::Result<()> {
         faults::before(&self.path, faults::FaultOp::Sync)?;
         self.file.sync_data()
+    }
+
+    fn reserve(&self, offset: u64, len: u64) -> io::Result<()> {
+        use rustix::fs::FallocateFlags;
+        faults::before(&self.path, faults::FaultOp::Write)?;
+        if len == 0 {
+            return Ok(());
+        }
+        match rustix::fs::fallocate(&self.file, FallocateFlags::KEEP_SIZE, offset, len) {
+            Ok(()) => Ok(()),
+            Err(rustix::io::Errno::OPNOTSUPP) => {
+                let st = rustix::fs::fstatvfs(&self.file)?;
+                if st.f_bavail.saturating_mul(st.f_frsize) < len {
+                    Err(io::Error::from_raw_os_error(
+                        rustix::io::Errno::NOSPC.raw_os_error(),
+                    ))
+                } else {
+                    Ok(())
+                }
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     fn as_file(&self) -> Option<&File> {

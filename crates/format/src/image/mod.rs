@@ -16,6 +16,7 @@ pub(crate) mod newfile;
 pub(crate) mod open;
 mod options;
 mod parents;
+mod resize;
 pub(crate) mod sparse;
 pub use mmap::Window;
 

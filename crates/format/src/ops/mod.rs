@@ -1,6 +1,7 @@
-//! The four `IVMHardDisk` operations — compact, convert, merge, merge-to — and create,
-//! each as a plain function over a [`Progress`] and as an IVMTask2-style [`Task`]; and
-//! [`measure()`], the length a convert or merge-to would write, without writing.
+//! The four `IVMHardDisk` operations — compact, convert, merge, merge-to — create and
+//! resize, each as a plain function over a [`Progress`] and as an IVMTask2-style
+//! [`Task`]; and [`measure()`], the length a convert or merge-to would write, without
+//! writing.
 //!
 //! Every operation runs block by block: metadata gives a plan (pure data, in the crate-private `plan` module),
 //! chunks of blocks are composed on rayon from read-only memory maps of the sources,
@@ -17,6 +18,7 @@ pub mod merge_into;
 pub(crate) mod plan;
 pub mod relink;
 pub mod repair;
+pub mod resize;
 mod source;
 
 use std::path::{Path, PathBuf};
@@ -28,6 +30,7 @@ use crate::error::{Error, Result};
 use crate::image::{CreateOptions, Disk, DiskKind, OpenOptions};
 
 pub use measure::{measure, measure_task, Measure, MeasureTask};
+pub use resize::{ResizeFacts, ResizeOptions};
 pub use source::is_zero;
 
 /// What a convert or merge-to produces.
@@ -129,6 +132,8 @@ pub enum Operation {
     MergeInto,
     /// [`create_task`].
     Create,
+    /// [`resize_task`].
+    Resize,
 }
 
 impl Operation {
@@ -141,6 +146,7 @@ impl Operation {
             Operation::MergeTo => "merge-to",
             Operation::MergeInto => "merge-into",
             Operation::Create => "create",
+            Operation::Resize => "resize",
         }
     }
 }
@@ -186,9 +192,13 @@ pub struct Report {
     /// Wall time of each phase, in order. Convert and merge-to: `copy` (composing and
     /// writing, overlapped), `flush`, `verify`; compact: `scan`, `release`, `move`,
     /// `truncate`, `verify`; merge: `copy`, `flush`, `child` (its header updated, and
-    /// deleted when asked). `verify` only when asked. In JSON, an object of seconds.
+    /// deleted when asked); resize: `scan` (a shrink), then `bat`, `footer` (a sparse
+    /// grow), `footer`, `release`, `truncate` (a sparse shrink) or `resize` (fixed).
+    /// `verify` only when asked. In JSON, an object of seconds.
     #[serde(serialize_with = "ser_phases")]
     pub phases: Vec<(String, Duration)>,
+    /// Resize: the sizes, the non-zero bytes a shrink cut, what became of the BAT.
+    pub resize: Option<ResizeFacts>,
 }
 
 fn ser_secs<S: serde::Serializer>(d: &Duration, s: S) -> std::result::Result<S::Ok, S::Error> {
@@ -355,6 +365,20 @@ pub fn merge_to_task(
         ),
         opts,
         move |pr| convert::convert_disk(&disk, &d, target, &o, pr, Operation::MergeTo),
+    ))
+}
+
+/// Starts resizing the disk at `path` in place (see [`resize`] for the orders). The
+/// disk is opened for writing and every refusal (kind, size, shrink, parent size,
+/// children, `resize.shrink_guard`) made before the task starts.
+pub fn resize_task(path: &Path, resize: &ResizeOptions, opts: &OpsOptions) -> Result<OpTask> {
+    let prepared = resize::open(path, resize, opts)?;
+    let (old, new) = prepared.sizes();
+    let o = opts.clone();
+    Ok(spawn(
+        format!("Resizing {} from {old} to {new} bytes", path.display()),
+        opts,
+        move |pr| resize::run(prepared, &o, pr),
     ))
 }
 

@@ -67,7 +67,25 @@ pub fn repair(path: &Path) -> Result<RepairReport> {
         }
     };
     if !footer.disk_type.is_sparse() {
-        return Ok(report); // a fixed disk with a valid footer: nothing to restore
+        // A fixed disk with a valid footer: only padding between its data and its footer
+        // (an interrupted resize) is restorable — nothing reads it.
+        let data_end = footer.current_size;
+        if let Some(at) = end.as_ref().map(|_| end_at).filter(|&at| at > data_end) {
+            let bytes = footer.encode();
+            b.write_all_at(&bytes, data_end)
+                .map_err(io("writing the footer", data_end))?;
+            b.sync()
+                .map_err(|e| Error::file(path, "syncing the footer", e))?;
+            b.set_len(data_end + FOOTER_SIZE as u64)
+                .map_err(|e| Error::file(path, "setting the length", e))?;
+            b.sync()
+                .map_err(|e| Error::file(path, "syncing the length", e))?;
+            report.actions.push(format!(
+                "moved the fixed disk's footer from {at:#x} to the end of its data ({data_end:#x}), dropping {} bytes of padding",
+                at - data_end
+            ));
+        }
+        return Ok(report);
     }
     let hoff = footer.data_offset;
     let mut raw = [0u8; HEADER_SIZE];

@@ -186,6 +186,55 @@ impl SparseLayout {
     }
 }
 
+/// How a dynamic or differencing file's BAT makes room for more entries when its disk
+/// grows (resize). See [`bat_growth`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BatGrowth {
+    /// `max_table_entries` already covers them (a disk shrunk earlier): only the
+    /// entries past the old size are made unused.
+    Fits,
+    /// The table's last sector has room (the padding after `max_table_entries`): those
+    /// padding entries are made unused and `max_table_entries` raised; the table does not
+    /// move, and nothing after it does either.
+    InPlace,
+    /// The table moves to the end of the file: it starts at `table_offset`, the first
+    /// sector past every block and piece of metadata (over unreferenced space a cut
+    /// allocation or an earlier attempt left, if any), and the trailing footer is at
+    /// `footer_at`: where it is, or right after the new table if that ends past it.
+    /// The old table's sectors are left behind, referenced by nothing.
+    Relocate {
+        /// Where the new table starts.
+        table_offset: u64,
+        /// Where the trailing footer goes (at or after where it is now).
+        footer_at: u64,
+    },
+}
+
+/// How the BAT of `header` makes room for `entries` entries (the blocks covering a
+/// grown disk): in place when `max_table_entries` rounded up to whole sectors holds them,
+/// else at the end of a file whose blocks and metadata end at `data_end` and whose
+/// trailing footer is at `footer_at`. The rules kept: the table, with its padding, is
+/// metadata no block overlaps; the trailing footer follows the last block or metadata.
+pub fn bat_growth(
+    header: &DynamicHeader,
+    data_end: u64,
+    footer_at: u64,
+    entries: u64,
+) -> BatGrowth {
+    if entries <= u64::from(header.max_table_entries) {
+        BatGrowth::Fits
+    } else if entries.saturating_mul(4) <= header.bat_size_on_disk() {
+        BatGrowth::InPlace
+    } else {
+        let table_offset = round_up_sector(data_end.min(footer_at));
+        let table_end = table_offset.saturating_add(round_up_sector(entries.saturating_mul(4)));
+        BatGrowth::Relocate {
+            table_offset,
+            footer_at: footer_at.max(table_end),
+        }
+    }
+}
+
 /// What a new differencing image records about its parent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewParent {
@@ -508,6 +557,49 @@ mod tests {
         let h = DynamicHeader::decode(&img[512..1536]).expect("header");
         let again = SparseLayout::new(&h, 512, 5 << 20, img.len() as u64, 2048);
         assert_eq!(again, n.layout);
+    }
+
+    #[test]
+    fn bat_grows_in_its_padding_then_moves_to_the_end() {
+        // 32 entries of 2 MiB (64 MiB) in one sector: room for 128.
+        let h = DynamicHeader::new(1536, 32, 2 << 20);
+        assert_eq!(bat_growth(&h, 4096, 4096, 20), BatGrowth::Fits);
+        assert_eq!(bat_growth(&h, 4096, 4096, 128), BatGrowth::InPlace);
+        assert_eq!(
+            bat_growth(&h, 4096, 4096, 129),
+            BatGrowth::Relocate {
+                table_offset: 4096,
+                footer_at: 4096 + 1024
+            }
+        );
+        // 2040 GiB of 2 MiB blocks: a 4 MiB table (1044480 entries, 8160 sectors).
+        assert_eq!(
+            bat_growth(&h, 4096, 4096, 1_044_480),
+            BatGrowth::Relocate {
+                table_offset: 4096,
+                footer_at: 4096 + 1_044_480 * 4
+            }
+        );
+    }
+
+    #[test]
+    fn a_moved_bat_reuses_unreferenced_space_and_never_pulls_the_footer_back() {
+        let h = DynamicHeader::new(1536, 32, 2 << 20);
+        // Unreferenced space 4096..1 MiB (an earlier attempt, a cut allocation).
+        assert_eq!(
+            bat_growth(&h, 4096, 1 << 20, 1000),
+            BatGrowth::Relocate {
+                table_offset: 4096,
+                footer_at: 1 << 20
+            }
+        );
+        assert_eq!(
+            bat_growth(&h, 4000, 1 << 20, 1 << 20),
+            BatGrowth::Relocate {
+                table_offset: 4096,
+                footer_at: 4096 + (4 << 20)
+            }
+        );
     }
 
     #[test]
