@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Side-by-side timings of vhdkit and qemu-img on one generated image, plus floors
-# (plain cat / cp of the same data), the 2040 GiB sparse-disk metadata path, and CPU
-# scaling (RAYON_NUM_THREADS=1 vs 2). Prints Markdown on stdout; progress on stderr.
+# (plain cat / cp of the same data), copy offload on XFS and btrfs (loop devices; needs
+# root), the 2040 GiB sparse-disk metadata path, and CPU scaling (RAYON_NUM_THREADS=1 vs
+# 2). Prints Markdown on stdout; progress on stderr.
 #
 # usage: benches/compare-qemu.sh [--size SIZE] [--runs N] [--dir DIR] [--only LIST]
 #                                 [--keep | --inputs DIR] [--skip-build]
@@ -9,8 +10,8 @@
 #   --runs N       timed runs per tool and case, alternating vhdkit/qemu (default 5; env RUNS)
 #   --dir DIR      where the temporary directory goes (default $TMPDIR or /tmp; env DIR).
 #                  The conversions read and write there: it is the device being measured.
-#   --only LIST    sections to run, comma-separated: convert, ops, big, rss, scale (default all;
-#                  env ONLY)
+#   --only LIST    sections to run, comma-separated: convert, offload, ops, big, rss, scale
+#                  (default all; env ONLY)
 #   --keep         keep the generated inputs and print their directory (for --inputs)
 #   --inputs DIR   reuse the inputs a --keep run left in DIR (same size): no generation,
 #                  nothing in DIR deleted but the outputs
@@ -42,7 +43,7 @@ set -euo pipefail
 SIZE=${SIZE:-1G}
 RUNS=${RUNS:-5}
 DIR=${DIR:-${TMPDIR:-/tmp}}
-ONLY=${ONLY:-convert,ops,big,rss,scale}
+ONLY=${ONLY:-convert,offload,ops,big,rss,scale}
 BUILD=1
 KEEP=0
 INPUTS=
@@ -226,6 +227,93 @@ if want convert; then
     compare_case "dynamic → raw" raw base.vhd raw -f vpc -O raw
     compare_case "dynamic → fixed" vpc base.vhd fixed -f vpc -O vpc -o subformat=fixed,force_size=on
     compare_case "fixed → dynamic" vpc fixed.vhd dynamic -f vpc -O vpc -o subformat=dynamic,force_size=on
+fi
+
+# --- copy offload on file systems that share extents ----------------------------------
+# For XFS (reflink) and btrfs, each made in a sparse file on a loop device: the inputs are
+# copied in, then each case runs RUNS times alternating vhdkit, qemu-img -C (its copy
+# offload, with -t writeback: the same promise), qemu-img -C without a flush, and the
+# limit: `cp --reflink=always` of the equivalent raw file and `sync FILE`. Space is the
+# growth of the file system's used bytes (df after `sync -f`) while the output is made;
+# medians of the runs.
+OFFLOAD=()
+OFFLOAD_NOTE=
+if want offload; then
+    if ((EUID != 0)); then
+        OFFLOAD_NOTE="skipped: loop mounts need root"
+    elif ! command -v mkfs.xfs >/dev/null || ! command -v mkfs.btrfs >/dev/null; then
+        OFFLOAD_NOTE="skipped: mkfs.xfs (xfsprogs) and mkfs.btrfs (btrfs-progs) needed"
+    fi
+    [[ -z $OFFLOAD_NOTE ]] || log "offload $OFFLOAD_NOTE"
+fi
+if want offload && [[ -z $OFFLOAD_NOTE ]]; then
+    FS_MNT=
+    fs_cleanup() { [[ -z $FS_MNT ]] || { umount "$FS_MNT" 2>/dev/null || true; FS_MNT=; }; }
+    trap 'fs_cleanup; cleanup' EXIT
+    used() { sync -f "$1"; df --output=used -B1 "$1" | tail -n1; }
+    # XFS frees a deleted file's extents in the background: wait until the count settles.
+    settled() {
+        local a b n
+        a=$(used "$1")
+        for ((n = 0; n < 50; n++)); do
+            sleep 0.1; b=$(used "$1")
+            [[ $a == "$b" ]] && break
+            a=$b
+        done
+        echo "$a"
+    }
+    # offload_run LABEL MNT OUT CMD...: one timed run, then the space the output took.
+    offload_run() {
+        local label=$1 mnt=$2 out=$3 u0 u1
+        shift 3
+        rm -f "$out"; sync; u0=$(settled "$mnt")
+        timed "$label" "$@"
+        u1=$(settled "$mnt")
+        echo $(((u1 - u0) >> 20)) >>"$T/times/$label.space"
+    }
+    space() { sort -n "$T/times/$1.space" | awk '{a[NR]=$1} END{print a[int((NR+1)/2)]}'; }
+    for fs in xfs btrfs; do
+        log "case copy offload on $fs"
+        img=$T/work/$fs.img mnt=$T/work/$fs.mnt
+        rm -f "$img"; truncate -s $((BYTES * 8 + (1 << 30))) "$img"; mkdir -p "$mnt"
+        if [[ $fs == xfs ]]; then mkfs.xfs -q -m reflink=1 "$img"; else mkfs.btrfs -q "$img" >/dev/null; fi
+        mount -o loop "$img" "$mnt"; FS_MNT=$mnt
+        cp --sparse=always base.raw chain.raw base.vhd child.vhd "$mnt/"
+        cp --sparse=never fixed.vhd "$mnt/"
+        M=$mnt
+        # case NAME SRC OUT TYPE LIMIT_RAW QEMU_ARGS (empty: qemu-img cannot do it)
+        offload_case() {
+            local name=$1 src=$M/$2 out=$M/$3 type=$4 limit=$M/$5 qargs=$6 fmt=vpc
+            [[ $type == raw ]] && fmt=raw
+            local vk=("$VHDKIT" convert "$src" "$out" --type "$type" --progress none)
+            local key="$fs.$name"
+            rm -f "$out"; "${vk[@]}" >/dev/null; verify "$fmt" "$out" "$limit" "vhdkit $name on $fs"
+            for ((i = 0; i < RUNS; i++)); do
+                offload_run "ov.$key" "$M" "$out" "${vk[@]}"
+                if [[ -n $qargs ]]; then
+                    # shellcheck disable=SC2086 # qargs is a word list
+                    offload_run "oq.$key" "$M" "$out" qemu-img convert -C -t writeback $qargs "$src" "$out"
+                    # shellcheck disable=SC2086
+                    offload_run "ou.$key" "$M" "$out" qemu-img convert -C $qargs "$src" "$out"
+                fi
+                # shellcheck disable=SC2016 # expanded by the inner sh
+                offload_run "oc.$key" "$M" "$out" sh -c 'cp --reflink=always "$1" "$2" && sync "$2"' sh "$limit" "$out"
+            done
+            rm -f "$out"
+            local a q="n/a" qs="n/a" qu="n/a" r="n/a"
+            a=$(median "ov.$key")
+            if [[ -n $qargs ]]; then
+                q=$(median "oq.$key"); qs=$(space "oq.$key"); qu=$(median "ou.$key"); r=$(ratio "$a" "$q")
+            fi
+            OFFLOAD+=("| $fs | $name | $a | $(space "ov.$key") | $q | $qs | $r | $qu | $(median "oc.$key") | $(space "oc.$key") | $(peak_mib "ov.$key") |")
+        }
+        offload_case "fixed → raw" fixed.vhd out.raw raw base.raw "-f vpc -O raw"
+        offload_case "dynamic → raw" base.vhd out.raw raw base.raw "-f vpc -O raw"
+        offload_case "chain → fixed" child.vhd out.vhd fixed chain.raw ""
+        offload_case "chain → dynamic" child.vhd out.vhd dynamic chain.raw ""
+        fs_cleanup
+        rm -rf "$img" "$mnt"
+    done
 fi
 
 # --- in-place and chain operations, against floors --------------------------------
@@ -435,6 +523,25 @@ default (\`-t unsafe\`: no flush, the data still in the page cache when it exits
 |---|---:|---:|---:|---:|---:|---:|
 $(printf '%s\n' "${ROWS[@]}")
 EOF
+fi
+if ((${#OFFLOAD[@]})); then
+    cat <<EOF
+
+Copy offload on XFS (\`mkfs.xfs -m reflink=1\`) and btrfs, each on a loop device. vhdkit
+clones the extents of data that lies 4 KiB-aligned in a source on the same file system
+(\`FICLONERANGE\`; the report's \`bytes_cloned\`); qemu-img runs with \`-C\` (its copy
+offload) and \`-t writeback\`; the limit is \`cp --reflink=always\` of the equivalent raw
+file + \`sync FILE\`. Space: MiB the file system's use grew by while the output was made
+(medians). qemu-img cannot read a differencing chain (its vpc driver ignores the parent),
+so the chain rows have no qemu-img column. A fixed output that shares extents is not
+preallocated (copy on write makes preallocation promise nothing there).
+
+| fs | case | vhdkit s | vhdkit MiB | qemu-img -C s | qemu-img MiB | vhdkit / qemu | qemu-img -C, no fsync, s | cp --reflink s | cp MiB | vhdkit peak RSS MiB |
+|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|
+$(printf '%s\n' "${OFFLOAD[@]}")
+EOF
+elif [[ -n $OFFLOAD_NOTE ]]; then
+    printf '\nCopy offload section %s.\n' "$OFFLOAD_NOTE"
 fi
 if ((${#OPS[@]})); then
     cat <<EOF

@@ -43,7 +43,8 @@ pub struct ConvertArgs {
     /// 2M; qemu, libvhdi, Windows and Hyper-V read every such size; Xen's blktap only 2M).
     #[arg(long, value_parser = block_size_arg)]
     block_size: Option<u32>,
-    /// A fixed destination: leave its data area sparse instead of allocating it up front.
+    /// A fixed destination: leave its data area sparse instead of allocating it up front
+    /// (a result that clones its source's data on XFS or btrfs is never preallocated).
     #[arg(long)]
     sparse: bool,
     /// Round the destination's virtual size up to a multiple of SIZE (a multiple of 512),
@@ -122,7 +123,8 @@ pub struct MergeToArgs {
     /// 2M; qemu, libvhdi, Windows and Hyper-V read every such size; Xen's blktap only 2M).
     #[arg(long, value_parser = block_size_arg)]
     block_size: Option<u32>,
-    /// A fixed destination: leave its data area sparse instead of allocating it up front.
+    /// A fixed destination: leave its data area sparse instead of allocating it up front
+    /// (a result that clones its source's data on XFS or btrfs is never preallocated).
     #[arg(long)]
     sparse: bool,
     /// Round the destination's virtual size up to a multiple of SIZE (a multiple of 512),

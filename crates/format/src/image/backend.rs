@@ -68,6 +68,20 @@ impl FileBackend {
     pub fn file(&self) -> &File {
         &self.file
     }
+
+    /// Makes `len` bytes at `offset` of this file share the extents of `window`'s bytes
+    /// from `at` on, where the file system can ([`super::Window::clone_to`]); a write as
+    /// far as fault injection goes.
+    pub(crate) fn clone_from(
+        &self,
+        window: &super::Window,
+        at: usize,
+        len: u64,
+        offset: u64,
+    ) -> io::Result<()> {
+        faults::before(&self.path, faults::FaultOp::Write)?;
+        window.clone_to(at, len, &self.file, offset)
+    }
 }
 
 impl Backend for FileBackend {

@@ -10,7 +10,8 @@ pub(crate) mod file;
 mod flat;
 mod footer;
 pub mod hostdrive;
-#[allow(unsafe_code)] // the one module that maps files; see its SAFETY comments
+#[allow(unsafe_code)]
+// the one module with unsafe: maps files, clones extents; see its SAFETY comments
 mod mmap;
 pub(crate) mod newfile;
 pub(crate) mod open;

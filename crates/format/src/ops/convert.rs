@@ -24,7 +24,7 @@ use crate::image::{Disk, OpenOptions};
 use crate::spec::{Bat, DiskType, Footer, BAT_ENTRY_UNUSED, SECTOR_SIZE};
 
 use super::is_zero;
-use super::source::{compose_chunk, compose_copied, BufferPool, Composed};
+use super::source::{compose_chunk, compose_copied, BlockData, BufferPool, Composed};
 use super::{OpsOptions, PhaseClock, Report, Target};
 use crate::spec::layout::NewSparse;
 
@@ -102,11 +102,24 @@ pub fn convert_disk(
     let new = NewFile::beside(dst)?;
     let tmp_path = new.shown_path().to_owned();
     let out = &new.backend;
-    if target == Target::Fixed && !opts.sparse {
-        // A fixed disk is allocated, as Virtual Server and Hyper-V make it: a volume too
-        // small fails here, before any work, and leaves nothing.
+    // A fixed disk is allocated, as Virtual Server and Hyper-V make it: a volume too
+    // small fails here, before any work, and leaves nothing. Where the data may be cloned
+    // from the source (an extent-sharing file system), only the holes that remain are
+    // allocated, after the copy: allocating first would reserve space for data that then
+    // costs none.
+    //
+    // And if any data was cloned, not even those: the output then shares extents with its
+    // source, so a later write into the disk may need new space whatever was reserved
+    // (copy on write) — preallocating cannot keep the fixed disk's promise there and
+    // would only cost the space of every zero region.
+    let allocate = target == Target::Fixed && !opts.sparse;
+    let allocate_late = allocate && offload_device(out.file()).is_some();
+    let allocate_fixed = || {
         crate::image::newfile::allocate(out.file(), size + FOOTER_SIZE)
-            .map_err(|e| Error::file(dst, "allocating the fixed disk", e))?;
+            .map_err(|e| Error::file(dst, "allocating the fixed disk", e))
+    };
+    if allocate && !allocate_late {
+        allocate_fixed()?;
     }
     // Where each block goes and how long the file ends up: the same arithmetic
     // `measure` runs without writing.
@@ -120,11 +133,7 @@ pub fn convert_disk(
         ..Report::default()
     };
     let mut clock = PhaseClock::start();
-    let writer = Writer {
-        placement,
-        out,
-        path: &tmp_path,
-    };
+    let writer = Writer::new(placement, out, &tmp_path);
     let per_chunk = (opts.chunk_bytes / unit).max(1);
     let pool = BufferPool::default();
     // The copy reads and writes the disk once; a verification reads both again.
@@ -168,10 +177,12 @@ pub fn convert_disk(
                     }
                     match &c.data {
                         Some(d) => {
+                            let cloned = writer.cloned.get();
                             writer.write_block(c.index, d)?;
                             stats.blocks_copied += 1;
                             stats.bytes_written += c.len;
-                            unsynced += c.len;
+                            // Cloned data leaves nothing in the page cache to sync.
+                            unsynced += c.len.saturating_sub(writer.cloned.get() - cloned);
                         }
                         None => stats.blocks_zero += 1,
                     }
@@ -231,7 +242,11 @@ pub fn convert_disk(
     report.blocks_copied = stats.blocks_copied;
     report.blocks_zero = stats.blocks_zero;
     report.bytes_written = stats.bytes_written;
+    report.bytes_cloned = writer.cloned.get();
     writer.finish()?;
+    if allocate_late && report.bytes_cloned == 0 {
+        allocate_fixed()?;
+    }
     clock.lap(&mut report, "copy");
     progress.set_phase(Phase::Flush, 0, 0);
     out.sync()
@@ -427,20 +442,113 @@ impl Placement {
     }
 }
 
+/// Source and output offsets of cloned ranges are multiples of this (the block size of
+/// the file systems that share extents; elsewhere the kernel copies instead).
+const OFFLOAD_ALIGN: u64 = 4096;
+
+/// The file system (`st_dev`) of `out` if it shares extents between files (XFS, btrfs):
+/// the output of a conversion there may clone its source's data.
+fn offload_device(out: &std::fs::File) -> Option<u64> {
+    const XFS: u64 = 0x5846_5342;
+    const BTRFS: u64 = 0x9123_683E;
+    let fs = rustix::fs::fstatfs(out).ok()?;
+    #[allow(clippy::unnecessary_cast)] // f_type's width differs between targets
+    let kind = fs.f_type as u64;
+    if kind != XFS && kind != BTRFS {
+        return None;
+    }
+    out.metadata()
+        .ok()
+        .map(|m| std::os::unix::fs::MetadataExt::dev(&m))
+}
+
+/// Errors with which the kernel refuses to clone a pair of files or ranges (nothing was
+/// cloned): the writer copies the bytes itself from then on.
+fn clone_refused(e: &std::io::Error) -> bool {
+    use rustix::io::Errno;
+    [
+        Errno::XDEV,
+        Errno::OPNOTSUPP,
+        Errno::INVAL,
+        Errno::NOTTY,
+        Errno::NOSYS,
+        Errno::BADF,
+        Errno::PERM,
+    ]
+    .iter()
+    .any(|n| e.raw_os_error() == Some(n.raw_os_error()))
+}
+
 /// The ordered writer of a new file.
+///
+/// On a file system that shares extents between files (XFS with reflink, btrfs), data
+/// that lies in a source file on the same file system at 4 KiB-aligned offsets in both
+/// files is cloned, not copied (`FICLONERANGE`): no data moves and no space is used. Everything else is written through the
+/// page cache, synced in the background as the copy goes.
 struct Writer<'a> {
     placement: Placement,
     out: &'a FileBackend,
+    /// Copy offload: the file system (`st_dev`) of an output that shares extents.
+    /// `None` elsewhere, and from the first refusal of the kernel on.
+    offload: std::cell::Cell<Option<u64>>,
+    /// Bytes cloned so far.
+    cloned: std::cell::Cell<u64>,
     path: &'a Path,
 }
 
-impl Writer<'_> {
+impl<'a> Writer<'a> {
+    fn new(placement: Placement, out: &'a FileBackend, path: &'a Path) -> Writer<'a> {
+        Writer {
+            placement,
+            out,
+            offload: std::cell::Cell::new(offload_device(out.file())),
+            cloned: std::cell::Cell::new(0),
+            path,
+        }
+    }
+
     fn io(&self, doing: &'static str, at: u64) -> impl FnOnce(std::io::Error) -> Error + '_ {
         move |e| Error::io(self.path, doing, at, e)
     }
 
+    /// Writes `range` of `data` at `at`: cloned from the source file where copy offload
+    /// applies (mapped data on the output's extent-sharing file system, source and
+    /// output offsets on 4 KiB), else as [`Writer::put`] does.
+    fn put_data(
+        &self,
+        data: &BlockData,
+        range: std::ops::Range<usize>,
+        at: u64,
+        doing: &'static str,
+    ) -> Result<()> {
+        if let (Some(dev), BlockData::Mapped { window, range: r }) = (self.offload.get(), data) {
+            let from = r.start + range.start;
+            if window.device() == dev
+                && window.file_offset(from).is_multiple_of(OFFLOAD_ALIGN)
+                && at.is_multiple_of(OFFLOAD_ALIGN)
+            {
+                let len = range.len() as u64;
+                match self.out.clone_from(window, from, len, at) {
+                    Ok(()) => {
+                        self.cloned.set(self.cloned.get() + len);
+                        return Ok(());
+                    }
+                    // Refused, nothing cloned: write it ourselves from now on.
+                    Err(e) if clone_refused(&e) => self.offload.set(None),
+                    Err(e) => return Err(Error::io(self.path, doing, at, e)),
+                }
+            }
+        }
+        self.put(&data[range], at, doing)
+    }
+
+    /// Writes `buf` at `at` through the page cache.
+    fn put(&self, buf: &[u8], at: u64, doing: &'static str) -> Result<()> {
+        self.out.write_all_at(buf, at).map_err(self.io(doing, at))
+    }
+
     /// Writes a non-zero block. Blocks arrive in index order.
-    fn write_block(&mut self, index: u64, data: &[u8]) -> Result<()> {
+    fn write_block(&mut self, index: u64, data: &BlockData) -> Result<()> {
         let placed = self.placement.place(index, self.path)?;
         let Some(bitmap_at) = placed.bitmap else {
             // Fixed or raw: the output is a fresh sparse file: write only the pages that
@@ -457,22 +565,14 @@ impl Writer<'_> {
                 while let Some((_, next)) = pages.next_if(|(_, p)| !is_zero(p)) {
                     end += next.len();
                 }
-                let at = base + start as u64;
-                self.out
-                    .write_all_at(&data[start..end], at)
-                    .map_err(self.io("writing disk data", at))?;
+                self.put_data(data, start..end, base + start as u64, "writing disk data")?;
             }
             return Ok(());
         };
         // Bitmap: fully set, as every real writer of dynamic disks does.
-        let bitmap_size = placed.data - bitmap_at;
-        let bitmap = vec![0xFFu8; bitmap_size as usize];
-        self.out
-            .write_all_at(&bitmap, bitmap_at)
-            .map_err(self.io("writing a block bitmap", bitmap_at))?;
-        self.out
-            .write_all_at(data, placed.data)
-            .map_err(self.io("writing a block", placed.data))
+        let bitmap = vec![0xFFu8; (placed.data - bitmap_at) as usize];
+        self.put(&bitmap, bitmap_at, "writing a block bitmap")?;
+        self.put_data(data, 0..data.len(), placed.data, "writing a block")
     }
 
     /// Writes the metadata and footers: the file ends where the placement says.

@@ -66,6 +66,9 @@ pub struct OpsOptions {
     /// Read the result back and compare CRC32s block by block before reporting success.
     pub verify: bool,
     /// Bytes composed per chunk (a cancellation point and a progress event each).
+    /// Default 8 MiB: at most three chunks are alive in a conversion, so this bounds its
+    /// memory (peak RSS of a 1 GiB conversion 26–30 MiB, against 64–100 MiB with 32 MiB
+    /// chunks, at the same speed). Compact moves blocks in batches of four chunks' worth.
     pub chunk_bytes: u64,
     /// Merge: delete the child once merged and durable.
     pub delete_child: bool,
@@ -77,7 +80,8 @@ pub struct OpsOptions {
     pub keep_intermediates: bool,
     /// Convert and merge-to: bytes written to the new file between two background syncs,
     /// which keep the device busy during the copy instead of all at the final sync
-    /// (0: only the final sync).
+    /// (0: only the final sync). Default 16 MiB: the device starts early and the page
+    /// cache never holds much unsynced data.
     pub sync_bytes: u64,
     /// Convert and merge-to to fixed: leave the data area sparse instead of allocating
     /// the whole file up front (see [`CreateOptions::sparse`]).
@@ -102,11 +106,11 @@ impl Default for OpsOptions {
             open: OpenOptions::default(),
             block_size: crate::spec::DEFAULT_BLOCK_SIZE,
             verify: false,
-            chunk_bytes: 32 << 20,
+            chunk_bytes: 8 << 20,
             delete_child: false,
             force: false,
             keep_intermediates: false,
-            sync_bytes: 64 << 20,
+            sync_bytes: 16 << 20,
             event_capacity: vhdkit_task::DEFAULT_EVENT_CAPACITY,
             sparse: false,
             align: None,
@@ -180,6 +184,10 @@ pub struct Report {
     pub blocks_moved: u64,
     /// Bytes of data written.
     pub bytes_written: u64,
+    /// Convert and merge-to: of `bytes_written`, the bytes cloned from a source file
+    /// rather than copied (copy offload on a file system that shares extents between
+    /// files, XFS with reflink or btrfs): they cost no new space.
+    pub bytes_cloned: u64,
     /// File size before (compact, merge: of the file changed).
     pub file_size_before: u64,
     /// File size after.

@@ -1,0 +1,295 @@
+//! Copy offload: on file systems that share extents between files (XFS with reflink,
+//! btrfs), a conversion clones the data of its sources instead of copying it. Each test
+//! makes the file system on a loop device, builds a base disk, a differencing child and
+//! a fixed copy inside it, converts them, and proves that every output reads exactly as
+//! the disk it came from (vhdkit and qemu-img), that the report counts the cloned bytes,
+//! that the outputs took less than 10% of their data in new space, and that writing into
+//! an output leaves its source as it was. Needs root (loop mounts), mkfs.xfs (xfsprogs)
+//! and mkfs.btrfs (btrfs-progs): a missing one fails the test.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::*;
+
+const MIB: u64 = 1 << 20;
+/// Virtual size of the test disks.
+const SIZE: u64 = 64 * MIB;
+
+/// A file system made on a loop device and mounted; unmounted when dropped.
+struct Mounted {
+    _dir: tempfile::TempDir,
+    mnt: PathBuf,
+}
+
+impl Mounted {
+    /// Makes a `kind` file system ("xfs" or "btrfs") in a sparse 1 GiB file and mounts it.
+    fn new(kind: &str) -> Mounted {
+        let dir = tempdir();
+        let img = dir.path().join("fs.img");
+        let mnt = dir.path().join("mnt");
+        std::fs::create_dir(&mnt).expect("mkdir");
+        std::fs::File::create(&img)
+            .and_then(|f| f.set_len(1 << 30))
+            .expect("the file system's backing file");
+        match kind {
+            "xfs" => run(Command::new("mkfs.xfs")
+                .args(["-q", "-m", "reflink=1"])
+                .arg(&img)),
+            "btrfs" => run(Command::new("mkfs.btrfs").arg("-q").arg(&img)),
+            _ => unreachable!("{kind}"),
+        }
+        // Loop devices are attached under the lock every test that attaches them shares.
+        run(Command::new("flock")
+            .args(["/tmp/vhdkit-tests-losetup.lock", "mount", "-o", "loop"])
+            .arg(&img)
+            .arg(&mnt));
+        Mounted { _dir: dir, mnt }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.mnt.join(name)
+    }
+
+    /// Bytes in use on the file system, after a sync of it.
+    fn used(&self) -> u64 {
+        run(Command::new("sync").arg("-f").arg(&self.mnt));
+        let out = Command::new("df")
+            .args(["--output=used", "-B1"])
+            .arg(&self.mnt)
+            .output()
+            .expect("running df");
+        assert!(out.status.success(), "df failed");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .nth(1)
+            .and_then(|l| l.trim().parse().ok())
+            .expect("df prints the bytes used")
+    }
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.mnt).status();
+    }
+}
+
+fn run(cmd: &mut Command) {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("running {cmd:?}: {e} (install it: .ci/run does)"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The disks of a test, inside the mounted file system: `base.vhd` (dynamic), `child.vhd`
+/// over it, `fixed.vhd` (a fixed copy of the base) and what each reads as.
+struct Disks {
+    base: PathBuf,
+    child: PathBuf,
+    fixed: PathBuf,
+    base_raw: Vec<u8>,
+    chain_raw: Vec<u8>,
+    /// Non-zero bytes of the chain.
+    chain_data: u64,
+}
+
+fn disks(fs: &Mounted) -> Disks {
+    let base = fs.path("base.vhd");
+    let child = fs.path("child.vhd");
+    let fixed = fs.path("fixed.vhd");
+    create(&base, &["--type", "dynamic", "--size", "64M"]);
+    let mut rng = Rng::new(0x00ff_10ad);
+    let mut model = Model::new(SIZE);
+    // Whole blocks, a partly written block, and a lone page; holes between them.
+    for (offset, len) in [(0, 24 * MIB), (30 * MIB, 6 * MIB), (40 * MIB + 8192, 4096)] {
+        write_both(&base, &mut model, offset, &rng.bytes(len as usize));
+    }
+    let base_raw = model.0.clone();
+    create(&child, &["--type", "differencing", "--parent", p(&base)]);
+    // A whole block over the parent's data, a page inside another (a block the result
+    // composes from both layers), and data over a hole.
+    for (offset, len) in [(4 * MIB, 2 * MIB), (MIB + 4096, 4096), (50 * MIB, 4 * MIB)] {
+        write_both(&child, &mut model, offset, &rng.bytes(len as usize));
+    }
+    let chain_raw = model.0.clone();
+    let chain_data = chain_raw
+        .chunks(4096)
+        .filter(|page| !all_zero(page))
+        .count() as u64
+        * 4096;
+    vhdkit(["convert", p(&base), p(&fixed), "--type", "fixed"]).ok();
+    Disks {
+        base,
+        child,
+        fixed,
+        base_raw,
+        chain_raw,
+        chain_data,
+    }
+}
+
+/// Converts `src` to `dst` (`--type kind`, extra args), returning the JSON report and the
+/// bytes of new space the output took.
+fn convert(
+    fs: &Mounted,
+    src: &Path,
+    dst: &Path,
+    kind: &str,
+    extra: &[&str],
+) -> (serde_json::Value, u64) {
+    let before = fs.used();
+    let mut args = vec!["convert", p(src), p(dst), "--type", kind, "--json"];
+    args.extend_from_slice(extra);
+    let report = vhdkit(args).ok().json();
+    let grew = fs.used().saturating_sub(before);
+    (report, grew)
+}
+
+/// The output reads as `want` in vhdkit and in qemu-img.
+fn assert_reads(what: &str, out: &Path, format: &str, want: &[u8]) {
+    let got = if format == "raw" {
+        std::fs::read(out).expect("reading the raw output")
+    } else {
+        read_all(out)
+    };
+    assert_bytes_eq(&format!("{what}: vhdkit's reading"), &got, want);
+    let expect = out.with_extension("expect");
+    std::fs::write(&expect, want).expect("writing the expected image");
+    let q = Command::new("qemu-img")
+        .args(["compare", "-q", "-f", "raw", "-F", format])
+        .arg(&expect)
+        .arg(out)
+        .status()
+        .expect("running qemu-img");
+    std::fs::remove_file(&expect).expect("rm");
+    assert!(q.success(), "{what}: qemu-img reads something else");
+}
+
+fn offload_on(kind: &str) {
+    let fs = Mounted::new(kind);
+    let d = disks(&fs);
+    let base_data = d.base_raw.chunks(4096).filter(|p| !all_zero(p)).count() as u64 * 4096;
+    // What, source, output, type, what it reads as, its non-zero bytes.
+    type Case<'a> = (&'a str, &'a Path, &'a str, &'a str, &'a [u8], u64);
+    let cases: [Case; 5] = [
+        (
+            "fixed → raw",
+            &d.fixed,
+            "out-f.raw",
+            "raw",
+            &d.base_raw,
+            base_data,
+        ),
+        (
+            "dynamic → raw",
+            &d.base,
+            "out-d.raw",
+            "raw",
+            &d.base_raw,
+            base_data,
+        ),
+        (
+            "chain → fixed",
+            &d.child,
+            "out-c.vhd",
+            "fixed",
+            &d.chain_raw,
+            d.chain_data,
+        ),
+        (
+            "chain → dynamic",
+            &d.child,
+            "out-cd.vhd",
+            "dynamic",
+            &d.chain_raw,
+            d.chain_data,
+        ),
+        (
+            "fixed → fixed",
+            &d.fixed,
+            "out-ff.vhd",
+            "fixed",
+            &d.base_raw,
+            base_data,
+        ),
+    ];
+    for (what, src, name, kind, want, data) in cases {
+        let out = fs.path(name);
+        let (report, grew) = convert(&fs, src, &out, kind, &["--verify"]);
+        let format = if kind == "raw" { "raw" } else { "vpc" };
+        assert_reads(what, &out, format, want);
+        let cloned = report["bytes_cloned"].as_u64().expect("bytes_cloned");
+        // The data lies 4 KiB-aligned in every source here, so all but the composed
+        // block (chain: one 2 MiB block mixes both layers) is cloned.
+        assert!(
+            cloned + 2 * MIB >= data,
+            "{what}: only {cloned} of {data} bytes cloned: {report}"
+        );
+        assert!(
+            grew * 10 < data,
+            "{what}: the output took {grew} bytes of new space for {data} bytes of data"
+        );
+        if kind != "raw" {
+            vhdkit(["check", p(&out)]).ok();
+        }
+    }
+
+    // The outputs share extents with their sources, never the sources themselves:
+    // writing into an output leaves the source as it was.
+    let out = fs.path("out-f.raw");
+    std::fs::write(&out, vec![0x5a; 4 * MIB as usize]).expect("overwriting the output");
+    assert_reads(
+        "the source after writing its clone",
+        &d.fixed,
+        "vpc",
+        &d.base_raw,
+    );
+    write_at(&fs.path("out-c.vhd"), 0, &[0xa5; 65536], &[]);
+    assert_bytes_eq(
+        "the chain after writing its clone",
+        &read_all(&d.child),
+        &d.chain_raw,
+    );
+}
+
+#[test]
+fn conversions_on_xfs_clone_their_sources_data() {
+    offload_on("xfs");
+}
+
+#[test]
+fn conversions_on_btrfs_clone_their_sources_data() {
+    offload_on("btrfs");
+}
+
+/// Across file systems nothing can be cloned: the data is copied, the output is the same,
+/// and a fixed output is allocated in full (as everywhere without cloning).
+#[test]
+fn across_file_systems_the_data_is_copied() {
+    let xfs = Mounted::new("xfs");
+    let btrfs = Mounted::new("btrfs");
+    let d = disks(&xfs);
+    let out = btrfs.path("out.vhd");
+    let (report, grew) = convert(&btrfs, &d.child, &out, "fixed", &[]);
+    assert_eq!(report["bytes_cloned"], 0, "{report}");
+    assert_reads(
+        "chain → fixed across file systems",
+        &out,
+        "vpc",
+        &d.chain_raw,
+    );
+    assert!(
+        grew >= SIZE,
+        "a fixed disk made by copying is allocated: grew {grew}"
+    );
+    let out = btrfs.path("out.raw");
+    let (report, _) = convert(&btrfs, &d.fixed, &out, "raw", &[]);
+    assert_eq!(report["bytes_cloned"], 0, "{report}");
+    assert_reads("fixed → raw across file systems", &out, "raw", &d.base_raw);
+}
