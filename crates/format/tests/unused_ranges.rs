@@ -18,7 +18,7 @@ use std::time::Duration;
 use vhdkit_format::check::check;
 use vhdkit_format::ops::{self, OpsOptions, Target, Unused, UnusedRanges};
 use vhdkit_format::{Disk, DiskKind, Error, OpenOptions, VhdFile};
-use vhdkit_task::{CancelToken, Progress, VMTaskResult};
+use vhdkit_task::{CancelToken, Phase, Progress, VMTaskResult};
 
 use common::*;
 
@@ -265,18 +265,24 @@ fn a_failing_scan_fails_the_compaction_before_any_write() {
     assert!(std::fs::read(&p).expect("read") == bytes);
 }
 
-/// Listens to `task` and cancels it after `k` events (at once for 0); its result.
-fn cancel_after(task: ops::OpTask, k: usize) -> VMTaskResult {
+/// Listens to `task` and cancels it after `k` events of `phase` (at once for 0); its
+/// result. Counting within one phase keeps the cancel points stable when the listener
+/// subscribes after the task has already sent some events of an earlier phase.
+fn cancel_after(task: ops::OpTask, phase: Phase, k: usize) -> VMTaskResult {
     let rx = task.subscribe();
     if k == 0 {
         task.cancel().expect("cancelable");
     }
-    for (seen, e) in rx.iter().enumerate() {
+    let mut seen = 0;
+    for e in rx.iter() {
         if e.is_final {
             break;
         }
-        if seen + 1 == k {
-            task.cancel().expect("cancelable");
+        if e.phase == phase {
+            seen += 1;
+            if seen == k {
+                task.cancel().expect("cancelable");
+            }
         }
     }
     assert!(task.wait_for_completion(Some(Duration::from_secs(60))));
@@ -308,14 +314,26 @@ fn compact_with_unused_ranges_cancelled_anywhere_keeps_every_used_byte() {
     };
     let full = copy(1000);
     let task = ops::compact_task(&full, &o()).expect("starts");
-    let events = task.subscribe().iter().filter(|e| !e.is_final).count();
+    let count = |phase: Phase, events: &[Phase]| events.iter().filter(|&&p| p == phase).count();
+    let events: Vec<Phase> = task
+        .subscribe()
+        .iter()
+        .filter(|e| !e.is_final)
+        .map(|e| e.phase)
+        .collect();
     task.join().expect("compact");
     let final_len = file_len(&full);
 
+    // Every scan event, then every move event (one past the last of each: a cancel
+    // that comes too late).
+    let points: Vec<(Phase, usize)> = (0..=count(Phase::Scan, &events) + 1)
+        .map(|k| (Phase::Scan, k))
+        .chain((1..=count(Phase::Move, &events) + 1).map(|k| (Phase::Move, k)))
+        .collect();
     let (mut cancelled, mut partial) = (0, 0);
-    for k in 0..=events + 1 {
-        let d = copy(k);
-        let result = cancel_after(ops::compact_task(&d, &o()).expect("starts"), k);
+    for (i, &(phase, k)) in points.iter().enumerate() {
+        let d = copy(i);
+        let result = cancel_after(ops::compact_task(&d, &o()).expect("starts"), phase, k);
         assert_clean(&d);
         let after = read_file(&d);
         for b in 0..SIZE / BS {
@@ -323,7 +341,7 @@ fn compact_with_unused_ranges_cancelled_anywhere_keeps_every_used_byte() {
             let zeros = after[r.clone()].iter().all(|&x| x == 0);
             assert!(
                 after[r.clone()] == before[r.clone()] || (WHOLLY_UNUSED.contains(&b) && zeros),
-                "cancel after {k} events: block {b} reads wrong"
+                "cancel after {k} {phase:?} events: block {b} reads wrong"
             );
         }
         if result == VMTaskResult::Cancelled {
@@ -334,7 +352,11 @@ fn compact_with_unused_ranges_cancelled_anywhere_keeps_every_used_byte() {
         }
         // A rerun completes the compaction.
         ops::compact::compact(&d, &o(), &progress()).expect("rerun");
-        assert_eq!(file_len(&d), final_len, "cancel after {k} events, rerun");
+        assert_eq!(
+            file_len(&d),
+            final_len,
+            "cancel after {k} {phase:?} events, rerun"
+        );
         assert_released(
             &before,
             &read_file(&d),
@@ -344,7 +366,7 @@ fn compact_with_unused_ranges_cancelled_anywhere_keeps_every_used_byte() {
     }
     eprintln!(
         "{} cancel points: {cancelled} cancelled, {partial} of them with partial work on disk",
-        events + 2
+        points.len()
     );
     assert!(cancelled > 2 && partial > 0, "the loop cancelled mid-way");
 }
