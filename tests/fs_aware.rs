@@ -23,8 +23,8 @@ use serde_json::Value;
 
 use common::{bin, p, vhdkit, Run};
 use disks::{
-    assert_fat_files, assert_files, fat_free, fsck, is_fat, make, mount_kind, mtools, sh,
-    sh_status, Disk, Made, Mount, Part, MIB,
+    assert_fat_files, assert_files, fat_free, fsck, is_fat, make, mount_kind, mtools,
+    set_fat_dirty_bit, sh, sh_status, Disk, Made, Mount, Part, MIB,
 };
 
 /// Size of every test disk (a sparse file).
@@ -180,6 +180,22 @@ fn ok(args: &[&str]) -> Run {
     vhdkit(args).ok()
 }
 
+/// `vhdkit convert SRC DST --type KIND EXTRA...`, asserting success.
+fn convert(src: &Path, dst: &Path, kind: &str, extra: &[&str]) {
+    let mut args = vec!["convert", p(src), p(dst), "--type", kind];
+    args.extend_from_slice(extra);
+    ok(&args);
+}
+
+/// A raw image file of the tests' size as a [`Disk`].
+fn raw_disk(path: PathBuf) -> Disk {
+    Disk {
+        dir: tempfile::tempdir().expect("tempdir"),
+        path,
+        size: SIZE,
+    }
+}
+
 /// `vhdkit ARGS --json`: the report.
 fn json(args: &[&str]) -> Value {
     let mut a = args.to_vec();
@@ -211,12 +227,8 @@ fn assert_near(what: &str, got: u64, reference: u64) {
 /// The raw disk a VHD reads as, in `dir` (a raw conversion: zeros are holes).
 fn read_back(vhd: &Path, dir: &Path, name: &str) -> Disk {
     let path = dir.join(name);
-    ok(&["convert", p(vhd), p(&path), "--type", "raw"]);
-    Disk {
-        dir: tempfile::tempdir().expect("tempdir"),
-        path,
-        size: SIZE,
-    }
+    convert(vhd, &path, "raw", &[]);
+    raw_disk(path)
 }
 
 /// Each file system of a raw disk passes its checker, and every expected file reads back
@@ -254,20 +266,14 @@ impl Case {
         let (raw, made) = build(table, &[(fs, None)], seed, MAX_FILE);
         let dir = tempfile::tempdir().expect("tempdir");
         let vhd = dir.path().join("disk.vhd");
-        ok(&["convert", p(&raw.path), p(&vhd), "--type", "dynamic"]);
+        convert(&raw.path, &vhd, "dynamic", &[]);
         let zeroed = raw.copy();
         zero_fill_free_space(&zeroed, &made);
         let reference = dir.path().join("reference.vhd");
-        ok(&[
-            "convert",
-            p(&zeroed.path),
-            p(&reference),
-            "--type",
-            "dynamic",
-        ]);
+        convert(&zeroed.path, &reference, "dynamic", &[]);
         ok(&["compact", p(&reference)]);
         let reference_raw = dir.path().join("reference.img");
-        ok(&["convert", p(&reference), p(&reference_raw), "--type", "raw"]);
+        convert(&reference, &reference_raw, "raw", &[]);
         Case {
             dir,
             raw,
@@ -295,6 +301,7 @@ fn fs_aware_matches_the_reference(table: &str, fs: &'static str, seed: u64) {
     let bytes = std::fs::read(&vhd).expect("read");
 
     let dry = json(&["compact", p(&vhd), "--fs-aware", "--dry-run"]);
+    let dry_text = ok(&["compact", p(&vhd), "--fs-aware", "--dry-run"]).stdout_str();
     assert!(
         std::fs::read(&vhd).expect("read") == bytes,
         "{fs}: the dry run changed the file"
@@ -302,6 +309,7 @@ fn fs_aware_matches_the_reference(table: &str, fs: &'static str, seed: u64) {
     let run = json(&["compact", p(&vhd), "--fs-aware", "--verify"]);
 
     assert_eq!(dry["dry_run"], true);
+    assert!(dry_text.contains("would be released"), "{dry_text}");
     assert_eq!(run["verified"], true, "{run}");
     assert!(run["blocks_unused"].as_u64() > Some(0), "{fs}: {run}");
     for key in [
@@ -316,7 +324,7 @@ fn fs_aware_matches_the_reference(table: &str, fs: &'static str, seed: u64) {
         dry["partitions"][0]["released_bytes"], run["partitions"][0]["released_bytes"],
         "{fs}: per-partition figures of the dry run and the run"
     );
-    assert_eq!(run["partitions"][0]["fs"], fs_name(fs), "{run}");
+    assert_eq!(run["partitions"][0]["fs"], fs, "{run}");
     assert_eq!(run["partition_table"], table, "{run}");
     assert_eq!(len(&vhd), run["file_size_after"].as_u64().expect("size"));
     ok(&["check", p(&vhd)]);
@@ -324,14 +332,7 @@ fn fs_aware_matches_the_reference(table: &str, fs: &'static str, seed: u64) {
     assert_near(&format!("{fs} compact"), len(&vhd), len(&case.reference));
 
     let dynamic = case.dir.path().join("converted.vhd");
-    ok(&[
-        "convert",
-        p(&case.vhd),
-        p(&dynamic),
-        "--type",
-        "dynamic",
-        "--fs-aware",
-    ]);
+    convert(&case.vhd, &dynamic, "dynamic", &["--fs-aware"]);
     ok(&["check", p(&dynamic)]);
     assert_intact(
         &read_back(&dynamic, case.dir.path(), "back2.img"),
@@ -344,20 +345,9 @@ fn fs_aware_matches_the_reference(table: &str, fs: &'static str, seed: u64) {
     );
 
     let raw = case.dir.path().join("converted.img");
-    ok(&[
-        "convert",
-        p(&case.vhd),
-        p(&raw),
-        "--type",
-        "raw",
-        "--fs-aware",
-    ]);
+    convert(&case.vhd, &raw, "raw", &["--fs-aware"]);
     assert_eq!(len(&raw), SIZE);
-    let raw = Disk {
-        dir: tempfile::tempdir().expect("tempdir"),
-        path: raw,
-        size: SIZE,
-    };
+    let raw = raw_disk(raw);
     assert_intact(&raw, &case.made);
     assert!(allocated(&raw.path) < allocated(&case.raw.path), "holes");
     assert_near(
@@ -365,15 +355,6 @@ fn fs_aware_matches_the_reference(table: &str, fs: &'static str, seed: u64) {
         allocated(&raw.path),
         allocated(&case.reference_raw),
     );
-}
-
-/// The `fs` value of the report for a kind of [`disks::mkfs`].
-fn fs_name(fs: &str) -> &'static str {
-    match fs {
-        "fat32" => "fat32",
-        "ntfs" => "ntfs",
-        _ => "ext4",
-    }
 }
 
 #[test]
@@ -430,7 +411,7 @@ fn differencing_child_fs_aware_compact_releases_its_free_blocks_and_keeps_every_
     let (base_raw, mut made) = build("mbr", &two, 0xd1, MAX_FILE_HALF);
     let dir = tempfile::tempdir().expect("tempdir");
     let base = dir.path().join("base.vhd");
-    ok(&["convert", p(&base_raw.path), p(&base), "--type", "dynamic"]);
+    convert(&base_raw.path, &base, "dynamic", &[]);
     let later = base_raw.copy();
     more_files(&later, &mut made, 0x77);
     let zeroed = later.copy();
@@ -465,19 +446,6 @@ fn differencing_child_fs_aware_compact_releases_its_free_blocks_and_keeps_every_
     );
 }
 
-/// Sets the dirty bit Linux keeps in a FAT32 boot sector's state byte (as fsck.vfat
-/// reads it) of the partition at `start`.
-fn set_fat32_dirty_bit(disk: &Disk, start: u64) {
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(&disk.path)
-        .expect("open");
-    let mut b = [0u8; 1];
-    f.read_exact_at(&mut b, start + 0x41).expect("read");
-    f.write_all_at(&[b[0] | 1], start + 0x41).expect("write");
-}
-
 /// An ext4 that needs journal recovery and a FAT32 with its dirty bit set are left alone,
 /// with the reason in the text and the JSON report; the disk reads exactly as before.
 #[test]
@@ -494,10 +462,10 @@ fn unclean_file_systems_are_left_alone_with_the_reason() {
         ext.dev
     ));
     drop(ext);
-    set_fat32_dirty_bit(&disk, made[1].part.start);
+    set_fat_dirty_bit(&disk, made[1].part.start, true);
     let dir = tempfile::tempdir().expect("tempdir");
     let vhd = dir.path().join("d.vhd");
-    ok(&["convert", p(&disk.path), p(&vhd), "--type", "dynamic"]);
+    convert(&disk.path, &vhd, "dynamic", &[]);
     let copy = dir.path().join("copy.vhd");
     std::fs::copy(&vhd, &copy).expect("copy");
 
@@ -567,15 +535,7 @@ fn fs_aware_compact_interrupted_keeps_a_valid_disk_with_identical_data() {
     let dir = tempfile::tempdir().expect("tempdir");
     let vhd = dir.path().join("d.vhd");
     // Small blocks: many to scan and move, so the signal lands mid-way.
-    ok(&[
-        "convert",
-        p(&raw.path),
-        p(&vhd),
-        "--type",
-        "dynamic",
-        "--block-size",
-        "16K",
-    ]);
+    convert(&raw.path, &vhd, "dynamic", &["--block-size", "16K"]);
     let whole = dir.path().join("whole.vhd");
     std::fs::copy(&vhd, &whole).expect("copy");
     ok(&["compact", p(&whole), "--fs-aware"]);
@@ -605,6 +565,7 @@ fn fs_aware_compact_interrupted_keeps_a_valid_disk_with_identical_data() {
         ok(&["compact", p(&vhd_i), "--fs-aware"]);
         assert_eq!(len(&vhd_i), len(&whole), "a rerun ends where one run does");
     }
+    eprintln!("{cancelled} of 3 attempts interrupted before they finished");
     assert!(
         cancelled > 0,
         "no attempt was interrupted before it finished"
