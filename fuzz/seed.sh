@@ -16,6 +16,13 @@ for t in "${targets[@]}"; do
 done
 # check, open_vs_check, convert, compact and resize take the same whole images as open_read.
 for t in check open_vs_check convert compact resize; do cp -n seeds/open_read/* "corpus/$t/" 2>/dev/null || true; done
+# compact_unused takes them behind a header of two unused ranges (as smoke.sh).
+mkdir -p corpus/compact_unused
+for f in seeds/open_read/*; do
+    [ -e "corpus/compact_unused/$(basename "$f")" ] && continue
+    { printf '\x02\x00\x00\x00\x00\x00\x00\x40\x00\x00\x04\x60\x00\x00\x00\x30\x00'; cat "$f"; } \
+        > "corpus/compact_unused/$(basename "$f")"
+done
 # merge takes chain inputs (child, then its parent).
 cp -n seeds/chain/* corpus/merge/ 2>/dev/null || true
 

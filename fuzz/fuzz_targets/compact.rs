@@ -7,8 +7,8 @@
 
 use libfuzzer_sys::fuzz_target;
 use vhdkit_format::ops::{compact::compact, OpsOptions};
-use vhdkit_format::{Disk, DiskKind, OpenOptions, VhdFile};
-use vhdkit_fuzz::NoResolver;
+use vhdkit_format::{OpenOptions, VhdFile};
+use vhdkit_fuzz::dynamic_content;
 use vhdkit_task::{CancelToken, Progress};
 
 /// Largest virtual size compacted (whole-disk read-back per execution).
@@ -22,7 +22,7 @@ fuzz_target!(|data: &[u8]| {
     if std::fs::write(&path, data).is_err() {
         return;
     }
-    let Some(before) = content(&path) else {
+    let Some(before) = dynamic_content(&path, MAX_SIZE) else {
         return;
     };
     let verify = data.last().is_some_and(|b| b & 1 == 1);
@@ -32,7 +32,7 @@ fuzz_target!(|data: &[u8]| {
         ..OpsOptions::default()
     };
     let result = compact(&path, &opts, &Progress::detached(CancelToken::new()));
-    let after = content(&path)
+    let after = dynamic_content(&path, MAX_SIZE)
         .unwrap_or_else(|| panic!("the image no longer opens or reads after compact ({result:?})"));
     assert!(
         after == before,
@@ -58,16 +58,3 @@ fuzz_target!(|data: &[u8]| {
         }
     }
 });
-
-/// The virtual content of a dynamic disk of at most MAX_SIZE that opens and reads.
-fn content(path: &std::path::Path) -> Option<Vec<u8>> {
-    let opts = OpenOptions::new().no_parents(true);
-    let top = VhdFile::open(path, &opts).ok()?;
-    if top.kind() != DiskKind::Dynamic || top.virtual_size() > MAX_SIZE {
-        return None;
-    }
-    let disk = Disk::resolve(top, &opts, &NoResolver).ok()?;
-    let mut buf = vec![0u8; disk.virtual_size() as usize];
-    disk.read_at(&mut buf, 0).ok()?;
-    Some(buf)
-}

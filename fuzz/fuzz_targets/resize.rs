@@ -30,9 +30,9 @@ fuzz_target!(|data: &[u8]| {
     };
     let old = before.len() as u64;
     // The choice comes from a hash of the whole input: any mutation may change it.
-    let h = data
-        .iter()
-        .fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+    let h = data.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    });
     let sizes = [
         old * 2,
         old + 512,
@@ -65,7 +65,10 @@ fuzz_target!(|data: &[u8]| {
             let new = after.len() as u64;
             assert_eq!(new, facts.size_after, "the size reported");
             let keep = old.min(new) as usize;
-            assert!(after[..keep] == before[..keep], "resize changed the data it keeps");
+            assert!(
+                after[..keep] == before[..keep],
+                "resize changed the data it keeps"
+            );
             assert!(
                 after[keep..].iter().all(|&b| b == 0),
                 "the new space does not read as zeros"
@@ -85,8 +88,7 @@ fuzz_target!(|data: &[u8]| {
 fn content(path: &std::path::Path) -> Option<Vec<u8>> {
     let opts = OpenOptions::new().no_parents(true);
     let top = VhdFile::open(path, &opts).ok()?;
-    if !matches!(top.kind(), DiskKind::Dynamic | DiskKind::Fixed) || top.virtual_size() > MAX_SIZE
-    {
+    if !matches!(top.kind(), DiskKind::Dynamic | DiskKind::Fixed) || top.virtual_size() > MAX_SIZE {
         return None;
     }
     // What a resize opens: a file that does not open for writing is refused before it.

@@ -144,6 +144,20 @@ impl ParentResolver for NoResolver {
     }
 }
 
+/// The virtual content of the dynamic disk in the file at `path`, if it opens alone (no
+/// parents), is at most `max_size` bytes and reads whole (the compaction targets).
+pub fn dynamic_content(path: &Path, max_size: u64) -> Option<Vec<u8>> {
+    let opts = OpenOptions::new().no_parents(true);
+    let top = VhdFile::open(path, &opts).ok()?;
+    if top.kind() != vhdkit_format::DiskKind::Dynamic || top.virtual_size() > max_size {
+        return None;
+    }
+    let disk = Disk::resolve(top, &opts, &NoResolver).ok()?;
+    let mut buf = vec![0u8; usize::try_from(disk.virtual_size()).ok()?];
+    disk.read_at(&mut buf, 0).ok()?;
+    Some(buf)
+}
+
 /// A tiny deterministic generator (splitmix64) for input-derived choices.
 #[derive(Debug, Clone)]
 pub struct Rng(u64);

@@ -18,6 +18,7 @@ mod runner;
 mod serve;
 pub mod signals;
 pub mod terminal;
+mod volumes;
 mod write;
 
 use std::path::PathBuf;

@@ -7,6 +7,7 @@ use vhdkit_format::ops::{self, OpsOptions, Target};
 use vhdkit_format::spec::DEFAULT_BLOCK_SIZE;
 
 use super::runner::{self, RunArgs};
+use super::volumes::FsAware;
 use super::{align_arg, block_size_arg, CliError, OpenArgs, SourceArgs};
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -52,6 +53,12 @@ pub struct ConvertArgs {
     /// takes (see `check --for azure`).
     #[arg(long, value_name = "SIZE", value_parser = align_arg)]
     align: Option<u64>,
+    /// Leave out what no file system uses: read the source's partition table and file
+    /// systems (ext2/3/4, FAT, NTFS, swap; anything else counts as used) and write
+    /// neither the dynamic blocks nor the raw 4 KiB pages that lie wholly in free space
+    /// (raw: holes). A dynamic or raw destination.
+    #[arg(long)]
+    fs_aware: bool,
     #[command(flatten)]
     verify: VerifyArgs,
     #[command(flatten)]
@@ -72,6 +79,17 @@ pub struct CompactArgs {
     /// differencing disk whose parent cannot be opened.
     #[arg(long)]
     no_dedupe: bool,
+    /// Also release every block that no file system uses: read the disk's partition
+    /// table and file systems through its virtual view (ext2/3/4, FAT, NTFS, swap;
+    /// anything else, and any file system that is not clean, counts as used) and
+    /// release the blocks wholly in free space. A differencing disk's released blocks
+    /// then read from its parent.
+    #[arg(long)]
+    fs_aware: bool,
+    /// Report what would be released and moved (per partition with --fs-aware), and
+    /// write nothing.
+    #[arg(long, conflicts_with = "verify")]
+    dry_run: bool,
     #[command(flatten)]
     verify: VerifyArgs,
     #[command(flatten)]
@@ -131,6 +149,10 @@ pub struct MergeToArgs {
     /// the added space reading as zeros.
     #[arg(long, value_name = "SIZE", value_parser = align_arg)]
     align: Option<u64>,
+    /// Leave out the blocks that no file system in the chain's view uses (as convert
+    /// --fs-aware). A dynamic destination.
+    #[arg(long)]
+    fs_aware: bool,
     #[command(flatten)]
     verify: VerifyArgs,
     #[command(flatten)]
@@ -176,38 +198,72 @@ pub fn convert(a: ConvertArgs) -> Result<u8, CliError> {
     let mut opts = new_file_opts(&a.open, &a.src, a.block_size, &a.verify, target, a.sparse)?;
     opts.open = a.source.apply(opts.open);
     opts.align = a.align;
+    let fs = fs_aware(a.fs_aware, target)?;
+    opts.unused_ranges = fs.as_ref().map(FsAware::unused);
     let task = ops::convert_task(&a.src, &a.dst, target, &opts)?;
-    runner::run(task, &a.run, runner::Leaves::NewFile)
+    runner::run_fs_aware(task, &a.run, runner::Leaves::NewFile, fs.as_ref())
+}
+
+/// `--fs-aware` of a conversion into `target`: refused (a usage mistake) for a fixed
+/// disk, which stores every byte.
+fn fs_aware(asked: bool, target: Target) -> Result<Option<FsAware>, CliError> {
+    if !asked {
+        return Ok(None);
+    }
+    if target == Target::Fixed {
+        return Err(super::usage_error(
+            "--fs-aware applies to a dynamic or raw destination: a fixed disk stores every byte",
+        ));
+    }
+    Ok(Some(FsAware::default()))
 }
 
 pub fn compact(a: CompactArgs) -> Result<u8, CliError> {
+    let fs = a.fs_aware.then(FsAware::default);
     let opts = OpsOptions {
         open: a.open.options_for(&a.path)?,
         verify: a.verify.verify,
         dedupe: !a.no_dedupe,
+        unused_ranges: fs.as_ref().map(FsAware::unused),
+        dry_run: a.dry_run,
         ..OpsOptions::default()
     };
     let task = match ops::compact_task(&a.path, &opts) {
         Ok(task) => task,
-        // Deduplication opens the parent chain: when that is what failed (the child
-        // alone opens for compaction), say how to compact without it.
-        Err(error) if opts.dedupe && parent_chain_failed(&a.path, &opts) => {
+        // Deduplication and --fs-aware open the parent chain: when that is what failed
+        // (the child alone opens for compaction), say so, and how to compact without it.
+        Err(error)
+            if (opts.dedupe || opts.unused_ranges.is_some())
+                && parent_chain_failed(&a.path, &opts) =>
+        {
             return Err(CliError::Stopped {
                 error,
-                state: "nothing was changed (compact compares a differencing disk's blocks \
-                        with its parent chain; --no-dedupe compacts it without the parent)",
+                state: if opts.unused_ranges.is_some() {
+                    "nothing was changed (--fs-aware reads a differencing disk's file \
+                     systems through its parent chain, which must open)"
+                } else {
+                    "nothing was changed (compact compares a differencing disk's blocks \
+                     with its parent chain; --no-dedupe compacts it without the parent)"
+                },
             })
         }
         Err(e) => return Err(e.into()),
     };
-    runner::run(task, &a.run, runner::Leaves::Compact)
+    let leaves = if a.dry_run {
+        runner::Leaves::Nothing
+    } else {
+        runner::Leaves::Compact
+    };
+    runner::run_fs_aware(task, &a.run, leaves, fs.as_ref())
 }
 
 /// Whether `path` is a differencing disk that opens for compaction on its own: then a
-/// failure to open it for a compaction with dedupe came from its parent chain.
+/// failure to open it with its parents (for dedupe or --fs-aware) came from its parent
+/// chain.
 fn parent_chain_failed(path: &std::path::Path, opts: &OpsOptions) -> bool {
     let alone = OpsOptions {
         dedupe: false,
+        unused_ranges: None,
         ..opts.clone()
     };
     ops::compact::open(path, &alone)
@@ -252,6 +308,8 @@ pub fn merge_to(a: MergeToArgs) -> Result<u8, CliError> {
     };
     let mut opts = new_file_opts(&a.open, &a.child, a.block_size, &a.verify, target, a.sparse)?;
     opts.align = a.align;
+    let fs = fs_aware(a.fs_aware, target)?;
+    opts.unused_ranges = fs.as_ref().map(FsAware::unused);
     let task = ops::merge_to_task(&a.child, &a.dst, target, &opts)?;
-    runner::run(task, &a.run, runner::Leaves::NewFile)
+    runner::run_fs_aware(task, &a.run, runner::Leaves::NewFile, fs.as_ref())
 }

@@ -15,6 +15,7 @@ use vhdkit_volume::table::{read_table, TableKind};
 
 use super::human::size_and_bytes;
 use super::runner::{self, RunArgs};
+use super::volumes::View;
 use super::{size_arg, terminal, CliError, OpenArgs};
 
 #[derive(Debug, Args)]
@@ -45,25 +46,12 @@ pub struct ResizeArgs {
     open: OpenArgs,
 }
 
-/// The disk's virtual view for `vhdkit-volume`.
-struct View<'a>(&'a Disk);
-
-impl vhdkit_volume::ReadAt for View<'_> {
-    fn size(&self) -> std::io::Result<u64> {
-        Ok(self.0.virtual_size())
-    }
-
-    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
-        self.0.read_at(buf, offset).map_err(std::io::Error::other)
-    }
-}
-
 /// Refuses a shrink that would cut a partition (or a file system spanning a disk
 /// without a table); notes in `gpt` whether the disk has a GPT, whose backup header at
 /// the end a shrink cuts.
 fn partition_guard(gpt: Arc<AtomicBool>) -> ShrinkGuard {
     Arc::new(move |disk: &Disk, new: u64| {
-        let table = read_table(&View(disk)).map_err(|e| {
+        let table = read_table(&View::new(disk)).map_err(|e| {
             format!("its partition table cannot be read ({e}), so a shrink could cut a partition")
         })?;
         gpt.store(table.kind == TableKind::Gpt, Ordering::Relaxed);

@@ -11,7 +11,8 @@ use serde::Serialize;
 use vhdkit_format::ops::{OpTask, Report};
 use vhdkit_task::{ProgressEvent, Task, TaskFailure};
 
-use super::human::{count, size_and_bytes};
+use super::human::{count, size, size_and_bytes};
+use super::volumes::{self, FsAware, PartitionDoc};
 use super::{json, terminal, CliError, EXIT_OK};
 
 /// Exit code of a command cancelled with Ctrl-C (SIGINT); SIGTERM gives 143 and SIGHUP
@@ -145,18 +146,36 @@ struct ReportDoc<'a> {
     blocks_zero: u64,
     blocks_released: u64,
     blocks_deduplicated: u64,
+    /// Blocks released (compact) or left out (convert, merge-to) because no file system
+    /// uses any byte of them (`--fs-aware`).
+    blocks_unused: u64,
+    bytes_unused: u64,
     blocks_moved: u64,
     bytes_written: u64,
     bytes_cloned: u64,
     file_size_before: u64,
     file_size_after: u64,
     verified: bool,
+    /// Compact `--dry-run`: nothing was written; the counts are what a run would do.
+    dry_run: bool,
     /// Wall time, seconds.
     elapsed: f64,
     phases: Vec<PhaseDoc<'a>>,
     /// Resize only: the sizes, the non-zero bytes a shrink cut, what became of the BAT.
     #[serde(flatten, skip_serializing_if = "Option::is_none")]
     resize: Option<ResizeDoc>,
+    /// `--fs-aware` only: the partition table and the partitions found.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    volumes: Option<VolumesDoc>,
+}
+
+/// The fields only a `--fs-aware` report has (docs/json.md).
+#[derive(Debug, Serialize)]
+struct VolumesDoc {
+    partition_table: &'static str,
+    partitions: Vec<PartitionDoc>,
+    /// Remarks about the table (a backup GPT used, a broken EBR chain…).
+    partition_table_warnings: Vec<String>,
 }
 
 /// The fields only a resize report has (docs/json.md).
@@ -186,12 +205,15 @@ impl<'a> From<&'a Report> for ReportDoc<'a> {
             blocks_zero: r.blocks_zero,
             blocks_released: r.blocks_released,
             blocks_deduplicated: r.blocks_deduplicated,
+            blocks_unused: r.blocks_unused,
+            bytes_unused: r.bytes_unused,
             blocks_moved: r.blocks_moved,
             bytes_written: r.bytes_written,
             bytes_cloned: r.bytes_cloned,
             file_size_before: r.file_size_before,
             file_size_after: r.file_size_after,
             verified: r.verified,
+            dry_run: r.dry_run,
             elapsed: r.elapsed.as_secs_f64(),
             phases: r
                 .phases
@@ -207,16 +229,47 @@ impl<'a> From<&'a Report> for ReportDoc<'a> {
                 nonzero_bytes_cut: f.nonzero_bytes_cut,
                 bat: f.bat.name(),
             }),
+            volumes: None,
         }
     }
 }
 
 /// Waits for `task`, showing progress, and turns its outcome into an exit code.
 pub fn run(task: OpTask, args: &RunArgs, leaves: Leaves) -> Result<u8, CliError> {
+    run_fs_aware(task, args, leaves, None)
+}
+
+/// [`run`] for an operation that may have scanned its disk's file systems
+/// (`--fs-aware`): the report adds, per partition, what was found and what was
+/// released (or left out), and why a partition was left alone.
+pub fn run_fs_aware(
+    task: OpTask,
+    args: &RunArgs,
+    leaves: Leaves,
+    fs: Option<&FsAware>,
+) -> Result<u8, CliError> {
     let report = wait(task, args, leaves)?;
+    let found = fs.and_then(FsAware::report);
+    let released = vhdkit_format::ops::UnusedRanges::new(report.unused_released.iter().cloned());
     if args.json {
-        json::print(&ReportDoc::from(&report))?;
+        let mut doc = ReportDoc::from(&report);
+        doc.volumes = found.as_ref().map(|d| VolumesDoc {
+            partition_table: volumes::table_name(d.table),
+            partitions: volumes::partition_docs(d, &released),
+            partition_table_warnings: d.warnings.clone(),
+        });
+        json::print(&doc)?;
     } else {
+        if let Some(d) = &found {
+            let verb = match (report.operation.name(), report.dry_run) {
+                ("compact", true) => "would be released",
+                ("compact", false) => "released",
+                _ => "left out",
+            };
+            for line in volumes::text_lines(d, &released, verb) {
+                terminal::line(line)?;
+            }
+        }
         terminal::line(summary(&report))?;
     }
     Ok(EXIT_OK)
@@ -288,18 +341,45 @@ pub fn wait<T>(
 
 /// The text form of the report: one line, sizes as `4 MiB (4194304 bytes)`.
 fn summary(r: &Report) -> String {
-    let mut s = format!("{}: {}", r.operation, r.path.display());
+    let mut s = format!(
+        "{}{}: {}",
+        r.operation,
+        if r.dry_run {
+            " (dry run, nothing written)"
+        } else {
+            ""
+        },
+        r.path.display()
+    );
     match r.operation.name() {
         "compact" => {
+            let mut why = Vec::new();
+            if r.blocks_unused > 0 {
+                why.push(format!(
+                    "{} unused by the file systems",
+                    size(r.bytes_unused)
+                ));
+            }
+            if r.blocks_deduplicated > 0 {
+                why.push(format!(
+                    "{} the same as the parent's",
+                    r.blocks_deduplicated
+                ));
+            }
+            let why = if why.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", why.join(", "))
+            };
+            let (released, moved) = if r.dry_run {
+                ("would be released", "would move")
+            } else {
+                ("released", "moved")
+            };
             s += &format!(
-                ": {} of {} released{}, {} moved, {} -> {}",
+                ": {} of {} {released}{why}, {} {moved}, {} -> {}",
                 r.blocks_released,
                 count(r.blocks_total, "block"),
-                if r.blocks_deduplicated > 0 {
-                    format!(" ({} the same as the parent's)", r.blocks_deduplicated)
-                } else {
-                    String::new()
-                },
                 r.blocks_moved,
                 size_and_bytes(r.file_size_before),
                 size_and_bytes(r.file_size_after)
@@ -345,7 +425,13 @@ fn summary(r: &Report) -> String {
                 count(r.blocks_total, "block"),
                 r.blocks_zero,
                 size_and_bytes(r.file_size_after)
-            )
+            );
+            if r.bytes_unused > 0 {
+                s += &format!(
+                    "; {} left out as unused by the file systems",
+                    size(r.bytes_unused)
+                );
+            }
         }
     }
     if r.verified {

@@ -197,20 +197,6 @@ fn ext2_mounted_state_is_left_alone() {
     assert!(matches!(p.left_alone, Some(Reason::NotClean(_))), "{p:#?}");
 }
 
-/// Sets the dirty bit Linux keeps in the FAT boot sector's state byte.
-fn set_fat_dirty_bit(disk: &Disk, fat32: bool) {
-    use std::os::unix::fs::FileExt;
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(&disk.path)
-        .expect("open");
-    let at = if fat32 { 0x41 } else { 0x25 };
-    let mut b = [0u8; 1];
-    f.read_exact_at(&mut b, at).expect("read");
-    f.write_all_at(&[b[0] | 1], at).expect("write");
-}
-
 #[test]
 fn fat_dirty_bit_is_left_alone() {
     for (fs, fat32) in [("fat16", false), ("fat32", true)] {
@@ -220,7 +206,7 @@ fn fat_dirty_bit_is_left_alone() {
         mkfs(fs, &lo.dev);
         drop(lo);
         assert!(disk.scan().partitions[0].left_alone.is_none());
-        set_fat_dirty_bit(&disk, fat32);
+        set_fat_dirty_bit(&disk, 0, fat32);
         // fsck.vfat reads the same bit.
         let (_, out) = sh_status(&format!("fsck.vfat -n '{}'", disk.path.display()));
         assert!(out.contains("Dirty bit"), "{out}");

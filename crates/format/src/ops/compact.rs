@@ -1,8 +1,9 @@
 //! Compact: release the blocks that carry nothing — all-zero blocks of a dynamic disk,
-//! blocks with an empty sector bitmap in a differencing disk, and (dedupe, on by
-//! default) blocks of a differencing disk whose every stored sector holds what the
-//! parent chain shows there — move the blocks stored highest into the holes, and shorten
-//! the file. In place, no temporary file.
+//! blocks with an empty sector bitmap in a differencing disk, (dedupe, on by default)
+//! blocks of a differencing disk whose every stored sector holds what the parent chain
+//! shows there, and (with [`OpsOptions::unused_ranges`]) blocks whose every byte no file
+//! system uses — move the blocks stored highest into the holes, and shorten the file. In
+//! place, no temporary file.
 //!
 //! Crash safety: **at every instant the image is valid and reads exactly as before.**
 //! 1. Scan the allocated blocks in parallel (read-only). With dedupe, a differencing
@@ -12,7 +13,9 @@
 //! 2. Release: mark those BAT entries unused, write the changed BAT sectors, fsync.
 //!    Content is unchanged: an unused entry reads as zeros (dynamic) or as the parent
 //!    (differencing), which is what the released blocks held — for a deduplicated block
-//!    the scan compared every sector it held with the parent's.
+//!    the scan compared every sector it held with the parent's. The one exception is
+//!    asked for: a block released because no file system uses any of its bytes then
+//!    reads as zeros, or as the parent, instead of whatever free space held.
 //! 3. Move, one block at a time: copy bitmap and data from the highest live block into
 //!    the lowest free slot, fsync; point its BAT entry at the copy (one sector write),
 //!    fsync. Until the BAT sector lands the old copy is the one in use, and it is never
@@ -24,6 +27,12 @@
 //! last live block is now lower, so the file does not keep an unreferenced tail (which
 //! `check` reports as a leak) while the moves go on; a crash leaves one only between a
 //! BAT update and the truncation that follows it.
+//!
+//! Unused ranges add nothing to this order: those blocks join step 2's list (found
+//! without reading them), and [`OpsOptions::unused_ranges`]'s [`Unused::Scan`] runs
+//! before step 1, on the disk opened for writing, so nothing changes the disk between
+//! the scan of its file systems and the release. [`OpsOptions::dry_run`] stops after
+//! step 1 and reports the plan.
 //!
 //! A cancel between steps or moves leaves a valid, partly compacted image, shortened to
 //! its last live block. Running compact again continues: besides released blocks, its
@@ -43,6 +52,7 @@ use crate::image::{Disk, FsResolver};
 use crate::spec::DiskType;
 
 use super::plan::{free_slots, plan_compact_with_holes};
+use super::unused::{self, Unused, UnusedRanges};
 use super::{is_zero, OpsOptions, PhaseClock, Report};
 
 /// Chunks' worth of blocks compact moves per batch (between two syncs).
@@ -72,16 +82,23 @@ fn check_compactable_file(top: &VhdFile) -> Result<()> {
     Ok(())
 }
 
-/// Opens the disk at `path` for compaction (for writing) and checks it can be
-/// compacted: another process holding it is refused here, before any work. A
-/// differencing disk is opened with its parent chain (read-only) when
-/// [`OpsOptions::dedupe`] asks to compare its blocks with the parents', else alone.
+/// Opens the disk at `path` for compaction (for writing; read-only for a
+/// [`OpsOptions::dry_run`]) and checks it can be compacted: another process holding it
+/// is refused here, before any work. A differencing disk is opened with its parent
+/// chain (read-only) when [`OpsOptions::dedupe`] asks to compare its blocks with the
+/// parents', or an [`Unused::Scan`] reads its virtual view; else alone.
 pub fn open(path: &Path, opts: &OpsOptions) -> Result<Disk> {
-    let open = opts.open.clone().writable(true);
+    let open = opts.open.clone().writable(!opts.dry_run);
     let top = VhdFile::open(path, &open)?;
     check_compactable_file(&top)?;
-    let with_parents = opts.dedupe && top.is_differencing();
+    let with_parents = top.is_differencing() && (opts.dedupe || scans(opts));
     Disk::resolve(top, &open.no_parents(!with_parents), &FsResolver)
+}
+
+/// Whether the operation computes its unused ranges on the disk (which then needs its
+/// whole chain to show its virtual view).
+fn scans(opts: &OpsOptions) -> bool {
+    matches!(opts.unused_ranges, Some(Unused::Scan(_)))
 }
 
 /// Compacts the dynamic or differencing disk at `path` in place: [`open`], then [`run`].
@@ -112,6 +129,20 @@ pub fn run(disk: Disk, opts: &OpsOptions, progress: &Progress) -> Result<Report>
             path.display()
         )));
     }
+    if differencing && scans(opts) && disk.layers().len() < 2 {
+        return Err(Error::InvalidArgument(format!(
+            "{}: reading its file systems needs the parent chain (the disk's virtual \
+             view): open it with its parents (compact::open does)",
+            path.display()
+        )));
+    }
+    if !opts.dry_run && !f.is_writable() {
+        return Err(Error::InvalidArgument(format!(
+            "{}: opened read-only: compaction writes into it (open it with \
+             compact::open, or ask for a dry run)",
+            path.display()
+        )));
+    }
     let file_size_before = f.file_len();
     let allocated: Vec<(u64, u64)> = bat.allocated().collect();
     let mut report = Report {
@@ -119,8 +150,16 @@ pub fn run(disk: Disk, opts: &OpsOptions, progress: &Progress) -> Result<Report>
         path: path.to_owned(),
         blocks_total: allocated.len() as u64,
         file_size_before,
+        dry_run: opts.dry_run,
         ..Report::default()
     };
+
+    // 0. The unused ranges, when asked: scanned on the disk as opened (locked).
+    let mut clock = PhaseClock::start();
+    let unused = unused::resolve(opts.unused_ranges.as_ref(), &disk, progress)?;
+    if unused.is_some() {
+        clock.lap(&mut report, "volumes");
+    }
 
     // 1. Scan. Phases are weighted by the bytes each reads and writes: the scan reads
     // every block (and, to deduplicate, the parent chain's view of it: twice the
@@ -129,7 +168,6 @@ pub fn run(disk: Disk, opts: &OpsOptions, progress: &Progress) -> Result<Report>
     // block twice. Planned here with those upper bounds, and again with the real
     // numbers once the scan knows them (the percentage then jumps ahead; it never
     // stalls while most of the work remains).
-    let mut clock = PhaseClock::start();
     let scan_per_block = if dedupe { 2 * block_size } else { block_size };
     let scan_bytes = allocated.len() as u64 * scan_per_block;
     let upper = allocated.len() as u64 * stride;
@@ -145,25 +183,44 @@ pub fn run(disk: Disk, opts: &OpsOptions, progress: &Progress) -> Result<Report>
     let per_chunk = (opts.chunk_bytes / block_size).max(1) as usize;
     let mut empty = Vec::new();
     let mut same = Vec::new();
+    let mut unused_blocks = Vec::new();
+    let size = f.virtual_size();
     for chunk in allocated.chunks(per_chunk) {
         progress.check_cancelled()?;
         let found: Vec<Found> = chunk
             .par_iter()
-            .map(|&(block, _)| classify(&disk, block, block_size, dedupe))
+            .map(|&(block, _)| classify(&disk, block, block_size, dedupe, unused.as_deref()))
             .collect::<Result<_>>()?;
         for (&(block, _), found) in chunk.iter().zip(found) {
             match found {
                 Found::Keep => {}
                 Found::Empty => empty.push(block),
                 Found::SameAsParent => same.push(block),
+                Found::Unused => unused_blocks.push(block),
             }
             progress.block_done(block, scan_per_block);
         }
     }
     report.blocks_zero = empty.len() as u64;
     report.blocks_deduplicated = same.len() as u64;
+    report.blocks_unused = unused_blocks.len() as u64;
+    report.unused_released = UnusedRanges::new(
+        unused_blocks
+            .iter()
+            .map(|&b| block_span(b, block_size, size)),
+    )
+    .ranges()
+    .to_vec();
+    report.bytes_unused = unused_blocks
+        .iter()
+        .map(|&b| {
+            let span = block_span(b, block_size, size);
+            span.end - span.start
+        })
+        .sum();
     let mut releasable = empty;
     releasable.extend_from_slice(&same);
+    releasable.extend_from_slice(&unused_blocks);
 
     let metadata_end = metadata.iter().map(|&(_, e)| e).max().unwrap_or(0);
     let holes = free_slots(&bat, stride, bitmap_size, &metadata, metadata_end);
@@ -177,6 +234,25 @@ pub fn run(disk: Disk, opts: &OpsOptions, progress: &Progress) -> Result<Report>
         .allocated()
         .map(|(b, _)| (b, bat.block_offset(b).unwrap_or(0)))
         .collect();
+    if opts.dry_run {
+        // What the run would do, from the same plan; nothing written.
+        clock.lap(&mut report, "scan");
+        report.blocks_released = plan.release.len() as u64;
+        report.blocks_moved = plan.moves.len() as u64;
+        report.bytes_written = plan.moves.len() as u64 * stride;
+        let footer = crate::spec::FOOTER_SIZE as u64;
+        report.file_size_after = if plan.new_footer_at + footer < file_size_before {
+            plan.new_footer_at + footer
+        } else {
+            file_size_before
+        };
+        progress.check_cancelled()?;
+        report.elapsed = start.elapsed();
+        return Ok(report);
+    }
+    // Released blocks (unused ones included) are not in `live`: only the blocks still
+    // in use are compared after the moves; a block released as unused may read
+    // differently afterwards, which is what was asked.
     let before = if opts.verify {
         Some((
             block_crcs(f, &live, stride, per_chunk, progress, false)?,
@@ -326,19 +402,39 @@ enum Found {
     /// (Differencing disks, with dedupe.) Every sector it holds has the bytes the parent
     /// chain shows there.
     SameAsParent,
+    /// Every byte of it lies in the unused ranges (not read).
+    Unused,
+}
+
+/// The virtual bytes of block `block`: `block_size` of them, the last block clipped to
+/// the disk's `size`.
+fn block_span(block: u64, block_size: u64, size: u64) -> std::ops::Range<u64> {
+    let start = block.saturating_mul(block_size);
+    start..start.saturating_add(block_size).min(size)
 }
 
 /// Bytes read and compared at a time within a block.
 const COMPARE_STEP: u64 = 1 << 20;
 
-/// Classifies a block of the top file of `disk`: with `dedupe` (a differencing disk
+/// Classifies a block of the top file of `disk`: a block whose every byte lies in
+/// `unused` is [`Found::Unused`] without being read; with `dedupe` (a differencing disk
 /// opened with its parents), its stored sectors are compared with the parent chain's
 /// view of them.
-fn classify(disk: &Disk, block: u64, block_size: u64, dedupe: bool) -> Result<Found> {
+fn classify(
+    disk: &Disk,
+    block: u64,
+    block_size: u64,
+    dedupe: bool,
+    unused: Option<&UnusedRanges>,
+) -> Result<Found> {
     let f = disk.top();
     let differencing = f.is_differencing();
-    let start = block * block_size;
-    let len = block_size.min(f.virtual_size().saturating_sub(start));
+    let span = block_span(block, block_size, f.virtual_size());
+    if unused.is_some_and(|u| u.covers(&span)) {
+        return Ok(Found::Unused);
+    }
+    let start = span.start;
+    let len = span.end.saturating_sub(span.start);
     let mut buf = Vec::new();
     let mut theirs = Vec::new();
     let mut any = false;

@@ -4,6 +4,11 @@
 //! multiple of the alignment. Where each block goes and how long the file ends up is
 //! `Placement`'s, which [`super::measure()`] runs without writing.
 //!
+//! With [`OpsOptions::unused_ranges`] (file-system-aware conversion) the blocks of a
+//! dynamic result and the 4 KiB pages of a raw result that no file system uses at all
+//! are composed as zeros — not allocated, holes — and so are never read; a block or page
+//! of which any byte is used is copied as it is.
+//!
 //! Crash safety: the destination name appears only when the file is complete and
 //! durable. Everything is written into an unnamed file (`O_TMPFILE`) in the
 //! destination's directory — a temporary dot-name where the file system cannot — and
@@ -24,7 +29,8 @@ use crate::image::{Disk, OpenOptions};
 use crate::spec::{Bat, DiskType, Footer, BAT_ENTRY_UNUSED, SECTOR_SIZE};
 
 use super::is_zero;
-use super::source::{compose_chunk, compose_copied, BlockData, BufferPool, Composed};
+use super::source::{compose_chunk, compose_copied, BlockData, BufferPool, Composed, Mask};
+use super::unused::{self, UnusedRanges};
 use super::{OpsOptions, PhaseClock, Report, Target};
 use crate::spec::layout::NewSparse;
 
@@ -55,6 +61,12 @@ pub(crate) fn check_target(disk: &Disk, target: Target, opts: &OpsOptions) -> Re
         )));
     }
     let size = aligned_size(source, opts.align)?;
+    if target == Target::Fixed && opts.unused_ranges.is_some() {
+        return Err(Error::InvalidArgument(format!(
+            "{path}: leaving out unused ranges applies to dynamic and raw results; a fixed \
+             disk stores every byte"
+        )));
+    }
     if target == Target::Dynamic {
         crate::spec::header::check_create_block_size(opts.block_size)
             .map_err(Error::InvalidArgument)?;
@@ -99,6 +111,9 @@ pub fn convert_disk(
 ) -> Result<Report> {
     let start = Instant::now();
     let size = check_target(disk, target, opts)?;
+    // The unused ranges, when asked (a scan of the source, which is only read).
+    let mut clock = PhaseClock::start();
+    let unused = unused::resolve(opts.unused_ranges.as_ref(), disk, progress)?;
     let new = NewFile::beside(dst)?;
     let tmp_path = new.shown_path().to_owned();
     let out = &new.backend;
@@ -132,7 +147,10 @@ pub fn convert_disk(
         blocks_total: blocks,
         ..Report::default()
     };
-    let mut clock = PhaseClock::start();
+    if unused.is_some() {
+        clock.lap(&mut report, "volumes");
+    }
+    let mask = unused.as_deref().map(|u| mask_for(&placement, u));
     let writer = Writer::new(placement, out, &tmp_path);
     let per_chunk = (opts.chunk_bytes / unit).max(1);
     let pool = BufferPool::default();
@@ -186,6 +204,16 @@ pub fn convert_disk(
                         }
                         None => stats.blocks_zero += 1,
                     }
+                    if c.wholly_unused() {
+                        stats.blocks_unused += 1;
+                    }
+                    for r in &c.masked {
+                        stats.bytes_unused += r.end - r.start;
+                        match stats.unused.last_mut() {
+                            Some(last) if last.end == r.start => last.end = r.end,
+                            _ => stats.unused.push(r.clone()),
+                        }
+                    }
                     progress.block_done(c.index, c.len);
                     pool.give(c.data);
                 }
@@ -213,7 +241,7 @@ pub fn convert_disk(
             while first < blocks {
                 progress.check_cancelled()?;
                 let last = (first + per_chunk).min(blocks);
-                let composed = compose_chunk(disk, size, first..last, unit, pool)?;
+                let composed = compose_chunk(disk, size, first..last, unit, pool, mask)?;
                 if opts.verify {
                     crcs.extend(composed.par_iter().map(crc_of).collect::<Vec<_>>());
                 }
@@ -243,6 +271,9 @@ pub fn convert_disk(
     report.blocks_zero = stats.blocks_zero;
     report.bytes_written = stats.bytes_written;
     report.bytes_cloned = writer.cloned.get();
+    report.blocks_unused = stats.blocks_unused;
+    report.bytes_unused = stats.bytes_unused;
+    report.unused_released = stats.unused;
     writer.finish()?;
     if allocate_late && report.bytes_cloned == 0 {
         allocate_fixed()?;
@@ -271,6 +302,24 @@ struct WriteStats {
     blocks_copied: u64,
     blocks_zero: u64,
     bytes_written: u64,
+    /// Blocks left out whole as unused.
+    blocks_unused: u64,
+    /// Bytes composed as zeros as unused, and their ranges (merged, in order).
+    bytes_unused: u64,
+    unused: Vec<std::ops::Range<u64>>,
+}
+
+/// How the unused ranges apply to the blocks of a result placed by `placement`: whole
+/// blocks of a dynamic result, whole pages of a fixed or raw one (which [`Writer`]
+/// leaves as holes).
+pub(crate) fn mask_for<'a>(placement: &Placement, unused: &'a UnusedRanges) -> Mask<'a> {
+    Mask {
+        unused,
+        grain: match placement.target {
+            Target::Dynamic => placement.unit(),
+            Target::Fixed | Target::Raw => ZERO_PAGE as u64,
+        },
+    }
 }
 
 fn crc_of(c: &Composed) -> u32 {

@@ -22,8 +22,9 @@ use vhdkit_task::{CancelToken, Phase, Progress, Task, TaskBuilder};
 use crate::error::{Error, Result};
 use crate::image::Disk;
 
-use super::convert::{check_target, Placement};
+use super::convert::{check_target, mask_for, Placement};
 use super::source::{compose_chunk, BufferPool};
+use super::unused;
 use super::{OpsOptions, Target};
 
 /// What a conversion of a source would produce.
@@ -95,11 +96,14 @@ pub fn measure_disk(
         elapsed: Duration::ZERO,
     };
     if target != Target::Dynamic {
-        // Every byte of a fixed or raw result has its place: the length is the size's.
+        // Every byte of a fixed or raw result has its place: the length is the size's
+        // (unused ranges make holes in a raw file, not a shorter one).
         progress.check_cancelled()?;
         m.elapsed = start.elapsed();
         return Ok(m);
     }
+    let unused = unused::resolve(opts.unused_ranges.as_ref(), disk, progress)?;
+    let mask = unused.as_deref().map(|u| mask_for(&placement, u));
     let unit = placement.unit();
     let blocks = placement.blocks();
     let per_chunk = (opts.chunk_bytes / unit).max(1);
@@ -112,7 +116,7 @@ pub fn measure_disk(
     while first < blocks {
         progress.check_cancelled()?;
         let last = (first + per_chunk).min(blocks);
-        for c in compose_chunk(disk, size, first..last, unit, &pool)? {
+        for c in compose_chunk(disk, size, first..last, unit, &pool, mask)? {
             // Exactly the blocks the converter writes: those composed with data.
             if c.data.is_some() {
                 placement.place(c.index, path)?;

@@ -20,6 +20,7 @@ pub mod relink;
 pub mod repair;
 pub mod resize;
 mod source;
+pub mod unused;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -32,6 +33,7 @@ use crate::image::{CreateOptions, Disk, DiskKind, OpenOptions};
 pub use measure::{measure, measure_task, Measure, MeasureTask};
 pub use resize::{ResizeFacts, ResizeOptions};
 pub use source::is_zero;
+pub use unused::{Unused, UnusedRanges, UnusedScan};
 
 /// What a convert or merge-to produces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -98,6 +100,16 @@ pub struct OpsOptions {
     /// holds what the parent chain shows there (they then read from the parent, which is
     /// the same). Needs the parent chain, opened read-only. On by default.
     pub dedupe: bool,
+    /// Byte ranges of the (source's) virtual disk that no file system uses (see
+    /// [`unused`]); `None`: none. Compact also releases every allocated block whose
+    /// every byte lies in them; convert, merge-to and measure leave out (as zeros) the
+    /// blocks of a dynamic result, and the 4 KiB pages of a raw result, that lie wholly
+    /// in them — holes in a raw file. A fixed result, which stores every byte, is
+    /// refused. Bytes of a block (or page) that is partly used are kept as they are.
+    pub unused_ranges: Option<Unused>,
+    /// Compact: scan and plan, report what would be released and moved, and write
+    /// nothing (the disk is opened read-only).
+    pub dry_run: bool,
 }
 
 impl Default for OpsOptions {
@@ -115,6 +127,8 @@ impl Default for OpsOptions {
             sparse: false,
             align: None,
             dedupe: true,
+            unused_ranges: None,
+            dry_run: false,
         }
     }
 }
@@ -174,12 +188,23 @@ pub struct Report {
     pub blocks_copied: u64,
     /// Blocks found all zero (skipped or released).
     pub blocks_zero: u64,
-    /// Blocks released (compact): the empty ones (`blocks_zero`) and the deduplicated
-    /// ones.
+    /// Blocks released (compact): the empty ones (`blocks_zero`), the deduplicated
+    /// ones and the unused ones (`blocks_unused`).
     pub blocks_released: u64,
     /// Blocks of a differencing disk that compact released because they held the same
     /// data as the parent chain.
     pub blocks_deduplicated: u64,
+    /// Blocks whose every byte lies in [`OpsOptions::unused_ranges`]: compact released
+    /// them (without reading them; they are not counted in `blocks_zero`); convert,
+    /// merge-to left them out (counted in `blocks_zero` too, as the blocks not written).
+    pub blocks_unused: u64,
+    /// Virtual bytes left out because unused: compact, of the `blocks_unused` blocks;
+    /// convert and merge-to, of those blocks and (raw result) of the wholly unused
+    /// 4 KiB pages of the pieces written. Whatever the bytes held.
+    pub bytes_unused: u64,
+    /// The virtual byte ranges counted in `bytes_unused`, sorted and merged (for
+    /// attributing them to partitions).
+    pub unused_released: Vec<std::ops::Range<u64>>,
     /// Blocks moved (compact).
     pub blocks_moved: u64,
     /// Bytes of data written.
@@ -194,6 +219,9 @@ pub struct Report {
     pub file_size_after: u64,
     /// Whether the result was read back and verified.
     pub verified: bool,
+    /// Compact with [`OpsOptions::dry_run`]: nothing was written; the counts say what
+    /// would be released and moved, `file_size_after` the length the file would have.
+    pub dry_run: bool,
     /// Wall time.
     #[serde(serialize_with = "ser_secs")]
     pub elapsed: Duration,

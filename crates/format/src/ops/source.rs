@@ -8,6 +8,8 @@ use rayon::prelude::*;
 use crate::error::Result;
 use crate::image::{Disk, Extent, Window};
 
+use super::unused::UnusedRanges;
+
 /// Whether every byte of `buf` is zero (word at a time).
 pub fn is_zero(buf: &[u8]) -> bool {
     // Fixed-size chunks OR-ed into one word: the compiler vectorises this loop.
@@ -55,6 +57,28 @@ pub(crate) struct Composed {
     pub data: Option<BlockData>,
     /// Length of the block (the last one may be short).
     pub len: u64,
+    /// The virtual ranges of the block composed as zeros because they are unused (see
+    /// [`Mask`]), merged; empty without a mask.
+    pub masked: Vec<Range<u64>>,
+}
+
+impl Composed {
+    /// Whether the whole block was left out as unused.
+    pub(crate) fn wholly_unused(&self) -> bool {
+        matches!(self.masked.as_slice(), [r] if r.end - r.start == self.len)
+    }
+}
+
+/// Unused ranges to compose as zeros, in pieces of `grain` bytes counted from each
+/// block's start: a piece is zeroed only when every byte of it is unused, so a block
+/// (dynamic results: `grain` is the block) or a page (raw results: 4 KiB) that is
+/// partly used keeps all of its bytes.
+#[derive(Clone, Copy)]
+pub(crate) struct Mask<'a> {
+    /// The unused ranges.
+    pub unused: &'a UnusedRanges,
+    /// The size of a piece.
+    pub grain: u64,
 }
 
 /// Reuses block buffers across chunks: no allocation (and no page faults on fresh
@@ -96,31 +120,47 @@ const MAX_WINDOW_GAP: u64 = 64 << 10;
 /// Blocks stored whole in one extent are handed out as ranges of shared windows: the
 /// chunk's blocks that lie next to each other in one file get one map (see
 /// `image::mmap`), which each worker populates for its own block.
+///
+/// With a `mask`, the pieces of each block that lie wholly in its unused ranges read as
+/// zeros; a block that is wholly unused is not read at all.
 pub(crate) fn compose_chunk(
     disk: &Disk,
     size: u64,
     blocks: Range<u64>,
     unit: u64,
     pool: &BufferPool,
+    mask: Option<Mask<'_>>,
 ) -> Result<Vec<Composed>> {
-    let planned: Vec<(u64, u64, Vec<Extent>)> = blocks
+    let planned: Vec<Planned> = blocks
         .into_par_iter()
         .map(|index| {
             let start = index * unit;
             let len = unit.min(size - start);
-            Ok((index, len, view_extents(disk, start, len)?))
+            let masked = match mask {
+                Some(m) => m.unused.whole_pieces(&(start..start + len), m.grain),
+                None => Vec::new(),
+            };
+            let whole = matches!(masked.as_slice(), [r] if r.end - r.start == len);
+            let extents = if whole {
+                // Nothing of it is read: it is composed as zeros.
+                vec![Extent::Zero { len }]
+            } else {
+                view_extents(disk, start, len)?
+            };
+            Ok((index, len, extents, masked))
         })
         .collect::<Result<_>>()?;
     let windows = shared_windows(disk, &planned)?;
     planned
         .into_par_iter()
         .zip(windows)
-        .map(|((index, len, extents), window)| {
+        .map(|((index, len, extents, masked), window)| {
             if !extents.iter().any(|e| matches!(e, Extent::Data { .. })) {
                 return Ok(Composed {
                     index,
                     data: None,
                     len,
+                    masked,
                 });
             }
             let data = match window {
@@ -138,9 +178,36 @@ pub(crate) fn compose_chunk(
                 }
                 None => owned(disk, &extents, len, pool)?,
             };
-            Ok(finish(index, len, data, pool))
+            let data = zero_masked(data, index * unit, &masked, pool);
+            let mut c = finish(index, len, data, pool);
+            c.masked = masked;
+            Ok(c)
         })
         .collect()
+}
+
+/// A planned block: index, length, extents, masked ranges.
+type Planned = (u64, u64, Vec<Extent>, Vec<Range<u64>>);
+
+/// `data` (the block starting at virtual byte `start`) with the `masked` virtual ranges
+/// zeroed: a mapped block is copied into a pooled buffer first (the map is read-only).
+fn zero_masked(data: BlockData, start: u64, masked: &[Range<u64>], pool: &BufferPool) -> BlockData {
+    if masked.is_empty() {
+        return data;
+    }
+    let mut buf = match data {
+        BlockData::Owned(v) => v,
+        BlockData::Mapped { window, range } => {
+            let mut v = pool.take(range.len());
+            v.copy_from_slice(&window[range]);
+            v
+        }
+    };
+    for r in masked {
+        let (a, b) = ((r.start - start) as usize, (r.end - start) as usize);
+        buf[a..b].fill(0);
+    }
+    BlockData::Owned(buf)
 }
 
 /// The extents of `len` bytes at `start` of `disk` padded with zeros past its virtual
@@ -159,10 +226,10 @@ fn view_extents(disk: &Disk, start: u64, len: u64) -> Result<Vec<Extent>> {
 #[allow(clippy::type_complexity)]
 fn shared_windows(
     disk: &Disk,
-    planned: &[(u64, u64, Vec<Extent>)],
+    planned: &[Planned],
 ) -> Result<Vec<Option<(Arc<Window>, Range<usize>)>>> {
     // A block stored whole in one extent: (layer, file offset, length).
-    let whole = |p: &(u64, u64, Vec<Extent>)| match p.2.as_slice() {
+    let whole = |p: &Planned| match p.2.as_slice() {
         [Extent::Data {
             layer,
             file_offset,
@@ -222,6 +289,7 @@ pub(crate) fn compose_copied(
             index,
             data: None,
             len,
+            masked: Vec::new(),
         });
     }
     let mut buf = pool.take(len as usize);
@@ -237,7 +305,12 @@ fn finish(index: u64, len: u64, data: BlockData, pool: &BufferPool) -> Composed 
     } else {
         Some(data)
     };
-    Composed { index, data, len }
+    Composed {
+        index,
+        data,
+        len,
+        masked: Vec::new(),
+    }
 }
 
 fn owned(disk: &Disk, extents: &[Extent], len: u64, pool: &BufferPool) -> Result<BlockData> {
@@ -287,8 +360,11 @@ mod tests {
             d.flush().expect("flush");
         }
         let disk = Disk::open(&path).expect("open");
-        let planned: Vec<(u64, u64, Vec<Extent>)> = (0..8)
-            .map(|i| (i, unit, disk.extents(i * unit, unit).expect("extents")))
+        let planned: Vec<Planned> = (0..8)
+            .map(|i| {
+                let extents = disk.extents(i * unit, unit).expect("extents");
+                (i, unit, extents, Vec::new())
+            })
             .collect();
         let windows = shared_windows(&disk, &planned).expect("windows");
         let window = |i: usize| &windows[i].as_ref().expect("a whole block has a window").0;
@@ -309,7 +385,7 @@ mod tests {
         }
         let pool = BufferPool::default();
         let composed =
-            compose_chunk(&disk, disk.virtual_size(), 0..8, unit, &pool).expect("compose");
+            compose_chunk(&disk, disk.virtual_size(), 0..8, unit, &pool, None).expect("compose");
         for c in &composed {
             let mut want = vec![0u8; unit as usize];
             disk.read_at(&mut want, c.index * unit).expect("read");

@@ -418,6 +418,20 @@ pub fn fsck(fs: &str, dev: &str) {
     }
 }
 
+/// Sets the dirty bit Linux keeps in the state byte of the FAT boot sector at byte
+/// `start` of the image (the one fsck.vfat reads).
+pub fn set_fat_dirty_bit(disk: &Disk, start: u64, fat32: bool) {
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&disk.path)
+        .expect("open");
+    let at = start + if fat32 { 0x41 } else { 0x25 };
+    let mut b = [0u8; 1];
+    f.read_exact_at(&mut b, at).expect("read");
+    f.write_all_at(&[b[0] | 1], at).expect("write");
+}
+
 /// The report's partition starting at `start`.
 pub fn part_at(report: &DiskReport, start: u64) -> &Partition {
     report
