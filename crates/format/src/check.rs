@@ -167,7 +167,6 @@ pub fn check_file(b: &dyn Backend) -> Result<Vec<Problem>> {
         return Ok(p);
     }
     let rem = len % SECTOR_SIZE;
-    let footer_at = if rem == 511 { len - 511 } else { len - 512 };
     if rem != 0 && rem != 511 {
         p.push(Problem::new(
             Severity::Warning,
@@ -180,9 +179,28 @@ pub fn check_file(b: &dyn Backend) -> Result<Vec<Problem>> {
         let mut buf = vec![0u8; n];
         b.read_exact_at(&mut buf, off).ok().map(|_| buf)
     };
-    let mut end_raw = read(footer_at, (len - footer_at).min(512) as usize).unwrap_or_default();
-    end_raw.resize(FOOTER_SIZE, 0);
-    let end = Footer::decode(&end_raw).expect("512 bytes");
+    // The trailing footer as opening picks it (image/footer.rs): the 512 bytes at the end,
+    // or the 511-byte footer of old Virtual PC where the length allows one; a candidate
+    // with a good cookie and checksum first, then one with a good cookie.
+    let mut candidates = vec![len - 512];
+    if rem == 511 {
+        candidates.push(len - 511);
+    }
+    let candidates: Vec<(u64, Footer)> = candidates
+        .into_iter()
+        .map(|at| {
+            let mut raw = read(at, (len - at).min(512) as usize).unwrap_or_default();
+            raw.resize(FOOTER_SIZE, 0);
+            (at, Footer::decode(&raw).expect("512 bytes"))
+        })
+        .collect();
+    let (footer_at, end) = candidates
+        .iter()
+        .find(|(_, f)| f.cookie_ok() && f.checksum_ok())
+        .or_else(|| candidates.iter().find(|(_, f)| f.cookie_ok()))
+        .or(candidates.last())
+        .cloned()
+        .expect("one candidate at least");
     let copy = read(0, FOOTER_SIZE).and_then(|r| Footer::decode(&r).ok());
     let footer = if end.cookie_ok() {
         for x in end.validate(Some(len)) {

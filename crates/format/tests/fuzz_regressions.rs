@@ -287,3 +287,33 @@ fn check_of_a_bat_with_every_entry_bad_lists_a_bounded_number_of_problems() {
         .contains("more problems with BAT entries are not listed"));
     assert!(problems.len() < MAX_LISTED_BAT_PROBLEMS + 20);
 }
+
+// fuzz/regressions/open_vs_check/full-footer-at-unaligned-end.vhd: a file of 512·n + 511
+// bytes whose last 512 bytes are a valid footer. Opening takes that footer (it looks at the
+// last 512 bytes before the 511-byte footer of old Virtual PC); check looked only at the
+// 511-byte position and called the footer missing.
+#[test]
+fn check_takes_the_trailing_footer_that_open_takes_in_a_511_remainder_file() {
+    let image = dynamic_image(4 * MIB, 2 << 20);
+    // One byte of padding before the footer: the length becomes 512·n + 511 + 512.
+    let footer_at = image.len() - FOOTER_SIZE;
+    let mut odd = image[..footer_at].to_vec();
+    odd.extend_from_slice(&[0; 511]);
+    odd.extend_from_slice(&image[footer_at..]);
+    assert_eq!(odd.len() % 512, 511);
+    let mem: Arc<dyn Backend> = Arc::new(MemBackend::new(odd.clone()));
+    let f = VhdFile::from_backend(
+        Path::new("/fuzz/0.vhd"),
+        mem,
+        &OpenOptions::new().strict(true),
+    )
+    .expect("opens strictly");
+    assert_eq!(f.footer_source(), vhdkit_format::image::FooterSource::End);
+    let errors: Vec<String> = check_file(&MemBackend::new(odd))
+        .expect("memory never fails")
+        .iter()
+        .filter(|p| p.severity == vhdkit_format::spec::Severity::Error)
+        .map(|p| p.to_string())
+        .collect();
+    assert!(errors.is_empty(), "{errors:#?}");
+}
