@@ -55,9 +55,6 @@ use super::plan::{free_slots, plan_compact_with_holes};
 use super::unused::{self, Unused, UnusedRanges};
 use super::{is_zero, OpsOptions, PhaseClock, Report};
 
-/// Chunks' worth of blocks compact moves per batch (between two syncs).
-const MOVE_BATCH_CHUNKS: u64 = 4;
-
 /// Refuses what cannot be compacted: fixed, host-drive and raw disks, and disks in a
 /// saved state.
 pub fn check_compactable(disk: &Disk) -> Result<()> {
@@ -293,9 +290,12 @@ pub fn run(disk: Disk, opts: &OpsOptions, progress: &Progress) -> Result<Report>
         plan.moves.len() as u64,
         plan.moves.len() as u64 * stride,
     );
-    // Each batch costs two syncs, so it moves several chunks' worth (32 MiB by default:
-    // 8 MiB batches made compact 20% slower) — its only buffer.
-    let per_batch = (opts.chunk_bytes.saturating_mul(MOVE_BATCH_CHUNKS) / stride).max(1) as usize;
+    // Each batch costs two syncs, so it moves a round of chunks (its only buffer).
+    let per_batch = (opts
+        .chunk_bytes
+        .saturating_mul(super::IN_PLACE_ROUND_CHUNKS)
+        / stride)
+        .max(1) as usize;
     let mut buf = Vec::new();
     let mut batch: Vec<(u64, u64, u64)> = Vec::new();
     let mut vacated = std::collections::HashSet::new();

@@ -151,7 +151,12 @@ pub fn run(files: MergeFiles, opts: &OpsOptions, progress: &Progress) -> Result<
         blocks.len() as u64,
         blocks.len() as u64 * block_size,
     );
-    let per_chunk = (opts.chunk_bytes / block_size).max(1) as usize;
+    // Each chunk costs two syncs (the write order below), so it spans a round of chunks.
+    let per_chunk = (opts
+        .chunk_bytes
+        .saturating_mul(super::IN_PLACE_ROUND_CHUNKS)
+        / block_size)
+        .max(1) as usize;
     for chunk in blocks.chunks(per_chunk) {
         progress.check_cancelled()?;
         // Compose the child's runs of marked sectors in parallel…

@@ -70,7 +70,9 @@ pub struct OpsOptions {
     /// Bytes composed per chunk (a cancellation point and a progress event each).
     /// Default 8 MiB: at most three chunks are alive in a conversion, so this bounds its
     /// memory (peak RSS of a 1 GiB conversion 26–30 MiB, against 64–100 MiB with 32 MiB
-    /// chunks, at the same speed). Compact moves blocks in batches of four chunks' worth.
+    /// chunks, at the same speed). In-place operations whose every batch of writes costs
+    /// syncs (compact's moves, merge) take four chunks' worth per batch
+    /// (`IN_PLACE_ROUND_CHUNKS`).
     pub chunk_bytes: u64,
     /// Merge: delete the child once merged and durable.
     pub delete_child: bool,
@@ -111,6 +113,11 @@ pub struct OpsOptions {
     /// nothing (the disk is opened read-only).
     pub dry_run: bool,
 }
+
+/// Chunks' worth of blocks that compact moves, and merge writes, per batch: each batch
+/// costs two syncs (its crash-safe write order), so it is larger than a conversion's chunk
+/// (measured: with 8 MiB batches compact took 20% and merge 8% longer than with 32 MiB).
+pub(crate) const IN_PLACE_ROUND_CHUNKS: u64 = 4;
 
 impl Default for OpsOptions {
     fn default() -> Self {
