@@ -43,7 +43,7 @@ fn assert_size(disk: &Path, expected: u64) {
 
 /// An image that reads entirely the same in vhdkit, pyvhdi and qemu-img.
 fn assert_plain_image(rel: &str, size: u64, with_qemu: bool) {
-    let Some(rw) = realworld() else { return };
+    let rw = realworld();
     let disk = rw.join(rel);
     assert_size(&disk, size);
     assert_reads_like_libvhdi(&[&disk]);
@@ -74,7 +74,7 @@ fn realworld_virtualbox_fixed_reads_like_libvhdi_and_qemu() {
 
 #[test]
 fn realworld_virtualbox_fixed_content_is_y_newline() {
-    let Some(rw) = realworld() else { return };
+    let rw = realworld();
     let data = read_all(&rw.join("virtualbox41-fixed-4m.vhd"));
     assert_eq!(data.len(), 4_194_304);
     assert!(
@@ -95,7 +95,7 @@ fn realworld_mkimg_fixed_larger_than_chs_reads_like_libvhdi_and_qemu() {
 
 /// Compares the first and the last 64 MiB of a 127 GiB empty image.
 fn assert_big_empty_image(rel: &str) {
-    let Some(rw) = realworld() else { return };
+    let rw = realworld();
     let disk = rw.join(rel);
     const SIZE: u64 = 136_365_211_648;
     assert_size(&disk, SIZE);
@@ -181,7 +181,7 @@ fn disk2vhd(rw: &Path) -> (tempfile::TempDir, PathBuf) {
 
 #[test]
 fn realworld_disk2vhd_nonmonotonic_bat_reads_like_libvhdi() {
-    let Some(rw) = realworld() else { return };
+    let rw = realworld();
     let (_dir, disk) = disk2vhd(&rw);
     assert_size(&disk, 263_454_720);
     let i = info(&disk);
@@ -193,7 +193,7 @@ fn realworld_disk2vhd_nonmonotonic_bat_reads_like_libvhdi() {
 
 #[test]
 fn realworld_dfvfs_chain_child_reads_like_libvhdi_through_parent() {
-    let Some(rw) = realworld() else { return };
+    let rw = realworld();
     let parent = rw.join("dfvfs-handedited-chain/image.vhd");
     let child = rw.join("dfvfs-handedited-chain/image-differential.vhd");
     assert_size(&parent, 104_448);
@@ -213,7 +213,7 @@ fn realworld_dfvfs_chain_child_reads_like_libvhdi_through_parent() {
 
 #[test]
 fn realworld_dfvfs_chain_strict_refuses_bad_checksums() {
-    let Some(rw) = realworld() else { return };
+    let rw = realworld();
     let child = rw.join("dfvfs-handedited-chain/image-differential.vhd");
     let r = vhdkit(["read".as_ref(), child.as_os_str(), "--strict".as_ref()]);
     let line = assert_failed_one_line(&r);
@@ -222,7 +222,7 @@ fn realworld_dfvfs_chain_strict_refuses_bad_checksums() {
 
 #[test]
 fn realworld_fat_differential_without_parent_read_fails_naming_parent() {
-    let Some(rw) = realworld() else { return };
+    let rw = realworld();
     let child = rw.join("win10-diskpart-differencing/fat-differential.vhd");
     let r = vhdkit(["read".as_ref(), child.as_os_str()]);
     let line = assert_failed_one_line(&r);
@@ -232,7 +232,7 @@ fn realworld_fat_differential_without_parent_read_fails_naming_parent() {
 
 #[test]
 fn realworld_fat_differential_without_parent_info_still_works() {
-    let Some(rw) = realworld() else { return };
+    let rw = realworld();
     let child = rw.join("win10-diskpart-differencing/fat-differential.vhd");
     assert_size(&child, 4_194_304);
     let i = info(&child);
@@ -265,7 +265,7 @@ fn realworld_fat_differential_without_parent_info_still_works() {
 fn realworld_fat_differential_with_explicit_parent_reads_marked_sectors() {
     // With a stand-in parent (a fixed disk of zeros with the right size), the 18 sectors
     // marked in block 0's bitmap come from the child and everything else from the parent.
-    let Some(rw) = realworld() else { return };
+    let rw = realworld();
     let dir = tempdir();
     let parent = dir.path().join("fat-parent.vhd");
     create(&parent, &["--type", "fixed", "--size", "4M"]);
@@ -300,7 +300,7 @@ fn realworld_fat_differential_with_explicit_parent_reads_marked_sectors() {
 
 #[test]
 fn realworld_footer_fragment_fails_cleanly() {
-    let Some(rw) = realworld() else { return };
+    let rw = realworld();
     for frag in [
         "virtualpc-differencing-footer.bin",
         "virtualpc-differencing-dynheader.bin",
@@ -318,7 +318,7 @@ fn realworld_footer_fragment_fails_cleanly() {
 
 #[test]
 fn realworld_images_check_without_errors() {
-    let Some(rw) = realworld() else { return };
+    let rw = realworld();
     for rel in [
         "win10-dynamic-512m-files.vhd",
         "win10-diskpart-fixed-4m-ntfs.vhd",

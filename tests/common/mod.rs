@@ -245,18 +245,16 @@ pub fn fixture(rel: &str) -> PathBuf {
     p
 }
 
-/// `../shared/realworld` beside the workspace, if present (it is in CI).
-pub fn realworld() -> Option<PathBuf> {
+/// `../shared/realworld` beside the workspace: part of the workplace and of CI, so its
+/// absence fails the test.
+pub fn realworld() -> PathBuf {
     let p = root().join("../shared/realworld");
-    if p.is_dir() {
-        Some(p)
-    } else {
-        eprintln!(
-            "note: {} is absent; skipping the real-world image test",
-            p.display()
-        );
-        None
-    }
+    assert!(
+        p.is_dir(),
+        "{} is absent (part of the workplace and of CI)",
+        p.display()
+    );
+    p
 }
 
 // ---------------------------------------------------------------------------------------

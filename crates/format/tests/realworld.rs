@@ -12,14 +12,15 @@ use common::{read_all, read_range, MIB};
 use vhdkit_format::image::{Extent, FsResolver, MemBackend};
 use vhdkit_format::{Disk, DiskKind, Error, ErrorKind, OpenOptions, VhdFile};
 
-fn realworld() -> Option<PathBuf> {
+/// `../shared/realworld`: part of the workplace and of CI, so its absence fails the test.
+fn realworld() -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/realworld");
-    if dir.is_dir() {
-        Some(dir)
-    } else {
-        eprintln!("skipped: {} is absent", dir.display());
-        None
-    }
+    assert!(
+        dir.is_dir(),
+        "{} is absent (part of the workplace and of CI)",
+        dir.display()
+    );
+    dir
 }
 
 /// Files that open on their own, with their kind and the size their README gives.
@@ -64,7 +65,7 @@ const SIZES: [(&str, DiskKind, u64); 8] = [
 
 #[test]
 fn realworld_images_open_with_the_size_their_readme_gives() {
-    let Some(dir) = realworld() else { return };
+    let dir = realworld();
     for (name, kind, size) in SIZES {
         let disk = Disk::open(dir.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!(disk.kind(), kind, "{name}");
@@ -74,7 +75,7 @@ fn realworld_images_open_with_the_size_their_readme_gives() {
 
 #[test]
 fn realworld_fat_differential_without_its_parent_is_parent_not_found_naming_it() {
-    let Some(dir) = realworld() else { return };
+    let dir = realworld();
     let child = dir.join("win10-diskpart-differencing/fat-differential.vhd");
 
     let err = Disk::open(&child).unwrap_err();
@@ -95,7 +96,7 @@ fn realworld_fat_differential_without_its_parent_is_parent_not_found_naming_it()
 
 #[test]
 fn realworld_fat_differential_alone_holds_exactly_the_sectors_its_bitmap_marks() {
-    let Some(dir) = realworld() else { return };
+    let dir = realworld();
     let child = dir.join("win10-diskpart-differencing/fat-differential.vhd");
 
     let disk = Disk::open_with(&child, &OpenOptions::new().no_parents(true)).expect("open");
@@ -119,7 +120,7 @@ fn realworld_fat_differential_alone_holds_exactly_the_sectors_its_bitmap_marks()
 
 #[test]
 fn realworld_dfvfs_hand_edited_chain_opens_with_warnings_and_reads_the_parent_bytes() {
-    let Some(dir) = realworld() else { return };
+    let dir = realworld();
     let chain = dir.join("dfvfs-handedited-chain");
 
     let child = Disk::open(chain.join("image-differential.vhd")).expect("lenient open");
@@ -139,7 +140,7 @@ fn realworld_dfvfs_hand_edited_chain_opens_with_warnings_and_reads_the_parent_by
 
 #[test]
 fn realworld_dfvfs_hand_edited_chain_is_refused_when_strict() {
-    let Some(dir) = realworld() else { return };
+    let dir = realworld();
     let chain = dir.join("dfvfs-handedited-chain");
     for name in ["image-differential.vhd", "image.vhd"] {
         let err = Disk::open_with(chain.join(name), &OpenOptions::new().strict(true)).unwrap_err();
@@ -149,7 +150,7 @@ fn realworld_dfvfs_hand_edited_chain_is_refused_when_strict() {
 
 #[test]
 fn realworld_127g_empty_images_open_quickly_and_read_zeros() {
-    let Some(dir) = realworld() else { return };
+    let dir = realworld();
     for name in [
         "virtualpc-dynamic-127g-empty.vhd",
         "hyperv2012r2-dynamic-127g-empty.vhd",
@@ -172,7 +173,7 @@ fn realworld_127g_empty_images_open_quickly_and_read_zeros() {
 
 #[test]
 fn realworld_freebsd_dynamic_with_a_partial_last_block_reads_to_its_exact_end() {
-    let Some(dir) = realworld() else { return };
+    let dir = realworld();
     let disk = Disk::open(dir.join("freebsd-mkimg-dynamic-4m-bsdlabel.vhd")).expect("open");
     let size = disk.virtual_size();
     assert_eq!(size, 4_352_000);
@@ -194,7 +195,7 @@ fn realworld_freebsd_dynamic_with_a_partial_last_block_reads_to_its_exact_end() 
 
 #[test]
 fn realworld_virtualbox_fixed_reads_its_y_newline_pattern() {
-    let Some(dir) = realworld() else { return };
+    let dir = realworld();
     let disk = Disk::open(dir.join("virtualbox41-fixed-4m.vhd")).expect("open");
     let content = read_all(&disk);
     assert!(content.chunks(2).all(|c| c == b"y\n"));
@@ -202,7 +203,7 @@ fn realworld_virtualbox_fixed_reads_its_y_newline_pattern() {
 
 #[test]
 fn realworld_win10_dynamic_reports_its_allocated_blocks() {
-    let Some(dir) = realworld() else { return };
+    let dir = realworld();
     let disk = Disk::open(dir.join("win10-dynamic-512m-files.vhd")).expect("open");
     assert_eq!(disk.top().allocated_blocks(), 11);
     assert!(disk.warnings().is_empty(), "{:?}", disk.warnings());
@@ -210,14 +211,13 @@ fn realworld_win10_dynamic_reports_its_allocated_blocks() {
 
 #[test]
 fn realworld_disk2vhd_decompressed_reads_zeros_through_unordered_blocks() {
-    let Some(dir) = realworld() else { return };
+    let dir = realworld();
     let Ok(out) = std::process::Command::new("bzip2")
         .arg("-dc")
         .arg(dir.join("disk2vhd-dynamic-251m-zerofilled.vhd.bz2"))
         .output()
     else {
-        eprintln!("skipped: no bzip2");
-        return;
+        panic!("bzip2 is missing (.ci/run installs it)");
     };
     assert!(out.status.success(), "bzip2 failed");
     let backend = std::sync::Arc::new(MemBackend::new(out.stdout));
