@@ -128,7 +128,8 @@ pub fn convert_disk(
     // (copy on write) — preallocating cannot keep the fixed disk's promise there and
     // would only cost the space of every zero region.
     let allocate = target == Target::Fixed && !opts.sparse;
-    let allocate_late = allocate && offload_device(out.file()).is_some();
+    let offload = offload_device(out.file());
+    let allocate_late = allocate && offload.is_some();
     let allocate_fixed = || {
         crate::image::newfile::allocate(out.file(), size + FOOTER_SIZE)
             .map_err(|e| Error::file(dst, "allocating the fixed disk", e))
@@ -151,7 +152,7 @@ pub fn convert_disk(
         clock.lap(&mut report, "volumes");
     }
     let mask = unused.as_deref().map(|u| mask_for(&placement, u));
-    let writer = Writer::new(placement, out, &tmp_path);
+    let writer = Writer::new(placement, out, offload, &tmp_path);
     let per_chunk = (opts.chunk_bytes / unit).max(1);
     let pool = BufferPool::default();
     // The copy reads and writes the disk once; a verification reads both again.
@@ -546,11 +547,17 @@ struct Writer<'a> {
 }
 
 impl<'a> Writer<'a> {
-    fn new(placement: Placement, out: &'a FileBackend, path: &'a Path) -> Writer<'a> {
+    /// `offload`: the output's file system if it shares extents ([`offload_device`]).
+    fn new(
+        placement: Placement,
+        out: &'a FileBackend,
+        offload: Option<u64>,
+        path: &'a Path,
+    ) -> Writer<'a> {
         Writer {
             placement,
             out,
-            offload: std::cell::Cell::new(offload_device(out.file())),
+            offload: std::cell::Cell::new(offload),
             cloned: std::cell::Cell::new(0),
             path,
         }
