@@ -181,6 +181,19 @@ pub(crate) fn open_sparse(
     })
 }
 
+impl Sparse {
+    /// The virtual byte ranges of the allocated blocks (whole blocks, whatever their
+    /// bitmaps say), clipped to `size`, merged, in order: one step per run of blocks.
+    pub(crate) fn stored_ranges(&self, size: u64) -> Vec<std::ops::Range<u64>> {
+        let bat = self.bat.read().unwrap_or_else(|e| e.into_inner());
+        let bs = self.block_size;
+        bat.allocated_runs()
+            .map(|r| r.start.saturating_mul(bs).min(size)..r.end.saturating_mul(bs).min(size))
+            .filter(|r| r.start < r.end)
+            .collect()
+    }
+}
+
 /// Block sizes and metadata ranges of an open sparse file.
 #[derive(Debug, Clone)]
 pub(crate) struct SparseGeometry {
@@ -222,7 +235,15 @@ impl VhdFile {
             let in_block = pos % s.block_size;
             let n = (s.block_size - in_block).min(end - pos);
             match bat.block_offset(block) {
-                None => push(out, absent(n)),
+                None => {
+                    // The whole run of unused entries in one step: the cost of a walk
+                    // follows the allocated blocks, not the virtual size.
+                    let next = bat.next_allocated(block).saturating_mul(s.block_size);
+                    let n = n.max(next.min(end).saturating_sub(pos));
+                    push(out, absent(n));
+                    pos += n;
+                    continue;
+                }
                 Some(boff) => {
                     let bm = self.read_bitmap(s, boff)?;
                     let bitmap = SectorBitmap::new(&bm);

@@ -29,7 +29,10 @@ use crate::image::{Disk, OpenOptions};
 use crate::spec::{Bat, DiskType, Footer, BAT_ENTRY_UNUSED, SECTOR_SIZE};
 
 use super::is_zero;
-use super::source::{compose_chunk, compose_copied, BlockData, BufferPool, Composed, Mask};
+use super::source::{
+    chunks_of, compose_chunk, compose_copied, data_units, masked_totals, units_and_bytes,
+    BlockData, BufferPool, Composed, Mask,
+};
 use super::unused::{self, UnusedRanges};
 use super::{OpsOptions, PhaseClock, Report, Target};
 use crate::spec::layout::NewSparse;
@@ -152,15 +155,28 @@ pub fn convert_disk(
         clock.lap(&mut report, "volumes");
     }
     let mask = unused.as_deref().map(|u| mask_for(&placement, u));
+    // Only the units that may hold data go through the pipeline (from metadata: the
+    // allocated blocks of every level, a flat source's stored extents, less the wholly
+    // unused ones); every other unit is a hole of the result, at no cost. What the mask
+    // leaves out is counted from the unused ranges alone.
+    let runs = data_units(disk, size, unit, mask);
+    let (to_compose, bytes_to_compose) = units_and_bytes(&runs, unit, size);
+    report.blocks_composed = to_compose;
+    if let Some(m) = &mask {
+        let (ranges, bytes, units) = masked_totals(m, size, unit);
+        report.unused_released = ranges;
+        report.bytes_unused = bytes;
+        report.blocks_unused = units;
+    }
     let writer = Writer::new(placement, out, offload, &tmp_path);
     let per_chunk = (opts.chunk_bytes / unit).max(1);
     let pool = BufferPool::default();
-    // The copy reads and writes the disk once; a verification reads both again.
+    // The copy reads and writes the data once; a verification reads both again.
     progress.plan_phases(&[
-        (Phase::Copy, size),
-        (Phase::Verify, if opts.verify { size } else { 0 }),
+        (Phase::Copy, bytes_to_compose),
+        (Phase::Verify, if opts.verify { bytes_to_compose } else { 0 }),
     ]);
-    progress.set_phase(Phase::Copy, blocks, size);
+    progress.set_phase(Phase::Copy, to_compose, bytes_to_compose);
     // Three stages overlap: rayon workers compose chunk k+1 (maps, zero tests, CRCs)
     // while the ordered writer thread writes chunk k and a flusher thread syncs what is
     // already written, so the device works during the copy instead of all at the final
@@ -194,26 +210,13 @@ pub fn convert_disk(
                     if progress.is_cancelled() {
                         break 'chunks;
                     }
-                    match &c.data {
-                        Some(d) => {
-                            let cloned = writer.cloned.get();
-                            writer.write_block(c.index, d)?;
-                            stats.blocks_copied += 1;
-                            stats.bytes_written += c.len;
-                            // Cloned data leaves nothing in the page cache to sync.
-                            unsynced += c.len.saturating_sub(writer.cloned.get() - cloned);
-                        }
-                        None => stats.blocks_zero += 1,
-                    }
-                    if c.wholly_unused() {
-                        stats.blocks_unused += 1;
-                    }
-                    for r in &c.masked {
-                        stats.bytes_unused += r.end - r.start;
-                        match stats.unused.last_mut() {
-                            Some(last) if last.end == r.start => last.end = r.end,
-                            _ => stats.unused.push(r.clone()),
-                        }
+                    if let Some(d) = &c.data {
+                        let cloned = writer.cloned.get();
+                        writer.write_block(c.index, d)?;
+                        stats.blocks_copied += 1;
+                        stats.bytes_written += c.len;
+                        // Cloned data leaves nothing in the page cache to sync.
+                        unsynced += c.len.saturating_sub(writer.cloned.get() - cloned);
                     }
                     progress.block_done(c.index, c.len);
                     pool.give(c.data);
@@ -233,16 +236,14 @@ pub fn convert_disk(
             }
             Ok((writer, stats))
         });
-        let produced = (|| -> Result<Vec<u32>> {
+        let produced = (|| -> Result<Vec<(u64, Option<u32>)>> {
             let mut crcs = Vec::new();
             if opts.verify {
-                crcs.reserve(blocks as usize);
+                crcs.reserve(to_compose as usize);
             }
-            let mut first = 0;
-            while first < blocks {
+            for chunk in chunks_of(&runs, per_chunk) {
                 progress.check_cancelled()?;
-                let last = (first + per_chunk).min(blocks);
-                let composed = compose_chunk(disk, size, first..last, unit, pool, mask)?;
+                let composed = compose_chunk(disk, size, &chunk, unit, pool, mask)?;
                 if opts.verify {
                     crcs.extend(composed.par_iter().map(crc_of).collect::<Vec<_>>());
                 }
@@ -250,7 +251,6 @@ pub fn convert_disk(
                     // The writer stopped on an error; it reports it below.
                     break;
                 }
-                first = last;
             }
             Ok(crcs)
         })();
@@ -269,12 +269,11 @@ pub fn convert_disk(
     let crcs = produced?;
     progress.check_cancelled()?;
     report.blocks_copied = stats.blocks_copied;
-    report.blocks_zero = stats.blocks_zero;
+    // Every block not written reads as zeros: those composed as zeros, and those the
+    // metadata knew to be empty (never composed).
+    report.blocks_zero = blocks - stats.blocks_copied;
     report.bytes_written = stats.bytes_written;
     report.bytes_cloned = writer.cloned.get();
-    report.blocks_unused = stats.blocks_unused;
-    report.bytes_unused = stats.bytes_unused;
-    report.unused_released = stats.unused;
     writer.finish()?;
     if allocate_late && report.bytes_cloned == 0 {
         allocate_fixed()?;
@@ -286,7 +285,7 @@ pub fn convert_disk(
     clock.lap(&mut report, "flush");
     if opts.verify {
         progress.check_cancelled()?;
-        verify(&new, target, unit, &crcs, opts, progress)?;
+        verify(&new, target, size, unit, &crcs, opts, progress)?;
         report.verified = true;
         clock.lap(&mut report, "verify");
     }
@@ -301,13 +300,7 @@ pub fn convert_disk(
 #[derive(Default)]
 struct WriteStats {
     blocks_copied: u64,
-    blocks_zero: u64,
     bytes_written: u64,
-    /// Blocks left out whole as unused.
-    blocks_unused: u64,
-    /// Bytes composed as zeros as unused, and their ranges (merged, in order).
-    bytes_unused: u64,
-    unused: Vec<std::ops::Range<u64>>,
 }
 
 /// How the unused ranges apply to the blocks of a result placed by `placement`: whole
@@ -323,30 +316,36 @@ pub(crate) fn mask_for<'a>(placement: &Placement, unused: &'a UnusedRanges) -> M
     }
 }
 
-fn crc_of(c: &Composed) -> u32 {
+/// A composed block's index and the CRC32 of its bytes; `None`: it reads as zeros.
+fn crc_of(c: &Composed) -> (u64, Option<u32>) {
+    (c.index, c.data.as_ref().map(|d| crc32fast::hash(d)))
+}
+
+/// The CRC32 of `len` zero bytes.
+fn zero_crc(len: u64) -> u32 {
     let mut h = crc32fast::Hasher::new();
-    match &c.data {
-        Some(d) => h.update(d),
-        None => {
-            let zeros = [0u8; 64 * 1024];
-            let mut left = c.len;
-            while left > 0 {
-                let n = left.min(zeros.len() as u64) as usize;
-                h.update(&zeros[..n]);
-                left -= n as u64;
-            }
-        }
+    let zeros = [0u8; 64 * 1024];
+    let mut left = len;
+    while left > 0 {
+        let n = left.min(zeros.len() as u64) as usize;
+        h.update(&zeros[..n]);
+        left -= n as u64;
     }
     h.finalize()
 }
 
 /// Reads the written file back block by block and compares each CRC32 with the
-/// source's, in parallel.
+/// source's, in parallel: the blocks composed (`expected`, in index order; `None`
+/// for those that read as zeros) and the blocks the new file stores (which must then
+/// read as the source does). Every other block is empty in both — the source's
+/// metadata and the new file's say so — and reads as zeros in both: the work follows
+/// what was written, not the virtual size.
 fn verify(
     new: &NewFile,
     target: Target,
+    size: u64,
     unit: u64,
-    expected: &[u32],
+    expected: &[(u64, Option<u32>)],
     opts: &OpsOptions,
     progress: &Progress,
 ) -> Result<()> {
@@ -362,19 +361,49 @@ fn verify(
         _ => crate::image::VhdFile::from_backend(path, backend, &open)?,
     };
     let disk = Disk::resolve(file, &open, &crate::image::FsResolver)?;
-    let blocks = expected.len() as u64;
-    progress.set_phase(Phase::Verify, blocks, disk.virtual_size());
-    let per_chunk = (opts.chunk_bytes / unit).max(1);
+    if disk.virtual_size() != size {
+        return Err(Error::Corrupt {
+            path: path.to_owned(),
+            structure: "footer",
+            offset: 0,
+            detail: format!(
+                "verification failed: the new file's virtual size is {}, not {size}",
+                disk.virtual_size()
+            ),
+        });
+    }
+    // The blocks composed and the blocks the new file stores, in order.
+    let mut indexes: Vec<u64> = expected.iter().map(|&(i, _)| i).collect();
+    indexes.extend(
+        data_units(&disk, size, unit, None)
+            .into_iter()
+            .flatten()
+            .filter(|i| expected.binary_search_by_key(i, |&(j, _)| j).is_err()),
+    );
+    indexes.sort_unstable();
+    let runs: Vec<std::ops::Range<u64>> = indexes.iter().map(|&i| i..i + 1).collect();
+    let (blocks, bytes) = units_and_bytes(&runs, unit, size);
+    progress.set_phase(Phase::Verify, blocks, bytes);
+    let per_chunk = (opts.chunk_bytes / unit).max(1) as usize;
     let pool = BufferPool::default();
-    let mut first = 0;
-    while first < blocks {
+    for chunk in indexes.chunks(per_chunk) {
         progress.check_cancelled()?;
-        let last = (first + per_chunk).min(blocks);
-        let bad = (first..last)
-            .into_par_iter()
-            .map(|b| -> Result<Option<u64>> {
+        let bad = chunk
+            .par_iter()
+            .map(|&b| -> Result<Option<u64>> {
+                let want = expected
+                    .binary_search_by_key(&b, |&(j, _)| j)
+                    .ok()
+                    .and_then(|k| expected[k].1);
                 let c = compose_copied(&disk, b, unit, &pool)?;
-                let ok = crc_of(&c) == expected[b as usize];
+                let (_, got) = crc_of(&c);
+                let ok = match (got, want) {
+                    (None, None) => true,
+                    (got, want) => {
+                        got.unwrap_or_else(|| zero_crc(c.len))
+                            == want.unwrap_or_else(|| zero_crc(c.len))
+                    }
+                };
                 pool.give(c.data);
                 Ok((!ok).then_some(b))
             })
@@ -387,10 +416,9 @@ fn verify(
                 detail: format!("verification failed: block {b} reads back with a different CRC32 than the source"),
             });
         }
-        for b in first..last {
-            progress.block_done(b, unit);
+        for &b in chunk {
+            progress.block_done(b, unit.min(size - b * unit));
         }
-        first = last;
     }
     Ok(())
 }

@@ -191,6 +191,12 @@ pub struct Report {
     pub path: PathBuf,
     /// Blocks considered.
     pub blocks_total: u64,
+    /// Convert, merge-to: of `blocks_total`, the blocks handed to the pipeline — read
+    /// and composed — because the source's metadata says some level of it may store
+    /// data there (allocated blocks, a flat file's stored extents; less those wholly
+    /// unused). The others read as zeros without being read: the work follows the
+    /// data, not the virtual size.
+    pub blocks_composed: u64,
     /// Blocks written with data.
     pub blocks_copied: u64,
     /// Blocks found all zero (skipped or released).

@@ -57,16 +57,6 @@ pub(crate) struct Composed {
     pub data: Option<BlockData>,
     /// Length of the block (the last one may be short).
     pub len: u64,
-    /// The virtual ranges of the block composed as zeros because they are unused (see
-    /// [`Mask`]), merged; empty without a mask.
-    pub masked: Vec<Range<u64>>,
-}
-
-impl Composed {
-    /// Whether the whole block was left out as unused.
-    pub(crate) fn wholly_unused(&self) -> bool {
-        matches!(self.masked.as_slice(), [r] if r.end - r.start == self.len)
-    }
 }
 
 /// Unused ranges to compose as zeros, in pieces of `grain` bytes counted from each
@@ -112,10 +102,101 @@ impl BufferPool {
 /// gap holds the next block's sector bitmap, or alignment padding).
 const MAX_WINDOW_GAP: u64 = 64 << 10;
 
-/// Composes blocks `blocks` of `unit` bytes (the last clipped to `size`) of the view of
-/// `disk` that is `size` bytes long — its virtual size, or more: the source padded with
-/// zeros (`--align`) — in parallel, skipping the read entirely where no level stores
-/// any of a block.
+/// The units of `unit` bytes of the view of `disk` that is `size` bytes long (its
+/// virtual size, or more: padded with zeros) that may hold data, as runs of unit
+/// indexes in order: those that meet [`Disk::stored_ranges`] (allocated blocks, a flat
+/// file's stored extents, from metadata alone), less those whose every byte lies in the
+/// `mask`'s unused ranges. Every other unit reads as zeros — composing it would give
+/// `None` — so the operations hand only these to their pipeline: a run of empty units
+/// costs one step, and the work follows the data, not the virtual size.
+pub(crate) fn data_units(
+    disk: &Disk,
+    size: u64,
+    unit: u64,
+    mask: Option<Mask<'_>>,
+) -> Vec<Range<u64>> {
+    let mut out: Vec<Range<u64>> = Vec::new();
+    let mut push = |r: Range<u64>| match out.last_mut() {
+        Some(last) if last.end >= r.start => last.end = last.end.max(r.end),
+        _ => out.push(r),
+    };
+    for r in disk.stored_ranges() {
+        let units = r.start / unit..r.end.div_ceil(unit).min(size.div_ceil(unit));
+        match mask {
+            None => push(units),
+            Some(m) => {
+                // Units wholly unused are left out (each checked: the work follows the
+                // stored units).
+                let mut run: Option<Range<u64>> = None;
+                for u in units {
+                    let span = u * unit..((u + 1) * unit).min(size);
+                    if m.unused.covers(&span) {
+                        if let Some(r) = run.take() {
+                            push(r);
+                        }
+                    } else {
+                        run = Some(run.map_or(u..u + 1, |r| r.start..u + 1));
+                    }
+                }
+                if let Some(r) = run {
+                    push(r);
+                }
+            }
+        }
+    }
+    out.retain(|r| r.start < r.end);
+    out
+}
+
+/// Units and virtual bytes in `runs` of units of `unit` bytes of a view `size` long (the
+/// last unit clipped).
+pub(crate) fn units_and_bytes(runs: &[Range<u64>], unit: u64, size: u64) -> (u64, u64) {
+    runs.iter().fold((0, 0), |(n, b), r| {
+        let bytes = (r.end * unit).min(size).saturating_sub(r.start * unit);
+        (n + (r.end - r.start), b + bytes)
+    })
+}
+
+/// The unit indexes of `runs`, `per_chunk` at a time, in order: the chunks the
+/// pipeline composes.
+pub(crate) fn chunks_of(runs: &[Range<u64>], per_chunk: u64) -> impl Iterator<Item = Vec<u64>> + '_ {
+    let mut units = runs.iter().flat_map(|r| r.clone()).peekable();
+    let per_chunk = per_chunk.max(1) as usize;
+    std::iter::from_fn(move || {
+        units.peek()?;
+        Some(units.by_ref().take(per_chunk).collect())
+    })
+}
+
+/// What a mask leaves out of a whole view `size` long cut into units of `unit` bytes,
+/// whatever the units hold: the wholly unused pieces (merged, in order), their bytes,
+/// and the units every byte of which is unused. Computed from the unused ranges alone
+/// (one step per range), the same as the masks of all the units composed one by one.
+pub(crate) fn masked_totals(mask: &Mask<'_>, size: u64, unit: u64) -> (Vec<Range<u64>>, u64, u64) {
+    let pieces = mask.unused.whole_pieces(&(0..size), mask.grain);
+    let bytes = pieces.iter().map(|r| r.end - r.start).sum();
+    let units = mask
+        .unused
+        .ranges()
+        .iter()
+        .filter(|r| r.start < size)
+        .map(|r| {
+            let first = r.start.div_ceil(unit);
+            let last = if r.end >= size {
+                size.div_ceil(unit)
+            } else {
+                r.end / unit
+            };
+            last.saturating_sub(first)
+        })
+        .sum();
+    (pieces, bytes, units)
+}
+
+/// Composes blocks `blocks` (indexes, in order) of `unit` bytes (the last clipped to
+/// `size`) of the view of `disk` that is `size` bytes long — its virtual size, or more:
+/// the source padded with zeros (`--align`) — in parallel, skipping the read entirely
+/// where no level stores any of a block.
 ///
 /// Blocks stored whole in one extent are handed out as ranges of shared windows: the
 /// chunk's blocks that lie next to each other in one file get one map (see
@@ -126,14 +207,14 @@ const MAX_WINDOW_GAP: u64 = 64 << 10;
 pub(crate) fn compose_chunk(
     disk: &Disk,
     size: u64,
-    blocks: Range<u64>,
+    blocks: &[u64],
     unit: u64,
     pool: &BufferPool,
     mask: Option<Mask<'_>>,
 ) -> Result<Vec<Composed>> {
     let planned: Vec<Planned> = blocks
-        .into_par_iter()
-        .map(|index| {
+        .par_iter()
+        .map(|&index| {
             let start = index * unit;
             let len = unit.min(size - start);
             let masked = match mask {
@@ -160,7 +241,6 @@ pub(crate) fn compose_chunk(
                     index,
                     data: None,
                     len,
-                    masked,
                 });
             }
             let data = match window {
@@ -179,9 +259,7 @@ pub(crate) fn compose_chunk(
                 None => owned(disk, &extents, len, pool)?,
             };
             let data = zero_masked(data, index * unit, &masked, pool);
-            let mut c = finish(index, len, data, pool);
-            c.masked = masked;
-            Ok(c)
+            Ok(finish(index, len, data, pool))
         })
         .collect()
 }
@@ -289,7 +367,6 @@ pub(crate) fn compose_copied(
             index,
             data: None,
             len,
-            masked: Vec::new(),
         });
     }
     let mut buf = pool.take(len as usize);
@@ -309,7 +386,6 @@ fn finish(index: u64, len: u64, data: BlockData, pool: &BufferPool) -> Composed 
         index,
         data,
         len,
-        masked: Vec::new(),
     }
 }
 
@@ -385,7 +461,8 @@ mod tests {
         }
         let pool = BufferPool::default();
         let composed =
-            compose_chunk(&disk, disk.virtual_size(), 0..8, unit, &pool, None).expect("compose");
+            compose_chunk(&disk, disk.virtual_size(), &[0, 1, 2, 3, 4, 5, 6, 7], unit, &pool, None)
+                .expect("compose");
         for c in &composed {
             let mut want = vec![0u8; unit as usize];
             disk.read_at(&mut want, c.index * unit).expect("read");

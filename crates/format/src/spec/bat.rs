@@ -103,6 +103,48 @@ impl Bat {
             .map(|(i, &e)| (i as u64, u64::from(e) * SECTOR_SIZE))
     }
 
+    /// Runs of consecutive allocated blocks, as ranges of block indexes, in order: one
+    /// step per run, however many unused entries lie between them.
+    ///
+    /// ```
+    /// use vhdkit_format::spec::{Bat, BAT_ENTRY_UNUSED as U};
+    ///
+    /// let bat = Bat::from_entries(vec![U, 7, 23, U, U, 39]);
+    /// assert_eq!(bat.allocated_runs().collect::<Vec<_>>(), vec![1..3, 5..6]);
+    /// ```
+    pub fn allocated_runs(&self) -> impl Iterator<Item = std::ops::Range<u64>> + '_ {
+        let mut i = 0u64;
+        std::iter::from_fn(move || {
+            let start = self.next_allocated(i);
+            if start >= self.entries.len() as u64 {
+                return None;
+            }
+            i = self.next_unused(start);
+            Some(start..i)
+        })
+    }
+
+    /// The first unused entry at or after `i` (`len()` when there is none): where the run
+    /// of allocated blocks starting at `i` ends.
+    pub fn next_unused(&self, i: u64) -> u64 {
+        self.next_where(i, |e| e == BAT_ENTRY_UNUSED)
+    }
+
+    /// The first allocated entry at or after `i` (`len()` when there is none): where the
+    /// run of unused entries starting at `i` ends.
+    pub fn next_allocated(&self, i: u64) -> u64 {
+        self.next_where(i, |e| e != BAT_ENTRY_UNUSED)
+    }
+
+    fn next_where(&self, i: u64, pred: impl Fn(u32) -> bool) -> u64 {
+        let len = self.entries.len();
+        let from = usize::try_from(i).unwrap_or(len).min(len);
+        self.entries[from..]
+            .iter()
+            .position(|&e| pred(e))
+            .map_or(len, |p| from + p) as u64
+    }
+
     /// Number of allocated blocks.
     pub fn allocated_count(&self) -> u64 {
         self.entries
