@@ -439,6 +439,23 @@ impl VhdFile {
         self.map_window(file_offset, len, true)
     }
 
+    /// The file holding the data of `Data` extents (a host drive's device, else the file
+    /// itself), when it is a file.
+    pub(crate) fn data_file(&self) -> Option<&std::fs::File> {
+        match &self.layout {
+            Layout::HostDrive(h) => h.device.as_file(),
+            _ => self.backend.as_file(),
+        }
+    }
+
+    /// The file system (`st_dev`) of [`VhdFile::data_file`]: data may be cloned from it
+    /// into an output on the same file system, where that shares extents.
+    pub(crate) fn data_device(&self) -> Option<u64> {
+        let meta = self.data_file()?.metadata().ok()?;
+        meta.is_file()
+            .then(|| std::os::unix::fs::MetadataExt::dev(&meta))
+    }
+
     /// Maps `len` bytes at `file_offset` of the file holding the data read-only, when it
     /// is a file opened **read-only**; pages fault in when read, or through
     /// [`super::Window::populate`]. `None` for a file opened for writing, for data that

@@ -26,25 +26,16 @@ use crate::error::{Error, Result};
 use crate::image::backend::{Backend, FileBackend};
 use crate::image::NewFile;
 use crate::image::{Disk, OpenOptions};
-use crate::spec::{Bat, DiskType, Footer, BAT_ENTRY_UNUSED, SECTOR_SIZE};
+use crate::spec::SECTOR_SIZE;
 
-use super::is_zero;
+use super::placement::{Placement, FOOTER_SIZE};
 use super::source::{
     chunks_of, compose_chunk, compose_copied, data_units, masked_totals, units_and_bytes,
-    BlockData, BufferPool, Composed, Mask,
+    BufferPool, Composed, Mask, Offload,
 };
 use super::unused::{self, UnusedRanges};
+use super::writer::{offload_device, Writer, ZERO_PAGE};
 use super::{OpsOptions, PhaseClock, Report, Target};
-use crate::spec::layout::NewSparse;
-
-/// A footer's length, as a file offset.
-const FOOTER_SIZE: u64 = crate::spec::FOOTER_SIZE as u64;
-
-/// Pages of fixed and raw outputs that are all zero stay holes, at this granularity.
-const ZERO_PAGE: usize = 4096;
-
-/// Unit of work of fixed and raw outputs (their "blocks"): 2 MiB.
-const FLAT_UNIT: u64 = 2 << 20;
 
 /// Checks, before any work, that `disk` can become a `target`: it is not empty, it is a
 /// whole number of sectors, the alignment asked for is valid, and a dynamic result's
@@ -168,7 +159,15 @@ pub fn convert_disk(
         report.bytes_unused = bytes;
         report.blocks_unused = units;
     }
-    let writer = Writer::new(placement, out, offload, &tmp_path);
+    // Copy offload: the levels on the output's file system may have runs cloned; a raw
+    // or fixed result then needs no zero test, and (unless verifying, which needs the
+    // bytes) blocks whose runs are all cloned are not read at all.
+    let offload = offload.map(|device| Offload {
+        device,
+        layer_devices: disk.layers().iter().map(|l| l.data_device()).collect(),
+        unread_flat: target != Target::Dynamic && !opts.verify,
+    });
+    let writer = Writer::new(placement, out, disk, offload.as_ref(), &tmp_path);
     let per_chunk = (opts.chunk_bytes / unit).max(1);
     let pool = BufferPool::default();
     // The copy reads and writes the data once; a verification reads both again.
@@ -210,13 +209,13 @@ pub fn convert_disk(
                     if progress.is_cancelled() {
                         break 'chunks;
                     }
-                    if let Some(d) = &c.data {
-                        let cloned = writer.cloned.get();
-                        writer.write_block(c.index, d)?;
+                    if c.data.is_some() {
+                        let cloned = writer.cloned();
+                        writer.write_block(&c)?;
                         stats.blocks_copied += 1;
                         stats.bytes_written += c.len;
                         // Cloned data leaves nothing in the page cache to sync.
-                        unsynced += c.len.saturating_sub(writer.cloned.get() - cloned);
+                        unsynced += c.len.saturating_sub(writer.cloned() - cloned);
                     }
                     progress.block_done(c.index, c.len);
                     pool.give(c.data);
@@ -243,7 +242,7 @@ pub fn convert_disk(
             }
             for chunk in chunks_of(&runs, per_chunk) {
                 progress.check_cancelled()?;
-                let composed = compose_chunk(disk, size, &chunk, unit, pool, mask)?;
+                let composed = compose_chunk(disk, size, &chunk, unit, pool, mask, offload.as_ref())?;
                 if opts.verify {
                     crcs.extend(composed.par_iter().map(crc_of).collect::<Vec<_>>());
                 }
@@ -273,7 +272,7 @@ pub fn convert_disk(
     // metadata knew to be empty (never composed).
     report.blocks_zero = blocks - stats.blocks_copied;
     report.bytes_written = stats.bytes_written;
-    report.bytes_cloned = writer.cloned.get();
+    report.bytes_cloned = writer.cloned();
     writer.finish()?;
     if allocate_late && report.bytes_cloned == 0 {
         allocate_fixed()?;
@@ -309,7 +308,7 @@ struct WriteStats {
 pub(crate) fn mask_for<'a>(placement: &Placement, unused: &'a UnusedRanges) -> Mask<'a> {
     Mask {
         unused,
-        grain: match placement.target {
+        grain: match placement.target() {
             Target::Dynamic => placement.unit(),
             Target::Fixed | Target::Raw => ZERO_PAGE as u64,
         },
@@ -318,7 +317,12 @@ pub(crate) fn mask_for<'a>(placement: &Placement, unused: &'a UnusedRanges) -> M
 
 /// A composed block's index and the CRC32 of its bytes; `None`: it reads as zeros.
 fn crc_of(c: &Composed) -> (u64, Option<u32>) {
-    (c.index, c.data.as_ref().map(|d| crc32fast::hash(d)))
+    let bytes = |d: &super::source::BlockData| {
+        d.bytes()
+            .expect("blocks are read when verifying")
+            .to_owned()
+    };
+    (c.index, c.data.as_ref().map(|d| crc32fast::hash(&bytes(d))))
 }
 
 /// The CRC32 of `len` zero bytes.
@@ -423,265 +427,3 @@ fn verify(
     Ok(())
 }
 
-/// Where the blocks of a new file of kind `target` go and how long the file ends up:
-/// the one piece of arithmetic that convert writes by and [`super::measure()`] counts by,
-/// so that a measure is the length the conversion then writes. Blocks are the units
-/// [`compose_chunk`] composes; only those holding data are placed, in index order.
-pub(crate) struct Placement {
-    target: Target,
-    size: u64,
-    /// A dynamic result: its layout (from [`NewSparse`], the one builder of the dynamic
-    /// files vhdkit writes), the BAT being filled, where the next block goes.
-    dynamic: Option<(NewSparse, Bat, u64)>,
-}
-
-/// Where [`Placement::place`] put a block.
-pub(crate) struct Placed {
-    /// The block's sector bitmap (dynamic results only).
-    pub bitmap: Option<u64>,
-    /// The block's data.
-    pub data: u64,
-}
-
-impl Placement {
-    /// The placement of a new file of `size` virtual bytes; `block_size` is a dynamic
-    /// result's (validated by [`check_target`]).
-    pub(crate) fn new(target: Target, size: u64, block_size: u32) -> Result<Placement> {
-        let dynamic = match target {
-            Target::Dynamic => {
-                let new = NewSparse::new(size, block_size, None).map_err(Error::InvalidArgument)?;
-                let bat = Bat::new_unused(new.header.max_table_entries);
-                let next = new.first_block();
-                Some((new, bat, next))
-            }
-            Target::Fixed | Target::Raw => None,
-        };
-        Ok(Placement {
-            target,
-            size,
-            dynamic,
-        })
-    }
-
-    /// Bytes of the virtual disk per block: a dynamic result's block size; fixed and raw
-    /// results are composed in pieces of [`FLAT_UNIT`].
-    pub(crate) fn unit(&self) -> u64 {
-        match &self.dynamic {
-            Some((new, _, _)) => new.layout.block_size,
-            None => FLAT_UNIT,
-        }
-    }
-
-    /// Blocks covering the virtual size (the last may be short).
-    pub(crate) fn blocks(&self) -> u64 {
-        self.size.div_ceil(self.unit())
-    }
-
-    /// Places block `index`, which holds data. Blocks arrive in index order. `path`
-    /// names the file in an error.
-    pub(crate) fn place(&mut self, index: u64, path: &Path) -> Result<Placed> {
-        let Some((new, bat, next)) = self.dynamic.as_mut() else {
-            return Ok(Placed {
-                bitmap: None,
-                data: index * FLAT_UNIT,
-            });
-        };
-        let layout = &new.layout;
-        let at = layout.place_block(*next);
-        if at / SECTOR_SIZE >= u64::from(BAT_ENTRY_UNUSED) {
-            return Err(Error::Unsupported {
-                path: path.to_owned(),
-                detail: "the file would grow past what a BAT entry addresses".into(),
-            });
-        }
-        *next = at + layout.stride();
-        bat.set(index, (at / SECTOR_SIZE) as u32);
-        Ok(Placed {
-            bitmap: Some(at),
-            data: at + layout.bitmap_size,
-        })
-    }
-
-    /// The length of the file holding the blocks placed so far, footer included.
-    pub(crate) fn file_len(&self) -> u64 {
-        match self.target {
-            Target::Raw => self.size,
-            Target::Fixed | Target::Dynamic => self.footer_at() + FOOTER_SIZE,
-        }
-    }
-
-    /// Where the footer of a fixed or dynamic result goes: past the data of a fixed
-    /// disk; past the last block and the metadata, on a sector, of a dynamic one.
-    fn footer_at(&self) -> u64 {
-        match &self.dynamic {
-            Some((new, _, next)) => new.layout.data_end(*next),
-            None => self.size,
-        }
-    }
-}
-
-/// Source and output offsets of cloned ranges are multiples of this (the block size of
-/// the file systems that share extents; elsewhere the kernel copies instead).
-const OFFLOAD_ALIGN: u64 = 4096;
-
-/// The file system (`st_dev`) of `out` if it shares extents between files (XFS, btrfs):
-/// the output of a conversion there may clone its source's data.
-fn offload_device(out: &std::fs::File) -> Option<u64> {
-    const XFS: u64 = 0x5846_5342;
-    const BTRFS: u64 = 0x9123_683E;
-    let fs = rustix::fs::fstatfs(out).ok()?;
-    #[allow(clippy::unnecessary_cast)] // f_type's width differs between targets
-    let kind = fs.f_type as u64;
-    if kind != XFS && kind != BTRFS {
-        return None;
-    }
-    out.metadata()
-        .ok()
-        .map(|m| std::os::unix::fs::MetadataExt::dev(&m))
-}
-
-/// Errors with which the kernel refuses to clone a pair of files or ranges (nothing was
-/// cloned): the writer copies the bytes itself from then on.
-fn clone_refused(e: &std::io::Error) -> bool {
-    use rustix::io::Errno;
-    [
-        Errno::XDEV,
-        Errno::OPNOTSUPP,
-        Errno::INVAL,
-        Errno::NOTTY,
-        Errno::NOSYS,
-        Errno::BADF,
-        Errno::PERM,
-    ]
-    .iter()
-    .any(|n| e.raw_os_error() == Some(n.raw_os_error()))
-}
-
-/// The ordered writer of a new file.
-///
-/// On a file system that shares extents between files (XFS with reflink, btrfs), data
-/// that lies in a source file on the same file system at 4 KiB-aligned offsets in both
-/// files is cloned, not copied (`FICLONERANGE`): no data moves and no space is used. Everything else is written through the
-/// page cache, synced in the background as the copy goes.
-struct Writer<'a> {
-    placement: Placement,
-    out: &'a FileBackend,
-    /// Copy offload: the file system (`st_dev`) of an output that shares extents.
-    /// `None` elsewhere, and from the first refusal of the kernel on.
-    offload: std::cell::Cell<Option<u64>>,
-    /// Bytes cloned so far.
-    cloned: std::cell::Cell<u64>,
-    path: &'a Path,
-}
-
-impl<'a> Writer<'a> {
-    /// `offload`: the output's file system if it shares extents ([`offload_device`]).
-    fn new(
-        placement: Placement,
-        out: &'a FileBackend,
-        offload: Option<u64>,
-        path: &'a Path,
-    ) -> Writer<'a> {
-        Writer {
-            placement,
-            out,
-            offload: std::cell::Cell::new(offload),
-            cloned: std::cell::Cell::new(0),
-            path,
-        }
-    }
-
-    fn io(&self, doing: &'static str, at: u64) -> impl FnOnce(std::io::Error) -> Error + '_ {
-        move |e| Error::io(self.path, doing, at, e)
-    }
-
-    /// Writes `range` of `data` at `at`: cloned from the source file where copy offload
-    /// applies (mapped data on the output's extent-sharing file system, source and
-    /// output offsets on 4 KiB), else as [`Writer::put`] does.
-    fn put_data(
-        &self,
-        data: &BlockData,
-        range: std::ops::Range<usize>,
-        at: u64,
-        doing: &'static str,
-    ) -> Result<()> {
-        if let (Some(dev), BlockData::Mapped { window, range: r }) = (self.offload.get(), data) {
-            let from = r.start + range.start;
-            if window.device() == dev
-                && window.file_offset(from).is_multiple_of(OFFLOAD_ALIGN)
-                && at.is_multiple_of(OFFLOAD_ALIGN)
-            {
-                let len = range.len() as u64;
-                match self.out.clone_from(window, from, len, at) {
-                    Ok(()) => {
-                        self.cloned.set(self.cloned.get() + len);
-                        return Ok(());
-                    }
-                    // Refused, nothing cloned: write it ourselves from now on.
-                    Err(e) if clone_refused(&e) => self.offload.set(None),
-                    Err(e) => return Err(Error::io(self.path, doing, at, e)),
-                }
-            }
-        }
-        self.put(&data[range], at, doing)
-    }
-
-    /// Writes `buf` at `at` through the page cache.
-    fn put(&self, buf: &[u8], at: u64, doing: &'static str) -> Result<()> {
-        self.out.write_all_at(buf, at).map_err(self.io(doing, at))
-    }
-
-    /// Writes a non-zero block. Blocks arrive in index order.
-    fn write_block(&mut self, index: u64, data: &BlockData) -> Result<()> {
-        let placed = self.placement.place(index, self.path)?;
-        let Some(bitmap_at) = placed.bitmap else {
-            // Fixed or raw: the output is a fresh sparse file: write only the pages that
-            // hold data, leaving all-zero 4 KiB pages as holes (less to copy, flush and
-            // store).
-            let base = placed.data;
-            let mut pages = data.chunks(ZERO_PAGE).enumerate().peekable();
-            while let Some((i, page)) = pages.next() {
-                if is_zero(page) {
-                    continue;
-                }
-                let start = i * ZERO_PAGE;
-                let mut end = start + page.len();
-                while let Some((_, next)) = pages.next_if(|(_, p)| !is_zero(p)) {
-                    end += next.len();
-                }
-                self.put_data(data, start..end, base + start as u64, "writing disk data")?;
-            }
-            return Ok(());
-        };
-        // Bitmap: fully set, as every real writer of dynamic disks does.
-        let bitmap = vec![0xFFu8; (placed.data - bitmap_at) as usize];
-        self.put(&bitmap, bitmap_at, "writing a block bitmap")?;
-        self.put_data(data, 0..data.len(), placed.data, "writing a block")
-    }
-
-    /// Writes the metadata and footers: the file ends where the placement says.
-    fn finish(self) -> Result<()> {
-        let p = &self.placement;
-        let end = p.footer_at();
-        match (&p.dynamic, p.target) {
-            (_, Target::Raw) => self
-                .out
-                .set_len(p.file_len())
-                .map_err(|e| Error::file(self.path, "setting the length", e)),
-            (None, _) => {
-                self.out
-                    .set_len(end)
-                    .map_err(|e| Error::file(self.path, "setting the length", e))?;
-                let footer = Footer::new(DiskType::Fixed, p.size);
-                self.out
-                    .write_all_at(&footer.encode(), end)
-                    .map_err(self.io("writing the footer", end))
-            }
-            (Some((new, bat, _)), _) => self
-                .out
-                .write_all_at(&new.metadata(Some(bat)), 0)
-                .and_then(|_| self.out.write_all_at(&new.footer.encode(), end))
-                .map_err(self.io("writing the metadata", 0)),
-        }
-    }
-}

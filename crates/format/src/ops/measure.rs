@@ -22,7 +22,8 @@ use vhdkit_task::{CancelToken, Phase, Progress, Task, TaskBuilder};
 use crate::error::{Error, Result};
 use crate::image::Disk;
 
-use super::convert::{check_target, mask_for, Placement};
+use super::convert::{check_target, mask_for};
+use super::placement::Placement;
 use super::source::{chunks_of, compose_chunk, data_units, units_and_bytes, BufferPool};
 use super::unused;
 use super::{OpsOptions, Target};
@@ -125,7 +126,7 @@ pub fn measure_disk(
     let mut allocated = 0u64;
     for chunk in chunks_of(&runs, per_chunk) {
         progress.check_cancelled()?;
-        for c in compose_chunk(disk, size, &chunk, unit, &pool, mask)? {
+        for c in compose_chunk(disk, size, &chunk, unit, &pool, mask, None)? {
             // Exactly the blocks the converter writes: those composed with data.
             if c.data.is_some() {
                 placement.place(c.index, path)?;

@@ -15,12 +15,14 @@ pub mod convert;
 pub mod measure;
 pub mod merge;
 pub mod merge_into;
+pub(crate) mod placement;
 pub(crate) mod plan;
 pub mod relink;
 pub mod repair;
 pub mod resize;
 mod source;
 pub mod unused;
+mod writer;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

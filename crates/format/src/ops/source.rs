@@ -27,7 +27,8 @@ pub fn is_zero(buf: &[u8]) -> bool {
 }
 
 /// The bytes of a composed block: part of a window of the source mapped as is (no
-/// copy), or a buffer composed from several extents.
+/// copy), a buffer composed from several extents, or nothing read at all (the writer
+/// clones the block's stored runs).
 pub(crate) enum BlockData {
     /// One stored extent covering the whole block: its range of a mapped window that
     /// the chunk's neighbouring blocks share (unmapped when the last of them is dropped).
@@ -37,14 +38,19 @@ pub(crate) enum BlockData {
     },
     /// Composed from several extents (chain levels, zero runs) into a pooled buffer.
     Owned(Vec<u8>),
+    /// Not read: the block's [`Composed::runs`] are cloned where they lie (copy offload
+    /// into a raw or fixed result, whose layout needs no zero test), its zero runs left
+    /// as holes. Whether it holds only zeros is not known.
+    Unread,
 }
 
-impl std::ops::Deref for BlockData {
-    type Target = [u8];
-    fn deref(&self) -> &[u8] {
+impl BlockData {
+    /// The block's bytes, when they were read.
+    pub(crate) fn bytes(&self) -> Option<&[u8]> {
         match self {
-            BlockData::Mapped { window, range } => &window[range.clone()],
-            BlockData::Owned(v) => v,
+            BlockData::Mapped { window, range } => Some(&window[range.clone()]),
+            BlockData::Owned(v) => Some(v),
+            BlockData::Unread => None,
         }
     }
 }
@@ -57,6 +63,39 @@ pub(crate) struct Composed {
     pub data: Option<BlockData>,
     /// Length of the block (the last one may be short).
     pub len: u64,
+    /// Where the block's bytes lie — its extents through the chain, in order, covering
+    /// it — when the writer may clone them ([`Offload`]) and no byte was masked; empty
+    /// otherwise.
+    pub runs: Vec<Extent>,
+}
+
+/// Copy offload, as composition sees it: the output's file system shares extents, so
+/// the writer clones stored runs that lie on it instead of writing their bytes.
+pub(crate) struct Offload {
+    /// The output's file system (`st_dev`).
+    pub device: u64,
+    /// Each chain level's data file system (`None`: not a file).
+    pub layer_devices: Vec<Option<u64>>,
+    /// The output is raw or fixed and nothing asks for the bytes (no verification): a
+    /// block whose every stored run can be cloned at its own virtual offset is not read
+    /// at all ([`BlockData::Unread`]). A dynamic result must know which blocks are all
+    /// zero, so its blocks are read (the holes of a flat source excepted: they are zero
+    /// extents, never read).
+    pub unread_flat: bool,
+}
+
+impl Offload {
+    /// Source and output offsets of cloned ranges are multiples of this (the block size
+    /// of the file systems that share extents).
+    pub(crate) const ALIGN: u64 = 4096;
+
+    /// Whether a run of chain level `layer` at `file_offset`, written at output offset
+    /// `at`, can be cloned: it lies on the output's file system, at the same offset
+    /// within a 4 KiB block as its place in the output.
+    pub(crate) fn can_clone(&self, layer: usize, file_offset: u64, at: u64) -> bool {
+        self.layer_devices.get(layer).copied().flatten() == Some(self.device)
+            && file_offset % Self::ALIGN == at % Self::ALIGN
+    }
 }
 
 /// Unused ranges to compose as zeros, in pieces of `grain` bytes counted from each
@@ -203,7 +242,9 @@ pub(crate) fn masked_totals(mask: &Mask<'_>, size: u64, unit: u64) -> (Vec<Range
 /// `image::mmap`), which each worker populates for its own block.
 ///
 /// With a `mask`, the pieces of each block that lie wholly in its unused ranges read as
-/// zeros; a block that is wholly unused is not read at all.
+/// zeros; a block that is wholly unused is not read at all. With `offload`, each block
+/// carries its runs for the writer to clone, and (a raw or fixed result) a block whose
+/// every run can be cloned in place is not read.
 pub(crate) fn compose_chunk(
     disk: &Disk,
     size: u64,
@@ -211,6 +252,7 @@ pub(crate) fn compose_chunk(
     unit: u64,
     pool: &BufferPool,
     mask: Option<Mask<'_>>,
+    offload: Option<&Offload>,
 ) -> Result<Vec<Composed>> {
     let planned: Vec<Planned> = blocks
         .par_iter()
@@ -228,19 +270,52 @@ pub(crate) fn compose_chunk(
             } else {
                 view_extents(disk, start, len)?
             };
-            Ok((index, len, extents, masked))
+            let stored = extents.iter().any(|e| matches!(e, Extent::Data { .. }));
+            let unread = stored
+                && masked.is_empty()
+                && offload.is_some_and(|o| o.unread_flat && all_clonable(o, &extents, start));
+            Ok(Planned {
+                index,
+                len,
+                extents,
+                masked,
+                unread,
+            })
         })
         .collect::<Result<_>>()?;
     let windows = shared_windows(disk, &planned)?;
     planned
         .into_par_iter()
         .zip(windows)
-        .map(|((index, len, extents, masked), window)| {
+        .map(|(p, window)| {
+            let Planned {
+                index,
+                len,
+                extents,
+                masked,
+                unread,
+            } = p;
             if !extents.iter().any(|e| matches!(e, Extent::Data { .. })) {
                 return Ok(Composed {
                     index,
                     data: None,
                     len,
+                    runs: Vec::new(),
+                });
+            }
+            // The writer clones runs only where no byte was masked (a clone would bring
+            // the masked bytes back).
+            let runs = if offload.is_some() && masked.is_empty() {
+                extents.clone()
+            } else {
+                Vec::new()
+            };
+            if unread {
+                return Ok(Composed {
+                    index,
+                    data: Some(BlockData::Unread),
+                    len,
+                    runs,
                 });
             }
             let data = match window {
@@ -259,13 +334,40 @@ pub(crate) fn compose_chunk(
                 None => owned(disk, &extents, len, pool)?,
             };
             let data = zero_masked(data, index * unit, &masked, pool);
-            Ok(finish(index, len, data, pool))
+            let mut c = finish(index, len, data, pool);
+            if c.data.is_some() {
+                c.runs = runs;
+            }
+            Ok(c)
         })
         .collect()
 }
 
-/// A planned block: index, length, extents, masked ranges.
-type Planned = (u64, u64, Vec<Extent>, Vec<Range<u64>>);
+/// Whether every stored run of `extents` (covering the block at virtual `start`) can be
+/// cloned to its own virtual offset in a flat result.
+fn all_clonable(offload: &Offload, extents: &[Extent], start: u64) -> bool {
+    let mut at = start;
+    extents.iter().all(|e| {
+        let ok = match *e {
+            Extent::Data {
+                layer, file_offset, ..
+            } => offload.can_clone(layer, file_offset, at),
+            Extent::Zero { .. } => true,
+        };
+        at += e.len();
+        ok
+    })
+}
+
+/// A planned block: its index, length, extents and masked ranges, and whether it is
+/// left unread for the writer to clone.
+struct Planned {
+    index: u64,
+    len: u64,
+    extents: Vec<Extent>,
+    masked: Vec<Range<u64>>,
+    unread: bool,
+}
 
 /// `data` (the block starting at virtual byte `start`) with the `masked` virtual ranges
 /// zeroed: a mapped block is copied into a pooled buffer first (the map is read-only).
@@ -280,6 +382,8 @@ fn zero_masked(data: BlockData, start: u64, masked: &[Range<u64>], pool: &Buffer
             v.copy_from_slice(&window[range]);
             v
         }
+        // Blocks with masked bytes are always read.
+        BlockData::Unread => return data,
     };
     for r in masked {
         let (a, b) = ((r.start - start) as usize, (r.end - start) as usize);
@@ -306,13 +410,13 @@ fn shared_windows(
     disk: &Disk,
     planned: &[Planned],
 ) -> Result<Vec<Option<(Arc<Window>, Range<usize>)>>> {
-    // A block stored whole in one extent: (layer, file offset, length).
-    let whole = |p: &Planned| match p.2.as_slice() {
+    // A block stored whole in one extent, and read: (layer, file offset, length).
+    let whole = |p: &Planned| match p.extents.as_slice() {
         [Extent::Data {
             layer,
             file_offset,
             len,
-        }] => Some((*layer, *file_offset, *len)),
+        }] if !p.unread => Some((*layer, *file_offset, *len)),
         _ => None,
     };
     let mut out: Vec<Option<(Arc<Window>, Range<usize>)>> = vec![None; planned.len()];
@@ -367,6 +471,7 @@ pub(crate) fn compose_copied(
             index,
             data: None,
             len,
+            runs: Vec::new(),
         });
     }
     let mut buf = pool.take(len as usize);
@@ -376,7 +481,7 @@ pub(crate) fn compose_copied(
 
 /// A block whose bytes are all zero reads as a hole.
 fn finish(index: u64, len: u64, data: BlockData, pool: &BufferPool) -> Composed {
-    let data = if is_zero(&data) {
+    let data = if data.bytes().is_some_and(is_zero) {
         pool.give(Some(data));
         None
     } else {
@@ -386,6 +491,7 @@ fn finish(index: u64, len: u64, data: BlockData, pool: &BufferPool) -> Composed 
         index,
         data,
         len,
+        runs: Vec::new(),
     }
 }
 
@@ -439,7 +545,13 @@ mod tests {
         let planned: Vec<Planned> = (0..8)
             .map(|i| {
                 let extents = disk.extents(i * unit, unit).expect("extents");
-                (i, unit, extents, Vec::new())
+                Planned {
+                    index: i,
+                    len: unit,
+                    extents,
+                    masked: Vec::new(),
+                    unread: false,
+                }
             })
             .collect();
         let windows = shared_windows(&disk, &planned).expect("windows");
@@ -461,13 +573,13 @@ mod tests {
         }
         let pool = BufferPool::default();
         let composed =
-            compose_chunk(&disk, disk.virtual_size(), &[0, 1, 2, 3, 4, 5, 6, 7], unit, &pool, None)
+            compose_chunk(&disk, disk.virtual_size(), &[0, 1, 2, 3, 4, 5, 6, 7], unit, &pool, None, None)
                 .expect("compose");
         for c in &composed {
             let mut want = vec![0u8; unit as usize];
             disk.read_at(&mut want, c.index * unit).expect("read");
             match &c.data {
-                Some(d) => assert_eq!(&d[..], &want[..], "block {}", c.index),
+                Some(d) => assert_eq!(d.bytes(), Some(&want[..]), "block {}", c.index),
                 None => assert!(is_zero(&want), "block {}", c.index),
             }
         }
