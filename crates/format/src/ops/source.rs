@@ -271,8 +271,11 @@ pub(crate) fn compose_chunk(
                 view_extents(disk, start, len)?
             };
             let stored = extents.iter().any(|e| matches!(e, Extent::Data { .. }));
+            // A block with unused bytes is read: whether its pieces are free or zero
+            // depends on what they hold.
+            let touched = mask.is_some_and(|m| !m.unused.within(&(start..start + len)).is_empty());
             let unread = stored
-                && masked.is_empty()
+                && !touched
                 && offload.is_some_and(|o| o.unread_flat && all_clonable(o, &extents, start));
             Ok(Planned {
                 index,
@@ -334,8 +337,12 @@ pub(crate) fn compose_chunk(
                 None => owned(disk, &extents, len, pool)?,
             };
             let data = zero_masked(data, index * unit, &masked, pool);
+            let (data, freed) = match mask {
+                Some(m) => free_or_zero(data, index * unit, m, pool),
+                None => (data, false),
+            };
             let mut c = finish(index, len, data, pool);
-            if c.data.is_some() {
+            if c.data.is_some() && !freed {
                 c.runs = runs;
             }
             Ok(c)
@@ -375,21 +382,84 @@ fn zero_masked(data: BlockData, start: u64, masked: &[Range<u64>], pool: &Buffer
     if masked.is_empty() {
         return data;
     }
-    let mut buf = match data {
-        BlockData::Owned(v) => v,
-        BlockData::Mapped { window, range } => {
-            let mut v = pool.take(range.len());
-            v.copy_from_slice(&window[range]);
-            v
-        }
-        // Blocks with masked bytes are always read.
-        BlockData::Unread => return data,
+    // Blocks with masked bytes are always read: never `Unread` here.
+    let mut buf = match into_buffer(data, pool) {
+        Ok(buf) => buf,
+        Err(unread) => return unread,
     };
     for r in masked {
         let (a, b) = ((r.start - start) as usize, (r.end - start) as usize);
         buf[a..b].fill(0);
     }
     BlockData::Owned(buf)
+}
+
+/// `data` (the block starting at virtual byte `start`) with every piece of the mask's
+/// grain zeroed whose each byte is either unused or zero — free or zero — though not
+/// wholly unused ([`zero_masked`] zeroed those): e.g. a block holding free clusters and
+/// a file system's unused, zero-filled inode table. A piece holding any non-zero byte
+/// that some file system uses stays as it is. Returns whether a piece was zeroed.
+fn free_or_zero(data: BlockData, start: u64, mask: Mask<'_>, pool: &BufferPool) -> (BlockData, bool) {
+    let Some(bytes) = data.bytes() else {
+        return (data, false);
+    };
+    let end = start + bytes.len() as u64;
+    let unused = mask.unused.within(&(start..end));
+    if unused.is_empty() {
+        return (data, false);
+    }
+    let at = |v: u64| (v - start) as usize;
+    let mut freed: Vec<Range<u64>> = Vec::new();
+    let mut first = 0; // the first unused range that may meet the piece
+    let mut piece = start;
+    while piece < end {
+        let piece_end = piece.saturating_add(mask.grain).min(end);
+        while unused.get(first).is_some_and(|r| r.end <= piece) {
+            first += 1;
+        }
+        let mut pos = piece;
+        let mut any_unused = false;
+        let mut used_zero = true;
+        for r in unused[first..].iter().take_while(|r| r.start < piece_end) {
+            if r.start > pos {
+                used_zero &= is_zero(&bytes[at(pos)..at(r.start)]);
+            }
+            any_unused = true;
+            pos = pos.max(r.end.min(piece_end));
+        }
+        if pos < piece_end {
+            used_zero &= is_zero(&bytes[at(pos)..at(piece_end)]);
+        }
+        if any_unused && used_zero && !is_zero(&bytes[at(piece)..at(piece_end)]) {
+            freed.push(piece..piece_end);
+        }
+        piece = piece_end;
+    }
+    if freed.is_empty() {
+        return (data, false);
+    }
+    let mut buf = match into_buffer(data, pool) {
+        Ok(buf) => buf,
+        Err(unread) => return (unread, false),
+    };
+    for r in &freed {
+        buf[at(r.start)..at(r.end)].fill(0);
+    }
+    (BlockData::Owned(buf), true)
+}
+
+/// The block's bytes in a pooled buffer that may be changed (a mapped block is copied
+/// first: the map is read-only); a block composed unread comes back as it is.
+fn into_buffer(data: BlockData, pool: &BufferPool) -> std::result::Result<Vec<u8>, BlockData> {
+    match data {
+        BlockData::Owned(v) => Ok(v),
+        BlockData::Mapped { window, range } => {
+            let mut v = pool.take(range.len());
+            v.copy_from_slice(&window[range]);
+            Ok(v)
+        }
+        BlockData::Unread => Err(BlockData::Unread),
+    }
 }
 
 /// The extents of `len` bytes at `start` of `disk` padded with zeros past its virtual

@@ -105,6 +105,17 @@ impl UnusedRanges {
         sum
     }
 
+    /// The unused bytes of `span`: the ranges' intersections with it, in order.
+    pub(crate) fn within(&self, span: &Range<u64>) -> Vec<Range<u64>> {
+        let first = self.ranges.partition_point(|r| r.end <= span.start);
+        self.ranges[first..]
+            .iter()
+            .take_while(|r| r.start < span.end)
+            .map(|r| r.start.max(span.start)..r.end.min(span.end))
+            .filter(|r| r.start < r.end)
+            .collect()
+    }
+
     /// The pieces of `span` that are wholly unused, where `span` is cut into pieces of
     /// `grain` bytes from its start (the last piece ends at `span.end` and may be
     /// shorter). Touching pieces are returned merged, in order.
@@ -279,6 +290,15 @@ mod tests {
             u.whole_pieces(&(0..12_288), 4096),
             vec![0..4096, 8192..12_288]
         );
+    }
+
+    #[test]
+    fn within_clips_the_ranges_to_the_span() {
+        let u = UnusedRanges::new([0..100, 200..300, 400..500]);
+        assert_eq!(u.within(&(50..250)), vec![50..100, 200..250]);
+        assert_eq!(u.within(&(100..200)), Vec::<Range<u64>>::new());
+        assert_eq!(u.within(&(0..1000)), vec![0..100, 200..300, 400..500]);
+        assert_eq!(u.within(&(450..460)), vec![450..460]);
     }
 
     #[test]
