@@ -238,7 +238,8 @@ impl VhdFile {
                 None => {
                     // The whole run of unused entries in one step: the cost of a walk
                     // follows the allocated blocks, not the virtual size.
-                    let next = bat.next_allocated(block).saturating_mul(s.block_size);
+                    let last = (end - 1) / s.block_size + 1;
+                    let next = bat.next_allocated(block, last).saturating_mul(s.block_size);
                     let n = n.max(next.min(end).saturating_sub(pos));
                     push(out, absent(n));
                     pos += n;
