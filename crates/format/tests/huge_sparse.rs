@@ -159,13 +159,26 @@ fn a_2040_gib_disk_converts_to_dynamic_composing_only_its_allocated_blocks() {
     let dir = tempdir();
     let src = base(dir.path());
     let out = dir.path().join("out.vhd");
-    let (r, events) = convert(&src, &out, Target::Dynamic, opts(true), ops::Operation::Convert);
+    let (r, events) = convert(
+        &src,
+        &out,
+        Target::Dynamic,
+        opts(true),
+        ops::Operation::Convert,
+    );
     assert_eq!(r.blocks_total, BLOCKS);
-    assert_eq!(r.blocks_composed, 17, "the allocated blocks, and only those");
+    assert_eq!(
+        r.blocks_composed, 17,
+        "the allocated blocks, and only those"
+    );
     assert_eq!(r.blocks_copied, 16);
     assert_eq!(r.blocks_zero, BLOCKS - 16);
     assert!(r.verified);
-    assert_eq!(phase_blocks(&events, Phase::Copy), 17, "progress counts the data");
+    assert_eq!(
+        phase_blocks(&events, Phase::Copy),
+        17,
+        "progress counts the data"
+    );
     assert!(
         phase_blocks(&events, Phase::Verify) <= 17,
         "the verification reads what was written, not the holes"
@@ -214,7 +227,13 @@ fn a_2040_gib_raw_image_converts_composing_only_its_stored_extents() {
     f.sync_all().expect("sync");
     drop(f);
     let out = dir.path().join("out.vhd");
-    let (r, _) = convert(&raw, &out, Target::Dynamic, opts(true), ops::Operation::Convert);
+    let (r, _) = convert(
+        &raw,
+        &out,
+        Target::Dynamic,
+        opts(true),
+        ops::Operation::Convert,
+    );
     // File systems that report no holes would make this the whole disk; ext4, XFS,
     // btrfs and tmpfs all report them.
     assert_eq!(r.blocks_composed, 16, "{r:?}");
@@ -228,7 +247,13 @@ fn a_2040_gib_chain_merges_to_dynamic_composing_only_the_blocks_some_level_holds
     let src = base(dir.path());
     let (child, writes) = child(dir.path(), &src);
     let out = dir.path().join("flat.vhd");
-    let (r, events) = convert(&child, &out, Target::Dynamic, opts(true), ops::Operation::MergeTo);
+    let (r, events) = convert(
+        &child,
+        &out,
+        Target::Dynamic,
+        opts(true),
+        ops::Operation::MergeTo,
+    );
     // The base's 17 blocks and the child's 5 (one over the base's block at 100 GiB,
     // one inside the block at 7 GiB, three over holes): 20 blocks hold data in some
     // level.
@@ -276,7 +301,11 @@ fn a_2040_gib_child_merges_into_its_parent_block_by_allocated_block() {
     assert_eq!(r.blocks_total, 5, "the child's allocated blocks");
     assert_eq!(phase_blocks(&events, Phase::Copy), 5);
     for (at, data) in &writes {
-        assert_bytes_eq(&format!("parent at {at}"), &read(&src, *at, data.len()), data);
+        assert_bytes_eq(
+            &format!("parent at {at}"),
+            &read(&src, *at, data.len()),
+            data,
+        );
     }
 }
 
@@ -315,15 +344,23 @@ fn stored_ranges_are_the_union_of_every_levels_allocation() {
     let ranges = disk.stored_ranges();
     let blocks: u64 = ranges.iter().map(|r| (r.end - r.start) / BLOCK).sum();
     assert_eq!(blocks, 20);
-    assert!(ranges.windows(2).all(|w| w[0].end < w[1].start), "merged, in order");
+    assert!(
+        ranges.windows(2).all(|w| w[0].end < w[1].start),
+        "merged, in order"
+    );
     assert_eq!(ranges.first(), Some(&(0..2 * BLOCK)));
     assert_eq!(ranges.last(), Some(&(SIZE - 2 * BLOCK..SIZE)));
     // Every byte outside them reads as zeros; every data extent lies inside them.
-    for e in disk.extents(0, SIZE).expect("extents").iter().scan(0u64, |pos, e| {
-        let at = *pos;
-        *pos += e.len();
-        Some((at, *e))
-    }) {
+    for e in disk
+        .extents(0, SIZE)
+        .expect("extents")
+        .iter()
+        .scan(0u64, |pos, e| {
+            let at = *pos;
+            *pos += e.len();
+            Some((at, *e))
+        })
+    {
         if let (at, vhdkit_format::image::Extent::Data { len, .. }) = e {
             assert!(
                 ranges.iter().any(|r| r.start <= at && at + len <= r.end),

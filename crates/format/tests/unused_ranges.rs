@@ -535,7 +535,10 @@ fn compact_releases_blocks_whose_every_byte_is_free_or_zero() {
     let r = ops::compact::compact(&p, &opts(Some(Unused::ranges(unused))), &progress())
         .expect("compact");
 
-    assert_eq!(r.blocks_unused, 2, "blocks 3 and 5; block 8 holds a used byte");
+    assert_eq!(
+        r.blocks_unused, 2,
+        "blocks 3 and 5; block 8 holds a used byte"
+    );
     assert_eq!(r.blocks_released, 2);
     // What was released as unused: the free halves of blocks 3 and 5.
     assert_eq!(r.bytes_unused, BS);
@@ -565,7 +568,12 @@ fn convert_to_dynamic_leaves_out_blocks_free_or_zero_and_measure_agrees() {
     assert_eq!(allocated(&dst), SIZE / BS - 2);
     assert_eq!(m.allocated_blocks, Some(SIZE / BS - 2));
     assert_eq!(m.required_bytes, file_len(&dst));
-    assert_released(&before, &read_file(&dst), &[3, 5], &vec![0u8; SIZE as usize]);
+    assert_released(
+        &before,
+        &read_file(&dst),
+        &[3, 5],
+        &vec![0u8; SIZE as usize],
+    );
 }
 
 #[test]
@@ -580,7 +588,9 @@ fn convert_to_raw_makes_holes_of_pages_free_or_zero() {
     data[4096..4096 + 1024].fill(0);
     data[4096 + 10] = 7;
     write(&p, &data, 0);
-    let unused: Vec<Range<u64>> = (0..3).map(|page| page * 4096 + 1024..(page + 1) * 4096).collect();
+    let unused: Vec<Range<u64>> = (0..3)
+        .map(|page| page * 4096 + 1024..(page + 1) * 4096)
+        .collect();
     let dst = dir.path().join("out.raw");
 
     ops::convert_task(&p, &dst, Target::Raw, &opts(Some(Unused::ranges(unused))))
@@ -589,8 +599,14 @@ fn convert_to_raw_makes_holes_of_pages_free_or_zero() {
         .expect("convert");
 
     let after = std::fs::read(&dst).expect("read raw");
-    assert!(after[..4096].iter().all(|&x| x == 0), "page 0 is free or zero");
-    assert!(after[4096..BS as usize] == data[4096..], "the other pages are kept");
+    assert!(
+        after[..4096].iter().all(|&x| x == 0),
+        "page 0 is free or zero"
+    );
+    assert!(
+        after[4096..BS as usize] == data[4096..],
+        "the other pages are kept"
+    );
     // Page 0 is a hole: only the other pages of the block are stored.
     let stored = std::fs::metadata(&dst).expect("stat").blocks() * 512;
     assert_eq!(stored, BS - 4096);
@@ -604,8 +620,13 @@ fn compact_of_a_child_releases_blocks_free_or_as_the_parent_reads() {
     // second half (other data) unused.
     let parent = read_file(&base);
     let half = (BS / 2) as usize;
-    write(&child, &parent[(4 * BS) as usize..(4 * BS) as usize + half], 4 * BS);
+    write(
+        &child,
+        &parent[(4 * BS) as usize..(4 * BS) as usize + half],
+        4 * BS,
+    );
     let before = read_file(&child);
+    #[allow(clippy::single_range_in_vec_init)] // one range, as meant
     let unused = vec![4 * BS + BS / 2..5 * BS];
 
     let kept = dir.path().join("kept.vhd");

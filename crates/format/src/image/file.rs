@@ -400,18 +400,21 @@ impl VhdFile {
     /// per run: its cost follows the allocation, not the virtual size.
     pub fn stored_ranges(&self) -> Vec<Range<u64>> {
         let size = self.virtual_size();
+        let whole = || std::iter::once(0..size).collect::<Vec<_>>();
         match &self.layout {
             Layout::Sparse(s) => s.stored_ranges(size),
-            Layout::Raw | Layout::Fixed => match self.backend.as_file().filter(|_| !self.writable) {
-                Some(f) => self
-                    .data_map
-                    .get_or_init(|| data_ranges(f, size))
-                    .iter()
-                    .map(|&(a, b)| a..b)
-                    .collect(),
-                None => vec![0..size],
-            },
-            Layout::HostDrive(_) => vec![0..size],
+            Layout::Raw | Layout::Fixed => {
+                match self.backend.as_file().filter(|_| !self.writable) {
+                    Some(f) => self
+                        .data_map
+                        .get_or_init(|| data_ranges(f, size))
+                        .iter()
+                        .map(|&(a, b)| a..b)
+                        .collect(),
+                    None => whole(),
+                }
+            }
+            Layout::HostDrive(_) => whole(),
         }
         .into_iter()
         .filter(|r| r.start < r.end)

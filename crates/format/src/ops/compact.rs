@@ -1,8 +1,9 @@
 //! Compact: release the blocks that carry nothing — all-zero blocks of a dynamic disk,
 //! blocks with an empty sector bitmap in a differencing disk, (dedupe, on by default)
 //! blocks of a differencing disk whose every stored sector holds what the parent chain
-//! shows there, and (with [`OpsOptions::unused_ranges`]) blocks whose every byte no file
-//! system uses — move the blocks stored highest into the holes, and shorten the file. In
+//! shows there, and (with [`OpsOptions::unused_ranges`]) blocks each byte of which no
+//! file system uses or reads as it would without the block (zero; the parent's) — free
+//! or zero — move the blocks stored highest into the holes, and shorten the file. In
 //! place, no temporary file.
 //!
 //! Crash safety: **at every instant the image is valid and reads exactly as before.**
@@ -204,7 +205,10 @@ pub fn run(disk: Disk, opts: &OpsOptions, progress: &Progress) -> Result<Report>
     // The unused bytes of the blocks released as unused (all of a wholly unused one).
     let released_unused = UnusedRanges::new(unused_blocks.iter().flat_map(|&b| {
         let span = block_span(b, block_size, size);
-        unused.as_deref().map(|u| u.within(&span)).unwrap_or_default()
+        unused
+            .as_deref()
+            .map(|u| u.within(&span))
+            .unwrap_or_default()
     }));
     report.bytes_unused = released_unused.total_bytes();
     report.unused_released = released_unused.ranges().to_vec();

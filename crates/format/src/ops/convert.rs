@@ -4,10 +4,16 @@
 //! multiple of the alignment. Where each block goes and how long the file ends up is
 //! `Placement`'s, which [`super::measure()`] runs without writing.
 //!
+//! Only the blocks that the source's metadata says may hold data are read and composed
+//! (`source::data_units`: every level's allocated blocks, a flat file's stored extents);
+//! the rest are holes of the result at no cost, so the work follows the data, not the
+//! virtual size.
+//!
 //! With [`OpsOptions::unused_ranges`] (file-system-aware conversion) the blocks of a
 //! dynamic result and the 4 KiB pages of a raw result that no file system uses at all
-//! are composed as zeros — not allocated, holes — and so are never read; a block or page
-//! of which any byte is used is copied as it is.
+//! are composed as zeros — not allocated, holes — and so are never read; so are those
+//! each byte of which is unused or zero (free or zero). A block or page holding a used
+//! non-zero byte is copied as it is.
 //!
 //! Crash safety: the destination name appears only when the file is complete and
 //! durable. Everything is written into an unnamed file (`O_TMPFILE`) in the
@@ -173,7 +179,10 @@ pub fn convert_disk(
     // The copy reads and writes the data once; a verification reads both again.
     progress.plan_phases(&[
         (Phase::Copy, bytes_to_compose),
-        (Phase::Verify, if opts.verify { bytes_to_compose } else { 0 }),
+        (
+            Phase::Verify,
+            if opts.verify { bytes_to_compose } else { 0 },
+        ),
     ]);
     progress.set_phase(Phase::Copy, to_compose, bytes_to_compose);
     // Three stages overlap: rayon workers compose chunk k+1 (maps, zero tests, CRCs)
@@ -242,7 +251,8 @@ pub fn convert_disk(
             }
             for chunk in chunks_of(&runs, per_chunk) {
                 progress.check_cancelled()?;
-                let composed = compose_chunk(disk, size, &chunk, unit, pool, mask, offload.as_ref())?;
+                let composed =
+                    compose_chunk(disk, size, &chunk, unit, pool, mask, offload.as_ref())?;
                 if opts.verify {
                     crcs.extend(composed.par_iter().map(crc_of).collect::<Vec<_>>());
                 }
@@ -426,4 +436,3 @@ fn verify(
     }
     Ok(())
 }
-

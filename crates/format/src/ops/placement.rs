@@ -129,4 +129,3 @@ impl Placement {
             .map(|(new, bat, _)| (new.metadata(Some(bat)), new.footer.encode().to_vec()))
     }
 }
-

@@ -99,9 +99,9 @@ impl Offload {
 }
 
 /// Unused ranges to compose as zeros, in pieces of `grain` bytes counted from each
-/// block's start: a piece is zeroed only when every byte of it is unused, so a block
-/// (dynamic results: `grain` is the block) or a page (raw results: 4 KiB) that is
-/// partly used keeps all of its bytes.
+/// block's start: a piece is zeroed only when each byte of it is unused or zero (free or
+/// zero), so a block (dynamic results: `grain` is the block) or a page (raw results:
+/// 4 KiB) holding a used non-zero byte keeps all of its bytes.
 #[derive(Clone, Copy)]
 pub(crate) struct Mask<'a> {
     /// The unused ranges.
@@ -198,7 +198,10 @@ pub(crate) fn units_and_bytes(runs: &[Range<u64>], unit: u64, size: u64) -> (u64
 
 /// The unit indexes of `runs`, `per_chunk` at a time, in order: the chunks the
 /// pipeline composes.
-pub(crate) fn chunks_of(runs: &[Range<u64>], per_chunk: u64) -> impl Iterator<Item = Vec<u64>> + '_ {
+pub(crate) fn chunks_of(
+    runs: &[Range<u64>],
+    per_chunk: u64,
+) -> impl Iterator<Item = Vec<u64>> + '_ {
     let mut units = runs.iter().flat_map(|r| r.clone()).peekable();
     let per_chunk = per_chunk.max(1) as usize;
     std::iter::from_fn(move || {
@@ -399,7 +402,12 @@ fn zero_masked(data: BlockData, start: u64, masked: &[Range<u64>], pool: &Buffer
 /// wholly unused ([`zero_masked`] zeroed those): e.g. a block holding free clusters and
 /// a file system's unused, zero-filled inode table. A piece holding any non-zero byte
 /// that some file system uses stays as it is. Returns whether a piece was zeroed.
-fn free_or_zero(data: BlockData, start: u64, mask: Mask<'_>, pool: &BufferPool) -> (BlockData, bool) {
+fn free_or_zero(
+    data: BlockData,
+    start: u64,
+    mask: Mask<'_>,
+    pool: &BufferPool,
+) -> (BlockData, bool) {
     let Some(bytes) = data.bytes() else {
         return (data, false);
     };
@@ -642,9 +650,16 @@ mod tests {
             assert_eq!(&w[r.clone()], &block(i as u64)[..], "block {i}");
         }
         let pool = BufferPool::default();
-        let composed =
-            compose_chunk(&disk, disk.virtual_size(), &[0, 1, 2, 3, 4, 5, 6, 7], unit, &pool, None, None)
-                .expect("compose");
+        let composed = compose_chunk(
+            &disk,
+            disk.virtual_size(),
+            &[0, 1, 2, 3, 4, 5, 6, 7],
+            unit,
+            &pool,
+            None,
+            None,
+        )
+        .expect("compose");
         for c in &composed {
             let mut want = vec![0u8; unit as usize];
             disk.read_at(&mut want, c.index * unit).expect("read");

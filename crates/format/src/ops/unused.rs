@@ -6,9 +6,11 @@
 //! `vhdkit-volume` over the disk's virtual view) hands the operation the ranges, either
 //! as a list ([`Unused::Ranges`]) or as a function the operation calls on the disk it
 //! opened, while it holds the disk's locks ([`Unused::Scan`]). Either way the rule is
-//! the same and conservative: **a block is released (or left out) only when every byte
-//! of it lies in an unused range.** Bytes of a block that is partly used are kept as
-//! they are, free or not.
+//! the same and conservative: **a block is released (or left out) only when each of its
+//! bytes is free or zero** — it lies in an unused range, or it reads as it would without
+//! the block anyway (zero; in a differencing disk, the parent's byte): free space beside
+//! a file system's zero-filled metadata, say. A block holding one used byte that differs
+//! is kept with all its bytes, free or not.
 
 use std::fmt;
 use std::io;
