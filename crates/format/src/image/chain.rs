@@ -265,6 +265,16 @@ impl Disk {
         merged
     }
 
+    /// Asks the kernel to read ahead the metadata that a walk of the virtual `range`
+    /// reads block by block — every level's sector bitmaps of the blocks it meets — so
+    /// that the walk finds it in the page cache (a hint; see
+    /// `VhdFile::will_need_bitmaps`).
+    pub(crate) fn will_need(&self, range: std::ops::Range<u64>) {
+        for layer in &self.layers {
+            layer.will_need_bitmaps(range.clone());
+        }
+    }
+
     fn extents_from(
         &self,
         level: usize,

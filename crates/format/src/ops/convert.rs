@@ -36,7 +36,7 @@ use crate::spec::SECTOR_SIZE;
 
 use super::placement::{Placement, FOOTER_SIZE};
 use super::source::{
-    chunks_of, compose_chunk, compose_copied, data_units, masked_totals, units_and_bytes,
+    chunks_ahead, compose_chunk, compose_copied, data_units, masked_totals, units_and_bytes,
     BufferPool, Composed, Mask, Offload,
 };
 use super::unused::{self, UnusedRanges};
@@ -249,7 +249,7 @@ pub fn convert_disk(
             if opts.verify {
                 crcs.reserve(to_compose as usize);
             }
-            for chunk in chunks_of(&runs, per_chunk) {
+            for chunk in chunks_ahead(disk, &runs, per_chunk, unit) {
                 progress.check_cancelled()?;
                 let composed =
                     compose_chunk(disk, size, &chunk, unit, pool, mask, offload.as_ref())?;

@@ -24,7 +24,7 @@ use crate::image::Disk;
 
 use super::convert::{check_target, mask_for};
 use super::placement::Placement;
-use super::source::{chunks_of, compose_chunk, data_units, units_and_bytes, BufferPool};
+use super::source::{chunks_ahead, compose_chunk, data_units, units_and_bytes, BufferPool};
 use super::unused;
 use super::{OpsOptions, Target};
 
@@ -124,7 +124,7 @@ pub fn measure_disk(
     progress.plan_phases(&[(Phase::Scan, bytes_to_scan)]);
     progress.set_phase(Phase::Scan, to_scan, bytes_to_scan);
     let mut allocated = 0u64;
-    for chunk in chunks_of(&runs, per_chunk) {
+    for chunk in chunks_ahead(disk, &runs, per_chunk, unit) {
         progress.check_cancelled()?;
         for c in compose_chunk(disk, size, &chunk, unit, &pool, mask, None)? {
             // Exactly the blocks the converter writes: those composed with data.

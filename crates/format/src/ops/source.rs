@@ -210,6 +210,37 @@ pub(crate) fn chunks_of(
     })
 }
 
+/// How many chunks ahead of the one being composed the pipeline asks for their metadata
+/// (the sector bitmaps it will read; see [`chunks_ahead`]).
+const LOOKAHEAD_CHUNKS: usize = 16;
+
+/// [`chunks_of`], asking the kernel to read ahead the metadata of the chunks
+/// [`LOOKAHEAD_CHUNKS`] ahead of the one handed out (`Disk::will_need`): the bitmaps of
+/// a sparse source are then read many at a time, not one block after another (from a
+/// cold cache, a raw result whose data is cloned reads nothing else).
+pub(crate) fn chunks_ahead<'a>(
+    disk: &'a Disk,
+    runs: &'a [Range<u64>],
+    per_chunk: u64,
+    unit: u64,
+) -> impl Iterator<Item = Vec<u64>> + 'a {
+    let mut ahead = chunks_of(runs, per_chunk);
+    let mut first = true;
+    chunks_of(runs, per_chunk).map(move |chunk| {
+        let n = if std::mem::take(&mut first) {
+            LOOKAHEAD_CHUNKS + 1
+        } else {
+            1
+        };
+        for c in ahead.by_ref().take(n) {
+            if let (Some(&a), Some(&b)) = (c.first(), c.last()) {
+                disk.will_need(a * unit..(b + 1) * unit);
+            }
+        }
+        chunk
+    })
+}
+
 /// What a mask leaves out of a whole view `size` long cut into units of `unit` bytes,
 /// whatever the units hold: the wholly unused pieces (merged, in order), their bytes,
 /// and the units every byte of which is unused. Computed from the unused ranges alone
