@@ -226,7 +226,7 @@ pub(crate) fn chunks_ahead<'a>(
 ) -> impl Iterator<Item = Vec<u64>> + 'a {
     let mut ahead = chunks_of(runs, per_chunk);
     let mut first = true;
-    chunks_of(runs, per_chunk).map(move |chunk| {
+    chunks_of(runs, per_chunk).inspect(move |_| {
         let n = if std::mem::take(&mut first) {
             LOOKAHEAD_CHUNKS + 1
         } else {
@@ -237,7 +237,6 @@ pub(crate) fn chunks_ahead<'a>(
                 disk.will_need(a * unit..(b + 1) * unit);
             }
         }
-        chunk
     })
 }
 
