@@ -223,58 +223,6 @@ impl Disk {
         Ok(out)
     }
 
-    /// The virtual byte ranges where some level of the chain may hold data — sorted,
-    /// disjoint, merged, within the virtual size: the union of every level's
-    /// [`VhdFile::stored_ranges`] (allocated blocks, a flat file's stored extents).
-    /// Outside them the disk reads as zeros. From metadata alone: a 2 TiB disk holding
-    /// a few blocks answers in a few steps.
-    ///
-    /// ```
-    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
-    /// use vhdkit_format::image::{CreateOptions, Disk, DiskKind};
-    ///
-    /// let dir = tempfile::tempdir()?;
-    /// let path = dir.path().join("big.vhd");
-    /// Disk::create(&path, &CreateOptions::new(DiskKind::Dynamic, 1 << 40))?;
-    /// let disk = Disk::open_rw(&path)?;
-    /// disk.write_at(&[1u8; 4096], 700 << 30)?;
-    /// let block = 2 << 20; // the default block size
-    /// assert_eq!(disk.stored_ranges(), vec![700 << 30..(700 << 30) + block]);
-    /// # Ok(())
-    /// # }
-    /// ```
-    pub fn stored_ranges(&self) -> Vec<std::ops::Range<u64>> {
-        let size = self.virtual_size();
-        let mut all: Vec<std::ops::Range<u64>> = self
-            .layers
-            .iter()
-            .flat_map(VhdFile::stored_ranges)
-            .map(|r| r.start.min(size)..r.end.min(size))
-            .filter(|r| r.start < r.end)
-            .collect();
-        if self.layers.len() > 1 {
-            all.sort_unstable_by_key(|r| r.start);
-        }
-        let mut merged: Vec<std::ops::Range<u64>> = Vec::with_capacity(all.len());
-        for r in all {
-            match merged.last_mut() {
-                Some(last) if r.start <= last.end => last.end = last.end.max(r.end),
-                _ => merged.push(r),
-            }
-        }
-        merged
-    }
-
-    /// Asks the kernel to read ahead the metadata that a walk of the virtual `range`
-    /// reads block by block — every level's sector bitmaps of the blocks it meets — so
-    /// that the walk finds it in the page cache (a hint; see
-    /// `VhdFile::will_need_bitmaps`).
-    pub(crate) fn will_need(&self, range: std::ops::Range<u64>) {
-        for layer in &self.layers {
-            layer.will_need_bitmaps(range.clone());
-        }
-    }
-
     fn extents_from(
         &self,
         level: usize,

@@ -2,7 +2,6 @@
 //! locators; or a host-drive stub and its device; or a raw image. Answers "where do the
 //! bytes of this virtual range live in this file" and writes into it crash-safely.
 
-use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -43,7 +42,7 @@ pub struct VhdFile {
     pub(crate) layout: Layout,
     pub(super) warnings: Vec<String>,
     /// Stored ranges of a read-only raw or fixed file (`SEEK_DATA`/`SEEK_HOLE`, found once).
-    data_map: std::sync::OnceLock<Vec<(u64, u64)>>,
+    pub(super) data_map: std::sync::OnceLock<Vec<(u64, u64)>>,
 }
 
 impl VhdFile {
@@ -389,36 +388,6 @@ impl VhdFile {
             Layout::Sparse(s) => self.sparse_extents(s, pos, end, &mut out)?,
         }
         Ok(out)
-    }
-
-    /// The virtual byte ranges this file may hold data in — sorted, disjoint, merged,
-    /// within the virtual size: a dynamic or differencing disk's allocated blocks
-    /// (whole, whatever their sector bitmaps say), a read-only fixed or raw file's
-    /// stored extents (its holes left out: `SEEK_DATA`/`SEEK_HOLE`, found once), the
-    /// whole disk for other files. Outside them this file holds nothing: those bytes
-    /// read as zeros, or (differencing) from the parent. From metadata alone, one step
-    /// per run: its cost follows the allocation, not the virtual size.
-    pub fn stored_ranges(&self) -> Vec<Range<u64>> {
-        let size = self.virtual_size();
-        let whole = || std::iter::once(0..size).collect::<Vec<_>>();
-        match &self.layout {
-            Layout::Sparse(s) => s.stored_ranges(size),
-            Layout::Raw | Layout::Fixed => {
-                match self.backend.as_file().filter(|_| !self.writable) {
-                    Some(f) => self
-                        .data_map
-                        .get_or_init(|| data_ranges(f, size))
-                        .iter()
-                        .map(|&(a, b)| a..b)
-                        .collect(),
-                    None => whole(),
-                }
-            }
-            Layout::HostDrive(_) => whole(),
-        }
-        .into_iter()
-        .filter(|r| r.start < r.end)
-        .collect()
     }
 
     /// Reads stored bytes at a file offset given by a `Data` extent through a read-only

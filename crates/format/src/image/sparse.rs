@@ -181,48 +181,6 @@ pub(crate) fn open_sparse(
     })
 }
 
-impl VhdFile {
-    /// Asks the kernel to read ahead, asynchronously, the sector bitmaps of the
-    /// allocated blocks that meet the virtual `range` (`POSIX_FADV_WILLNEED`): a walk
-    /// that will read them one by one then finds them in the page cache instead of
-    /// waiting for each in turn (from a cold cache, a conversion that clones its data
-    /// reads nothing else). A hint: nothing happens on files that are not files.
-    pub(crate) fn will_need_bitmaps(&self, range: std::ops::Range<u64>) {
-        let (super::file::Layout::Sparse(s), Some(f)) = (&self.layout, self.backend.as_file())
-        else {
-            return;
-        };
-        let bat = s.bat.read().unwrap_or_else(|e| e.into_inner());
-        let end = range.end.div_ceil(s.block_size).min(bat.len() as u64);
-        let mut b = bat.next_allocated(range.start / s.block_size, end);
-        while b < end {
-            if let Some(at) = bat.block_offset(b) {
-                // Failing advice changes nothing: the reads happen anyway.
-                let _ = rustix::fs::fadvise(
-                    f,
-                    at,
-                    std::num::NonZeroU64::new(s.bitmap_size),
-                    rustix::fs::Advice::WillNeed,
-                );
-            }
-            b = bat.next_allocated(b + 1, end);
-        }
-    }
-}
-
-impl Sparse {
-    /// The virtual byte ranges of the allocated blocks (whole blocks, whatever their
-    /// bitmaps say), clipped to `size`, merged, in order: one step per run of blocks.
-    pub(crate) fn stored_ranges(&self, size: u64) -> Vec<std::ops::Range<u64>> {
-        let bat = self.bat.read().unwrap_or_else(|e| e.into_inner());
-        let bs = self.block_size;
-        bat.allocated_runs()
-            .map(|r| r.start.saturating_mul(bs).min(size)..r.end.saturating_mul(bs).min(size))
-            .filter(|r| r.start < r.end)
-            .collect()
-    }
-}
-
 /// Block sizes and metadata ranges of an open sparse file.
 #[derive(Debug, Clone)]
 pub(crate) struct SparseGeometry {

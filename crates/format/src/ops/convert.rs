@@ -35,10 +35,8 @@ use crate::image::{Disk, OpenOptions};
 use crate::spec::SECTOR_SIZE;
 
 use super::placement::{Placement, FOOTER_SIZE};
-use super::source::{
-    chunks_ahead, compose_chunk, compose_copied, data_units, masked_totals, units_and_bytes,
-    BufferPool, Composed, Mask, Offload,
-};
+use super::source::{compose_chunk, compose_copied, BufferPool, Composed, Mask, Offload};
+use super::units::{chunks_ahead, data_units, masked_totals, units_and_bytes};
 use super::unused::{self, UnusedRanges};
 use super::writer::{offload_device, Writer, ZERO_PAGE};
 use super::{OpsOptions, PhaseClock, Report, Target};

@@ -24,7 +24,8 @@ use crate::image::Disk;
 
 use super::convert::{check_target, mask_for};
 use super::placement::Placement;
-use super::source::{chunks_ahead, compose_chunk, data_units, units_and_bytes, BufferPool};
+use super::source::{compose_chunk, BufferPool};
+use super::units::{chunks_ahead, data_units, units_and_bytes};
 use super::unused;
 use super::{OpsOptions, Target};
 

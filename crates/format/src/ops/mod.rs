@@ -21,6 +21,7 @@ pub mod relink;
 pub mod repair;
 pub mod resize;
 mod source;
+mod units;
 pub mod unused;
 mod writer;
 
