@@ -120,10 +120,10 @@ impl From<&ProgressEvent> for EventDoc {
             phase: e.phase.name(),
             percent: e.task_percent,
             phase_percent: e.phase_percent,
-            phase_blocks_done: e.blocks_done,
-            phase_blocks_total: e.blocks_total,
-            phase_bytes_done: e.bytes_done,
-            phase_bytes_total: e.bytes_total,
+            phase_blocks_done: e.phase_blocks_done,
+            phase_blocks_total: e.phase_blocks_total,
+            phase_bytes_done: e.phase_bytes_done,
+            phase_bytes_total: e.phase_bytes_total,
             block_index: e.block_index,
             lost: e.lost,
             is_final: e.is_final,
@@ -313,8 +313,8 @@ pub fn wait<T>(
                             break;
                         }
                         bar.set_message(e.phase.name());
-                        bar.set_length(e.bytes_total.max(1));
-                        bar.set_position(e.bytes_done);
+                        bar.set_length(e.phase_bytes_total.max(1));
+                        bar.set_position(e.phase_bytes_done);
                     }
                     Err(crossbeam_timeout) if crossbeam_timeout.is_timeout() => {}
                     Err(_) => break,
