@@ -9,7 +9,7 @@ use std::time::Duration;
 use clap::{Args, ValueEnum};
 use serde::Serialize;
 use vhdkit_format::ops::{OpTask, Report};
-use vhdkit_task::{ProgressEvent, Task, TaskFailure};
+use vhdkit_task::{ProgressEvent, TaskFailure};
 
 use super::human::{count, size, size_and_bytes};
 use super::volumes::{self, FsAware, PartitionDoc};
@@ -277,11 +277,7 @@ pub fn run_fs_aware(
 
 /// Waits for any operation's `task`, showing its progress as `args` asks and cancelling
 /// it on the first SIGINT, SIGTERM or SIGHUP; returns its result.
-pub fn wait<T>(
-    task: Task<T, vhdkit_format::Error>,
-    args: &RunArgs,
-    leaves: Leaves,
-) -> Result<T, CliError> {
+pub fn wait<T>(task: OpTask<T>, args: &RunArgs, leaves: Leaves) -> Result<T, CliError> {
     let t = task.handle();
     // The first SIGINT, SIGTERM or SIGHUP cancels (the same rollback for each); later
     // ones are ignored: the rollback must finish.

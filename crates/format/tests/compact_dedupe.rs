@@ -244,13 +244,15 @@ fn dedupe_leaves_dynamic_disks_as_before() {
 /// Every event of a compaction run as a task that starts only once subscribed to.
 fn events(path: PathBuf, o: OpsOptions) -> (Vec<ProgressEvent>, Report) {
     let (go, wait) = std::sync::mpsc::channel::<()>();
-    let task: OpTask = TaskBuilder::new("measured")
-        .cancelable(true)
-        .event_capacity(100_000)
-        .spawn(move |p| {
-            wait.recv().expect("started");
-            ops::compact::compact(&path, &o, p)
-        });
+    let task = OpTask::from(
+        TaskBuilder::new("measured")
+            .cancelable(true)
+            .event_capacity(100_000)
+            .spawn(move |p| {
+                wait.recv().expect("started");
+                ops::compact::compact(&path, &o, p)
+            }),
+    );
     let sub = task.subscribe();
     go.send(()).expect("start");
     let all: Vec<ProgressEvent> = sub.iter().collect();

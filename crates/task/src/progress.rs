@@ -125,9 +125,10 @@ impl Phase {
     }
 }
 
+/// Prints the [`name`](Phase::name), honouring width and alignment (`{:>7}`).
 impl fmt::Display for Phase {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
+        f.pad(self.name())
     }
 }
 
@@ -683,6 +684,12 @@ mod tests {
     fn progress_is_send_and_sync() {
         fn assert_send_sync<T: Send + Sync>() {}
         assert_send_sync::<Progress>();
+    }
+
+    #[test]
+    fn phase_display_honours_width() {
+        assert_eq!(format!("[{:>6}]", Phase::Copy), "[  copy]");
+        assert_eq!(format!("[{:<6}]", Phase::Scan), "[scan  ]");
     }
 
     #[test]

@@ -93,8 +93,14 @@ fn progress_after_success_has_counters_at_totals() {
 
     let snapshot = task.progress();
     assert_eq!(snapshot.phase, Phase::Finish);
-    assert_eq!((snapshot.phase_blocks_done, snapshot.phase_blocks_total), (10, 10));
-    assert_eq!((snapshot.phase_bytes_done, snapshot.phase_bytes_total), (5120, 5120));
+    assert_eq!(
+        (snapshot.phase_blocks_done, snapshot.phase_blocks_total),
+        (10, 10)
+    );
+    assert_eq!(
+        (snapshot.phase_bytes_done, snapshot.phase_bytes_total),
+        (5120, 5120)
+    );
 }
 
 #[test]
@@ -144,7 +150,10 @@ fn listener_that_reads_after_completion_finds_final_event_last() {
     assert!(last.is_final);
     assert_eq!(last.phase, Phase::Finish);
     assert_eq!(last.result, Some(VMTaskResult::Success));
-    assert_eq!((last.phase_blocks_done, last.phase_blocks_total), (1000, 1000));
+    assert_eq!(
+        (last.phase_blocks_done, last.phase_blocks_total),
+        (1000, 1000)
+    );
     assert_eq!(last.phase_bytes_done, 1000 * 512);
     assert_eq!((last.phase_percent, last.task_percent), (100, 100));
 }
@@ -221,7 +230,13 @@ fn events_carry_task_id_phase_and_block_index() {
     assert_eq!(phase_event.phase, Phase::Move);
     assert_eq!(phase_event.block_index, None);
     assert_eq!(block_event.block_index, Some(17));
-    assert_eq!((block_event.phase_blocks_done, block_event.phase_blocks_total), (1, 3));
+    assert_eq!(
+        (
+            block_event.phase_blocks_done,
+            block_event.phase_blocks_total
+        ),
+        (1, 3)
+    );
     assert!(!block_event.is_final);
 
     keeper.open();
