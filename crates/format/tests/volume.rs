@@ -8,26 +8,15 @@ use std::process::Command;
 use vhdkit_format::ops::{self, OpsOptions, ResizeOptions};
 use vhdkit_format::volume::{self, FsKind, FsScan, ShrinkRefusal, TableKind};
 use vhdkit_format::{CreateOptions, Disk, DiskKind, ErrorKind};
-use vhdkit_testkit::{need, tempdir, MIB};
+use vhdkit_testkit::{mbr_with_partition, need, tempdir, MIB};
 
-/// An MBR with one Linux partition spanning 1 MiB .. `end`.
-fn mbr_with_partition(end: u64) -> [u8; 512] {
-    let mut mbr = [0u8; 512];
-    let e = &mut mbr[446..462];
-    e[4] = 0x83;
-    e[8..12].copy_from_slice(&2048u32.to_le_bytes());
-    e[12..16].copy_from_slice(&(((end - MIB) / 512) as u32).to_le_bytes());
-    mbr[510] = 0x55;
-    mbr[511] = 0xAA;
-    mbr
-}
-
-/// A 64 MiB dynamic disk holding `mbr_with_partition(end)` and data at the partition's
-/// last sector.
+/// A 64 MiB dynamic disk with an MBR whose one Linux partition spans 1 MiB .. `end`, and
+/// data at the partition's last sector.
 fn disk_with_partition(path: &Path, end: u64) -> Disk {
     let disk = Disk::create_and_open(path, &CreateOptions::new(DiskKind::Dynamic, 64 * MIB))
         .expect("create");
-    disk.write_at(&mbr_with_partition(end), 0).expect("mbr");
+    disk.write_at(&mbr_with_partition(MIB, end, 0x83), 0)
+        .expect("mbr");
     disk.write_at(&[0x5A; 512], end - 512).expect("data");
     disk.flush().expect("flush");
     disk
