@@ -129,7 +129,7 @@ fn op_task_has_the_task_members_and_its_handle_watches() {
     assert_eq!(handle.id(), task.id());
     assert!(task.is_cancelable());
     assert!(task.description().starts_with("Converting"));
-    let events: Vec<_> = task.subscribe().into_iter().collect();
+    let events: Vec<_> = task.subscribe().collect();
     assert!(task.wait_for_completion(None));
     assert!(task.is_complete() && !task.is_cancel_requested());
     assert_eq!(task.result(), Some(VMTaskResult::Success));

@@ -1,6 +1,6 @@
 //! The four `IVMHardDisk` operations — compact, convert, merge, merge-to — create and
 //! resize, each as a plain function over a [`Progress`] and as an IVMTask2-style
-//! [`Task`]; and [`measure()`], the length a convert or merge-to would write, without
+//! [`OpTask`]; and [`measure()`], the length a convert or merge-to would write, without
 //! writing.
 //!
 //! Every operation runs block by block: metadata gives a plan (pure data, in the crate-private `plan` module),
