@@ -415,15 +415,8 @@ fn shrink_without_allow_shrink_is_a_usage_error_and_writes_nothing() {
 
 /// A 64 MiB raw disk with an MBR whose one partition spans 1 MiB .. `end`.
 fn raw_with_partition(path: &Path, end: u64) {
-    let mut mbr = vec![0u8; 512];
-    let e = &mut mbr[446..462];
-    e[4] = 0x83;
-    e[8..12].copy_from_slice(&2048u32.to_le_bytes());
-    e[12..16].copy_from_slice(&(((end - MIB) / 512) as u32).to_le_bytes());
-    mbr[510] = 0x55;
-    mbr[511] = 0xAA;
     let mut disk = vec![0u8; (64 * MIB) as usize];
-    disk[..512].copy_from_slice(&mbr);
+    disk[..512].copy_from_slice(&vhdkit_testkit::mbr_with_partition(MIB, end, 0x83));
     disk[(end - 512) as usize..end as usize].fill(0x5A);
     std::fs::write(path, disk).expect("write raw");
 }

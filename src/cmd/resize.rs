@@ -10,12 +10,11 @@ use std::sync::Arc;
 use clap::Args;
 use vhdkit_format::ops::resize::{target_size, ShrinkGuard};
 use vhdkit_format::ops::{self, OpsOptions, ResizeOptions};
+use vhdkit_format::volume::{check_shrink, TableKind};
 use vhdkit_format::{Disk, DiskKind};
-use vhdkit_volume::table::{read_table, TableKind};
 
 use super::human::size_and_bytes;
 use super::runner::{self, RunArgs};
-use super::volumes::View;
 use super::{size_arg, terminal, CliError, OpenArgs};
 
 #[derive(Debug, Args)]
@@ -46,41 +45,14 @@ pub struct ResizeArgs {
     open: OpenArgs,
 }
 
-/// Refuses a shrink that would cut a partition (or a file system spanning a disk
-/// without a table); notes in `gpt` whether the disk has a GPT, whose backup header at
-/// the end a shrink cuts.
+/// The library's shrink guard ([`check_shrink`]: a shrink must not cut a partition, or
+/// a file system spanning a disk without a table); notes in `gpt` whether the disk has
+/// a GPT, whose backup header at the end a shrink cuts.
 fn partition_guard(gpt: Arc<AtomicBool>) -> ShrinkGuard {
     Arc::new(move |disk: &Disk, new: u64| {
-        let table = read_table(&View::new(disk)).map_err(|e| {
-            format!("its partition table cannot be read ({e}), so a shrink could cut a partition")
-        })?;
+        let table = check_shrink(disk, new).map_err(|refusal| refusal.to_string())?;
         gpt.store(table.kind == TableKind::Gpt, Ordering::Relaxed);
-        let cut: Vec<String> = table
-            .entries
-            .iter()
-            .filter(|e| e.start.saturating_add(e.len) > new)
-            .map(|e| {
-                let what = if table.kind == TableKind::WholeDisk {
-                    "a file system without a partition table".to_owned()
-                } else {
-                    format!("partition {}", e.index)
-                };
-                format!(
-                    "{what} (bytes {}..{}, {})",
-                    e.start,
-                    e.start.saturating_add(e.len),
-                    e.ptype.name()
-                )
-            })
-            .collect();
-        if cut.is_empty() {
-            Ok(())
-        } else {
-            Err(format!(
-                "shrinking to {new} bytes would cut {}; shrink the file system and the partition first, then the disk",
-                cut.join(", ")
-            ))
-        }
+        Ok(())
     })
 }
 

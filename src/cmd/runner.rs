@@ -9,7 +9,7 @@ use std::time::Duration;
 use clap::{Args, ValueEnum};
 use serde::Serialize;
 use vhdkit_format::ops::{OpTask, Report};
-use vhdkit_task::{ProgressEvent, Task, TaskFailure};
+use vhdkit_task::{ProgressEvent, TaskFailure};
 
 use super::human::{count, size, size_and_bytes};
 use super::volumes::{self, FsAware, PartitionDoc};
@@ -120,10 +120,10 @@ impl From<&ProgressEvent> for EventDoc {
             phase: e.phase.name(),
             percent: e.task_percent,
             phase_percent: e.phase_percent,
-            phase_blocks_done: e.blocks_done,
-            phase_blocks_total: e.blocks_total,
-            phase_bytes_done: e.bytes_done,
-            phase_bytes_total: e.bytes_total,
+            phase_blocks_done: e.phase_blocks_done,
+            phase_blocks_total: e.phase_blocks_total,
+            phase_bytes_done: e.phase_bytes_done,
+            phase_bytes_total: e.phase_bytes_total,
             block_index: e.block_index,
             lost: e.lost,
             is_final: e.is_final,
@@ -277,11 +277,7 @@ pub fn run_fs_aware(
 
 /// Waits for any operation's `task`, showing its progress as `args` asks and cancelling
 /// it on the first SIGINT, SIGTERM or SIGHUP; returns its result.
-pub fn wait<T>(
-    task: Task<T, vhdkit_format::Error>,
-    args: &RunArgs,
-    leaves: Leaves,
-) -> Result<T, CliError> {
+pub fn wait<T>(task: OpTask<T>, args: &RunArgs, leaves: Leaves) -> Result<T, CliError> {
     let t = task.handle();
     // The first SIGINT, SIGTERM or SIGHUP cancels (the same rollback for each); later
     // ones are ignored: the rollback must finish.
@@ -313,8 +309,8 @@ pub fn wait<T>(
                             break;
                         }
                         bar.set_message(e.phase.name());
-                        bar.set_length(e.bytes_total.max(1));
-                        bar.set_position(e.bytes_done);
+                        bar.set_length(e.phase_bytes_total.max(1));
+                        bar.set_position(e.phase_bytes_done);
                     }
                     Err(crossbeam_timeout) if crossbeam_timeout.is_timeout() => {}
                     Err(_) => break,

@@ -55,7 +55,8 @@ impl CheckReport {
 
 /// Checks the disk at `path` and every ancestor it can reach. Fails only when the file
 /// cannot be read at all; everything else is a problem in the report.
-pub fn check(path: &Path, opts: &OpenOptions) -> Result<CheckReport> {
+pub fn check(path: impl AsRef<Path>, opts: &OpenOptions) -> Result<CheckReport> {
+    let path = path.as_ref();
     let file = open_unlocked(path, Accept::RegularOrBlock)?;
     let backend: Arc<dyn Backend> = Arc::new(FileBackend::new(file));
     let mut files = vec![FileReport {

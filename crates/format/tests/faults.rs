@@ -135,7 +135,7 @@ fn convert_with_any_failed_write_or_sync_leaves_no_destination() {
             };
             ops::convert::convert_disk(
                 &disk,
-                &d.join("out"),
+                d.join("out"),
                 target,
                 &opts,
                 &progress(),
@@ -187,7 +187,7 @@ fn compact_with_any_failed_write_or_sync_keeps_content_and_reruns() {
                 dedupe: false,
                 ..OpsOptions::default()
             };
-            ops::compact::compact(&d.join(which), &opts, &progress()).map(|_| ())
+            ops::compact::compact(d.join(which), &opts, &progress()).map(|_| ())
         };
         if which == "child.vhd" {
             // Without deduplication the child has nothing to release (its blocks all
@@ -265,7 +265,7 @@ fn dedupe_compact_with_any_failed_write_or_sync_keeps_the_view_and_reruns() {
             verify: true,
             ..OpsOptions::default()
         };
-        let r = ops::compact::compact(&d.join("child.vhd"), &opts, &progress())?;
+        let r = ops::compact::compact(d.join("child.vhd"), &opts, &progress())?;
         assert_eq!(
             (r.blocks_deduplicated, r.blocks_zero, r.blocks_released),
             (5, 0, 5)
@@ -278,7 +278,7 @@ fn dedupe_compact_with_any_failed_write_or_sync_keeps_the_view_and_reruns() {
             verify: true,
             ..OpsOptions::default()
         };
-        ops::compact::compact(&d.join("child.vhd"), &opts, &progress()).map(|_| ())
+        ops::compact::compact(d.join("child.vhd"), &opts, &progress()).map(|_| ())
     };
     let points = every_fault(&setup, &op, &|d, _| {
         let path = d.join("child.vhd");
@@ -366,7 +366,7 @@ fn merge_with_any_failed_write_or_sync_keeps_the_child_view_and_reruns() {
             chunk_bytes: 512 * 1024,
             ..OpsOptions::default()
         };
-        ops::merge::merge(&d.join("child.vhd"), &opts, &progress()).map(|_| ())
+        ops::merge::merge(d.join("child.vhd"), &opts, &progress()).map(|_| ())
     };
     let points = every_fault(&setup, &op, &|d, _| {
         assert_eq!(
@@ -463,7 +463,7 @@ fn merge_into_with_any_failed_write_or_sync_keeps_the_child_view_and_reruns() {
             ..OpsOptions::default()
         };
         let anc = ops::merge_into::Ancestor::Path(d.join("base.vhd"));
-        ops::merge_into::merge_into(&d.join("top.vhd"), &anc, &opts, &progress()).map(|_| ())
+        ops::merge_into::merge_into(d.join("top.vhd"), &anc, &opts, &progress()).map(|_| ())
     };
     let points = every_fault(&|d| make_three_levels(d), &op, &|d, _| {
         assert_eq!(
@@ -478,8 +478,7 @@ fn merge_into_with_any_failed_write_or_sync_keeps_the_child_view_and_reruns() {
             view,
             "the ancestor holds the view"
         );
-        let r =
-            vhdkit_format::check::check(&d.join("top.vhd"), &Default::default()).expect("check");
+        let r = vhdkit_format::check::check(d.join("top.vhd"), &Default::default()).expect("check");
         assert!(r.is_clean(), "{:?}", r.files);
     });
     eprintln!("merge --into: {points} fault points");
@@ -500,7 +499,7 @@ fn set_parent_with_any_failed_write_or_sync_names_a_parent_that_works() {
         read_file(&dir.path().join("child.vhd"))
     };
     let op = |d: &Path| -> Result<(), Error> {
-        ops::relink::set_parent(&d.join("child.vhd"), &d.join("moved/base.vhd"), false).map(|_| ())
+        ops::relink::set_parent(d.join("child.vhd"), d.join("moved/base.vhd"), false).map(|_| ())
     };
     let points = every_fault(&setup, &op, &|d, _| {
         assert_eq!(read_file(&d.join("child.vhd")), view, "a parent that works");
@@ -509,7 +508,7 @@ fn set_parent_with_any_failed_write_or_sync_names_a_parent_that_works() {
         assert!(disk.layers()[1].path().ends_with("moved/base.vhd"));
         assert_eq!(read_file(&d.join("child.vhd")), view);
         let r =
-            vhdkit_format::check::check(&d.join("child.vhd"), &Default::default()).expect("check");
+            vhdkit_format::check::check(d.join("child.vhd"), &Default::default()).expect("check");
         assert!(r.is_clean(), "{:?}", r.files);
     });
     eprintln!("set-parent: {points} fault points");
@@ -680,8 +679,7 @@ fn resize_with_any_failed_write_or_sync_reads_as_before_or_as_resized_and_reruns
             ..Default::default()
         };
         let op = |d: &Path| -> Result<(), Error> {
-            ops::resize::resize(&d.join(which), &ro, &OpsOptions::default(), &progress())
-                .map(|_| ())
+            ops::resize::resize(d.join(which), &ro, &OpsOptions::default(), &progress()).map(|_| ())
         };
         let setup = |d: &Path| {
             make_resize_disk(d, &case);

@@ -236,7 +236,7 @@ fn compact_cancelled_at_many_points(differencing: bool) {
 
     // The uncancelled run: its final size and the number of events it sends.
     let d = fresh_copy(root.path(), &tpl, 1000, files);
-    let task = ops::compact_task(&d.join(target_name), &opts(false)).expect("starts");
+    let task = ops::compact_task(d.join(target_name), &opts(false)).expect("starts");
     let rx = task.subscribe();
     let events = rx.iter().filter(|e| !e.is_final).count();
     let report = task.join().expect("compact");
@@ -360,7 +360,7 @@ fn compact_dedupe_cancelled_at_many_points_keeps_the_view_and_rerun_completes() 
     let original_len = file_len(&tpl.join("c.vhd"));
 
     let d = fresh_copy(root.path(), &tpl, 1000, files);
-    let task = ops::compact_task(&d.join("c.vhd"), &opts(false)).expect("starts");
+    let task = ops::compact_task(d.join("c.vhd"), &opts(false)).expect("starts");
     let rx = task.subscribe();
     let events = rx.iter().filter(|e| !e.is_final).count();
     let report = task.join().expect("compact");
@@ -590,7 +590,7 @@ fn merge_cancelled_at_many_points_keeps_the_child_view_and_rerun_completes() {
     let (parent_before, content) = chain_template(&tpl);
     let files = ["base.vhd", "child.vhd"];
     let d = fresh_copy(root.path(), &tpl, 1000, &files);
-    let task = ops::merge_task(&d.join("child.vhd"), &opts(false)).expect("starts");
+    let task = ops::merge_task(d.join("child.vhd"), &opts(false)).expect("starts");
     let events = task.subscribe().iter().filter(|e| !e.is_final).count();
     task.join().expect("uncancelled merge");
     let merged_len = file_len(&d.join("base.vhd"));

@@ -3,6 +3,7 @@
 //! - [`Rng`]: the seeded generators the suites draw data, offsets and schedules from;
 //! - [`Model`]: the byte-array model of a disk, and generators of [`Write`] lists;
 //! - [`assert_bytes_eq`] and small file helpers ([`tempdir`], [`file_len`], …);
+//! - [`mbr_with_partition`]: a partition table without `sfdisk`;
 //! - the external readers that judge vhdkit's output: qemu-img ([`qemu_read_all`], …),
 //!   libvhdi's `vhdiinfo` ([`vhdiinfo_field`], …) and its Python binding pyvhdi
 //!   ([`pyvhdi_read_all`], …), with [`have`] and [`need`] to check they are installed.
@@ -16,6 +17,7 @@
 mod bytes;
 mod files;
 mod libvhdi;
+mod mbr;
 mod model;
 mod qemu;
 mod rng;
@@ -26,6 +28,7 @@ pub use files::{dir_names, fast_tempdir, file_len, tempdir};
 pub use libvhdi::{
     pyvhdi_read_all, pyvhdi_read_cmd, pyvhdi_size, vhdiinfo, vhdiinfo_field, vhdiinfo_size, PYTHON,
 };
+pub use mbr::mbr_with_partition;
 pub use model::{mixed_writes, random_writes, Model, Write};
 pub use qemu::{
     qemu_compare, qemu_compare_raw, qemu_convert_raw, qemu_info, qemu_read_all, qemu_read_range,

@@ -49,7 +49,8 @@ impl VhdFile {
     /// Opens `path` as a VHD (read-only unless `opts.writable`).
     /// Regular files and block devices are accepted (the caller named the path); use
     /// [`VhdFile::open_regular`] for paths found inside an image.
-    pub fn open(path: &Path, opts: &OpenOptions) -> Result<VhdFile> {
+    pub fn open(path: impl AsRef<Path>, opts: &OpenOptions) -> Result<VhdFile> {
+        let path = path.as_ref();
         let file = open_file(path, opts.writable, Accept::RegularOrBlock)?;
         let backend: Arc<dyn Backend> = Arc::new(FileBackend::with_path(file, path));
         VhdFile::from_backend(path, backend, opts)
@@ -57,14 +58,16 @@ impl VhdFile {
 
     /// Opens `path` as a VHD as [`VhdFile::open`] does, but only if it is a regular file
     /// (parents found through locators).
-    pub fn open_regular(path: &Path, opts: &OpenOptions) -> Result<VhdFile> {
+    pub fn open_regular(path: impl AsRef<Path>, opts: &OpenOptions) -> Result<VhdFile> {
+        let path = path.as_ref();
         let file = open_file(path, opts.writable, Accept::Regular)?;
         let backend: Arc<dyn Backend> = Arc::new(FileBackend::with_path(file, path));
         VhdFile::from_backend(path, backend, opts)
     }
 
     /// Opens `path` as a VHD if it has a footer, else as a raw image.
-    pub fn open_any(path: &Path, opts: &OpenOptions) -> Result<VhdFile> {
+    pub fn open_any(path: impl AsRef<Path>, opts: &OpenOptions) -> Result<VhdFile> {
+        let path = path.as_ref();
         let file = open_file(path, opts.writable, Accept::RegularOrBlock)?;
         let backend: Arc<dyn Backend> = Arc::new(FileBackend::with_path(file, path));
         if opts.force_raw {
@@ -86,7 +89,12 @@ impl VhdFile {
     }
 
     /// Wraps a raw image: every byte is disk data, the file's length is the disk's size.
-    pub fn raw(path: &Path, backend: Arc<dyn Backend>, writable: bool) -> Result<VhdFile> {
+    pub fn raw(
+        path: impl AsRef<Path>,
+        backend: Arc<dyn Backend>,
+        writable: bool,
+    ) -> Result<VhdFile> {
+        let path = path.as_ref();
         let len = backend
             .len()
             .map_err(|e| Error::file(path, "reading the length", e))?;
@@ -107,10 +115,11 @@ impl VhdFile {
 
     /// Opens a VHD held by any backend (memory in tests and fuzzing).
     pub fn from_backend(
-        path: &Path,
+        path: impl AsRef<Path>,
         backend: Arc<dyn Backend>,
         opts: &OpenOptions,
     ) -> Result<VhdFile> {
+        let path = path.as_ref();
         let len = backend
             .len()
             .map_err(|e| Error::file(path, "reading the length", e))?;

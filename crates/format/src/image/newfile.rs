@@ -44,7 +44,8 @@ impl NewFile {
     /// Creates the file in the destination's directory, mode 0666 less the umask.
     /// Fails at once with [`Error::AlreadyExists`] if `path` exists (even as a dangling
     /// symbolic link): the name is never replaced, so that work is not done for nothing.
-    pub fn beside(path: &Path) -> Result<NewFile> {
+    pub fn beside(path: impl AsRef<Path>) -> Result<NewFile> {
+        let path = path.as_ref();
         if std::fs::symlink_metadata(path).is_ok() {
             return Err(Error::AlreadyExists {
                 path: path.to_owned(),
@@ -123,7 +124,8 @@ impl NewFile {
     /// even a symbolic link: the link itself is the name, so its target is never
     /// written), and syncs the directory: the name appears only once the file is complete
     /// and durable.
-    pub fn persist(self, path: &Path) -> Result<()> {
+    pub fn persist(self, path: impl AsRef<Path>) -> Result<()> {
+        let path = path.as_ref();
         self.backend
             .sync()
             .map_err(|e| Error::file(path, "syncing the new file", e))?;
@@ -239,7 +241,7 @@ mod tests {
             eprintln!("no O_TMPFILE in the temporary directory: only the fallback is tested");
         }
         if supported {
-            lifecycle(true, NewFile::beside);
+            lifecycle(true, |p| NewFile::beside(p));
         }
         lifecycle(false, |p| {
             NewFile::beside_with(p, |_| {

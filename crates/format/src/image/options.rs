@@ -140,8 +140,8 @@ impl OpenOptions {
     }
 
     /// Sets [`OpenOptions::parent`].
-    pub fn parent(mut self, path: impl Into<std::path::PathBuf>) -> Self {
-        self.parent = Some(path.into());
+    pub fn parent(mut self, path: impl AsRef<std::path::Path>) -> Self {
+        self.parent = Some(path.as_ref().to_owned());
         self
     }
 

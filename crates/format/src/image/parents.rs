@@ -149,7 +149,8 @@ pub fn parent_candidates(child: &VhdFile) -> Vec<ParentCandidate> {
 /// The VHDs in `path`'s folder (`.vhd` and `.avhd` files, not `path` itself) that are
 /// differencing disks recording `unique_id` as their parent's: the disks that deleting
 /// or rewriting `path` would orphan. Files that cannot be opened are skipped.
-pub fn children_in_folder(path: &Path, unique_id: uuid::Uuid) -> Vec<PathBuf> {
+pub fn children_in_folder(path: impl AsRef<Path>, unique_id: uuid::Uuid) -> Vec<PathBuf> {
+    let path = path.as_ref();
     let dir = path
         .parent()
         .filter(|d| !d.as_os_str().is_empty())

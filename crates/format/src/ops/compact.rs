@@ -84,7 +84,8 @@ fn check_compactable_file(top: &VhdFile) -> Result<()> {
 /// is refused here, before any work. A differencing disk is opened with its parent
 /// chain (read-only) when [`OpsOptions::dedupe`] asks to compare its blocks with the
 /// parents', or an [`Unused::Scan`] reads its virtual view; else alone.
-pub fn open(path: &Path, opts: &OpsOptions) -> Result<Disk> {
+pub fn open(path: impl AsRef<Path>, opts: &OpsOptions) -> Result<Disk> {
+    let path = path.as_ref();
     let open = opts.open.clone().writable(!opts.dry_run);
     let top = VhdFile::open(path, &open)?;
     check_compactable_file(&top)?;
@@ -99,7 +100,8 @@ fn scans(opts: &OpsOptions) -> bool {
 }
 
 /// Compacts the dynamic or differencing disk at `path` in place: [`open`], then [`run`].
-pub fn compact(path: &Path, opts: &OpsOptions, progress: &Progress) -> Result<Report> {
+pub fn compact(path: impl AsRef<Path>, opts: &OpsOptions, progress: &Progress) -> Result<Report> {
+    let path = path.as_ref();
     run(open(path, opts)?, opts, progress)
 }
 

@@ -103,12 +103,13 @@ pub fn aligned_size(size: u64, align: Option<u64>) -> Result<u64> {
 /// Writes `disk`'s virtual content to a new file `dst` of kind `target`.
 pub fn convert_disk(
     disk: &Disk,
-    dst: &Path,
+    dst: impl AsRef<Path>,
     target: Target,
     opts: &OpsOptions,
     progress: &Progress,
     operation: super::Operation,
 ) -> Result<Report> {
+    let dst = dst.as_ref();
     let start = Instant::now();
     let size = check_target(disk, target, opts)?;
     // The unused ranges, when asked (a scan of the source, which is only read).

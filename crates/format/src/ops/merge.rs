@@ -24,7 +24,8 @@ use super::{OpsOptions, PhaseClock, Report};
 
 /// Checks what can be seen before starting: a differencing disk, a parent that is
 /// found, matches, is writable and is not smaller than the child. Returns the parent.
-pub fn precheck(child: &Path, opts: &OpsOptions) -> Result<PathBuf> {
+pub fn precheck(child: impl AsRef<Path>, opts: &OpsOptions) -> Result<PathBuf> {
+    let child = child.as_ref();
     let disk = Disk::open_with(child, &opts.open.clone().writable(false))?;
     if disk.kind() != DiskKind::Differencing {
         return Err(Error::WrongDiskType {
@@ -78,7 +79,8 @@ pub struct MergeFiles {
 /// Checks a merge of `child` (see [`precheck`]) and opens both files for writing; with
 /// `opts.delete_child`, also refuses (unless `opts.force`) when other disks in the
 /// child's folder name it as their parent — deleting it would orphan them.
-pub fn open(child: &Path, opts: &OpsOptions) -> Result<MergeFiles> {
+pub fn open(child: impl AsRef<Path>, opts: &OpsOptions) -> Result<MergeFiles> {
+    let child = child.as_ref();
     let parent_path = precheck(child, opts)?;
     let child_file = VhdFile::open(child, &OpenOptions::new().writable(true))?;
     // The parent opens for writing with its own chain (a differencing parent completes
@@ -117,7 +119,8 @@ pub fn open(child: &Path, opts: &OpsOptions) -> Result<MergeFiles> {
 }
 
 /// Merges `child` into its parent: [`open`], then [`run`].
-pub fn merge(child: &Path, opts: &OpsOptions, progress: &Progress) -> Result<Report> {
+pub fn merge(child: impl AsRef<Path>, opts: &OpsOptions, progress: &Progress) -> Result<Report> {
+    let child = child.as_ref();
     run(open(child, opts)?, opts, progress)
 }
 

@@ -74,7 +74,12 @@ fn dir_of(p: &Path) -> &Path {
 /// Checks and opens a merge of `child` into `ancestor`: a differencing chain that
 /// reaches it; every link trusted for writing (docs/security.md); nobody else depending
 /// on the disks it removes (unless `opts.force`); every file taken before the first write.
-pub fn open(child: &Path, ancestor: &Ancestor, opts: &OpsOptions) -> Result<MergeIntoFiles> {
+pub fn open(
+    child: impl AsRef<Path>,
+    ancestor: &Ancestor,
+    opts: &OpsOptions,
+) -> Result<MergeIntoFiles> {
+    let child = child.as_ref();
     let chain = Disk::open_with(child, &opts.open.clone().writable(false))?;
     if chain.kind() != DiskKind::Differencing {
         return Err(Error::WrongDiskType {
@@ -195,11 +200,12 @@ pub fn open(child: &Path, ancestor: &Ancestor, opts: &OpsOptions) -> Result<Merg
 
 /// Merges `child` into `ancestor`: [`open`], then [`run`].
 pub fn merge_into(
-    child: &Path,
+    child: impl AsRef<Path>,
     ancestor: &Ancestor,
     opts: &OpsOptions,
     progress: &Progress,
 ) -> Result<Report> {
+    let child = child.as_ref();
     run(open(child, ancestor, opts)?, opts, progress)
 }
 

@@ -1,6 +1,6 @@
 //! The four `IVMHardDisk` operations — compact, convert, merge, merge-to — create and
 //! resize, each as a plain function over a [`Progress`] and as an IVMTask2-style
-//! [`Task`]; and [`measure()`], the length a convert or merge-to would write, without
+//! [`OpTask`]; and [`measure()`], the length a convert or merge-to would write, without
 //! writing.
 //!
 //! Every operation runs block by block: metadata gives a plan (pure data, in the crate-private `plan` module),
@@ -20,12 +20,13 @@ pub mod relink;
 pub mod repair;
 pub mod resize;
 mod source;
+mod task;
 pub mod unused;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use vhdkit_task::{Progress, Task, TaskBuilder};
+use vhdkit_task::{Progress, TaskBuilder};
 
 use crate::error::{Error, Result};
 use crate::image::{CreateOptions, Disk, DiskKind, OpenOptions};
@@ -33,6 +34,7 @@ use crate::image::{CreateOptions, Disk, DiskKind, OpenOptions};
 pub use measure::{measure, measure_task, Measure, MeasureTask};
 pub use resize::{ResizeFacts, ResizeOptions};
 pub use source::is_zero;
+pub use task::OpTask;
 pub use unused::{Unused, UnusedRanges, UnusedScan};
 
 /// What a convert or merge-to produces.
@@ -277,18 +279,17 @@ fn ser_phases<S: serde::Serializer>(
     map.end()
 }
 
-/// A running operation.
-pub type OpTask = Task<Report, Error>;
-
-fn spawn(
+fn spawn<T: Send + 'static>(
     desc: String,
     opts: &OpsOptions,
-    work: impl FnOnce(&Progress) -> Result<Report> + Send + 'static,
-) -> OpTask {
-    TaskBuilder::new(desc)
-        .cancelable(true)
-        .event_capacity(opts.event_capacity)
-        .spawn(work)
+    work: impl FnOnce(&Progress) -> Result<T> + Send + 'static,
+) -> OpTask<T> {
+    OpTask::from(
+        TaskBuilder::new(desc)
+            .cancelable(true)
+            .event_capacity(opts.event_capacity)
+            .spawn(work),
+    )
 }
 
 /// Checks a new file's path before any work: not empty, in a folder that exists, not
@@ -317,7 +318,8 @@ fn require_absent(dst: &Path) -> Result<()> {
 }
 
 /// Starts compacting `path` in place. Fails at once on a wrong disk type.
-pub fn compact_task(path: &Path, opts: &OpsOptions) -> Result<OpTask> {
+pub fn compact_task(path: impl AsRef<Path>, opts: &OpsOptions) -> Result<OpTask> {
+    let path = path.as_ref();
     // Opened (for writing) and checked once, before the task starts; moved into it.
     let disk = compact::open(path, opts)?;
     let o = opts.clone();
@@ -329,7 +331,13 @@ pub fn compact_task(path: &Path, opts: &OpsOptions) -> Result<OpTask> {
 }
 
 /// Starts converting `src` (any kind, chains flattened, or raw) into a new `dst`.
-pub fn convert_task(src: &Path, dst: &Path, target: Target, opts: &OpsOptions) -> Result<OpTask> {
+pub fn convert_task(
+    src: impl AsRef<Path>,
+    dst: impl AsRef<Path>,
+    target: Target,
+    opts: &OpsOptions,
+) -> Result<OpTask> {
+    let (src, dst) = (src.as_ref(), dst.as_ref());
     require_absent(dst)?;
     let disk = Disk::open_any(src, &opts.open)?;
     convert::check_target(&disk, target, opts)?;
@@ -347,7 +355,8 @@ pub fn convert_task(src: &Path, dst: &Path, target: Target, opts: &OpsOptions) -
 }
 
 /// Starts merging differencing disk `child` into its parent, in place.
-pub fn merge_task(child: &Path, opts: &OpsOptions) -> Result<OpTask> {
+pub fn merge_task(child: impl AsRef<Path>, opts: &OpsOptions) -> Result<OpTask> {
+    let child = child.as_ref();
     // Checked, opened and locked before the task starts: a child or parent in use is
     // refused here, before anything is written.
     let files = merge::open(child, opts)?;
@@ -363,10 +372,11 @@ pub fn merge_task(child: &Path, opts: &OpsOptions) -> Result<OpTask> {
 /// into `ancestor`, in place (see [`merge_into`]). Checked, opened and locked before the
 /// task starts.
 pub fn merge_into_task(
-    child: &Path,
+    child: impl AsRef<Path>,
     ancestor: &merge_into::Ancestor,
     opts: &OpsOptions,
 ) -> Result<OpTask> {
+    let child = child.as_ref();
     let files = merge_into::open(child, ancestor, opts)?;
     let desc = format!(
         "Merging {} into its ancestor {}",
@@ -379,11 +389,12 @@ pub fn merge_into_task(
 
 /// Starts flattening the chain of differencing disk `child` into a new `dst`.
 pub fn merge_to_task(
-    child: &Path,
-    dst: &Path,
+    child: impl AsRef<Path>,
+    dst: impl AsRef<Path>,
     target: Target,
     opts: &OpsOptions,
 ) -> Result<OpTask> {
+    let (child, dst) = (child.as_ref(), dst.as_ref());
     require_absent(dst)?;
     if target == Target::Raw {
         return Err(Error::InvalidArgument(
@@ -414,7 +425,12 @@ pub fn merge_to_task(
 /// Starts resizing the disk at `path` in place (see [`resize`] for the orders). The
 /// disk is opened for writing and every refusal (kind, size, shrink, parent size,
 /// children, `resize.shrink_guard`) made before the task starts.
-pub fn resize_task(path: &Path, resize: &ResizeOptions, opts: &OpsOptions) -> Result<OpTask> {
+pub fn resize_task(
+    path: impl AsRef<Path>,
+    resize: &ResizeOptions,
+    opts: &OpsOptions,
+) -> Result<OpTask> {
+    let path = path.as_ref();
     let prepared = resize::open(path, resize, opts)?;
     let (old, new) = prepared.sizes();
     let o = opts.clone();
@@ -426,7 +442,8 @@ pub fn resize_task(path: &Path, resize: &ResizeOptions, opts: &OpsOptions) -> Re
 }
 
 /// Starts creating a disk.
-pub fn create_task(path: &Path, opts: &CreateOptions) -> Result<OpTask> {
+pub fn create_task(path: impl AsRef<Path>, opts: &CreateOptions) -> Result<OpTask> {
+    let path = path.as_ref();
     require_absent(path)?;
     crate::image::create::check_create_options(opts)?;
     let (p, o) = (path.to_owned(), opts.clone());

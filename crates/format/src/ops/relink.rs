@@ -44,7 +44,13 @@ pub const SEARCH_MAX_FILES: usize = 100_000;
 /// Points differencing disk `child` at `parent`. Refuses a parent whose unique id is not
 /// the one the child records unless `ignore_parent_id` (the child then records the new
 /// parent's id), a parent of another size, and a parent whose chain contains the child.
-pub fn set_parent(child: &Path, parent: &Path, ignore_parent_id: bool) -> Result<RelinkReport> {
+pub fn set_parent(
+    child: impl AsRef<Path>,
+    parent: impl AsRef<Path>,
+    ignore_parent_id: bool,
+) -> Result<RelinkReport> {
+    let child = child.as_ref();
+    let parent = parent.as_ref();
     let mut file = VhdFile::open(child, &OpenOptions::new().writable(true))?;
     if !file.is_differencing() {
         return Err(Error::WrongDiskType {
@@ -152,7 +158,9 @@ pub(crate) fn relink(
 /// `.avhd`) under `dirs` (regular files only, at most [`SEARCH_MAX_DEPTH`] folders down
 /// and [`SEARCH_MAX_FILES`] files). Exactly one match is the answer; none or several is
 /// an error naming what was searched or found.
-pub fn search_parent(child: &Path, dirs: &[PathBuf]) -> Result<PathBuf> {
+pub fn search_parent(child: impl AsRef<Path>, dirs: &[impl AsRef<Path>]) -> Result<PathBuf> {
+    let child = child.as_ref();
+    let dirs: Vec<PathBuf> = dirs.iter().map(|d| d.as_ref().to_owned()).collect();
     let alone = OpenOptions::new().no_parents(true);
     let file = VhdFile::open(child, &alone)?;
     let header: DynamicHeader = file.header().cloned().ok_or_else(|| Error::WrongDiskType {
@@ -215,7 +223,7 @@ pub fn search_parent(child: &Path, dirs: &[PathBuf]) -> Result<PathBuf> {
         0 => Err(Error::ParentNotFound {
             child: child.to_owned(),
             name: header.parent_name(),
-            tried: dirs.to_vec(),
+            tried: dirs,
             refused: Vec::new(),
         }),
         _ => Err(Error::InvalidArgument(format!(

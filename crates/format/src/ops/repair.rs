@@ -33,7 +33,8 @@ pub struct RepairReport {
 /// gone). Write order: footer at its new place, fsync, truncate, fsync, then the copy
 /// at offset 0, fsync — the file has a valid footer at the end or a valid copy at
 /// offset 0 at every instant.
-pub fn repair(path: &Path) -> Result<RepairReport> {
+pub fn repair(path: impl AsRef<Path>) -> Result<RepairReport> {
+    let path = path.as_ref();
     let file =
         crate::image::open::open_file(path, true, crate::image::open::Accept::RegularOrBlock)?;
     let b = FileBackend::with_path(file, path);

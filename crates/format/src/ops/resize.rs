@@ -47,8 +47,8 @@ use crate::spec::{MAX_CREATE_BAT_ENTRIES, SECTOR_SIZE};
 use super::{OpsOptions, PhaseClock, Report};
 
 /// A check the caller makes before a shrink, on the disk opened for it and the new
-/// size: `Err(why)` refuses the shrink (e.g. a partition ends past the new size — the
-/// CLI reads the partition table with `vhdkit-volume`, which this crate does not know).
+/// size: `Err(why)` refuses the shrink. [`crate::volume::shrink_guard`] refuses one
+/// that would cut a partition (the guard `vhdkit resize` uses).
 pub type ShrinkGuard = Arc<dyn Fn(&Disk, u64) -> std::result::Result<(), String> + Send + Sync>;
 
 /// What size to resize to.
@@ -60,7 +60,10 @@ pub struct ResizeOptions {
     pub align: Option<u64>,
     /// Allow a size smaller than the current one (data past it is cut).
     pub allow_shrink: bool,
-    /// Asked before a shrink writes anything.
+    /// Asked before a shrink writes anything. `None` (the default): a shrink with
+    /// `allow_shrink` cuts whatever lies past the new size;
+    /// `Some(`[`crate::volume::shrink_guard()`]`)` refuses one that would cut a
+    /// partition, as `vhdkit resize` does.
     pub shrink_guard: Option<ShrinkGuard>,
 }
 
@@ -168,7 +171,8 @@ fn refuse(path: &Path, detail: String) -> Error {
 
 /// Opens the disk at `path` for writing (its parents read-only) and checks everything a
 /// resize to the size `resize` asks for needs, before anything is written.
-pub fn open(path: &Path, resize: &ResizeOptions, opts: &OpsOptions) -> Result<Prepared> {
+pub fn open(path: impl AsRef<Path>, resize: &ResizeOptions, opts: &OpsOptions) -> Result<Prepared> {
+    let path = path.as_ref();
     let open = opts.open.clone().writable(true);
     let disk = Disk::open_with(path, &open)?;
     prepare(disk, resize, opts)
@@ -343,11 +347,12 @@ fn grow_plan(top: &VhdFile, new: u64) -> Result<BatGrowth> {
 
 /// Resizes the disk at `path`: [`open`], then [`run`].
 pub fn resize(
-    path: &Path,
+    path: impl AsRef<Path>,
     resize: &ResizeOptions,
     opts: &OpsOptions,
     progress: &Progress,
 ) -> Result<Report> {
+    let path = path.as_ref();
     run(open(path, resize, opts)?, opts, progress)
 }
 
