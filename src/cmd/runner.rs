@@ -410,7 +410,10 @@ fn summary(r: &Report) -> String {
                     s += &format!(", BAT {}", f.bat.name());
                 }
                 if f.size_after < f.size_before {
-                    s += &format!(", {} non-zero cut", size_and_bytes(f.nonzero_bytes_cut));
+                    s += &match f.nonzero_bytes_cut {
+                        0 => ", only zeros cut".to_owned(),
+                        n => format!(", {} non-zero cut", size_and_bytes(n)),
+                    };
                 }
                 if r.blocks_released > 0 {
                     s += &format!(", {} released", count(r.blocks_released, "block"));

@@ -3,6 +3,7 @@
 //! - [`Rng`]: the seeded generators the suites draw data, offsets and schedules from;
 //! - [`Model`]: the byte-array model of a disk, and generators of [`Write`] lists;
 //! - [`assert_bytes_eq`] and small file helpers ([`tempdir`], [`file_len`], …);
+//! - real partition tables written by `sfdisk` ([`sfdisk`], [`sfdisk_partitions`]);
 //! - the external readers that judge vhdkit's output: qemu-img ([`qemu_read_all`], …),
 //!   libvhdi's `vhdiinfo` ([`vhdiinfo_field`], …) and its Python binding pyvhdi
 //!   ([`pyvhdi_read_all`], …), with [`have`] and [`need`] to check they are installed.
@@ -17,6 +18,7 @@ mod bytes;
 mod files;
 mod libvhdi;
 mod model;
+mod partitions;
 mod qemu;
 mod rng;
 mod run;
@@ -27,6 +29,7 @@ pub use libvhdi::{
     pyvhdi_read_all, pyvhdi_read_cmd, pyvhdi_size, vhdiinfo, vhdiinfo_field, vhdiinfo_size, PYTHON,
 };
 pub use model::{mixed_writes, random_writes, Model, Write};
+pub use partitions::{sfdisk, sfdisk_partitions};
 pub use qemu::{
     qemu_compare, qemu_compare_raw, qemu_convert_raw, qemu_info, qemu_read_all, qemu_read_range,
     qemu_size,
