@@ -235,7 +235,8 @@ impl SourceArgs {
     }
 }
 
-/// A size on the command line: bytes or K/M/G/T (powers of 1024).
+/// A size on the command line: bytes or K/M/G/T (powers of 1024), a decimal fraction
+/// of a unit rounded up to a 512-byte sector (`1.5G`; see [`parse_size`]).
 pub fn size_arg(s: &str) -> Result<u64, String> {
     parse_size(s)
 }
