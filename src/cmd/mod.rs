@@ -71,7 +71,8 @@ enum Command {
     Merge(ops::MergeArgs),
     /// Point a differencing disk at its parent's new place (or find it with --search).
     SetParent(relink::SetParentArgs),
-    /// Flatten a differencing disk and its ancestors into a new fixed or dynamic file.
+    /// Flatten a differencing disk and its ancestors into a new fixed, dynamic or raw
+    /// file.
     MergeTo(ops::MergeToArgs),
     /// The exact size of the file convert (or merge-to) would write, without writing.
     Measure(measure::MeasureArgs),
@@ -171,6 +172,12 @@ impl OpenArgs {
             }
         }
         Ok(self.options())
+    }
+
+    /// `--strict`: besides refusing bad checksums, `compare` takes it as qemu-img's
+    /// `-s` (a size difference is a mismatch).
+    pub fn strict(&self) -> bool {
+        self.strict
     }
 
     fn options(&self) -> OpenOptions {

@@ -21,6 +21,7 @@ pub enum ConvertType {
 pub enum MergeToType {
     Fixed,
     Dynamic,
+    Raw,
 }
 
 /// Options of the data-moving operations.
@@ -150,7 +151,7 @@ pub struct MergeToArgs {
     #[arg(long, value_name = "SIZE", value_parser = align_arg)]
     align: Option<u64>,
     /// Leave out the blocks that no file system in the chain's view uses (as convert
-    /// --fs-aware). A dynamic destination.
+    /// --fs-aware). A dynamic or raw destination.
     #[arg(long)]
     fs_aware: bool,
     #[command(flatten)]
@@ -305,6 +306,7 @@ pub fn merge_to(a: MergeToArgs) -> Result<u8, CliError> {
     let target = match a.kind {
         MergeToType::Fixed => Target::Fixed,
         MergeToType::Dynamic => Target::Dynamic,
+        MergeToType::Raw => Target::Raw,
     };
     let mut opts = new_file_opts(&a.open, &a.child, a.block_size, &a.verify, target, a.sparse)?;
     opts.align = a.align;
