@@ -577,3 +577,56 @@ fn merge_delete_child_refuses_to_orphan_a_grandchild() {
     );
     assert!(!mid.exists());
 }
+
+#[test]
+fn a_fixed_disk_that_fills_its_volume_suggests_sparse() {
+    let dir = common::tempdir();
+    let child = chain(dir.path());
+    let src = dir.path().join("base.vhd");
+    let vol = common::Tmpfs::new(dir.path(), "small", 4);
+    let out = |name: &str| vol.path().join(name);
+    let (c, m, n, d) = (out("c.vhd"), out("m.vhd"), out("n.vhd"), out("d.vhd"));
+    let grown = out("grown.vhd");
+    common::create(&grown, &["--type", "fixed", "--size", "3M"]);
+    let runs = [
+        vec!["convert", p(&src), p(&c), "--type", "fixed"],
+        vec!["merge-to", p(&child), p(&m), "--type", "fixed"],
+        vec!["create", p(&n), "--type", "fixed", "--size", "8M"],
+        vec!["resize", p(&grown), "--size", "8M"],
+    ];
+    for args in runs {
+        let text = common::vhdkit(&args);
+        let mut with_json = args.clone();
+        with_json.extend(["--json", "--progress", "none"]);
+        let json = common::vhdkit(&with_json);
+
+        let line = common::assert_failed_one_line(&text);
+        assert!(
+            line.contains("--sparse allocates only what is written"),
+            "{args:?}: {line}"
+        );
+        let e = common::assert_failed_json(&json, 3);
+        assert_eq!(e["kind"], "disk_full", "{e}");
+        assert!(
+            e["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("--sparse")),
+            "{e}"
+        );
+    }
+    // The advice holds: with --sparse the mostly-empty disks fit.
+    let r = common::vhdkit([
+        "create",
+        p(&n),
+        "--type",
+        "fixed",
+        "--size",
+        "8M",
+        "--sparse",
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    // A dynamic destination that fills the volume is not told about --sparse.
+    let r = common::vhdkit(["convert", p(&src), p(&d), "--type", "dynamic"]);
+    let line = common::assert_failed_one_line(&r);
+    assert!(!line.contains("--sparse"), "{line}");
+}

@@ -119,6 +119,10 @@ pub fn run(a: CreateArgs) -> Result<u8, CliError> {
     if a.read_only && !matches!(a.kind, CreateType::HostDrive) {
         return Err(usage("--read-only applies to host-drive disks"));
     }
+    let allocated = opts.kind == DiskKind::Fixed && !opts.sparse;
     let task = vhdkit_format::ops::create_task(&a.path, &opts)?;
-    runner::run(task, &a.run, runner::Leaves::NewFile)
+    runner::hint_sparse(
+        runner::run(task, &a.run, runner::Leaves::NewFile),
+        allocated,
+    )
 }

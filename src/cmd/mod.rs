@@ -288,13 +288,16 @@ pub enum CliError {
         #[source]
         source: std::io::Error,
     },
-    /// An operation failed part way; `state` says what that left.
-    #[error("{error}; {state}")]
+    /// An operation failed part way; `state` says what that left, `hint` (when there
+    /// is one) what to do about it.
+    #[error("{error}; {state}{}", hint.map(|h| format!("; {h}")).unwrap_or_default())]
     Stopped {
         /// What failed.
         error: vhdkit_format::Error,
         /// What is true of the user's files now.
         state: &'static str,
+        /// How to avoid the failure (e.g. `--sparse` for a disk that is full).
+        hint: Option<&'static str>,
     },
     /// An operation was cancelled (Ctrl-C, SIGTERM, SIGHUP); `state` says what that
     /// left. Exit code 128 + the signal's number (130 without one).

@@ -202,7 +202,8 @@ pub fn convert(a: ConvertArgs) -> Result<u8, CliError> {
     let fs = fs_aware(a.fs_aware, target)?;
     opts.unused_ranges = fs.as_ref().map(FsAware::unused);
     let task = ops::convert_task(&a.src, &a.dst, target, &opts)?;
-    runner::run_fs_aware(task, &a.run, runner::Leaves::NewFile, fs.as_ref())
+    let r = runner::run_fs_aware(task, &a.run, runner::Leaves::NewFile, fs.as_ref());
+    runner::hint_sparse(r, target == Target::Fixed && !a.sparse)
 }
 
 /// `--fs-aware` of a conversion into `target`: refused (a usage mistake) for a fixed
@@ -238,6 +239,7 @@ pub fn compact(a: CompactArgs) -> Result<u8, CliError> {
                 && parent_chain_failed(&a.path, &opts) =>
         {
             return Err(CliError::Stopped {
+                hint: None,
                 error,
                 state: if opts.unused_ranges.is_some() {
                     "nothing was changed (--fs-aware reads a differencing disk's file \
@@ -313,5 +315,6 @@ pub fn merge_to(a: MergeToArgs) -> Result<u8, CliError> {
     let fs = fs_aware(a.fs_aware, target)?;
     opts.unused_ranges = fs.as_ref().map(FsAware::unused);
     let task = ops::merge_to_task(&a.child, &a.dst, target, &opts)?;
-    runner::run_fs_aware(task, &a.run, runner::Leaves::NewFile, fs.as_ref())
+    let r = runner::run_fs_aware(task, &a.run, runner::Leaves::NewFile, fs.as_ref());
+    runner::hint_sparse(r, target == Target::Fixed && !a.sparse)
 }

@@ -157,7 +157,7 @@ pub fn run(a: ResizeArgs) -> Result<u8, CliError> {
     // What the command line alone gets wrong is a usage mistake (exit 2): a shrink not
     // asked for, --sparse on a disk that is not fixed. Read-only, before the task opens
     // the disk for writing.
-    let (chs_note, gpt_note) = {
+    let (chs_note, gpt_note, fixed) = {
         let disk = Disk::open_with(&a.path, &open.clone().writable(false))?;
         let current = disk.virtual_size();
         let table = read_table(&View::new(&disk))
@@ -181,7 +181,7 @@ pub fn run(a: ResizeArgs) -> Result<u8, CliError> {
             )));
         }
         let gpt = table.ok().and_then(|t| gpt_note(&t, current, new));
-        (chs_sized(&disk, new), gpt)
+        (chs_sized(&disk, new), gpt, disk.kind() == DiskKind::Fixed)
     };
     let resize = ResizeOptions {
         shrink_guard: Some(partition_guard()),
@@ -194,7 +194,8 @@ pub fn run(a: ResizeArgs) -> Result<u8, CliError> {
         ..OpsOptions::default()
     };
     let task = ops::resize_task(&a.path, &resize, &opts)?;
-    let code = runner::run(task, &a.run, runner::Leaves::Resize)?;
+    let ran = runner::run(task, &a.run, runner::Leaves::Resize);
+    let code = runner::hint_sparse(ran, fixed && !a.sparse)?;
     if let Some(shown) = chs_note {
         terminal::eline(format!(
             "vhdkit: note: {} was created by {}, whose disks qemu-img and Virtual PC size by their CHS geometry: they show {} (the geometry holds no more); sizes they agree on are whole geometries, or above 127 GiB",

@@ -234,6 +234,29 @@ impl<'a> From<&'a Report> for ReportDoc<'a> {
     }
 }
 
+/// What a disk-full failure of a fixed disk that is allocated up front suggests.
+const SPARSE_HINT: &str =
+    "a fixed disk is allocated whole up front; --sparse allocates only what is written";
+
+/// `r` with [`SPARSE_HINT`] added when it is a disk-full failure of an operation on a
+/// fixed disk that `applies` (allocated up front: no `--sparse`).
+pub fn hint_sparse<T>(r: Result<T, CliError>, applies: bool) -> Result<T, CliError> {
+    match r {
+        Err(CliError::Stopped {
+            error,
+            state,
+            hint: None,
+        }) if applies && error.kind() == vhdkit_format::ErrorKind::DiskFull => {
+            Err(CliError::Stopped {
+                error,
+                state,
+                hint: Some(SPARSE_HINT),
+            })
+        }
+        other => other,
+    }
+}
+
 /// Waits for `task`, showing progress, and turns its outcome into an exit code.
 pub fn run(task: OpTask, args: &RunArgs, leaves: Leaves) -> Result<u8, CliError> {
     run_fs_aware(task, args, leaves, None)
@@ -334,6 +357,7 @@ pub fn wait<T>(
         Err(TaskFailure::Failed(e)) => Err(CliError::Stopped {
             error: e,
             state: leaves.text(),
+            hint: None,
         }),
         Err(other) => Err(CliError::Other(other.to_string())),
     }

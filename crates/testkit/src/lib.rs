@@ -24,7 +24,7 @@ mod rng;
 mod run;
 
 pub use bytes::{all_zero, assert_bytes_eq};
-pub use files::{dir_names, fast_tempdir, file_len, tempdir};
+pub use files::{dir_names, fast_tempdir, file_len, tempdir, Tmpfs};
 pub use libvhdi::{
     pyvhdi_read_all, pyvhdi_read_cmd, pyvhdi_size, vhdiinfo, vhdiinfo_field, vhdiinfo_size, PYTHON,
 };
