@@ -630,3 +630,64 @@ fn a_fixed_disk_that_fills_its_volume_suggests_sparse() {
     let line = common::assert_failed_one_line(&r);
     assert!(!line.contains("--sparse"), "{line}");
 }
+
+/// The progress bar, drawn when stderr is a terminal (`script` gives the command one):
+/// its percent is the whole task's, never going back when a phase starts, and the phase
+/// is named beside it.
+#[test]
+fn progress_bar_on_a_terminal_shows_the_whole_tasks_percent_and_the_phase() {
+    use std::io::Read;
+    let dir = common::tempdir();
+    let src = dir.path().join("random.raw");
+    let mut data = Vec::new();
+    std::fs::File::open("/dev/urandom")
+        .expect("urandom")
+        .take(96 * MIB)
+        .read_to_end(&mut data)
+        .expect("read urandom");
+    std::fs::write(&src, &data).expect("write source");
+    let dst = dir.path().join("out.vhd");
+    common::need("script", &["--version"]);
+    let cmd = format!(
+        "'{}' convert '{}' '{}' --type dynamic --verify",
+        bin(),
+        p(&src),
+        p(&dst)
+    );
+
+    let o = Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("script");
+
+    let screen = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{screen}");
+    // Every drawing of the bar: "[===>   ]  42% copy 40 MiB/96 MiB eta 1s".
+    let draws: Vec<(u64, &str)> = screen
+        .split(['\r', '\n'])
+        .filter_map(|line| {
+            let after_bar = line.split("] ").nth(1)?;
+            let (percent, rest) = after_bar.trim_start().split_once("% ")?;
+            Some((percent.parse().ok()?, rest.split(' ').next()?))
+        })
+        .collect();
+    let percents: Vec<u64> = draws.iter().map(|d| d.0).collect();
+    assert!(
+        percents.windows(2).all(|w| w[0] <= w[1]),
+        "the percent went back: {percents:?}"
+    );
+    let phases: Vec<&str> = draws.iter().map(|d| d.1).collect();
+    for phase in ["copy", "verify"] {
+        assert!(phases.contains(&phase), "{phase} not shown: {phases:?}");
+    }
+    let verify_starts = draws
+        .iter()
+        .find(|d| d.1 == "verify")
+        .map(|d| d.0)
+        .expect("verify drawn");
+    assert!(
+        verify_starts >= 40,
+        "verify starts where copy ended, not at 0: {draws:?}"
+    );
+}

@@ -323,11 +323,9 @@ pub fn wait<T>(
         ProgressMode::Auto if std::io::stderr().is_terminal() => {
             let bar = indicatif::ProgressBar::new(100);
             bar.set_style(
-                indicatif::ProgressStyle::with_template(
-                    "{msg:>8} [{bar:40}] {percent:>3}% {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
-                )
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-                .progress_chars("=> "),
+                indicatif::ProgressStyle::with_template("[{bar:40}] {pos:>3}% {msg} eta {eta}")
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+                    .progress_chars("=> "),
             );
             loop {
                 match rx.recv_timeout(Duration::from_millis(100)) {
@@ -335,9 +333,9 @@ pub fn wait<T>(
                         if e.is_final {
                             break;
                         }
-                        bar.set_message(e.phase.name());
-                        bar.set_length(e.bytes_total.max(1));
-                        bar.set_position(e.bytes_done);
+                        let (percent, phase) = bar_state(&e);
+                        bar.set_message(phase);
+                        bar.set_position(percent);
                     }
                     Err(crossbeam_timeout) if crossbeam_timeout.is_timeout() => {}
                     Err(_) => break,
@@ -361,6 +359,25 @@ pub fn wait<T>(
         }),
         Err(other) => Err(CliError::Other(other.to_string())),
     }
+}
+
+/// What the progress bar shows for an event: the whole task's percent (weighted across
+/// its phases, never going back), and beside it the phase with its own progress —
+/// `copy 12 MiB/64 MiB`, or `flush` for a phase that counts nothing.
+fn bar_state(e: &ProgressEvent) -> (u64, String) {
+    let phase = e.phase.name();
+    let detail = if e.bytes_total > 0 {
+        format!("{phase} {}/{}", size(e.bytes_done), size(e.bytes_total))
+    } else if e.blocks_total > 0 {
+        format!(
+            "{phase} {}/{}",
+            e.blocks_done,
+            count(e.blocks_total, "block")
+        )
+    } else {
+        phase.to_owned()
+    };
+    (u64::from(e.task_percent), detail)
 }
 
 /// The text form of the report: one line, sizes as `4 MiB (4194304 bytes)`.
