@@ -55,17 +55,23 @@ fn verdict(tool: &str, r: &Run) -> Verdict {
     }
 }
 
+/// `qemu-img compare EXTRA -f FA -F FB A B`.
+fn qemu_img_compare(a: &Path, fa: &str, b: &Path, fb: &str, extra: &[&str]) -> Run {
+    assert!(have(Tool::QemuImg));
+    run_cmd(
+        Command::new("qemu-img")
+            .arg("compare")
+            .args(extra)
+            .args(["-f", fa, "-F", fb])
+            .arg(a)
+            .arg(b),
+    )
+}
+
 /// Compares A (format `fa`) with B (format `fb`) with both tools; asserts they agree and
 /// that `--json` says the same; returns the verdict.
 fn both(a: &Path, fa: &str, b: &Path, fb: &str) -> Verdict {
-    assert!(have(Tool::QemuImg));
-    let q = run_cmd(
-        Command::new("qemu-img")
-            .args(["compare", "-f", fa, "-F", fb])
-            .arg(a)
-            .arg(b),
-    );
-    let want = verdict("qemu-img", &q);
+    let want = verdict("qemu-img", &qemu_img_compare(a, fa, b, fb, &[]));
     let got = verdict("vhdkit", &vhdkit_compare(a, b, &[]));
     assert_eq!(
         got,
@@ -349,13 +355,7 @@ fn chain_is_identical_to_its_flattened_raw() {
 /// Both tools on disks of different sizes: the verdict (the last line), and whether
 /// the size warning was printed.
 fn both_sized(a: &Path, fa: &str, b: &Path, fb: &str) -> (Verdict, bool) {
-    assert!(have(Tool::QemuImg));
-    let q = run_cmd(
-        Command::new("qemu-img")
-            .args(["compare", "-f", fa, "-F", fb])
-            .arg(a)
-            .arg(b),
-    );
+    let q = qemu_img_compare(a, fa, b, fb, &[]);
     let v = vhdkit_compare(a, b, &[]);
     let last = |r: &Run| {
         let out = r.stdout_str();
@@ -458,13 +458,7 @@ fn strict_makes_a_size_difference_a_mismatch() {
         same.stderr
     );
     // qemu-img's -s agrees.
-    assert!(have(Tool::QemuImg));
-    let q = run_cmd(
-        Command::new("qemu-img")
-            .args(["compare", "-s", "-f", "raw", "-F", "raw"])
-            .arg(&a)
-            .arg(&b),
-    );
+    let q = qemu_img_compare(&a, "raw", &b, "raw", &["-s"]);
     assert_eq!(q.code, EXIT_DIFFERENT, "{}", q.stdout_str());
 }
 

@@ -7,7 +7,8 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read};
+use std::ffi::OsStr;
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -577,13 +578,7 @@ fn error_documents_are_valid() {
 fn a_cancelled_operation_ends_with_a_valid_error_document() {
     let dir = tempdir();
     let src = dir.path().join("big.raw");
-    let mut data = Vec::new();
-    std::fs::File::open("/dev/urandom")
-        .expect("urandom")
-        .take(128 * MIB)
-        .read_to_end(&mut data)
-        .expect("read");
-    std::fs::write(&src, &data).expect("write");
+    random_file(&src, 128 * MIB);
     let dst = dir.path().join("out.vhd");
     let mut child = Command::new(bin())
         .args(["convert", p(&src), p(&dst), "--type", "dynamic", "--verify"])
@@ -623,33 +618,14 @@ fn serve_start_and_stop_lines_are_valid() {
     let undo = dir.path().join("undo.vhd");
     for extra in [vec![], vec!["--read-only"], vec!["--undo", p(&undo)]] {
         let socket = dir.path().join("s.sock");
-        let mut child = Command::new(bin())
-            .args(["serve", p(&d), "--socket", p(&socket), "--json"])
-            .args(&extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn serve");
-        let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
-        let mut line = String::new();
-        stdout.read_line(&mut line).expect("start line");
-        let sent = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()
-            .expect("kill");
-        assert!(sent.success());
-        let mut rest = String::new();
-        stdout.read_to_string(&mut rest).expect("stop line");
-        let status = child.wait().expect("wait");
+        let mut args: Vec<&OsStr> = vec![d.as_os_str(), "--socket".as_ref(), socket.as_os_str()];
+        args.extend(extra.iter().map(OsStr::new));
 
-        assert_eq!(status.code(), Some(0), "{extra:?}");
-        let start: Value = serde_json::from_str(&line).expect("start line is JSON");
+        let (start, stop, code) = serve_json_lines(&args);
+
+        assert_eq!(code, Some(0), "{extra:?}");
         assert_schema("serve-start", &start);
-        assert_schema(
-            "serve-stop",
-            &serde_json::from_str(rest.trim()).expect("JSON"),
-        );
+        assert_schema("serve-stop", &stop);
         let _ = std::fs::remove_file(&undo);
     }
 }

@@ -636,16 +636,9 @@ fn a_fixed_disk_that_fills_its_volume_suggests_sparse() {
 /// is named beside it.
 #[test]
 fn progress_bar_on_a_terminal_shows_the_whole_tasks_percent_and_the_phase() {
-    use std::io::Read;
     let dir = common::tempdir();
     let src = dir.path().join("random.raw");
-    let mut data = Vec::new();
-    std::fs::File::open("/dev/urandom")
-        .expect("urandom")
-        .take(96 * MIB)
-        .read_to_end(&mut data)
-        .expect("read urandom");
-    std::fs::write(&src, &data).expect("write source");
+    common::random_file(&src, 96 * MIB);
     let dst = dir.path().join("out.vhd");
     common::need("script", &["--version"]);
     let cmd = format!(

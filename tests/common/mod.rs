@@ -318,3 +318,54 @@ pub fn assert_schema(name: &str, doc: &Value) {
         errors.join("\n")
     );
 }
+
+/// A file of `len` random bytes (from `/dev/urandom`): data in which no block is zero,
+/// for operations that should take a while.
+pub fn random_file(path: &Path, len: u64) {
+    use std::io::Read;
+    let mut data = Vec::with_capacity(len as usize);
+    std::fs::File::open("/dev/urandom")
+        .expect("urandom")
+        .take(len)
+        .read_to_end(&mut data)
+        .expect("read urandom");
+    std::fs::write(path, &data).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+}
+
+/// Runs `vhdkit serve ARGS --json` until it prints its start line, stops it with
+/// SIGTERM, and returns the start line, the stop line (both parsed) and the exit code.
+pub fn serve_json_lines(args: &[&OsStr]) -> (Value, Value, Option<i32>) {
+    use std::io::{BufRead, BufReader, Read};
+    use std::time::{Duration, Instant};
+    let mut child = Command::new(bin())
+        .arg("serve")
+        .args(args)
+        .arg("--json")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn serve");
+    let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    stdout.read_line(&mut line).expect("start line");
+    let sent = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(sent.success());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "serve did not stop");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut rest = String::new();
+    stdout.read_to_string(&mut rest).expect("stop line");
+    let parse = |s: &str| -> Value {
+        serde_json::from_str(s.trim()).unwrap_or_else(|e| panic!("not a JSON line ({e}): {s:?}"))
+    };
+    (parse(&line), parse(&rest), status.code())
+}
