@@ -3,6 +3,7 @@
 //! vhdkit prints carries `"schema": 1`; `read` and `write` report in JSON too.
 
 mod common;
+mod serve_support;
 
 use std::ffi::OsStr;
 use std::path::Path;
@@ -301,12 +302,14 @@ fn serve_start_and_stop_lines_have_schema_1() {
     let disk = small_disk(dir.path());
     let socket = dir.path().join("s.sock");
 
-    let (start, stop, code) =
-        serve_json_lines(&[disk.as_os_str(), "--socket".as_ref(), socket.as_os_str()]);
+    let served = serve_support::serve([disk.as_os_str(), "--socket".as_ref(), socket.as_os_str()]);
+    let start = served.start.clone();
+    let ended = served.stop();
+    let stop = ended.summary;
 
     assert_eq!(start["schema"], 1, "{start}");
     assert_eq!(start["socket"], socket.to_str().expect("utf-8"), "{start}");
-    assert_eq!(code, Some(0));
+    assert_eq!(ended.code, 0, "{}", ended.stderr);
     assert_eq!(stop["schema"], 1, "{stop}");
     assert_eq!(stop["stopped"], true, "{stop}");
 }

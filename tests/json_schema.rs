@@ -6,12 +6,11 @@
 //! value out of its list fails; and docs/json.md must name every schema and field.
 
 mod common;
+mod serve_support;
 
 use std::ffi::OsStr;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
 use common::*;
 use serde_json::Value;
@@ -573,44 +572,6 @@ fn error_documents_are_valid() {
     }
 }
 
-/// A cancel: the events, then the error naming what the cancel left (`state`).
-#[test]
-fn a_cancelled_operation_ends_with_a_valid_error_document() {
-    let dir = tempdir();
-    let src = dir.path().join("big.raw");
-    random_file(&src, 128 * MIB);
-    let dst = dir.path().join("out.vhd");
-    let mut child = Command::new(bin())
-        .args(["convert", p(&src), p(&dst), "--type", "dynamic", "--verify"])
-        .args(["--json", "--progress", "json"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
-    let first = lines.next().expect("a first event").expect("read");
-    let sent = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .expect("kill");
-    assert!(sent.success());
-    let rest: Vec<String> = lines.map_while(Result::ok).collect();
-    let t = Instant::now();
-    let status = child.wait().expect("wait");
-    assert!(t.elapsed() < Duration::from_secs(60));
-
-    assert_eq!(status.code(), Some(130), "{rest:?}");
-    let (last, events) = rest.split_last().expect("the error line");
-    for e in std::iter::once(&first).chain(events) {
-        assert_schema("progress-event", &serde_json::from_str(e).expect("JSON"));
-    }
-    let e: Value = serde_json::from_str(last).expect("JSON");
-    assert_schema("error", &e);
-    assert_eq!(e["kind"], "cancelled", "{e}");
-    assert!(e["state"].is_string(), "{e}");
-}
-
 #[test]
 fn serve_start_and_stop_lines_are_valid() {
     let dir = tempdir();
@@ -621,11 +582,13 @@ fn serve_start_and_stop_lines_are_valid() {
         let mut args: Vec<&OsStr> = vec![d.as_os_str(), "--socket".as_ref(), socket.as_os_str()];
         args.extend(extra.iter().map(OsStr::new));
 
-        let (start, stop, code) = serve_json_lines(&args);
+        let served = serve_support::serve(&args);
+        let start = served.start.clone();
+        let ended = served.stop();
 
-        assert_eq!(code, Some(0), "{extra:?}");
+        assert_eq!(ended.code, 0, "{extra:?}: {}", ended.stderr);
         assert_schema("serve-start", &start);
-        assert_schema("serve-stop", &stop);
+        assert_schema("serve-stop", &ended.summary);
         let _ = std::fs::remove_file(&undo);
     }
 }

@@ -412,6 +412,7 @@ fn convert_interrupted_with_sigint_exits_130_and_leaves_no_destination() {
     // With --progress json the cancel is reported as a JSON error, the stream's last line.
     let last: Value = serde_json::from_str(stderr.lines().last().expect("a line"))
         .unwrap_or_else(|e| panic!("not JSON ({e}): {stderr}"));
+    common::assert_schema("error", &last);
     assert_eq!(last["kind"], "cancelled", "{last}");
     assert_eq!(last["exit_code"], 130, "{last}");
     assert!(
