@@ -313,9 +313,9 @@ pub struct GptCopies {
     pub backup_header: u64,
     /// Bytes the backup copy takes at the end of the disk, after the last usable
     /// sector, when it mirrors the primary: as many sectors as the table keeps before
-    /// its first usable sector, less the protective MBR (2047 for a table sfdisk or
-    /// parted wrote, whose first usable sector is 2048; 33 for Windows', 34), and at
-    /// least the entry array and the header. `sgdisk -e` moves the backup to the end
+    /// its first usable sector, less the protective MBR (2047 for a table sfdisk
+    /// wrote, whose first usable sector is 2048; 33 for the usual 34 of Windows and
+    /// parted), and at least the entry array and the header. `sgdisk -e` moves the backup to the end
     /// of the disk only when that much room follows the last partition.
     pub backup_room: u64,
 }
