@@ -288,16 +288,22 @@ pub enum CliError {
         #[source]
         source: std::io::Error,
     },
-    /// An operation failed part way; `state` says what that left, `hint` (when there
-    /// is one) what to do about it.
-    #[error("{error}; {state}{}", hint.map(|h| format!("; {h}")).unwrap_or_default())]
+    /// An operation failed part way; `state` says what that left.
+    #[error("{error}; {state}")]
     Stopped {
         /// What failed.
         error: vhdkit_format::Error,
         /// What is true of the user's files now.
         state: &'static str,
-        /// How to avoid the failure (e.g. `--sparse` for a disk that is full).
-        hint: Option<&'static str>,
+    },
+    /// A failure and how to avoid it (e.g. `--sparse` for a fixed disk that did not
+    /// fit): reported as the failure is, the advice after its message.
+    #[error("{error}; {advice}")]
+    Advised {
+        /// The failure.
+        error: Box<CliError>,
+        /// What to do about it.
+        advice: &'static str,
     },
     /// An operation was cancelled (Ctrl-C, SIGTERM, SIGHUP); `state` says what that
     /// left. Exit code 128 + the signal's number (130 without one).
@@ -345,6 +351,7 @@ impl CliError {
     /// number for a cancel by a signal (130 without one), 3 for every other failure.
     pub fn exit_code(&self) -> u8 {
         match self {
+            CliError::Advised { error, .. } => error.exit_code(),
             CliError::Usage(_) => EXIT_USAGE,
             CliError::Cancelled { signal, .. } => signal
                 .map(signals::exit_code)

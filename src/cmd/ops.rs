@@ -239,7 +239,6 @@ pub fn compact(a: CompactArgs) -> Result<u8, CliError> {
                 && parent_chain_failed(&a.path, &opts) =>
         {
             return Err(CliError::Stopped {
-                hint: None,
                 error,
                 state: if opts.unused_ranges.is_some() {
                     "nothing was changed (--fs-aware reads a differencing disk's file \

@@ -238,23 +238,23 @@ impl<'a> From<&'a Report> for ReportDoc<'a> {
 const SPARSE_HINT: &str =
     "a fixed disk is allocated whole up front; --sparse allocates only what is written";
 
-/// `r` with [`SPARSE_HINT`] added when it is a disk-full failure of an operation on a
-/// fixed disk that `applies` (allocated up front: no `--sparse`).
+/// `r` with [`SPARSE_HINT`] as advice when it is a disk-full failure of an operation on
+/// a fixed disk that `applies` (allocated up front: no `--sparse`).
 pub fn hint_sparse<T>(r: Result<T, CliError>, applies: bool) -> Result<T, CliError> {
-    match r {
-        Err(CliError::Stopped {
-            error,
-            state,
-            hint: None,
-        }) if applies && error.kind() == vhdkit_format::ErrorKind::DiskFull => {
-            Err(CliError::Stopped {
-                error,
-                state,
-                hint: Some(SPARSE_HINT),
-            })
+    let disk_full = |e: &CliError| {
+        matches!(e, CliError::Stopped { error, .. }
+            if error.kind() == vhdkit_format::ErrorKind::DiskFull)
+    };
+    r.map_err(|e| {
+        if applies && disk_full(&e) {
+            CliError::Advised {
+                error: Box::new(e),
+                advice: SPARSE_HINT,
+            }
+        } else {
+            e
         }
-        other => other,
-    }
+    })
 }
 
 /// Waits for `task`, showing progress, and turns its outcome into an exit code.
@@ -355,7 +355,6 @@ pub fn wait<T>(
         Err(TaskFailure::Failed(e)) => Err(CliError::Stopped {
             error: e,
             state: leaves.text(),
-            hint: None,
         }),
         Err(other) => Err(CliError::Other(other.to_string())),
     }

@@ -168,14 +168,15 @@ pub fn search_parent(child: &Path, dirs: &[PathBuf]) -> Result<PathBuf> {
         });
     }
     drop(file);
-    for d in dirs.iter().filter(|d| !d.is_dir()) {
-        if d.exists() {
-            return Err(Error::InvalidArgument(format!(
+    if let Some(d) = dirs.iter().find(|d| !d.is_dir()) {
+        return Err(if d.exists() {
+            Error::InvalidArgument(format!(
                 "{}: not a directory (--search takes folders)",
                 d.display()
-            )));
-        }
-        return Err(Error::PathNotFound { path: d.clone() });
+            ))
+        } else {
+            Error::PathNotFound { path: d.clone() }
+        });
     }
     let want = header.parent_unique_id;
     let me = std::fs::canonicalize(child).unwrap_or_else(|_| child.to_owned());
