@@ -71,13 +71,21 @@ fn compare_one_byte_difference_exits_1_naming_the_offset() {
 }
 
 #[test]
-fn compare_different_sizes_exits_1() {
+fn compare_different_sizes_exits_0_over_a_zero_tail_and_1_with_strict() {
     let dir = tempdir();
     let a = disk_with(dir.path(), "a.vhd", "dynamic", &[]);
     let b = dir.path().join("b.vhd");
     create(&b, &["--type", "dynamic", "--size", "5001216"]);
     let r = compare(&a, &b);
-    assert_eq!(r.code, EXIT_DIFFERENT, "{}", r.stderr);
+    assert_eq!(r.code, EXIT_OK, "as qemu-img compare: {}", r.stderr);
+    assert!(r.stdout_str().starts_with("Warning: image size mismatch"));
+    let strict = vhdkit([
+        "compare".as_ref(),
+        a.as_os_str(),
+        b.as_os_str(),
+        "--strict".as_ref(),
+    ]);
+    assert_eq!(strict.code, EXIT_DIFFERENT, "{}", strict.stderr);
 }
 
 #[test]

@@ -21,6 +21,7 @@ pub enum ConvertType {
 pub enum MergeToType {
     Fixed,
     Dynamic,
+    Raw,
 }
 
 /// Options of the data-moving operations.
@@ -150,7 +151,7 @@ pub struct MergeToArgs {
     #[arg(long, value_name = "SIZE", value_parser = align_arg)]
     align: Option<u64>,
     /// Leave out the blocks that no file system in the chain's view uses (as convert
-    /// --fs-aware). A dynamic destination.
+    /// --fs-aware). A dynamic or raw destination.
     #[arg(long)]
     fs_aware: bool,
     #[command(flatten)]
@@ -201,7 +202,8 @@ pub fn convert(a: ConvertArgs) -> Result<u8, CliError> {
     let fs = fs_aware(a.fs_aware, target)?;
     opts.unused_ranges = fs.as_ref().map(FsAware::unused);
     let task = ops::convert_task(&a.src, &a.dst, target, &opts)?;
-    runner::run_fs_aware(task, &a.run, runner::Leaves::NewFile, fs.as_ref())
+    let r = runner::run_fs_aware(task, &a.run, runner::Leaves::NewFile, fs.as_ref());
+    runner::hint_sparse(r, target == Target::Fixed && !a.sparse)
 }
 
 /// `--fs-aware` of a conversion into `target`: refused (a usage mistake) for a fixed
@@ -305,11 +307,13 @@ pub fn merge_to(a: MergeToArgs) -> Result<u8, CliError> {
     let target = match a.kind {
         MergeToType::Fixed => Target::Fixed,
         MergeToType::Dynamic => Target::Dynamic,
+        MergeToType::Raw => Target::Raw,
     };
     let mut opts = new_file_opts(&a.open, &a.child, a.block_size, &a.verify, target, a.sparse)?;
     opts.align = a.align;
     let fs = fs_aware(a.fs_aware, target)?;
     opts.unused_ranges = fs.as_ref().map(FsAware::unused);
     let task = ops::merge_to_task(&a.child, &a.dst, target, &opts)?;
-    runner::run_fs_aware(task, &a.run, runner::Leaves::NewFile, fs.as_ref())
+    let r = runner::run_fs_aware(task, &a.run, runner::Leaves::NewFile, fs.as_ref());
+    runner::hint_sparse(r, target == Target::Fixed && !a.sparse)
 }

@@ -234,6 +234,29 @@ impl<'a> From<&'a Report> for ReportDoc<'a> {
     }
 }
 
+/// What a disk-full failure of a fixed disk that is allocated up front suggests.
+const SPARSE_HINT: &str =
+    "a fixed disk is allocated whole up front; --sparse allocates only what is written";
+
+/// `r` with [`SPARSE_HINT`] as advice when it is a disk-full failure of an operation on
+/// a fixed disk that `applies` (allocated up front: no `--sparse`).
+pub fn hint_sparse<T>(r: Result<T, CliError>, applies: bool) -> Result<T, CliError> {
+    let disk_full = |e: &CliError| {
+        matches!(e, CliError::Stopped { error, .. }
+            if error.kind() == vhdkit_format::ErrorKind::DiskFull)
+    };
+    r.map_err(|e| {
+        if applies && disk_full(&e) {
+            CliError::Advised {
+                error: Box::new(e),
+                advice: SPARSE_HINT,
+            }
+        } else {
+            e
+        }
+    })
+}
+
 /// Waits for `task`, showing progress, and turns its outcome into an exit code.
 pub fn run(task: OpTask, args: &RunArgs, leaves: Leaves) -> Result<u8, CliError> {
     run_fs_aware(task, args, leaves, None)
@@ -296,11 +319,9 @@ pub fn wait<T>(task: OpTask<T>, args: &RunArgs, leaves: Leaves) -> Result<T, Cli
         ProgressMode::Auto if std::io::stderr().is_terminal() => {
             let bar = indicatif::ProgressBar::new(100);
             bar.set_style(
-                indicatif::ProgressStyle::with_template(
-                    "{msg:>8} [{bar:40}] {percent:>3}% {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
-                )
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-                .progress_chars("=> "),
+                indicatif::ProgressStyle::with_template("[{bar:40}] {pos:>3}% {msg} eta {eta}")
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+                    .progress_chars("=> "),
             );
             loop {
                 match rx.recv_timeout(Duration::from_millis(100)) {
@@ -308,9 +329,9 @@ pub fn wait<T>(task: OpTask<T>, args: &RunArgs, leaves: Leaves) -> Result<T, Cli
                         if e.is_final {
                             break;
                         }
-                        bar.set_message(e.phase.name());
-                        bar.set_length(e.phase_bytes_total.max(1));
-                        bar.set_position(e.phase_bytes_done);
+                        let (percent, phase) = bar_state(&e);
+                        bar.set_message(phase);
+                        bar.set_position(percent);
                     }
                     Err(crossbeam_timeout) if crossbeam_timeout.is_timeout() => {}
                     Err(_) => break,
@@ -333,6 +354,29 @@ pub fn wait<T>(task: OpTask<T>, args: &RunArgs, leaves: Leaves) -> Result<T, Cli
         }),
         Err(other) => Err(CliError::Other(other.to_string())),
     }
+}
+
+/// What the progress bar shows for an event: the whole task's percent (weighted across
+/// its phases, never going back), and beside it the phase with its own progress —
+/// `copy 12 MiB/64 MiB`, or `flush` for a phase that counts nothing.
+fn bar_state(e: &ProgressEvent) -> (u64, String) {
+    let phase = e.phase.name();
+    let detail = if e.phase_bytes_total > 0 {
+        format!(
+            "{phase} {}/{}",
+            size(e.phase_bytes_done),
+            size(e.phase_bytes_total)
+        )
+    } else if e.phase_blocks_total > 0 {
+        format!(
+            "{phase} {}/{}",
+            e.phase_blocks_done,
+            count(e.phase_blocks_total, "block")
+        )
+    } else {
+        phase.to_owned()
+    };
+    (u64::from(e.task_percent), detail)
 }
 
 /// The text form of the report: one line, sizes as `4 MiB (4194304 bytes)`.
@@ -406,7 +450,10 @@ fn summary(r: &Report) -> String {
                     s += &format!(", BAT {}", f.bat.name());
                 }
                 if f.size_after < f.size_before {
-                    s += &format!(", {} non-zero cut", size_and_bytes(f.nonzero_bytes_cut));
+                    s += &match f.nonzero_bytes_cut {
+                        0 => ", only zeros cut".to_owned(),
+                        n => format!(", {} non-zero cut", size_and_bytes(n)),
+                    };
                 }
                 if r.blocks_released > 0 {
                     s += &format!(", {} released", count(r.blocks_released, "block"));

@@ -287,3 +287,47 @@ pub fn vhdkit_read_cmd(disk: &Path, range: Option<(u64, u64)>) -> Command {
     }
     c
 }
+
+// ---------------------------------------------------------------------------------------
+// The JSON contract
+// ---------------------------------------------------------------------------------------
+
+/// The JSON Schema of one document type, `docs/schema/NAME.schema.json`.
+pub fn json_schema(name: &str) -> Value {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("docs/schema")
+        .join(format!("{name}.schema.json"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// Asserts that `doc` is valid against `docs/schema/NAME.schema.json` (strict schemas:
+/// a field they do not describe fails too), listing every violation.
+#[track_caller]
+pub fn assert_schema(name: &str, doc: &Value) {
+    let validator = jsonschema::validator_for(&json_schema(name))
+        .unwrap_or_else(|e| panic!("docs/schema/{name}.schema.json is not a schema: {e}"));
+    let errors: Vec<String> = validator
+        .iter_errors(doc)
+        .map(|e| format!("  {} at {:?}", e, e.instance_path().to_string()))
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "not a valid `{name}` document ({} problem(s)):\n{}\n{doc}",
+        errors.len(),
+        errors.join("\n")
+    );
+}
+
+/// A file of `len` random bytes (from `/dev/urandom`): data in which no block is zero,
+/// for operations that should take a while.
+pub fn random_file(path: &Path, len: u64) {
+    use std::io::Read;
+    let mut data = Vec::with_capacity(len as usize);
+    std::fs::File::open("/dev/urandom")
+        .expect("urandom")
+        .take(len)
+        .read_to_end(&mut data)
+        .expect("read urandom");
+    std::fs::write(path, &data).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+}

@@ -71,8 +71,9 @@ pub enum Error {
         /// File looked for.
         path: PathBuf,
     },
-    /// A folder on the way to a file does not exist (a destination's folder).
-    #[error("{path}: no such folder", path = .path.display())]
+    /// A folder on the way to a file does not exist (a destination's folder), or a
+    /// folder to search does not.
+    #[error("{path}: no such directory", path = .path.display())]
     PathNotFound {
         /// The folder.
         path: PathBuf,

@@ -35,3 +35,35 @@ pub fn dir_names(dir: &Path) -> Vec<String> {
     v.sort();
     v
 }
+
+/// A tmpfs of `mib` MiB mounted on a new folder `name` of `dir`, unmounted on drop: a
+/// small volume to fill. Mounting needs root (the tests run as root, as CI does); a
+/// failed mount fails the test.
+pub struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    /// Mounts it.
+    #[track_caller]
+    pub fn new(dir: &Path, name: &str, mib: u64) -> Tmpfs {
+        let p = dir.join(name);
+        std::fs::create_dir(&p).expect("mkdir");
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={mib}m"), "tmpfs"])
+            .arg(&p)
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "mounting a tmpfs needs root (CI runs as root)");
+        Tmpfs(p)
+    }
+
+    /// Where it is mounted.
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}

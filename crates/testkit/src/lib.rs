@@ -4,6 +4,7 @@
 //! - [`Model`]: the byte-array model of a disk, and generators of [`Write`] lists;
 //! - [`assert_bytes_eq`] and small file helpers ([`tempdir`], [`file_len`], …);
 //! - [`mbr_with_partition`]: a partition table without `sfdisk`;
+//! - real partition tables written by `sfdisk` ([`sfdisk`], [`sfdisk_partitions`]);
 //! - the external readers that judge vhdkit's output: qemu-img ([`qemu_read_all`], …),
 //!   libvhdi's `vhdiinfo` ([`vhdiinfo_field`], …) and its Python binding pyvhdi
 //!   ([`pyvhdi_read_all`], …), with [`have`] and [`need`] to check they are installed.
@@ -19,17 +20,19 @@ mod files;
 mod libvhdi;
 mod mbr;
 mod model;
+mod partitions;
 mod qemu;
 mod rng;
 mod run;
 
 pub use bytes::{all_zero, assert_bytes_eq};
-pub use files::{dir_names, fast_tempdir, file_len, tempdir};
+pub use files::{dir_names, fast_tempdir, file_len, tempdir, Tmpfs};
 pub use libvhdi::{
     pyvhdi_read_all, pyvhdi_read_cmd, pyvhdi_size, vhdiinfo, vhdiinfo_field, vhdiinfo_size, PYTHON,
 };
 pub use mbr::mbr_with_partition;
 pub use model::{mixed_writes, random_writes, Model, Write};
+pub use partitions::{sfdisk, sfdisk_partitions};
 pub use qemu::{
     qemu_compare, qemu_compare_raw, qemu_convert_raw, qemu_info, qemu_read_all, qemu_read_range,
     qemu_size,

@@ -147,7 +147,7 @@ impl VhdFile {
                         Error::corrupt(path, "footer", footer_at, &p.message).with_field(p.field)
                     );
                 }
-                Severity::Warning => warnings.push(p.to_string()),
+                Severity::Warning => warnings.push(p.detail()),
                 Severity::Info => {}
             }
         }

@@ -70,6 +70,9 @@ impl NewFile {
             .filter(|d| !d.as_os_str().is_empty())
             .unwrap_or(Path::new("."))
             .to_owned();
+        if !dir.is_dir() {
+            return Err(Error::PathNotFound { path: dir });
+        }
         let (inner, shown) = match unnamed(&dir) {
             Ok(file) => (Inner::Unnamed(file), path.to_owned()),
             Err(e) if !unnamed_unsupported(&e) => {

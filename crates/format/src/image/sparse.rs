@@ -79,14 +79,14 @@ pub(crate) fn open_sparse(
     for p in header.validate(footer.current_size, Some(len), differencing) {
         match (p.severity, p.field) {
             (Severity::Error, "checksum") if !opts.strict => {
-                warnings.push(format!("{p}; reading anyway"))
+                warnings.push(format!("{}; reading anyway", p.detail()))
             }
             (Severity::Error, field) => {
                 return Err(
                     Error::corrupt(path, "dynamic header", hoff, p.message).with_field(field)
                 )
             }
-            (Severity::Warning, _) => warnings.push(p.to_string()),
+            (Severity::Warning, _) => warnings.push(p.detail()),
             (Severity::Info, _) => {}
         }
     }

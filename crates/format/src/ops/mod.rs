@@ -396,11 +396,6 @@ pub fn merge_to_task(
 ) -> Result<OpTask> {
     let (child, dst) = (child.as_ref(), dst.as_ref());
     require_absent(dst)?;
-    if target == Target::Raw {
-        return Err(Error::InvalidArgument(
-            "merge-to writes a fixed or dynamic VHD".into(),
-        ));
-    }
     let disk = Disk::open_with(child, &opts.open)?;
     if disk.kind() != DiskKind::Differencing {
         return Err(Error::WrongDiskType {

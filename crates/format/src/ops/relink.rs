@@ -176,6 +176,16 @@ pub fn search_parent(child: impl AsRef<Path>, dirs: &[impl AsRef<Path>]) -> Resu
         });
     }
     drop(file);
+    if let Some(d) = dirs.iter().find(|d| !d.is_dir()) {
+        return Err(if d.exists() {
+            Error::InvalidArgument(format!(
+                "{}: not a directory (--search takes folders)",
+                d.display()
+            ))
+        } else {
+            Error::PathNotFound { path: d.clone() }
+        });
+    }
     let want = header.parent_unique_id;
     let me = std::fs::canonicalize(child).unwrap_or_else(|_| child.to_owned());
     let mut found: Vec<PathBuf> = Vec::new();
