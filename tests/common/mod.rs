@@ -245,18 +245,6 @@ pub fn fixture(rel: &str) -> PathBuf {
     p
 }
 
-/// `../shared/realworld` beside the workspace: part of the workplace and of CI, so its
-/// absence fails the test.
-pub fn realworld() -> PathBuf {
-    let p = root().join("../shared/realworld");
-    assert!(
-        p.is_dir(),
-        "{} is absent (part of the workplace and of CI)",
-        p.display()
-    );
-    p
-}
-
 // ---------------------------------------------------------------------------------------
 // Content
 // ---------------------------------------------------------------------------------------
