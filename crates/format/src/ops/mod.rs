@@ -28,7 +28,7 @@ use std::time::Duration;
 use vhdkit_task::{Progress, Task, TaskBuilder};
 
 use crate::error::{Error, Result};
-use crate::image::{CreateOptions, Disk, DiskKind, OpenOptions};
+use crate::image::{CreateOptions, Disk, DiskKind, OpenOptions, OutputOptions};
 
 pub use measure::{measure, measure_task, Measure, MeasureTask};
 pub use resize::{ResizeFacts, ResizeOptions};
@@ -112,6 +112,10 @@ pub struct OpsOptions {
     /// Compact: scan and plan, report what would be released and moved, and write
     /// nothing (the disk is opened read-only).
     pub dry_run: bool,
+    /// Convert and merge-to: what may stand at the destination (a regular file to
+    /// replace atomically; a device, which takes a raw result in place) and the new
+    /// file's permission bits (by default the source's). See [`OutputOptions`].
+    pub output: OutputOptions,
 }
 
 /// Chunks' worth of blocks that compact moves, and merge writes, per batch: each batch
@@ -136,6 +140,7 @@ impl Default for OpsOptions {
             dedupe: true,
             unused_ranges: None,
             dry_run: false,
+            output: OutputOptions::default(),
         }
     }
 }
@@ -294,26 +299,7 @@ fn spawn(
 /// Checks a new file's path before any work: not empty, in a folder that exists, not
 /// there yet (not even as a dangling symbolic link).
 fn require_absent(dst: &Path) -> Result<()> {
-    if dst.as_os_str().is_empty() {
-        return Err(Error::InvalidArgument(
-            "the destination path is empty".into(),
-        ));
-    }
-    let dir = dst
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    if !dir.is_dir() {
-        return Err(Error::PathNotFound {
-            path: dir.to_owned(),
-        });
-    }
-    if dst.symlink_metadata().is_ok() {
-        return Err(Error::AlreadyExists {
-            path: dst.to_owned(),
-        });
-    }
-    Ok(())
+    crate::image::output::inspect(dst, &OutputOptions::new(), None).map(drop)
 }
 
 /// Starts compacting `path` in place. Fails at once on a wrong disk type.
@@ -330,9 +316,9 @@ pub fn compact_task(path: &Path, opts: &OpsOptions) -> Result<OpTask> {
 
 /// Starts converting `src` (any kind, chains flattened, or raw) into a new `dst`.
 pub fn convert_task(src: &Path, dst: &Path, target: Target, opts: &OpsOptions) -> Result<OpTask> {
-    require_absent(dst)?;
     let disk = Disk::open_any(src, &opts.open)?;
-    convert::check_target(&disk, target, opts)?;
+    let size = convert::check_target(&disk, target, opts)?;
+    convert::check_output(&disk, dst, target, opts, size)?;
     let (d, o) = (dst.to_owned(), opts.clone());
     Ok(spawn(
         format!(
@@ -384,7 +370,6 @@ pub fn merge_to_task(
     target: Target,
     opts: &OpsOptions,
 ) -> Result<OpTask> {
-    require_absent(dst)?;
     if target == Target::Raw {
         return Err(Error::InvalidArgument(
             "merge-to writes a fixed or dynamic VHD".into(),
@@ -398,7 +383,8 @@ pub fn merge_to_task(
             expected: "merge-to needs a differencing disk".into(),
         });
     }
-    convert::check_target(&disk, target, opts)?;
+    let size = convert::check_target(&disk, target, opts)?;
+    convert::check_output(&disk, dst, target, opts, size)?;
     let (d, o) = (dst.to_owned(), opts.clone());
     Ok(spawn(
         format!(
