@@ -148,12 +148,18 @@ fn read_output_and_convert_raw_onto_dev_null_succeed() {
 fn a_character_device_takes_only_a_raw_result_and_no_verification() {
     let dir = tempdir();
     let (disk, _) = disk_with_data(dir.path());
-    for extra in [&["--type", "dynamic"][..], &["--type", "raw", "--verify"]] {
+    for (extra, why) in [
+        (&["--type", "dynamic"][..], "--type raw"),
+        (&["--type", "raw", "--verify"], "cannot be verified"),
+    ] {
         let mut args = os(&[&"convert", &disk, &"/dev/null"]);
         args.extend(extra.iter().map(Into::into));
         let r = vhdkit(&args);
         let line = assert_failed_one_line(&r);
-        assert!(line.contains("/dev/null"), "{extra:?}: {line}");
+        assert!(
+            line.contains("/dev/null") && line.contains(why),
+            "{extra:?}: {line}"
+        );
     }
 }
 
@@ -206,6 +212,30 @@ fn convert_raw_onto_a_block_device_writes_the_disk_in_place_and_verifies() {
     assert_eq!(r.json()["verified"], true, "{}", r.stdout_str());
     drop(dev);
     assert_written_in_place(&back, &before, &content);
+}
+
+#[test]
+fn a_symlink_to_a_device_is_not_written_through_and_the_message_names_the_device() {
+    let dir = tempdir();
+    let (disk, _) = disk_with_data(dir.path());
+    let back = dir.path().join("dev.img");
+    let before = random_file(&back, 8 << 20, 14);
+    let dev = Loop::new(&back);
+    let link = dir.path().join("lv");
+    std::os::unix::fs::symlink(&dev.dev, &link).expect("symlink");
+    for args in [
+        os(&[&"read", &disk, &"--output", &link]),
+        os(&[&"convert", &disk, &link, &"--type", &"raw"]),
+    ] {
+        let r = vhdkit(&args);
+        let line = assert_failed_one_line(&r);
+        assert!(
+            line.contains("name the device itself") && line.contains(&*dev.dev.to_string_lossy()),
+            "{line}"
+        );
+    }
+    drop(dev);
+    assert!(std::fs::read(&back).expect("read") == before);
 }
 
 #[test]

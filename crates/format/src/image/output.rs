@@ -87,14 +87,16 @@ impl OutputOptions {
 /// from (each level of its chain, a host drive's device) allows — a 0600 parent under a
 /// 0644 child gives 0600, since the copy holds the parent's bytes. Only the read, write
 /// and execute bits (no set-id, no sticky bit), as `cp` copies them; a file that cannot
-/// be asked (memory) restricts nothing.
+/// be asked (memory) restricts nothing, and a disk with no file at all gives
+/// [`DEFAULT_MODE`].
 pub fn source_mode(disk: &Disk) -> u32 {
     disk.layers()
         .iter()
         .filter_map(|layer| layer.backend().as_file())
         .filter_map(|f| f.metadata().ok())
-        .fold(DEFAULT_MODE | 0o111, |mode, m| mode & m.mode())
-        & 0o777
+        .map(|m| m.mode() & 0o777)
+        .reduce(|a, b| a & b)
+        .unwrap_or(DEFAULT_MODE)
 }
 
 /// What stands at an output's path, as [`inspect`] accepted it.
@@ -139,6 +141,21 @@ pub(crate) fn inspect(
         Err(e) => return Err(Error::file(path, "looking at the destination", e)),
     };
     let kind = meta.file_type();
+    if kind.is_symlink() && opts.devices {
+        // /dev/vg/lv, /dev/disk/by-id/…: say what to name instead of "already exists".
+        if let Ok(target) = std::fs::canonicalize(path) {
+            let to_device = std::fs::metadata(&target)
+                .is_ok_and(|m| m.file_type().is_block_device() || m.file_type().is_char_device());
+            if to_device {
+                return Err(Error::InvalidArgument(format!(
+                    "{}: is a symbolic link to the device {}; vhdkit never writes through a \
+                     link: name the device itself",
+                    path.display(),
+                    target.display()
+                )));
+            }
+        }
+    }
     let existing = if kind.is_file() && opts.replace {
         Existing::Regular
     } else if (kind.is_block_device() || kind.is_char_device()) && opts.devices {
@@ -403,5 +420,34 @@ mod tests {
     fn mode_for_prefers_the_option_then_the_source() {
         assert_eq!(OutputOptions::new().mode_for(None), 0o666);
         assert_eq!(OutputOptions::new().mode(0o4640).mode_for(None), 0o640);
+    }
+
+    #[test]
+    fn source_mode_is_what_every_file_of_the_chain_allows_and_0666_without_files() {
+        use crate::image::{CreateOptions, DiskKind, FsResolver, MemBackend, OpenOptions};
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tmp");
+        let base = dir.path().join("base.vhd");
+        let child = dir.path().join("child.vhd");
+        Disk::create(&base, &CreateOptions::new(DiskKind::Dynamic, 4 << 20)).expect("base");
+        Disk::create(&child, &CreateOptions::differencing(&base)).expect("child");
+        let chmod = |p: &Path, m: u32| {
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).expect("chmod")
+        };
+        chmod(&base, 0o4750);
+        chmod(&child, 0o664);
+        let disk = Disk::open(&child).expect("open");
+        assert_eq!(source_mode(&disk), 0o640);
+
+        let bytes = std::fs::read(&base).expect("read");
+        let opts = OpenOptions::new();
+        let top = crate::image::VhdFile::from_backend(
+            Path::new("memory.vhd"),
+            std::sync::Arc::new(MemBackend::new(bytes)),
+            &opts,
+        )
+        .expect("from memory");
+        let memory = Disk::resolve(top, &opts, &FsResolver).expect("resolve");
+        assert_eq!(source_mode(&memory), DEFAULT_MODE);
     }
 }
