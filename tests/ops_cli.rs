@@ -4,12 +4,11 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{bin, file_len, p, vhdkit_output, Rng, KIB, MIB};
+use common::{bin, file_len, interrupt_with, p, vhdkit_output, Rng, KIB, MIB};
 use serde_json::Value;
 use vhdkit_format::{CreateOptions, Disk, DiskKind};
 
@@ -369,31 +368,6 @@ fn big_raw(path: &Path) {
 /// code and the rest of stderr.
 fn interrupt(args: &[&str]) -> (Option<i32>, String) {
     interrupt_with("-INT", args)
-}
-
-/// [`interrupt`] with another signal (`-TERM`, `-HUP`).
-fn interrupt_with(signal: &str, args: &[&str]) -> (Option<i32>, String) {
-    let mut child = Command::new(bin())
-        .args(args)
-        .args(["--progress", "json"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
-    let first = lines.next().expect("a first line").expect("read");
-    assert!(first.starts_with('{'), "{first}");
-    let sent = Command::new("kill")
-        .args([signal, &child.id().to_string()])
-        .status()
-        .expect("run kill");
-    assert!(sent.success());
-    let rest: Vec<String> = lines.map_while(Result::ok).collect();
-    let t = Instant::now();
-    let status = child.wait().expect("wait");
-    assert!(t.elapsed() < Duration::from_secs(60));
-    (status.code(), rest.join("\n"))
 }
 
 #[test]

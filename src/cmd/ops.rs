@@ -1,8 +1,9 @@
 //! `vhdkit convert`, `compact`, `merge`, `merge-to`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::{Args, ValueEnum};
+use vhdkit_format::image::OutputOptions;
 use vhdkit_format::ops::{self, OpsOptions, Target};
 use vhdkit_format::spec::DEFAULT_BLOCK_SIZE;
 
@@ -36,7 +37,9 @@ pub struct VerifyArgs {
 pub struct ConvertArgs {
     /// Source: any VHD (a differencing chain is flattened), host-drive stub or raw image.
     src: PathBuf,
-    /// Destination (must not exist).
+    /// Destination: a new file (an existing regular file only with --force), or a device
+    /// (block or character) that a raw result is written onto in place, from its start
+    /// (a block device smaller than the disk is refused before any write).
     dst: PathBuf,
     /// Kind of the destination.
     #[arg(long = "type", value_enum)]
@@ -54,6 +57,8 @@ pub struct ConvertArgs {
     /// takes (see `check --for azure`).
     #[arg(long, value_name = "SIZE", value_parser = align_arg)]
     align: Option<u64>,
+    #[command(flatten)]
+    output: OutputArgs,
     /// Leave out what no file system uses: read the source's partition table and file
     /// systems (ext2/3/4, FAT, NTFS, swap; anything else counts as used) and write
     /// neither the dynamic blocks nor the raw 4 KiB pages that lie wholly in free space
@@ -133,7 +138,7 @@ pub struct MergeArgs {
 pub struct MergeToArgs {
     /// The differencing disk whose chain is flattened.
     child: PathBuf,
-    /// Destination (must not exist).
+    /// Destination: a new file (an existing regular file only with --force).
     dst: PathBuf,
     /// Kind of the destination.
     #[arg(long = "type", value_enum)]
@@ -150,6 +155,8 @@ pub struct MergeToArgs {
     /// the added space reading as zeros.
     #[arg(long, value_name = "SIZE", value_parser = align_arg)]
     align: Option<u64>,
+    #[command(flatten)]
+    output: OutputArgs,
     /// Leave out the blocks that no file system in the chain's view uses (as convert
     /// --fs-aware). A dynamic or raw destination.
     #[arg(long)]
@@ -160,6 +167,38 @@ pub struct MergeToArgs {
     pub(super) run: RunArgs,
     #[command(flatten)]
     open: OpenArgs,
+}
+
+/// What may stand at the destination of convert and merge-to.
+#[derive(Debug, Args)]
+pub struct OutputArgs {
+    /// Replace the destination if it is a regular file that exists, atomically: the
+    /// result is written beside it and renamed over it once complete and durable (the
+    /// old file stays whole until then, and after a failure or cancel). Symbolic links
+    /// are never followed nor replaced.
+    #[arg(long)]
+    force: bool,
+}
+
+impl OutputArgs {
+    /// The library's output options: devices are written in place (a raw result only),
+    /// the new file takes the source's permission bits.
+    fn options(&self) -> OutputOptions {
+        OutputOptions::new().replace(self.force).devices(true)
+    }
+}
+
+/// What a stopped run leaves at `dst`: a device is written in place, anything else
+/// appears only when complete.
+fn leaves_at(dst: &Path) -> runner::Leaves {
+    use std::os::unix::fs::FileTypeExt;
+    let is_device = std::fs::symlink_metadata(dst)
+        .is_ok_and(|m| m.file_type().is_block_device() || m.file_type().is_char_device());
+    if is_device {
+        runner::Leaves::Device
+    } else {
+        runner::Leaves::NewFile
+    }
 }
 
 /// Options of the operations that write a new file (convert, merge-to).
@@ -199,10 +238,11 @@ pub fn convert(a: ConvertArgs) -> Result<u8, CliError> {
     let mut opts = new_file_opts(&a.open, &a.src, a.block_size, &a.verify, target, a.sparse)?;
     opts.open = a.source.apply(opts.open);
     opts.align = a.align;
+    opts.output = a.output.options();
     let fs = fs_aware(a.fs_aware, target)?;
     opts.unused_ranges = fs.as_ref().map(FsAware::unused);
     let task = ops::convert_task(&a.src, &a.dst, target, &opts)?;
-    let r = runner::run_fs_aware(task, &a.run, runner::Leaves::NewFile, fs.as_ref());
+    let r = runner::run_fs_aware(task, &a.run, leaves_at(&a.dst), fs.as_ref());
     runner::hint_sparse(r, target == Target::Fixed && !a.sparse)
 }
 
@@ -311,9 +351,10 @@ pub fn merge_to(a: MergeToArgs) -> Result<u8, CliError> {
     };
     let mut opts = new_file_opts(&a.open, &a.child, a.block_size, &a.verify, target, a.sparse)?;
     opts.align = a.align;
+    opts.output = a.output.options();
     let fs = fs_aware(a.fs_aware, target)?;
     opts.unused_ranges = fs.as_ref().map(FsAware::unused);
     let task = ops::merge_to_task(&a.child, &a.dst, target, &opts)?;
-    let r = runner::run_fs_aware(task, &a.run, runner::Leaves::NewFile, fs.as_ref());
+    let r = runner::run_fs_aware(task, &a.run, leaves_at(&a.dst), fs.as_ref());
     runner::hint_sparse(r, target == Target::Fixed && !a.sparse)
 }

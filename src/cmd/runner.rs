@@ -26,6 +26,8 @@ pub const EXIT_CANCELLED: u8 = 130;
 pub enum Leaves {
     /// A new file (create, convert, merge-to): it never got its name.
     NewFile,
+    /// A device written in place (convert --type raw onto a device).
+    Device,
     /// Compact in place.
     Compact,
     /// Merge in place.
@@ -42,6 +44,9 @@ impl Leaves {
     fn text(self) -> &'static str {
         match self {
             Leaves::NewFile => "no output was left behind; the source is untouched",
+            Leaves::Device => {
+                "the device may hold part of the output (a device is written in place); the source is untouched"
+            }
             Leaves::Compact => {
                 "the disk is valid and reads exactly as before, possibly partly compacted (run compact again to finish)"
             }

@@ -52,6 +52,34 @@ where
         .expect("running vhdkit")
 }
 
+/// Starts `vhdkit args… --progress json`, waits for its first progress line (so its
+/// signal handlers are installed), sends it `signal` with `kill` (`-INT`, `-TERM`,
+/// `-HUP`), and returns the exit code and the rest of stderr.
+pub fn interrupt_with<S: AsRef<OsStr>>(signal: &str, args: &[S]) -> (Option<i32>, String) {
+    use std::io::{BufRead, BufReader};
+    let mut child = Command::new(bin())
+        .args(args)
+        .args(["--progress", "json"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
+    let first = lines.next().expect("a first line").expect("read");
+    assert!(first.starts_with('{'), "{first}");
+    let sent = Command::new("kill")
+        .args([signal, &child.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(sent.success());
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    let t = std::time::Instant::now();
+    let status = child.wait().expect("wait");
+    assert!(t.elapsed() < std::time::Duration::from_secs(60));
+    (status.code(), rest.join("\n"))
+}
+
 /// Runs `vhdkit ARGS` in directory `dir`.
 pub fn vhdkit_in<I, S>(dir: &Path, args: I) -> Run
 where
@@ -240,18 +268,6 @@ pub fn fixture(rel: &str) -> PathBuf {
     assert!(
         p.exists(),
         "fixture {} is missing (run fixtures/make-fixtures.sh)",
-        p.display()
-    );
-    p
-}
-
-/// `../shared/realworld` beside the workspace: part of the workplace and of CI, so its
-/// absence fails the test.
-pub fn realworld() -> PathBuf {
-    let p = root().join("../shared/realworld");
-    assert!(
-        p.is_dir(),
-        "{} is absent (part of the workplace and of CI)",
         p.display()
     );
     p

@@ -9,6 +9,9 @@
 //!   libvhdi's `vhdiinfo` ([`vhdiinfo_field`], …) and its Python binding pyvhdi
 //!   ([`pyvhdi_read_all`], …), with [`have`] and [`need`] to check they are installed.
 //!   A missing reader fails the test that needs it; nothing is skipped.
+//! - where the real-world images live: [`realworld_fixtures`] (copied into the
+//!   repository) and [`shared_realworld`] (GPL/LGPL, outside it; passed over when absent
+//!   unless `VHDKIT_REQUIRE_REALWORLD=1`).
 //!
 //! Nothing here depends on vhdkit's own crates: what needs them stays in each suite's
 //! `common` module.
@@ -22,6 +25,7 @@ mod mbr;
 mod model;
 mod partitions;
 mod qemu;
+mod realworld;
 mod rng;
 mod run;
 
@@ -36,6 +40,9 @@ pub use partitions::{sfdisk, sfdisk_partitions};
 pub use qemu::{
     qemu_compare, qemu_compare_raw, qemu_convert_raw, qemu_info, qemu_read_all, qemu_read_range,
     qemu_size,
+};
+pub use realworld::{
+    realworld_fixtures, shared_realworld, workspace_root, REALWORLD_ENV, REQUIRE_REALWORLD_ENV,
 };
 pub use rng::{Algorithm, Rng};
 pub use run::{assert_no_panic, assert_streams_eq, have, need, run_cmd, Run, Tool};

@@ -19,6 +19,7 @@ use crate::spec::{
 use super::backend::{Backend, FileBackend};
 use super::chain::Disk;
 use super::newfile::{allocate, write_new};
+use super::output::DEFAULT_MODE;
 use super::{DiskKind, HostDrives, OpenOptions};
 
 /// What to create.
@@ -46,6 +47,10 @@ pub struct CreateOptions {
     /// Virtual Server and Hyper-V do: a volume too small fails at once with
     /// `ERROR_DISK_FULL` and leaves nothing, instead of failing on some later write.
     pub sparse: bool,
+    /// Permission bits of the new file, before the umask. `None`: a differencing disk
+    /// takes its parent chain's (see [`super::output::source_mode`]: the child receives
+    /// the writes meant for a disk only its owner may read), any other disk 0666.
+    pub mode: Option<u32>,
 }
 
 impl CreateOptions {
@@ -59,6 +64,7 @@ impl CreateOptions {
             host_drive: None,
             read_only: false,
             sparse: false,
+            mode: None,
         }
     }
 
@@ -228,7 +234,7 @@ fn create_file(path: &Path, opts: &CreateOptions) -> Result<Created> {
         DiskKind::Fixed => {
             check_create_options(opts)?;
             let footer = Footer::new(DiskType::Fixed, opts.size);
-            write_new(path, |b| {
+            write_new(path, opts.mode.unwrap_or(DEFAULT_MODE), |b| {
                 if !opts.sparse {
                     allocate(b.file(), opts.size + FOOTER_SIZE as u64)?;
                 }
@@ -241,7 +247,9 @@ fn create_file(path: &Path, opts: &CreateOptions) -> Result<Created> {
             check_create_options(opts)?;
             let block_size = opts.block_size.unwrap_or(DEFAULT_BLOCK_SIZE);
             let bytes = sparse_image(opts.size, block_size, None)?;
-            write_new(path, |b| b.write_all_at(&bytes, 0))?;
+            write_new(path, opts.mode.unwrap_or(DEFAULT_MODE), |b| {
+                b.write_all_at(&bytes, 0)
+            })?;
             Ok(Created::Plain)
         }
         DiskKind::Differencing => {
@@ -255,7 +263,9 @@ fn create_file(path: &Path, opts: &CreateOptions) -> Result<Created> {
                 .or(link.block_size)
                 .unwrap_or(DEFAULT_BLOCK_SIZE);
             let bytes = sparse_image(link.size, block_size, Some(&link))?;
-            write_new(path, |b| b.write_all_at(&bytes, 0))?;
+            write_new(path, opts.mode.unwrap_or(link.mode), |b| {
+                b.write_all_at(&bytes, 0)
+            })?;
             Ok(Created::Differencing { parent: link.path })
         }
         DiskKind::HostDrive => {
@@ -283,7 +293,9 @@ fn create_file(path: &Path, opts: &CreateOptions) -> Result<Created> {
                 )));
             }
             let bytes = super::hostdrive::stub_bytes(&device, &dev, size, opts.read_only)?;
-            write_new(path, |b| b.write_all_at(&bytes, 0))?;
+            write_new(path, opts.mode.unwrap_or(DEFAULT_MODE), |b| {
+                b.write_all_at(&bytes, 0)
+            })?;
             Ok(Created::HostDrive { device })
         }
         DiskKind::Raw => Err(Error::InvalidArgument(
@@ -305,6 +317,8 @@ pub(crate) struct ParentLink {
     pub(crate) name: String,
     pub(crate) absolute: String,
     pub(crate) relative: String,
+    /// The permission bits of the parent chain (a new child takes them).
+    pub(crate) mode: u32,
 }
 
 impl ParentLink {
@@ -382,6 +396,7 @@ impl ParentLink {
             name,
             absolute: parent_abs.to_string_lossy().into_owned(),
             relative,
+            mode: super::output::source_mode(&disk),
         })
     }
 }

@@ -65,7 +65,10 @@ impl VhdFile {
         VhdFile::from_backend(path, backend, opts)
     }
 
-    /// Opens `path` as a VHD if it has a footer, else as a raw image.
+    /// Opens `path` as a VHD if it has a footer, else as a raw image — unless its name
+    /// says it is a virtual disk (`.vhd`, `.avhd`, `.vhdx`, `.avhdx`): a file named so
+    /// without a VHD footer is damaged or something else, never raw bytes, and is refused
+    /// as [`Error::NotVhd`] (`opts.force_raw` takes it as raw all the same).
     pub fn open_any(path: impl AsRef<Path>, opts: &OpenOptions) -> Result<VhdFile> {
         let path = path.as_ref();
         let file = open_file(path, opts.writable, Accept::RegularOrBlock)?;
@@ -83,6 +86,12 @@ impl VhdFile {
                 detail: format!(
                     "it is {format}, not a VHD or a raw image (convert it with qemu-img first, or pass --source-format raw to take its bytes as they are)"
                 ),
+            });
+        }
+        if super::footer::named_like_vhd(path) {
+            return Err(Error::NotVhd {
+                path: path.to_owned(),
+                detail: "its name says it is a virtual disk, but it has no VHD footer (no `conectix` cookie at its end or at offset 0); pass --source-format raw to take its bytes as a raw disk".into(),
             });
         }
         VhdFile::raw(path, backend, opts.writable)

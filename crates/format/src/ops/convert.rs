@@ -24,6 +24,7 @@ use vhdkit_task::{Phase, Progress};
 
 use crate::error::{Error, Result};
 use crate::image::backend::{Backend, FileBackend};
+use crate::image::output::{self, Existing};
 use crate::image::NewFile;
 use crate::image::{Disk, OpenOptions};
 use crate::spec::{Bat, DiskType, Footer, BAT_ENTRY_UNUSED, SECTOR_SIZE};
@@ -81,6 +82,56 @@ pub(crate) fn check_target(disk: &Disk, target: Target, opts: &OpsOptions) -> Re
     Ok(size)
 }
 
+/// Checks, before any work, what stands at the destination `dst` of a conversion of
+/// `disk` into `target`: nothing; a regular file [`OpsOptions::output`] lets it replace;
+/// a device it lets it write in place — which takes only a raw result, and no
+/// verification if it is a character device (which does not give back what was
+/// written), and that a block device holds the `size` bytes of the result. Never one of
+/// `disk`'s own files.
+pub(crate) fn check_output(
+    disk: &Disk,
+    dst: &Path,
+    target: Target,
+    opts: &OpsOptions,
+    size: u64,
+) -> Result<()> {
+    let existing = output::inspect(dst, &opts.output, Some(disk))?;
+    check_device_target(existing, dst, target, opts)?;
+    if existing == (Existing::Device { block: true }) {
+        output::check_device_room(dst, size)?;
+    }
+    Ok(())
+}
+
+/// The refusals of [`check_output`] that depend on the target once a device stands at
+/// `dst`.
+fn check_device_target(
+    existing: Existing,
+    dst: &Path,
+    target: Target,
+    opts: &OpsOptions,
+) -> Result<()> {
+    let Existing::Device { block } = existing else {
+        return Ok(());
+    };
+    if target != Target::Raw {
+        return Err(Error::InvalidArgument(format!(
+            "{}: is a device, which takes only a raw image (--type raw); a {} VHD is \
+             written as a new file",
+            dst.display(),
+            target.name()
+        )));
+    }
+    if opts.verify && !block {
+        return Err(Error::InvalidArgument(format!(
+            "{}: is a character device, which does not give back what is written: it \
+             cannot be verified",
+            dst.display()
+        )));
+    }
+    Ok(())
+}
+
 /// `size` rounded up to a multiple of `align` (`None`: as it is). The alignment must be a
 /// non-zero multiple of the sector size.
 pub fn aligned_size(size: u64, align: Option<u64>) -> Result<u64> {
@@ -115,7 +166,10 @@ pub fn convert_disk(
     // The unused ranges, when asked (a scan of the source, which is only read).
     let mut clock = PhaseClock::start();
     let unused = unused::resolve(opts.unused_ranges.as_ref(), disk, progress)?;
-    let new = NewFile::beside(dst)?;
+    // The destination is checked again as it is opened (the task may start long after
+    // it was created); a block device must hold the whole raw result.
+    check_output(disk, dst, target, opts, size)?;
+    let new = NewFile::create(dst, &opts.output, Some(disk), size)?;
     let tmp_path = new.shown_path().to_owned();
     let out = &new.backend;
     // A fixed disk is allocated, as Virtual Server and Hyper-V make it: a volume too
@@ -129,7 +183,10 @@ pub fn convert_disk(
     // (copy on write) — preallocating cannot keep the fixed disk's promise there and
     // would only cost the space of every zero region.
     let allocate = target == Target::Fixed && !opts.sparse;
-    let offload = offload_device(out.file());
+    // A device is written in place: no extents to share, and its old bytes stay where
+    // nothing is written, so the writer zeroes what a new file would leave as holes.
+    let device = new.device();
+    let offload = offload_device(out.file()).filter(|_| device.is_none());
     let allocate_late = allocate && offload.is_some();
     let allocate_fixed = || {
         crate::image::newfile::allocate(out.file(), size + FOOTER_SIZE)
@@ -153,7 +210,14 @@ pub fn convert_disk(
         clock.lap(&mut report, "volumes");
     }
     let mask = unused.as_deref().map(|u| mask_for(&placement, u));
-    let writer = Writer::new(placement, out, offload, &tmp_path);
+    let writer = Writer::new(placement, out, offload, device, &tmp_path);
+    // A character device has nothing to make durable (and refuses `fdatasync`): no
+    // background syncs.
+    let sync_bytes = if device == Some(false) {
+        0
+    } else {
+        opts.sync_bytes
+    };
     let per_chunk = (opts.chunk_bytes / unit).max(1);
     let pool = BufferPool::default();
     // The copy reads and writes the disk once; a verification reads both again.
@@ -204,7 +268,10 @@ pub fn convert_disk(
                             // Cloned data leaves nothing in the page cache to sync.
                             unsynced += c.len.saturating_sub(writer.cloned.get() - cloned);
                         }
-                        None => stats.blocks_zero += 1,
+                        None => {
+                            writer.write_zero_block(c.index, c.len)?;
+                            stats.blocks_zero += 1;
+                        }
                     }
                     if c.wholly_unused() {
                         stats.blocks_unused += 1;
@@ -225,7 +292,7 @@ pub fn convert_disk(
                 // syncs depends on the data only, not on timing, which fault injection
                 // relies on. The writer waits only when the flusher is two requests
                 // behind, which also bounds the dirty data in the page cache.
-                if opts.sync_bytes > 0 && unsynced >= opts.sync_bytes {
+                if sync_bytes > 0 && unsynced >= sync_bytes {
                     unsynced = 0;
                     if flush_tx.send(()).is_err() {
                         break; // The flusher failed; its error is reported below.
@@ -282,7 +349,7 @@ pub fn convert_disk(
     }
     clock.lap(&mut report, "copy");
     progress.set_phase(Phase::Flush, 0, 0);
-    out.sync()
+    new.sync()
         .map_err(|e| Error::file(&tmp_path, "syncing the new file", e))?;
     clock.lap(&mut report, "flush");
     if opts.verify {
@@ -293,7 +360,10 @@ pub fn convert_disk(
     }
     progress.check_cancelled()?;
     new.persist(dst)?;
-    report.file_size_after = std::fs::metadata(dst).map(|m| m.len()).unwrap_or(0);
+    report.file_size_after = match device {
+        Some(_) => size,
+        None => std::fs::metadata(dst).map(|m| m.len()).unwrap_or(0),
+    };
     report.elapsed = start.elapsed();
     Ok(report)
 }
@@ -544,15 +614,20 @@ struct Writer<'a> {
     offload: std::cell::Cell<Option<u64>>,
     /// Bytes cloned so far.
     cloned: std::cell::Cell<u64>,
+    /// The output is a device written in place (`Some(block)`): what a new file leaves
+    /// as holes is zeroed.
+    device: Option<bool>,
     path: &'a Path,
 }
 
 impl<'a> Writer<'a> {
     /// `offload`: the output's file system if it shares extents ([`offload_device`]).
+    /// `device`: the output is a device written in place (`Some(block)`).
     fn new(
         placement: Placement,
         out: &'a FileBackend,
         offload: Option<u64>,
+        device: Option<bool>,
         path: &'a Path,
     ) -> Writer<'a> {
         Writer {
@@ -560,8 +635,30 @@ impl<'a> Writer<'a> {
             out,
             offload: std::cell::Cell::new(offload),
             cloned: std::cell::Cell::new(0),
+            device,
             path,
         }
+    }
+
+    /// Makes `len` bytes at `at` of a fixed or raw result read as zeros: a hole of a new
+    /// file already does; a device is zeroed there.
+    fn zero(&self, at: u64, len: u64) -> Result<()> {
+        match self.device {
+            None => Ok(()),
+            Some(block) => {
+                output::zero_range(self.out, at, len, block).map_err(self.io("writing zeros", at))
+            }
+        }
+    }
+
+    /// Block `index` (of `len` bytes) holds only zeros: nothing is written into a new
+    /// file (a dynamic result leaves it unallocated, a fixed or raw one a hole); a device
+    /// is zeroed there.
+    fn write_zero_block(&self, index: u64, len: u64) -> Result<()> {
+        if self.placement.dynamic.is_some() {
+            return Ok(());
+        }
+        self.zero(index * FLAT_UNIT, len)
     }
 
     fn io(&self, doing: &'static str, at: u64) -> impl FnOnce(std::io::Error) -> Error + '_ {
@@ -610,19 +707,22 @@ impl<'a> Writer<'a> {
         let Some(bitmap_at) = placed.bitmap else {
             // Fixed or raw: the output is a fresh sparse file: write only the pages that
             // hold data, leaving all-zero 4 KiB pages as holes (less to copy, flush and
-            // store).
+            // store); a device is zeroed there instead, one run of pages at a time.
             let base = placed.data;
             let mut pages = data.chunks(ZERO_PAGE).enumerate().peekable();
             while let Some((i, page)) = pages.next() {
-                if is_zero(page) {
-                    continue;
-                }
+                let zero = is_zero(page);
                 let start = i * ZERO_PAGE;
                 let mut end = start + page.len();
-                while let Some((_, next)) = pages.next_if(|(_, p)| !is_zero(p)) {
+                while let Some((_, next)) = pages.next_if(|(_, p)| is_zero(p) == zero) {
                     end += next.len();
                 }
-                self.put_data(data, start..end, base + start as u64, "writing disk data")?;
+                let at = base + start as u64;
+                if zero {
+                    self.zero(at, (end - start) as u64)?;
+                } else {
+                    self.put_data(data, start..end, at, "writing disk data")?;
+                }
             }
             return Ok(());
         };
@@ -637,6 +737,8 @@ impl<'a> Writer<'a> {
         let p = &self.placement;
         let end = p.footer_at();
         match (&p.dynamic, p.target) {
+            // A device keeps its size; bytes past the result are left as they are.
+            (_, Target::Raw) if self.device.is_some() => Ok(()),
             (_, Target::Raw) => self
                 .out
                 .set_len(p.file_len())

@@ -29,7 +29,7 @@ use std::time::Duration;
 use vhdkit_task::{Progress, TaskBuilder};
 
 use crate::error::{Error, Result};
-use crate::image::{CreateOptions, Disk, DiskKind, OpenOptions};
+use crate::image::{CreateOptions, Disk, DiskKind, OpenOptions, OutputOptions};
 
 pub use measure::{measure, measure_task, Measure, MeasureTask};
 pub use resize::{ResizeFacts, ResizeOptions};
@@ -114,6 +114,10 @@ pub struct OpsOptions {
     /// Compact: scan and plan, report what would be released and moved, and write
     /// nothing (the disk is opened read-only).
     pub dry_run: bool,
+    /// Convert and merge-to: what may stand at the destination (a regular file to
+    /// replace atomically; a device, which takes a raw result in place) and the new
+    /// file's permission bits (by default the source's). See [`OutputOptions`].
+    pub output: OutputOptions,
 }
 
 /// Chunks' worth of blocks that compact moves, and merge writes, per batch: each batch
@@ -138,6 +142,7 @@ impl Default for OpsOptions {
             dedupe: true,
             unused_ranges: None,
             dry_run: false,
+            output: OutputOptions::default(),
         }
     }
 }
@@ -295,26 +300,7 @@ fn spawn<T: Send + 'static>(
 /// Checks a new file's path before any work: not empty, in a folder that exists, not
 /// there yet (not even as a dangling symbolic link).
 fn require_absent(dst: &Path) -> Result<()> {
-    if dst.as_os_str().is_empty() {
-        return Err(Error::InvalidArgument(
-            "the destination path is empty".into(),
-        ));
-    }
-    let dir = dst
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    if !dir.is_dir() {
-        return Err(Error::PathNotFound {
-            path: dir.to_owned(),
-        });
-    }
-    if dst.symlink_metadata().is_ok() {
-        return Err(Error::AlreadyExists {
-            path: dst.to_owned(),
-        });
-    }
-    Ok(())
+    crate::image::output::inspect(dst, &OutputOptions::new(), None).map(drop)
 }
 
 /// Starts compacting `path` in place. Fails at once on a wrong disk type.
@@ -338,9 +324,9 @@ pub fn convert_task(
     opts: &OpsOptions,
 ) -> Result<OpTask> {
     let (src, dst) = (src.as_ref(), dst.as_ref());
-    require_absent(dst)?;
     let disk = Disk::open_any(src, &opts.open)?;
-    convert::check_target(&disk, target, opts)?;
+    let size = convert::check_target(&disk, target, opts)?;
+    convert::check_output(&disk, dst, target, opts, size)?;
     let (d, o) = (dst.to_owned(), opts.clone());
     Ok(spawn(
         format!(
@@ -395,7 +381,6 @@ pub fn merge_to_task(
     opts: &OpsOptions,
 ) -> Result<OpTask> {
     let (child, dst) = (child.as_ref(), dst.as_ref());
-    require_absent(dst)?;
     let disk = Disk::open_with(child, &opts.open)?;
     if disk.kind() != DiskKind::Differencing {
         return Err(Error::WrongDiskType {
@@ -404,7 +389,8 @@ pub fn merge_to_task(
             expected: "merge-to needs a differencing disk".into(),
         });
     }
-    convert::check_target(&disk, target, opts)?;
+    let size = convert::check_target(&disk, target, opts)?;
+    convert::check_output(&disk, dst, target, opts, size)?;
     let (d, o) = (dst.to_owned(), opts.clone());
     Ok(spawn(
         format!(
