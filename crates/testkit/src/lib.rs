@@ -2,7 +2,10 @@
 //!
 //! - [`Rng`]: the seeded generators the suites draw data, offsets and schedules from;
 //! - [`Model`]: the byte-array model of a disk, and generators of [`Write`] lists;
-//! - [`assert_bytes_eq`] and small file helpers ([`tempdir`], [`file_len`], …);
+//! - [`assert_bytes_eq`] and small file helpers ([`tempdir`], [`file_len`],
+//!   [`copy_keeping_time`], …);
+//! - raw edits of a VHD's metadata for crafting images ([`move_locator_payload`],
+//!   [`restore_parent_time`], …);
 //! - the external readers that judge vhdkit's output: qemu-img ([`qemu_read_all`], …),
 //!   libvhdi's `vhdiinfo` ([`vhdiinfo_field`], …) and its Python binding pyvhdi
 //!   ([`pyvhdi_read_all`], …), with [`have`] and [`need`] to check they are installed.
@@ -20,9 +23,10 @@ mod model;
 mod qemu;
 mod rng;
 mod run;
+mod vhd_bytes;
 
 pub use bytes::{all_zero, assert_bytes_eq};
-pub use files::{dir_names, fast_tempdir, file_len, tempdir};
+pub use files::{copy_keeping_time, dir_names, fast_tempdir, file_len, tempdir};
 pub use libvhdi::{
     pyvhdi_read_all, pyvhdi_read_cmd, pyvhdi_size, vhdiinfo, vhdiinfo_field, vhdiinfo_size, PYTHON,
 };
@@ -33,6 +37,7 @@ pub use qemu::{
 };
 pub use rng::{Algorithm, Rng};
 pub use run::{assert_no_panic, assert_streams_eq, have, need, run_cmd, Run, Tool};
+pub use vhd_bytes::{clear_locator, move_locator_payload, restore_parent_time};
 
 /// One KiB.
 pub const KIB: u64 = 1024;

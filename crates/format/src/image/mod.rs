@@ -31,7 +31,7 @@ pub use file::{FooterSource, LayerExtent, VhdFile};
 pub(crate) use newfile::sync_dir;
 pub use newfile::NewFile;
 pub use parents::{
-    children_in_folder, parent_candidates, FoundBy, FsResolver, ParentCandidate, ParentResolver,
+    find_children, parent_candidates, FoundBy, FsResolver, ParentCandidate, ParentResolver,
 };
 
 pub use options::{DiskKind, HostDrives, OpenOptions, DEFAULT_MAX_DEPTH};

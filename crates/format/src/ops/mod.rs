@@ -12,6 +12,7 @@
 
 pub mod compact;
 pub mod convert;
+mod dependents;
 pub mod measure;
 pub mod merge;
 pub mod merge_into;
@@ -76,9 +77,19 @@ pub struct OpsOptions {
     pub chunk_bytes: u64,
     /// Merge: delete the child once merged and durable.
     pub delete_child: bool,
-    /// Delete or rewrite a disk even though other disks in its folder name it as their
-    /// parent (they would be orphaned).
+    /// Change or delete a disk even though other disks name it as their parent: merge
+    /// into it (they would read different bytes), delete it (`delete_child`, the
+    /// intermediates of a merge into an ancestor: they would be orphaned), resize it
+    /// (their size would differ), compact it with [`unused_ranges`](Self::unused_ranges)
+    /// (they would read zeros where its free space was). Without it, these operations
+    /// look for such disks — in the folder of each disk they change and in
+    /// [`also_check`](Self::also_check) — and refuse before the first write
+    /// ([`Error::HasChildren`], naming each one).
     pub force: bool,
+    /// More folders (not searched recursively) where merge, resize and compact with
+    /// unused ranges look for disks naming the disk they change as their parent, besides
+    /// that disk's own folder. A folder that cannot be listed is refused.
+    pub also_check: Vec<PathBuf>,
     /// Merge into an ancestor: keep the intermediate disks (they no longer describe a
     /// consistent disk) instead of deleting them.
     pub keep_intermediates: bool,
@@ -128,6 +139,7 @@ impl Default for OpsOptions {
             chunk_bytes: 8 << 20,
             delete_child: false,
             force: false,
+            also_check: Vec::new(),
             keep_intermediates: false,
             sync_bytes: 16 << 20,
             event_capacity: vhdkit_task::DEFAULT_EVENT_CAPACITY,
