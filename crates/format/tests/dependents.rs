@@ -255,7 +255,7 @@ fn compact_with_unused_ranges_of_a_parent_is_refused_unless_forced() {
     let dir = tempdir();
     let (_, mid, _, _) = forked(dir.path());
     let o = OpsOptions {
-        unused_ranges: Some(Unused::ranges([0..SIZE])),
+        unused_ranges: Some(Unused::ranges(std::iter::once(0..SIZE))),
         ..OpsOptions::default()
     };
     let before = std::fs::read(&mid).expect("read");
@@ -303,4 +303,27 @@ fn resize_names_a_child_found_in_a_folder_asked_for() {
 
     assert_eq!(children_of(&e), vec!["child.vhd"]);
     assert!(e.to_string().contains(&format!("{}", 2 * SIZE)), "{e}");
+}
+
+#[test]
+fn a_merge_whose_data_the_parent_holds_already_is_not_refused() {
+    let dir = tempdir();
+    let (_, mid, top, _) = forked(dir.path());
+    let forced = OpsOptions {
+        force: true,
+        ..OpsOptions::default()
+    };
+    finish(ops::merge_task(&top, &forced).expect("forced"));
+    let merged = std::fs::read(&mid).expect("read");
+
+    // Again (a rerun after a stop): the parent already reads so; the sibling's view
+    // does not change, nothing to refuse.
+    finish(ops::merge_task(&top, &OpsOptions::default()).expect("not refused"));
+
+    assert_bytes_eq("the parent", &read_file(&mid), &read_file(&top));
+    assert_eq!(merged.len(), std::fs::read(&mid).expect("read").len());
+    // New data in the child: refused again.
+    write(&top, b"new bytes", 3 * MIB);
+    let e = ops::merge_task(&top, &OpsOptions::default()).expect_err("refused");
+    assert_eq!(children_of(&e), vec!["sib.vhd"]);
 }

@@ -20,6 +20,11 @@
 //! A kill before 3 leaves the chain as it was (the ancestor holding part or all of the
 //! merge, invisibly); running the same command again completes it. A kill between 3 and
 //! 4 leaves the child on the ancestor and intermediates no disk names any more.
+//!
+//! Before 1, disks outside the chain that depend on what it changes are refused
+//! ([`open`]); a rerun after 3 finds the intermediate left naming the ancestor, but the
+//! ancestor already reads what it would write (`would_change`), so nothing changes
+//! for that disk and the rerun goes ahead.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;

@@ -328,7 +328,9 @@ fn require_absent(dst: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Starts compacting `path` in place. Fails at once on a wrong disk type.
+/// Starts compacting `path` in place. Fails at once on a wrong disk type, and (with
+/// [`OpsOptions::unused_ranges`], unless [`OpsOptions::force`]) on a disk other disks
+/// name as their parent ([`Error::HasChildren`]).
 pub fn compact_task(path: &Path, opts: &OpsOptions) -> Result<OpTask> {
     // Opened (for writing) and checked once, before the task starts; moved into it.
     let disk = compact::open(path, opts)?;
@@ -358,7 +360,27 @@ pub fn convert_task(src: &Path, dst: &Path, target: Target, opts: &OpsOptions) -
     ))
 }
 
-/// Starts merging differencing disk `child` into its parent, in place.
+/// Starts merging differencing disk `child` into its parent, in place. Refused before
+/// the task starts, unless [`OpsOptions::force`], when other disks name the parent as
+/// theirs (the merge changes what they read) — see [`merge::open`].
+///
+/// ```
+/// use vhdkit_format::ops::{self, OpsOptions};
+/// use vhdkit_format::{CreateOptions, Disk, DiskKind, ErrorKind};
+/// # let dir = tempfile::tempdir().unwrap();
+/// let base = dir.path().join("base.vhd");
+/// Disk::create(&base, &CreateOptions::new(DiskKind::Dynamic, 8 << 20)).unwrap();
+/// let top = dir.path().join("top.vhd");
+/// Disk::create(&top, &CreateOptions::differencing(&base)).unwrap();
+/// let sibling = dir.path().join("sibling.vhd");
+/// Disk::create(&sibling, &CreateOptions::differencing(&base)).unwrap();
+/// Disk::open_rw(&top).unwrap().write_at(b"top's own", 0).unwrap();
+///
+/// let refused = ops::merge_task(&top, &OpsOptions::default()).unwrap_err();
+/// assert_eq!(refused.kind(), ErrorKind::HasChildren);
+/// let forced = OpsOptions { force: true, ..OpsOptions::default() };
+/// ops::merge_task(&top, &forced).unwrap().join().unwrap();
+/// ```
 pub fn merge_task(child: &Path, opts: &OpsOptions) -> Result<OpTask> {
     // Checked, opened and locked before the task starts: a child or parent in use is
     // refused here, before anything is written.
@@ -373,7 +395,8 @@ pub fn merge_task(child: &Path, opts: &OpsOptions) -> Result<OpTask> {
 
 /// Starts merging differencing disk `child` and every disk between it and `ancestor`
 /// into `ancestor`, in place (see [`merge_into`]). Checked, opened and locked before the
-/// task starts.
+/// task starts; refused then, unless [`OpsOptions::force`], when disks outside the chain
+/// depend on what it changes or removes ([`merge_into::open`]).
 pub fn merge_into_task(
     child: &Path,
     ancestor: &merge_into::Ancestor,
