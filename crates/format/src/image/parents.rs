@@ -175,12 +175,16 @@ pub fn find_children(
     unique_id: uuid::Uuid,
     also_check: &[PathBuf],
 ) -> Result<Vec<PathBuf>> {
-    let own = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+    // Children are named as `path` is: relative to the same folder (`sib.vhd` beside
+    // `top.vhd`, not `./sib.vhd`).
+    let own = path.parent().unwrap_or(Path::new(""));
+    let listed = if own.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        own
+    };
     let mut listings = Vec::new();
-    if let Ok(entries) = std::fs::read_dir(own) {
+    if let Ok(entries) = std::fs::read_dir(listed) {
         listings.push((own.to_owned(), entries));
     }
     for dir in also_check {
@@ -195,12 +199,16 @@ pub fn find_children(
     let mut seen: Vec<PathBuf> = Vec::new();
     let mut out = Vec::new();
     for (dir, entries) in listings {
-        let canon_dir = canonical(&dir);
+        let canon_dir = canonical(if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            &dir
+        });
         if seen_dirs.contains(&canon_dir) {
             continue;
         }
         seen_dirs.push(canon_dir);
-        for p in entries.filter_map(|e| e.ok().map(|e| e.path())) {
+        for p in entries.filter_map(|e| e.ok().map(|e| dir.join(e.file_name()))) {
             let is_vhd = p
                 .extension()
                 .and_then(|x| x.to_str())

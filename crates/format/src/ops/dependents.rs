@@ -35,9 +35,9 @@ impl Effect {
                 "would read different bytes where its free space is released".into()
             }
             Effect::Orphaned => "would be orphaned".into(),
-            Effect::Size(n) => format!(
-                "would no longer match its size (after --force, resize each child to {n} bytes)"
-            ),
+            Effect::Size(n) => {
+                format!("would no longer match its size (resize each to {n} bytes afterwards)")
+            }
         }
     }
 }
