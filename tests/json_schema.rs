@@ -533,7 +533,7 @@ fn error_documents_are_valid() {
         (
             vec!["resize", p(&d), "--size", "16M", "--json"],
             EXIT_FAILED,
-            "not_allowed",
+            "has_children",
         ),
         (
             vec![

@@ -28,6 +28,9 @@ struct ErrorDoc<'a> {
     /// about a path that is not UTF-8 must still be reported).
     #[serde(skip_serializing_if = "Option::is_none")]
     path: Option<std::borrow::Cow<'a, str>>,
+    /// The disks depending on what a refused operation would change (`has_children`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    children: Option<Vec<std::borrow::Cow<'a, str>>>,
     /// What an operation stopped part way left of the user's files.
     #[serde(skip_serializing_if = "Option::is_none")]
     state: Option<&'static str>,
@@ -50,6 +53,7 @@ pub fn report(e: &CliError, json: bool) -> u8 {
             hresult: hresult(e).to_string(),
             hresult_value: hresult(e).0,
             path: path(e).map(Path::to_string_lossy),
+            children: children(e).map(|c| c.iter().map(|p| p.to_string_lossy()).collect()),
             state: state(e),
             exit_code: code,
         });
@@ -138,6 +142,18 @@ fn hresult(e: &CliError) -> HResult {
         CliError::Usage(_) => HResult::E_INVALIDARG,
         CliError::Cancelled { .. } => HResult::E_ABORT,
         CliError::Other(_) => HResult::E_FAIL,
+    }
+}
+
+/// The disks a `has_children` refusal names.
+fn children(e: &CliError) -> Option<&[std::path::PathBuf]> {
+    match e {
+        CliError::Format(vhdkit_format::Error::HasChildren { children, .. })
+        | CliError::Stopped {
+            error: vhdkit_format::Error::HasChildren { children, .. },
+            ..
+        } => Some(children),
+        _ => None,
     }
 }
 

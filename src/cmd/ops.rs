@@ -96,6 +96,14 @@ pub struct CompactArgs {
     /// write nothing.
     #[arg(long, conflicts_with = "verify")]
     dry_run: bool,
+    /// With --fs-aware: compact even though other disks name this one as their parent
+    /// (where it releases free space they then read zeros instead of its bytes).
+    #[arg(long, requires = "fs_aware")]
+    force: bool,
+    /// With --fs-aware: also look in DIR for disks naming this one as their parent
+    /// (besides its own folder); repeatable.
+    #[arg(long, value_name = "DIR", requires = "fs_aware")]
+    also_check: Vec<PathBuf>,
     #[command(flatten)]
     verify: VerifyArgs,
     #[command(flatten)]
@@ -112,10 +120,16 @@ pub struct MergeArgs {
     /// folder name it as their parent, unless --force).
     #[arg(long)]
     delete_child: bool,
-    /// Delete or remove disks even though other disks name them as their parent (they
-    /// are orphaned): with --delete-child, and for the intermediates of --into/--depth.
+    /// Merge even though other disks name a disk it changes as their parent: the
+    /// parent's (or ancestor's) other children then read different bytes, and the
+    /// children of a disk it deletes (--delete-child, the intermediates of
+    /// --into/--depth) are orphaned.
     #[arg(long)]
     force: bool,
+    /// Also look in DIR for disks naming a disk the merge changes as their parent
+    /// (besides that disk's own folder); repeatable.
+    #[arg(long, value_name = "DIR")]
+    also_check: Vec<PathBuf>,
     /// Merge into this ancestor: the child and every disk between them go into it; the
     /// child is relinked to it (or deleted with --delete-child) and the intermediates
     /// are removed.
@@ -268,6 +282,8 @@ pub fn compact(a: CompactArgs) -> Result<u8, CliError> {
         dedupe: !a.no_dedupe,
         unused_ranges: fs.as_ref().map(FsAware::unused),
         dry_run: a.dry_run,
+        force: a.force,
+        also_check: a.also_check,
         ..OpsOptions::default()
     };
     let task = match ops::compact_task(&a.path, &opts) {
@@ -276,6 +292,7 @@ pub fn compact(a: CompactArgs) -> Result<u8, CliError> {
         // (the child alone opens for compaction), say so, and how to compact without it.
         Err(error)
             if (opts.dedupe || opts.unused_ranges.is_some())
+                && error.kind() != vhdkit_format::ErrorKind::HasChildren
                 && parent_chain_failed(&a.path, &opts) =>
         {
             return Err(CliError::Stopped {
@@ -317,6 +334,7 @@ pub fn merge(a: MergeArgs) -> Result<u8, CliError> {
         open: a.open.options_for(&a.child)?,
         delete_child: a.delete_child,
         force: a.force,
+        also_check: a.also_check,
         keep_intermediates: a.keep_intermediates,
         ..OpsOptions::default()
     };

@@ -46,10 +46,14 @@ pub struct ResizeArgs {
     /// anyway when a partition ends past the new size).
     #[arg(long)]
     allow_shrink: bool,
-    /// Resize even though other disks in its folder name it as their parent (resize
-    /// each of them to the same size afterwards).
+    /// Resize even though other disks name it as their parent (resize each of them to
+    /// the same size afterwards).
     #[arg(long)]
     force: bool,
+    /// Also look in DIR for disks naming this one as their parent (besides its own
+    /// folder); repeatable.
+    #[arg(long, value_name = "DIR")]
+    also_check: Vec<PathBuf>,
     /// A fixed disk that grows: leave the new space sparse instead of allocating it.
     #[arg(long)]
     sparse: bool,
@@ -153,6 +157,7 @@ pub fn run(a: ResizeArgs) -> Result<u8, CliError> {
     let opts = OpsOptions {
         open,
         force: a.force,
+        also_check: a.also_check,
         sparse: a.sparse,
         ..OpsOptions::default()
     };

@@ -13,7 +13,7 @@ use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use vhdkit_testkit::Rng;
+use vhdkit_testkit::{restore_parent_time, Rng};
 
 pub use vhdkit_testkit::need;
 
@@ -197,6 +197,10 @@ pub fn chain_copy(dir: &Path) -> PathBuf {
     let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/chain");
     for f in ["base.vhd", "mid.vhd", "top.vhd"] {
         std::fs::copy(src.join(f), dir.join(f)).expect("copying the chain fixture");
+    }
+    // Each parent's time the one its child records, as the chain was made.
+    for (child, parent) in [("top.vhd", "mid.vhd"), ("mid.vhd", "base.vhd")] {
+        restore_parent_time(&dir.join(child), &dir.join(parent));
     }
     dir.join("top.vhd")
 }

@@ -5,6 +5,8 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+mod links;
+
 use crate::error::{Error, Result};
 use crate::image::backend::{Backend, FileBackend};
 use crate::image::open::{open_unlocked, Accept};
@@ -77,42 +79,7 @@ pub fn check(path: impl AsRef<Path>, opts: &OpenOptions) -> Result<CheckReport> 
         match Disk::open_with(path, &top_opts) {
             Ok(disk) => {
                 for (child, parent) in disk.layers().iter().zip(disk.layers().iter().skip(1)) {
-                    let mut problems = Vec::new();
-                    if let Some(h) = child.header() {
-                        let mtime = std::fs::metadata(parent.path())
-                            .and_then(|m| m.modified())
-                            .ok()
-                            .map(crate::spec::VhdTime::from_system_time);
-                        if let Some(t) = mtime {
-                            if h.parent_timestamp.0 != 0 && t != h.parent_timestamp {
-                                problems.push(
-                                    Problem::new(
-                                        Severity::Info,
-                                        "dynamic header",
-                                        "parent time stamp",
-                                        format!(
-                                            "records {}, the parent was modified {}",
-                                            h.parent_timestamp.to_rfc3339(),
-                                            t.to_rfc3339()
-                                        ),
-                                    )
-                                    .at(h_offset(child)),
-                                );
-                            }
-                        }
-                        if parent.footer().unique_id != h.parent_unique_id {
-                            problems.push(Problem::new(
-                                Severity::Error,
-                                "dynamic header",
-                                "parent unique id",
-                                format!(
-                                    "records {}; the parent used, {}, has another (used as asked)",
-                                    h.parent_unique_id,
-                                    parent.path().display(),
-                                ),
-                            ));
-                        }
-                    }
+                    let problems = links::link_problems(child, parent);
                     let last = files.len() - 1;
                     files[last].problems.extend(problems);
                     let pf = open_unlocked(parent.path(), Accept::Regular)?;
@@ -145,10 +112,6 @@ pub fn check(path: impl AsRef<Path>, opts: &OpenOptions) -> Result<CheckReport> 
 /// hostile BAT has a bad entry every four bytes: listing them all turned a 1 MiB file
 /// into half a million problems and 100 MB of report.
 pub const MAX_LISTED_BAT_PROBLEMS: usize = 1000;
-
-fn h_offset(f: &crate::image::VhdFile) -> u64 {
-    f.footer().data_offset
-}
 
 /// Checks one file on its own, structure by structure, and lists every problem (BAT
 /// entry problems past the first [`MAX_LISTED_BAT_PROBLEMS`] are counted in one).
@@ -457,38 +420,9 @@ fn check_sparse(b: &dyn Backend, footer: &Footer, len: u64, footer_at: u64, p: &
         );
     }
     let stride = layout.stride();
+    links::locators_in_table(&header, hoff, p);
     if differencing {
-        let names: Vec<String> = header
-            .locators
-            .iter()
-            .filter(|l| l.is_used())
-            .filter_map(|l| {
-                let n = l.data_length.min(crate::spec::locator::MAX_LOCATOR_DATA) as usize;
-                let mut buf = vec![0u8; n];
-                b.read_exact_at(&mut buf, l.data_offset).ok()?;
-                l.decode_path(&buf).map(|x| x.path)
-            })
-            .collect();
-        let parent_name = crate::spec::locator::windows_to_unix(&header.parent_name());
-        let base = |s: &str| s.rsplit('/').next().unwrap_or(s).to_owned();
-        for n in &names {
-            if !parent_name.is_empty() && base(n) != base(&parent_name) {
-                p.push(Problem::new(
-                    Severity::Info,
-                    "parent locator",
-                    "path",
-                    format!("locator names {n:?}, the header's parent name is {parent_name:?}"),
-                ));
-            }
-        }
-        if names.is_empty() && parent_name.is_empty() {
-            p.push(Problem::new(
-                Severity::Warning,
-                "dynamic header",
-                "parent",
-                "no usable parent locator and no parent name: the parent cannot be found",
-            ));
-        }
+        links::locator_names(b, &header, p);
     }
     if fatal {
         return;

@@ -9,10 +9,11 @@ use std::path::{Path, PathBuf};
 
 use vhdkit_format::image::backend::faults::{arm, FaultOp, FaultPlan};
 use vhdkit_format::ops::{self, OpsOptions, Target};
+use vhdkit_format::spec::Severity;
 use vhdkit_format::{CreateOptions, Disk, DiskKind, Error};
 use vhdkit_task::{CancelToken, HResult, Progress};
 
-use common::{read_file, Rng, MIB};
+use common::{read_file, restore_parent_time, Rng, MIB};
 
 const ENOSPC: i32 = 28;
 const EIO: i32 = 5;
@@ -580,6 +581,9 @@ fn make_resize_disk(dir: &Path, case: &ResizeCase) -> PathBuf {
         ..Default::default()
     };
     ops::resize::resize(&base, &grow, &opts, &progress()).expect("resize the parent");
+    // The chain as if the parent had not been touched since: `check` warns about a
+    // parent modified after its child's record, which is not what this test is about.
+    restore_parent_time(&child, &base);
     child
 }
 
@@ -700,8 +704,18 @@ fn resize_with_any_failed_write_or_sync_reads_as_before_or_as_resized_and_reruns
                 now.len()
             );
             let report = vhdkit_format::check::check(&path, &Default::default()).expect("check");
+            // A child not resized yet differs in size from its resized parent: the one
+            // error `check` reports then, which the resize is there to fix.
+            let size_mismatch = |p: &vhdkit_format::spec::Problem| {
+                case.kind == DiskKind::Differencing
+                    && now == before
+                    && p.field == "current size"
+                    && p.message.contains("its parent")
+            };
             assert!(
-                report.is_clean(),
+                report
+                    .problems()
+                    .all(|(_, p)| p.severity < Severity::Warning || size_mismatch(p)),
                 "{}: after {err}: {:?}",
                 case.name,
                 report.files

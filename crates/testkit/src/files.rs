@@ -67,3 +67,20 @@ impl Drop for Tmpfs {
         let _ = std::process::Command::new("umount").arg(&self.0).status();
     }
 }
+
+/// Copies `src` to `dst` keeping its modification time, as `cp -p` does: the children
+/// of a copied chain then still match the time they record for their parent (`vhdkit
+/// check` warns about a parent modified after its child recorded it — what a plain copy
+/// looks like).
+pub fn copy_keeping_time(src: &Path, dst: &Path) {
+    std::fs::copy(src, dst)
+        .unwrap_or_else(|e| panic!("copying {} to {}: {e}", src.display(), dst.display()));
+    let mtime = std::fs::metadata(src)
+        .and_then(|m| m.modified())
+        .unwrap_or_else(|e| panic!("{}: {e}", src.display()));
+    std::fs::File::options()
+        .write(true)
+        .open(dst)
+        .and_then(|f| f.set_modified(mtime))
+        .unwrap_or_else(|e| panic!("setting the time of {}: {e}", dst.display()));
+}

@@ -2,9 +2,12 @@
 //!
 //! - [`Rng`]: the seeded generators the suites draw data, offsets and schedules from;
 //! - [`Model`]: the byte-array model of a disk, and generators of [`Write`] lists;
-//! - [`assert_bytes_eq`] and small file helpers ([`tempdir`], [`file_len`], …);
+//! - [`assert_bytes_eq`] and small file helpers ([`tempdir`], [`file_len`],
+//!   [`copy_keeping_time`], …);
 //! - [`mbr_with_partition`]: a partition table without `sfdisk`;
 //! - real partition tables written by `sfdisk` ([`sfdisk`], [`sfdisk_partitions`]);
+//! - raw edits of a VHD's metadata for crafting images ([`move_locator_payload`],
+//!   [`restore_parent_time`], …);
 //! - the external readers that judge vhdkit's output: qemu-img ([`qemu_read_all`], …),
 //!   libvhdi's `vhdiinfo` ([`vhdiinfo_field`], …) and its Python binding pyvhdi
 //!   ([`pyvhdi_read_all`], …), with [`have`] and [`need`] to check they are installed.
@@ -28,9 +31,10 @@ mod qemu;
 mod realworld;
 mod rng;
 mod run;
+mod vhd_bytes;
 
 pub use bytes::{all_zero, assert_bytes_eq};
-pub use files::{dir_names, fast_tempdir, file_len, tempdir, Tmpfs};
+pub use files::{copy_keeping_time, dir_names, fast_tempdir, file_len, tempdir, Tmpfs};
 pub use libvhdi::{
     pyvhdi_read_all, pyvhdi_read_cmd, pyvhdi_size, vhdiinfo, vhdiinfo_field, vhdiinfo_size, PYTHON,
 };
@@ -46,6 +50,7 @@ pub use realworld::{
 };
 pub use rng::{Algorithm, Rng};
 pub use run::{assert_no_panic, assert_streams_eq, have, need, run_cmd, Run, Tool};
+pub use vhd_bytes::{clear_locator, move_locator_payload, restore_parent_time};
 
 /// One KiB.
 pub const KIB: u64 = 1024;

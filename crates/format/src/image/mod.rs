@@ -33,7 +33,7 @@ pub(crate) use newfile::sync_dir;
 pub use newfile::NewFile;
 pub use output::{source_mode, OutputOptions};
 pub use parents::{
-    children_in_folder, parent_candidates, FoundBy, FsResolver, ParentCandidate, ParentResolver,
+    find_children, parent_candidates, FoundBy, FsResolver, ParentCandidate, ParentResolver,
 };
 
 pub use options::{DiskKind, HostDrives, OpenOptions, DEFAULT_MAX_DEPTH};

@@ -12,6 +12,7 @@
 
 pub mod compact;
 pub mod convert;
+mod dependents;
 pub mod measure;
 pub mod merge;
 pub mod merge_into;
@@ -78,9 +79,19 @@ pub struct OpsOptions {
     pub chunk_bytes: u64,
     /// Merge: delete the child once merged and durable.
     pub delete_child: bool,
-    /// Delete or rewrite a disk even though other disks in its folder name it as their
-    /// parent (they would be orphaned).
+    /// Change or delete a disk even though other disks name it as their parent: merge
+    /// into it (they would read different bytes), delete it (`delete_child`, the
+    /// intermediates of a merge into an ancestor: they would be orphaned), resize it
+    /// (their size would differ), compact it with [`unused_ranges`](Self::unused_ranges)
+    /// (they would read zeros where its free space was). Without it, these operations
+    /// look for such disks — in the folder of each disk they change and in
+    /// [`also_check`](Self::also_check) — and refuse before the first write
+    /// ([`Error::HasChildren`], naming each one).
     pub force: bool,
+    /// More folders (not searched recursively) where merge, resize and compact with
+    /// unused ranges look for disks naming the disk they change as their parent, besides
+    /// that disk's own folder. A folder that cannot be listed is refused.
+    pub also_check: Vec<PathBuf>,
     /// Merge into an ancestor: keep the intermediate disks (they no longer describe a
     /// consistent disk) instead of deleting them.
     pub keep_intermediates: bool,
@@ -134,6 +145,7 @@ impl Default for OpsOptions {
             chunk_bytes: 8 << 20,
             delete_child: false,
             force: false,
+            also_check: Vec::new(),
             keep_intermediates: false,
             sync_bytes: 16 << 20,
             event_capacity: vhdkit_task::DEFAULT_EVENT_CAPACITY,
@@ -303,7 +315,9 @@ fn require_absent(dst: &Path) -> Result<()> {
     crate::image::output::inspect(dst, &OutputOptions::new(), None).map(drop)
 }
 
-/// Starts compacting `path` in place. Fails at once on a wrong disk type.
+/// Starts compacting `path` in place. Fails at once on a wrong disk type, and (with
+/// [`OpsOptions::unused_ranges`], unless [`OpsOptions::force`]) on a disk other disks
+/// name as their parent ([`Error::HasChildren`]).
 pub fn compact_task(path: impl AsRef<Path>, opts: &OpsOptions) -> Result<OpTask> {
     let path = path.as_ref();
     // Opened (for writing) and checked once, before the task starts; moved into it.
@@ -340,7 +354,27 @@ pub fn convert_task(
     ))
 }
 
-/// Starts merging differencing disk `child` into its parent, in place.
+/// Starts merging differencing disk `child` into its parent, in place. Refused before
+/// the task starts, unless [`OpsOptions::force`], when other disks name the parent as
+/// theirs (the merge changes what they read) — see [`merge::open`].
+///
+/// ```
+/// use vhdkit_format::ops::{self, OpsOptions};
+/// use vhdkit_format::{CreateOptions, Disk, DiskKind, ErrorKind};
+/// # let dir = tempfile::tempdir().unwrap();
+/// let base = dir.path().join("base.vhd");
+/// Disk::create(&base, &CreateOptions::new(DiskKind::Dynamic, 8 << 20)).unwrap();
+/// let top = dir.path().join("top.vhd");
+/// Disk::create(&top, &CreateOptions::differencing(&base)).unwrap();
+/// let sibling = dir.path().join("sibling.vhd");
+/// Disk::create(&sibling, &CreateOptions::differencing(&base)).unwrap();
+/// Disk::open_rw(&top).unwrap().write_at(b"top's own", 0).unwrap();
+///
+/// let refused = ops::merge_task(&top, &OpsOptions::default()).unwrap_err();
+/// assert_eq!(refused.kind(), ErrorKind::HasChildren);
+/// let forced = OpsOptions { force: true, ..OpsOptions::default() };
+/// ops::merge_task(&top, &forced).unwrap().join().unwrap();
+/// ```
 pub fn merge_task(child: impl AsRef<Path>, opts: &OpsOptions) -> Result<OpTask> {
     let child = child.as_ref();
     // Checked, opened and locked before the task starts: a child or parent in use is
@@ -356,7 +390,8 @@ pub fn merge_task(child: impl AsRef<Path>, opts: &OpsOptions) -> Result<OpTask> 
 
 /// Starts merging differencing disk `child` and every disk between it and `ancestor`
 /// into `ancestor`, in place (see [`merge_into`]). Checked, opened and locked before the
-/// task starts.
+/// task starts; refused then, unless [`OpsOptions::force`], when disks outside the chain
+/// depend on what it changes or removes ([`merge_into::open`]).
 pub fn merge_into_task(
     child: impl AsRef<Path>,
     ancestor: &merge_into::Ancestor,

@@ -89,7 +89,9 @@ pub enum Severity {
     Info,
     /// Deviates from the specification but can be read safely.
     Warning,
-    /// The structure cannot be trusted; opening refuses it.
+    /// The structure cannot be trusted; opening refuses it — or, for a link of a chain
+    /// that vhdkit opens anyway (a parent of another size, a parent id overridden),
+    /// other readers do.
     Error,
 }
 
