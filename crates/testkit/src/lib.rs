@@ -2,6 +2,7 @@
 //!
 //! - [`Rng`]: the seeded generators the suites draw data, offsets and schedules from;
 //! - [`Model`]: the byte-array model of a disk, and generators of [`Write`] lists;
+//! - [`BatmapDamage`]: the blktap fixtures with an inconsistent Xen batmap;
 //! - [`assert_bytes_eq`] and small file helpers ([`tempdir`], [`file_len`], …);
 //! - the external readers that judge vhdkit's output: qemu-img ([`qemu_read_all`], …),
 //!   libvhdi's `vhdiinfo` ([`vhdiinfo_field`], …) and its Python binding pyvhdi
@@ -13,6 +14,7 @@
 
 #![warn(missing_docs)]
 
+mod blktap;
 mod bytes;
 mod files;
 mod libvhdi;
@@ -21,6 +23,7 @@ mod qemu;
 mod rng;
 mod run;
 
+pub use blktap::BatmapDamage;
 pub use bytes::{all_zero, assert_bytes_eq};
 pub use files::{dir_names, fast_tempdir, file_len, tempdir};
 pub use libvhdi::{
