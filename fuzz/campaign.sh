@@ -23,7 +23,9 @@ cargo fuzz build
 bin="$(fuzz_bin_dir)"
 if [ "$#" -gt 0 ]; then targets=("$@"); else mapfile -t targets < <(fuzz_targets); fi
 dir="${CAMPAIGN_DIR:-corpus/campaign-$(date -u +%Y%m%dT%H%M%SZ)}"
-./seed.sh "$dir" | head -n 1 >&2
+# (Not `| head -n 1`: under pipefail, seed.sh killed by SIGPIPE would stop the run.)
+seeded="$(./seed.sh "$dir")"
+printf '%s\n' "${seeded%%$'\n'*}" >&2
 
 # "1234567" -> "1.23 M"
 human() { awk -v n="$1" 'BEGIN { if (n >= 1e6) printf "%.2f M", n / 1e6; else if (n >= 1e3) printf "%.1f k", n / 1e3; else printf "%d", n }'; }
