@@ -317,3 +317,74 @@ fn resize_shrinks_a_blktap_disk_and_keeps_its_batmap_valid() {
     vhdkit_check_clean(&p);
     assert_eq!(read_all(&p), want[..13 << 20].to_vec());
 }
+
+/// A copy of `form`'s fixture with its batmap damage (`BatmapDamage`).
+fn damaged(dir: &Path, form: BatmapDamage) -> PathBuf {
+    let bytes = std::fs::read(fixture(&format!("blktap/{}", form.fixture()))).expect("read");
+    let p = dir.join(format!("{form:?}.vhd"));
+    std::fs::write(&p, form.apply(&bytes)).expect("write");
+    p
+}
+
+#[test]
+fn strict_commands_refuse_an_inconsistent_batmap_naming_the_fix_and_lenient_ones_warn() {
+    let dir = tempdir();
+    for form in BatmapDamage::ALL {
+        let p = damaged(dir.path(), form);
+
+        let strict = vhdkit(["info".as_ref(), p.as_os_str(), "--strict".as_ref()]);
+        let lenient = vhdkit(["info".as_ref(), p.as_os_str()]);
+        let check = vhdkit(["check".as_ref(), p.as_os_str()]);
+
+        let line = assert_failed_one_line(&strict);
+        assert!(line.contains("batmap"), "{form:?}: {line}");
+        assert!(line.contains("`vhdkit check --repair`"), "{form:?}: {line}");
+        assert_eq!(lenient.code, EXIT_OK, "{form:?}: {}", lenient.stderr);
+        if form != BatmapDamage::NotFullBit {
+            // (a lenient open does not read sector bitmaps to judge the bits)
+            let out = lenient.stdout_str();
+            assert!(
+                out.contains("warning") && out.contains("batmap"),
+                "{form:?}: {out}"
+            );
+        }
+        assert_eq!(
+            check.code,
+            EXIT_DIFFERENT,
+            "{form:?}: {}",
+            check.stdout_str()
+        );
+        assert!(
+            check.stdout_str().contains("`vhdkit check --repair`"),
+            "{form:?}: {}",
+            check.stdout_str()
+        );
+    }
+}
+
+#[test]
+fn check_repair_rewrites_an_inconsistent_batmap_and_qemu_and_pyvhdi_read_as_before() {
+    let dir = tempdir();
+    for form in BatmapDamage::ALL {
+        let p = damaged(dir.path(), form);
+        let qemu = qemu_read_all(&p);
+        let pyvhdi = pyvhdi_read_all(&[&p]);
+
+        let r = vhdkit(["check".as_ref(), p.as_os_str(), "--repair".as_ref()]);
+
+        assert_eq!(r.code, EXIT_OK, "{form:?}: {}", r.stdout_str());
+        assert!(r.stdout_str().contains("repaired"), "{form:?}");
+        xen_check(&p);
+        let strict = vhdkit(["info".as_ref(), p.as_os_str(), "--strict".as_ref()]);
+        assert_eq!(strict.code, EXIT_OK, "{form:?}: {}", strict.stderr);
+        assert!(
+            qemu_read_all(&p) == qemu,
+            "{form:?}: qemu-img reads differently"
+        );
+        assert!(
+            pyvhdi_read_all(&[&p]) == pyvhdi,
+            "{form:?}: pyvhdi reads differently"
+        );
+        assert!(read_all(&p) == qemu, "{form:?}: vhdkit reads differently");
+    }
+}

@@ -135,7 +135,8 @@ pub struct OpenArgs {
     /// Use this file as the disk's parent instead of searching its locators.
     #[arg(long, value_name = "PARENT")]
     with_parent: Option<PathBuf>,
-    /// Refuse images with bad checksums instead of reading them with a warning.
+    /// Refuse images with bad checksums or an inconsistent Xen batmap instead of
+    /// reading them with a warning.
     #[arg(long)]
     strict: bool,
     /// Accept a host drive whose first/last MiB changed since it was linked.

@@ -456,6 +456,7 @@ fn check_sparse(b: &dyn Backend, footer: &Footer, len: u64, footer_at: u64, p: &
 }
 
 /// Reports the problems of a `tap` file's batmap and returns it when it can be read.
+/// `image/batmap.rs` reads it for open, check and repair alike.
 fn check_batmap(
     b: &dyn Backend,
     footer: &Footer,
@@ -464,65 +465,9 @@ fn check_batmap(
     footer_at: u64,
     p: &mut Vec<Problem>,
 ) -> Option<crate::image::batmap::Batmap> {
-    use crate::spec::batmap;
-    let expected = batmap::expects_batmap(footer)?;
-    let at = batmap::header_offset(header.table_offset, header.max_table_entries);
-    let mut raw = [0u8; batmap::BATMAP_HEADER_SIZE];
-    let h = if at.saturating_add(raw.len() as u64) <= len && b.read_exact_at(&mut raw, at).is_ok() {
-        batmap::BatmapHeader::decode(&raw)
-    } else {
-        None
-    };
-    let problems = match &h {
-        Some(h) => h.validate(footer.current_size, header.max_table_entries, footer_at),
-        None => vec![Problem::new(
-            Severity::Error,
-            "batmap",
-            "header",
-            "the batmap header lies past the end of the file",
-        )],
-    };
-    if !expected && h.as_ref().is_none_or(|h| h.cookie != batmap::BATMAP_COOKIE) {
-        return None; // creator 1.1 without one: none is needed
-    }
-    if !problems.is_empty() {
-        p.extend(problems.into_iter().map(|x| x.at(at)));
-        return None;
-    }
-    let h = h?;
-    let mut map = vec![0u8; batmap::map_bytes(footer.current_size) as usize];
-    if b.read_exact_at(&mut map, h.map_offset).is_err() {
-        p.push(
-            Problem::new(
-                Severity::Error,
-                "batmap",
-                "offset",
-                "the bitmap cannot be read",
-            )
-            .at(h.map_offset),
-        );
-        return None;
-    }
-    let computed = batmap::checksum(&map, h.version);
-    if computed != h.checksum {
-        p.push(
-            Problem::new(
-                Severity::Error,
-                "batmap",
-                "checksum",
-                format!(
-                    "stored {:#010x}, computed {computed:#010x}: Xen's tools refuse the file (check --repair recomputes it)",
-                    h.checksum
-                ),
-            )
-            .at(at + 24),
-        );
-    }
-    Some(crate::image::batmap::Batmap {
-        header_offset: at,
-        header: h,
-        map,
-    })
+    let found = crate::image::batmap::read(b, footer, header, len, footer_at)?;
+    p.extend(found.problems);
+    found.batmap
 }
 
 /// A set batmap bit promises "allocated and fully written": each set bit's block must
@@ -535,39 +480,15 @@ fn check_batmap_bits(
     current_size: u64,
     p: &mut Vec<Problem>,
 ) {
-    use crate::spec::batmap::test_bit;
-    let blocks = layout.used_entries.min(m.map.len() as u64 * 8);
-    let sectors = layout.block_size / SECTOR_SIZE;
-    let full_bytes = (sectors / 8) as usize;
-    let mut listed = 0;
-    for n in (0..blocks).filter(|&n| test_bit(&m.map, n)) {
+    let entry = |n: u64| {
         let mut e = [0u8; 4];
         let at = layout.table_offset + n * 4;
-        if b.read_exact_at(&mut e, at).is_err() {
-            continue;
-        }
-        let entry = u32::from_be_bytes(e);
-        let problem = if entry == crate::spec::BAT_ENTRY_UNUSED {
-            Some(format!(
-                "block {n}'s bit is set, but the block is not allocated"
-            ))
-        } else {
-            let mut bm = vec![0u8; full_bytes];
-            let off = u64::from(entry) * SECTOR_SIZE;
-            let last = (n + 1) * layout.block_size > current_size;
-            (!last && b.read_exact_at(&mut bm, off).is_ok() && bm.iter().any(|&x| x != 0xFF))
-                .then(|| format!("block {n}'s bit is set, but its sector bitmap is not full"))
-        };
-        if let Some(msg) = problem {
-            if listed < MAX_LISTED_BAT_PROBLEMS {
-                p.push(
-                    Problem::new(Severity::Error, "batmap", "bit", msg)
-                        .at(m.header.map_offset + n / 8),
-                );
-            }
-            listed += 1;
-        }
-    }
+        b.read_exact_at(&mut e, at)
+            .ok()
+            .map(|_| u32::from_be_bytes(e))
+    };
+    let bad = m.bad_bits(layout, current_size, Some(b), entry);
+    p.extend(bad.take(MAX_LISTED_BAT_PROBLEMS).map(|x| x.problem(m)));
 }
 
 /// Whether `offset..offset + len` of a file is a hole (reads as zeros without being

@@ -2,6 +2,7 @@
 //!
 //! - [`Rng`]: the seeded generators the suites draw data, offsets and schedules from;
 //! - [`Model`]: the byte-array model of a disk, and generators of [`Write`] lists;
+//! - [`BatmapDamage`]: the blktap fixtures with an inconsistent Xen batmap;
 //! - [`assert_bytes_eq`] and small file helpers ([`tempdir`], [`file_len`],
 //!   [`copy_keeping_time`], …);
 //! - [`mbr_with_partition`]: a partition table without `sfdisk`;
@@ -21,6 +22,7 @@
 
 #![warn(missing_docs)]
 
+mod blktap;
 mod bytes;
 mod files;
 mod libvhdi;
@@ -33,6 +35,7 @@ mod rng;
 mod run;
 mod vhd_bytes;
 
+pub use blktap::BatmapDamage;
 pub use bytes::{all_zero, assert_bytes_eq};
 pub use files::{copy_keeping_time, dir_names, fast_tempdir, file_len, tempdir, Tmpfs};
 pub use libvhdi::{

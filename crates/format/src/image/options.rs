@@ -50,7 +50,8 @@ impl std::fmt::Display for DiskKind {
 pub struct OpenOptions {
     /// Open the top file for writing (parents are always read-only).
     pub writable: bool,
-    /// Refuse bad checksums instead of reading with a warning.
+    /// Refuse bad checksums, and a Xen batmap that `check` calls inconsistent, instead
+    /// of reading with a warning (docs/format.md, "Xen's batmap").
     pub strict: bool,
     /// Accept a parent whose unique id differs from the one the child recorded.
     pub ignore_parent_id: bool,
