@@ -40,6 +40,7 @@ pub mod error;
 pub mod image;
 pub mod ops;
 pub mod spec;
+pub mod vhdx;
 
 pub use error::{Error, ErrorKind, Result};
 pub use image::{CreateOptions, Disk, DiskKind, HostDrives, OpenOptions, VhdFile};
