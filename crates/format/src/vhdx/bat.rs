@@ -357,8 +357,8 @@ impl Bat {
     /// Every problem of the table in a file whose areas are `areas`: undefined
     /// states, partially present blocks outside differencing files or without their
     /// chunk's bitmap, sector bitmaps in files without a parent, blocks inside the
-    /// header section, log or regions, past the end of the file, or overlapping each
-    /// other. Reserved bits are not judged (writers zero them, readers ignore them). At
+    /// header section, log or regions, past the end of the file (for the last block:
+    /// its part below the virtual size), or overlapping each other. Reserved bits are not judged (writers zero them, readers ignore them). At
     /// most [`MAX_BAT_PROBLEMS`] are listed, then one that counts the rest.
     pub fn problems(&self, areas: &FileAreas, at: u64) -> Vec<VhdxError> {
         let g = &self.geometry;
@@ -414,7 +414,12 @@ impl Bat {
                         Some(st) if !st.has_data() => continue,
                         Some(_) => {}
                     }
-                    (u64::from(g.block_size), "payload block")
+                    // The last block of a disk whose size is not a multiple of the
+                    // block size needs only its part below the virtual size in the
+                    // file (qemu-img's fixed files end there).
+                    let start = block * u64::from(g.block_size);
+                    let need = u64::from(g.block_size).min(g.virtual_size - start);
+                    (need, "payload block")
                 }
                 Some(EntryKind::SectorBitmap(_)) => match SectorBitmapState::from_bits(e.state()) {
                     None => {
@@ -492,6 +497,42 @@ impl Bat {
             p.push(VhdxError::placement(s, at, format!("{more} more problems")));
         }
         p
+    }
+}
+
+/// The bits of a sector-bitmap block that cover payload block `block`: one bit per
+/// logical sector, the block's sectors starting at bit `(block % chunk_ratio) ·
+/// sectors_per_block` of its chunk's bitmap. Returns `(chunk, first bit, bit count)`.
+pub fn bitmap_bits(g: &BatGeometry, block: u64) -> (u64, u64, u64) {
+    let per_block = u64::from(g.block_size) / u64::from(g.logical_sector_size);
+    (
+        block / g.chunk_ratio,
+        (block % g.chunk_ratio) * per_block,
+        per_block,
+    )
+}
+
+/// Whether bit `bit` of a sector bitmap is set: bit 0 is the least significant bit of
+/// byte 0 (a set bit means the sector is in this file, a clear one that it comes from
+/// the parent). `false` past the bitmap.
+pub fn bitmap_bit(bitmap: &[u8], bit: u64) -> bool {
+    usize::try_from(bit / 8)
+        .ok()
+        .and_then(|i| bitmap.get(i))
+        .is_some_and(|b| b >> (bit % 8) & 1 == 1)
+}
+
+/// Sets or clears bits `[first, first + count)` of a sector bitmap (those past its end
+/// are ignored).
+pub fn set_bitmap_bits(bitmap: &mut [u8], first: u64, count: u64, present: bool) {
+    let end = first.saturating_add(count).min(bitmap.len() as u64 * 8);
+    for bit in first..end {
+        let (i, m) = ((bit / 8) as usize, 1u8 << (bit % 8));
+        if present {
+            bitmap[i] |= m;
+        } else {
+            bitmap[i] &= !m;
+        }
     }
 }
 
@@ -647,6 +688,16 @@ mod tests {
     }
 
     #[test]
+    fn last_partial_block_needs_only_its_part_below_the_virtual_size() {
+        let g = BatGeometry::new(40 * MIB, 32 * MIB as u32, 512, false).unwrap();
+        let mut bat = Bat::filled(g, BatEntry::default());
+        bat.set_payload(0, PayloadState::FullyPresent, 8 * MIB);
+        bat.set_payload(1, PayloadState::FullyPresent, 40 * MIB);
+        assert!(bat.problems(&areas(48 * MIB), 0).is_empty());
+        assert_eq!(bat.problems(&areas(48 * MIB - 1), 0).len(), 1);
+    }
+
+    #[test]
     fn states_are_judged_by_entry_kind() {
         let g = BatGeometry::new(100 * MIB, 8 * MIB as u32, 512, true).unwrap();
         let mut bat = Bat::filled(g, BatEntry::default());
@@ -663,6 +714,22 @@ mod tests {
         let mut bat = Bat::filled(g, BatEntry::default());
         bat.entries[1] = BatEntry::new(PAYLOAD_BLOCK_PARTIALLY_PRESENT, 8 * MIB);
         assert_eq!(bat.problems(&areas(32 * MIB), 0).len(), 1);
+    }
+
+    #[test]
+    fn bitmap_bits_locate_a_blocks_sectors() {
+        let g = BatGeometry::new(8192 * MIB, MIB as u32, 512, true).unwrap();
+        assert_eq!(bitmap_bits(&g, 0), (0, 0, 2048));
+        assert_eq!(bitmap_bits(&g, 4097), (1, 2048, 2048));
+        let mut bm = vec![0u8; SECTOR_BITMAP_BLOCK_SIZE as usize];
+        set_bitmap_bits(&mut bm, 3, 6, true);
+        assert_eq!(bm[0], 0b1111_1000);
+        assert_eq!(bm[1], 0b0000_0001);
+        assert!(bitmap_bit(&bm, 3) && bitmap_bit(&bm, 8) && !bitmap_bit(&bm, 9));
+        assert!(!bitmap_bit(&bm, u64::MAX));
+        set_bitmap_bits(&mut bm, 4, 1, false);
+        assert_eq!(bm[0], 0b1110_1000);
+        set_bitmap_bits(&mut bm, u64::MAX - 1, 10, true);
     }
 
     #[test]

@@ -23,10 +23,11 @@ use uuid::Uuid;
 
 use super::bat::{Bat, BatEntry, BatGeometry, PayloadState, SECTOR_BITMAP_BLOCK_SIZE};
 use super::error::{Structure, VhdxError};
-use super::header::{Header, DEFAULT_LOG_LENGTH};
+use super::header::{Header, DEFAULT_LOG_LENGTH, HEADER_1_OFFSET, HEADER_2_OFFSET};
+use super::ident::{FileIdentifier, IDENT_OFFSET};
 use super::locator::ParentLocator;
 use super::metadata::{FileParameters, Metadata, DEFAULT_BLOCK_SIZE};
-use super::region::{Region, RegionTable};
+use super::region::{Region, RegionTable, REGION_TABLE_1_OFFSET, REGION_TABLE_2_OFFSET};
 use super::{round_up, HEADER_SECTION_SIZE, MIB};
 
 /// Bytes of the metadata region vhdkit creates (the table plus items fit easily).
@@ -320,6 +321,29 @@ impl VhdxLayout {
         bat
     }
 
+    /// Everything a new file holds outside its payload, as `(offset, bytes)` writes
+    /// into a file of [`file_len`](Self::file_len) zero bytes: the identifier, header 1
+    /// with `header`'s sequence number and header 2 with the next (so both are valid
+    /// and header 2 current), both region table copies, the metadata region and the
+    /// BAT of [`initial_bat`](Self::initial_bat). Where a fixed file's payload is
+    /// already zeros (a new file), nothing else is needed.
+    pub fn initial_writes(&self, header: &Header, metadata: &Metadata) -> Vec<(u64, Vec<u8>)> {
+        let second = Header {
+            sequence_number: header.sequence_number.wrapping_add(1),
+            ..*header
+        };
+        let table = self.region_table().encode();
+        vec![
+            (IDENT_OFFSET, FileIdentifier::vhdkit().encode()),
+            (HEADER_1_OFFSET, header.encode().to_vec()),
+            (HEADER_2_OFFSET, second.encode().to_vec()),
+            (REGION_TABLE_1_OFFSET, table.clone()),
+            (REGION_TABLE_2_OFFSET, table),
+            (self.metadata.offset, metadata.encode()),
+            (self.bat.offset, self.initial_bat().encode()),
+        ]
+    }
+
     /// Where the next new block goes in a file of `file_len` bytes: the end of the file
     /// rounded up to 1 MiB, never inside the metadata. A sector-bitmap block is placed
     /// the same way ([`SECTOR_BITMAP_BLOCK_SIZE`] bytes).
@@ -397,6 +421,35 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    fn image(l: &VhdxLayout, parent: Option<ParentLocator>) -> Vec<u8> {
+        let mut b = vec![0u8; l.file_len as usize];
+        let md = l.metadata(Uuid::from_u128(83), parent);
+        for (at, bytes) in l.initial_writes(&l.header(), &md) {
+            b[at as usize..at as usize + bytes.len()].copy_from_slice(&bytes);
+        }
+        b
+    }
+
+    #[test]
+    fn new_files_decode_as_described() {
+        for t in [DiskType::Fixed, DiskType::Dynamic, DiskType::Differencing] {
+            let mut n = NewVhdx::new(t, 40 * MIB);
+            n.block_size = 2 * MIB as u32;
+            n.logical_sector_size = 4096;
+            let l = n.layout().unwrap();
+            let parent = (t == DiskType::Differencing)
+                .then(|| ParentLocator::new(Uuid::from_u128(5), Some("base.vhdx"), None, None));
+            let p = crate::vhdx::ParsedVhdx::decode(&image(&l, parent.clone())).unwrap();
+            assert_eq!(p.header.slot, crate::vhdx::HeaderSlot::Second);
+            assert_eq!(p.regions, l.region_table());
+            assert!(p.regions_agree);
+            assert_eq!(p.metadata, l.metadata(Uuid::from_u128(83), parent));
+            assert_eq!(p.bat, l.initial_bat());
+            assert_eq!(p.ident.creator, crate::vhdx::ident::VHDKIT_CREATOR);
+            assert!(p.replay.is_none());
+        }
     }
 
     #[test]
