@@ -9,7 +9,7 @@ here="$(cd "$(dirname "$0")" && pwd)"
 root="$(dirname "$here")"
 cd "$here"
 
-targets=(footer dynamic_header locator bat bitmap host_drive_header open_read chain check write open_vs_check convert compact resize merge volume_scan volume_ext volume_fat volume_ntfs volume_swap)
+targets=(footer dynamic_header locator bat bitmap host_drive_header open_read chain check write open_vs_check convert compact resize merge volume_scan volume_ext volume_fat volume_ntfs volume_swap vhdx_header vhdx_metadata vhdx_bat vhdx_log)
 for t in "${targets[@]}"; do
     mkdir -p "corpus/$t"
     if [ -d "seeds/$t" ]; then cp -n seeds/"$t"/* "corpus/$t/" 2>/dev/null || true; fi

@@ -107,7 +107,7 @@ impl RawParentLocator {
             let eat = at + (LOCATOR_HEADER_SIZE + i * LOCATOR_ENTRY_SIZE) as u64;
             let start = off as usize;
             let end = start + usize::from(len);
-            if len == 0 || len % 2 != 0 || start < table_end || end > bytes.len() {
+            if len == 0 || !len.is_multiple_of(2) || start < table_end || end > bytes.len() {
                 return Err(VhdxError::field(
                     s,
                     eat,

@@ -397,9 +397,13 @@ impl Metadata {
     /// qemu-img and vhdkit lay them out. Pad to the region's length before writing.
     /// Unknown items are not written (they are not kept).
     pub fn encode(&self) -> Vec<u8> {
-        let fp_flags = u32::from(self.file_parameters.leave_blocks_allocated)
-            * LEAVE_BLOCKS_ALLOCATED
-            | u32::from(self.file_parameters.has_parent) * HAS_PARENT;
+        let mut fp_flags = 0;
+        if self.file_parameters.leave_blocks_allocated {
+            fp_flags |= LEAVE_BLOCKS_ALLOCATED;
+        }
+        if self.file_parameters.has_parent {
+            fp_flags |= HAS_PARENT;
+        }
         let mut items: Vec<(Uuid, u32, Vec<u8>)> = vec![
             (FILE_PARAMETERS_GUID, FLAG_IS_REQUIRED, {
                 let mut b = vec![0; 8];

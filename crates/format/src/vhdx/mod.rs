@@ -29,6 +29,23 @@
 //! first three fields little-endian, the last eight bytes as is), which is
 //! [`Uuid::from_bytes_le`]. `docs/vhdx.md` says where qemu-img's files differ from
 //! Hyper-V's and which decisions were taken here.
+//!
+//! A new dynamic file, built from its layout and decoded back:
+//!
+//! ```
+//! use vhdkit_format::vhdx::{DiskType, NewVhdx, ParsedVhdx, PayloadState};
+//!
+//! let layout = NewVhdx::new(DiskType::Dynamic, 64 << 20).layout().unwrap();
+//! let mut file = vec![0u8; layout.file_len as usize];
+//! let metadata = layout.metadata(uuid::Uuid::new_v4(), None);
+//! for (at, bytes) in layout.initial_writes(&layout.header(), &metadata) {
+//!     file[at as usize..at as usize + bytes.len()].copy_from_slice(&bytes);
+//! }
+//! let parsed = ParsedVhdx::decode(&file).unwrap();
+//! assert_eq!(parsed.metadata.virtual_size, 64 << 20);
+//! assert_eq!(parsed.metadata.file_parameters.block_size, 32 << 20);
+//! assert_eq!(parsed.bat.payload(0).unwrap().state, Some(PayloadState::NotPresent));
+//! ```
 
 use byteorder::{ByteOrder, LittleEndian};
 use uuid::Uuid;
