@@ -125,7 +125,7 @@ pub(crate) fn put_u64(b: &mut [u8], at: usize, v: u64) {
 
 /// CRC-32C (Castagnoli) of `bytes` with the four bytes at `checksum_at` taken as zero,
 /// as every VHDX checksum is computed.
-pub fn crc32c_with_zeroed_field(bytes: &[u8], checksum_at: usize) -> u32 {
+pub(crate) fn crc32c_with_zeroed_field(bytes: &[u8], checksum_at: usize) -> u32 {
     let crc = crc32c::crc32c(&bytes[..checksum_at]);
     let crc = crc32c::crc32c_append(crc, &[0; 4]);
     crc32c::crc32c_append(crc, &bytes[checksum_at + 4..])

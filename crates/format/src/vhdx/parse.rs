@@ -159,3 +159,106 @@ pub fn apply(file: &[u8], plan: &ReplayPlan) -> Result<Vec<u8>, VhdxError> {
 pub fn is_vhdx(prefix: &[u8]) -> bool {
     prefix.len() >= 8 && prefix[..8] == super::ident::IDENT_SIGNATURE
 }
+
+#[cfg(test)]
+mod tests {
+    use uuid::Uuid;
+
+    use super::*;
+    use crate::vhdx::bat::PayloadState;
+    use crate::vhdx::header::HeaderSlot;
+    use crate::vhdx::log::LogCursor;
+    use crate::vhdx::{DiskType, NewVhdx, VhdxLayout};
+
+    fn new_file(disk_type: DiskType) -> (VhdxLayout, Vec<u8>) {
+        let mut n = NewVhdx::new(disk_type, 16 * MIB);
+        n.block_size = MIB as u32;
+        let l = n.layout().unwrap();
+        let mut b = vec![0u8; l.file_len as usize];
+        for (at, bytes) in l.initial_writes(&l.header(), &l.metadata(Uuid::nil(), None)) {
+            b[at as usize..at as usize + bytes.len()].copy_from_slice(&bytes);
+        }
+        (l, b)
+    }
+
+    #[test]
+    fn vhdx_signature_is_recognised() {
+        let (_, b) = new_file(DiskType::Dynamic);
+        assert!(is_vhdx(&b[..8]));
+        assert!(!is_vhdx(b"conectix"));
+        assert!(!is_vhdx(b"vhdx"));
+    }
+
+    #[test]
+    fn damaged_current_header_falls_back_to_the_other() {
+        let (_, mut b) = new_file(DiskType::Dynamic);
+        let p = ParsedVhdx::decode(&b).unwrap();
+        assert_eq!(p.header.slot, HeaderSlot::Second);
+        b[HEADER_2_OFFSET as usize + 200] ^= 1;
+        let p = ParsedVhdx::decode(&b).unwrap();
+        assert_eq!(
+            (p.header.slot, p.header.other_valid),
+            (HeaderSlot::First, false)
+        );
+    }
+
+    #[test]
+    fn file_cut_inside_a_region_is_refused_with_the_region() {
+        let (l, b) = new_file(DiskType::Fixed);
+        let err = ParsedVhdx::decode(&b[..(l.bat.offset + 100) as usize]).unwrap_err();
+        assert!(err.to_string().contains("BAT region"), "{err}");
+        let err = ParsedVhdx::decode(&b[..100_000]).unwrap_err();
+        assert!(matches!(err, VhdxError::NoRegionTable { .. }), "{err}");
+        let err = ParsedVhdx::decode(&b[..10_000]).unwrap_err();
+        assert!(matches!(err, VhdxError::NoHeader { .. }), "{err}");
+    }
+
+    #[test]
+    fn pending_log_is_replayed_before_metadata_and_bat_are_read() {
+        let (l, mut b) = new_file(DiskType::Dynamic);
+        // A block at the end of the file, and the BAT sector naming it, in the log.
+        let end = b.len() as u64;
+        let mut bat = l.initial_bat();
+        bat.set_payload(3, PayloadState::FullyPresent, end);
+        let mut sector = bat.encode();
+        sector.resize(4096, 0);
+        let guid = Uuid::from_u128(0x106);
+        let placed = LogCursor::new(u64::from(l.log.length))
+            .append(
+                guid,
+                end,
+                end + MIB,
+                &[LogWrite::Data {
+                    offset: l.bat.offset,
+                    bytes: sector,
+                }],
+            )
+            .unwrap();
+        let log = l.log.offset as usize..l.log.end() as usize;
+        placed.write_into(&mut b[log]);
+        let mut h = l.header();
+        h.sequence_number = 9;
+        h.log_guid = guid;
+        b[HEADER_1_OFFSET as usize..HEADER_1_OFFSET as usize + HEADER_SIZE]
+            .copy_from_slice(&h.encode());
+        let before = b.clone();
+        let p = ParsedVhdx::decode(&b).unwrap();
+        assert_eq!(b, before, "the input is never written");
+        assert_eq!(p.bat.payload(3).unwrap().file_offset, Some(end));
+        assert_eq!(p.areas.file_len, end + MIB);
+        assert_eq!(p.replay.unwrap().writes.len(), 1);
+    }
+
+    #[test]
+    fn in_memory_replay_growth_is_bounded() {
+        let plan = ReplayPlan {
+            sequence: crate::vhdx::log::ActiveSequence {
+                entries: vec![],
+                log_length: MIB,
+            },
+            writes: vec![],
+            new_file_len: 10 + MAX_IN_MEMORY_GROWTH + 1,
+        };
+        assert!(apply(&[0; 10], &plan).is_err());
+    }
+}

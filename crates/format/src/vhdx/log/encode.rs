@@ -182,6 +182,22 @@ impl LogCursor {
         last_len: u64,
         writes: &[LogWrite],
     ) -> Result<PlacedEntry, VhdxError> {
+        if self.log_length == 0
+            || !self.log_length.is_multiple_of(SECTOR)
+            || self.position >= self.log_length
+            || !self.position.is_multiple_of(SECTOR)
+        {
+            return Err(VhdxError::field(
+                Structure::Log,
+                0,
+                "cursor",
+                format_args!(
+                    "position {:#x} in {:#x} bytes",
+                    self.position, self.log_length
+                ),
+                "a 4 KiB-aligned position inside a log of whole 4 KiB sectors",
+            ));
+        }
         let tail = u32::try_from(self.position).map_err(|_| {
             VhdxError::field(Structure::Log, 0, "position", self.position, "below 4 GiB")
         })?;
@@ -308,6 +324,18 @@ mod tests {
         assert_eq!(plan.new_file_len, 8 * MIB);
         assert_eq!(plan.sequence.entries.len(), 1);
         assert_eq!(LogCursor::after(&plan.sequence), c);
+    }
+
+    #[test]
+    fn cursor_outside_the_log_is_refused() {
+        for (len, pos) in [(MIB, MIB), (MIB, 100), (0, 0), (MIB + 1, 0)] {
+            let mut c = LogCursor {
+                log_length: len,
+                position: pos,
+                sequence_number: 1,
+            };
+            assert!(c.append(guid(), 0, 0, &[]).is_err(), "{len} {pos}");
+        }
     }
 
     #[test]
