@@ -28,7 +28,9 @@ fn put(out: &Path, target: &str, name: &str, bytes: &[u8]) {
 }
 
 fn sector(seed: u8) -> Vec<u8> {
-    (0..4096u32).map(|i| (i as u8).wrapping_mul(13) ^ seed).collect()
+    (0..4096u32)
+        .map(|i| (i as u8).wrapping_mul(13) ^ seed)
+        .collect()
 }
 
 /// The log target's config: file length, flag 1 (GUID from the first sector).
@@ -74,16 +76,30 @@ fn main() {
         Some(r"\\?\Volume{26a21bda-a627-11d7-9931-806e6f6e6963}\base.vhdx"),
         Some(r"C:\vms\base.vhdx"),
     );
-    put(out, "vhdx_metadata", "synth-differencing", &ld.metadata(Uuid::from_u128(1), Some(locator.clone())).encode());
+    put(
+        out,
+        "vhdx_metadata",
+        "synth-differencing",
+        &ld.metadata(Uuid::from_u128(1), Some(locator.clone()))
+            .encode(),
+    );
     let mut n4 = NewVhdx::new(DiskType::Fixed, 64 * MIB);
     n4.logical_sector_size = 4096;
     let l4 = n4.layout().expect("layout");
-    put(out, "vhdx_metadata", "synth-4k-fixed", &l4.metadata(Uuid::from_u128(2), None).encode());
+    put(
+        out,
+        "vhdx_metadata",
+        "synth-4k-fixed",
+        &l4.metadata(Uuid::from_u128(2), None).encode(),
+    );
 
     // BAT of the differencing layout: block 0 partially present, chunk 0's bitmap.
     let mut bat = ld.initial_bat();
     bat.entries[0] = BatEntry::new(PAYLOAD_BLOCK_PARTIALLY_PRESENT, 8 * MIB);
-    let sb = ld.geometry.bitmap_index(0).expect("a differencing table has bitmap entries") as usize;
+    let sb = ld
+        .geometry
+        .bitmap_index(0)
+        .expect("a differencing table has bitmap entries") as usize;
     bat.entries[sb] = BatEntry::new(SB_BLOCK_PRESENT, 9 * MIB);
     bat.entries[2] = BatEntry::new(6, 10 * MIB);
     let mut cfg = 100u32.to_le_bytes().to_vec();
@@ -99,23 +115,42 @@ fn main() {
     let mut c = LogCursor::new(log_len as u64);
     for i in 0..6u8 {
         let ws = [
-            LogWrite::Data { offset: 2 * MIB, bytes: sector(i) },
-            LogWrite::Data { offset: 2 * MIB + 4096, bytes: sector(i + 50) },
+            LogWrite::Data {
+                offset: 2 * MIB,
+                bytes: sector(i),
+            },
+            LogWrite::Data {
+                offset: 2 * MIB + 4096,
+                bytes: sector(i + 50),
+            },
         ];
-        c.append(guid, 16 * MIB, 16 * MIB, &ws).expect("entry").write_into(&mut log);
+        c.append(guid, 16 * MIB, 16 * MIB, &ws)
+            .expect("entry")
+            .write_into(&mut log);
     }
     put(out, "vhdx_log", "synth-wrapping", &log_seed(16 * MIB, &log));
 
     let mut ws: Vec<LogWrite> = (0..300)
-        .map(|i| LogWrite::Zero { offset: 4 * MIB + i * 8192, length: 4096 })
+        .map(|i| LogWrite::Zero {
+            offset: 4 * MIB + i * 8192,
+            length: 4096,
+        })
         .collect();
-    ws.push(LogWrite::Data { offset: 3 * MIB, bytes: sector(9) });
+    ws.push(LogWrite::Data {
+        offset: 3 * MIB,
+        bytes: sector(9),
+    });
     let mut log = vec![0u8; 16 * 1024];
     LogCursor::new(16 * 1024)
         .append(guid, 16 * MIB, 17 * MIB, &ws)
         .expect("entry")
         .write_into(&mut log);
-    put(out, "vhdx_log", "synth-many-descriptors", &log_seed(16 * MIB, &log));
+    put(
+        out,
+        "vhdx_log",
+        "synth-many-descriptors",
+        &log_seed(16 * MIB, &log),
+    );
 
     let p = |seq, tail| EntryParams {
         log_guid: guid,
@@ -124,7 +159,12 @@ fn main() {
         flushed_file_offset: 16 * MIB,
         last_file_offset: 16 * MIB,
     };
-    let w = |s| [LogWrite::Data { offset: 2 * MIB, bytes: sector(s) }];
+    let w = |s| {
+        [LogWrite::Data {
+            offset: 2 * MIB,
+            bytes: sector(s),
+        }]
+    };
     let mut log = vec![0u8; 32 * 1024];
     for (i, (seq, tail)) in [(1u64, 0u32), (2, 8192), (3, 8192)].into_iter().enumerate() {
         let e = encode_entry(&p(seq, tail), &w(seq as u8)).expect("entry");

@@ -33,7 +33,9 @@ fuzz_target!(|data: &[u8]| {
     }
     let bat = match Bat::decode(table, g, 2 * MIB) {
         Ok(b) => b,
-        Err(VhdxError::Truncated { expected, found, .. }) => {
+        Err(VhdxError::Truncated {
+            expected, found, ..
+        }) => {
             assert!(found < expected && expected == g.bat_bytes());
             return;
         }
@@ -43,7 +45,10 @@ fuzz_target!(|data: &[u8]| {
     let areas = FileAreas {
         file_len,
         log: (log_at, log_at + MIB),
-        regions: vec![(16 * MIB, 17 * MIB, "BAT region"), (17 * MIB, 18 * MIB, "metadata region")],
+        regions: vec![
+            (16 * MIB, 17 * MIB, "BAT region"),
+            (17 * MIB, 18 * MIB, "metadata region"),
+        ],
     };
     let problems = bat.problems(&areas, 2 * MIB);
     assert!(problems.len() <= MAX_BAT_PROBLEMS + 1);

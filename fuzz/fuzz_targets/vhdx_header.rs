@@ -24,10 +24,27 @@ fuzz_target!(|data: &[u8]| {
     let at = |o: u64, len: usize| &head[o as usize..o as usize + len];
 
     if let Ok(id) = RawFileIdentifier::decode(&head).and_then(|r| r.validate()) {
-        let back = RawFileIdentifier::decode(&id.encode()).unwrap().validate().unwrap();
-        assert_eq!(back.creator, id.creator.chars().take(back.creator.chars().count()).collect::<String>());
+        // The creator is cut to whole characters within 255 UTF-16 units; a cut one
+        // re-encodes unchanged.
+        let back = RawFileIdentifier::decode(&id.encode())
+            .unwrap()
+            .validate()
+            .unwrap();
+        assert!(id.creator.starts_with(&back.creator));
+        assert!(back.creator.encode_utf16().count() <= 255);
+        if id.creator.encode_utf16().count() <= 255 {
+            assert_eq!(back, id);
+        }
+        let again = RawFileIdentifier::decode(&back.encode())
+            .unwrap()
+            .validate()
+            .unwrap();
+        assert_eq!(again, back);
     }
-    for (slot, off) in [(HeaderSlot::First, HEADER_1_OFFSET), (HeaderSlot::Second, HEADER_2_OFFSET)] {
+    for (slot, off) in [
+        (HeaderSlot::First, HEADER_1_OFFSET),
+        (HeaderSlot::Second, HEADER_2_OFFSET),
+    ] {
         let raw = RawHeader::decode(at(off, HEADER_SIZE), slot).expect("4 KiB");
         let problems = raw.problems(slot);
         for p in &problems {
@@ -36,17 +53,30 @@ fuzz_target!(|data: &[u8]| {
         }
         if let Ok(h) = raw.validate(slot) {
             assert!(problems.is_empty());
-            let again = RawHeader::decode(&h.encode(), slot).unwrap().validate(slot).unwrap();
+            let again = RawHeader::decode(&h.encode(), slot)
+                .unwrap()
+                .validate(slot)
+                .unwrap();
             assert_eq!(again, h);
         }
     }
-    let current = CurrentHeader::choose(at(HEADER_1_OFFSET, HEADER_SIZE), at(HEADER_2_OFFSET, HEADER_SIZE));
+    let current = CurrentHeader::choose(
+        at(HEADER_1_OFFSET, HEADER_SIZE),
+        at(HEADER_2_OFFSET, HEADER_SIZE),
+    );
     for copy in [1u8, 2] {
-        let off = if copy == 1 { REGION_TABLE_1_OFFSET } else { REGION_TABLE_2_OFFSET };
+        let off = if copy == 1 {
+            REGION_TABLE_1_OFFSET
+        } else {
+            REGION_TABLE_2_OFFSET
+        };
         let raw = RawRegionTable::decode(at(off, REGION_TABLE_SIZE), copy).expect("64 KiB");
         assert!(raw.entries.len() <= 2047);
         if let Ok(t) = raw.validate(copy) {
-            let again = RawRegionTable::decode(&t.encode(), copy).unwrap().validate(copy).unwrap();
+            let again = RawRegionTable::decode(&t.encode(), copy)
+                .unwrap()
+                .validate(copy)
+                .unwrap();
             assert_eq!(again, t);
         }
     }
@@ -61,7 +91,10 @@ fuzz_target!(|data: &[u8]| {
             .unwrap_or(data.len() as u64);
         if let Ok(areas) = FileAreas::new(&c.header, &t, file_len) {
             assert!(areas.log.1 <= file_len);
-            assert!(areas.regions.iter().all(|r| r.1 <= file_len && r.0 >= 1 << 20));
+            assert!(areas
+                .regions
+                .iter()
+                .all(|r| r.1 <= file_len && r.0 >= 1 << 20));
             let _ = areas.metadata_end();
         }
         let _ = c.next(c.header);

@@ -56,14 +56,20 @@ fuzz_target!(|data: &[u8]| {
             continue;
         }
         assert!(start >= MIB, "write into the header section");
-        assert!(end <= areas.log.0 || start >= areas.log.1, "write into the log");
+        assert!(
+            end <= areas.log.0 || start >= areas.log.1,
+            "write into the log"
+        );
         assert!(end <= plan.new_file_len, "write past the new length");
         if let LogWrite::Data { bytes, .. } = w {
             assert_eq!(bytes.len(), 4096);
             data_writes += 1;
         }
     }
-    assert!(data_writes <= log.len() / 4096, "more data than the log holds");
+    assert!(
+        data_writes <= log.len() / 4096,
+        "more data than the log holds"
+    );
     let seq = &plan.sequence;
     assert!(seq.entries.iter().all(|e| e.position < log.len() as u64));
     // Re-encode everything as one entry right after the head and replay it.

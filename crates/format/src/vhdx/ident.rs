@@ -76,16 +76,21 @@ impl FileIdentifier {
     }
 
     /// The whole 64 KiB identifier area. A creator longer than 255 UTF-16 units is cut
-    /// (one unit stays for the terminating NUL).
+    /// after the last whole character that fits (one unit stays for the terminating
+    /// NUL; a surrogate pair is never split).
     pub fn encode(&self) -> Vec<u8> {
         let mut b = vec![0u8; IDENT_SIZE];
         b[..8].copy_from_slice(&IDENT_SIGNATURE);
-        for (i, u) in self
-            .creator
-            .encode_utf16()
-            .take(CREATOR_SIZE / 2 - 1)
-            .enumerate()
-        {
+        let mut units: Vec<u16> = Vec::with_capacity(CREATOR_SIZE / 2);
+        let mut buf = [0u16; 2];
+        for c in self.creator.chars() {
+            let enc = c.encode_utf16(&mut buf);
+            if units.len() + enc.len() > CREATOR_SIZE / 2 - 1 {
+                break;
+            }
+            units.extend_from_slice(enc);
+        }
+        for (i, u) in units.iter().enumerate() {
             let at = CREATOR_OFFSET + 2 * i;
             b[at..at + 2].copy_from_slice(&u.to_le_bytes());
         }
@@ -135,6 +140,24 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn creator_cut_never_splits_a_surrogate_pair() {
+        // Found by the vhdx_header fuzz target: 254 units, then a character of two.
+        let id = FileIdentifier {
+            creator: format!("{}\u{1F600}tail", "a".repeat(254)),
+        };
+        let back = RawFileIdentifier::decode(&id.encode())
+            .unwrap()
+            .validate()
+            .unwrap();
+        assert_eq!(back.creator, "a".repeat(254));
+        let again = RawFileIdentifier::decode(&back.clone().encode())
+            .unwrap()
+            .validate()
+            .unwrap();
+        assert_eq!(again, back);
     }
 
     #[test]
