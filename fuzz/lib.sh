@@ -13,10 +13,11 @@ FUZZ_LIMITS=(-rss_limit_mb=2048 -malloc_limit_mb=512 -timeout=10)
 fuzz_flags() {
     case "$1" in
         volume_*) printf '%s\n' -dict=volume.dict ;;
+        vhdx_*) printf '%s\n' -dict=vhdx.dict ;;
         *) printf '%s\n' -dict=vhd.dict ;;
     esac
     case "$1" in
-        open_read|check|chain|open_vs_check|convert|compact|compact_unused|resize|merge|trust|chain_ops|volume_*)
+        open_read|check|chain|open_vs_check|convert|compact|compact_unused|resize|merge|trust|chain_ops|volume_*|vhdx_*)
             printf '%s\n' -max_len=1048576 ;;
     esac
 }

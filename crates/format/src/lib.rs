@@ -48,6 +48,7 @@ pub mod error;
 pub mod image;
 pub mod ops;
 pub mod spec;
+pub mod vhdx;
 pub mod volume;
 
 pub use error::{Error, ErrorKind, Result};

@@ -352,3 +352,31 @@ fn strict_open_refuses_each_batmap_check_calls_an_error() {
         assert!(lenient.is_ok(), "{name}");
     }
 }
+
+/// `vhdx_header`: a creator of 256 UTF-16 units (no terminator) whose last two are a
+/// surrogate pair. Re-encoding cut it at 255 units, splitting the pair, so the
+/// identifier did not decode back to a prefix of itself; the encoder now cuts between
+/// whole characters.
+#[test]
+fn vhdx_creator_filling_its_field_reencodes_to_whole_characters() {
+    use vhdkit_format::vhdx::ident::{RawFileIdentifier, CREATOR_OFFSET, IDENT_SIGNATURE};
+    let mut head = vec![0u8; 1024];
+    head[..8].copy_from_slice(&IDENT_SIGNATURE);
+    let units: Vec<u16> = std::iter::repeat_n(u16::from(b'q'), 254)
+        .chain("\u{1F600}".encode_utf16())
+        .collect();
+    for (i, u) in units.iter().enumerate() {
+        head[CREATOR_OFFSET + 2 * i..CREATOR_OFFSET + 2 * i + 2].copy_from_slice(&u.to_le_bytes());
+    }
+    let id = RawFileIdentifier::decode(&head)
+        .unwrap()
+        .validate()
+        .unwrap();
+    assert_eq!(id.creator.encode_utf16().count(), 256);
+    let back = RawFileIdentifier::decode(&id.encode())
+        .unwrap()
+        .validate()
+        .unwrap();
+    assert!(id.creator.starts_with(&back.creator), "{:?}", back.creator);
+    assert_eq!(back.creator, "q".repeat(254));
+}
