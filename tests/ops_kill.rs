@@ -396,58 +396,72 @@ fn dedupe_compact_killed_at_random_points_keeps_the_child_view_and_rerun_complet
 
     let (mut killed, mut finished) = (0, 0);
     let mut states: BTreeMap<&str, usize> = BTreeMap::new();
-    for at in kill_points(&timing, "move", KILLS, 4) {
-        copy_chain(&tpl, &work);
+    // The BAT changes only while blocks move, a few tens of milliseconds of the run: a
+    // loaded machine can shift every kill of a round out of that window. Up to three
+    // rounds (each timed afresh, with other kill points) until one lands there; every
+    // kill of every round is judged.
+    let mut timing = timing;
+    for round in 0..3u64 {
+        if round > 0 {
+            if states.get("part-way").copied().unwrap_or(0) > 0 && killed >= KILLS / 3 {
+                break;
+            }
+            copy_chain(&tpl, &work);
+            timing = timed(&args);
+        }
+        for at in kill_points(&timing, "move", KILLS, 4 + round) {
+            copy_chain(&tpl, &work);
 
-        let landed = run_and_kill(&args, at);
+            let landed = run_and_kill(&args, at);
 
-        if landed {
-            killed += 1;
-            let now = bat(&child);
-            let state = if now == original {
-                "untouched"
-            } else if now == final_bat {
-                "BAT final"
+            if landed {
+                killed += 1;
+                let now = bat(&child);
+                let state = if now == original {
+                    "untouched"
+                } else if now == final_bat {
+                    "BAT final"
+                } else {
+                    "part-way"
+                };
+                *states.entry(state).or_default() += 1;
             } else {
-                "part-way"
-            };
-            *states.entry(state).or_default() += 1;
-        } else {
-            finished += 1;
-        }
-        let leak =
-            check_state(&child).unwrap_or_else(|e| panic!("check after a kill at {at:?}: {e}"));
-        if leak {
-            *states.entry("check: leak only").or_default() += 1;
-        }
-        assert_bytes_eq(
-            &format!("child's view after a kill at {at:?}"),
-            &read(&child, root.path()),
-            &content,
-        );
-        assert!(
-            std::fs::read(work.join("base.vhd")).expect("parent") == parent_bytes,
-            "the parent is never written"
-        );
-        if landed {
-            let o = vhdkit_output(["compact", p(&child), "--progress", "none"]);
-            assert!(
-                o.status.success(),
-                "rerun: {}",
-                String::from_utf8_lossy(&o.stderr)
-            );
-            assert_eq!(check_state(&child), Ok(false), "check after the rerun");
+                finished += 1;
+            }
+            let leak =
+                check_state(&child).unwrap_or_else(|e| panic!("check after a kill at {at:?}: {e}"));
+            if leak {
+                *states.entry("check: leak only").or_default() += 1;
+            }
             assert_bytes_eq(
-                "child's view after the rerun",
+                &format!("child's view after a kill at {at:?}"),
                 &read(&child, root.path()),
                 &content,
             );
+            assert!(
+                std::fs::read(work.join("base.vhd")).expect("parent") == parent_bytes,
+                "the parent is never written"
+            );
+            if landed {
+                let o = vhdkit_output(["compact", p(&child), "--progress", "none"]);
+                assert!(
+                    o.status.success(),
+                    "rerun: {}",
+                    String::from_utf8_lossy(&o.stderr)
+                );
+                assert_eq!(check_state(&child), Ok(false), "check after the rerun");
+                assert_bytes_eq(
+                    "child's view after the rerun",
+                    &read(&child, root.path()),
+                    &content,
+                );
+            }
+            assert_eq!(
+                std::fs::metadata(&child).expect("metadata").len(),
+                final_len,
+                "size once compacted (kill at {at:?})"
+            );
         }
-        assert_eq!(
-            std::fs::metadata(&child).expect("metadata").len(),
-            final_len,
-            "size once compacted (kill at {at:?})"
-        );
     }
     report("dedupe compact", &timing, killed, finished, &states);
     assert!(killed >= KILLS / 3, "too few kills landed mid-operation");
