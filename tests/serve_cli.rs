@@ -151,7 +151,14 @@ fn serve_tells_clients_no_path_unless_given_a_description() {
         let one = run(Command::new("nbdinfo").args(["--json", uri]));
         [list, one]
     };
-    let served = serve([disk.as_os_str(), "--read-only".as_ref()]);
+    // (A socket named apart from the disk: the URI is the client's own knowledge.)
+    let sock = dir.path().join("s.sock");
+    let served = serve([
+        disk.as_os_str(),
+        "--read-only".as_ref(),
+        "--socket".as_ref(),
+        sock.as_os_str(),
+    ]);
     for out in info(&served.uri) {
         let text = String::from_utf8_lossy(&out).into_owned();
         assert!(
@@ -163,6 +170,8 @@ fn serve_tells_clients_no_path_unless_given_a_description() {
     let served = serve([
         disk.as_os_str(),
         "--read-only".as_ref(),
+        "--socket".as_ref(),
+        sock.as_os_str(),
         "--description".as_ref(),
         "lab disk".as_ref(),
     ]);

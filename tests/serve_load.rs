@@ -48,7 +48,9 @@ impl RssWatch {
                     if rss > RSS_LIMIT {
                         over.store(true, Ordering::SeqCst);
                         // Stop a runaway server at once.
-                        let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+                        let _ = Command::new("kill")
+                            .args(["-KILL", &pid.to_string()])
+                            .status();
                         return;
                     }
                     std::thread::sleep(Duration::from_millis(10));
@@ -235,7 +237,11 @@ fn serve_twelve_multi_conn_copies_at_once_all_succeed() {
         }
     }
     served.stop().clean();
-    assert!(failed.is_empty(), "{} of 12 copies failed: {failed:?}", failed.len());
+    assert!(
+        failed.is_empty(),
+        "{} of 12 copies failed: {failed:?}",
+        failed.len()
+    );
 }
 
 #[test]
@@ -318,7 +324,10 @@ fn serve_fragmented_disk_reads_exactly_through_nbdcopy_and_raw_reads() {
     let served = serve([disk.as_os_str(), "--read-only".as_ref()]);
     let out = dir.path().join("copy.raw");
     run(Command::new("nbdcopy").arg(&served.uri).arg(&out));
-    assert!(std::fs::read(&out).expect("copy") == want, "nbdcopy differs");
+    assert!(
+        std::fs::read(&out).expect("copy") == want,
+        "nbdcopy differs"
+    );
     // Unaligned reads across the alternation, in one data chunk each.
     let mut c = Raw::open(&served.socket());
     for (offset, len) in [(0u64, 1u32), (511, 2), (1000, 70_000), (3 << 20, 1 << 20)] {

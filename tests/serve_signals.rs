@@ -172,5 +172,9 @@ fn serve_second_sigint_exits_without_waiting() {
     let ended = served.wait();
     drop(stalled);
     assert_eq!(ended.code, 130, "{}", ended.stderr);
-    assert!(ended.stderr.contains("interrupted again"), "{}", ended.stderr);
+    assert!(
+        ended.stderr.contains("interrupted again"),
+        "{}",
+        ended.stderr
+    );
 }

@@ -47,5 +47,6 @@ pub use export::{
     BlockRelease, DiscardBlocks, DiskExport, Export, ExportError, ExportResult, KeepBlocks, Piece,
 };
 pub use server::{
-    Listener, Server, ServerOptions, Stats, Stopper, Stream, MAX_IN_FLIGHT, MAX_PAYLOAD_IN_FLIGHT,
+    Listener, Server, ServerOptions, Stats, Stopper, Stream, MAX_CONNECTIONS, MAX_IN_FLIGHT,
+    MAX_IN_FLIGHT_TOTAL, MAX_PAYLOAD_IN_FLIGHT, MAX_PAYLOAD_TOTAL,
 };
