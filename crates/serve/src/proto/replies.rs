@@ -52,6 +52,24 @@ pub fn hole_chunk(cookie: u64, offset: u64, len: u32) -> [u8; 32] {
     b
 }
 
+/// Makes a structured chunk (its header at the start of `chunk`) the last of its reply:
+/// sets `NBD_REPLY_FLAG_DONE`, so that a read answered by one data chunk, or ending in
+/// one, needs no separate final chunk.
+///
+/// ```
+/// use vhdkit_serve::proto::{data_chunk_header, mark_done, REPLY_FLAG_DONE};
+///
+/// let mut h = data_chunk_header(7, 4096, 512);
+/// mark_done(&mut h);
+/// assert_eq!(u16::from_be_bytes([h[4], h[5]]), REPLY_FLAG_DONE);
+/// ```
+pub fn mark_done(chunk: &mut [u8]) {
+    if let Some(f) = chunk.get_mut(4..6) {
+        let flags = u16::from_be_bytes([f[0], f[1]]) | REPLY_FLAG_DONE;
+        f.copy_from_slice(&flags.to_be_bytes());
+    }
+}
+
 /// A final `NBD_REPLY_TYPE_ERROR` chunk with a message (cut to 4096 bytes).
 pub fn error_chunk(cookie: u64, errno: u32, message: &str) -> Vec<u8> {
     let msg = &message.as_bytes()[..message.len().min(MAX_STRING)];

@@ -18,6 +18,8 @@ use super::writer::{WriteJob, WriteOp};
 use super::{Counters, Shared};
 use crate::proto::{self, Command, Negotiation, Refusal, Session, Step};
 
+/// Bytes of requests read ahead per connection.
+const REQUEST_BUFFER: usize = 16 << 10;
 /// Send buffer asked for each connection (capped by the kernel's `net.core.wmem_max`).
 const SEND_BUFFER: usize = 4 << 20;
 
@@ -190,6 +192,10 @@ fn handshake(
 /// Reads and dispatches requests until the client disconnects or the server stops.
 fn requests(shared: &Shared, stream: &mut Stream, conn: &Arc<Conn>) {
     let counters = &shared.counters;
+    // Pipelined request headers come in one `recv`, not one each; payloads longer than
+    // the buffer are read straight into place.
+    let mut stream = std::io::BufReader::with_capacity(REQUEST_BUFFER, stream);
+    let stream = &mut stream;
     loop {
         // Backpressure: room for one more unanswered request before reading it.
         conn.replies.take(1);
@@ -328,7 +334,7 @@ fn write(shared: &Shared, conn: &Arc<Conn>, cookie: u64, op: WriteOp) {
 }
 
 /// Reads and drops `n` bytes (the payload of a refused write).
-fn skip_bytes(stream: &mut Stream, mut n: u64) -> io::Result<()> {
+fn skip_bytes(stream: &mut impl Read, mut n: u64) -> io::Result<()> {
     let mut buf = [0u8; 64 * 1024];
     while n > 0 {
         let k = (buf.len() as u64).min(n) as usize;

@@ -306,19 +306,31 @@ impl Sending<'_> {
             return Ok(());
         }
         let chunks = proto::read_chunks(offset, segs.iter().map(|s| (s.len(), s.is_zero())), df);
+        let Some(last) = chunks.len().checked_sub(1) else {
+            // A read of nothing: the final chunk alone.
+            return self.out.put(&proto::done_chunk(cookie));
+        };
         let mut next = segs.iter();
         let mut at = offset;
-        for c in chunks {
-            // Chunks hold whole segments and lengths of at most MAX_REQUEST.
+        for (i, c) in chunks.iter().enumerate() {
+            // Chunks hold whole segments and lengths of at most MAX_REQUEST. The last
+            // one carries the final flag (no separate final chunk).
             let len = u32::try_from(c.len).map_err(|_| io::Error::other("chunk too long"))?;
             if c.hole {
-                self.out.put(&proto::hole_chunk(cookie, c.offset, len))?;
+                let mut h = proto::hole_chunk(cookie, c.offset, len);
+                if i == last {
+                    proto::mark_done(&mut h);
+                }
+                self.out.put(&h)?;
                 next.next();
                 at += c.len;
                 continue;
             }
-            self.out
-                .put(&proto::data_chunk_header(cookie, c.offset, len))?;
+            let mut h = proto::data_chunk_header(cookie, c.offset, len);
+            if i == last {
+                proto::mark_done(&mut h);
+            }
+            self.out.put(&h)?;
             let mut sent = 0;
             while sent < c.len {
                 let seg = next
@@ -329,7 +341,7 @@ impl Sending<'_> {
                 at += seg.len();
             }
         }
-        self.out.put(&proto::done_chunk(cookie))
+        Ok(())
     }
 
     /// Sends the bytes of one segment, which starts at export offset `at`.
