@@ -31,14 +31,7 @@ fn patch_footer(disk: &Path, at: usize, value: u8) {
 }
 
 fn dynamic(path: &Path) {
-    vhdkit([
-        "create".as_ref(),
-        path.as_os_str(),
-        "--type".as_ref(),
-        "dynamic".as_ref(),
-        "--size".as_ref(),
-        "8M".as_ref(),
-    ]);
+    create_dynamic(path, "8M");
 }
 
 /// `vhdkit serve ARGS` expected to fail: (exit code, stderr).

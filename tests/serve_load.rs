@@ -244,6 +244,19 @@ fn serve_twelve_multi_conn_copies_at_once_all_succeed() {
     );
 }
 
+/// `nbdinfo --size` of the 4 MiB chain fixture succeeded.
+fn assert_told_the_size(o: &std::process::Output, who: &str) {
+    assert!(
+        o.status.success(),
+        "{who} was turned away: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout).trim(),
+        (4u64 << 20).to_string()
+    );
+}
+
 #[test]
 fn serve_sixteen_idle_clients_do_not_lock_out_a_new_one() {
     need("nbdinfo", &["--version"]);
@@ -259,15 +272,7 @@ fn serve_sixteen_idle_clients_do_not_lock_out_a_new_one() {
         .stdin(Stdio::null())
         .output()
         .expect("running nbdinfo");
-    assert!(
-        o.status.success(),
-        "nbdinfo was turned away: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    assert_eq!(
-        String::from_utf8_lossy(&o.stdout).trim(),
-        (4u64 << 20).to_string()
-    );
+    assert_told_the_size(&o, "nbdinfo beside 16 idle clients");
     drop(idle);
     served.stop().clean();
 }
@@ -302,15 +307,7 @@ fn serve_connections_beyond_max_connections_wait_for_a_slot() {
     // ... and is served once a slot frees.
     idle.pop();
     let o = waiting.wait_with_output().expect("nbdinfo");
-    assert!(
-        o.status.success(),
-        "the queued client failed: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    assert_eq!(
-        String::from_utf8_lossy(&o.stdout).trim(),
-        (4u64 << 20).to_string()
-    );
+    assert_told_the_size(&o, "the queued nbdinfo");
     drop(idle);
     served.stop().clean();
 }

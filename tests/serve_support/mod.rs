@@ -494,46 +494,53 @@ impl Raw {
 pub fn alternating_disk(dir: &Path, mib: usize) -> PathBuf {
     let base = dir.join("alt-base.vhd");
     let child = dir.join("alt.vhd");
-    let size = format!("{mib}M");
+    create_dynamic(&base, &format!("{mib}M"));
+    let fill = dir.join("alt-fill.bin");
+    std::fs::write(&fill, bytes(1, mib << 20)).expect("writing the fill");
+    write_at(&base, 0, &fill);
+    create_child(&child, &base);
+    std::fs::write(&fill, bytes(2, mib << 20)).expect("writing the fill");
+    write_at(&child, 0, &fill);
+    std::fs::remove_file(&fill).expect("removing the fill");
+    set_bitmaps(&child, 0x55);
+    check_clean(&child);
+    child
+}
+
+/// `vhdkit create PATH --type dynamic --size SIZE`.
+pub fn create_dynamic(path: &Path, size: &str) {
     vhdkit([
         "create".as_ref(),
-        base.as_os_str(),
+        path.as_os_str(),
         "--type".as_ref(),
         "dynamic".as_ref(),
         "--size".as_ref(),
         size.as_ref(),
     ]);
-    let fill = dir.join("alt-fill.bin");
-    std::fs::write(&fill, bytes(1, mib << 20)).expect("writing the fill");
-    vhdkit([
-        "write".as_ref(),
-        base.as_os_str(),
-        "--offset".as_ref(),
-        "0".as_ref(),
-        "--input".as_ref(),
-        fill.as_os_str(),
-    ]);
+}
+
+/// `vhdkit create CHILD --type differencing --parent PARENT`.
+pub fn create_child(child: &Path, parent: &Path) {
     vhdkit([
         "create".as_ref(),
         child.as_os_str(),
         "--type".as_ref(),
         "differencing".as_ref(),
         "--parent".as_ref(),
-        base.as_os_str(),
+        parent.as_os_str(),
     ]);
-    std::fs::write(&fill, bytes(2, mib << 20)).expect("writing the fill");
+}
+
+/// `vhdkit write DISK --offset OFFSET --input INPUT`.
+pub fn write_at(disk: &Path, offset: u64, input: &Path) {
     vhdkit([
         "write".as_ref(),
-        child.as_os_str(),
+        disk.as_os_str(),
         "--offset".as_ref(),
-        "0".as_ref(),
+        offset.to_string().as_ref(),
         "--input".as_ref(),
-        fill.as_os_str(),
+        input.as_os_str(),
     ]);
-    std::fs::remove_file(&fill).expect("removing the fill");
-    set_bitmaps(&child, 0x55);
-    check_clean(&child);
-    child
 }
 
 /// Sets every byte of every allocated block's sector bitmap of a dynamic or

@@ -12,8 +12,11 @@
 //!   [`vhdkit_format::Disk`] (reads sent from the image files with `sendfile`, writes
 //!   through the crash-safe write path).
 //! - [`Server`]: serves an export on a Unix or TCP listener, or on one already-accepted
-//!   stream, with requests on a pool of threads, several connections at once, and a
-//!   clean stop.
+//!   stream: several connections at once (the ones beyond
+//!   [`ServerOptions::max_connections`] wait in the listen backlog), a reader and a
+//!   sender thread per connection, one writer for the export, replies made when their
+//!   turn comes, memory bounded per connection and in all whatever clients do (see
+//!   [`ServerOptions`]), and a clean stop.
 //!
 //! ```no_run
 //! use std::os::unix::net::UnixListener;
