@@ -325,16 +325,31 @@ fn serve_fragmented_disk_reads_exactly_through_nbdcopy_and_raw_reads() {
         std::fs::read(&out).expect("copy") == want,
         "nbdcopy differs"
     );
-    // Unaligned reads across the alternation, in one data chunk each.
-    let mut c = Raw::open(&served.socket());
-    for (offset, len) in [(0u64, 1u32), (511, 2), (1000, 70_000), (3 << 20, 1 << 20)] {
-        let r = c.read(offset, len);
-        assert_eq!(r.error, 0);
-        assert!(
-            r.data == want[offset as usize..(offset + u64::from(len)) as usize],
-            "read at {offset}+{len} differs"
-        );
+    // Unaligned reads across the alternation, short and long (past the 4 MiB the
+    // server maps at once), structured, unfragmented (DF) and simple.
+    let mut structured = Raw::open(&served.socket());
+    let mut simple = Raw::connect(&served.socket());
+    simple.go();
+    let mut rng = vhdkit_testkit::Rng::new(19);
+    let size = want.len() as u64;
+    let mut cases: Vec<(u64, u32)> = vec![(0, 1), (511, 2), (1000, 70_000), (3 << 20, 1 << 20)];
+    for _ in 0..40 {
+        let len = rng.range(1, 6 << 20) as u32;
+        cases.push((rng.range(0, size - u64::from(len)), len));
     }
-    drop(c);
+    for (i, &(offset, len)) in cases.iter().enumerate() {
+        let expect = &want[offset as usize..(offset + u64::from(len)) as usize];
+        let r = match i % 3 {
+            0 => structured.read(offset, len),
+            1 => {
+                structured.request(1 << 2, CMD_READ, 5, offset, len);
+                structured.reply(Some((offset, len))).expect("a DF reply")
+            }
+            _ => simple.read(offset, len),
+        };
+        assert_eq!(r.error, 0);
+        assert!(r.data == expect, "read {i} at {offset}+{len} differs");
+    }
+    drop((structured, simple));
     served.stop().clean();
 }

@@ -492,3 +492,50 @@ fn summary(a: &ServeArgs, mode: &str, s: &Stats) -> Result<(), CliError> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listen_takes_ports_addresses_and_host_names() {
+        let local = |port| SocketAddr::from(([127, 0, 0, 1], port));
+        assert_eq!(parse_listen("10809"), Ok(local(10809)));
+        assert_eq!(parse_listen(":10809"), Ok(local(10809)));
+        assert_eq!(
+            parse_listen("0.0.0.0:7"),
+            Ok(SocketAddr::from(([0, 0, 0, 0], 7)))
+        );
+        assert_eq!(
+            parse_listen("[::1]:7"),
+            Ok("[::1]:7".parse::<SocketAddr>().expect("v6"))
+        );
+        assert!(parse_listen("localhost:7").is_ok_and(|a| a.ip().is_loopback()));
+    }
+
+    #[test]
+    fn listen_refuses_numeric_shorthand_and_malformed_hosts() {
+        for spec in [
+            "1:1",
+            "127.1:7",
+            "0x7f000001:7",
+            "1.2.3:4",
+            "::1:7",
+            "a b:7",
+            "x:99999",
+            "x",
+        ] {
+            assert!(parse_listen(spec).is_err(), "{spec} was taken");
+        }
+    }
+
+    #[test]
+    fn warnings_of_a_level_say_warning_once() {
+        assert_eq!(
+            one_warning("a.vhd: warning: footer saved state: found 2"),
+            "a.vhd: footer saved state: found 2"
+        );
+        assert_eq!(one_warning("warning: x"), "x");
+        assert_eq!(one_warning("the chain is odd"), "the chain is odd");
+    }
+}

@@ -20,7 +20,7 @@ use crate::proto::{self, Descriptors};
 /// are gathered.
 pub(crate) const SENDFILE_MIN: u64 = 64 * 1024;
 /// Virtual bytes mapped per step while planning a read (bounds the pieces held).
-const PLAN_WINDOW: u64 = 4 << 20;
+pub(crate) const PLAN_WINDOW: u64 = 4 << 20;
 /// Virtual bytes gathered per step (the sender's buffer).
 pub(crate) const GATHER_MAX: usize = 256 << 10;
 /// A file span read at once for gathering is at most this long, and at most twice the
@@ -140,8 +140,9 @@ impl<F: Fn(usize) -> bool> Coalescer<F> {
     }
 }
 
-/// The segments of `offset..offset + len`, mapped a window at a time (`pieces` is
-/// scratch).
+/// The segments of `offset..offset + len`, mapped a window at a time. On return
+/// `pieces` holds the map of the last window: of the whole read when it is at most
+/// [`PLAN_WINDOW`] long, so that gathering need not map it again ([`Mapped`]).
 pub(crate) fn plan(
     export: &dyn Export,
     offset: u64,
@@ -181,6 +182,59 @@ fn map_exactly(
     Ok(())
 }
 
+/// The map of a whole read, kept from its plan and handed out range by range, in
+/// order, to the gathering steps.
+pub(crate) struct Mapped {
+    /// Index of the piece holding `at`.
+    next: usize,
+    /// Export offset where `pieces[next]` starts.
+    start: u64,
+}
+
+impl Mapped {
+    /// A cursor at `offset`, the start of the read whose pieces the plan kept.
+    pub(crate) fn new(offset: u64) -> Mapped {
+        Mapped {
+            next: 0,
+            start: offset,
+        }
+    }
+
+    /// Puts the pieces of `at..at + len` (cut to that range) into `out`, cleared;
+    /// ranges must come in increasing order.
+    fn take(&mut self, pieces: &[Piece], at: u64, len: u64, out: &mut Vec<Piece>) -> bool {
+        out.clear();
+        let end = at + len;
+        // Skip what lies before the range (segments sent otherwise).
+        while let Some(p) = pieces.get(self.next) {
+            if self.start + p.len() > at {
+                break;
+            }
+            self.start += p.len();
+            self.next += 1;
+        }
+        let (mut i, mut s) = (self.next, self.start);
+        while s < end {
+            let Some(&p) = pieces.get(i) else {
+                return false;
+            };
+            let from = at.max(s) - s;
+            let to = end.min(s + p.len()) - s;
+            out.push(match p {
+                Piece::Zero { .. } => Piece::Zero { len: to - from },
+                Piece::Data { source, offset, .. } => Piece::Data {
+                    source,
+                    offset: offset + from,
+                    len: to - from,
+                },
+            });
+            s += p.len();
+            i += 1;
+        }
+        true
+    }
+}
+
 /// Gathers short pieces into a buffer; holds its scratch between calls.
 #[derive(Default)]
 pub(crate) struct Gatherer {
@@ -198,14 +252,21 @@ struct Span {
 }
 
 impl Gatherer {
-    /// Fills `dst` with the export's bytes at `offset` (at most [`GATHER_MAX`]).
+    /// Fills `dst` with the export's bytes at `offset` (at most [`GATHER_MAX`]), from
+    /// the read's map when its plan kept it (`mapped`: the cursor and the pieces),
+    /// else from a map made now.
     pub(crate) fn fill(
         &mut self,
         export: &dyn Export,
         offset: u64,
         dst: &mut [u8],
+        mapped: Option<(&mut Mapped, &[Piece])>,
     ) -> ExportResult<()> {
-        map_exactly(export, offset, dst.len() as u64, &mut self.pieces)?;
+        let len = dst.len() as u64;
+        let taken = mapped.is_some_and(|(m, p)| m.take(p, offset, len, &mut self.pieces));
+        if !taken {
+            map_exactly(export, offset, len, &mut self.pieces)?;
+        }
         self.sources.clear();
         let mut at = 0usize;
         for p in &self.pieces {
@@ -314,6 +375,25 @@ mod tests {
             c.push(p);
         }
         c.finish()
+    }
+
+    #[test]
+    fn kept_map_is_handed_out_cut_to_each_range_in_order() {
+        let pieces = [
+            data(0, 1000, 512),
+            Piece::Zero { len: 512 },
+            data(1, 0, 1024),
+        ];
+        let mut m = Mapped::new(100);
+        let mut out = Vec::new();
+        // From the middle of the first piece into the zeros.
+        assert!(m.take(&pieces, 356, 512, &mut out));
+        assert_eq!(out, vec![data(0, 1256, 256), Piece::Zero { len: 256 }]);
+        // Skipping ahead into the last piece.
+        assert!(m.take(&pieces, 1124 + 24, 1000, &mut out));
+        assert_eq!(out, vec![data(1, 24, 1000)]);
+        // Past the kept map: not taken (the caller maps it).
+        assert!(!m.take(&pieces, 2000, 512, &mut out));
     }
 
     #[test]

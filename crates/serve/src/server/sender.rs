@@ -17,7 +17,7 @@ use crossbeam_channel::Receiver;
 
 use super::budget::Share;
 use super::listener::Stream;
-use super::read::{self, Gatherer, Segment, GATHER_MAX};
+use super::read::{self, Gatherer, Mapped, Segment, GATHER_MAX, PLAN_WINDOW};
 use super::{Counters, Shared};
 use crate::export::{Export, Piece};
 use crate::proto::{self, Session};
@@ -178,7 +178,9 @@ struct Sending<'a> {
     export: &'a dyn Export,
     counters: &'a Counters,
     session: Session,
+    /// The map of the read being sent, when its plan kept it whole.
     pieces: Vec<Piece>,
+    mapped: Option<Mapped>,
     gather: Gatherer,
 }
 
@@ -197,6 +199,7 @@ pub(crate) fn run(
         counters: &shared.counters,
         session,
         pieces: Vec::new(),
+        mapped: None,
         gather: Gatherer::default(),
     };
     let mut alive = true;
@@ -230,6 +233,11 @@ pub(crate) fn run(
             replies.give(1);
         }
     }
+    // (The last reply always finds the queue empty and is flushed above; this only
+    // settles the count should that ever change.)
+    if alive && s.out.flush(false).is_ok() {
+        Counters::add(&s.counters.bytes_read, held_read);
+    }
     replies.give(held);
 }
 
@@ -247,7 +255,12 @@ impl Sending<'_> {
                 let len = u64::from(len);
                 match read::plan(self.export, offset, len, &mut self.pieces) {
                     Ok(segs) => {
-                        self.send_read(cookie, offset, df, &segs)?;
+                        // A read within one plan window is gathered from the plan's
+                        // map, not mapped again.
+                        self.mapped = (len <= PLAN_WINDOW).then(|| Mapped::new(offset));
+                        let sent = self.send_read(cookie, offset, df, &segs);
+                        self.mapped = None;
+                        sent?;
                         Ok(len)
                     }
                     Err(e) => self.error(cookie, e.errno, &e.message).map(|()| 0),
@@ -366,9 +379,10 @@ impl Sending<'_> {
         while done < len {
             let n = (GATHER_MAX as u64).min(len - done) as usize;
             let (export, gather) = (self.export, &mut self.gather);
+            let mapped = self.mapped.as_mut().map(|m| (m, self.pieces.as_slice()));
             self.out.fill(n, |dst| {
                 gather
-                    .fill(export, at + done, dst)
+                    .fill(export, at + done, dst, mapped)
                     .map_err(|e| io::Error::other(e.message))
             })?;
             done += n as u64;
