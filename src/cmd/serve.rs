@@ -15,7 +15,7 @@ use vhdkit_serve::{DiskExport, Listener, Server, ServerOptions, Stats};
 use super::terminal::{eline, line};
 use super::{json, CliError, OpenArgs, SourceArgs, EXIT_OK};
 
-/// Exit code when a second SIGINT/SIGTERM cuts the stop short.
+/// Exit code when a second SIGINT cuts the stop short.
 const EXIT_INTERRUPTED: i32 = 130;
 
 #[derive(Debug, Args)]
@@ -44,7 +44,7 @@ pub struct ServeArgs {
     export_name: String,
     /// A description of the export that clients may show (`nbdinfo`, `NBD_OPT_LIST`);
     /// none by default, so that clients are not told the disk's path.
-    #[arg(long, value_name = "TEXT")]
+    #[arg(long, value_name = "TEXT", value_parser = parse_description)]
     description: Option<String>,
     /// Connections served at once; more wait (queued by the kernel's listen backlog)
     /// until one ends.
@@ -214,6 +214,18 @@ pub fn run(a: ServeArgs) -> Result<u8, CliError> {
     let stats = finished.map_err(|e| CliError::Other(format!("final flush: {e}")))?;
     summary(&a, mode, &stats)?;
     Ok(EXIT_OK)
+}
+
+/// `--description`: at most the 4096 bytes the protocol allows a string.
+fn parse_description(s: &str) -> Result<String, String> {
+    if s.len() > vhdkit_serve::proto::MAX_STRING {
+        return Err(format!(
+            "{} bytes; NBD allows at most {}",
+            s.len(),
+            vhdkit_serve::proto::MAX_STRING
+        ));
+    }
+    Ok(s.to_owned())
 }
 
 /// `--max-connections`: at least one.
@@ -527,6 +539,14 @@ mod tests {
         ] {
             assert!(parse_listen(spec).is_err(), "{spec} was taken");
         }
+    }
+
+    #[test]
+    fn description_and_connections_are_bounded() {
+        assert!(parse_description(&"d".repeat(4096)).is_ok());
+        assert!(parse_description(&"d".repeat(4097)).is_err());
+        assert_eq!(parse_max_connections("1"), Ok(1));
+        assert!(parse_max_connections("0").is_err());
     }
 
     #[test]
