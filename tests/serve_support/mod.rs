@@ -30,6 +30,9 @@ pub struct Served {
     pub start: Value,
     /// The NBD URI.
     pub uri: String,
+    /// `$XDG_RUNTIME_DIR` of the server: its default socket directory lands here, so a
+    /// server killed before it could clean up leaves nothing in /tmp.
+    _runtime: tempfile::TempDir,
 }
 
 /// How a server ended.
@@ -47,10 +50,12 @@ where
     I: IntoIterator<Item = S>,
     S: AsRef<OsStr>,
 {
+    let runtime = tempfile::tempdir().expect("a runtime directory");
     let mut child = Command::new(bin())
         .arg("serve")
         .args(args)
         .arg("--json")
+        .env("XDG_RUNTIME_DIR", runtime.path())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -74,6 +79,7 @@ where
         stdout,
         start,
         uri,
+        _runtime: runtime,
     }
 }
 
