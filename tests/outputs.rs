@@ -688,7 +688,9 @@ fn serve_undo_disk_of_a_private_disk_is_private() {
         .spawn()
         .expect("spawn serve");
     let start = Instant::now();
-    while !socket.exists() {
+    // The listener is bound before the undo disk is made (a failed bind leaves nothing):
+    // wait for both.
+    while !(socket.exists() && undo.exists()) {
         if let Some(status) = server.try_wait().expect("try_wait") {
             let mut err = String::new();
             let _ =
