@@ -34,7 +34,8 @@
 # the expected raw content with `qemu-img compare`, and its virtual size checked), then
 # RUNS timed runs alternating vhdkit and qemu-img, outputs deleted and `sync` run
 # between runs (untimed). Wall time by bash's EPOCHREALTIME around `/usr/bin/time`,
-# which gives the peak RSS (%M). The page cache is warm for the sources.
+# which gives the peak RSS (%M). The page cache is warm for the sources (the convert
+# section reads each source, untimed, before every run).
 #
 # Durability: vhdkit fsyncs its result before renaming it into place. qemu-img
 # convert's default cache mode for the output is `unsafe` (it never flushes), so the
@@ -218,10 +219,13 @@ compare_case() {
     mib=$((($(du -B1 "$out" | cut -f1) + 1048575) >> 20))
     local fl=(dd if=/dev/zero of="$floor" bs=1M count="$mib" conv=fsync status=none)
     rm -f "$out"; "${qm[@]}"; verify "$fmt" "$out" "$T/base.raw" "qemu-img $name"
+    # The source is read into the page cache (untimed) before each run of either tool:
+    # an idle file's pages may be reclaimed between runs (this VM runs DAMON-based
+    # reclaim), and the floor reads nothing.
     for ((i = 0; i < RUNS; i++)); do
-        rm -f "$out"; sync; timed "vk.$name" "${vk[@]}"
-        rm -f "$out"; sync; timed "qm.$name" "${qm[@]}"
-        rm -f "$out"; sync; timed "qu.$name" "${qu[@]}"
+        rm -f "$out"; sync; cat "$src" >/dev/null; timed "vk.$name" "${vk[@]}"
+        rm -f "$out"; sync; cat "$src" >/dev/null; timed "qm.$name" "${qm[@]}"
+        rm -f "$out"; sync; cat "$src" >/dev/null; timed "qu.$name" "${qu[@]}"
         rm -f "$out" "$floor"; sync; timed "fl.$name" "${fl[@]}"
     done
     rm -f "$out" "$floor"

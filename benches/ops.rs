@@ -116,7 +116,7 @@ fn ops(c: &mut Criterion) {
                 }
             },
             |opts| {
-                let r = merge::merge(&work.join("mid.vhd"), &opts, &progress()).expect("merge");
+                let r = merge::merge(work.join("mid.vhd"), &opts, &progress()).expect("merge");
                 assert!(r.blocks_copied > 0);
             },
             BatchSize::PerIteration,

@@ -1,7 +1,13 @@
 #!/usr/bin/env bash
-# vhdkit serve vs qemu-nbd: `nbdcopy URI null:` over a Unix socket, read-only.
+# vhdkit serve vs qemu-nbd: `nbdcopy` over a Unix socket, read-only, to `null:` and to
+# a file, with 1 and 4 connections (goal: at most 0.60× qemu-nbd's time in every case);
+# then a disk as fragmented as they come against `vhdkit read` of it (goal: within
+# 1.5×), and block status over a sparse 2040 GiB disk (goal: `nbdinfo --map` under
+# 0.5 s).
 #
-#   benches/serve-vs-qemu-nbd.sh [--size 1G] [--runs 7] [--keep]
+#   benches/serve-vs-qemu-nbd.sh [--size 1G] [--runs 7] [--keep] [--only SECTIONS]
+#
+# SECTIONS (comma-separated): qemu, fragmented, sparse (default: all three).
 #
 # The disk: a dynamic VHD (2 MiB blocks) made by the release vhdkit from a raw file of
 # which about half is random data (whole and partial blocks) and half holes; and a
@@ -10,24 +16,38 @@
 # serves the same content flattened into one dynamic VHD (`vhdkit merge-to`), and its
 # time on the chain's top file itself is shown apart. Runs alternate vhdkit and qemu-nbd
 # after one warm-up each; medians; the ratio is vhdkit / qemu-nbd (time). Every copy
-# compared is checked once for the right bytes.
+# compared is checked once for the right bytes. To a file: the output is deleted before
+# each run (not timed), and lands in the work directory ($TMPDIR or /tmp).
 #
-# Needs: cargo, qemu-nbd, qemu-img, nbdcopy (libnbd-bin), python3.
+# Fragmented: a differencing disk over a dynamic parent, both wholly written, whose every
+# sector bitmap alternates (0x55: every other 512-byte sector from the child, as Windows
+# writes them), so a read is one piece per sector. `nbdcopy URI null:` through
+# `vhdkit serve` against `vhdkit read DISK > /dev/null`, alternating; qemu-nbd cannot
+# serve it (no parents).
+#
+# Sparse: a 2040 GiB dynamic disk with 32 MiB of data in the middle and a differencing
+# child over it with 8 MiB; `nbdinfo --map` (block status over the whole disk) through
+# `vhdkit serve`, and qemu-nbd on the dynamic parent.
+#
+# Needs: cargo, qemu-nbd, qemu-img, nbdcopy and nbdinfo (libnbd-bin), python3.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 size=1G
 runs=7
 keep=0
+only=qemu,fragmented,sparse
 while (($#)); do
     case "$1" in
         --size) size="$2"; shift 2 ;;
         --runs) runs="$2"; shift 2 ;;
         --keep) keep=1; shift ;;
-        *) echo "usage: $0 [--size SIZE] [--runs N] [--keep]" >&2; exit 2 ;;
+        --only) only="$2"; shift 2 ;;
+        *) echo "usage: $0 [--size SIZE] [--runs N] [--keep] [--only qemu,fragmented,sparse]" >&2; exit 2 ;;
     esac
 done
-for t in qemu-nbd qemu-img nbdcopy python3; do
+want() { [[ ",$only," == *",$1,"* ]]; }
+for t in qemu-nbd qemu-img nbdcopy nbdinfo python3; do
     command -v "$t" >/dev/null || { echo "$t is required" >&2; exit 2; }
 done
 
@@ -44,55 +64,10 @@ trap cleanup EXIT
 
 bytes=$(python3 -c "import sys; s=sys.argv[1].upper(); m={'K':1<<10,'M':1<<20,'G':1<<30}; print(int(s[:-1])*m[s[-1]] if s[-1] in m else int(s))" "$size")
 
-# --- the disk -----------------------------------------------------------------------
-python3 - "$work/base.raw" "$bytes" <<'EOF'
-import os, random, sys
-path, size = sys.argv[1], int(sys.argv[2])
-rng = random.Random(13)
-block = 2 << 20
-with open(path, "wb") as f:
-    f.truncate(size)
-    for b in range(size // block):
-        r = rng.random()
-        if r < 0.40:          # a whole block of random data
-            f.seek(b * block); f.write(os.urandom(block))
-        elif r < 0.60:        # part of a block
-            off = rng.randrange(0, block // 2, 4096)
-            f.seek(b * block + off); f.write(os.urandom(block // 2))
-        # else: a hole
-EOF
-"$vhdkit" convert "$work/base.raw" "$work/base.vhd" --type dynamic --progress none >/dev/null
-( cd "$work"
-  "$vhdkit" create mid.vhd --type differencing --parent base.vhd >/dev/null
-  "$vhdkit" create top.vhd --type differencing --parent mid.vhd >/dev/null )
-python3 - "$work" "$bytes" <<'EOF'
-import os, random, sys
-work, size = sys.argv[1], int(sys.argv[2])
-rng = random.Random(7)
-for name, n in (("mid", 96), ("top", 64)):
-    with open(f"{work}/{name}.writes", "w") as f:
-        for i in range(n):
-            ln = rng.choice([4096, 65536, 1 << 20, 3 << 20])
-            off = rng.randrange(0, size - ln, 512)
-            data = f"{work}/{name}.{i}.bin"
-            open(data, "wb").write(os.urandom(ln))
-            f.write(f"{off} {data}\n")
-EOF
-for name in mid top; do
-    while read -r off data; do
-        "$vhdkit" write "$work/$name.vhd" --offset "$off" --input "$data"
-        rm -f "$data"
-    done < "$work/$name.writes"
-done
-"$vhdkit" read "$work/top.vhd" --output "$work/top.raw"
-"$vhdkit" merge-to "$work/top.vhd" "$work/flat.vhd" --type dynamic --progress none >/dev/null
-
 echo "machine: $(nproc) CPUs, $(awk '/MemTotal/ {printf "%d GiB RAM", $2/1048576}' /proc/meminfo); load average $(cut -d' ' -f1-3 /proc/loadavg) at start"
 echo "vhdkit $(git rev-parse --short HEAD)$(git diff --quiet || echo +dirty); $(qemu-nbd --version | head -1); $(nbdcopy --version | head -1)"
-alloc_mib=$(( $(du -k "$work/base.raw" | cut -f1) / 1024 ))
-echo "disk: $size virtual, 2 MiB blocks; base.raw $alloc_mib MiB allocated; base.vhd $(( $(stat -c %s "$work/base.vhd") >> 20 )) MiB; chain base <- mid <- top"
 
-# --- servers ------------------------------------------------------------------------
+# --- servers and timing -------------------------------------------------------------
 start_vhdkit() { # FILE SOCKET
     "$vhdkit" serve "$1" --read-only --socket "$2" > "$work/vhdkit.out" 2>/dev/null &
     pids+=($!)
@@ -113,14 +88,18 @@ stop_all() {
 }
 
 now() { date +%s.%N; }
-copy_time() { # URI CONNECTIONS
-    local t0 t1
+since() { python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.3f}')" "$1" "$(now)"; }
+# Seconds of one `nbdcopy --connections=N URI SINK` (SINK: null or file; the file is
+# deleted first, untimed).
+copy_time() { # URI CONNECTIONS SINK
+    local t0 dst=null:
+    if [ "$3" = file ]; then dst="$work/copy.raw"; rm -f "$dst"; fi
     t0=$(now)
-    nbdcopy --connections="$2" "$1" null:
-    t1=$(now)
-    python3 -c "print(f'{$t1 - $t0:.3f}')"
+    nbdcopy --connections="$2" "$1" "$dst"
+    since "$t0"
 }
 median() { python3 -c "import statistics,sys; print(f'{statistics.median(map(float, sys.argv[1:])):.3f}')" "$@"; }
+ratio() { python3 -c "import sys; print(f'{float(sys.argv[1]) / float(sys.argv[2]):.2f}')" "$1" "$2"; }
 
 check_copy() { # URI EXPECTED-RAW WHAT
     nbdcopy "$1" "$work/check.raw"
@@ -128,40 +107,172 @@ check_copy() { # URI EXPECTED-RAW WHAT
     rm -f "$work/check.raw"
 }
 
-echo
-echo "| case | connections | vhdkit median s | qemu-nbd median s | ratio (vhdkit / qemu-nbd) | qemu-nbd on the chain's top, wrong data, s |"
-echo "|---|---:|---:|---:|---:|---:|"
-for case in dynamic chain; do
-    file="$work/base.vhd"; qfile="$work/base.vhd"; expected="$work/base.raw"
-    if [ "$case" = chain ]; then
-        file="$work/top.vhd"; qfile="$work/flat.vhd"; expected="$work/top.raw"
-    fi
-    start_vhdkit "$file" "$work/v.sock"
-    start_qemu "$qfile" "$work/q.sock"
-    v="nbd+unix:///?socket=$work/v.sock"
-    q="nbd+unix:///?socket=$work/q.sock"
-    check_copy "$v" "$expected" "vhdkit serve ($case)"
-    check_copy "$q" "$expected" "qemu-nbd ($case)"
-    if [ "$case" = chain ]; then
-        start_qemu "$work/top.vhd" "$work/w.sock"
-        w="nbd+unix:///?socket=$work/w.sock"
-    fi
-    for c in 1 2 4; do
-        copy_time "$v" "$c" >/dev/null; copy_time "$q" "$c" >/dev/null   # warm-up
-        vt=(); qt=(); wt=()
-        for _ in $(seq "$runs"); do
-            vt+=("$(copy_time "$v" "$c")")
-            qt+=("$(copy_time "$q" "$c")")
-            [ "$case" = chain ] && wt+=("$(copy_time "$w" "$c")")
+# --- against qemu-nbd ---------------------------------------------------------------
+if want qemu; then
+    python3 - "$work/base.raw" "$bytes" <<'PY'
+import os, random, sys
+path, size = sys.argv[1], int(sys.argv[2])
+rng = random.Random(13)
+block = 2 << 20
+with open(path, "wb") as f:
+    f.truncate(size)
+    for b in range(size // block):
+        r = rng.random()
+        if r < 0.40:          # a whole block of random data
+            f.seek(b * block); f.write(os.urandom(block))
+        elif r < 0.60:        # part of a block
+            off = rng.randrange(0, block // 2, 4096)
+            f.seek(b * block + off); f.write(os.urandom(block // 2))
+        # else: a hole
+PY
+    "$vhdkit" convert "$work/base.raw" "$work/base.vhd" --type dynamic --progress none >/dev/null
+    ( cd "$work"
+      "$vhdkit" create mid.vhd --type differencing --parent base.vhd >/dev/null
+      "$vhdkit" create top.vhd --type differencing --parent mid.vhd >/dev/null )
+    python3 - "$work" "$bytes" <<'PY'
+import os, random, sys
+work, size = sys.argv[1], int(sys.argv[2])
+rng = random.Random(7)
+for name, n in (("mid", 96), ("top", 64)):
+    with open(f"{work}/{name}.writes", "w") as f:
+        for i in range(n):
+            ln = rng.choice([4096, 65536, 1 << 20, 3 << 20])
+            off = rng.randrange(0, size - ln, 512)
+            data = f"{work}/{name}.{i}.bin"
+            open(data, "wb").write(os.urandom(ln))
+            f.write(f"{off} {data}\n")
+PY
+    for name in mid top; do
+        while read -r off data; do
+            "$vhdkit" write "$work/$name.vhd" --offset "$off" --input "$data"
+            rm -f "$data"
+        done < "$work/$name.writes"
+    done
+    "$vhdkit" read "$work/top.vhd" --output "$work/top.raw"
+    "$vhdkit" merge-to "$work/top.vhd" "$work/flat.vhd" --type dynamic --progress none >/dev/null
+
+    alloc_mib=$(( $(du -k "$work/base.raw" | cut -f1) / 1024 ))
+    echo "disk: $size virtual, 2 MiB blocks; base.raw $alloc_mib MiB allocated; base.vhd $(( $(stat -c %s "$work/base.vhd") >> 20 )) MiB; chain base <- mid <- top"
+    echo
+    echo "| case | connections | to | vhdkit median s | qemu-nbd median s | ratio (vhdkit / qemu-nbd) | qemu-nbd on the chain's top, wrong data, s |"
+    echo "|---|---:|---|---:|---:|---:|---:|"
+    for case in dynamic chain; do
+        file="$work/base.vhd"; qfile="$work/base.vhd"; expected="$work/base.raw"
+        if [ "$case" = chain ]; then
+            file="$work/top.vhd"; qfile="$work/flat.vhd"; expected="$work/top.raw"
+        fi
+        start_vhdkit "$file" "$work/v.sock"
+        start_qemu "$qfile" "$work/q.sock"
+        v="nbd+unix:///?socket=$work/v.sock"
+        q="nbd+unix:///?socket=$work/q.sock"
+        check_copy "$v" "$expected" "vhdkit serve ($case)"
+        check_copy "$q" "$expected" "qemu-nbd ($case)"
+        if [ "$case" = chain ]; then
+            start_qemu "$work/top.vhd" "$work/w.sock"
+            w="nbd+unix:///?socket=$work/w.sock"
+        fi
+        for sink in null file; do
+            for c in 1 4; do
+                copy_time "$v" "$c" "$sink" >/dev/null; copy_time "$q" "$c" "$sink" >/dev/null   # warm-up
+                vt=(); qt=(); wt=()
+                for _ in $(seq "$runs"); do
+                    vt+=("$(copy_time "$v" "$c" "$sink")")
+                    qt+=("$(copy_time "$q" "$c" "$sink")")
+                    if [ "$case" = chain ]; then wt+=("$(copy_time "$w" "$c" "$sink")"); fi
+                done
+                vm=$(median "${vt[@]}"); qm=$(median "${qt[@]}")
+                wm="-"; if [ "$case" = chain ]; then wm=$(median "${wt[@]}"); fi
+                label="dynamic, $size, half data"
+                if [ "$case" = chain ]; then label="3-level chain (qemu-nbd: the same content flattened)"; fi
+                to="null:"; if [ "$sink" = file ]; then to="a file"; fi
+                echo "| $label | $c | $to | $vm | $qm | $(ratio "$vm" "$qm") | $wm |"
+            done
         done
-        vm=$(median "${vt[@]}"); qm=$(median "${qt[@]}")
-        wm="-"; [ "$case" = chain ] && wm=$(median "${wt[@]}")
-        ratio=$(python3 -c "print(f'{$vm / $qm:.2f}')")
-        label="dynamic, 1 GiB, half data"
-        [ "$case" = chain ] && label="3-level chain (qemu-nbd: the same content flattened)"
-        echo "| $label | $c | $vm | $qm | $ratio | $wm |"
+        stop_all
+    done
+    rm -f "$work"/copy.raw "$work"/*.raw "$work"/*.vhd "$work"/*.writes
+fi
+
+# --- fragmented: every other sector from the parent ---------------------------------
+if want fragmented; then
+    python3 - "$vhdkit" "$work" "$bytes" <<'PY'
+import os, struct, subprocess, sys
+vhdkit, work, size = sys.argv[1], sys.argv[2], int(sys.argv[3])
+base, child = f"{work}/alt-base.vhd", f"{work}/alt.vhd"
+def write_fill(disk):
+    # Random bytes through stdin: no temporary file of the disk's size.
+    p = subprocess.Popen([vhdkit, "write", disk, "--offset", "0"], stdin=subprocess.PIPE)
+    for _ in range(size >> 20):
+        p.stdin.write(os.urandom(1 << 20))
+    p.stdin.close()
+    if p.wait() != 0:
+        sys.exit("vhdkit write failed")
+subprocess.run([vhdkit, "create", base, "--type", "dynamic", "--size", str(size)], check=True, stdout=subprocess.DEVNULL)
+write_fill(base)
+subprocess.run([vhdkit, "create", child, "--type", "differencing", "--parent", base], check=True, stdout=subprocess.DEVNULL)
+write_fill(child)
+with open(child, "r+b") as f:
+    footer = f.read(512)
+    f.seek(struct.unpack(">Q", footer[16:24])[0]); h = f.read(1024)
+    table, n, bs = struct.unpack(">Q", h[16:24])[0], struct.unpack(">I", h[28:32])[0], struct.unpack(">I", h[32:36])[0]
+    f.seek(table); bat = f.read(4 * n)
+    for i in range(n):
+        e = struct.unpack(">I", bat[4 * i:4 * i + 4])[0]
+        if e != 0xFFFFFFFF:
+            f.seek(e * 512); f.write(b"\x55" * (bs // 512 // 8))
+PY
+    "$vhdkit" check "$work/alt.vhd" >/dev/null
+    start_vhdkit "$work/alt.vhd" "$work/a.sock"
+    a="nbd+unix:///?socket=$work/a.sock"
+    cmp -s <(nbdcopy "$a" -) <("$vhdkit" read "$work/alt.vhd") ||
+        { echo "vhdkit serve (fragmented) read wrong data" >&2; exit 1; }
+    read_time() { local t0; t0=$(now); "$vhdkit" read "$work/alt.vhd" > /dev/null; since "$t0"; }
+    echo
+    echo "fragmented: $size differencing disk, every sector bitmap 0x55 (a piece per 512 bytes)"
+    echo
+    echo "| connections | vhdkit serve + nbdcopy median s | vhdkit read median s | ratio (serve / read) |"
+    echo "|---:|---:|---:|---:|"
+    for c in 1 4; do
+        copy_time "$a" "$c" null >/dev/null; read_time >/dev/null   # warm-up
+        st=(); rt=()
+        for _ in $(seq "$runs"); do
+            st+=("$(copy_time "$a" "$c" null)")
+            rt+=("$(read_time)")
+        done
+        sm=$(median "${st[@]}"); rdm=$(median "${rt[@]}")
+        echo "| $c | $sm | $rdm | $(ratio "$sm" "$rdm") |"
     done
     stop_all
-done
+    rm -f "$work/alt.vhd" "$work/alt-base.vhd"
+fi
+
+# --- sparse: block status over 2040 GiB ---------------------------------------------
+if want sparse; then
+    head -c $((32 << 20)) /dev/urandom > "$work/d32.bin"
+    head -c $((8 << 20)) /dev/urandom > "$work/d8.bin"
+    "$vhdkit" create "$work/huge.vhd" --type dynamic --size 2040G >/dev/null
+    "$vhdkit" write "$work/huge.vhd" --offset $((1 << 40)) --input "$work/d32.bin"
+    ( cd "$work" && "$vhdkit" create huge-child.vhd --type differencing --parent huge.vhd >/dev/null )
+    "$vhdkit" write "$work/huge-child.vhd" --offset $(( (1 << 40) + (64 << 20) )) --input "$work/d8.bin"
+    rm -f "$work/d32.bin" "$work/d8.bin"
+    map_time() { local t0; t0=$(now); nbdinfo --map "$1" > /dev/null; since "$t0"; }
+    echo
+    echo "sparse: 2040 GiB dynamic disk with 32 MiB of data, and a differencing child over it with 8 MiB more"
+    echo
+    echo "| disk | server (vhdkit serve, qemu-nbd) | nbdinfo --map median s |"
+    echo "|---|---|---:|"
+    map_row() { # SERVER(vhdkit|qemu) DISK
+        "start_$1" "$work/$2.vhd" "$work/h.sock"
+        local h="nbd+unix:///?socket=$work/h.sock" mt=()
+        map_time "$h" >/dev/null
+        for _ in $(seq "$runs"); do mt+=("$(map_time "$h")"); done
+        echo "| $2.vhd | $1 | $(median "${mt[@]}") |"
+        stop_all
+    }
+    map_row vhdkit huge
+    map_row vhdkit huge-child
+    map_row qemu huge   # (qemu-nbd cannot serve the child: its vpc driver ignores parents)
+fi
+
 echo
 echo "load average $(cut -d' ' -f1-3 /proc/loadavg) at end; $runs timed runs per cell, alternating, after one warm-up"

@@ -1,66 +1,93 @@
 #!/usr/bin/env bash
-# Fills fuzz/corpus/<target>/ with seeds: the committed fuzz/seeds/<target>/ (small
-# synthetic images from `cargo run --example seedgen -- synth`), and seeds cut from the
-# images under fixtures/ and /work/shared/realworld (footer, header, locators, BAT,
-# bitmaps, and the whole file, shrunk to its metadata when over 1 MiB).
-# Corpus directories are git-ignored; re-running only adds files.
+# Fills a corpus directory with every target's full seed set: the committed seeds/
+# (synthetic images from `cargo run --example seedgen -- synth`, the volume disks, the
+# minimized `write` and `host_drive_header` corpora), seeds cut from the images under
+# fixtures/ and the real-world images (footer, header, locators, BAT, bitmaps, and the
+# whole file, shrunk to its metadata when over 1 MiB; Xen `tap` files also with their
+# batmap damaged on purpose), and the saved crash inputs of regressions/.
+#
+#   ./seed.sh [DIR]     # DIR defaults to corpus/ (git-ignored); re-running only adds files
+#
+# The real-world images are $VHDKIT_REALWORLD, by default the workplace's
+# ../shared/realworld beside the repository when it is there (a clone without it seeds
+# from fixtures/ alone). smoke.sh and campaign.sh seed through this script.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(dirname "$here")"
 cd "$here"
+. ./lib.sh
 
-targets=(footer dynamic_header locator bat bitmap host_drive_header open_read chain check write open_vs_check convert compact resize merge volume_scan volume_ext volume_fat volume_ntfs volume_swap)
-for t in "${targets[@]}"; do
-    mkdir -p "corpus/$t"
-    if [ -d "seeds/$t" ]; then cp -n seeds/"$t"/* "corpus/$t/" 2>/dev/null || true; fi
-done
-# check, open_vs_check, convert, compact and resize take the same whole images as open_read.
-for t in check open_vs_check convert compact resize; do cp -n seeds/open_read/* "corpus/$t/" 2>/dev/null || true; done
-# compact_unused takes them behind a header of two unused ranges (as smoke.sh).
-mkdir -p corpus/compact_unused
-for f in seeds/open_read/*; do
-    [ -e "corpus/compact_unused/$(basename "$f")" ] && continue
-    { printf '\x02\x00\x00\x00\x00\x00\x00\x40\x00\x00\x04\x60\x00\x00\x00\x30\x00'; cat "$f"; } \
-        > "corpus/compact_unused/$(basename "$f")"
-done
-# merge takes chain inputs (child, then its parent).
-cp -n seeds/chain/* corpus/merge/ 2>/dev/null || true
+out="${1:-corpus}"
+realworld="${VHDKIT_REALWORLD:-}"
+if [ -z "$realworld" ] && [ -d "$root/../shared/realworld" ]; then
+    realworld="$(cd "$root/../shared/realworld" && pwd)"
+fi
+if [ -n "$realworld" ] && [ ! -d "$realworld" ]; then
+    echo "seed.sh: VHDKIT_REALWORLD=$realworld is not a directory" >&2
+    exit 2
+fi
 
+mapfile -t targets < <(fuzz_targets)
+# Targets whose input is one whole image, and those that take the chain format (files
+# split at the separator of src/lib.rs). compact_unused takes whole images behind a
+# header of unused ranges.
+whole=(open_read check open_vs_check convert compact resize)
+chains=(chain merge chain_ops)
+is_in() { local x="$1"; shift; printf '%s\n' "$@" | grep -qx -- "$x"; }
+
+# Copies the files of directory $1 (if any) into $2, keeping what $2 already has.
+add_all() {
+    local f
+    [ -d "$1" ] || return 0
+    for f in "$1"/*; do
+        [ -f "$f" ] && [ ! -e "$2/$(basename "$f")" ] && cp "$f" "$2/"
+    done
+    return 0
+}
+
+gen="$(mktemp -d)"
+trap 'rm -rf "$gen"' EXIT
+cp -r seeds/. "$gen/"
 images=()
-for dir in "$root/fixtures" "${VHDKIT_REALWORLD:-/work/shared/realworld}"; do
-    [ -d "$dir" ] || continue
+for dir in "$root/fixtures" $realworld; do
     while IFS= read -r -d '' f; do images+=("$f"); done \
-        < <(find "$dir" -type f \( -name '*.vhd' -o -name '*.bin' \) -print0)
+        < <(find "$dir" -type f \( -name '*.vhd' -o -name '*.bin' \) -print0 | sort -z)
 done
-# Regression inputs found by earlier runs go back in as seeds.
-if [ -d regressions ]; then
-    for t in "${targets[@]}"; do
-        if [ -d "regressions/$t" ]; then cp -n regressions/"$t"/* "corpus/$t/" 2>/dev/null || true; fi
-    done
+cargo run -q --release --example seedgen -- extract "$gen" "${images[@]}"
+# The fixture chain as one multi-file input (flags byte 0, files split by the
+# separator), each file shrunk to its metadata so it stays under libFuzzer's 1 MiB.
+sep=$'\n--vhdkit-fuzz-file--\n'
+pick() { if [ -f "$gen/open_read/chain_$1.vhd" ]; then echo "$gen/open_read/chain_$1.vhd"; else echo "$gen/open_read/chain_$1.vhd.shrunk"; fi; }
+if [ -f "$(pick top)" ] && [ -f "$(pick mid)" ] && [ -f "$(pick base)" ]; then
+    { printf '\0'; cat "$(pick top)"; printf '%s' "$sep"
+      cat "$(pick mid)"; printf '%s' "$sep"
+      cat "$(pick base)"; } > "$gen/chain/fixtures-chain"
 fi
-if [ "${#images[@]}" -gt 0 ]; then
-    tmp="$(mktemp -d)"
-    trap 'rm -rf "$tmp"' EXIT
-    cargo run -q --release --example seedgen -- extract "$tmp" "${images[@]}"
-    for t in "$tmp"/*; do
-        name="$(basename "$t")"
-        mkdir -p "corpus/$name"
-        cp -n "$t"/* "corpus/$name/"
-        if [ "$name" = open_read ]; then
-            cp -n "$t"/* corpus/check/
-            cp -n "$t"/* corpus/open_vs_check/
-        fi
-    done
-    # The fixture chain as one multi-file input (flags byte 0, files split by the
-    # separator), each file shrunk to its metadata so it stays under libFuzzer's 1 MiB.
-    sep=$'\n--vhdkit-fuzz-file--\n'
-    pick() { if [ -f "$tmp/open_read/chain_$1.vhd" ]; then echo "$tmp/open_read/chain_$1.vhd"; else echo "$tmp/open_read/chain_$1.vhd.shrunk"; fi; }
-    if [ -f "$(pick top)" ] && [ -f "$(pick mid)" ] && [ -f "$(pick base)" ]; then
-        { printf '\0'; cat "$(pick top)"; printf '%s' "$sep"
-          cat "$(pick mid)"; printf '%s' "$sep"
-          cat "$(pick base)"; } > corpus/chain/fixtures-chain
-    fi
-fi
+# Saved crash inputs join the pool of their kind of input.
+mkdir -p "$gen/pool-whole" "$gen/pool-chain"
+add_all "$gen/open_read" "$gen/pool-whole"
+add_all "$gen/chain" "$gen/pool-chain"
+for t in "${whole[@]}"; do add_all "regressions/$t" "$gen/pool-whole"; done
+for t in "${chains[@]}"; do add_all "regressions/$t" "$gen/pool-chain"; done
+
 for t in "${targets[@]}"; do
-    printf '%-18s %5d files %8s\n' "$t" "$(ls "corpus/$t" | wc -l)" "$(du -sh --apparent-size "corpus/$t" | cut -f1)"
+    mkdir -p "$out/$t"
+    add_all "$gen/$t" "$out/$t"
+    add_all "regressions/$t" "$out/$t"
+    if is_in "$t" "${whole[@]}"; then add_all "$gen/pool-whole" "$out/$t"; fi
+    if is_in "$t" "${chains[@]}"; then add_all "$gen/pool-chain" "$out/$t"; fi
+    if [ "$t" = compact_unused ]; then
+        # Two unused ranges: 0..4 MiB and 6 MiB + 1 KiB..+3 MiB (byte 0: the count and
+        # no flags; then start and length of each, u32 little-endian).
+        for f in "$gen/pool-whole"/*; do
+            dst="$out/$t/$(basename "$f")"
+            [ -e "$dst" ] && continue
+            { printf '\x02\x00\x00\x00\x00\x00\x00\x40\x00\x00\x04\x60\x00\x00\x00\x30\x00'; cat "$f"; } > "$dst"
+        done
+    fi
+done
+echo "seeds from ${#images[@]} images (fixtures/${realworld:+ and $realworld}) into $out/:"
+for t in "${targets[@]}"; do
+    printf '  %-18s %5d files %8s\n' "$t" "$(find "$out/$t" -type f | wc -l)" \
+        "$(du -sh --apparent-size "$out/$t" | cut -f1)"
 done

@@ -93,6 +93,10 @@ fn copies() -> (tempfile::TempDir, PathBuf) {
     for n in ["empty-64m.vhd", "written-64m.vhd", "snap1.vhd", "snap2.vhd"] {
         std::fs::copy(fixture(&format!("blktap/{n}")), dir.path().join(n)).expect("copy");
     }
+    // As vhd-util left them: each parent's time the one its child records.
+    for (child, parent) in [("snap2.vhd", "snap1.vhd"), ("snap1.vhd", "written-64m.vhd")] {
+        restore_parent_time(&dir.path().join(child), &dir.path().join(parent));
+    }
     let d = dir.path().to_owned();
     (dir, d)
 }
@@ -166,7 +170,9 @@ fn compact_releasing_every_block_keeps_the_batmap_before_the_footer() {
 fn writes_into_blktap_files_keep_them_valid() {
     let (_d, dir) = copies();
     let mut rng = Rng::new(44);
-    for name in ["empty-64m.vhd", "written-64m.vhd", "snap2.vhd"] {
+    // The child before its ancestor: writing into written-64m.vhd first would leave
+    // snap1's record of its time behind, which check rightly warns about.
+    for name in ["empty-64m.vhd", "snap2.vhd", "written-64m.vhd"] {
         let p = dir.join(name);
         let mut model = Model(read_all(&p));
         for (off, data) in random_writes(&mut rng, 64 << 20, 12) {
@@ -249,7 +255,11 @@ fn resize_of_a_blktap_chain_grows_each_disk_in_place_and_keeps_them_valid() {
     let top = dir.join("snap2.vhd");
     let want = read_all(&top);
     // 32 entries in a BAT sector that holds 128: 256 MiB in place, the base first.
-    for n in ["written-64m.vhd", "snap1.vhd", "snap2.vhd"] {
+    for (n, child) in [
+        ("written-64m.vhd", "snap1.vhd"),
+        ("snap1.vhd", "snap2.vhd"),
+        ("snap2.vhd", ""),
+    ] {
         let p = dir.join(n);
         let r = vhdkit([
             "resize".as_ref(),
@@ -261,6 +271,11 @@ fn resize_of_a_blktap_chain_grows_each_disk_in_place_and_keeps_them_valid() {
         ]);
         assert_eq!(r.code, EXIT_OK, "{n}: {}", r.stderr);
         assert_eq!(r.json()["bat"], "in-place", "{n}");
+        // The parent changed after its child recorded its time (check says so until
+        // set-parent records it again): set it back, to check everything else.
+        if !child.is_empty() {
+            restore_parent_time(&dir.join(child), &p);
+        }
         xen_check(&p);
         vhdkit_check_clean(&p);
     }
@@ -301,4 +316,75 @@ fn resize_shrinks_a_blktap_disk_and_keeps_its_batmap_valid() {
     xen_check(&p);
     vhdkit_check_clean(&p);
     assert_eq!(read_all(&p), want[..13 << 20].to_vec());
+}
+
+/// A copy of `form`'s fixture with its batmap damage (`BatmapDamage`).
+fn damaged(dir: &Path, form: BatmapDamage) -> PathBuf {
+    let bytes = std::fs::read(fixture(&format!("blktap/{}", form.fixture()))).expect("read");
+    let p = dir.join(format!("{form:?}.vhd"));
+    std::fs::write(&p, form.apply(&bytes)).expect("write");
+    p
+}
+
+#[test]
+fn strict_commands_refuse_an_inconsistent_batmap_naming_the_fix_and_lenient_ones_warn() {
+    let dir = tempdir();
+    for form in BatmapDamage::ALL {
+        let p = damaged(dir.path(), form);
+
+        let strict = vhdkit(["info".as_ref(), p.as_os_str(), "--strict".as_ref()]);
+        let lenient = vhdkit(["info".as_ref(), p.as_os_str()]);
+        let check = vhdkit(["check".as_ref(), p.as_os_str()]);
+
+        let line = assert_failed_one_line(&strict);
+        assert!(line.contains("batmap"), "{form:?}: {line}");
+        assert!(line.contains("`vhdkit check --repair`"), "{form:?}: {line}");
+        assert_eq!(lenient.code, EXIT_OK, "{form:?}: {}", lenient.stderr);
+        if form != BatmapDamage::NotFullBit {
+            // (a lenient open does not read sector bitmaps to judge the bits)
+            let out = lenient.stdout_str();
+            assert!(
+                out.contains("warning") && out.contains("batmap"),
+                "{form:?}: {out}"
+            );
+        }
+        assert_eq!(
+            check.code,
+            EXIT_DIFFERENT,
+            "{form:?}: {}",
+            check.stdout_str()
+        );
+        assert!(
+            check.stdout_str().contains("`vhdkit check --repair`"),
+            "{form:?}: {}",
+            check.stdout_str()
+        );
+    }
+}
+
+#[test]
+fn check_repair_rewrites_an_inconsistent_batmap_and_qemu_and_pyvhdi_read_as_before() {
+    let dir = tempdir();
+    for form in BatmapDamage::ALL {
+        let p = damaged(dir.path(), form);
+        let qemu = qemu_read_all(&p);
+        let pyvhdi = pyvhdi_read_all(&[&p]);
+
+        let r = vhdkit(["check".as_ref(), p.as_os_str(), "--repair".as_ref()]);
+
+        assert_eq!(r.code, EXIT_OK, "{form:?}: {}", r.stdout_str());
+        assert!(r.stdout_str().contains("repaired"), "{form:?}");
+        xen_check(&p);
+        let strict = vhdkit(["info".as_ref(), p.as_os_str(), "--strict".as_ref()]);
+        assert_eq!(strict.code, EXIT_OK, "{form:?}: {}", strict.stderr);
+        assert!(
+            qemu_read_all(&p) == qemu,
+            "{form:?}: qemu-img reads differently"
+        );
+        assert!(
+            pyvhdi_read_all(&[&p]) == pyvhdi,
+            "{form:?}: pyvhdi reads differently"
+        );
+        assert!(read_all(&p) == qemu, "{form:?}: vhdkit reads differently");
+    }
 }

@@ -247,6 +247,40 @@ fn create_size_suffixes_are_powers_of_1024() {
 }
 
 #[test]
+fn create_size_with_a_decimal_fraction_is_rounded_up_to_a_sector() {
+    let dir = tempdir();
+    let exact = dir.path().join("exact.vhd");
+    let rounded = dir.path().join("rounded.vhd");
+
+    create(&exact, &["--type", "dynamic", "--size", "1.5G"]);
+    create(&rounded, &["--type", "fixed", "--size", "10.3M"]);
+
+    assert_eq!(vhdkit_size(&exact), 3 * GIB / 2);
+    // 10.3 MiB is 21094.4 sectors.
+    assert_eq!(vhdkit_size(&rounded), 21_095 * SECTOR);
+    check_readers(&rounded, 21_095 * SECTOR, "fixed", None);
+}
+
+#[test]
+fn create_size_with_a_fraction_of_a_byte_is_a_usage_error() {
+    let dir = tempdir();
+    let disk = dir.path().join("x.vhd");
+
+    let r = vhdkit([
+        "create".as_ref(),
+        disk.as_os_str(),
+        "--type".as_ref(),
+        "dynamic".as_ref(),
+        "--size".as_ref(),
+        "4194304.5".as_ref(),
+    ]);
+
+    assert_eq!(r.code, EXIT_USAGE, "{}", r.stderr);
+    assert!(r.stderr.contains("a fraction needs a unit"), "{}", r.stderr);
+    assert!(!disk.exists());
+}
+
+#[test]
 fn create_new_dynamic_disk_reads_as_zeros() {
     let dir = tempdir();
     let disk = dir.path().join("zeros.vhd");

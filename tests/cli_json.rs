@@ -3,12 +3,10 @@
 //! vhdkit prints carries `"schema": 1`; `read` and `write` report in JSON too.
 
 mod common;
+mod serve_support;
 
 use std::ffi::OsStr;
-use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::Value;
@@ -303,42 +301,15 @@ fn serve_start_and_stop_lines_have_schema_1() {
     let dir = tempdir();
     let disk = small_disk(dir.path());
     let socket = dir.path().join("s.sock");
-    let mut child = Command::new(bin())
-        .arg("serve")
-        .arg(&disk)
-        .arg("--socket")
-        .arg(&socket)
-        .arg("--json")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn serve");
-    let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
-    let mut line = String::new();
-    stdout.read_line(&mut line).expect("start line");
-    let start: Value = serde_json::from_str(&line).expect("the start line is JSON");
 
-    let sent = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .expect("kill");
-    assert!(sent.success());
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        if let Some(s) = child.try_wait().expect("wait") {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "serve did not stop");
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let mut rest = String::new();
-    stdout.read_to_string(&mut rest).expect("summary");
+    let served = serve_support::serve([disk.as_os_str(), "--socket".as_ref(), socket.as_os_str()]);
+    let start = served.start.clone();
+    let ended = served.stop();
+    let stop = ended.summary;
 
     assert_eq!(start["schema"], 1, "{start}");
     assert_eq!(start["socket"], socket.to_str().expect("utf-8"), "{start}");
-    assert_eq!(status.code(), Some(0));
-    let stop: Value = serde_json::from_str(rest.trim()).expect("the stop line is JSON");
+    assert_eq!(ended.code, 0, "{}", ended.stderr);
     assert_eq!(stop["schema"], 1, "{stop}");
     assert_eq!(stop["stopped"], true, "{stop}");
 }

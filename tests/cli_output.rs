@@ -1,6 +1,7 @@
 //! What people read: `info` sizes as `qemu-img info` writes them (`1 GiB (1073741824
 //! bytes)`), the real file size of an image missing its end footer, `1 block` in the
-//! singular; shell completions and the manual page generated from the command
+//! singular, a warning that says "warning" once, a missing folder called a missing
+//! directory; shell completions and the manual page generated from the command
 //! definition.
 
 mod common;
@@ -23,6 +24,84 @@ fn field<'a>(text: &'a str, label: &str) -> &'a str {
         .find_map(|l| l.strip_prefix(label))
         .map(|v| v.trim_start_matches(':').trim())
         .unwrap_or_else(|| panic!("no {label:?} line in:\n{text}"))
+}
+
+// --- messages --------------------------------------------------------------------------
+
+#[test]
+fn an_opening_warning_states_its_severity_once() {
+    let dir = tempdir();
+    let disk = dir.path().join("d.vhd");
+    create(&disk, &["--type", "dynamic", "--size", "8M"]);
+    // A wrong dynamic header checksum: read anyway, with a warning.
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&disk)
+        .expect("open");
+    std::os::unix::fs::FileExt::write_all_at(&f, &[0x5a; 4], 512 + 36).expect("write");
+
+    let text = info_text(&disk);
+    let doc = info(&disk);
+
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("warning:"))
+        .unwrap_or_else(|| panic!("no warning in:\n{text}"));
+    assert!(line.contains("dynamic header checksum"), "{line}");
+    assert!(!line.contains("error:"), "{line}");
+    let warnings = doc["warnings"].as_array().expect("warnings");
+    assert_eq!(warnings.len(), 1, "{doc}");
+    let w = warnings[0].as_str().expect("string");
+    assert!(!w.contains("error:") && !w.contains("warning:"), "{w}");
+}
+
+#[test]
+fn a_missing_folder_is_no_such_directory() {
+    let dir = tempdir();
+    let disk = dir.path().join("d.vhd");
+    create(&disk, &["--type", "dynamic", "--size", "8M"]);
+    let child = dir.path().join("c.vhd");
+    create(&child, &["--type", "differencing", "--parent", "d.vhd"]);
+    let missing = dir.path().join("gone");
+    let inside = missing.join("x.vhd");
+    for args in [
+        vec![
+            OsStr::new("read"),
+            disk.as_os_str(),
+            "--output".as_ref(),
+            inside.as_os_str(),
+        ],
+        vec![
+            OsStr::new("convert"),
+            disk.as_os_str(),
+            inside.as_os_str(),
+            "--type".as_ref(),
+            "fixed".as_ref(),
+        ],
+        vec![
+            OsStr::new("create"),
+            inside.as_os_str(),
+            "--type".as_ref(),
+            "dynamic".as_ref(),
+            "--size".as_ref(),
+            "8M".as_ref(),
+        ],
+        vec![
+            OsStr::new("set-parent"),
+            child.as_os_str(),
+            "--search".as_ref(),
+            missing.as_os_str(),
+            dir.path().as_os_str(),
+        ],
+    ] {
+        let r = vhdkit(&args);
+
+        let line = assert_failed_one_line(&r);
+        assert!(
+            line.ends_with(&format!("{}: no such directory", missing.display())),
+            "{args:?}: {line}"
+        );
+    }
 }
 
 // --- info ------------------------------------------------------------------------------

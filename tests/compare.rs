@@ -1,7 +1,8 @@
 //! `vhdkit compare` against `qemu-img compare` (issue 10, item 14): the same verdict and
 //! the same offset for differences at the edges of the disk, inside holes of either side,
 //! and across vhdkit's task (2 MiB) and window (64 MiB) boundaries; chains against their
-//! flattened content; size mismatches; `--json`.
+//! flattened content; disks of different sizes (the common part, then a zero tail, as
+//! qemu-img; `--strict` makes the size itself a mismatch); `--json`.
 //!
 //! qemu-img is required: a missing qemu-img fails these tests.
 
@@ -54,17 +55,23 @@ fn verdict(tool: &str, r: &Run) -> Verdict {
     }
 }
 
+/// `qemu-img compare EXTRA -f FA -F FB A B`.
+fn qemu_img_compare(a: &Path, fa: &str, b: &Path, fb: &str, extra: &[&str]) -> Run {
+    assert!(have(Tool::QemuImg));
+    run_cmd(
+        Command::new("qemu-img")
+            .arg("compare")
+            .args(extra)
+            .args(["-f", fa, "-F", fb])
+            .arg(a)
+            .arg(b),
+    )
+}
+
 /// Compares A (format `fa`) with B (format `fb`) with both tools; asserts they agree and
 /// that `--json` says the same; returns the verdict.
 fn both(a: &Path, fa: &str, b: &Path, fb: &str) -> Verdict {
-    assert!(have(Tool::QemuImg));
-    let q = run_cmd(
-        Command::new("qemu-img")
-            .args(["compare", "-f", fa, "-F", fb])
-            .arg(a)
-            .arg(b),
-    );
-    let want = verdict("qemu-img", &q);
+    let want = verdict("qemu-img", &qemu_img_compare(a, fa, b, fb, &[]));
     let got = verdict("vhdkit", &vhdkit_compare(a, b, &[]));
     assert_eq!(
         got,
@@ -345,30 +352,114 @@ fn chain_is_identical_to_its_flattened_raw() {
     );
 }
 
+/// Both tools on disks of different sizes: the verdict (the last line), and whether
+/// the size warning was printed.
+fn both_sized(a: &Path, fa: &str, b: &Path, fb: &str) -> (Verdict, bool) {
+    let q = qemu_img_compare(a, fa, b, fb, &[]);
+    let v = vhdkit_compare(a, b, &[]);
+    let last = |r: &Run| {
+        let out = r.stdout_str();
+        let warned = out.lines().count() == 2
+            && out
+                .lines()
+                .next()
+                .is_some_and(|l| l.to_lowercase().starts_with("warning: image size mismatch"));
+        let only_last = Run {
+            code: r.code,
+            stdout: out.lines().last().unwrap_or_default().as_bytes().to_vec(),
+            stderr: r.stderr.clone(),
+        };
+        (only_last, warned)
+    };
+    let (q_last, q_warned) = last(&q);
+    let (v_last, v_warned) = last(&v);
+    let want = verdict("qemu-img", &q_last);
+    assert_eq!(
+        verdict("vhdkit", &v_last),
+        want,
+        "{} vs {}",
+        a.display(),
+        b.display()
+    );
+    assert_eq!(v_warned, q_warned, "the size warning: {}", v.stdout_str());
+    let j = vhdkit_compare(a, b, &["--json"]);
+    let doc = j.json();
+    assert_eq!(j.code, if want.is_some() { 1 } else { 0 }, "{}", j.stderr);
+    assert_eq!(doc["identical"], want.is_none(), "{doc}");
+    assert_eq!(doc["first_difference"].as_u64(), want, "{doc}");
+    (want, v_warned)
+}
+
 #[test]
-fn size_mismatch_exits_1_and_json_names_both_sizes() {
+fn different_sizes_compare_the_common_part_then_a_zero_tail_as_qemu_img_does() {
+    let dir = tempdir();
+    let short = dir.path().join("short.raw");
+    let long = dir.path().join("long.raw");
+    let tail = dir.path().join("tail.raw");
+    let head = dir.path().join("head.raw");
+    sparse_raw(&short, 4 * MIB, &[(0, pattern(1, 4096))]);
+    sparse_raw(&long, 8 * MIB, &[(0, pattern(1, 4096))]);
+    sparse_raw(
+        &tail,
+        8 * MIB,
+        &[(0, pattern(1, 4096)), (6_000_000, vec![7])],
+    );
+    sparse_raw(
+        &head,
+        8 * MIB,
+        &[(0, pattern(2, 4096)), (6_000_000, vec![7])],
+    );
+    // The longer one as a dynamic VHD, its tail stored in a block past the short end.
+    let tail_vhd = dynamic_of(&tail, &dir.path().join("tail.vhd"));
+
+    // Identical where both have data, zeros beyond: identical, with a warning.
+    assert_eq!(both_sized(&short, "raw", &long, "raw"), (None, true));
+    assert_eq!(both_sized(&long, "raw", &short, "raw"), (None, true));
+    // A byte in the tail: its sector, either way round, raw or VHD.
+    let at = 6_000_000 / 512 * 512;
+    assert_eq!(both_sized(&short, "raw", &tail, "raw"), (Some(at), true));
+    assert_eq!(both_sized(&tail, "raw", &short, "raw"), (Some(at), true));
+    assert_eq!(
+        both_sized(&tail_vhd, "vpc", &short, "raw"),
+        (Some(at), true)
+    );
+    // A difference in the common part comes first, without the warning.
+    assert_eq!(both_sized(&short, "raw", &head, "raw"), (Some(0), false));
+}
+
+#[test]
+fn strict_makes_a_size_difference_a_mismatch() {
     let dir = tempdir();
     let a = dir.path().join("a.raw");
     let b = dir.path().join("b.raw");
     sparse_raw(&a, 4 * MIB, &[]);
     sparse_raw(&b, 4 * MIB + 512, &[]);
-    let r = vhdkit_compare(&a, &b, &[]);
-    assert_eq!(r.code, EXIT_DIFFERENT, "{}", r.stderr);
+
+    let text = vhdkit_compare(&a, &b, &["--strict"]);
+    let j = vhdkit_compare(&a, &b, &["--strict", "--json"]);
+    let same = vhdkit_compare(&a, &a, &["--strict"]);
+
+    assert_eq!(text.code, EXIT_DIFFERENT, "{}", text.stderr);
     assert!(
-        r.stdout_str().starts_with("Image size mismatch"),
+        text.stdout_str()
+            .starts_with("Strict mode: image size mismatch"),
         "{}",
-        r.stdout_str()
+        text.stdout_str()
     );
-    let r = vhdkit_compare(&a, &b, &["--json"]);
-    assert_eq!(r.code, EXIT_DIFFERENT, "{}", r.stderr);
-    let v = r.json();
+    assert_eq!(j.code, EXIT_DIFFERENT, "{}", j.stderr);
+    let v = j.json();
     assert_eq!(v["identical"], false, "{v}");
     assert!(v["first_difference"].is_null(), "{v}");
     assert_eq!(v["size_a"], 4 * MIB, "{v}");
     assert_eq!(v["size_b"], 4 * MIB + 512, "{v}");
-    assert_eq!(v["schema"], 1, "{v}");
-    let keys: Vec<&String> = v.as_object().expect("an object").keys().collect();
-    assert_eq!(keys.len(), 5, "{v}");
+    assert_eq!(
+        same.code, EXIT_OK,
+        "equal sizes pass --strict: {}",
+        same.stderr
+    );
+    // qemu-img's -s agrees.
+    let q = qemu_img_compare(&a, "raw", &b, "raw", &["-s"]);
+    assert_eq!(q.code, EXIT_DIFFERENT, "{}", q.stdout_str());
 }
 
 /// A closed stdout ends the command quietly (no panic), with or without --json.

@@ -1,6 +1,6 @@
 //! `vhdkit measure`: the size it reports is the length of the file `convert` (and
-//! `merge-to`, for a chain) then writes — judged by the file system — for fixed and
-//! dynamic results, from raw, fixed, dynamic and differencing-chain sources, mostly
+//! `merge-to`, for a chain) then writes — judged by the file system — for fixed,
+//! dynamic and raw results, from raw, fixed, dynamic and differencing-chain sources, mostly
 //! empty and full, several block sizes, sizes that are not a whole number of blocks,
 //! with and without `--align`.
 
@@ -159,7 +159,10 @@ fn measure_equals_the_converted_file_length() {
     let dir = tempdir();
     let mut n = 0;
     for src in sources(dir.path()) {
-        let mut cases: Vec<(Vec<&str>, &str)> = vec![(vec!["--type", "fixed"], "fixed")];
+        let mut cases: Vec<(Vec<&str>, &str)> = vec![
+            (vec!["--type", "fixed"], "fixed"),
+            (vec!["--type", "raw"], "raw"),
+        ];
         for bs in ["64K", "512K", "2M"] {
             cases.push((vec!["--type", "dynamic", "--block-size", bs], "dynamic"));
         }
@@ -178,11 +181,23 @@ fn measure_equals_the_converted_file_length() {
                 }
                 for op in ops {
                     n += 1;
-                    let dst = dir.path().join(format!("out-{n}.vhd"));
+                    let ext = if kind == "raw" { "raw" } else { "vhd" };
+                    let dst = dir.path().join(format!("out-{n}.{ext}"));
                     let report = convert(op, &src.path, &dst, &args);
                     let len = std::fs::metadata(&dst).expect("stat").len();
                     assert_eq!(m["required_bytes"], len, "{what} {op}: measure vs the file");
                     assert_eq!(report["file_size_after"], len, "{what} {op}");
+                    if kind == "raw" {
+                        assert_eq!(
+                            m["virtual_size"], len,
+                            "{what} {op}: a raw file is its bytes"
+                        );
+                        assert!(m["block_size"].is_null(), "{what}");
+                        let same = vhdkit(["compare", p(&src.path), p(&dst)]);
+                        assert_eq!(same.code, EXIT_OK, "{what} {op}: {}", same.stdout_str());
+                        std::fs::remove_file(&dst).expect("rm");
+                        continue;
+                    }
                     let info = vhdkit(["info", p(&dst), "--json"]).ok().json();
                     assert_eq!(m["virtual_size"], info["virtual_size"], "{what} {op}");
                     if kind == "dynamic" {
@@ -270,7 +285,8 @@ fn text_output_and_usage_errors() {
     for args in [
         &["--type", "fixed", "--block-size", "1M"][..],
         &["--type", "dynamic", "--align", "1000"][..],
-        &["--type", "raw"][..],
+        &["--type", "raw", "--block-size", "1M"][..],
+        &["--type", "qcow2"][..],
     ] {
         let mut a = vec!["measure", p(&src)];
         a.extend_from_slice(args);

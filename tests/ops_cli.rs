@@ -4,12 +4,11 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{bin, file_len, p, vhdkit_output, Rng, KIB, MIB};
+use common::{bin, file_len, interrupt_with, p, vhdkit_output, Rng, KIB, MIB};
 use serde_json::Value;
 use vhdkit_format::{CreateOptions, Disk, DiskKind};
 
@@ -371,31 +370,6 @@ fn interrupt(args: &[&str]) -> (Option<i32>, String) {
     interrupt_with("-INT", args)
 }
 
-/// [`interrupt`] with another signal (`-TERM`, `-HUP`).
-fn interrupt_with(signal: &str, args: &[&str]) -> (Option<i32>, String) {
-    let mut child = Command::new(bin())
-        .args(args)
-        .args(["--progress", "json"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
-    let first = lines.next().expect("a first line").expect("read");
-    assert!(first.starts_with('{'), "{first}");
-    let sent = Command::new("kill")
-        .args([signal, &child.id().to_string()])
-        .status()
-        .expect("run kill");
-    assert!(sent.success());
-    let rest: Vec<String> = lines.map_while(Result::ok).collect();
-    let t = Instant::now();
-    let status = child.wait().expect("wait");
-    assert!(t.elapsed() < Duration::from_secs(60));
-    (status.code(), rest.join("\n"))
-}
-
 #[test]
 fn convert_interrupted_with_sigint_exits_130_and_leaves_no_destination() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -412,6 +386,7 @@ fn convert_interrupted_with_sigint_exits_130_and_leaves_no_destination() {
     // With --progress json the cancel is reported as a JSON error, the stream's last line.
     let last: Value = serde_json::from_str(stderr.lines().last().expect("a line"))
         .unwrap_or_else(|e| panic!("not JSON ({e}): {stderr}"));
+    common::assert_schema("error", &last);
     assert_eq!(last["kind"], "cancelled", "{last}");
     assert_eq!(last["exit_code"], 130, "{last}");
     assert!(
@@ -576,4 +551,111 @@ fn merge_delete_child_refuses_to_orphan_a_grandchild() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(!mid.exists());
+}
+
+#[test]
+fn a_fixed_disk_that_fills_its_volume_suggests_sparse() {
+    let dir = common::tempdir();
+    let child = chain(dir.path());
+    let src = dir.path().join("base.vhd");
+    let vol = common::Tmpfs::new(dir.path(), "small", 4);
+    let out = |name: &str| vol.path().join(name);
+    let (c, m, n, d) = (out("c.vhd"), out("m.vhd"), out("n.vhd"), out("d.vhd"));
+    let grown = out("grown.vhd");
+    common::create(&grown, &["--type", "fixed", "--size", "3M"]);
+    let runs = [
+        vec!["convert", p(&src), p(&c), "--type", "fixed"],
+        vec!["merge-to", p(&child), p(&m), "--type", "fixed"],
+        vec!["create", p(&n), "--type", "fixed", "--size", "8M"],
+        vec!["resize", p(&grown), "--size", "8M"],
+    ];
+    for args in runs {
+        let text = common::vhdkit(&args);
+        let mut with_json = args.clone();
+        with_json.extend(["--json", "--progress", "none"]);
+        let json = common::vhdkit(&with_json);
+
+        let line = common::assert_failed_one_line(&text);
+        assert!(
+            line.contains("--sparse allocates only what is written"),
+            "{args:?}: {line}"
+        );
+        let e = common::assert_failed_json(&json, 3);
+        assert_eq!(e["kind"], "disk_full", "{e}");
+        assert!(
+            e["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("--sparse")),
+            "{e}"
+        );
+    }
+    // The advice holds: with --sparse the mostly-empty disks fit.
+    let r = common::vhdkit([
+        "create",
+        p(&n),
+        "--type",
+        "fixed",
+        "--size",
+        "8M",
+        "--sparse",
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    // A dynamic destination that fills the volume is not told about --sparse.
+    let r = common::vhdkit(["convert", p(&src), p(&d), "--type", "dynamic"]);
+    let line = common::assert_failed_one_line(&r);
+    assert!(!line.contains("--sparse"), "{line}");
+}
+
+/// The progress bar, drawn when stderr is a terminal (`script` gives the command one):
+/// its percent is the whole task's, never going back when a phase starts, and the phase
+/// is named beside it.
+#[test]
+fn progress_bar_on_a_terminal_shows_the_whole_tasks_percent_and_the_phase() {
+    let dir = common::tempdir();
+    let src = dir.path().join("random.raw");
+    common::random_file(&src, 96 * MIB);
+    let dst = dir.path().join("out.vhd");
+    common::need("script", &["--version"]);
+    let cmd = format!(
+        "'{}' convert '{}' '{}' --type dynamic --verify",
+        bin(),
+        p(&src),
+        p(&dst)
+    );
+
+    let o = Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("script");
+
+    let screen = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{screen}");
+    // Every drawing of the bar: "[===>   ]  42% copy 40 MiB/96 MiB eta 1s".
+    let draws: Vec<(u64, &str)> = screen
+        .split(['\r', '\n'])
+        .filter_map(|line| {
+            let after_bar = line.split("] ").nth(1)?;
+            let (percent, rest) = after_bar.trim_start().split_once("% ")?;
+            Some((percent.parse().ok()?, rest.split(' ').next()?))
+        })
+        .collect();
+    let percents: Vec<u64> = draws.iter().map(|d| d.0).collect();
+    assert!(
+        percents.windows(2).all(|w| w[0] <= w[1]),
+        "the percent went back: {percents:?}"
+    );
+    let phases: Vec<&str> = draws.iter().map(|d| d.1).collect();
+    for phase in ["copy", "verify"] {
+        assert!(phases.contains(&phase), "{phase} not shown: {phases:?}");
+    }
+    let verify_starts = draws
+        .iter()
+        .find(|d| d.1 == "verify")
+        .map(|d| d.0)
+        .expect("verify drawn");
+    assert!(
+        verify_starts >= 40,
+        "verify starts where copy ended, not at 0: {draws:?}"
+    );
 }

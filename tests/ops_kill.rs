@@ -28,7 +28,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{assert_bytes_eq, bin, p, vhdkit_output, Rng, KIB, MIB};
+use common::{assert_bytes_eq, bin, copy_keeping_time, p, vhdkit_output, Rng, KIB, MIB};
 use vhdkit_format::{CreateOptions, Disk, DiskKind, OpenOptions, VhdFile};
 
 /// Kills per operation.
@@ -164,8 +164,10 @@ fn timed(args: &[&str]) -> Timing {
     }
 }
 
-/// What `vhdkit check` says: `Ok(false)` clean, `Ok(true)` only unreferenced space
-/// (a leak), `Err` anything else.
+/// What `vhdkit check` says: `Ok(false)` clean, `Ok(true)` only what a kill may leave
+/// by design — unreferenced space (a leak), or a parent modified after the time its
+/// child records (a merge writes the parent first and records its new time in the
+/// child last) — `Err` anything else.
 fn check_state(disk: &Path) -> Result<bool, String> {
     let o = vhdkit_output(["check", "--json", p(disk)]);
     let text = String::from_utf8_lossy(&o.stdout).into_owned();
@@ -182,10 +184,11 @@ fn check_state(disk: &Path) -> Result<bool, String> {
                 .collect();
             let leak_only = !problems.is_empty()
                 && problems.iter().all(|p| {
-                    p["field"] == "length"
+                    let leak = p["field"] == "length"
                         && p["message"]
                             .as_str()
-                            .is_some_and(|m| m.contains("unreferenced space"))
+                            .is_some_and(|m| m.contains("unreferenced space"));
+                    leak || (p["field"] == "parent time stamp" && p["severity"] == "warning")
                 });
             if leak_only {
                 Ok(true)
@@ -393,58 +396,72 @@ fn dedupe_compact_killed_at_random_points_keeps_the_child_view_and_rerun_complet
 
     let (mut killed, mut finished) = (0, 0);
     let mut states: BTreeMap<&str, usize> = BTreeMap::new();
-    for at in kill_points(&timing, "move", KILLS, 4) {
-        copy_chain(&tpl, &work);
+    // The BAT changes only while blocks move, a few tens of milliseconds of the run: a
+    // loaded machine can shift every kill of a round out of that window. Up to three
+    // rounds (each timed afresh, with other kill points) until one lands there; every
+    // kill of every round is judged.
+    let mut timing = timing;
+    for round in 0..3u64 {
+        if round > 0 {
+            if states.get("part-way").copied().unwrap_or(0) > 0 && killed >= KILLS / 3 {
+                break;
+            }
+            copy_chain(&tpl, &work);
+            timing = timed(&args);
+        }
+        for at in kill_points(&timing, "move", KILLS, 4 + round) {
+            copy_chain(&tpl, &work);
 
-        let landed = run_and_kill(&args, at);
+            let landed = run_and_kill(&args, at);
 
-        if landed {
-            killed += 1;
-            let now = bat(&child);
-            let state = if now == original {
-                "untouched"
-            } else if now == final_bat {
-                "BAT final"
+            if landed {
+                killed += 1;
+                let now = bat(&child);
+                let state = if now == original {
+                    "untouched"
+                } else if now == final_bat {
+                    "BAT final"
+                } else {
+                    "part-way"
+                };
+                *states.entry(state).or_default() += 1;
             } else {
-                "part-way"
-            };
-            *states.entry(state).or_default() += 1;
-        } else {
-            finished += 1;
-        }
-        let leak =
-            check_state(&child).unwrap_or_else(|e| panic!("check after a kill at {at:?}: {e}"));
-        if leak {
-            *states.entry("check: leak only").or_default() += 1;
-        }
-        assert_bytes_eq(
-            &format!("child's view after a kill at {at:?}"),
-            &read(&child, root.path()),
-            &content,
-        );
-        assert!(
-            std::fs::read(work.join("base.vhd")).expect("parent") == parent_bytes,
-            "the parent is never written"
-        );
-        if landed {
-            let o = vhdkit_output(["compact", p(&child), "--progress", "none"]);
-            assert!(
-                o.status.success(),
-                "rerun: {}",
-                String::from_utf8_lossy(&o.stderr)
-            );
-            assert_eq!(check_state(&child), Ok(false), "check after the rerun");
+                finished += 1;
+            }
+            let leak =
+                check_state(&child).unwrap_or_else(|e| panic!("check after a kill at {at:?}: {e}"));
+            if leak {
+                *states.entry("check: leak only").or_default() += 1;
+            }
             assert_bytes_eq(
-                "child's view after the rerun",
+                &format!("child's view after a kill at {at:?}"),
                 &read(&child, root.path()),
                 &content,
             );
+            assert!(
+                std::fs::read(work.join("base.vhd")).expect("parent") == parent_bytes,
+                "the parent is never written"
+            );
+            if landed {
+                let o = vhdkit_output(["compact", p(&child), "--progress", "none"]);
+                assert!(
+                    o.status.success(),
+                    "rerun: {}",
+                    String::from_utf8_lossy(&o.stderr)
+                );
+                assert_eq!(check_state(&child), Ok(false), "check after the rerun");
+                assert_bytes_eq(
+                    "child's view after the rerun",
+                    &read(&child, root.path()),
+                    &content,
+                );
+            }
+            assert_eq!(
+                std::fs::metadata(&child).expect("metadata").len(),
+                final_len,
+                "size once compacted (kill at {at:?})"
+            );
         }
-        assert_eq!(
-            std::fs::metadata(&child).expect("metadata").len(),
-            final_len,
-            "size once compacted (kill at {at:?})"
-        );
     }
     report("dedupe compact", &timing, killed, finished, &states);
     assert!(killed >= KILLS / 3, "too few kills landed mid-operation");
@@ -493,7 +510,7 @@ fn copy_chain(from: &Path, to: &Path) {
     let _ = std::fs::remove_dir_all(to);
     std::fs::create_dir(to).expect("mkdir");
     for n in ["base.vhd", "child.vhd"] {
-        std::fs::copy(from.join(n), to.join(n)).expect("copy");
+        copy_keeping_time(&from.join(n), &to.join(n));
     }
 }
 
@@ -660,7 +677,7 @@ fn copy_files(from: &Path, to: &Path, names: &[&str]) {
     let _ = std::fs::remove_dir_all(to);
     std::fs::create_dir(to).expect("mkdir");
     for n in names {
-        std::fs::copy(from.join(n), to.join(n)).expect("copy");
+        copy_keeping_time(&from.join(n), &to.join(n));
     }
 }
 

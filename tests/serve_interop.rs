@@ -38,16 +38,12 @@ fn serve_chain_reads_byte_identically_with_qemu_img_and_nbdcopy() {
     assert!(ended.summary["bytes_read"].as_u64().expect("bytes_read") > 0);
 }
 
-#[test]
-fn serve_nbdinfo_map_shows_the_holes_of_the_chain() {
-    need("nbdinfo", &["--version"]);
-    let dir = tempfile::tempdir().expect("temp dir");
-    let top = chain_copy(dir.path());
-    // vhdkit's own map, merged the way base:allocation reports it: zero extents are
-    // holes (type 3), everything stored anywhere in the chain is data (type 0).
+/// `vhdkit map` of `disk`, merged the way base:allocation reports it: zero extents are
+/// holes (type 3), everything stored anywhere in the chain is data (type 0).
+fn allocation_map(disk: &std::path::Path) -> Vec<(u64, u64, u64)> {
     let map: Value = serde_json::from_slice(&vhdkit([
         "map".as_ref(),
-        top.as_os_str(),
+        disk.as_os_str(),
         "--json".as_ref(),
     ]))
     .expect("map JSON");
@@ -63,14 +59,16 @@ fn serve_nbdinfo_map_shows_the_holes_of_the_chain() {
             _ => want.push((s, l, t)),
         }
     }
-    assert!(want.iter().any(|w| w.2 == 3), "the fixture has holes");
+    want
+}
 
-    let served = serve([top.as_os_str(), "--read-only".as_ref()]);
+/// `nbdinfo --map` of the served `disk`: (offset, length, type) per extent.
+fn nbdinfo_map(disk: &std::path::Path) -> Vec<(u64, u64, u64)> {
+    let served = serve([disk.as_os_str(), "--read-only".as_ref()]);
     let out = run(Command::new("nbdinfo").args(["--map", "--json", &served.uri]));
     served.stop().clean();
     let got: Value = serde_json::from_slice(&out).expect("nbdinfo JSON");
-    let got: Vec<(u64, u64, u64)> = got
-        .as_array()
+    got.as_array()
         .expect("extents")
         .iter()
         .map(|e| {
@@ -80,8 +78,36 @@ fn serve_nbdinfo_map_shows_the_holes_of_the_chain() {
                 e["type"].as_u64().expect("type"),
             )
         })
-        .collect();
-    assert_eq!(got, want);
+        .collect()
+}
+
+#[test]
+fn serve_nbdinfo_map_shows_the_holes_of_the_chain() {
+    need("nbdinfo", &["--version"]);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let top = chain_copy(dir.path());
+    let want = allocation_map(&top);
+    assert!(want.iter().any(|w| w.2 == 3), "the fixture has holes");
+    assert_eq!(nbdinfo_map(&top), want);
+}
+
+#[test]
+fn serve_nbdinfo_map_of_a_sparse_2040_gib_chain_is_exact() {
+    // Block status over the whole of a 2040 GiB disk: a dynamic parent with 3 MiB in
+    // the middle, a differencing child with 3 MiB more: five extents in all.
+    need("nbdinfo", &["--version"]);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let base = dir.path().join("huge.vhd");
+    let child = dir.path().join("huge-child.vhd");
+    create_dynamic(&base, "2040G");
+    let data = dir.path().join("data.bin");
+    std::fs::write(&data, bytes(5, 3 << 20)).expect("data");
+    write_at(&base, 1 << 40, &data);
+    create_child(&child, &base);
+    write_at(&child, (1 << 40) + (64 << 20), &data);
+    let want = allocation_map(&child);
+    assert_eq!(want.len(), 5, "{want:?}");
+    assert_eq!(nbdinfo_map(&child), want);
 }
 
 #[test]

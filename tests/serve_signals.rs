@@ -130,3 +130,51 @@ fn serve_sigterm_during_writes_loses_nothing_acknowledged() {
 fn serve_sigkill_during_writes_leaves_a_clean_image_with_every_flushed_write() {
     stop_during_writes("KILL");
 }
+
+/// A server with a client that asked for reads and reads nothing: its stop has to wait
+/// (up to the grace period) for replies that cannot go out.
+fn stopping_slowly(dir: &std::path::Path) -> (Served, Raw) {
+    let top = chain_copy(dir);
+    let served = serve([top.as_os_str(), "--read-only".as_ref()]);
+    let mut stalled = Raw::open(&served.socket());
+    for i in 0..64 {
+        stalled.request(0, CMD_READ, i, 0, 4 << 20);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    (served, stalled)
+}
+
+#[test]
+fn serve_second_sigterm_keeps_the_clean_stop() {
+    // What `timeout N vhdkit serve` does: SIGTERM to the server, then to its group.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (served, stalled) = stopping_slowly(dir.path());
+    served.signal("TERM");
+    std::thread::sleep(Duration::from_millis(200));
+    served.signal("TERM");
+    let ended = served.wait();
+    drop(stalled);
+    assert!(
+        !ended.stderr.contains("interrupted again"),
+        "a second SIGTERM cut the stop short: {}",
+        ended.stderr
+    );
+    ended.clean();
+}
+
+#[test]
+fn serve_second_sigint_exits_without_waiting() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (served, stalled) = stopping_slowly(dir.path());
+    served.signal("INT");
+    std::thread::sleep(Duration::from_millis(200));
+    served.signal("INT");
+    let ended = served.wait();
+    drop(stalled);
+    assert_eq!(ended.code, 130, "{}", ended.stderr);
+    assert!(
+        ended.stderr.contains("interrupted again"),
+        "{}",
+        ended.stderr
+    );
+}

@@ -9,18 +9,23 @@
 //! library (dynamic, differencing, fixed, host-drive stub, short footer, footer copy
 //! only, chains, a loop); `extract` cuts each file's footer, dynamic header, locator
 //! entries with their payloads, BAT and bitmaps into the structure targets' seeds, and
-//! keeps the whole file for `open_read` (and `check`, which `seed.sh` seeds alike) (shrunk to its metadata when it is over
-//! `MAX_WHOLE` bytes: blocks dropped from the BAT, or a fixed disk cut to 64 KiB).
+//! keeps the whole file for `open_read` (and the targets `seed.sh` seeds alike), shrunk
+//! to its metadata when it is over `MAX_WHOLE` bytes (blocks dropped from the BAT, Xen's
+//! batmap kept with its bits cleared, or a fixed disk cut to 64 KiB). Files are broken
+//! only on purpose: for a Xen `tap` file, three seeds with a damaged batmap (see
+//! `batmap_mutations`), which the targets must survive.
 
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use vhdkit_format::image::MemBackend;
+use vhdkit_format::spec::batmap::{self, BatmapHeader};
 use vhdkit_format::spec::footer::DISK_TYPE_HOST_DRIVE_STUB;
 use vhdkit_format::spec::hostdrive::{HOST_DRIVE_IDENTITY_SPAN, HOST_DRIVE_VERSION};
 use vhdkit_format::spec::{
-    DiskType, DynamicHeader, Footer, HostDriveHeader, FOOTER_SIZE, HEADER_SIZE, HOST_DRIVE_COOKIE,
+    DiskType, DynamicHeader, Footer, HostDriveHeader, SparseLayout, FOOTER_SIZE, HEADER_SIZE,
+    HOST_DRIVE_COOKIE,
 };
 use vhdkit_format::{Disk, OpenOptions};
 use vhdkit_fuzz::{
@@ -384,23 +389,39 @@ fn whole(
 ) {
     if bytes.len() <= MAX_WHOLE {
         put(out, "open_read", name, bytes);
+        batmap_mutations(out, name, bytes);
         return;
     }
     let shrunk = match (footer.disk_type, header) {
         (DiskType::Dynamic | DiskType::Differencing, Some((h, hoff))) => {
-            // Metadata only: header, BAT with every block dropped, locator payloads.
-            let bat_end = h.table_offset + h.bat_size_on_disk();
-            let mut meta_end = (hoff + HEADER_SIZE as u64).max(bat_end);
-            for l in h.locators.iter().filter(|l| l.is_used()) {
-                meta_end = meta_end.max(l.data_offset + u64::from(l.data_length));
-            }
-            let meta_end = meta_end.div_ceil(512) * 512;
+            // Metadata only, as the one layout description lists it (header, BAT,
+            // locator payloads, Xen's batmap), with every block dropped from the BAT —
+            // and so every batmap bit cleared: the shrunk file is as valid as the
+            // original, not cut where its batmap was.
+            let len = bytes.len() as u64;
+            let layout = SparseLayout::new(h, hoff, footer.current_size, len, len - 512);
+            let tap = tap_batmap(footer, h, bytes);
+            let layout = match &tap {
+                Some((at, m)) => layout.with_batmap(*at, m),
+                None => layout,
+            };
+            let meta_end = layout.metadata_end().div_ceil(512) * 512;
             if meta_end as usize > MAX_WHOLE || meta_end as usize > bytes.len() {
                 return;
             }
             let mut v = bytes[..meta_end as usize].to_vec();
             let t = h.table_offset as usize;
-            v[t..bat_end as usize].fill(0xFF);
+            v[t..(h.table_offset + h.bat_size_on_disk()) as usize].fill(0xFF);
+            if let Some((at, mut m)) = tap {
+                let (start, end) = (
+                    m.map_offset as usize,
+                    (m.map_offset + m.map_area()) as usize,
+                );
+                v[start..end].fill(0);
+                let n = batmap::map_bytes(footer.current_size) as usize;
+                m.checksum = batmap::checksum(&vec![0; n], m.version);
+                v[at as usize..at as usize + 512].copy_from_slice(&m.encode());
+            }
             v.extend_from_slice(&footer.encode_raw());
             v
         }
@@ -416,6 +437,65 @@ fn whole(
     };
     let name = format!("{name}.shrunk");
     put(out, "open_read", &name, &shrunk);
+    batmap_mutations(out, &name, &shrunk);
+}
+
+/// A `tap` file's valid batmap header and where it is, if it has one.
+fn tap_batmap(footer: &Footer, h: &DynamicHeader, bytes: &[u8]) -> Option<(u64, BatmapHeader)> {
+    batmap::expects_batmap(footer).filter(|&e| e)?;
+    let at = batmap::header_offset(h.table_offset, h.max_table_entries);
+    let raw = bytes.get(usize::try_from(at).ok()?..)?;
+    let m = BatmapHeader::decode(raw)?;
+    let footer_at = bytes.len() as u64 - 512;
+    m.validate(footer.current_size, h.max_table_entries, footer_at)
+        .is_empty()
+        .then_some((at, m))
+}
+
+/// Seeds broken on purpose in a `tap` file's batmap — the damage the `open_vs_check`
+/// differential must grade alike (a strict open refuses what `check` calls an error):
+/// the footer written over the batmap header (a file cut there), a bit set for an
+/// unallocated block (checksum kept right), and a checksum that no longer matches.
+fn batmap_mutations(out: &Path, name: &str, bytes: &[u8]) {
+    let Ok(footer) = Footer::decode(&bytes[bytes.len() - FOOTER_SIZE..]) else {
+        return;
+    };
+    let hoff = footer.data_offset as usize;
+    let Some(h) = bytes
+        .get(hoff..hoff.saturating_add(HEADER_SIZE))
+        .and_then(|raw| DynamicHeader::decode(raw).ok())
+    else {
+        return;
+    };
+    let Some((at, m)) = tap_batmap(&footer, &h, bytes) else {
+        return;
+    };
+    let (at, map) = (at as usize, m.map_offset as usize);
+    let mut cookie = bytes.to_vec();
+    cookie[at..at + 512].copy_from_slice(&bytes[bytes.len() - FOOTER_SIZE..]);
+    let mut checksum = bytes.to_vec();
+    checksum[at + 24] ^= 0x5A;
+    put(out, "open_read", &format!("{name}.batmap-cookie"), &cookie);
+    put(
+        out,
+        "open_read",
+        &format!("{name}.batmap-checksum"),
+        &checksum,
+    );
+    let t = h.table_offset as usize;
+    let entries = bytes.get(t..).unwrap_or_default().chunks_exact(4);
+    let unused = entries
+        .take(h.max_table_entries as usize)
+        .position(|e| e == [0xFF; 4]);
+    if let Some(n) = unused.filter(|n| (n / 8) < m.map_area() as usize) {
+        let mut bit = bytes.to_vec();
+        bit[map + n / 8] |= 0x80 >> (n % 8);
+        let len = batmap::map_bytes(footer.current_size) as usize;
+        let mut m = m;
+        m.checksum = batmap::checksum(&bit[map..map + len], m.version);
+        bit[at..at + 512].copy_from_slice(&m.encode());
+        put(out, "open_read", &format!("{name}.batmap-bit"), &bit);
+    }
 }
 
 fn main() {

@@ -118,6 +118,19 @@ fn check_command(session: &proto::Session, cmd: &Command, info: &ExportInfo) {
             }
             assert_eq!(at, offset + u64::from(len));
             assert!(!df || chunks.len() <= 1);
+            // The last chunk carries the final flag, whatever its kind.
+            if let Some(last) = chunks.last() {
+                let mut h = if last.hole {
+                    proto::hole_chunk(1, last.offset, last.len as u32).to_vec()
+                } else {
+                    proto::data_chunk_header(1, last.offset, last.len as u32).to_vec()
+                };
+                proto::mark_done(&mut h);
+                assert_eq!(
+                    u16::from_be_bytes([h[4], h[5]]) & proto::REPLY_FLAG_DONE,
+                    proto::REPLY_FLAG_DONE
+                );
+            }
         }
         Command::Write { offset, len, .. } => {
             assert!(!info.read_only);

@@ -19,8 +19,8 @@ pub struct CheckArgs {
     #[arg(long)]
     pub(super) json: bool,
     /// First restore what is safely restorable: a damaged footer from its copy, a file
-    /// length cut short or left long by a crash, orphaned tail blocks. Never guesses at
-    /// data.
+    /// length cut short or left long by a crash, orphaned tail blocks, Xen's batmap
+    /// (header, checksum, bits). Never guesses at data.
     #[arg(long)]
     repair: bool,
     /// Instead of the structure, check the rules a platform applies to the file as it

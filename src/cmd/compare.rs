@@ -19,8 +19,14 @@
 //!
 //! The offset reported is the one `qemu-img compare` reports: the start of the first
 //! 512-byte sector that differs (qemu-img compares, and reports, sector by sector).
+//!
+//! Disks of different sizes are compared as `qemu-img compare` compares them: the part
+//! both have, then the longer one's tail, which must read as zeros (only its stored
+//! extents are read); the sizes differing is then a warning, not a mismatch — unless
+//! `--strict` (qemu-img's `-s`), which makes it one before anything is read.
 
 use std::cell::RefCell;
+use std::ops::Range;
 use std::path::PathBuf;
 
 use clap::Args;
@@ -40,6 +46,9 @@ const TASK: u64 = 2 << 20;
 const SECTOR: u64 = 512;
 
 #[derive(Debug, Args)]
+#[command(mut_arg("strict", |a| a.help(
+    "A size difference is itself a mismatch (qemu-img compare -s); bad checksums are refused, as everywhere with --strict"
+)))]
 pub struct CompareArgs {
     /// First disk: any VHD (chains resolved) or a raw image.
     a: PathBuf,
@@ -59,9 +68,11 @@ pub struct CompareArgs {
 #[derive(Debug, Serialize)]
 struct Verdict {
     schema: u32,
+    /// The verdict (exit 0): the same content where both have it, the longer one's
+    /// tail all zeros, and with `--strict` the same size.
     identical: bool,
-    /// The first differing 512-byte sector's offset; `None` when identical or when the
-    /// sizes differ.
+    /// The first differing 512-byte sector's offset (in a tail: its first non-zero
+    /// sector); `None` when identical, or when `--strict` found the sizes differ.
     first_difference: Option<u64>,
     size_a: u64,
     size_b: u64,
@@ -70,35 +81,60 @@ struct Verdict {
 pub fn run(args: CompareArgs) -> Result<u8, CliError> {
     let opts = args.source.apply(args.open.options_for(&args.a)?);
     args.open.options_for(&args.b)?;
+    let strict = args.open.strict();
     let a = Disk::open_any(&args.a, &opts)?;
     let b = Disk::open_any(&args.b, &opts)?;
     let (sa, sb) = (a.virtual_size(), b.virtual_size());
-    let first = if sa == sb {
-        first_difference(&a, &b)?
-    } else {
-        None
-    };
-    let identical = sa == sb && first.is_none();
-    if args.json {
-        json::print(&Verdict {
-            schema: json::SCHEMA,
-            identical,
-            first_difference: first,
-            size_a: sa,
-            size_b: sb,
-        })?;
-    } else if sa != sb {
-        terminal::line(format!(
-            "Image size mismatch: {} is {sa} bytes, {} is {sb} bytes",
+    let sizes = || {
+        format!(
+            "image size mismatch: {} is {sa} bytes, {} is {sb} bytes",
             args.a.display(),
             args.b.display()
-        ))?;
-    } else if let Some(at) = first {
-        terminal::line(format!("Content mismatch at offset {at}"))?;
-    } else {
-        terminal::line("Images are identical.")?;
+        )
+    };
+    if strict && sa != sb {
+        if args.json {
+            print_verdict(false, None, sa, sb)?;
+        } else {
+            terminal::line(format!("Strict mode: {}", sizes()))?;
+        }
+        return Ok(EXIT_DIFFERENT);
     }
-    Ok(if identical { EXIT_OK } else { EXIT_DIFFERENT })
+    let common = sa.min(sb);
+    let mut first = first_difference(&a, Some(&b), 0..common)?;
+    let in_common = first.is_some();
+    if first.is_none() && sa != sb {
+        // The longer one's tail, against zeros.
+        let (longer, end) = if sa > sb { (&a, sa) } else { (&b, sb) };
+        first = first_difference(longer, None, common..end)?;
+    }
+    if args.json {
+        print_verdict(first.is_none(), first, sa, sb)?;
+    } else {
+        // As qemu-img: the sizes are worth a warning once the common part matched.
+        if sa != sb && !in_common {
+            terminal::line(format!("Warning: {}", sizes()))?;
+        }
+        match first {
+            Some(at) => terminal::line(format!("Content mismatch at offset {at}"))?,
+            None => terminal::line("Images are identical.")?,
+        }
+    }
+    Ok(if first.is_none() {
+        EXIT_OK
+    } else {
+        EXIT_DIFFERENT
+    })
+}
+
+fn print_verdict(identical: bool, first: Option<u64>, sa: u64, sb: u64) -> Result<(), CliError> {
+    json::print(&Verdict {
+        schema: json::SCHEMA,
+        identical,
+        first_difference: first,
+        size_a: sa,
+        size_b: sb,
+    })
 }
 
 /// Where a piece's bytes come from on one side.
@@ -117,17 +153,25 @@ struct Piece {
     b: Src,
 }
 
-/// The offset `qemu-img compare` reports for the first difference of two disks of the
-/// same size, or `None` if they read the same.
-fn first_difference(a: &Disk, b: &Disk) -> Result<Option<u64>, CliError> {
-    let size = a.virtual_size();
+/// The offset `qemu-img compare` reports for the first difference of two disks in
+/// `range` (which both have), or `None` if they read the same there. `b` `None` reads
+/// as zeros: the range is then the tail of `a`, the longer disk.
+fn first_difference(
+    a: &Disk,
+    b: Option<&Disk>,
+    range: Range<u64>,
+) -> Result<Option<u64>, CliError> {
     let mut pieces = Vec::new();
     let mut tasks = Vec::new();
-    let mut pos = 0;
-    while pos < size {
-        let n = WINDOW.min(size - pos);
+    let mut pos = range.start;
+    while pos < range.end {
+        let n = WINDOW.min(range.end - pos);
         pieces.clear();
-        merge(&a.extents(pos, n)?, &b.extents(pos, n)?, pos, &mut pieces);
+        let eb = match b {
+            Some(b) => b.extents(pos, n)?,
+            None => vec![Extent::Zero { len: n }],
+        };
+        merge(&a.extents(pos, n)?, &eb, pos, &mut pieces);
         group(&pieces, &mut tasks);
         if tasks.is_empty() {
             pos += n;
@@ -208,8 +252,10 @@ thread_local! {
     static BUFFERS: RefCell<(Vec<u8>, Vec<u8>)> = const { RefCell::new((Vec::new(), Vec::new())) };
 }
 
-/// The first differing byte of a task's pieces (in order), if any.
-fn first_in(a: &Disk, b: &Disk, pieces: &[Piece]) -> Result<Option<u64>, CliError> {
+/// The first differing byte of a task's pieces (in order), if any. `b` is `None` only
+/// where every piece reads as zeros on its side.
+fn first_in(a: &Disk, b: Option<&Disk>, pieces: &[Piece]) -> Result<Option<u64>, CliError> {
+    let side_b = || b.ok_or_else(|| CliError::Other("a piece of the zero side holds data".into()));
     BUFFERS.with(|cell| {
         let mut bufs = cell.borrow_mut();
         let (ba, bb) = &mut *bufs;
@@ -221,7 +267,7 @@ fn first_in(a: &Disk, b: &Disk, pieces: &[Piece]) -> Result<Option<u64>, CliErro
                     first_nonzero(&read(a, layer, file_offset, len, ba)?)
                 }
                 (Src::Zero, Src::Data { layer, file_offset }) => {
-                    first_nonzero(&read(b, layer, file_offset, len, bb)?)
+                    first_nonzero(&read(side_b()?, layer, file_offset, len, bb)?)
                 }
                 (
                     Src::Data {
@@ -234,7 +280,7 @@ fn first_in(a: &Disk, b: &Disk, pieces: &[Piece]) -> Result<Option<u64>, CliErro
                     },
                 ) => {
                     let x = read(a, la, oa, len, ba)?;
-                    let y = read(b, lb, ob, len, bb)?;
+                    let y = read(side_b()?, lb, ob, len, bb)?;
                     if *x == *y {
                         None
                     } else {

@@ -23,7 +23,8 @@ pub struct CreateArgs {
     /// Kind of disk.
     #[arg(long = "type", value_enum)]
     kind: CreateType,
-    /// Virtual size (fixed and dynamic): bytes or K/M/G/T, 3 MiB to 2040 GiB.
+    /// Virtual size (fixed and dynamic): bytes or K/M/G/T, fractions allowed (`1.5G`,
+    /// rounded up to a 512-byte sector); 3 MiB to 2040 GiB.
     #[arg(long, value_parser = size_arg)]
     size: Option<u64>,
     /// Block size of dynamic and differencing disks: a power of two from 4K to 256M
@@ -118,6 +119,10 @@ pub fn run(a: CreateArgs) -> Result<u8, CliError> {
     if a.read_only && !matches!(a.kind, CreateType::HostDrive) {
         return Err(usage("--read-only applies to host-drive disks"));
     }
+    let allocated = opts.kind == DiskKind::Fixed && !opts.sparse;
     let task = vhdkit_format::ops::create_task(&a.path, &opts)?;
-    runner::run(task, &a.run, runner::Leaves::NewFile)
+    runner::hint_sparse(
+        runner::run(task, &a.run, runner::Leaves::NewFile),
+        allocated,
+    )
 }

@@ -28,6 +28,9 @@ struct ErrorDoc<'a> {
     /// about a path that is not UTF-8 must still be reported).
     #[serde(skip_serializing_if = "Option::is_none")]
     path: Option<std::borrow::Cow<'a, str>>,
+    /// The disks depending on what a refused operation would change (`has_children`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    children: Option<Vec<std::borrow::Cow<'a, str>>>,
     /// What an operation stopped part way left of the user's files.
     #[serde(skip_serializing_if = "Option::is_none")]
     state: Option<&'static str>,
@@ -50,10 +53,8 @@ pub fn report(e: &CliError, json: bool) -> u8 {
             hresult: hresult(e).to_string(),
             hresult_value: hresult(e).0,
             path: path(e).map(Path::to_string_lossy),
-            state: match e {
-                CliError::Stopped { state, .. } | CliError::Cancelled { state, .. } => Some(state),
-                _ => None,
-            },
+            children: children(e).map(|c| c.iter().map(|p| p.to_string_lossy()).collect()),
+            state: state(e),
             exit_code: code,
         });
     } else {
@@ -97,9 +98,19 @@ pub fn json_in_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> bool 
     false
 }
 
+/// What an operation stopped part way left of the user's files, if it was one.
+fn state(e: &CliError) -> Option<&'static str> {
+    match e {
+        CliError::Stopped { state, .. } | CliError::Cancelled { state, .. } => Some(state),
+        CliError::Advised { error, .. } => state(error),
+        _ => None,
+    }
+}
+
 /// The `kind` of the error document.
 fn kind(e: &CliError) -> String {
     match e {
+        CliError::Advised { error, .. } => kind(error),
         CliError::Format(f) | CliError::Stopped { error: f, .. } => {
             json::snake_case(&format!("{:?}", f.kind()))
         }
@@ -115,6 +126,7 @@ fn kind(e: &CliError) -> String {
 /// the CLI's own streams and files the Win32 code of what happened.
 fn hresult(e: &CliError) -> HResult {
     match e {
+        CliError::Advised { error, .. } => hresult(error),
         CliError::Format(f) | CliError::Stopped { error: f, .. } => f.hresult(),
         CliError::Io { source, .. } => {
             if vhdkit_format::error::is_disk_full(source) {
@@ -133,11 +145,24 @@ fn hresult(e: &CliError) -> HResult {
     }
 }
 
+/// The disks a `has_children` refusal names.
+fn children(e: &CliError) -> Option<&[std::path::PathBuf]> {
+    match e {
+        CliError::Format(vhdkit_format::Error::HasChildren { children, .. })
+        | CliError::Stopped {
+            error: vhdkit_format::Error::HasChildren { children, .. },
+            ..
+        } => Some(children),
+        _ => None,
+    }
+}
+
 /// The file the error concerns, if it names one.
 fn path(e: &CliError) -> Option<&Path> {
     use vhdkit_format::Error as F;
     let f = match e {
         CliError::Format(f) | CliError::Stopped { error: f, .. } => f,
+        CliError::Advised { error, .. } => return path(error),
         CliError::Io { path, .. } => return path.as_deref(),
         _ => return None,
     };

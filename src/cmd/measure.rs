@@ -15,6 +15,7 @@ use super::{align_arg, block_size_arg, json, terminal, CliError, OpenArgs, Sourc
 pub enum MeasureType {
     Fixed,
     Dynamic,
+    Raw,
 }
 
 #[derive(Debug, Args)]
@@ -58,6 +59,7 @@ pub fn run(a: MeasureArgs) -> Result<u8, CliError> {
     let target = match a.kind {
         MeasureType::Fixed => Target::Fixed,
         MeasureType::Dynamic => Target::Dynamic,
+        MeasureType::Raw => Target::Raw,
     };
     if a.block_size.is_some() && target != Target::Dynamic {
         return Err(super::usage_error(

@@ -71,7 +71,8 @@ enum Command {
     Merge(ops::MergeArgs),
     /// Point a differencing disk at its parent's new place (or find it with --search).
     SetParent(relink::SetParentArgs),
-    /// Flatten a differencing disk and its ancestors into a new fixed or dynamic file.
+    /// Flatten a differencing disk and its ancestors into a new fixed, dynamic or raw
+    /// file.
     MergeTo(ops::MergeToArgs),
     /// The exact size of the file convert (or merge-to) would write, without writing.
     Measure(measure::MeasureArgs),
@@ -134,7 +135,8 @@ pub struct OpenArgs {
     /// Use this file as the disk's parent instead of searching its locators.
     #[arg(long, value_name = "PARENT")]
     with_parent: Option<PathBuf>,
-    /// Refuse images with bad checksums instead of reading them with a warning.
+    /// Refuse images with bad checksums or an inconsistent Xen batmap instead of
+    /// reading them with a warning.
     #[arg(long)]
     strict: bool,
     /// Accept a host drive whose first/last MiB changed since it was linked.
@@ -171,6 +173,12 @@ impl OpenArgs {
             }
         }
         Ok(self.options())
+    }
+
+    /// `--strict`: besides refusing bad checksums, `compare` takes it as qemu-img's
+    /// `-s` (a size difference is a mismatch).
+    pub fn strict(&self) -> bool {
+        self.strict
     }
 
     fn options(&self) -> OpenOptions {
@@ -235,7 +243,8 @@ impl SourceArgs {
     }
 }
 
-/// A size on the command line: bytes or K/M/G/T (powers of 1024).
+/// A size on the command line: bytes or K/M/G/T (powers of 1024), a decimal fraction
+/// of a unit rounded up to a 512-byte sector (`1.5G`; see [`parse_size`]).
 pub fn size_arg(s: &str) -> Result<u64, String> {
     parse_size(s)
 }
@@ -288,6 +297,15 @@ pub enum CliError {
         /// What is true of the user's files now.
         state: &'static str,
     },
+    /// A failure and how to avoid it (e.g. `--sparse` for a fixed disk that did not
+    /// fit): reported as the failure is, the advice after its message.
+    #[error("{error}; {advice}")]
+    Advised {
+        /// The failure.
+        error: Box<CliError>,
+        /// What to do about it.
+        advice: &'static str,
+    },
     /// An operation was cancelled (Ctrl-C, SIGTERM, SIGHUP); `state` says what that
     /// left. Exit code 128 + the signal's number (130 without one).
     #[error("cancelled{}; {state}", signal.map(|s| format!(" by {s}")).unwrap_or_default())]
@@ -334,6 +352,7 @@ impl CliError {
     /// number for a cancel by a signal (130 without one), 3 for every other failure.
     pub fn exit_code(&self) -> u8 {
         match self {
+            CliError::Advised { error, .. } => error.exit_code(),
             CliError::Usage(_) => EXIT_USAGE,
             CliError::Cancelled { signal, .. } => signal
                 .map(signals::exit_code)

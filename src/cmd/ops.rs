@@ -1,8 +1,9 @@
 //! `vhdkit convert`, `compact`, `merge`, `merge-to`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::{Args, ValueEnum};
+use vhdkit_format::image::OutputOptions;
 use vhdkit_format::ops::{self, OpsOptions, Target};
 use vhdkit_format::spec::DEFAULT_BLOCK_SIZE;
 
@@ -21,6 +22,7 @@ pub enum ConvertType {
 pub enum MergeToType {
     Fixed,
     Dynamic,
+    Raw,
 }
 
 /// Options of the data-moving operations.
@@ -35,7 +37,9 @@ pub struct VerifyArgs {
 pub struct ConvertArgs {
     /// Source: any VHD (a differencing chain is flattened), host-drive stub or raw image.
     src: PathBuf,
-    /// Destination (must not exist).
+    /// Destination: a new file (an existing regular file only with --force), or a device
+    /// (block or character) that a raw result is written onto in place, from its start
+    /// (a block device smaller than the disk is refused before any write).
     dst: PathBuf,
     /// Kind of the destination.
     #[arg(long = "type", value_enum)]
@@ -53,6 +57,8 @@ pub struct ConvertArgs {
     /// takes (see `check --for azure`).
     #[arg(long, value_name = "SIZE", value_parser = align_arg)]
     align: Option<u64>,
+    #[command(flatten)]
+    output: OutputArgs,
     /// Leave out what no file system uses: read the source's partition table and file
     /// systems (ext2/3/4, FAT, NTFS, swap; anything else counts as used) and write
     /// neither the dynamic blocks nor the raw 4 KiB pages that lie wholly in free space
@@ -90,6 +96,14 @@ pub struct CompactArgs {
     /// write nothing.
     #[arg(long, conflicts_with = "verify")]
     dry_run: bool,
+    /// With --fs-aware: compact even though other disks name this one as their parent
+    /// (where it releases free space they then read zeros instead of its bytes).
+    #[arg(long, requires = "fs_aware")]
+    force: bool,
+    /// With --fs-aware: also look in DIR for disks naming this one as their parent
+    /// (besides its own folder); repeatable.
+    #[arg(long, value_name = "DIR", requires = "fs_aware")]
+    also_check: Vec<PathBuf>,
     #[command(flatten)]
     verify: VerifyArgs,
     #[command(flatten)]
@@ -106,10 +120,16 @@ pub struct MergeArgs {
     /// folder name it as their parent, unless --force).
     #[arg(long)]
     delete_child: bool,
-    /// Delete or remove disks even though other disks name them as their parent (they
-    /// are orphaned): with --delete-child, and for the intermediates of --into/--depth.
+    /// Merge even though other disks name a disk it changes as their parent: the
+    /// parent's (or ancestor's) other children then read different bytes, and the
+    /// children of a disk it deletes (--delete-child, the intermediates of
+    /// --into/--depth) are orphaned.
     #[arg(long)]
     force: bool,
+    /// Also look in DIR for disks naming a disk the merge changes as their parent
+    /// (besides that disk's own folder); repeatable.
+    #[arg(long, value_name = "DIR")]
+    also_check: Vec<PathBuf>,
     /// Merge into this ancestor: the child and every disk between them go into it; the
     /// child is relinked to it (or deleted with --delete-child) and the intermediates
     /// are removed.
@@ -132,7 +152,7 @@ pub struct MergeArgs {
 pub struct MergeToArgs {
     /// The differencing disk whose chain is flattened.
     child: PathBuf,
-    /// Destination (must not exist).
+    /// Destination: a new file (an existing regular file only with --force).
     dst: PathBuf,
     /// Kind of the destination.
     #[arg(long = "type", value_enum)]
@@ -149,8 +169,10 @@ pub struct MergeToArgs {
     /// the added space reading as zeros.
     #[arg(long, value_name = "SIZE", value_parser = align_arg)]
     align: Option<u64>,
+    #[command(flatten)]
+    output: OutputArgs,
     /// Leave out the blocks that no file system in the chain's view uses (as convert
-    /// --fs-aware). A dynamic destination.
+    /// --fs-aware). A dynamic or raw destination.
     #[arg(long)]
     fs_aware: bool,
     #[command(flatten)]
@@ -159,6 +181,38 @@ pub struct MergeToArgs {
     pub(super) run: RunArgs,
     #[command(flatten)]
     open: OpenArgs,
+}
+
+/// What may stand at the destination of convert and merge-to.
+#[derive(Debug, Args)]
+pub struct OutputArgs {
+    /// Replace the destination if it is a regular file that exists, atomically: the
+    /// result is written beside it and renamed over it once complete and durable (the
+    /// old file stays whole until then, and after a failure or cancel). Symbolic links
+    /// are never followed nor replaced.
+    #[arg(long)]
+    force: bool,
+}
+
+impl OutputArgs {
+    /// The library's output options: devices are written in place (a raw result only),
+    /// the new file takes the source's permission bits.
+    fn options(&self) -> OutputOptions {
+        OutputOptions::new().replace(self.force).devices(true)
+    }
+}
+
+/// What a stopped run leaves at `dst`: a device is written in place, anything else
+/// appears only when complete.
+fn leaves_at(dst: &Path) -> runner::Leaves {
+    use std::os::unix::fs::FileTypeExt;
+    let is_device = std::fs::symlink_metadata(dst)
+        .is_ok_and(|m| m.file_type().is_block_device() || m.file_type().is_char_device());
+    if is_device {
+        runner::Leaves::Device
+    } else {
+        runner::Leaves::NewFile
+    }
 }
 
 /// Options of the operations that write a new file (convert, merge-to).
@@ -198,10 +252,12 @@ pub fn convert(a: ConvertArgs) -> Result<u8, CliError> {
     let mut opts = new_file_opts(&a.open, &a.src, a.block_size, &a.verify, target, a.sparse)?;
     opts.open = a.source.apply(opts.open);
     opts.align = a.align;
+    opts.output = a.output.options();
     let fs = fs_aware(a.fs_aware, target)?;
     opts.unused_ranges = fs.as_ref().map(FsAware::unused);
     let task = ops::convert_task(&a.src, &a.dst, target, &opts)?;
-    runner::run_fs_aware(task, &a.run, runner::Leaves::NewFile, fs.as_ref())
+    let r = runner::run_fs_aware(task, &a.run, leaves_at(&a.dst), fs.as_ref());
+    runner::hint_sparse(r, target == Target::Fixed && !a.sparse)
 }
 
 /// `--fs-aware` of a conversion into `target`: refused (a usage mistake) for a fixed
@@ -226,6 +282,8 @@ pub fn compact(a: CompactArgs) -> Result<u8, CliError> {
         dedupe: !a.no_dedupe,
         unused_ranges: fs.as_ref().map(FsAware::unused),
         dry_run: a.dry_run,
+        force: a.force,
+        also_check: a.also_check,
         ..OpsOptions::default()
     };
     let task = match ops::compact_task(&a.path, &opts) {
@@ -234,6 +292,7 @@ pub fn compact(a: CompactArgs) -> Result<u8, CliError> {
         // (the child alone opens for compaction), say so, and how to compact without it.
         Err(error)
             if (opts.dedupe || opts.unused_ranges.is_some())
+                && error.kind() != vhdkit_format::ErrorKind::HasChildren
                 && parent_chain_failed(&a.path, &opts) =>
         {
             return Err(CliError::Stopped {
@@ -275,6 +334,7 @@ pub fn merge(a: MergeArgs) -> Result<u8, CliError> {
         open: a.open.options_for(&a.child)?,
         delete_child: a.delete_child,
         force: a.force,
+        also_check: a.also_check,
         keep_intermediates: a.keep_intermediates,
         ..OpsOptions::default()
     };
@@ -305,11 +365,14 @@ pub fn merge_to(a: MergeToArgs) -> Result<u8, CliError> {
     let target = match a.kind {
         MergeToType::Fixed => Target::Fixed,
         MergeToType::Dynamic => Target::Dynamic,
+        MergeToType::Raw => Target::Raw,
     };
     let mut opts = new_file_opts(&a.open, &a.child, a.block_size, &a.verify, target, a.sparse)?;
     opts.align = a.align;
+    opts.output = a.output.options();
     let fs = fs_aware(a.fs_aware, target)?;
     opts.unused_ranges = fs.as_ref().map(FsAware::unused);
     let task = ops::merge_to_task(&a.child, &a.dst, target, &opts)?;
-    runner::run_fs_aware(task, &a.run, runner::Leaves::NewFile, fs.as_ref())
+    let r = runner::run_fs_aware(task, &a.run, leaves_at(&a.dst), fs.as_ref());
+    runner::hint_sparse(r, target == Target::Fixed && !a.sparse)
 }

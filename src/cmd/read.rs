@@ -1,12 +1,11 @@
 //! `vhdkit read`.
 
-use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use clap::Args;
 use serde::Serialize;
-use vhdkit_format::image::{Extent, NewFile};
+use vhdkit_format::image::{Extent, NewFile, OutputOptions};
 use vhdkit_format::Disk;
 
 use super::{json, size_arg, usage_error, CliError, OpenArgs, EXIT_OK};
@@ -24,11 +23,19 @@ pub struct ReadArgs {
     /// Bytes to read (default: to the end of the disk).
     #[arg(long, value_parser = size_arg)]
     length: Option<u64>,
-    /// Write to this new file instead of stdout (zero ranges become holes). It must not
-    /// exist; it appears only once complete and durable, and nothing is left behind on
-    /// failure.
+    /// Write to this file instead of stdout (zero ranges become holes). A new file
+    /// appears only once complete and durable, and nothing is left behind on failure; a
+    /// regular file that exists is refused unless --force. A device (block or
+    /// character, e.g. /dev/sdX, an LVM volume, /dev/null) is written in place from its
+    /// start (a block device smaller than the data is refused before any write).
+    /// Symbolic links are never followed.
     #[arg(long)]
     output: Option<PathBuf>,
+    /// With --output: replace a regular file that exists there, atomically (the new
+    /// data is written beside it and renamed over it once complete and durable; the old
+    /// file stays whole until then, and after a failure or cancel).
+    #[arg(long, requires = "output")]
+    force: bool,
     /// Print a JSON report once done (requires --output: stdout carries the data).
     #[arg(long)]
     pub(super) json: bool,
@@ -68,13 +75,18 @@ pub fn run(a: ReadArgs) -> Result<u8, CliError> {
     }
     match &a.output {
         Some(out) => {
-            // Unnamed until complete, linked in without replacing anything: never through
-            // a symbolic link, never onto an input (which exists), nothing half-written.
-            let new = NewFile::beside(out)?;
-            copy(&disk, a.offset, length, Sink::File(new.file()))?;
-            new.file()
-                .set_len(length)
-                .map_err(|e| CliError::io(format!("writing {}", out.display()), e))?;
+            // Unnamed until complete, then linked in (or, with --force, renamed over a
+            // regular file): never through a symbolic link, never onto an input, nothing
+            // half-written under the name. A device is written in place. The new file
+            // takes the disk's permission bits.
+            let opts = OutputOptions::new().replace(a.force).devices(true);
+            let new = NewFile::create(out, &opts, Some(&disk), length)?;
+            copy(&disk, a.offset, length, Sink::File(&new))?;
+            if !new.is_device() {
+                new.file()
+                    .set_len(length)
+                    .map_err(|e| CliError::io(format!("writing {}", out.display()), e))?;
+            }
             new.persist(out)?;
             if a.json {
                 json::print(&ReadDoc {
@@ -100,8 +112,8 @@ pub fn run(a: ReadArgs) -> Result<u8, CliError> {
 
 /// Where read bytes go.
 enum Sink<'a> {
-    /// A fresh regular file: zero chunks are left as holes.
-    File(&'a File),
+    /// A fresh regular file (zero chunks are left as holes) or a device (zeroed there).
+    File(&'a NewFile),
     /// Any stream.
     Stream(&'a mut dyn Write),
 }
@@ -121,9 +133,12 @@ fn copy(disk: &Disk, offset: u64, length: u64, mut sink: Sink<'_>) -> Result<(),
                     .extents(at, n)?
                     .iter()
                     .all(|e| matches!(e, Extent::Zero { .. }));
-                if !all_zero {
+                if all_zero {
+                    f.write_zeros(pos, n)?;
+                } else {
                     disk.read_at(chunk, at)?;
-                    f.write_all_at(chunk, pos)
+                    f.file()
+                        .write_all_at(chunk, pos)
                         .map_err(|e| CliError::io("writing the output", e))?;
                 }
             }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use clap::{Args, ValueEnum};
 use serde::Serialize;
 use vhdkit_format::ops::{OpTask, Report};
-use vhdkit_task::{ProgressEvent, Task, TaskFailure};
+use vhdkit_task::{ProgressEvent, TaskFailure};
 
 use super::human::{count, size, size_and_bytes};
 use super::volumes::{self, FsAware, PartitionDoc};
@@ -26,6 +26,8 @@ pub const EXIT_CANCELLED: u8 = 130;
 pub enum Leaves {
     /// A new file (create, convert, merge-to): it never got its name.
     NewFile,
+    /// A device written in place (convert --type raw onto a device).
+    Device,
     /// Compact in place.
     Compact,
     /// Merge in place.
@@ -42,6 +44,9 @@ impl Leaves {
     fn text(self) -> &'static str {
         match self {
             Leaves::NewFile => "no output was left behind; the source is untouched",
+            Leaves::Device => {
+                "the device may hold part of the output (a device is written in place); the source is untouched"
+            }
             Leaves::Compact => {
                 "the disk is valid and reads exactly as before, possibly partly compacted (run compact again to finish)"
             }
@@ -120,10 +125,10 @@ impl From<&ProgressEvent> for EventDoc {
             phase: e.phase.name(),
             percent: e.task_percent,
             phase_percent: e.phase_percent,
-            phase_blocks_done: e.blocks_done,
-            phase_blocks_total: e.blocks_total,
-            phase_bytes_done: e.bytes_done,
-            phase_bytes_total: e.bytes_total,
+            phase_blocks_done: e.phase_blocks_done,
+            phase_blocks_total: e.phase_blocks_total,
+            phase_bytes_done: e.phase_bytes_done,
+            phase_bytes_total: e.phase_bytes_total,
             block_index: e.block_index,
             lost: e.lost,
             is_final: e.is_final,
@@ -238,6 +243,29 @@ impl<'a> From<&'a Report> for ReportDoc<'a> {
     }
 }
 
+/// What a disk-full failure of a fixed disk that is allocated up front suggests.
+const SPARSE_HINT: &str =
+    "a fixed disk is allocated whole up front; --sparse allocates only what is written";
+
+/// `r` with [`SPARSE_HINT`] as advice when it is a disk-full failure of an operation on
+/// a fixed disk that `applies` (allocated up front: no `--sparse`).
+pub fn hint_sparse<T>(r: Result<T, CliError>, applies: bool) -> Result<T, CliError> {
+    let disk_full = |e: &CliError| {
+        matches!(e, CliError::Stopped { error, .. }
+            if error.kind() == vhdkit_format::ErrorKind::DiskFull)
+    };
+    r.map_err(|e| {
+        if applies && disk_full(&e) {
+            CliError::Advised {
+                error: Box::new(e),
+                advice: SPARSE_HINT,
+            }
+        } else {
+            e
+        }
+    })
+}
+
 /// Waits for `task`, showing progress, and turns its outcome into an exit code.
 pub fn run(task: OpTask, args: &RunArgs, leaves: Leaves) -> Result<u8, CliError> {
     run_fs_aware(task, args, leaves, None)
@@ -281,11 +309,7 @@ pub fn run_fs_aware(
 
 /// Waits for any operation's `task`, showing its progress as `args` asks and cancelling
 /// it on the first SIGINT, SIGTERM or SIGHUP; returns its result.
-pub fn wait<T>(
-    task: Task<T, vhdkit_format::Error>,
-    args: &RunArgs,
-    leaves: Leaves,
-) -> Result<T, CliError> {
+pub fn wait<T>(task: OpTask<T>, args: &RunArgs, leaves: Leaves) -> Result<T, CliError> {
     let t = task.handle();
     // The first SIGINT, SIGTERM or SIGHUP cancels (the same rollback for each); later
     // ones are ignored: the rollback must finish.
@@ -304,11 +328,9 @@ pub fn wait<T>(
         ProgressMode::Auto if std::io::stderr().is_terminal() => {
             let bar = indicatif::ProgressBar::new(100);
             bar.set_style(
-                indicatif::ProgressStyle::with_template(
-                    "{msg:>8} [{bar:40}] {percent:>3}% {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
-                )
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-                .progress_chars("=> "),
+                indicatif::ProgressStyle::with_template("[{bar:40}] {pos:>3}% {msg} eta {eta}")
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+                    .progress_chars("=> "),
             );
             loop {
                 match rx.recv_timeout(Duration::from_millis(100)) {
@@ -316,9 +338,9 @@ pub fn wait<T>(
                         if e.is_final {
                             break;
                         }
-                        bar.set_message(e.phase.name());
-                        bar.set_length(e.bytes_total.max(1));
-                        bar.set_position(e.bytes_done);
+                        let (percent, phase) = bar_state(&e);
+                        bar.set_message(phase);
+                        bar.set_position(percent);
                     }
                     Err(crossbeam_timeout) if crossbeam_timeout.is_timeout() => {}
                     Err(_) => break,
@@ -341,6 +363,29 @@ pub fn wait<T>(
         }),
         Err(other) => Err(CliError::Other(other.to_string())),
     }
+}
+
+/// What the progress bar shows for an event: the whole task's percent (weighted across
+/// its phases, never going back), and beside it the phase with its own progress —
+/// `copy 12 MiB/64 MiB`, or `flush` for a phase that counts nothing.
+fn bar_state(e: &ProgressEvent) -> (u64, String) {
+    let phase = e.phase.name();
+    let detail = if e.phase_bytes_total > 0 {
+        format!(
+            "{phase} {}/{}",
+            size(e.phase_bytes_done),
+            size(e.phase_bytes_total)
+        )
+    } else if e.phase_blocks_total > 0 {
+        format!(
+            "{phase} {}/{}",
+            e.phase_blocks_done,
+            count(e.phase_blocks_total, "block")
+        )
+    } else {
+        phase.to_owned()
+    };
+    (u64::from(e.task_percent), detail)
 }
 
 /// The text form of the report: one line, sizes as `4 MiB (4194304 bytes)`.
@@ -414,7 +459,10 @@ fn summary(r: &Report) -> String {
                     s += &format!(", BAT {}", f.bat.name());
                 }
                 if f.size_after < f.size_before {
-                    s += &format!(", {} non-zero cut", size_and_bytes(f.nonzero_bytes_cut));
+                    s += &match f.nonzero_bytes_cut {
+                        0 => ", only zeros cut".to_owned(),
+                        n => format!(", {} non-zero cut", size_and_bytes(n)),
+                    };
                 }
                 if r.blocks_released > 0 {
                     s += &format!(", {} released", count(r.blocks_released, "block"));

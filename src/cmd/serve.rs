@@ -12,9 +12,10 @@ use serde::Serialize;
 use vhdkit_format::{CreateOptions, Disk, OpenOptions};
 use vhdkit_serve::{DiskExport, Listener, Server, ServerOptions, Stats};
 
+use super::terminal::{eline, line};
 use super::{json, CliError, OpenArgs, SourceArgs, EXIT_OK};
 
-/// Exit code when a second SIGINT/SIGTERM cuts the stop short.
+/// Exit code when a second SIGINT cuts the stop short.
 const EXIT_INTERRUPTED: i32 = 130;
 
 #[derive(Debug, Args)]
@@ -25,10 +26,11 @@ pub struct ServeArgs {
     /// $XDG_RUNTIME_DIR or the temporary directory).
     #[arg(long, value_name = "PATH", conflicts_with = "listen")]
     socket: Option<PathBuf>,
-    /// Listen on TCP at ADDR:PORT (a bare PORT or :PORT means 127.0.0.1). NBD has no
-    /// authentication: anyone who can connect can read and write the disk.
-    #[arg(long, value_name = "ADDR:PORT")]
-    listen: Option<String>,
+    /// Listen on TCP at ADDR:PORT (a bare PORT or :PORT means 127.0.0.1; ADDR is an IP
+    /// address or a host name). NBD has no authentication: anyone who can connect can
+    /// read and write the disk.
+    #[arg(long, value_name = "ADDR:PORT", value_parser = parse_listen)]
+    listen: Option<SocketAddr>,
     /// Refuse writes.
     #[arg(long)]
     read_only: bool,
@@ -40,6 +42,15 @@ pub struct ServeArgs {
     /// The export's name (clients may also ask for the default, empty name).
     #[arg(long, value_name = "NAME", default_value = "")]
     export_name: String,
+    /// A description of the export that clients may show (`nbdinfo`, `NBD_OPT_LIST`);
+    /// none by default, so that clients are not told the disk's path.
+    #[arg(long, value_name = "TEXT", value_parser = parse_description)]
+    description: Option<String>,
+    /// Connections served at once; more wait (queued by the kernel's listen backlog)
+    /// until one ends.
+    #[arg(long, value_name = "N", default_value_t = vhdkit_serve::MAX_CONNECTIONS,
+          value_parser = parse_max_connections)]
+    max_connections: usize,
     /// Print the start line and the summary as JSON.
     #[arg(long)]
     pub(super) json: bool,
@@ -95,42 +106,54 @@ enum Place {
 }
 
 pub fn run(a: ServeArgs) -> Result<u8, CliError> {
-    let (disk, mode) = open(&a)?;
+    // Listen first: an address in use or a bad socket path fails before anything is
+    // made (an undo disk in particular).
+    let (listener, place) = bind(&a)?;
+    let (disk, mode) = match open(&a) {
+        Ok(v) => v,
+        Err(e) => {
+            cleanup(&place);
+            return Err(e);
+        }
+    };
+    // Until the server is up and announced, a failure removes the undo disk just made
+    // (dropped after the disk, which holds it open).
+    let mut undo_guard = UndoGuard(a.undo.clone());
     for w in disk.warnings() {
-        eprintln!("vhdkit: warning: {w}");
+        eline(format!("vhdkit: warning: {}", one_warning(&w)));
     }
     let size = disk.virtual_size();
     let options = ServerOptions {
         export_name: a.export_name.clone(),
-        description: format!("vhdkit: {}", a.path.display()),
+        description: a.description.clone().unwrap_or_default(),
+        max_connections: a.max_connections,
         ..ServerOptions::default()
     };
-    let export = Arc::new(DiskExport::new(disk));
-    let (listener, place) = match bind(&a) {
-        Ok(v) => v,
+    let server = match Server::new(Arc::new(DiskExport::new(disk)), options) {
+        Ok(s) => s,
         Err(e) => {
-            drop(export);
-            return Err(e);
+            cleanup(&place);
+            return Err(CliError::io("starting the server", e));
         }
     };
-    let server =
-        Server::new(export, options).map_err(|e| CliError::io("starting the server", e))?;
 
     // SIGINT, SIGTERM, SIGHUP (taken by the signal thread `main` started): the first
-    // stops the server cleanly; another stops waiting for clients (the image stays
-    // valid: every write went through the crash-safe write path).
+    // stops the server cleanly. A second SIGINT — a person at the terminal pressing
+    // Ctrl-C again — stops waiting for clients (the image stays valid: every write went
+    // through the crash-safe write path). A second SIGTERM or SIGHUP changes nothing:
+    // `timeout N vhdkit serve` sends SIGTERM twice (to the server and to its group),
+    // and the stop it asked for is already under way.
     let stopper = server.stopper();
-    super::signals::on_signal(move |_, count| {
+    super::signals::on_signal(move |sig, count| {
         if count == 1 {
             stopper.stop();
-        } else {
-            super::terminal::eline("vhdkit: interrupted again; exiting without waiting");
+        } else if sig == nix::sys::signal::Signal::SIGINT {
+            eline("vhdkit: interrupted again; exiting without waiting");
             std::process::exit(EXIT_INTERRUPTED);
         }
     });
 
     let uri = uri(&place, &a.export_name);
-    let mut out = std::io::stdout().lock();
     let start = if a.json {
         json::to_string(
             &StartDoc {
@@ -151,29 +174,38 @@ pub fn run(a: ServeArgs) -> Result<u8, CliError> {
                 undo: a.undo.as_deref(),
             },
             false,
-        )?
+        )
     } else {
-        uri.clone()
+        Ok(uri.clone())
     };
-    writeln!(out, "{start}")
-        .and_then(|_| out.flush())
-        .map_err(|e| CliError::io("writing to stdout", e))?;
-    drop(out);
+    let announced = start.and_then(|start| {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "{start}")
+            .and_then(|_| out.flush())
+            .map_err(|e| CliError::io("writing to stdout", e))
+    });
+    if let Err(e) = announced {
+        server.stopper().stop();
+        let _ = server.finish();
+        cleanup(&place);
+        return Err(e);
+    }
+    undo_guard.0 = None;
     if let Place::Tcp(addr) = &place {
         let scope = if addr.ip().is_loopback() {
             "this machine"
         } else {
             "the network"
         };
-        eprintln!(
+        eline(format!(
             "vhdkit: warning: NBD has no authentication or encryption: anyone on {scope} who can connect to {addr} can read{} this disk",
             if mode == "read-only" { "" } else { " and write" }
-        );
+        ));
     }
-    eprintln!(
+    eline(format!(
         "vhdkit: serving {} ({size} bytes, {mode}); SIGINT or SIGTERM stops",
         a.path.display()
-    );
+    ));
 
     let served = server.serve(listener);
     let finished = server.finish();
@@ -182,6 +214,47 @@ pub fn run(a: ServeArgs) -> Result<u8, CliError> {
     let stats = finished.map_err(|e| CliError::Other(format!("final flush: {e}")))?;
     summary(&a, mode, &stats)?;
     Ok(EXIT_OK)
+}
+
+/// `--description`: at most the 4096 bytes the protocol allows a string.
+fn parse_description(s: &str) -> Result<String, String> {
+    if s.len() > vhdkit_serve::proto::MAX_STRING {
+        return Err(format!(
+            "{} bytes; NBD allows at most {}",
+            s.len(),
+            vhdkit_serve::proto::MAX_STRING
+        ));
+    }
+    Ok(s.to_owned())
+}
+
+/// `--max-connections`: at least one.
+fn parse_max_connections(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err("expected a number of connections, at least 1".into()),
+    }
+}
+
+/// Removes an undo disk this run made, unless disarmed (set to `None`) once served.
+struct UndoGuard(Option<PathBuf>);
+
+impl Drop for UndoGuard {
+    fn drop(&mut self) {
+        if let Some(p) = self.0.take() {
+            // Made a moment ago by this command and never served.
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+/// A warning of the chain as `serve` prints it after `vhdkit: warning: `: a level's own
+/// warning comes as `PATH: warning: WHAT`, and says "warning" once.
+fn one_warning(w: &str) -> String {
+    match w.split_once(": warning: ") {
+        Some((path, what)) => format!("{path}: {what}"),
+        None => w.strip_prefix("warning: ").unwrap_or(w).to_owned(),
+    }
 }
 
 /// Opens the disk to serve; returns it with the mode's name.
@@ -223,8 +296,7 @@ fn open(a: &ServeArgs) -> Result<(Disk, &'static str), CliError> {
 }
 
 fn bind(a: &ServeArgs) -> Result<(Listener, Place), CliError> {
-    if let Some(spec) = &a.listen {
-        let addr = parse_listen(spec)?;
+    if let Some(addr) = a.listen {
         let l =
             TcpListener::bind(addr).map_err(|e| CliError::io(format!("listening on {addr}"), e))?;
         let addr = l.local_addr().unwrap_or(addr);
@@ -251,17 +323,49 @@ fn bind(a: &ServeArgs) -> Result<(Listener, Place), CliError> {
     }
 }
 
-/// `HOST:PORT`, `[V6]:PORT`, `:PORT` or `PORT` (the last two on 127.0.0.1).
-fn parse_listen(spec: &str) -> Result<SocketAddr, CliError> {
-    let bad = |why: &str| CliError::Other(format!("--listen {spec:?}: {why}"));
+/// `--listen`: `IPV4:PORT`, `[IPV6]:PORT`, `HOST:PORT`, `:PORT` or `PORT` (the last two
+/// on 127.0.0.1). A host made only of numbers that is not a whole IPv4 address (`1`,
+/// `127.1`, `0x7f000001`) is refused: the resolver would read it as an address in the
+/// old shorthand (`1` as 0.0.0.1), which is never what was meant.
+fn parse_listen(spec: &str) -> Result<SocketAddr, String> {
     let port_only = spec.strip_prefix(':').unwrap_or(spec);
     if let Ok(port) = port_only.parse::<u16>() {
         return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
     }
-    let mut addrs = spec
+    if let Ok(addr) = spec.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    let (host, port) = spec
+        .rsplit_once(':')
+        .ok_or("expected ADDR:PORT, :PORT or PORT")?;
+    let port: u16 = port
+        .parse()
+        .map_err(|_| format!("{port:?} is not a port number"))?;
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && !l.starts_with('-')
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    };
+    if host.starts_with('[') || !host.split('.').all(label_ok) {
+        return Err(format!("{host:?} is neither an IP address nor a host name"));
+    }
+    let numeric = |l: &str| {
+        l.bytes().all(|b| b.is_ascii_digit())
+            || l.strip_prefix("0x")
+                .or_else(|| l.strip_prefix("0X"))
+                .is_some_and(|h| h.bytes().all(|b| b.is_ascii_hexdigit()))
+    };
+    if host.split('.').all(numeric) {
+        return Err(format!(
+            "{host:?} is not an IPv4 address (write all four parts, e.g. 127.0.0.1)"
+        ));
+    }
+    let mut addrs = (host, port)
         .to_socket_addrs()
-        .map_err(|e| bad(&format!("not an address: {e}")))?;
-    addrs.next().ok_or_else(|| bad("resolves to no address"))
+        .map_err(|e| format!("{host:?} does not resolve: {e}"))?;
+    addrs
+        .next()
+        .ok_or_else(|| format!("{host:?} resolves to no address"))
 }
 
 /// Removes a socket file no server listens on any more; refuses anything else.
@@ -362,7 +466,7 @@ fn cleanup(place: &Place) {
 }
 
 fn summary(a: &ServeArgs, mode: &str, s: &Stats) -> Result<(), CliError> {
-    let line = if a.json {
+    let line_text = if a.json {
         json::to_string(
             &StopDoc {
                 schema: json::SCHEMA,
@@ -390,13 +494,68 @@ fn summary(a: &ServeArgs, mode: &str, s: &Stats) -> Result<(), CliError> {
             s.errors
         )
     };
-    println!("{line}");
+    line(line_text)?;
     if let Some(u) = &a.undo {
-        eprintln!(
+        eline(format!(
             "vhdkit: the changes are in {u}: `vhdkit merge {u}` commits them into {p}; deleting {u} discards them",
             u = u.display(),
             p = a.path.display()
-        );
+        ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listen_takes_ports_addresses_and_host_names() {
+        let local = |port| SocketAddr::from(([127, 0, 0, 1], port));
+        assert_eq!(parse_listen("10809"), Ok(local(10809)));
+        assert_eq!(parse_listen(":10809"), Ok(local(10809)));
+        assert_eq!(
+            parse_listen("0.0.0.0:7"),
+            Ok(SocketAddr::from(([0, 0, 0, 0], 7)))
+        );
+        assert_eq!(
+            parse_listen("[::1]:7"),
+            Ok("[::1]:7".parse::<SocketAddr>().expect("v6"))
+        );
+        assert!(parse_listen("localhost:7").is_ok_and(|a| a.ip().is_loopback()));
+    }
+
+    #[test]
+    fn listen_refuses_numeric_shorthand_and_malformed_hosts() {
+        for spec in [
+            "1:1",
+            "127.1:7",
+            "0x7f000001:7",
+            "1.2.3:4",
+            "::1:7",
+            "a b:7",
+            "x:99999",
+            "x",
+        ] {
+            assert!(parse_listen(spec).is_err(), "{spec} was taken");
+        }
+    }
+
+    #[test]
+    fn description_and_connections_are_bounded() {
+        assert!(parse_description(&"d".repeat(4096)).is_ok());
+        assert!(parse_description(&"d".repeat(4097)).is_err());
+        assert_eq!(parse_max_connections("1"), Ok(1));
+        assert!(parse_max_connections("0").is_err());
+    }
+
+    #[test]
+    fn warnings_of_a_level_say_warning_once() {
+        assert_eq!(
+            one_warning("a.vhd: warning: footer saved state: found 2"),
+            "a.vhd: footer saved state: found 2"
+        );
+        assert_eq!(one_warning("warning: x"), "x");
+        assert_eq!(one_warning("the chain is odd"), "the chain is odd");
+    }
 }

@@ -1,85 +1,17 @@
-//! What the commands read of a disk's partitions and file systems, with `vhdkit-volume`
-//! over the disk's virtual view (the format crate knows no file system): the partition
-//! table for `resize`'s shrink guard, and for `--fs-aware` (compact, convert, merge-to,
-//! measure) the byte ranges no file system uses, scanned inside the operation's task on
-//! the disk it opened and locked, and reported per partition.
-
-use std::io;
-use std::sync::{Arc, Mutex, PoisonError};
+//! How the commands show what a disk's partitions and file systems held: for
+//! `--fs-aware` (compact, convert, merge-to, measure) the report of the library's scan
+//! (`vhdkit_format::volume`), per partition, in text and JSON. The checks themselves
+//! (the scan, `resize`'s shrink guard) are the library's.
 
 use serde::Serialize;
-use vhdkit_format::ops::{Unused, UnusedRanges};
-use vhdkit_format::Disk;
-use vhdkit_task::Progress;
+use vhdkit_format::ops::UnusedRanges;
 use vhdkit_volume::{DiskReport, FsKind, Partition, Reason, TableKind};
 
 use super::human::size;
 
-/// The disk's virtual view for `vhdkit-volume`. With a progress, each read counts its
-/// bytes (so a long scan is not silent) and a cancelled task stops the scan at its next
-/// read.
-pub struct View<'a> {
-    disk: &'a Disk,
-    progress: Option<&'a Progress>,
-}
-
-impl<'a> View<'a> {
-    /// The view of `disk`.
-    pub fn new(disk: &'a Disk) -> View<'a> {
-        View {
-            disk,
-            progress: None,
-        }
-    }
-}
-
-impl vhdkit_volume::ReadAt for View<'_> {
-    fn size(&self) -> io::Result<u64> {
-        Ok(self.disk.virtual_size())
-    }
-
-    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
-        if let Some(p) = self.progress {
-            if p.is_cancelled() {
-                return Err(io::Error::new(io::ErrorKind::Interrupted, "cancelled"));
-            }
-            p.add_blocks_done(0, buf.len() as u64);
-        }
-        self.disk.read_at(buf, offset).map_err(io::Error::other)
-    }
-}
-
-/// `--fs-aware`: the scan an operation runs on its disk, and what it found there.
-#[derive(Clone, Default)]
-pub struct FsAware {
-    found: Arc<Mutex<Option<DiskReport>>>,
-}
-
-impl FsAware {
-    /// The unused ranges for [`vhdkit_format::ops::OpsOptions::unused_ranges`]: a scan
-    /// of the disk the operation opens, which keeps its report for [`FsAware::report`].
-    pub fn unused(&self) -> Unused {
-        let found = Arc::clone(&self.found);
-        Unused::Scan(Arc::new(move |disk: &Disk, progress: &Progress| {
-            let view = View {
-                disk,
-                progress: Some(progress),
-            };
-            let report = vhdkit_volume::scan(&view).map_err(io::Error::other)?;
-            let ranges = UnusedRanges::new(report.free_ranges());
-            *found.lock().unwrap_or_else(PoisonError::into_inner) = Some(report);
-            Ok(ranges)
-        }))
-    }
-
-    /// What the scan found, once the operation ran it.
-    pub fn report(&self) -> Option<DiskReport> {
-        self.found
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
-    }
-}
+/// `--fs-aware`: the library's scan of the disk an operation opens
+/// ([`vhdkit_format::volume::FsScan`]), whose report the command prints.
+pub use vhdkit_format::volume::FsScan as FsAware;
 
 /// The `partition_table` value of a document: `mbr`, `gpt`, `none` (a file system
 /// spanning the disk) or `unrecognised`.

@@ -52,6 +52,34 @@ where
         .expect("running vhdkit")
 }
 
+/// Starts `vhdkit args… --progress json`, waits for its first progress line (so its
+/// signal handlers are installed), sends it `signal` with `kill` (`-INT`, `-TERM`,
+/// `-HUP`), and returns the exit code and the rest of stderr.
+pub fn interrupt_with<S: AsRef<OsStr>>(signal: &str, args: &[S]) -> (Option<i32>, String) {
+    use std::io::{BufRead, BufReader};
+    let mut child = Command::new(bin())
+        .args(args)
+        .args(["--progress", "json"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
+    let first = lines.next().expect("a first line").expect("read");
+    assert!(first.starts_with('{'), "{first}");
+    let sent = Command::new("kill")
+        .args([signal, &child.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(sent.success());
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    let t = std::time::Instant::now();
+    let status = child.wait().expect("wait");
+    assert!(t.elapsed() < std::time::Duration::from_secs(60));
+    (status.code(), rest.join("\n"))
+}
+
 /// Runs `vhdkit ARGS` in directory `dir`.
 pub fn vhdkit_in<I, S>(dir: &Path, args: I) -> Run
 where
@@ -245,18 +273,6 @@ pub fn fixture(rel: &str) -> PathBuf {
     p
 }
 
-/// `../shared/realworld` beside the workspace: part of the workplace and of CI, so its
-/// absence fails the test.
-pub fn realworld() -> PathBuf {
-    let p = root().join("../shared/realworld");
-    assert!(
-        p.is_dir(),
-        "{} is absent (part of the workplace and of CI)",
-        p.display()
-    );
-    p
-}
-
 // ---------------------------------------------------------------------------------------
 // Content
 // ---------------------------------------------------------------------------------------
@@ -286,4 +302,48 @@ pub fn vhdkit_read_cmd(disk: &Path, range: Option<(u64, u64)>) -> Command {
         c.args(["--offset", &o.to_string(), "--length", &l.to_string()]);
     }
     c
+}
+
+// ---------------------------------------------------------------------------------------
+// The JSON contract
+// ---------------------------------------------------------------------------------------
+
+/// The JSON Schema of one document type, `docs/schema/NAME.schema.json`.
+pub fn json_schema(name: &str) -> Value {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("docs/schema")
+        .join(format!("{name}.schema.json"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// Asserts that `doc` is valid against `docs/schema/NAME.schema.json` (strict schemas:
+/// a field they do not describe fails too), listing every violation.
+#[track_caller]
+pub fn assert_schema(name: &str, doc: &Value) {
+    let validator = jsonschema::validator_for(&json_schema(name))
+        .unwrap_or_else(|e| panic!("docs/schema/{name}.schema.json is not a schema: {e}"));
+    let errors: Vec<String> = validator
+        .iter_errors(doc)
+        .map(|e| format!("  {} at {:?}", e, e.instance_path().to_string()))
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "not a valid `{name}` document ({} problem(s)):\n{}\n{doc}",
+        errors.len(),
+        errors.join("\n")
+    );
+}
+
+/// A file of `len` random bytes (from `/dev/urandom`): data in which no block is zero,
+/// for operations that should take a while.
+pub fn random_file(path: &Path, len: u64) {
+    use std::io::Read;
+    let mut data = Vec::with_capacity(len as usize);
+    std::fs::File::open("/dev/urandom")
+        .expect("urandom")
+        .take(len)
+        .read_to_end(&mut data)
+        .expect("read urandom");
+    std::fs::write(path, &data).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
 }

@@ -13,7 +13,7 @@ use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use vhdkit_testkit::Rng;
+use vhdkit_testkit::{restore_parent_time, Rng};
 
 pub use vhdkit_testkit::need;
 
@@ -30,6 +30,9 @@ pub struct Served {
     pub start: Value,
     /// The NBD URI.
     pub uri: String,
+    /// `$XDG_RUNTIME_DIR` of the server: its default socket directory lands here, so a
+    /// server killed before it could clean up leaves nothing in /tmp.
+    _runtime: tempfile::TempDir,
 }
 
 /// How a server ended.
@@ -47,10 +50,12 @@ where
     I: IntoIterator<Item = S>,
     S: AsRef<OsStr>,
 {
+    let runtime = tempfile::tempdir().expect("a runtime directory");
     let mut child = Command::new(bin())
         .arg("serve")
         .args(args)
         .arg("--json")
+        .env("XDG_RUNTIME_DIR", runtime.path())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -74,6 +79,7 @@ where
         stdout,
         start,
         uri,
+        _runtime: runtime,
     }
 }
 
@@ -139,6 +145,16 @@ impl Served {
     }
 }
 
+impl Drop for Served {
+    /// A test that fails half way leaves no server behind.
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 impl Ended {
     /// Asserts a clean stop (exit 0 with a summary) and returns self.
     pub fn clean(self) -> Ended {
@@ -197,6 +213,10 @@ pub fn chain_copy(dir: &Path) -> PathBuf {
     let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/chain");
     for f in ["base.vhd", "mid.vhd", "top.vhd"] {
         std::fs::copy(src.join(f), dir.join(f)).expect("copying the chain fixture");
+    }
+    // Each parent's time the one its child records, as the chain was made.
+    for (child, parent) in [("top.vhd", "mid.vhd"), ("mid.vhd", "base.vhd")] {
+        restore_parent_time(&dir.join(child), &dir.join(parent));
     }
     dir.join("top.vhd")
 }
@@ -470,4 +490,111 @@ impl Raw {
         let mut b = [0u8; 1];
         matches!(self.s.read(&mut b), Ok(0) | Err(_))
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// Load: a fragmented disk, memory of the server
+// ---------------------------------------------------------------------------------------
+
+/// A differencing disk of `mib` MiB (2 MiB blocks) over a dynamic parent, both wholly
+/// written with distinct random data, whose every sector bitmap alternates (`0x55`:
+/// every other 512-byte sector from the child, the rest from the parent — Windows
+/// writes such bitmaps). Legal, and as fragmented as a disk gets: a read of it is one
+/// piece per sector. Returns the child.
+pub fn alternating_disk(dir: &Path, mib: usize) -> PathBuf {
+    let base = dir.join("alt-base.vhd");
+    let child = dir.join("alt.vhd");
+    create_dynamic(&base, &format!("{mib}M"));
+    let fill = dir.join("alt-fill.bin");
+    std::fs::write(&fill, bytes(1, mib << 20)).expect("writing the fill");
+    write_at(&base, 0, &fill);
+    create_child(&child, &base);
+    std::fs::write(&fill, bytes(2, mib << 20)).expect("writing the fill");
+    write_at(&child, 0, &fill);
+    std::fs::remove_file(&fill).expect("removing the fill");
+    set_bitmaps(&child, 0x55);
+    check_clean(&child);
+    child
+}
+
+/// `vhdkit create PATH --type dynamic --size SIZE`.
+pub fn create_dynamic(path: &Path, size: &str) {
+    vhdkit([
+        "create".as_ref(),
+        path.as_os_str(),
+        "--type".as_ref(),
+        "dynamic".as_ref(),
+        "--size".as_ref(),
+        size.as_ref(),
+    ]);
+}
+
+/// `vhdkit create CHILD --type differencing --parent PARENT`.
+pub fn create_child(child: &Path, parent: &Path) {
+    vhdkit([
+        "create".as_ref(),
+        child.as_os_str(),
+        "--type".as_ref(),
+        "differencing".as_ref(),
+        "--parent".as_ref(),
+        parent.as_os_str(),
+    ]);
+}
+
+/// `vhdkit write DISK --offset OFFSET --input INPUT`.
+pub fn write_at(disk: &Path, offset: u64, input: &Path) {
+    vhdkit([
+        "write".as_ref(),
+        disk.as_os_str(),
+        "--offset".as_ref(),
+        offset.to_string().as_ref(),
+        "--input".as_ref(),
+        input.as_os_str(),
+    ]);
+}
+
+/// Sets every byte of every allocated block's sector bitmap of a dynamic or
+/// differencing disk to `pattern`.
+pub fn set_bitmaps(disk: &Path, pattern: u8) {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(disk)
+        .expect("opening the disk");
+    let be64 = |b: &[u8]| u64::from_be_bytes(b[..8].try_into().expect("8"));
+    let be32 = |b: &[u8]| u32::from_be_bytes(b[..4].try_into().expect("4"));
+    let mut footer = [0u8; 512];
+    f.read_exact_at(&mut footer, 0).expect("footer copy");
+    let mut header = [0u8; 1024];
+    f.read_exact_at(&mut header, be64(&footer[16..]))
+        .expect("dynamic header");
+    let table = be64(&header[16..]);
+    let entries = be32(&header[28..]) as usize;
+    let block = u64::from(be32(&header[32..]));
+    let mut bat = vec![0u8; entries * 4];
+    f.read_exact_at(&mut bat, table).expect("BAT");
+    let bitmap = vec![pattern; (block / 512 / 8) as usize];
+    for e in bat.chunks_exact(4).map(be32) {
+        if e != u32::MAX {
+            f.write_all_at(&bitmap, u64::from(e) * 512)
+                .expect("writing a bitmap");
+        }
+    }
+    f.sync_all().expect("sync");
+}
+
+/// A field of `/proc/PID/status` in bytes (`VmRSS`, `VmHWM`: peak).
+pub fn proc_status_bytes(pid: u32, field: &str) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("reading /proc status");
+    let line = s
+        .lines()
+        .find(|l| l.starts_with(&format!("{field}:")))
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"));
+    let kib: u64 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .expect("a number of kB");
+    kib * 1024
 }

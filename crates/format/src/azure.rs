@@ -121,7 +121,8 @@ const SRC_OS: &str = "https://learn.microsoft.com/azure/virtual-machines/managed
 
 /// Checks the file at `path` against Azure's rules. Fails only when the file cannot be
 /// read; every rule broken is in the report.
-pub fn check_azure(path: &Path) -> Result<AzureReport> {
+pub fn check_azure(path: impl AsRef<Path>) -> Result<AzureReport> {
+    let path = path.as_ref();
     let mut file = open_unlocked(path, Accept::RegularOrBlock)?;
     let len = file
         .seek(SeekFrom::End(0))
@@ -135,7 +136,8 @@ pub fn check_azure(path: &Path) -> Result<AzureReport> {
 }
 
 /// Checks a file of `file_len` bytes whose last bytes (up to 512) are `tail`.
-pub fn check_azure_bytes(path: &Path, file_len: u64, tail: &[u8]) -> AzureReport {
+pub fn check_azure_bytes(path: impl AsRef<Path>, file_len: u64, tail: &[u8]) -> AzureReport {
+    let path = path.as_ref();
     let footer = Footer::decode(tail).ok();
     let mut rules = Vec::new();
     let mut rule = |id, status, message: String, source| {

@@ -5,6 +5,8 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+mod links;
+
 use crate::error::{Error, Result};
 use crate::image::backend::{Backend, FileBackend};
 use crate::image::open::{open_unlocked, Accept};
@@ -55,7 +57,8 @@ impl CheckReport {
 
 /// Checks the disk at `path` and every ancestor it can reach. Fails only when the file
 /// cannot be read at all; everything else is a problem in the report.
-pub fn check(path: &Path, opts: &OpenOptions) -> Result<CheckReport> {
+pub fn check(path: impl AsRef<Path>, opts: &OpenOptions) -> Result<CheckReport> {
+    let path = path.as_ref();
     let file = open_unlocked(path, Accept::RegularOrBlock)?;
     let backend: Arc<dyn Backend> = Arc::new(FileBackend::new(file));
     let mut files = vec![FileReport {
@@ -76,42 +79,7 @@ pub fn check(path: &Path, opts: &OpenOptions) -> Result<CheckReport> {
         match Disk::open_with(path, &top_opts) {
             Ok(disk) => {
                 for (child, parent) in disk.layers().iter().zip(disk.layers().iter().skip(1)) {
-                    let mut problems = Vec::new();
-                    if let Some(h) = child.header() {
-                        let mtime = std::fs::metadata(parent.path())
-                            .and_then(|m| m.modified())
-                            .ok()
-                            .map(crate::spec::VhdTime::from_system_time);
-                        if let Some(t) = mtime {
-                            if h.parent_timestamp.0 != 0 && t != h.parent_timestamp {
-                                problems.push(
-                                    Problem::new(
-                                        Severity::Info,
-                                        "dynamic header",
-                                        "parent time stamp",
-                                        format!(
-                                            "records {}, the parent was modified {}",
-                                            h.parent_timestamp.to_rfc3339(),
-                                            t.to_rfc3339()
-                                        ),
-                                    )
-                                    .at(h_offset(child)),
-                                );
-                            }
-                        }
-                        if parent.footer().unique_id != h.parent_unique_id {
-                            problems.push(Problem::new(
-                                Severity::Error,
-                                "dynamic header",
-                                "parent unique id",
-                                format!(
-                                    "records {}; the parent used, {}, has another (used as asked)",
-                                    h.parent_unique_id,
-                                    parent.path().display(),
-                                ),
-                            ));
-                        }
-                    }
+                    let problems = links::link_problems(child, parent);
                     let last = files.len() - 1;
                     files[last].problems.extend(problems);
                     let pf = open_unlocked(parent.path(), Accept::Regular)?;
@@ -144,10 +112,6 @@ pub fn check(path: &Path, opts: &OpenOptions) -> Result<CheckReport> {
 /// hostile BAT has a bad entry every four bytes: listing them all turned a 1 MiB file
 /// into half a million problems and 100 MB of report.
 pub const MAX_LISTED_BAT_PROBLEMS: usize = 1000;
-
-fn h_offset(f: &crate::image::VhdFile) -> u64 {
-    f.footer().data_offset
-}
 
 /// Checks one file on its own, structure by structure, and lists every problem (BAT
 /// entry problems past the first [`MAX_LISTED_BAT_PROBLEMS`] are counted in one).
@@ -456,38 +420,9 @@ fn check_sparse(b: &dyn Backend, footer: &Footer, len: u64, footer_at: u64, p: &
         );
     }
     let stride = layout.stride();
+    links::locators_in_table(&header, hoff, p);
     if differencing {
-        let names: Vec<String> = header
-            .locators
-            .iter()
-            .filter(|l| l.is_used())
-            .filter_map(|l| {
-                let n = l.data_length.min(crate::spec::locator::MAX_LOCATOR_DATA) as usize;
-                let mut buf = vec![0u8; n];
-                b.read_exact_at(&mut buf, l.data_offset).ok()?;
-                l.decode_path(&buf).map(|x| x.path)
-            })
-            .collect();
-        let parent_name = crate::spec::locator::windows_to_unix(&header.parent_name());
-        let base = |s: &str| s.rsplit('/').next().unwrap_or(s).to_owned();
-        for n in &names {
-            if !parent_name.is_empty() && base(n) != base(&parent_name) {
-                p.push(Problem::new(
-                    Severity::Info,
-                    "parent locator",
-                    "path",
-                    format!("locator names {n:?}, the header's parent name is {parent_name:?}"),
-                ));
-            }
-        }
-        if names.is_empty() && parent_name.is_empty() {
-            p.push(Problem::new(
-                Severity::Warning,
-                "dynamic header",
-                "parent",
-                "no usable parent locator and no parent name: the parent cannot be found",
-            ));
-        }
+        links::locator_names(b, &header, p);
     }
     if fatal {
         return;
@@ -521,6 +456,7 @@ fn check_sparse(b: &dyn Backend, footer: &Footer, len: u64, footer_at: u64, p: &
 }
 
 /// Reports the problems of a `tap` file's batmap and returns it when it can be read.
+/// `image/batmap.rs` reads it for open, check and repair alike.
 fn check_batmap(
     b: &dyn Backend,
     footer: &Footer,
@@ -529,65 +465,9 @@ fn check_batmap(
     footer_at: u64,
     p: &mut Vec<Problem>,
 ) -> Option<crate::image::batmap::Batmap> {
-    use crate::spec::batmap;
-    let expected = batmap::expects_batmap(footer)?;
-    let at = batmap::header_offset(header.table_offset, header.max_table_entries);
-    let mut raw = [0u8; batmap::BATMAP_HEADER_SIZE];
-    let h = if at.saturating_add(raw.len() as u64) <= len && b.read_exact_at(&mut raw, at).is_ok() {
-        batmap::BatmapHeader::decode(&raw)
-    } else {
-        None
-    };
-    let problems = match &h {
-        Some(h) => h.validate(footer.current_size, header.max_table_entries, footer_at),
-        None => vec![Problem::new(
-            Severity::Error,
-            "batmap",
-            "header",
-            "the batmap header lies past the end of the file",
-        )],
-    };
-    if !expected && h.as_ref().is_none_or(|h| h.cookie != batmap::BATMAP_COOKIE) {
-        return None; // creator 1.1 without one: none is needed
-    }
-    if !problems.is_empty() {
-        p.extend(problems.into_iter().map(|x| x.at(at)));
-        return None;
-    }
-    let h = h?;
-    let mut map = vec![0u8; batmap::map_bytes(footer.current_size) as usize];
-    if b.read_exact_at(&mut map, h.map_offset).is_err() {
-        p.push(
-            Problem::new(
-                Severity::Error,
-                "batmap",
-                "offset",
-                "the bitmap cannot be read",
-            )
-            .at(h.map_offset),
-        );
-        return None;
-    }
-    let computed = batmap::checksum(&map, h.version);
-    if computed != h.checksum {
-        p.push(
-            Problem::new(
-                Severity::Error,
-                "batmap",
-                "checksum",
-                format!(
-                    "stored {:#010x}, computed {computed:#010x}: Xen's tools refuse the file (check --repair recomputes it)",
-                    h.checksum
-                ),
-            )
-            .at(at + 24),
-        );
-    }
-    Some(crate::image::batmap::Batmap {
-        header_offset: at,
-        header: h,
-        map,
-    })
+    let found = crate::image::batmap::read(b, footer, header, len, footer_at)?;
+    p.extend(found.problems);
+    found.batmap
 }
 
 /// A set batmap bit promises "allocated and fully written": each set bit's block must
@@ -600,39 +480,15 @@ fn check_batmap_bits(
     current_size: u64,
     p: &mut Vec<Problem>,
 ) {
-    use crate::spec::batmap::test_bit;
-    let blocks = layout.used_entries.min(m.map.len() as u64 * 8);
-    let sectors = layout.block_size / SECTOR_SIZE;
-    let full_bytes = (sectors / 8) as usize;
-    let mut listed = 0;
-    for n in (0..blocks).filter(|&n| test_bit(&m.map, n)) {
+    let entry = |n: u64| {
         let mut e = [0u8; 4];
         let at = layout.table_offset + n * 4;
-        if b.read_exact_at(&mut e, at).is_err() {
-            continue;
-        }
-        let entry = u32::from_be_bytes(e);
-        let problem = if entry == crate::spec::BAT_ENTRY_UNUSED {
-            Some(format!(
-                "block {n}'s bit is set, but the block is not allocated"
-            ))
-        } else {
-            let mut bm = vec![0u8; full_bytes];
-            let off = u64::from(entry) * SECTOR_SIZE;
-            let last = (n + 1) * layout.block_size > current_size;
-            (!last && b.read_exact_at(&mut bm, off).is_ok() && bm.iter().any(|&x| x != 0xFF))
-                .then(|| format!("block {n}'s bit is set, but its sector bitmap is not full"))
-        };
-        if let Some(msg) = problem {
-            if listed < MAX_LISTED_BAT_PROBLEMS {
-                p.push(
-                    Problem::new(Severity::Error, "batmap", "bit", msg)
-                        .at(m.header.map_offset + n / 8),
-                );
-            }
-            listed += 1;
-        }
-    }
+        b.read_exact_at(&mut e, at)
+            .ok()
+            .map(|_| u32::from_be_bytes(e))
+    };
+    let bad = m.bad_bits(layout, current_size, Some(b), entry);
+    p.extend(bad.take(MAX_LISTED_BAT_PROBLEMS).map(|x| x.problem(m)));
 }
 
 /// Whether `offset..offset + len` of a file is a hole (reads as zeros without being

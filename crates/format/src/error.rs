@@ -71,8 +71,9 @@ pub enum Error {
         /// File looked for.
         path: PathBuf,
     },
-    /// A folder on the way to a file does not exist (a destination's folder).
-    #[error("{path}: no such folder", path = .path.display())]
+    /// A folder on the way to a file does not exist (a destination's folder), or a
+    /// folder to search does not.
+    #[error("{path}: no such directory", path = .path.display())]
     PathNotFound {
         /// The folder.
         path: PathBuf,
@@ -102,14 +103,17 @@ pub enum Error {
         /// Unique id the child records for its parent.
         expected: Uuid,
     },
-    /// An operation would delete or rewrite a disk that other disks name as their
-    /// parent.
-    #[error("{path}: {} other disk(s) name it as their parent ({children}); they would be orphaned (override: --force)", .children.len(), path = .path.display(), children = display_paths(.children))]
+    /// An operation would change the content or size of a disk that other disks name as
+    /// their parent (they would read different bytes), or delete one (they would be
+    /// orphaned). Refused before anything is written, unless forced.
+    #[error("{path}: {} other disk(s) name a disk this would change as their parent: {detail} (override: --force)", .children.len(), path = .path.display())]
     HasChildren {
-        /// The disk.
+        /// The disk the operation was asked for.
         path: PathBuf,
-        /// The disks depending on it.
+        /// Every disk depending on what it would change.
         children: Vec<PathBuf>,
+        /// Which disk each depends on, and what would become of it.
+        detail: String,
     },
     /// A differencing chain leads back to a disk already in it.
     #[error("{path}: differencing chain loops: {again} appears twice", path = .path.display(), again = .again.display())]

@@ -32,11 +32,11 @@ fn create_task_refuses_bad_arguments_with_virtual_servers_hresults() {
     let d = dir.path();
     let fixed = |size| CreateOptions::new(DiskKind::Fixed, size);
     assert_eq!(
-        refused(ops::create_task(&d.join("a.vhd"), &fixed(0))),
+        refused(ops::create_task(d.join("a.vhd"), &fixed(0))),
         HResult::E_INVALIDARG
     );
     assert_eq!(
-        refused(ops::create_task(&d.join("b.vhd"), &fixed(MIB))),
+        refused(ops::create_task(d.join("b.vhd"), &fixed(MIB))),
         HResult::VM_E_IMAGE_SIZE_TOO_SMALL
     );
     assert_eq!(
@@ -45,12 +45,12 @@ fn create_task_refuses_bad_arguments_with_virtual_servers_hresults() {
     );
     let bad_block = CreateOptions::new(DiskKind::Dynamic, 4 * MIB).block_size(3000);
     assert_eq!(
-        refused(ops::create_task(&d.join("c.vhd"), &bad_block)),
+        refused(ops::create_task(d.join("c.vhd"), &bad_block)),
         HResult::E_INVALIDARG
     );
     assert_eq!(
         refused(ops::create_task(
-            &d.join("no/such/folder/d.vhd"),
+            d.join("no/such/folder/d.vhd"),
             &fixed(4 * MIB)
         )),
         HResult::E_PATH_NOT_FOUND
@@ -79,7 +79,7 @@ fn convert_and_merge_to_refuse_bad_destinations_before_the_copy() {
     assert_eq!(
         refused(ops::convert_task(
             &src,
-            &dir.path().join("gone/x.vhd"),
+            dir.path().join("gone/x.vhd"),
             Target::Fixed,
             &o
         )),
@@ -92,7 +92,7 @@ fn convert_and_merge_to_refuse_bad_destinations_before_the_copy() {
     assert_eq!(
         refused(ops::convert_task(
             &src,
-            &dir.path().join("y.vhd"),
+            dir.path().join("y.vhd"),
             Target::Dynamic,
             &bad
         )),
@@ -103,7 +103,7 @@ fn convert_and_merge_to_refuse_bad_destinations_before_the_copy() {
     assert_eq!(
         refused(ops::merge_to_task(
             &child,
-            &dir.path().join("gone/z.vhd"),
+            dir.path().join("gone/z.vhd"),
             Target::Fixed,
             &o
         )),
@@ -153,7 +153,7 @@ fn a_fixed_disk_larger_than_its_volume_is_disk_full_and_leaves_nothing() {
         .expect("sparse raw");
     let task = ops::convert_task(
         &big,
-        &vol.0.join("c.vhd"),
+        vol.0.join("c.vhd"),
         Target::Fixed,
         &OpsOptions::default(),
     )

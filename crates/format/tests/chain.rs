@@ -320,3 +320,40 @@ fn writing_a_child_leaves_its_parent_file_unchanged() {
     let content = read_file(&parent);
     assert_eq!(content.len(), 3 * MIB as usize);
 }
+
+/// base ← x ← y in `dir` (y over x over base).
+fn three(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let base = create(dir, "base.vhd", DiskKind::Dynamic, 3 * MIB, BS);
+    let x = create_child(dir, "x.vhd", &base, BS);
+    let y = create_child(dir, "y.vhd", &x, BS);
+    (base, x, y)
+}
+
+#[test]
+fn set_parent_to_its_own_child_or_itself_is_a_loop_not_in_use() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_, x, y) = three(dir.path());
+    let before = std::fs::read(&x).expect("read");
+
+    for parent in [&y, &x] {
+        let e = vhdkit_format::ops::relink::set_parent(&x, parent, true).expect_err("refused");
+
+        assert_eq!(e.kind(), ErrorKind::ChainLoop, "{}: {e}", parent.display());
+        assert!(e.to_string().contains("loops"), "{e}");
+    }
+    assert_eq!(std::fs::read(&x).expect("read"), before, "nothing written");
+}
+
+#[test]
+fn set_parent_to_a_grandchild_while_the_own_parent_is_missing_is_a_loop() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (base, x, y) = three(dir.path());
+    let z = create_child(dir.path(), "z.vhd", &y, BS);
+    // The reason to run set-parent: x's parent is gone. z's chain cannot open (it
+    // stops at x), but what opens shows it leads back to x.
+    std::fs::remove_file(&base).expect("rm");
+
+    let e = vhdkit_format::ops::relink::set_parent(&x, &z, true).expect_err("refused");
+
+    assert_eq!(e.kind(), ErrorKind::ChainLoop, "{e}");
+}

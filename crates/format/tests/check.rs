@@ -189,3 +189,144 @@ fn check_of_a_child_with_a_missing_parent_reports_the_parent() {
         errors(&report)
     );
 }
+
+/// The problems of `report` of this structure and field, rendered.
+fn found(report: &CheckReport, structure: &str, field: &str) -> Vec<String> {
+    report
+        .problems()
+        .filter(|(_, p)| p.structure == structure && p.field == field)
+        .map(|(_, p)| p.to_string())
+        .collect()
+}
+
+/// A parent whose modification time is `secs` seconds from the time its child records.
+fn shift_parent_time(child: &Path, parent: &Path, secs: i64) {
+    common::restore_parent_time(child, parent);
+    let t = std::fs::metadata(parent)
+        .and_then(|m| m.modified())
+        .expect("mtime");
+    let d = std::time::Duration::from_secs(secs.unsigned_abs());
+    let t = if secs >= 0 { t + d } else { t - d };
+    std::fs::File::open(parent)
+        .and_then(|f| f.set_modified(t))
+        .expect("set the time");
+}
+
+#[test]
+fn check_of_a_child_whose_parent_has_another_size_reports_an_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let parent = create(dir.path(), "p.vhd", DiskKind::Dynamic, 3 * MIB, BS);
+    let child = create_child(dir.path(), "c.vhd", &parent, BS);
+    let opts = vhdkit_format::ops::OpsOptions {
+        force: true,
+        ..Default::default()
+    };
+    let grow = vhdkit_format::ops::ResizeOptions {
+        size: Some(4 * MIB),
+        ..Default::default()
+    };
+    vhdkit_format::ops::resize::resize(&parent, &grow, &opts, &detached()).expect("resize");
+    common::restore_parent_time(&child, &parent);
+
+    let report = run(&child);
+
+    let sizes = found(&report, "footer", "current size");
+    assert_eq!(sizes.len(), 1, "{:#?}", report.files);
+    assert!(sizes[0].starts_with("error"), "{sizes:?}");
+    assert!(
+        sizes[0].contains(&format!("{}", 3 * MIB)) && sizes[0].contains(&format!("{}", 4 * MIB)),
+        "{sizes:?}"
+    );
+    assert_eq!(report.problem_count(), 1, "{:#?}", report.files);
+}
+
+#[test]
+fn check_of_a_child_whose_parent_changed_after_its_record_warns_with_the_reason() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let parent = create(dir.path(), "p.vhd", DiskKind::Dynamic, 3 * MIB, BS);
+    let child = create_child(dir.path(), "c.vhd", &parent, BS);
+    shift_parent_time(&child, &parent, 3600);
+
+    let report = run(&child);
+
+    let stamps = found(&report, "dynamic header", "parent time stamp");
+    assert_eq!(stamps.len(), 1, "{:#?}", report.files);
+    assert!(stamps[0].starts_with("warning"), "{stamps:?}");
+    assert!(
+        stamps[0].contains("modified later") && stamps[0].contains("set-parent"),
+        "the reason and the way out: {stamps:?}"
+    );
+    assert!(!report.is_clean());
+}
+
+#[test]
+fn check_of_a_child_whose_parent_is_older_than_its_record_only_informs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let parent = create(dir.path(), "p.vhd", DiskKind::Dynamic, 3 * MIB, BS);
+    let child = create_child(dir.path(), "c.vhd", &parent, BS);
+    shift_parent_time(&child, &parent, -3600);
+
+    let report = run(&child);
+
+    let stamps = found(&report, "dynamic header", "parent time stamp");
+    assert_eq!(stamps.len(), 1, "{:#?}", report.files);
+    assert!(stamps[0].starts_with("info"), "{stamps:?}");
+    assert!(report.is_clean(), "{:#?}", report.files);
+}
+
+#[test]
+fn check_of_a_locator_over_the_bat_entries_is_an_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let parent = create(dir.path(), "p.vhd", DiskKind::Dynamic, 3 * MIB, BS);
+    let child = create_child(dir.path(), "c.vhd", &parent, BS);
+    // The relative locator's payload over entry 2 of the table at 1536 (6 entries).
+    patch_locator_offset(&child, 1, 1536 + 8);
+
+    let report = run(&child);
+
+    let overlaps = found(&report, "parent locator", "data offset");
+    assert_eq!(overlaps.len(), 1, "{:#?}", report.files);
+    assert!(
+        overlaps[0].starts_with("error") && overlaps[0].contains("entries"),
+        "{overlaps:?}"
+    );
+}
+
+#[test]
+fn check_of_a_locator_in_the_bat_padding_is_a_warning() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let parent = create(dir.path(), "p.vhd", DiskKind::Dynamic, 3 * MIB, BS);
+    let child = create_child(dir.path(), "c.vhd", &parent, BS);
+    // 6 entries take 24 bytes of the table's sector at 1536; the rest is padding.
+    common::move_locator_payload(&child, 1, 1536 + 100);
+
+    let report = run(&child);
+
+    let overlaps = found(&report, "parent locator", "data offset");
+    assert_eq!(overlaps.len(), 1, "{:#?}", report.files);
+    assert!(
+        overlaps[0].starts_with("warning") && overlaps[0].contains("padding"),
+        "{overlaps:?}"
+    );
+    assert!(read_all_ok(&child), "every reader still reads it");
+}
+
+/// Points locator `slot` of `path` at `offset` without moving its payload.
+fn patch_locator_offset(path: &Path, slot: usize, offset: u64) {
+    let mut bytes = std::fs::read(path).expect("read");
+    let mut h = DynamicHeader::decode(&bytes[512..512 + HEADER_SIZE]).expect("header");
+    h.locators[slot].data_offset = offset;
+    bytes[512..512 + HEADER_SIZE].copy_from_slice(&h.encode());
+    std::fs::write(path, bytes).expect("write");
+}
+
+fn read_all_ok(path: &Path) -> bool {
+    Disk::open(path).is_ok_and(|d| {
+        let mut buf = vec![0u8; d.virtual_size() as usize];
+        d.read_at(&mut buf, 0).is_ok()
+    })
+}
+
+fn detached() -> vhdkit_task::Progress {
+    vhdkit_task::Progress::detached(vhdkit_task::CancelToken::new())
+}

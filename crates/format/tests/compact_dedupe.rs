@@ -244,13 +244,15 @@ fn dedupe_leaves_dynamic_disks_as_before() {
 /// Every event of a compaction run as a task that starts only once subscribed to.
 fn events(path: PathBuf, o: OpsOptions) -> (Vec<ProgressEvent>, Report) {
     let (go, wait) = std::sync::mpsc::channel::<()>();
-    let task: OpTask = TaskBuilder::new("measured")
-        .cancelable(true)
-        .event_capacity(100_000)
-        .spawn(move |p| {
-            wait.recv().expect("started");
-            ops::compact::compact(&path, &o, p)
-        });
+    let task = OpTask::from(
+        TaskBuilder::new("measured")
+            .cancelable(true)
+            .event_capacity(100_000)
+            .spawn(move |p| {
+                wait.recv().expect("started");
+                ops::compact::compact(&path, &o, p)
+            }),
+    );
     let sub = task.subscribe();
     go.send(()).expect("start");
     let all: Vec<ProgressEvent> = sub.iter().collect();
@@ -270,9 +272,9 @@ fn dedupe_scan_progress_counts_the_child_and_parent_bytes() {
         .collect();
     let last = scan.last().expect("scan events");
     // Each of the 13 blocks counts its own bytes and the parent's view of them.
-    assert_eq!(last.blocks_total, 13);
-    assert_eq!(last.bytes_total, 13 * 2 * BS);
-    let done_by_scan = scan.iter().map(|e| e.bytes_done).max().unwrap_or(0);
+    assert_eq!(last.phase_blocks_total, 13);
+    assert_eq!(last.phase_bytes_total, 13 * 2 * BS);
+    let done_by_scan = scan.iter().map(|e| e.phase_bytes_done).max().unwrap_or(0);
     assert_eq!(done_by_scan, 13 * 2 * BS);
     // The percentage never goes down and moves in every phase.
     let mut prev = 0;
@@ -290,6 +292,6 @@ fn dedupe_scan_progress_counts_the_child_and_parent_bytes() {
         .iter()
         .rfind(|e| !e.is_final && e.phase == Phase::Verify)
         .expect("verify events");
-    assert_eq!(verify.bytes_total, 3 * (BS + 512) + 10 * BS);
-    assert_eq!(verify.bytes_done, verify.bytes_total);
+    assert_eq!(verify.phase_bytes_total, 3 * (BS + 512) + 10 * BS);
+    assert_eq!(verify.phase_bytes_done, verify.phase_bytes_total);
 }

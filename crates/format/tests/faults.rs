@@ -9,10 +9,11 @@ use std::path::{Path, PathBuf};
 
 use vhdkit_format::image::backend::faults::{arm, FaultOp, FaultPlan};
 use vhdkit_format::ops::{self, OpsOptions, Target};
+use vhdkit_format::spec::Severity;
 use vhdkit_format::{CreateOptions, Disk, DiskKind, Error};
 use vhdkit_task::{CancelToken, HResult, Progress};
 
-use common::{read_file, Rng, MIB};
+use common::{read_file, restore_parent_time, Rng, MIB};
 
 const ENOSPC: i32 = 28;
 const EIO: i32 = 5;
@@ -135,7 +136,7 @@ fn convert_with_any_failed_write_or_sync_leaves_no_destination() {
             };
             ops::convert::convert_disk(
                 &disk,
-                &d.join("out"),
+                d.join("out"),
                 target,
                 &opts,
                 &progress(),
@@ -187,7 +188,7 @@ fn compact_with_any_failed_write_or_sync_keeps_content_and_reruns() {
                 dedupe: false,
                 ..OpsOptions::default()
             };
-            ops::compact::compact(&d.join(which), &opts, &progress()).map(|_| ())
+            ops::compact::compact(d.join(which), &opts, &progress()).map(|_| ())
         };
         if which == "child.vhd" {
             // Without deduplication the child has nothing to release (its blocks all
@@ -265,7 +266,7 @@ fn dedupe_compact_with_any_failed_write_or_sync_keeps_the_view_and_reruns() {
             verify: true,
             ..OpsOptions::default()
         };
-        let r = ops::compact::compact(&d.join("child.vhd"), &opts, &progress())?;
+        let r = ops::compact::compact(d.join("child.vhd"), &opts, &progress())?;
         assert_eq!(
             (r.blocks_deduplicated, r.blocks_zero, r.blocks_released),
             (5, 0, 5)
@@ -278,7 +279,7 @@ fn dedupe_compact_with_any_failed_write_or_sync_keeps_the_view_and_reruns() {
             verify: true,
             ..OpsOptions::default()
         };
-        ops::compact::compact(&d.join("child.vhd"), &opts, &progress()).map(|_| ())
+        ops::compact::compact(d.join("child.vhd"), &opts, &progress()).map(|_| ())
     };
     let points = every_fault(&setup, &op, &|d, _| {
         let path = d.join("child.vhd");
@@ -366,7 +367,7 @@ fn merge_with_any_failed_write_or_sync_keeps_the_child_view_and_reruns() {
             chunk_bytes: 512 * 1024,
             ..OpsOptions::default()
         };
-        ops::merge::merge(&d.join("child.vhd"), &opts, &progress()).map(|_| ())
+        ops::merge::merge(d.join("child.vhd"), &opts, &progress()).map(|_| ())
     };
     let points = every_fault(&setup, &op, &|d, _| {
         assert_eq!(
@@ -463,7 +464,7 @@ fn merge_into_with_any_failed_write_or_sync_keeps_the_child_view_and_reruns() {
             ..OpsOptions::default()
         };
         let anc = ops::merge_into::Ancestor::Path(d.join("base.vhd"));
-        ops::merge_into::merge_into(&d.join("top.vhd"), &anc, &opts, &progress()).map(|_| ())
+        ops::merge_into::merge_into(d.join("top.vhd"), &anc, &opts, &progress()).map(|_| ())
     };
     let points = every_fault(&|d| make_three_levels(d), &op, &|d, _| {
         assert_eq!(
@@ -478,8 +479,7 @@ fn merge_into_with_any_failed_write_or_sync_keeps_the_child_view_and_reruns() {
             view,
             "the ancestor holds the view"
         );
-        let r =
-            vhdkit_format::check::check(&d.join("top.vhd"), &Default::default()).expect("check");
+        let r = vhdkit_format::check::check(d.join("top.vhd"), &Default::default()).expect("check");
         assert!(r.is_clean(), "{:?}", r.files);
     });
     eprintln!("merge --into: {points} fault points");
@@ -500,7 +500,7 @@ fn set_parent_with_any_failed_write_or_sync_names_a_parent_that_works() {
         read_file(&dir.path().join("child.vhd"))
     };
     let op = |d: &Path| -> Result<(), Error> {
-        ops::relink::set_parent(&d.join("child.vhd"), &d.join("moved/base.vhd"), false).map(|_| ())
+        ops::relink::set_parent(d.join("child.vhd"), d.join("moved/base.vhd"), false).map(|_| ())
     };
     let points = every_fault(&setup, &op, &|d, _| {
         assert_eq!(read_file(&d.join("child.vhd")), view, "a parent that works");
@@ -509,7 +509,7 @@ fn set_parent_with_any_failed_write_or_sync_names_a_parent_that_works() {
         assert!(disk.layers()[1].path().ends_with("moved/base.vhd"));
         assert_eq!(read_file(&d.join("child.vhd")), view);
         let r =
-            vhdkit_format::check::check(&d.join("child.vhd"), &Default::default()).expect("check");
+            vhdkit_format::check::check(d.join("child.vhd"), &Default::default()).expect("check");
         assert!(r.is_clean(), "{:?}", r.files);
     });
     eprintln!("set-parent: {points} fault points");
@@ -581,6 +581,9 @@ fn make_resize_disk(dir: &Path, case: &ResizeCase) -> PathBuf {
         ..Default::default()
     };
     ops::resize::resize(&base, &grow, &opts, &progress()).expect("resize the parent");
+    // The chain as if the parent had not been touched since: `check` warns about a
+    // parent modified after its child's record, which is not what this test is about.
+    restore_parent_time(&child, &base);
     child
 }
 
@@ -680,8 +683,7 @@ fn resize_with_any_failed_write_or_sync_reads_as_before_or_as_resized_and_reruns
             ..Default::default()
         };
         let op = |d: &Path| -> Result<(), Error> {
-            ops::resize::resize(&d.join(which), &ro, &OpsOptions::default(), &progress())
-                .map(|_| ())
+            ops::resize::resize(d.join(which), &ro, &OpsOptions::default(), &progress()).map(|_| ())
         };
         let setup = |d: &Path| {
             make_resize_disk(d, &case);
@@ -702,8 +704,18 @@ fn resize_with_any_failed_write_or_sync_reads_as_before_or_as_resized_and_reruns
                 now.len()
             );
             let report = vhdkit_format::check::check(&path, &Default::default()).expect("check");
+            // A child not resized yet differs in size from its resized parent: the one
+            // error `check` reports then, which the resize is there to fix.
+            let size_mismatch = |p: &vhdkit_format::spec::Problem| {
+                case.kind == DiskKind::Differencing
+                    && now == before
+                    && p.field == "current size"
+                    && p.message.contains("its parent")
+            };
             assert!(
-                report.is_clean(),
+                report
+                    .problems()
+                    .all(|(_, p)| p.severity < Severity::Warning || size_mismatch(p)),
                 "{}: after {err}: {:?}",
                 case.name,
                 report.files

@@ -769,14 +769,16 @@ fn merge_into_read_only_parent_is_file_read_only() {
 }
 
 #[test]
-fn merge_to_raw_target_is_invalid_argument() {
+fn merge_to_raw_target_writes_the_chains_view() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (child, _) = small_chain(dir.path());
     let dst = dir.path().join("out.img");
 
-    let e =
-        ops::merge_to_task(&child, &dst, Target::Raw, &OpsOptions::default()).expect_err("refused");
+    let r = finish(
+        ops::merge_to_task(&child, &dst, Target::Raw, &OpsOptions::default()).expect("started"),
+    );
 
-    assert_eq!(hr(e), HResult::E_INVALIDARG);
-    assert!(!dst.exists());
+    let want = read_all(&Disk::open(&child).expect("open chain"));
+    assert_eq!(std::fs::read(&dst).expect("read raw"), want);
+    assert_eq!(r.file_size_after, want.len() as u64);
 }

@@ -27,13 +27,15 @@ fn events(
     work: impl FnOnce(&Progress) -> vhdkit_format::Result<Report> + Send + 'static,
 ) -> Vec<ProgressEvent> {
     let (go, wait) = std::sync::mpsc::channel::<()>();
-    let task: OpTask = TaskBuilder::new("measured")
-        .cancelable(true)
-        .event_capacity(opts.event_capacity)
-        .spawn(move |p| {
-            wait.recv().expect("started");
-            work(p)
-        });
+    let task = OpTask::from(
+        TaskBuilder::new("measured")
+            .cancelable(true)
+            .event_capacity(opts.event_capacity)
+            .spawn(move |p| {
+                wait.recv().expect("started");
+                work(p)
+            }),
+    );
     let sub = task.subscribe();
     go.send(()).expect("start");
     let all: Vec<ProgressEvent> = sub.iter().collect();

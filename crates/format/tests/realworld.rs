@@ -1,40 +1,25 @@
 //! Images written by other programs (Virtual PC, Hyper-V, Windows, VirtualBox, FreeBSD
-//! mkimg, disk2vhd, hand-edited dfvfs files), kept in `shared/realworld` beside the
-//! repository. Each test is skipped only when that folder is absent. Sizes and facts come
-//! from its README.md; byte-for-byte comparison with libvhdi is done by the CLI's tests.
+//! mkimg, disk2vhd, hand-edited dfvfs files). The permissively licensed ones are read
+//! from `fixtures/realworld/`; the GPL/LGPL ones (QEMU's Virtual PC, Hyper-V and disk2vhd
+//! samples) from `../shared/realworld` beside the repository, and their tests pass over
+//! them where that folder is absent unless `VHDKIT_REQUIRE_REALWORLD=1` (CI). Sizes and
+//! facts come from the fixtures' README; byte-for-byte comparison with libvhdi is done by
+//! the CLI's tests.
 
 mod common;
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use common::{read_all, read_range, MIB};
+use common::{read_all, read_range, realworld_fixtures, shared_realworld, MIB};
 use vhdkit_format::image::{Extent, FsResolver, MemBackend};
 use vhdkit_format::{Disk, DiskKind, Error, ErrorKind, OpenOptions, VhdFile};
 
-/// `../shared/realworld`: part of the workplace and of CI, so its absence fails the test.
-fn realworld() -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/realworld");
-    assert!(
-        dir.is_dir(),
-        "{} is absent (part of the workplace and of CI)",
-        dir.display()
-    );
-    dir
-}
+/// The size both GPL 127 GiB images' footers give (their BAT covers exactly this).
+const SIZE_127G: u64 = 136_365_211_648;
 
-/// Files that open on their own, with their kind and the size their README gives.
-const SIZES: [(&str, DiskKind, u64); 8] = [
-    (
-        "virtualpc-dynamic-127g-empty.vhd",
-        DiskKind::Dynamic,
-        136_365_211_648,
-    ),
-    (
-        "hyperv2012r2-dynamic-127g-empty.vhd",
-        DiskKind::Dynamic,
-        136_365_211_648,
-    ),
+/// Files of `fixtures/realworld` that open on their own, with their kind and the size
+/// their README gives.
+const SIZES: [(&str, DiskKind, u64); 6] = [
     (
         "win10-dynamic-512m-files.vhd",
         DiskKind::Dynamic,
@@ -65,7 +50,7 @@ const SIZES: [(&str, DiskKind, u64); 8] = [
 
 #[test]
 fn realworld_images_open_with_the_size_their_readme_gives() {
-    let dir = realworld();
+    let dir = realworld_fixtures();
     for (name, kind, size) in SIZES {
         let disk = Disk::open(dir.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!(disk.kind(), kind, "{name}");
@@ -75,7 +60,7 @@ fn realworld_images_open_with_the_size_their_readme_gives() {
 
 #[test]
 fn realworld_fat_differential_without_its_parent_is_parent_not_found_naming_it() {
-    let dir = realworld();
+    let dir = realworld_fixtures();
     let child = dir.join("win10-diskpart-differencing/fat-differential.vhd");
 
     let err = Disk::open(&child).unwrap_err();
@@ -96,7 +81,7 @@ fn realworld_fat_differential_without_its_parent_is_parent_not_found_naming_it()
 
 #[test]
 fn realworld_fat_differential_alone_holds_exactly_the_sectors_its_bitmap_marks() {
-    let dir = realworld();
+    let dir = realworld_fixtures();
     let child = dir.join("win10-diskpart-differencing/fat-differential.vhd");
 
     let disk = Disk::open_with(&child, &OpenOptions::new().no_parents(true)).expect("open");
@@ -120,7 +105,7 @@ fn realworld_fat_differential_alone_holds_exactly_the_sectors_its_bitmap_marks()
 
 #[test]
 fn realworld_dfvfs_hand_edited_chain_opens_with_warnings_and_reads_the_parent_bytes() {
-    let dir = realworld();
+    let dir = realworld_fixtures();
     let chain = dir.join("dfvfs-handedited-chain");
 
     let child = Disk::open(chain.join("image-differential.vhd")).expect("lenient open");
@@ -140,7 +125,7 @@ fn realworld_dfvfs_hand_edited_chain_opens_with_warnings_and_reads_the_parent_by
 
 #[test]
 fn realworld_dfvfs_hand_edited_chain_is_refused_when_strict() {
-    let dir = realworld();
+    let dir = realworld_fixtures();
     let chain = dir.join("dfvfs-handedited-chain");
     for name in ["image-differential.vhd", "image.vhd"] {
         let err = Disk::open_with(chain.join(name), &OpenOptions::new().strict(true)).unwrap_err();
@@ -150,7 +135,9 @@ fn realworld_dfvfs_hand_edited_chain_is_refused_when_strict() {
 
 #[test]
 fn realworld_127g_empty_images_open_quickly_and_read_zeros() {
-    let dir = realworld();
+    let Some(dir) = shared_realworld() else {
+        return;
+    };
     for name in [
         "virtualpc-dynamic-127g-empty.vhd",
         "hyperv2012r2-dynamic-127g-empty.vhd",
@@ -158,6 +145,11 @@ fn realworld_127g_empty_images_open_quickly_and_read_zeros() {
         let started = Instant::now();
         let disk = Disk::open(dir.join(name)).expect("open");
         let size = disk.virtual_size();
+        assert_eq!(disk.kind(), DiskKind::Dynamic, "{name}");
+        assert_eq!(
+            size, SIZE_127G,
+            "{name}: the footer's size, not the CHS product"
+        );
         for at in [0, size / 2 - 3, size - MIB] {
             let data = read_range(&disk, at, MIB as usize);
             assert!(data.iter().all(|&b| b == 0), "{name} at {at}");
@@ -173,7 +165,7 @@ fn realworld_127g_empty_images_open_quickly_and_read_zeros() {
 
 #[test]
 fn realworld_freebsd_dynamic_with_a_partial_last_block_reads_to_its_exact_end() {
-    let dir = realworld();
+    let dir = realworld_fixtures();
     let disk = Disk::open(dir.join("freebsd-mkimg-dynamic-4m-bsdlabel.vhd")).expect("open");
     let size = disk.virtual_size();
     assert_eq!(size, 4_352_000);
@@ -195,7 +187,7 @@ fn realworld_freebsd_dynamic_with_a_partial_last_block_reads_to_its_exact_end() 
 
 #[test]
 fn realworld_virtualbox_fixed_reads_its_y_newline_pattern() {
-    let dir = realworld();
+    let dir = realworld_fixtures();
     let disk = Disk::open(dir.join("virtualbox41-fixed-4m.vhd")).expect("open");
     let content = read_all(&disk);
     assert!(content.chunks(2).all(|c| c == b"y\n"));
@@ -203,7 +195,7 @@ fn realworld_virtualbox_fixed_reads_its_y_newline_pattern() {
 
 #[test]
 fn realworld_win10_dynamic_reports_its_allocated_blocks() {
-    let dir = realworld();
+    let dir = realworld_fixtures();
     let disk = Disk::open(dir.join("win10-dynamic-512m-files.vhd")).expect("open");
     assert_eq!(disk.top().allocated_blocks(), 11);
     assert!(disk.warnings().is_empty(), "{:?}", disk.warnings());
@@ -211,7 +203,9 @@ fn realworld_win10_dynamic_reports_its_allocated_blocks() {
 
 #[test]
 fn realworld_disk2vhd_decompressed_reads_zeros_through_unordered_blocks() {
-    let dir = realworld();
+    let Some(dir) = shared_realworld() else {
+        return;
+    };
     let Ok(out) = std::process::Command::new("bzip2")
         .arg("-dc")
         .arg(dir.join("disk2vhd-dynamic-251m-zerofilled.vhd.bz2"))

@@ -3,7 +3,7 @@
 //! completes); refusals come before the first write (the caller's shrink guard included);
 //! the report says what happened.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,8 +11,9 @@ use std::time::Duration;
 use vhdkit_format::check::check;
 use vhdkit_format::ops::resize::BatChange;
 use vhdkit_format::ops::{self, OpsOptions, ResizeOptions};
-use vhdkit_format::{CreateOptions, Disk, DiskKind, Error, OpenOptions};
+use vhdkit_format::{CreateOptions, Disk, DiskKind, Error, OpenOptions, VhdFile};
 use vhdkit_task::VMTaskResult;
+use vhdkit_testkit::{clear_locator, move_locator_payload, restore_parent_time};
 
 const MIB: u64 = 1 << 20;
 
@@ -211,4 +212,73 @@ fn a_host_drive_or_raw_file_is_not_resized() {
     std::fs::write(&raw, vec![0u8; 4 * MIB as usize]).expect("write");
     assert!(ops::resize_task(&raw, &to(8 * MIB), &OpsOptions::default()).is_err());
     assert_eq!(std::fs::metadata(&raw).expect("meta").len(), 4 * MIB);
+}
+
+/// A differencing disk over `parents/base.vhd` (64 MiB, 2 MiB blocks: 32 BAT entries in
+/// a sector that holds 128) whose only parent locator, the relative one, lies in the
+/// unused tail of its BAT's sector — how a writer that packs metadata tightly may place
+/// it. The parent is found through that locator alone (its name is not in the child's
+/// folder). Returns (base, child, the child's view, the payload's offset).
+fn child_with_locator_in_bat_padding(dir: &Path) -> (PathBuf, PathBuf, Vec<u8>, u64) {
+    std::fs::create_dir(dir.join("parents")).expect("mkdir");
+    let base = dir.join("parents/base.vhd");
+    dynamic(&base, 64 * MIB, 2 << 20);
+    let child = dir.join("child.vhd");
+    Disk::create(&child, &CreateOptions::differencing(&base)).expect("create child");
+    let d = Disk::open_rw(&child).expect("open");
+    d.write_at(&pattern(5, 300_000), 5 * MIB + 7)
+        .expect("write");
+    d.flush().expect("flush");
+    drop(d);
+    let table = VhdFile::open(&child, &OpenOptions::new().no_parents(true))
+        .expect("open")
+        .header()
+        .expect("header")
+        .table_offset;
+    // 32 entries take 128 bytes of the sector; the payload goes 200 bytes past them.
+    let at = table + 128 + 200;
+    clear_locator(&child, 0);
+    move_locator_payload(&child, 1, at);
+    restore_parent_time(&child, &base);
+    (base, child.clone(), content(&child), at)
+}
+
+#[test]
+fn a_grow_moves_the_table_rather_than_write_over_a_locator_in_its_padding() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let (base, child, before, at) = child_with_locator_in_bat_padding(dir.path());
+    let r = check(&child, &OpenOptions::new()).expect("check");
+    let overlap: Vec<String> = r
+        .problems()
+        .filter(|(_, p)| p.structure == "parent locator" && p.field == "data offset")
+        .map(|(_, p)| p.to_string())
+        .collect();
+    assert_eq!(overlap.len(), 1, "check reports the locator: {:?}", r.files);
+    assert!(
+        overlap[0].contains("warning") && overlap[0].contains("padding"),
+        "{overlap:?}"
+    );
+    let new = 200 * MIB;
+    let forced = OpsOptions {
+        force: true,
+        ..OpsOptions::default()
+    };
+    ops::resize::resize(&base, &to(new), &forced, &detached()).expect("the parent first");
+    restore_parent_time(&child, &base);
+
+    let report = ops::resize::resize(&child, &to(new), &OpsOptions::default(), &detached())
+        .expect("resize the child");
+
+    // 100 entries would reach the locator in place: the table moved instead.
+    assert_eq!(report.resize.expect("facts").bat, BatChange::Relocated);
+    let f = VhdFile::open(&child, &OpenOptions::new().no_parents(true)).expect("open");
+    let l = &f.header().expect("header").locators[1];
+    assert_eq!(l.data_offset, at, "the locator stays where it was");
+    drop(f);
+    assert_eq!(
+        content(&child),
+        as_resized(&before, new),
+        "found its parent, reads on"
+    );
+    assert_clean(&child);
 }

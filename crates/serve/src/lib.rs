@@ -12,8 +12,11 @@
 //!   [`vhdkit_format::Disk`] (reads sent from the image files with `sendfile`, writes
 //!   through the crash-safe write path).
 //! - [`Server`]: serves an export on a Unix or TCP listener, or on one already-accepted
-//!   stream, with requests on a pool of threads, several connections at once, and a
-//!   clean stop.
+//!   stream: several connections at once (the ones beyond
+//!   [`ServerOptions::max_connections`] wait in the listen backlog), a reader and a
+//!   sender thread per connection, one writer for the export, replies made when their
+//!   turn comes, memory bounded per connection and in all whatever clients do (see
+//!   [`ServerOptions`]), and a clean stop.
 //!
 //! ```no_run
 //! use std::os::unix::net::UnixListener;
@@ -47,5 +50,6 @@ pub use export::{
     BlockRelease, DiscardBlocks, DiskExport, Export, ExportError, ExportResult, KeepBlocks, Piece,
 };
 pub use server::{
-    Listener, Server, ServerOptions, Stats, Stopper, Stream, MAX_IN_FLIGHT, MAX_PAYLOAD_IN_FLIGHT,
+    Listener, Server, ServerOptions, Stats, Stopper, Stream, MAX_CONNECTIONS, MAX_IN_FLIGHT,
+    MAX_IN_FLIGHT_TOTAL, MAX_PAYLOAD_IN_FLIGHT, MAX_PAYLOAD_TOTAL,
 };

@@ -321,3 +321,149 @@ fn server_stop_completes_while_a_client_stops_reading_its_replies() {
     );
     drop(c);
 }
+
+/// A read-only server of a 64 MiB dynamic disk full of data on a Unix listener in `dir`,
+/// served on a thread; returns the server, the socket and the thread.
+fn listening(
+    dir: &std::path::Path,
+    options: ServerOptions,
+) -> (
+    Arc<Server>,
+    std::path::PathBuf,
+    std::thread::JoinHandle<std::io::Result<()>>,
+) {
+    let p = dynamic(dir, "d.vhd", 64 << 20);
+    {
+        let d = Disk::open_rw(&p).expect("open");
+        d.write_at(&vec![3u8; 64 << 20], 0).expect("fill");
+        d.flush().expect("flush");
+    }
+    let server = Arc::new(
+        Server::new(
+            Arc::new(DiskExport::new(Disk::open(&p).expect("open"))),
+            options,
+        )
+        .expect("server"),
+    );
+    let sock = dir.join("s.sock");
+    let listener = UnixListener::bind(&sock).expect("bind");
+    let s = server.clone();
+    let t = std::thread::spawn(move || s.serve(listener));
+    (server, sock, t)
+}
+
+fn stop(server: Arc<Server>, t: std::thread::JoinHandle<std::io::Result<()>>) {
+    server.stopper().stop();
+    t.join().expect("serve thread").expect("serve");
+    Arc::into_inner(server)
+        .expect("one owner")
+        .finish()
+        .expect("finish");
+}
+
+/// Waits until `f` gives the same value for 500 ms (at most 20 s); returns it.
+fn settled(f: impl Fn() -> u64) -> u64 {
+    let mut last = f();
+    let mut same = 0;
+    for _ in 0..400 {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let now = f();
+        if now == last {
+            same += 1;
+            if same == 10 {
+                return now;
+            }
+        } else {
+            (last, same) = (now, 0);
+        }
+    }
+    panic!("never settled (last {last})");
+}
+
+/// A client that sends `n` reads of 32 MiB (no reply of which fits into a socket
+/// buffer) and never reads.
+fn never_reads(sock: &std::path::Path, n: u64) -> Client {
+    let mut c = Client::new(UnixStream::connect(sock).expect("connect"));
+    for _ in 0..n {
+        c.send(CMD_READ, 0, 32 << 20, &[]);
+    }
+    c
+}
+
+#[test]
+fn server_stops_reading_a_connection_whose_replies_are_over_budget() {
+    let dir = tempfile::tempdir().expect("dir");
+    let options = ServerOptions {
+        replies_per_connection: 8,
+        replies_total: 16,
+        ..ServerOptions::default()
+    };
+    let (server, sock, t) = listening(dir.path(), options);
+    // Two clients that never read: each is read up to its budget, together up to the
+    // server's.
+    let a = never_reads(&sock, 100);
+    let b = never_reads(&sock, 100);
+    assert_eq!(settled(|| server.stats().requests), 16);
+    // A third one: the server's budget is spent, but a connection that owes nothing
+    // may always send one request.
+    let c = never_reads(&sock, 100);
+    assert_eq!(settled(|| server.stats().requests), 17);
+    // A client that reads its replies is served meanwhile, one request at a time.
+    let mut good = Client::new(UnixStream::connect(&sock).expect("connect"));
+    for i in 0..10u64 {
+        good.send(CMD_READ, i << 20, 65536, &[]);
+        assert_eq!(good.reply(i << 20, 65536), (0, vec![3; 65536]));
+    }
+    assert_eq!(server.stats().requests, 27);
+    drop((a, b, c, good));
+    stop(server, t);
+}
+
+#[test]
+fn server_handshake_has_one_deadline_from_accept_and_the_next_client_waits_for_a_slot() {
+    let dir = tempfile::tempdir().expect("dir");
+    let options = ServerOptions {
+        handshake_timeout: std::time::Duration::from_secs(1),
+        max_connections: 2,
+        ..ServerOptions::default()
+    };
+    let (server, sock, t) = listening(dir.path(), options);
+    // Two clients that send their handshake one byte every 100 ms: 26 bytes, 2.6 s.
+    let drips: Vec<_> = (0..2)
+        .map(|_| {
+            let sock = sock.clone();
+            std::thread::spawn(move || {
+                let mut s = UnixStream::connect(&sock).expect("connect");
+                let mut g = [0u8; 18];
+                s.read_exact(&mut g).expect("greeting");
+                let mut msg = 3u32.to_be_bytes().to_vec();
+                msg.extend_from_slice(&IHAVEOPT.to_be_bytes());
+                msg.extend_from_slice(&OPT_GO.to_be_bytes());
+                msg.extend_from_slice(&6u32.to_be_bytes());
+                msg.extend_from_slice(&[0; 6]);
+                for b in msg {
+                    if s.write_all(&[b]).is_err() {
+                        return false;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                }
+                // Whether the server still answers after the whole drip.
+                let mut h = [0u8; 20];
+                s.read_exact(&mut h).is_ok()
+            })
+        })
+        .collect();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    // A third client, beyond the cap, waits and is then served.
+    let mut c = Client::new(UnixStream::connect(&sock).expect("connect"));
+    c.send(CMD_READ, 0, 4096, &[]);
+    assert_eq!(c.reply(0, 4096), (0, vec![3; 4096]));
+    for d in drips {
+        assert!(
+            !d.join().expect("drip"),
+            "a client that dripped its handshake past the deadline was answered"
+        );
+    }
+    drop(c);
+    stop(server, t);
+}

@@ -166,6 +166,27 @@ impl fmt::Debug for HResult {
     }
 }
 
+/// An `HResult` is an error value in its own right: [`TaskHandle::cancel`] returns one,
+/// so `task.cancel()?` works in a function returning `Box<dyn Error>` (or any error type
+/// with a `From<HResult>`). Its message is the `Display` form, `0x80004005`; the
+/// [`name`](HResult::name) says which code that is.
+///
+/// ```
+/// use vhdkit_task::{HResult, Task};
+///
+/// fn stop(task: &Task<(), std::io::Error>) -> Result<(), Box<dyn std::error::Error>> {
+///     task.cancel()?; // Err(E_FAIL) for a task that is not cancelable
+///     Ok(())
+/// }
+/// let task: Task<(), std::io::Error> = Task::spawn("Counting", false, |_| Ok(()));
+/// let refused = stop(&task).expect_err("not cancelable");
+/// assert_eq!(refused.downcast_ref::<HResult>(), Some(&HResult::E_FAIL));
+/// # task.join().expect("the worker succeeds");
+/// ```
+///
+/// [`TaskHandle::cancel`]: crate::TaskHandle::cancel
+impl std::error::Error for HResult {}
+
 impl From<HResult> for u32 {
     fn from(value: HResult) -> u32 {
         value.0
@@ -224,6 +245,13 @@ mod tests {
         assert_eq!(HResult::from_win32(2), HResult::E_FILE_NOT_FOUND);
         assert_eq!(HResult::from_win32(183), HResult::E_ALREADY_EXISTS);
         assert_eq!(HResult::from_win32(0x8000_4005), HResult::E_FAIL);
+    }
+
+    #[test]
+    fn hresult_is_an_error_that_prints_its_code() {
+        let boxed: Box<dyn std::error::Error + Send + Sync> = Box::new(HResult::E_ABORT);
+        assert_eq!(boxed.to_string(), "0x80004004");
+        assert!(boxed.source().is_none());
     }
 
     #[test]

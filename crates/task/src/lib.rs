@@ -61,7 +61,7 @@
 //! // The listener drains what was queued; the last event is always the final one.
 //! let last = events.last().expect("the final event always arrives");
 //! assert!(last.is_final);
-//! assert_eq!(last.bytes_done, 16 * BLOCK);
+//! assert_eq!(last.phase_bytes_done, 16 * BLOCK);
 //! assert_eq!(last.task_percent, 100);
 //!
 //! assert_eq!(task.join().expect("the copy succeeded"), 16 * BLOCK);

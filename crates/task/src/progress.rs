@@ -125,9 +125,10 @@ impl Phase {
     }
 }
 
+/// Prints the [`name`](Phase::name), honouring width and alignment (`{:>7}`).
 impl fmt::Display for Phase {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
+        f.pad(self.name())
     }
 }
 
@@ -138,6 +139,13 @@ impl fmt::Display for Phase {
 /// the task sends. A slow subscriber loses intermediate events (never the newest state
 /// and never the final event); [`lost`](Self::lost) says how many it lost just before
 /// this one, and the counters of an event include everything a lost one reported.
+///
+/// The fields carry the names of the `vhdkit` command line's `--progress json` lines
+/// (`docs/json.md`), where each means the same: the `phase_*` counters are the current
+/// phase's, never the whole operation's (the report of a finished operation,
+/// `vhdkit_format::ops::Report`, counts its blocks as `blocks_total`, `blocks_copied`,
+/// …). Two differ in spelling only: `task_percent` is `percent` there, and `is_final`
+/// is `final` (a Rust keyword).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub struct ProgressEvent {
@@ -149,13 +157,13 @@ pub struct ProgressEvent {
     /// change, a batched [`Progress::add_blocks_done`], a snapshot and the final event.
     pub block_index: Option<u64>,
     /// Blocks done in this phase.
-    pub blocks_done: u64,
+    pub phase_blocks_done: u64,
     /// Blocks to do in this phase (0 if unknown).
-    pub blocks_total: u64,
+    pub phase_blocks_total: u64,
     /// Bytes done in this phase.
-    pub bytes_done: u64,
+    pub phase_bytes_done: u64,
     /// Bytes to do in this phase (0 if unknown).
-    pub bytes_total: u64,
+    pub phase_bytes_total: u64,
     /// The phase's completion in percent, 0..=100: from bytes if `bytes_total > 0`,
     /// else from blocks, else 0. It starts again from 0 in each phase.
     pub phase_percent: u32,
@@ -187,13 +195,13 @@ pub struct ProgressSnapshot {
     /// The current phase.
     pub phase: Phase,
     /// Blocks done in this phase.
-    pub blocks_done: u64,
+    pub phase_blocks_done: u64,
     /// Blocks to do in this phase (0 if unknown).
-    pub blocks_total: u64,
+    pub phase_blocks_total: u64,
     /// Bytes done in this phase.
-    pub bytes_done: u64,
+    pub phase_bytes_done: u64,
     /// Bytes to do in this phase (0 if unknown).
-    pub bytes_total: u64,
+    pub phase_bytes_total: u64,
     /// The phase's completion in percent, as in [`ProgressEvent::phase_percent`].
     pub phase_percent: u32,
     /// The task's completion in percent, as in [`ProgressEvent::task_percent`].
@@ -469,10 +477,10 @@ impl ProgressState {
         let view = self.view();
         ProgressSnapshot {
             phase: view.phase,
-            blocks_done: view.blocks_done,
-            blocks_total: view.blocks_total,
-            bytes_done: view.bytes_done,
-            bytes_total: view.bytes_total,
+            phase_blocks_done: view.blocks_done,
+            phase_blocks_total: view.blocks_total,
+            phase_bytes_done: view.bytes_done,
+            phase_bytes_total: view.bytes_total,
             phase_percent: view.phase_percent(),
             task_percent: self.percent_of(&view),
         }
@@ -485,10 +493,10 @@ impl ProgressState {
             task_id: self.task_id,
             phase: s.phase,
             block_index,
-            blocks_done: s.blocks_done,
-            blocks_total: s.blocks_total,
-            bytes_done: s.bytes_done,
-            bytes_total: s.bytes_total,
+            phase_blocks_done: s.phase_blocks_done,
+            phase_blocks_total: s.phase_blocks_total,
+            phase_bytes_done: s.phase_bytes_done,
+            phase_bytes_total: s.phase_bytes_total,
             phase_percent: s.phase_percent,
             task_percent: s.task_percent,
             lost: 0,
@@ -547,7 +555,7 @@ impl fmt::Debug for ProgressState {
 /// progress.add_blocks_done(2, 2 * 512);
 ///
 /// let now = progress.snapshot();
-/// assert_eq!((now.phase, now.bytes_done), (Phase::Verify, 1024));
+/// assert_eq!((now.phase, now.phase_bytes_done), (Phase::Verify, 1024));
 /// assert_eq!(now.phase_percent, 50);
 /// assert_eq!(now.task_percent, 75); // the copy's half, plus half of the verify's
 /// # Ok::<(), Cancelled>(())
@@ -679,6 +687,12 @@ mod tests {
     }
 
     #[test]
+    fn phase_display_honours_width() {
+        assert_eq!(format!("[{:>6}]", Phase::Copy), "[  copy]");
+        assert_eq!(format!("[{:<6}]", Phase::Scan), "[scan  ]");
+    }
+
+    #[test]
     fn set_phase_resets_done_counters() {
         let progress = detached();
         progress.set_phase(Phase::Scan, 2, 0);
@@ -686,7 +700,7 @@ mod tests {
         progress.set_phase(Phase::Copy, 5, 0);
         let s = progress.snapshot();
         assert_eq!(
-            (s.phase, s.blocks_done, s.blocks_total),
+            (s.phase, s.phase_blocks_done, s.phase_blocks_total),
             (Phase::Copy, 0, 5)
         );
     }
@@ -789,7 +803,7 @@ mod tests {
         state.finish(true);
         let s = state.snapshot();
         assert_eq!(s.phase, Phase::Finish);
-        assert_eq!((s.blocks_done, s.bytes_done), (10, 5120));
+        assert_eq!((s.phase_blocks_done, s.phase_bytes_done), (10, 5120));
     }
 
     #[test]
@@ -807,7 +821,7 @@ mod tests {
         let progress = detached();
         progress.block_done(0, 10);
         assert_eq!(progress.task_id(), 0);
-        assert_eq!(progress.snapshot().bytes_done, 10);
+        assert_eq!(progress.snapshot().phase_bytes_done, 10);
         assert_eq!(progress.check_cancelled(), Ok(()));
     }
 }

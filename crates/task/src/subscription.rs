@@ -412,10 +412,10 @@ mod tests {
             task_id: 1,
             phase: Phase::Copy,
             block_index: Some(n),
-            blocks_done: n,
-            blocks_total: 100,
-            bytes_done: 0,
-            bytes_total: 0,
+            phase_blocks_done: n,
+            phase_blocks_total: 100,
+            phase_bytes_done: 0,
+            phase_bytes_total: 0,
             phase_percent: 0,
             task_percent: 0,
             lost: 0,
@@ -464,7 +464,7 @@ mod tests {
             hub.broadcast(|| event(n));
         }
         let got: Vec<ProgressEvent> = sub.try_iter().collect();
-        let blocks: Vec<u64> = got.iter().map(|e| e.blocks_done).collect();
+        let blocks: Vec<u64> = got.iter().map(|e| e.phase_blocks_done).collect();
         assert_eq!(blocks, [8, 9, 10]);
         assert_eq!(got[0].lost, 8);
         assert_eq!(got[1].lost + got[2].lost, 0);
@@ -478,7 +478,7 @@ mod tests {
         hub.close(final_event());
         let got: Vec<ProgressEvent> = sub.iter().collect();
         assert_eq!(got.len(), 2);
-        assert_eq!(got[0].blocks_done, 1);
+        assert_eq!(got[0].phase_blocks_done, 1);
         assert_eq!(got[0].lost, 1);
         assert!(got[1].is_final);
         assert_eq!(sub.try_recv(), Err(TryRecvError::Ended));

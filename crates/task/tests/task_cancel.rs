@@ -169,7 +169,7 @@ fn cancel_stops_every_thread_of_a_parallel_worker() {
 
     assert!(task.wait_for_completion(Some(LONG)));
     assert_eq!(task.result(), Some(VMTaskResult::Cancelled));
-    assert!(task.progress().blocks_done < 8 * 1_000_000);
+    assert!(task.progress().phase_blocks_done < 8 * 1_000_000);
 }
 
 #[test]

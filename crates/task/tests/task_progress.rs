@@ -72,7 +72,7 @@ fn percent_completed_after_failure_stays_where_it_was() {
 
     assert_eq!(task.percent_completed(), 40);
     assert_eq!(task.percent_completed(), 40);
-    assert_eq!(task.progress().blocks_done, 4);
+    assert_eq!(task.progress().phase_blocks_done, 4);
 }
 
 #[test]
@@ -93,8 +93,14 @@ fn progress_after_success_has_counters_at_totals() {
 
     let snapshot = task.progress();
     assert_eq!(snapshot.phase, Phase::Finish);
-    assert_eq!((snapshot.blocks_done, snapshot.blocks_total), (10, 10));
-    assert_eq!((snapshot.bytes_done, snapshot.bytes_total), (5120, 5120));
+    assert_eq!(
+        (snapshot.phase_blocks_done, snapshot.phase_blocks_total),
+        (10, 10)
+    );
+    assert_eq!(
+        (snapshot.phase_bytes_done, snapshot.phase_bytes_total),
+        (5120, 5120)
+    );
 }
 
 #[test]
@@ -107,7 +113,7 @@ fn listener_that_never_reads_does_not_block_a_million_events() {
                 for block in 0..1_000_000 {
                     progress.block_done(block, 0);
                 }
-                Ok(progress.snapshot().blocks_done)
+                Ok(progress.snapshot().phase_blocks_done)
             });
     let _never_read = task.subscribe();
 
@@ -144,8 +150,11 @@ fn listener_that_reads_after_completion_finds_final_event_last() {
     assert!(last.is_final);
     assert_eq!(last.phase, Phase::Finish);
     assert_eq!(last.result, Some(VMTaskResult::Success));
-    assert_eq!((last.blocks_done, last.blocks_total), (1000, 1000));
-    assert_eq!(last.bytes_done, 1000 * 512);
+    assert_eq!(
+        (last.phase_blocks_done, last.phase_blocks_total),
+        (1000, 1000)
+    );
+    assert_eq!(last.phase_bytes_done, 1000 * 512);
     assert_eq!((last.phase_percent, last.task_percent), (100, 100));
 }
 
@@ -178,7 +187,7 @@ fn listener_reading_slowly_during_work_ends_with_final_event() {
     assert_eq!(received.iter().filter(|e| e.is_final).count(), 1);
     assert!(received
         .windows(2)
-        .all(|w| w[0].phase != w[1].phase || w[0].blocks_done <= w[1].blocks_done));
+        .all(|w| w[0].phase != w[1].phase || w[0].phase_blocks_done <= w[1].phase_blocks_done));
 }
 
 #[test]
@@ -194,7 +203,7 @@ fn final_event_of_failed_task_carries_result_and_counters() {
     let last = events.iter().last().expect("final event");
     assert!(last.is_final);
     assert_eq!(last.result, Some(VMTaskResult::IllegalValueError));
-    assert_eq!((last.blocks_done, last.blocks_total), (3, 10));
+    assert_eq!((last.phase_blocks_done, last.phase_blocks_total), (3, 10));
     assert_eq!((last.phase_percent, last.task_percent), (30, 30));
 }
 
@@ -221,7 +230,13 @@ fn events_carry_task_id_phase_and_block_index() {
     assert_eq!(phase_event.phase, Phase::Move);
     assert_eq!(phase_event.block_index, None);
     assert_eq!(block_event.block_index, Some(17));
-    assert_eq!((block_event.blocks_done, block_event.blocks_total), (1, 3));
+    assert_eq!(
+        (
+            block_event.phase_blocks_done,
+            block_event.phase_blocks_total
+        ),
+        (1, 3)
+    );
     assert!(!block_event.is_final);
 
     keeper.open();
@@ -242,8 +257,8 @@ fn progress_counted_from_many_threads_counts_every_block() {
             }
         });
         let snapshot = progress.snapshot();
-        assert_eq!(snapshot.blocks_done, 80_000);
-        assert_eq!(snapshot.bytes_done, 80_000 * 4096);
+        assert_eq!(snapshot.phase_blocks_done, 80_000);
+        assert_eq!(snapshot.phase_bytes_done, 80_000 * 4096);
         Ok(())
     });
     assert!(task.wait_for_completion(Some(LONG)));

@@ -109,7 +109,7 @@ fn subscriber_joining_at_20_percent_first_sees_current_state() {
     let first = events.try_recv().expect("a snapshot is queued at once");
 
     assert_eq!(first.phase, Phase::Copy);
-    assert_eq!((first.blocks_done, first.bytes_done), (2, 200));
+    assert_eq!((first.phase_blocks_done, first.phase_bytes_done), (2, 200));
     assert_eq!((first.phase_percent, first.task_percent), (20, 20));
     assert!(!first.is_final);
     keeper.open();

@@ -35,3 +35,52 @@ pub fn dir_names(dir: &Path) -> Vec<String> {
     v.sort();
     v
 }
+
+/// A tmpfs of `mib` MiB mounted on a new folder `name` of `dir`, unmounted on drop: a
+/// small volume to fill. Mounting needs root (the tests run as root, as CI does); a
+/// failed mount fails the test.
+pub struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    /// Mounts it.
+    #[track_caller]
+    pub fn new(dir: &Path, name: &str, mib: u64) -> Tmpfs {
+        let p = dir.join(name);
+        std::fs::create_dir(&p).expect("mkdir");
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={mib}m"), "tmpfs"])
+            .arg(&p)
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "mounting a tmpfs needs root (CI runs as root)");
+        Tmpfs(p)
+    }
+
+    /// Where it is mounted.
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// Copies `src` to `dst` keeping its modification time, as `cp -p` does: the children
+/// of a copied chain then still match the time they record for their parent (`vhdkit
+/// check` warns about a parent modified after its child recorded it — what a plain copy
+/// looks like).
+pub fn copy_keeping_time(src: &Path, dst: &Path) {
+    std::fs::copy(src, dst)
+        .unwrap_or_else(|e| panic!("copying {} to {}: {e}", src.display(), dst.display()));
+    let mtime = std::fs::metadata(src)
+        .and_then(|m| m.modified())
+        .unwrap_or_else(|e| panic!("{}: {e}", src.display()));
+    std::fs::File::options()
+        .write(true)
+        .open(dst)
+        .and_then(|f| f.set_modified(mtime))
+        .unwrap_or_else(|e| panic!("setting the time of {}: {e}", dst.display()));
+}

@@ -2,37 +2,58 @@
 //!
 //! - [`Rng`]: the seeded generators the suites draw data, offsets and schedules from;
 //! - [`Model`]: the byte-array model of a disk, and generators of [`Write`] lists;
-//! - [`assert_bytes_eq`] and small file helpers ([`tempdir`], [`file_len`], …);
+//! - [`BatmapDamage`]: the blktap fixtures with an inconsistent Xen batmap;
+//! - [`assert_bytes_eq`] and small file helpers ([`tempdir`], [`file_len`],
+//!   [`copy_keeping_time`], …);
+//! - [`mbr_with_partition`]: a partition table without `sfdisk`;
+//! - real partition tables written by `sfdisk` ([`sfdisk`], [`sfdisk_partitions`]);
+//! - raw edits of a VHD's metadata for crafting images ([`move_locator_payload`],
+//!   [`restore_parent_time`], …);
 //! - the external readers that judge vhdkit's output: qemu-img ([`qemu_read_all`], …),
 //!   libvhdi's `vhdiinfo` ([`vhdiinfo_field`], …) and its Python binding pyvhdi
 //!   ([`pyvhdi_read_all`], …), with [`have`] and [`need`] to check they are installed.
 //!   A missing reader fails the test that needs it; nothing is skipped.
+//! - where the real-world images live: [`realworld_fixtures`] (copied into the
+//!   repository) and [`shared_realworld`] (GPL/LGPL, outside it; passed over when absent
+//!   unless `VHDKIT_REQUIRE_REALWORLD=1`).
 //!
 //! Nothing here depends on vhdkit's own crates: what needs them stays in each suite's
 //! `common` module.
 
 #![warn(missing_docs)]
 
+mod blktap;
 mod bytes;
 mod files;
 mod libvhdi;
+mod mbr;
 mod model;
+mod partitions;
 mod qemu;
+mod realworld;
 mod rng;
 mod run;
+mod vhd_bytes;
 
+pub use blktap::BatmapDamage;
 pub use bytes::{all_zero, assert_bytes_eq};
-pub use files::{dir_names, fast_tempdir, file_len, tempdir};
+pub use files::{copy_keeping_time, dir_names, fast_tempdir, file_len, tempdir, Tmpfs};
 pub use libvhdi::{
     pyvhdi_read_all, pyvhdi_read_cmd, pyvhdi_size, vhdiinfo, vhdiinfo_field, vhdiinfo_size, PYTHON,
 };
+pub use mbr::mbr_with_partition;
 pub use model::{mixed_writes, random_writes, Model, Write};
+pub use partitions::{sfdisk, sfdisk_partitions};
 pub use qemu::{
     qemu_compare, qemu_compare_raw, qemu_convert_raw, qemu_info, qemu_read_all, qemu_read_range,
     qemu_size,
 };
+pub use realworld::{
+    realworld_fixtures, shared_realworld, workspace_root, REALWORLD_ENV, REQUIRE_REALWORLD_ENV,
+};
 pub use rng::{Algorithm, Rng};
 pub use run::{assert_no_panic, assert_streams_eq, have, need, run_cmd, Run, Tool};
+pub use vhd_bytes::{clear_locator, move_locator_payload, restore_parent_time};
 
 /// One KiB.
 pub const KIB: u64 = 1024;

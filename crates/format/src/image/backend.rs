@@ -52,10 +52,10 @@ impl FileBackend {
     }
 
     /// Wraps an open file, remembering its path (which fault injection matches on).
-    pub fn with_path(file: File, path: impl Into<std::path::PathBuf>) -> FileBackend {
+    pub fn with_path(file: File, path: impl AsRef<std::path::Path>) -> FileBackend {
         FileBackend {
             file,
-            path: path.into(),
+            path: path.as_ref().to_owned(),
         }
     }
 

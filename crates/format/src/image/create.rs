@@ -19,7 +19,8 @@ use crate::spec::{
 use super::backend::{Backend, FileBackend};
 use super::chain::Disk;
 use super::newfile::{allocate, write_new};
-use super::{DiskKind, OpenOptions};
+use super::output::DEFAULT_MODE;
+use super::{DiskKind, HostDrives, OpenOptions};
 
 /// What to create.
 #[derive(Debug, Clone)]
@@ -46,6 +47,10 @@ pub struct CreateOptions {
     /// Virtual Server and Hyper-V do: a volume too small fails at once with
     /// `ERROR_DISK_FULL` and leaves nothing, instead of failing on some later write.
     pub sparse: bool,
+    /// Permission bits of the new file, before the umask. `None`: a differencing disk
+    /// takes its parent chain's (see [`super::output::source_mode`]: the child receives
+    /// the writes meant for a disk only its owner may read), any other disk 0666.
+    pub mode: Option<u32>,
 }
 
 impl CreateOptions {
@@ -59,21 +64,22 @@ impl CreateOptions {
             host_drive: None,
             read_only: false,
             sparse: false,
+            mode: None,
         }
     }
 
     /// A differencing disk over `parent`.
-    pub fn differencing(parent: impl Into<PathBuf>) -> CreateOptions {
+    pub fn differencing(parent: impl AsRef<Path>) -> CreateOptions {
         CreateOptions {
-            parent: Some(parent.into()),
+            parent: Some(parent.as_ref().to_owned()),
             ..CreateOptions::new(DiskKind::Differencing, 0)
         }
     }
 
     /// A host-drive stub linking `device`.
-    pub fn host_drive(device: impl Into<PathBuf>, read_only: bool) -> CreateOptions {
+    pub fn host_drive(device: impl AsRef<Path>, read_only: bool) -> CreateOptions {
         CreateOptions {
-            host_drive: Some(device.into()),
+            host_drive: Some(device.as_ref().to_owned()),
             read_only,
             ..CreateOptions::new(DiskKind::HostDrive, 0)
         }
@@ -153,83 +159,156 @@ pub fn check_create_size(size: u64) -> Result<()> {
 }
 
 impl Disk {
-    /// Creates a disk at `path`, which must not exist.
+    /// Creates a disk at `path`, which must not exist, and leaves it closed. The name
+    /// appears only once the file is complete and durable.
+    ///
+    /// To write into the new disk at once, [`create_and_open`](Disk::create_and_open)
+    /// creates it and returns it opened for writing.
+    ///
+    /// ```
+    /// use vhdkit_format::{CreateOptions, Disk, DiskKind};
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let base = dir.path().join("base.vhd");
+    /// Disk::create(&base, &CreateOptions::new(DiskKind::Dynamic, 64 << 20)).unwrap();
+    /// Disk::create(dir.path().join("child.vhd"), &CreateOptions::differencing(&base)).unwrap();
+    /// ```
     pub fn create(path: impl AsRef<Path>, opts: &CreateOptions) -> Result<()> {
+        create_file(path.as_ref(), opts).map(drop)
+    }
+
+    /// Creates a disk at `path`, as [`create`](Disk::create) does, and opens it for
+    /// writing (as [`open_rw`](Disk::open_rw) would, holding its exclusive lock until
+    /// the `Disk` is dropped).
+    ///
+    /// A differencing disk opens over the parent named in `opts` (wherever it lies: the
+    /// caller named it), a host-drive stub over the device named in `opts` (read-only
+    /// when the link is). If the disk was created but cannot be opened (another process
+    /// took its lock in between, say), the error says so and the new disk stays.
+    ///
+    /// ```
+    /// use vhdkit_format::{CreateOptions, Disk, DiskKind};
+    /// # fn main() -> vhdkit_format::Result<()> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let base = dir.path().join("base.vhd");
+    /// Disk::create(&base, &CreateOptions::new(DiskKind::Dynamic, 64 << 20))?;
+    /// let child = Disk::create_and_open(dir.path().join("child.vhd"), &CreateOptions::differencing(&base))?;
+    /// child.write_at(b"only in the child", 1 << 20)?;
+    /// child.flush()?;
+    /// assert_eq!(child.layers().len(), 2);
+    /// # Ok(()) }
+    /// ```
+    pub fn create_and_open(path: impl AsRef<Path>, opts: &CreateOptions) -> Result<Disk> {
         let path = path.as_ref();
-        if path.symlink_metadata().is_ok() {
-            return Err(Error::AlreadyExists {
-                path: path.to_owned(),
-            });
-        }
-        match opts.kind {
-            DiskKind::Fixed => {
-                check_create_options(opts)?;
-                let footer = Footer::new(DiskType::Fixed, opts.size);
-                write_new(path, |b| {
-                    if !opts.sparse {
-                        allocate(b.file(), opts.size + FOOTER_SIZE as u64)?;
-                    }
-                    b.set_len(opts.size)?;
-                    b.write_all_at(&footer.encode(), opts.size)
-                })
-            }
-            DiskKind::Dynamic => {
-                check_create_options(opts)?;
-                let block_size = opts.block_size.unwrap_or(DEFAULT_BLOCK_SIZE);
-                let bytes = sparse_image(opts.size, block_size, None)?;
-                write_new(path, |b| b.write_all_at(&bytes, 0))
-            }
-            DiskKind::Differencing => {
-                check_create_options(opts)?;
-                let parent = opts.parent.as_deref().ok_or_else(|| {
-                    Error::InvalidArgument("a differencing disk needs a parent".into())
-                })?;
-                let link = ParentLink::resolve(path, parent)?;
-                let block_size = opts
-                    .block_size
-                    .or(link.block_size)
-                    .unwrap_or(DEFAULT_BLOCK_SIZE);
-                let bytes = sparse_image(link.size, block_size, Some(&link))?;
-                write_new(path, |b| b.write_all_at(&bytes, 0))
-            }
-            DiskKind::HostDrive => {
-                let device = opts.host_drive.as_deref().ok_or_else(|| {
-                    Error::InvalidArgument("a host-drive disk needs a host drive".into())
-                })?;
-                let device =
-                    std::fs::canonicalize(device).map_err(|e| Error::HostDriveNotFound {
-                        path: path.to_owned(),
-                        device: device.to_owned(),
-                        detail: format!("cannot find it: {e}"),
-                    })?;
-                let f = File::open(&device).map_err(|e| Error::HostDriveNotFound {
-                    path: path.to_owned(),
-                    device: device.clone(),
-                    detail: format!("cannot open it: {e}"),
-                })?;
-                let dev = FileBackend::new(f);
-                let size = dev
-                    .len()
-                    .map_err(|e| Error::file(&device, "reading the size", e))?;
-                if size == 0 || size % SECTOR_SIZE != 0 {
-                    return Err(Error::InvalidArgument(format!(
-                        "host drive {} is {size} bytes: not a positive multiple of 512",
-                        device.display()
-                    )));
+        let open = match create_file(path, opts)? {
+            Created::Plain => OpenOptions::new(),
+            Created::Differencing { parent } => OpenOptions::new().parent(parent),
+            Created::HostDrive { device } => OpenOptions::new().host_drives(if device.is_file() {
+                HostDrives::BlockDevicesAndFiles
+            } else {
+                HostDrives::BlockDevices
+            }),
+        };
+        let writable = !(opts.kind == DiskKind::HostDrive && opts.read_only);
+        Disk::open_with(path, &open.writable(writable))
+    }
+}
+
+/// What [`create_file`] made, and what opening it needs.
+enum Created {
+    /// A fixed or dynamic disk.
+    Plain,
+    /// A differencing disk over the parent at this (canonical) path.
+    Differencing { parent: PathBuf },
+    /// A host-drive stub linking this (canonical) device.
+    HostDrive { device: PathBuf },
+}
+
+/// Creates the disk `opts` describes at `path`, which must not exist.
+fn create_file(path: &Path, opts: &CreateOptions) -> Result<Created> {
+    if path.symlink_metadata().is_ok() {
+        return Err(Error::AlreadyExists {
+            path: path.to_owned(),
+        });
+    }
+    match opts.kind {
+        DiskKind::Fixed => {
+            check_create_options(opts)?;
+            let footer = Footer::new(DiskType::Fixed, opts.size);
+            write_new(path, opts.mode.unwrap_or(DEFAULT_MODE), |b| {
+                if !opts.sparse {
+                    allocate(b.file(), opts.size + FOOTER_SIZE as u64)?;
                 }
-                let bytes = super::hostdrive::stub_bytes(&device, &dev, size, opts.read_only)?;
-                write_new(path, |b| b.write_all_at(&bytes, 0))
-            }
-            DiskKind::Raw => Err(Error::InvalidArgument(
-                "vhdkit creates VHDs, not raw images".into(),
-            )),
+                b.set_len(opts.size)?;
+                b.write_all_at(&footer.encode(), opts.size)
+            })?;
+            Ok(Created::Plain)
         }
+        DiskKind::Dynamic => {
+            check_create_options(opts)?;
+            let block_size = opts.block_size.unwrap_or(DEFAULT_BLOCK_SIZE);
+            let bytes = sparse_image(opts.size, block_size, None)?;
+            write_new(path, opts.mode.unwrap_or(DEFAULT_MODE), |b| {
+                b.write_all_at(&bytes, 0)
+            })?;
+            Ok(Created::Plain)
+        }
+        DiskKind::Differencing => {
+            check_create_options(opts)?;
+            let parent = opts.parent.as_deref().ok_or_else(|| {
+                Error::InvalidArgument("a differencing disk needs a parent".into())
+            })?;
+            let link = ParentLink::resolve(path, parent)?;
+            let block_size = opts
+                .block_size
+                .or(link.block_size)
+                .unwrap_or(DEFAULT_BLOCK_SIZE);
+            let bytes = sparse_image(link.size, block_size, Some(&link))?;
+            write_new(path, opts.mode.unwrap_or(link.mode), |b| {
+                b.write_all_at(&bytes, 0)
+            })?;
+            Ok(Created::Differencing { parent: link.path })
+        }
+        DiskKind::HostDrive => {
+            let device = opts.host_drive.as_deref().ok_or_else(|| {
+                Error::InvalidArgument("a host-drive disk needs a host drive".into())
+            })?;
+            let device = std::fs::canonicalize(device).map_err(|e| Error::HostDriveNotFound {
+                path: path.to_owned(),
+                device: device.to_owned(),
+                detail: format!("cannot find it: {e}"),
+            })?;
+            let f = File::open(&device).map_err(|e| Error::HostDriveNotFound {
+                path: path.to_owned(),
+                device: device.clone(),
+                detail: format!("cannot open it: {e}"),
+            })?;
+            let dev = FileBackend::new(f);
+            let size = dev
+                .len()
+                .map_err(|e| Error::file(&device, "reading the size", e))?;
+            if size == 0 || size % SECTOR_SIZE != 0 {
+                return Err(Error::InvalidArgument(format!(
+                    "host drive {} is {size} bytes: not a positive multiple of 512",
+                    device.display()
+                )));
+            }
+            let bytes = super::hostdrive::stub_bytes(&device, &dev, size, opts.read_only)?;
+            write_new(path, opts.mode.unwrap_or(DEFAULT_MODE), |b| {
+                b.write_all_at(&bytes, 0)
+            })?;
+            Ok(Created::HostDrive { device })
+        }
+        DiskKind::Raw => Err(Error::InvalidArgument(
+            "vhdkit creates VHDs, not raw images".into(),
+        )),
     }
 }
 
 /// What a child records about its parent (create, set-parent, merge --into).
 #[derive(Debug, Clone)]
 pub(crate) struct ParentLink {
+    /// The parent's canonical path.
+    pub(crate) path: PathBuf,
     pub(crate) size: u64,
     /// The parent's block size (`None` for a fixed parent).
     pub(crate) block_size: Option<u32>,
@@ -238,6 +317,8 @@ pub(crate) struct ParentLink {
     pub(crate) name: String,
     pub(crate) absolute: String,
     pub(crate) relative: String,
+    /// The permission bits of the parent chain (a new child takes them).
+    pub(crate) mode: u32,
 }
 
 impl ParentLink {
@@ -307,6 +388,7 @@ impl ParentLink {
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
         Ok(ParentLink {
+            path: parent_abs.clone(),
             size: disk.virtual_size(),
             block_size: disk.top().header().map(|h| h.block_size),
             unique_id: disk.top().footer().unique_id,
@@ -314,6 +396,7 @@ impl ParentLink {
             name,
             absolute: parent_abs.to_string_lossy().into_owned(),
             relative,
+            mode: super::output::source_mode(&disk),
         })
     }
 }

@@ -49,7 +49,8 @@ impl VhdFile {
     /// Opens `path` as a VHD (read-only unless `opts.writable`).
     /// Regular files and block devices are accepted (the caller named the path); use
     /// [`VhdFile::open_regular`] for paths found inside an image.
-    pub fn open(path: &Path, opts: &OpenOptions) -> Result<VhdFile> {
+    pub fn open(path: impl AsRef<Path>, opts: &OpenOptions) -> Result<VhdFile> {
+        let path = path.as_ref();
         let file = open_file(path, opts.writable, Accept::RegularOrBlock)?;
         let backend: Arc<dyn Backend> = Arc::new(FileBackend::with_path(file, path));
         VhdFile::from_backend(path, backend, opts)
@@ -57,14 +58,19 @@ impl VhdFile {
 
     /// Opens `path` as a VHD as [`VhdFile::open`] does, but only if it is a regular file
     /// (parents found through locators).
-    pub fn open_regular(path: &Path, opts: &OpenOptions) -> Result<VhdFile> {
+    pub fn open_regular(path: impl AsRef<Path>, opts: &OpenOptions) -> Result<VhdFile> {
+        let path = path.as_ref();
         let file = open_file(path, opts.writable, Accept::Regular)?;
         let backend: Arc<dyn Backend> = Arc::new(FileBackend::with_path(file, path));
         VhdFile::from_backend(path, backend, opts)
     }
 
-    /// Opens `path` as a VHD if it has a footer, else as a raw image.
-    pub fn open_any(path: &Path, opts: &OpenOptions) -> Result<VhdFile> {
+    /// Opens `path` as a VHD if it has a footer, else as a raw image — unless its name
+    /// says it is a virtual disk (`.vhd`, `.avhd`, `.vhdx`, `.avhdx`): a file named so
+    /// without a VHD footer is damaged or something else, never raw bytes, and is refused
+    /// as [`Error::NotVhd`] (`opts.force_raw` takes it as raw all the same).
+    pub fn open_any(path: impl AsRef<Path>, opts: &OpenOptions) -> Result<VhdFile> {
+        let path = path.as_ref();
         let file = open_file(path, opts.writable, Accept::RegularOrBlock)?;
         let backend: Arc<dyn Backend> = Arc::new(FileBackend::with_path(file, path));
         if opts.force_raw {
@@ -82,11 +88,22 @@ impl VhdFile {
                 ),
             });
         }
+        if super::footer::named_like_vhd(path) {
+            return Err(Error::NotVhd {
+                path: path.to_owned(),
+                detail: "its name says it is a virtual disk, but it has no VHD footer (no `conectix` cookie at its end or at offset 0); pass --source-format raw to take its bytes as a raw disk".into(),
+            });
+        }
         VhdFile::raw(path, backend, opts.writable)
     }
 
     /// Wraps a raw image: every byte is disk data, the file's length is the disk's size.
-    pub fn raw(path: &Path, backend: Arc<dyn Backend>, writable: bool) -> Result<VhdFile> {
+    pub fn raw(
+        path: impl AsRef<Path>,
+        backend: Arc<dyn Backend>,
+        writable: bool,
+    ) -> Result<VhdFile> {
+        let path = path.as_ref();
         let len = backend
             .len()
             .map_err(|e| Error::file(path, "reading the length", e))?;
@@ -107,10 +124,11 @@ impl VhdFile {
 
     /// Opens a VHD held by any backend (memory in tests and fuzzing).
     pub fn from_backend(
-        path: &Path,
+        path: impl AsRef<Path>,
         backend: Arc<dyn Backend>,
         opts: &OpenOptions,
     ) -> Result<VhdFile> {
+        let path = path.as_ref();
         let len = backend
             .len()
             .map_err(|e| Error::file(path, "reading the length", e))?;
@@ -138,7 +156,7 @@ impl VhdFile {
                         Error::corrupt(path, "footer", footer_at, &p.message).with_field(p.field)
                     );
                 }
-                Severity::Warning => warnings.push(p.to_string()),
+                Severity::Warning => warnings.push(p.detail()),
                 Severity::Info => {}
             }
         }

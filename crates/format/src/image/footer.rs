@@ -41,6 +41,17 @@ pub(crate) fn looks_like_vhd(b: &dyn Backend) -> bool {
         || (len >= 512 && at(0, &mut cookie))
 }
 
+/// File name endings that promise a virtual disk of Microsoft's formats: a file named so
+/// is never taken for raw bytes unless asked (`--source-format raw`).
+const VHD_EXTENSIONS: [&str; 4] = ["vhd", "avhd", "vhdx", "avhdx"];
+
+/// Whether `path`'s name ends in `.vhd`, `.avhd`, `.vhdx` or `.avhdx` (any case).
+pub(crate) fn named_like_vhd(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| VHD_EXTENSIONS.iter().any(|v| e.eq_ignore_ascii_case(v)))
+}
+
 fn read_footer_at(b: &dyn Backend, at: u64, short: bool) -> Option<Footer> {
     let mut buf = [0u8; FOOTER_SIZE];
     let n = if short { FOOTER_SIZE - 1 } else { FOOTER_SIZE };

@@ -92,7 +92,7 @@ pub(crate) fn open_stub(
                     Error::corrupt(path, "host-drive header", at, p.message).with_field(p.field)
                 )
             }
-            Severity::Warning => warnings.push(p.to_string()),
+            Severity::Warning => warnings.push(p.detail()),
             Severity::Info => {}
         }
     }

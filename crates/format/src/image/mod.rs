@@ -17,6 +17,7 @@ mod mmap;
 pub(crate) mod newfile;
 pub(crate) mod open;
 mod options;
+pub mod output;
 mod parents;
 mod resize;
 pub(crate) mod sparse;
@@ -31,8 +32,9 @@ pub use create::{check_create_options, check_create_size, CreateOptions};
 pub use file::{FooterSource, LayerExtent, VhdFile};
 pub(crate) use newfile::sync_dir;
 pub use newfile::NewFile;
+pub use output::{source_mode, OutputOptions};
 pub use parents::{
-    children_in_folder, parent_candidates, FoundBy, FsResolver, ParentCandidate, ParentResolver,
+    find_children, parent_candidates, FoundBy, FsResolver, ParentCandidate, ParentResolver,
 };
 
 pub use options::{DiskKind, HostDrives, OpenOptions, DEFAULT_MAX_DEPTH};

@@ -1,20 +1,27 @@
 //! New files that appear only when complete and durable: written unnamed (`O_TMPFILE`)
 //! beside their destination, or under a temporary dot-name where the file system cannot,
-//! then linked in without replacing anything. Every new file vhdkit makes goes through
-//! here (create, convert, merge-to, `read --output`).
+//! then linked in without replacing anything — or, where the caller allows it
+//! ([`OutputOptions`]), renamed over a regular file atomically, or written in place onto
+//! a device. Every new file vhdkit makes goes through here (create, convert, merge-to,
+//! `read --output`, `serve --undo`), with the permission bits of its source.
 
 use std::fs::File;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 
 use super::backend::{Backend, FileBackend};
+use super::chain::Disk;
+use super::output::{self, Existing, OutputOptions, TEMP_SUFFIX};
 
 /// A new file being written beside its destination, under no name at all where the file
-/// system allows (`O_TMPFILE`: ext4, xfs, btrfs, tmpfs…), else under a temporary dot-name.
-/// Dropping it (on cancel or error) deletes it; [`NewFile::persist`] makes it durable and
-/// gives it its name. An unnamed file also vanishes when the process is killed, where a
-/// named one would stay behind as an inert `.NAME.XXXXXX.vhdkit-tmp`.
+/// system allows (`O_TMPFILE`: ext4, xfs, btrfs, tmpfs…), else under a temporary dot-name
+/// `.NAME.XXXXXX.vhdkit-tmp` — or a device written in place, when the options allow it.
+/// Dropping it (on cancel or error) deletes the new file; [`NewFile::persist`] makes it
+/// durable and gives it its name. An unnamed file also vanishes when the process is
+/// killed; a named one stays behind until the next run for the same destination, which
+/// recognises it (this process's exclusive `flock` on it is gone) and removes it.
 ///
 /// ```
 /// use std::os::unix::fs::FileExt;
@@ -30,27 +37,60 @@ use super::backend::{Backend, FileBackend};
 pub struct NewFile {
     inner: Inner,
     /// Positional access to the file. Its path (for messages and fault injection) is the
-    /// destination's when the file is unnamed, the temporary name otherwise.
+    /// destination's when the file is unnamed or a device, the temporary name otherwise.
     pub(crate) backend: FileBackend,
     dir: PathBuf,
 }
 
 enum Inner {
-    Unnamed(File),
-    Named(tempfile::NamedTempFile),
+    /// `O_TMPFILE`; `replace`: renamed over an existing regular file at the end.
+    Unnamed { file: File, replace: bool },
+    /// A temporary dot-name.
+    Named {
+        tmp: tempfile::NamedTempFile,
+        replace: bool,
+    },
+    /// A device, written in place.
+    Device { block: bool },
 }
 
 impl NewFile {
     /// Creates the file in the destination's directory, mode 0666 less the umask.
     /// Fails at once with [`Error::AlreadyExists`] if `path` exists (even as a dangling
     /// symbolic link): the name is never replaced, so that work is not done for nothing.
-    pub fn beside(path: &Path) -> Result<NewFile> {
-        if std::fs::symlink_metadata(path).is_ok() {
-            return Err(Error::AlreadyExists {
-                path: path.to_owned(),
-            });
-        }
-        NewFile::beside_with(path, open_unnamed)
+    pub fn beside(path: impl AsRef<Path>) -> Result<NewFile> {
+        NewFile::create(path, &OutputOptions::new(), None, 0)
+    }
+
+    /// Creates the output `path` of a copy of `source` (when there is one): checks what
+    /// stands at `path` against `opts` ([`OutputOptions`]: nothing, a regular file to
+    /// replace, a device to write in place; never one of `source`'s files), removes what
+    /// killed earlier runs left for the same destination, and opens the new file with
+    /// `opts`' permission bits (by default `source`'s, see
+    /// [`super::output::source_mode`]) less the umask. `len` is how many bytes will be
+    /// written: a block device that holds fewer is refused here, before any write.
+    pub fn create(
+        path: impl AsRef<Path>,
+        opts: &OutputOptions,
+        source: Option<&Disk>,
+        len: u64,
+    ) -> Result<NewFile> {
+        let path = path.as_ref();
+        let dir = output::folder_of(path).to_owned();
+        let replace = match output::inspect(path, opts, source)? {
+            Existing::Device { block } => {
+                let file = output::open_device(path, block, len)?;
+                return Ok(NewFile {
+                    inner: Inner::Device { block },
+                    backend: FileBackend::with_path(file, path),
+                    dir,
+                });
+            }
+            Existing::Regular => true,
+            Existing::Nothing => false,
+        };
+        output::remove_leftovers(path);
+        NewFile::beside_with(path, opts.mode_for(source), replace, open_unnamed)
     }
 
     /// The file, for writing and reading at positions.
@@ -58,40 +98,63 @@ impl NewFile {
         self.backend.file()
     }
 
-    /// [`NewFile::beside`], with `unnamed` opening the unnamed file in a directory (the
-    /// tests make it fail to exercise the named fallback).
+    /// Whether the output is a device written in place: its bytes that are not written
+    /// keep their old content (a new file reads zeros there), see
+    /// [`NewFile::write_zeros`].
+    pub fn is_device(&self) -> bool {
+        matches!(self.inner, Inner::Device { .. })
+    }
+
+    /// The block-device flag of a device output (`None` for a new file).
+    pub(crate) fn device(&self) -> Option<bool> {
+        match self.inner {
+            Inner::Device { block } => Some(block),
+            _ => None,
+        }
+    }
+
+    /// Makes `len` bytes at `offset` read as zeros: nothing to do in a new file (they are
+    /// a hole already), zeroed on a device.
+    pub fn write_zeros(&self, offset: u64, len: u64) -> Result<()> {
+        match self.device() {
+            None => Ok(()),
+            Some(block) => output::zero_range(&self.backend, offset, len, block)
+                .map_err(|e| Error::io(self.shown_path(), "writing zeros", offset, e)),
+        }
+    }
+
+    /// [`NewFile::create`] of a new file (`mode`: its permission bits; `replace`: rename
+    /// it over a regular file at the end), with `unnamed` opening the unnamed file in a
+    /// directory (the tests make it fail to exercise the named fallback).
     fn beside_with(
         path: &Path,
-        unnamed: impl FnOnce(&Path) -> std::io::Result<File>,
+        mode: u32,
+        replace: bool,
+        unnamed: impl FnOnce(&Path, u32) -> std::io::Result<File>,
     ) -> Result<NewFile> {
-        let dir = path
-            .parent()
-            .filter(|d| !d.as_os_str().is_empty())
-            .unwrap_or(Path::new("."))
-            .to_owned();
-        let (inner, shown) = match unnamed(&dir) {
-            Ok(file) => (Inner::Unnamed(file), path.to_owned()),
+        let dir = output::folder_of(path).to_owned();
+        let (inner, shown) = match unnamed(&dir, mode) {
+            Ok(file) => {
+                // Held until the file is gone or named: a leftover sweep of another run
+                // never takes this file for one (after a rename over a destination, the
+                // temporary name it passes through is locked too).
+                file.lock()
+                    .map_err(|e| Error::file(&dir, "locking the new file", e))?;
+                (Inner::Unnamed { file, replace }, path.to_owned())
+            }
             Err(e) if !unnamed_unsupported(&e) => {
                 return Err(Error::file(&dir, "creating a temporary file", e))
             }
             Err(_) => {
-                let name = path
-                    .file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_else(|| "disk".into());
-                let tmp = tempfile::Builder::new()
-                    .prefix(&format!(".{name}."))
-                    .suffix(".vhdkit-tmp")
-                    .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666))
-                    .tempfile_in(&dir)
-                    .map_err(|e| Error::file(&dir, "creating a temporary file", e))?;
+                let tmp = named_temporary(path, &dir, mode)?;
                 let shown = tmp.path().to_owned();
-                (Inner::Named(tmp), shown)
+                (Inner::Named { tmp, replace }, shown)
             }
         };
         let file = match &inner {
-            Inner::Unnamed(f) => f,
-            Inner::Named(t) => t.as_file(),
+            Inner::Unnamed { file, .. } => file,
+            Inner::Named { tmp, .. } => tmp.as_file(),
+            Inner::Device { .. } => unreachable!("devices are opened by NewFile::create"),
         };
         let backend = FileBackend::with_path(
             file.try_clone()
@@ -105,8 +168,23 @@ impl NewFile {
         })
     }
 
-    /// The path messages name the file by: the destination (unnamed file) or the
-    /// temporary name.
+    /// Makes everything written durable (`fdatasync`). A character device that cannot
+    /// sync (`/dev/null`: `EINVAL`, `EROFS`) has nothing to make durable.
+    pub(crate) fn sync(&self) -> std::io::Result<()> {
+        match (self.backend.sync(), self.device()) {
+            (Err(e), Some(false))
+                if [rustix::io::Errno::INVAL, rustix::io::Errno::ROFS]
+                    .iter()
+                    .any(|n| e.raw_os_error() == Some(n.raw_os_error())) =>
+            {
+                Ok(())
+            }
+            (r, _) => r,
+        }
+    }
+
+    /// The path messages name the file by: the destination (unnamed file, device) or
+    /// the temporary name.
     pub(crate) fn shown_path(&self) -> &Path {
         self.backend.path()
     }
@@ -119,17 +197,31 @@ impl NewFile {
             .map_err(|e| Error::file(self.shown_path(), "duplicating a handle", e))
     }
 
-    /// Syncs the file, links or renames it to `path` without replacing anything (not
-    /// even a symbolic link: the link itself is the name, so its target is never
-    /// written), and syncs the directory: the name appears only once the file is complete
-    /// and durable.
-    pub fn persist(self, path: &Path) -> Result<()> {
-        self.backend
-            .sync()
+    /// Syncs the file, gives it the name `path` and syncs the directory: the name
+    /// appears only once the file is complete and durable. Nothing is replaced (not even
+    /// a symbolic link: the link itself is the name, so its target is never written) —
+    /// except, where [`OutputOptions::replace`] allowed it, the regular file that stood
+    /// there, which the new file is renamed over in one step (so the name holds the old
+    /// file or the new one, whole, at every instant). A device is only synced.
+    pub fn persist(self, path: impl AsRef<Path>) -> Result<()> {
+        let path = path.as_ref();
+        self.sync()
             .map_err(|e| Error::file(path, "syncing the new file", e))?;
         let named = match self.inner {
-            Inner::Unnamed(file) => link_unnamed(&file, path),
-            Inner::Named(tmp) => tmp.persist_noclobber(path).map(drop).map_err(|e| e.error),
+            Inner::Device { .. } => return Ok(()),
+            Inner::Unnamed {
+                file,
+                replace: false,
+            } => link_unnamed(&file, path),
+            Inner::Unnamed {
+                file,
+                replace: true,
+            } => replace_with_unnamed(&file, path),
+            Inner::Named {
+                tmp,
+                replace: false,
+            } => tmp.persist_noclobber(path).map(drop).map_err(|e| e.error),
+            Inner::Named { tmp, replace: true } => tmp.persist(path).map(drop).map_err(|e| e.error),
         };
         named.map_err(|e| {
             if e.kind() == std::io::ErrorKind::AlreadyExists {
@@ -144,13 +236,74 @@ impl NewFile {
     }
 }
 
-/// Opens an unnamed regular file in `dir` (`O_TMPFILE`), mode 0666 less the umask.
-fn open_unnamed(dir: &Path) -> std::io::Result<File> {
+/// A new file under a temporary dot-name beside `path` (`.NAME.XXXXXX.vhdkit-tmp`,
+/// permission bits `mode` less the umask), locked (`flock`) as long as it lives, so that
+/// a leftover sweep ([`output::remove_leftovers`]) of another run leaves it alone. A
+/// sweep that took it between its creation and the lock removed it: then another one is
+/// made.
+fn named_temporary(path: &Path, dir: &Path, mode: u32) -> Result<tempfile::NamedTempFile> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "disk".into());
+    let mut attempts = 0;
+    loop {
+        let tmp = tempfile::Builder::new()
+            .prefix(&output::temporary_prefix(&name))
+            .suffix(TEMP_SUFFIX)
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(mode))
+            .tempfile_in(dir)
+            .map_err(|e| Error::file(dir, "creating a temporary file", e))?;
+        tmp.as_file()
+            .lock()
+            .map_err(|e| Error::file(tmp.path(), "locking the new file", e))?;
+        let kept = tmp.as_file().metadata().is_ok_and(|m| m.nlink() > 0);
+        attempts += 1;
+        if kept || attempts == 3 {
+            return Ok(tmp);
+        }
+    }
+}
+
+/// Gives the unnamed `file` the name `path`, replacing the regular file there in one
+/// step: linked in under a fresh temporary name (locked, as the file is), then renamed
+/// over `path`. A failure removes the temporary name again; a kill between the two
+/// steps leaves it for the next run's leftover sweep.
+fn replace_with_unnamed(file: &File, path: &Path) -> std::io::Result<()> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "disk".into());
+    let dir = output::folder_of(path);
+    let mut attempt = 0;
+    let tmp = loop {
+        let random = uuid::Uuid::new_v4().simple().to_string();
+        let tmp = dir.join(format!(
+            "{}{}{TEMP_SUFFIX}",
+            output::temporary_prefix(&name),
+            &random[..8]
+        ));
+        match link_unnamed(file, &tmp) {
+            Ok(()) => break tmp,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && attempt < 8 => {
+                attempt += 1;
+            }
+            Err(e) => return Err(e),
+        }
+    };
+    std::fs::rename(&tmp, path).inspect_err(|_| {
+        let _ = std::fs::remove_file(&tmp);
+    })
+}
+
+/// Opens an unnamed regular file in `dir` (`O_TMPFILE`), permission bits `mode` less
+/// the umask.
+fn open_unnamed(dir: &Path, mode: u32) -> std::io::Result<File> {
     use rustix::fs::{Mode, OFlags};
     let fd = rustix::fs::open(
         dir,
         OFlags::TMPFILE | OFlags::RDWR | OFlags::CLOEXEC,
-        Mode::from_raw_mode(0o666),
+        Mode::from_raw_mode(mode & 0o777),
     )?;
     Ok(File::from(fd))
 }
@@ -200,13 +353,14 @@ pub(crate) fn allocate(file: &File, len: u64) -> std::io::Result<()> {
     }
 }
 
-/// Writes a new file through `fill` under a temporary name beside `path`, then persists
-/// it (see [`NewFile`]).
+/// Writes a new file with permission bits `mode` (less the umask) through `fill` beside
+/// `path`, then persists it (see [`NewFile`]).
 pub(crate) fn write_new(
     path: &Path,
+    mode: u32,
     fill: impl FnOnce(&FileBackend) -> std::io::Result<()>,
 ) -> Result<()> {
-    let new = NewFile::beside(path)?;
+    let new = NewFile::create(path, &OutputOptions::new().mode(mode), None, 0)?;
     fill(&new.backend).map_err(|e| Error::file(path, "writing the new disk", e))?;
     new.persist(path)
 }
@@ -234,20 +388,128 @@ mod tests {
     /// file, and leaves nothing when dropped.
     #[test]
     fn new_file_appears_only_when_persisted_and_never_replaces() {
-        let supported = open_unnamed(&std::env::temp_dir()).is_ok();
+        let supported = open_unnamed(&std::env::temp_dir(), 0o600).is_ok();
         if !supported {
             eprintln!("no O_TMPFILE in the temporary directory: only the fallback is tested");
         }
         if supported {
-            lifecycle(true, NewFile::beside);
+            lifecycle(true, |p| NewFile::beside(p));
         }
-        lifecycle(false, |p| {
-            NewFile::beside_with(p, |_| {
-                Err(std::io::Error::from_raw_os_error(
-                    rustix::io::Errno::OPNOTSUPP.raw_os_error(),
-                ))
-            })
-        });
+        lifecycle(false, |p| NewFile::beside_with(p, 0o666, false, no_tmpfile));
+    }
+
+    /// A file system without `O_TMPFILE`, for [`NewFile::beside_with`].
+    fn no_tmpfile(_: &Path, _: u32) -> std::io::Result<File> {
+        Err(std::io::Error::from_raw_os_error(
+            rustix::io::Errno::OPNOTSUPP.raw_os_error(),
+        ))
+    }
+
+    /// How [`NewFile::beside_with`] opens an unnamed file.
+    type OpenUnnamed = fn(&Path, u32) -> std::io::Result<File>;
+
+    /// The ways of making a new file this machine has: unnamed (where the temporary
+    /// directory's file system has `O_TMPFILE`) and named.
+    fn ways() -> Vec<(bool, OpenUnnamed)> {
+        let mut ways: Vec<(bool, OpenUnnamed)> = vec![(false, no_tmpfile)];
+        if open_unnamed(&std::env::temp_dir(), 0o600).is_ok() {
+            ways.push((true, open_unnamed));
+        }
+        ways
+    }
+
+    /// The process's umask, from /proc (reading it with umask(2) would change it for
+    /// every thread for a moment).
+    fn umask() -> u32 {
+        let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+        let line = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Umask:"))
+            .expect("an Umask line (Linux 4.7 and later)");
+        u32::from_str_radix(line.trim(), 8).expect("octal")
+    }
+
+    #[test]
+    fn new_file_has_the_mode_asked_for_less_the_umask_named_or_not() {
+        for (unnamed, open) in ways() {
+            let dir = tempfile::tempdir().expect("tmp");
+            let dst = dir.path().join("out.vhd");
+            let new = NewFile::beside_with(&dst, 0o640, false, open).expect("new file");
+            if !unnamed {
+                // The temporary name is as private as the file it becomes.
+                let tmp = std::fs::metadata(new.shown_path()).expect("temporary file");
+                assert_eq!(tmp.mode() & 0o777, 0o640 & !umask(), "temporary name");
+            }
+            new.persist(&dst).expect("persist");
+            let mode = std::fs::metadata(&dst).expect("meta").mode() & 0o777;
+            assert_eq!(mode, 0o640 & !umask(), "unnamed: {unnamed}");
+        }
+    }
+
+    /// With `replace`, the old file stays whole under its name until the new one is
+    /// persisted, then the name holds the new one; dropped instead, the old one stays
+    /// and nothing else is left.
+    #[test]
+    fn a_replacement_is_atomic_and_a_dropped_one_keeps_the_old_file() {
+        for (unnamed, open) in ways() {
+            let dir = tempfile::tempdir().expect("tmp");
+            let dst = dir.path().join("out.vhd");
+            std::fs::write(&dst, b"old").expect("old file");
+
+            let new = NewFile::beside_with(&dst, 0o600, true, open).expect("new file");
+            new.file().write_all_at(b"new!", 0).expect("write");
+            assert_eq!(std::fs::read(&dst).expect("read"), b"old", "{unnamed}");
+            drop(new);
+            assert_eq!(std::fs::read(&dst).expect("read"), b"old", "{unnamed}");
+            assert_eq!(names(dir.path()), ["out.vhd"], "{unnamed}");
+
+            let new = NewFile::beside_with(&dst, 0o600, true, open).expect("new file");
+            new.file().write_all_at(b"new!", 0).expect("write");
+            new.persist(&dst).expect("persist");
+            assert_eq!(std::fs::read(&dst).expect("read"), b"new!", "{unnamed}");
+            assert_eq!(names(dir.path()), ["out.vhd"], "{unnamed}");
+        }
+    }
+
+    #[test]
+    fn create_refuses_a_regular_file_unless_replacing_and_a_symlink_always() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let dst = dir.path().join("out.vhd");
+        std::fs::write(&dst, b"old").expect("old file");
+        let link = dir.path().join("link.vhd");
+        std::os::unix::fs::symlink(&dst, &link).expect("symlink");
+        let replace = OutputOptions::new().replace(true).devices(true);
+
+        assert!(matches!(
+            NewFile::create(&dst, &OutputOptions::new(), None, 0),
+            Err(Error::AlreadyExists { .. })
+        ));
+        assert!(matches!(
+            NewFile::create(&link, &replace, None, 0),
+            Err(Error::AlreadyExists { .. })
+        ));
+        assert!(matches!(
+            NewFile::create(dir.path(), &replace, None, 0),
+            Err(Error::AlreadyExists { .. })
+        ));
+        let new = NewFile::create(&dst, &replace, None, 0).expect("replacing");
+        new.persist(&dst).expect("persist");
+        assert_eq!(std::fs::read(&dst).expect("read"), b"");
+        assert!(std::fs::symlink_metadata(&link).expect("link").is_symlink());
+    }
+
+    #[test]
+    fn create_removes_what_a_killed_run_left_for_the_same_destination() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let dst = dir.path().join("out.vhd");
+        let left = dir.path().join(".out.vhd.Zx81Ab.vhdkit-tmp");
+        std::fs::write(&left, b"partial").expect("leftover");
+
+        let new = NewFile::create(&dst, &OutputOptions::new(), None, 0).expect("new file");
+
+        assert!(!left.exists(), "the leftover is removed");
+        new.persist(&dst).expect("persist");
+        assert_eq!(names(dir.path()), ["out.vhd"]);
     }
 
     fn lifecycle(unnamed: bool, beside: impl Fn(&Path) -> Result<NewFile>) {

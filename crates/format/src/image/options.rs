@@ -50,7 +50,8 @@ impl std::fmt::Display for DiskKind {
 pub struct OpenOptions {
     /// Open the top file for writing (parents are always read-only).
     pub writable: bool,
-    /// Refuse bad checksums instead of reading with a warning.
+    /// Refuse bad checksums, and a Xen batmap that `check` calls inconsistent, instead
+    /// of reading with a warning (docs/format.md, "Xen's batmap").
     pub strict: bool,
     /// Accept a parent whose unique id differs from the one the child recorded.
     pub ignore_parent_id: bool,
@@ -140,8 +141,8 @@ impl OpenOptions {
     }
 
     /// Sets [`OpenOptions::parent`].
-    pub fn parent(mut self, path: impl Into<std::path::PathBuf>) -> Self {
-        self.parent = Some(path.into());
+    pub fn parent(mut self, path: impl AsRef<std::path::Path>) -> Self {
+        self.parent = Some(path.as_ref().to_owned());
         self
     }
 

@@ -1,7 +1,7 @@
 //! Finding a differencing disk's parent: the candidates its locators and parent name
 //! give, in the order they are tried, filtered by the trust policy (`docs/security.md`,
 //! `docs/parent-lookup.md`); the resolvers that open them; and the disks in a folder
-//! that name a given disk as their parent.
+//! (and in folders the caller names) that name a given disk as their parent.
 
 use std::path::{Path, PathBuf};
 
@@ -146,35 +146,108 @@ pub fn parent_candidates(child: &VhdFile) -> Vec<ParentCandidate> {
     out
 }
 
-/// The VHDs in `path`'s folder (`.vhd` and `.avhd` files, not `path` itself) that are
-/// differencing disks recording `unique_id` as their parent's: the disks that deleting
-/// or rewriting `path` would orphan. Files that cannot be opened are skipped.
-pub fn children_in_folder(path: &Path, unique_id: uuid::Uuid) -> Vec<PathBuf> {
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let me = canonical(path);
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return Vec::new();
+/// The disks that name the disk at `path` (whose unique id is `unique_id`) as their
+/// parent: the differencing VHDs (`.vhd` and `.avhd` files, not `path` itself) in
+/// `path`'s folder and in each folder of `also_check` (not searched recursively) whose
+/// dynamic header records `unique_id` as their parent's. These are the disks that see
+/// different bytes when `path`'s content or size changes, and that deleting it orphans.
+///
+/// Each file's footer and header are read without taking its lock, so a child that
+/// another program has open (a running VM's disk) is found too; a file that is not a
+/// readable VHD is passed over. Sorted, each file named once (a folder given twice, or
+/// `path`'s own folder given again, adds nothing). `path`'s own folder is passed over
+/// when it cannot be listed; a folder of `also_check` that cannot be listed is an error
+/// (it was asked for), before anything else is read.
+///
+/// ```
+/// use vhdkit_format::image::find_children;
+/// use vhdkit_format::{CreateOptions, Disk, DiskKind};
+/// # let dir = tempfile::tempdir().unwrap();
+/// let base = dir.path().join("base.vhd");
+/// Disk::create(&base, &CreateOptions::new(DiskKind::Dynamic, 8 << 20)).unwrap();
+/// let child = dir.path().join("child.vhd");
+/// Disk::create(&child, &CreateOptions::differencing(&base)).unwrap();
+/// let id = Disk::open(&base).unwrap().top().footer().unique_id;
+/// assert_eq!(find_children(&base, id, &[]).unwrap(), vec![child]);
+/// ```
+pub fn find_children(
+    path: impl AsRef<Path>,
+    unique_id: uuid::Uuid,
+    also_check: &[PathBuf],
+) -> Result<Vec<PathBuf>> {
+    let path = path.as_ref();
+    // Children are named as `path` is: relative to the same folder (`sib.vhd` beside
+    // `top.vhd`, not `./sib.vhd`).
+    let own = path.parent().unwrap_or(Path::new(""));
+    let listed = if own.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        own
     };
-    let mut out: Vec<PathBuf> = entries
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.extension()
+    let mut listings = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(listed) {
+        listings.push((own.to_owned(), entries));
+    }
+    for dir in also_check {
+        let entries = std::fs::read_dir(dir).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => Error::PathNotFound {
+                path: dir.to_owned(),
+            },
+            _ => Error::file(dir, "listing a folder to look for children", e),
+        })?;
+        listings.push((dir.to_owned(), entries));
+    }
+    let me = canonical(path);
+    let mut seen_dirs: Vec<PathBuf> = Vec::new();
+    let mut seen: Vec<PathBuf> = Vec::new();
+    let mut out = Vec::new();
+    for (dir, entries) in listings {
+        let canon_dir = canonical(if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            &dir
+        });
+        if seen_dirs.contains(&canon_dir) {
+            continue;
+        }
+        seen_dirs.push(canon_dir);
+        for p in entries.filter_map(|e| e.ok().map(|e| dir.join(e.file_name()))) {
+            let is_vhd = p
+                .extension()
                 .and_then(|x| x.to_str())
-                .is_some_and(|x| x.eq_ignore_ascii_case("vhd") || x.eq_ignore_ascii_case("avhd"))
-        })
-        .filter(|p| canonical(p) != me)
-        .filter(|p| {
-            VhdFile::open_regular(p, &OpenOptions::new().no_parents(true))
-                .ok()
-                .and_then(|f| f.header().map(|h| h.parent_unique_id))
-                .is_some_and(|id| id == unique_id)
-        })
-        .collect();
+                .is_some_and(|x| x.eq_ignore_ascii_case("vhd") || x.eq_ignore_ascii_case("avhd"));
+            if !is_vhd || recorded_parent_id(&p) != Some(unique_id) {
+                continue;
+            }
+            let canon = canonical(&p);
+            if canon != me && !seen.contains(&canon) {
+                seen.push(canon);
+                out.push(p);
+            }
+        }
+    }
     out.sort();
-    out
+    Ok(out)
+}
+
+/// The parent unique id a differencing VHD at `path` records, read from its footer and
+/// dynamic header without a lock (checksums not required: a child is never missed for
+/// a damaged checksum). `None` for anything else.
+fn recorded_parent_id(path: &Path) -> Option<uuid::Uuid> {
+    use super::backend::{Backend, FileBackend};
+    use crate::spec::{DiskType, DynamicHeader, HEADER_SIZE};
+    let file = super::open::open_unlocked(path, super::open::Accept::Regular).ok()?;
+    let b = FileBackend::new(file);
+    let len = b.len().ok()?;
+    let (footer, _, _) =
+        super::footer::read_footer(path, &b, len, &OpenOptions::new(), &mut Vec::new()).ok()?;
+    if footer.disk_type != DiskType::Differencing {
+        return None;
+    }
+    let mut raw = [0u8; HEADER_SIZE];
+    b.read_exact_at(&mut raw, footer.data_offset).ok()?;
+    let header = DynamicHeader::decode(&raw).ok()?;
+    (header.cookie == crate::spec::HEADER_COOKIE).then_some(header.parent_unique_id)
 }
 
 /// Removes `.` components and folds `dir/..` lexically.

@@ -79,21 +79,21 @@ pub(crate) fn open_sparse(
     for p in header.validate(footer.current_size, Some(len), differencing) {
         match (p.severity, p.field) {
             (Severity::Error, "checksum") if !opts.strict => {
-                warnings.push(format!("{p}; reading anyway"))
+                warnings.push(format!("{}; reading anyway", p.detail()))
             }
             (Severity::Error, field) => {
                 return Err(
                     Error::corrupt(path, "dynamic header", hoff, p.message).with_field(field)
                 )
             }
-            (Severity::Warning, _) => warnings.push(p.to_string()),
+            (Severity::Warning, _) => warnings.push(p.detail()),
             (Severity::Info, _) => {}
         }
     }
     check_block_size(header.block_size)
         .map_err(|m| Error::corrupt(path, "dynamic header", hoff + 32, m))?;
     let layout = SparseLayout::new(&header, hoff, footer.current_size, len, footer_at);
-    let batmap = super::batmap::find(path, b, footer, &header, footer_at, opts.writable, warnings)?;
+    let batmap = super::batmap::open(path, b, footer, &header, len, footer_at, opts, warnings)?;
     let layout = match &batmap {
         Some(m) => layout.with_batmap(m.header_offset, &m.header),
         None => layout,
@@ -154,6 +154,10 @@ pub(crate) fn open_sparse(
     let found = scan.finish();
     if let Some(p) = found.problems.first() {
         return Err(Error::corrupt(path, "BAT", p.offset(), p.to_string()));
+    }
+    if let Some(m) = &batmap {
+        let size = footer.current_size;
+        super::batmap::open_bits(path, b, m, &bat, &layout, size, opts, warnings)?;
     }
     let next_free = layout.data_end(found.blocks_end);
     let footer_pos = if source == FooterSource::Copy {

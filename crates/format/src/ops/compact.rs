@@ -84,11 +84,21 @@ fn check_compactable_file(top: &VhdFile) -> Result<()> {
 /// [`OpsOptions::dry_run`]) and checks it can be compacted: another process holding it
 /// is refused here, before any work. A differencing disk is opened with its parent
 /// chain (read-only) when [`OpsOptions::dedupe`] asks to compare its blocks with the
-/// parents', or an [`Unused::Scan`] reads its virtual view; else alone.
-pub fn open(path: &Path, opts: &OpsOptions) -> Result<Disk> {
+/// parents', or an [`Unused::Scan`] reads its virtual view; else alone. With
+/// [`OpsOptions::unused_ranges`] (and not a dry run), a disk that other disks name as
+/// their parent is refused unless [`OpsOptions::force`]: the blocks it releases then
+/// read zeros (or its parent) through them instead of what they held.
+pub fn open(path: impl AsRef<Path>, opts: &OpsOptions) -> Result<Disk> {
+    let path = path.as_ref();
     let open = opts.open.clone().writable(!opts.dry_run);
     let top = VhdFile::open(path, &open)?;
     check_compactable_file(&top)?;
+    if opts.unused_ranges.is_some() && !opts.dry_run {
+        let mut dependents = super::dependents::Dependents::new(opts);
+        let effect = super::dependents::Effect::FreeSpace;
+        dependents.look(path, top.footer().unique_id, effect, &[])?;
+        dependents.refuse(path)?;
+    }
     let with_parents = top.is_differencing() && (opts.dedupe || scans(opts));
     Disk::resolve(top, &open.no_parents(!with_parents), &FsResolver)
 }
@@ -100,7 +110,8 @@ fn scans(opts: &OpsOptions) -> bool {
 }
 
 /// Compacts the dynamic or differencing disk at `path` in place: [`open`], then [`run`].
-pub fn compact(path: &Path, opts: &OpsOptions, progress: &Progress) -> Result<Report> {
+pub fn compact(path: impl AsRef<Path>, opts: &OpsOptions, progress: &Progress) -> Result<Report> {
+    let path = path.as_ref();
     run(open(path, opts)?, opts, progress)
 }
 

@@ -30,6 +30,7 @@ use vhdkit_task::{Phase, Progress};
 
 use crate::error::{Error, Result};
 use crate::image::backend::{Backend, FileBackend};
+use crate::image::output::{self, Existing};
 use crate::image::NewFile;
 use crate::image::{Disk, OpenOptions};
 use crate::spec::SECTOR_SIZE;
@@ -79,6 +80,56 @@ pub(crate) fn check_target(disk: &Disk, target: Target, opts: &OpsOptions) -> Re
     Ok(size)
 }
 
+/// Checks, before any work, what stands at the destination `dst` of a conversion of
+/// `disk` into `target`: nothing; a regular file [`OpsOptions::output`] lets it replace;
+/// a device it lets it write in place — which takes only a raw result, and no
+/// verification if it is a character device (which does not give back what was
+/// written), and that a block device holds the `size` bytes of the result. Never one of
+/// `disk`'s own files.
+pub(crate) fn check_output(
+    disk: &Disk,
+    dst: &Path,
+    target: Target,
+    opts: &OpsOptions,
+    size: u64,
+) -> Result<()> {
+    let existing = output::inspect(dst, &opts.output, Some(disk))?;
+    check_device_target(existing, dst, target, opts)?;
+    if existing == (Existing::Device { block: true }) {
+        output::check_device_room(dst, size)?;
+    }
+    Ok(())
+}
+
+/// The refusals of [`check_output`] that depend on the target once a device stands at
+/// `dst`.
+fn check_device_target(
+    existing: Existing,
+    dst: &Path,
+    target: Target,
+    opts: &OpsOptions,
+) -> Result<()> {
+    let Existing::Device { block } = existing else {
+        return Ok(());
+    };
+    if target != Target::Raw {
+        return Err(Error::InvalidArgument(format!(
+            "{}: is a device, which takes only a raw image (--type raw); a {} VHD is \
+             written as a new file",
+            dst.display(),
+            target.name()
+        )));
+    }
+    if opts.verify && !block {
+        return Err(Error::InvalidArgument(format!(
+            "{}: is a character device, which does not give back what is written: it \
+             cannot be verified",
+            dst.display()
+        )));
+    }
+    Ok(())
+}
+
 /// `size` rounded up to a multiple of `align` (`None`: as it is). The alignment must be a
 /// non-zero multiple of the sector size.
 pub fn aligned_size(size: u64, align: Option<u64>) -> Result<u64> {
@@ -101,18 +152,22 @@ pub fn aligned_size(size: u64, align: Option<u64>) -> Result<u64> {
 /// Writes `disk`'s virtual content to a new file `dst` of kind `target`.
 pub fn convert_disk(
     disk: &Disk,
-    dst: &Path,
+    dst: impl AsRef<Path>,
     target: Target,
     opts: &OpsOptions,
     progress: &Progress,
     operation: super::Operation,
 ) -> Result<Report> {
+    let dst = dst.as_ref();
     let start = Instant::now();
     let size = check_target(disk, target, opts)?;
     // The unused ranges, when asked (a scan of the source, which is only read).
     let mut clock = PhaseClock::start();
     let unused = unused::resolve(opts.unused_ranges.as_ref(), disk, progress)?;
-    let new = NewFile::beside(dst)?;
+    // The destination is checked again as it is opened (the task may start long after
+    // it was created); a block device must hold the whole raw result.
+    check_output(disk, dst, target, opts, size)?;
+    let new = NewFile::create(dst, &opts.output, Some(disk), size)?;
     let tmp_path = new.shown_path().to_owned();
     let out = &new.backend;
     // A fixed disk is allocated, as Virtual Server and Hyper-V make it: a volume too
@@ -126,7 +181,10 @@ pub fn convert_disk(
     // (copy on write) — preallocating cannot keep the fixed disk's promise there and
     // would only cost the space of every zero region.
     let allocate = target == Target::Fixed && !opts.sparse;
-    let offload = offload_device(out.file());
+    // A device is written in place: no extents to share, and its old bytes stay where
+    // nothing is written, so the writer zeroes what a new file would leave as holes.
+    let device = new.device();
+    let offload = offload_device(out.file()).filter(|_| device.is_none());
     let allocate_late = allocate && offload.is_some();
     let allocate_fixed = || {
         crate::image::newfile::allocate(out.file(), size + FOOTER_SIZE)
@@ -171,7 +229,14 @@ pub fn convert_disk(
         layer_devices: disk.layers().iter().map(|l| l.data_device()).collect(),
         unread_flat: target != Target::Dynamic && !opts.verify,
     });
-    let writer = Writer::new(placement, out, disk, offload.as_ref(), &tmp_path);
+    let writer = Writer::new(placement, out, disk, offload.as_ref(), device, &tmp_path);
+    // A character device has nothing to make durable (and refuses `fdatasync`): no
+    // background syncs.
+    let sync_bytes = if device == Some(false) {
+        0
+    } else {
+        opts.sync_bytes
+    };
     let per_chunk = (opts.chunk_bytes / unit).max(1);
     let pool = BufferPool::default();
     // The copy reads and writes the data once; a verification reads both again.
@@ -216,9 +281,12 @@ pub fn convert_disk(
                     if progress.is_cancelled() {
                         break 'chunks;
                     }
+                    // Every block composed goes to the writer: one with data is
+                    // written; one of zeros is a hole (a device has it zeroed, with the
+                    // blocks the metadata knew empty before it).
+                    let cloned = writer.cloned();
+                    writer.write_block(&c)?;
                     if c.data.is_some() {
-                        let cloned = writer.cloned();
-                        writer.write_block(&c)?;
                         stats.blocks_copied += 1;
                         stats.bytes_written += c.len;
                         // Cloned data leaves nothing in the page cache to sync.
@@ -233,7 +301,7 @@ pub fn convert_disk(
                 // syncs depends on the data only, not on timing, which fault injection
                 // relies on. The writer waits only when the flusher is two requests
                 // behind, which also bounds the dirty data in the page cache.
-                if opts.sync_bytes > 0 && unsynced >= opts.sync_bytes {
+                if sync_bytes > 0 && unsynced >= sync_bytes {
                     unsynced = 0;
                     if flush_tx.send(()).is_err() {
                         break; // The flusher failed; its error is reported below.
@@ -287,7 +355,7 @@ pub fn convert_disk(
     }
     clock.lap(&mut report, "copy");
     progress.set_phase(Phase::Flush, 0, 0);
-    out.sync()
+    new.sync()
         .map_err(|e| Error::file(&tmp_path, "syncing the new file", e))?;
     clock.lap(&mut report, "flush");
     if opts.verify {
@@ -298,7 +366,10 @@ pub fn convert_disk(
     }
     progress.check_cancelled()?;
     new.persist(dst)?;
-    report.file_size_after = std::fs::metadata(dst).map(|m| m.len()).unwrap_or(0);
+    report.file_size_after = match device {
+        Some(_) => size,
+        None => std::fs::metadata(dst).map(|m| m.len()).unwrap_or(0),
+    };
     report.elapsed = start.elapsed();
     Ok(report)
 }
@@ -373,7 +444,12 @@ fn verify(
         _ => crate::image::VhdFile::from_backend(path, backend, &open)?,
     };
     let disk = Disk::resolve(file, &open, &crate::image::FsResolver)?;
-    if disk.virtual_size() != size {
+    // A device written in place keeps its size: the result is its first `size` bytes.
+    let fits = match target {
+        Target::Raw => disk.virtual_size() >= size,
+        Target::Fixed | Target::Dynamic => disk.virtual_size() == size,
+    };
+    if !fits {
         return Err(Error::Corrupt {
             path: path.to_owned(),
             structure: "footer",
@@ -407,7 +483,7 @@ fn verify(
                     .binary_search_by_key(&b, |&(j, _)| j)
                     .ok()
                     .and_then(|k| expected[k].1);
-                let c = compose_copied(&disk, b, unit, &pool)?;
+                let c = compose_copied(&disk, size, b, unit, &pool)?;
                 let (_, got) = crc_of(&c);
                 let ok = match (got, want) {
                     (None, None) => true,

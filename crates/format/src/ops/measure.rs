@@ -17,9 +17,9 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use vhdkit_task::{CancelToken, Phase, Progress, Task, TaskBuilder};
+use vhdkit_task::{CancelToken, Phase, Progress};
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::image::Disk;
 
 use super::convert::{check_target, mask_for};
@@ -58,29 +58,34 @@ pub struct Measure {
     pub elapsed: Duration,
 }
 
-/// A running measure.
-pub type MeasureTask = Task<Measure, Error>;
+/// A running measure: an [`OpTask`](super::OpTask) whose value is a [`Measure`].
+pub type MeasureTask = super::OpTask<Measure>;
 
 /// Measures the file a conversion of `src` (any VHD, a chain flattened, or a raw image,
 /// opened as [`super::convert_task`] opens it) into a `target` would write, with the
 /// options a conversion would get (`block_size`, `align`, `open`).
-pub fn measure(src: &Path, target: Target, opts: &OpsOptions) -> Result<Measure> {
+pub fn measure(src: impl AsRef<Path>, target: Target, opts: &OpsOptions) -> Result<Measure> {
+    let src = src.as_ref();
     let disk = Disk::open_any(src, &opts.open)?;
     measure_disk(&disk, target, opts, &Progress::detached(CancelToken::new()))
 }
 
 /// Starts measuring, as a task with progress (a `scan` phase over the virtual size) and
 /// cancel. The source is opened and the target checked before the task starts.
-pub fn measure_task(src: &Path, target: Target, opts: &OpsOptions) -> Result<MeasureTask> {
+pub fn measure_task(
+    src: impl AsRef<Path>,
+    target: Target,
+    opts: &OpsOptions,
+) -> Result<MeasureTask> {
+    let src = src.as_ref();
     let disk = Disk::open_any(src, &opts.open)?;
     check_target(&disk, target, opts)?;
     let o = opts.clone();
-    Ok(
-        TaskBuilder::new(format!("Measuring {} as {}", src.display(), target.name()))
-            .cancelable(true)
-            .event_capacity(opts.event_capacity)
-            .spawn(move |pr| measure_disk(&disk, target, &o, pr)),
-    )
+    Ok(super::spawn(
+        format!("Measuring {} as {}", src.display(), target.name()),
+        opts,
+        move |pr| measure_disk(&disk, target, &o, pr),
+    ))
 }
 
 /// Measures the file a conversion of `disk` into a `target` would write.
@@ -227,6 +232,9 @@ mod tests {
             &OpsOptions::default(),
             &Progress::detached(token),
         );
-        assert!(matches!(r, Err(Error::Cancelled)), "a cancel is reported");
+        assert!(
+            matches!(r, Err(crate::Error::Cancelled)),
+            "a cancel is reported"
+        );
     }
 }

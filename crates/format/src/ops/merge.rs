@@ -5,7 +5,9 @@
 //! write path (data and bitmap durable before the BAT entry). The child overrides those
 //! sectors anyway, so a partial merge is invisible through the child, and a rerun
 //! repeats the same idempotent writes. The parent seen alone changes — that is what a
-//! merge means. The parent is fsynced before success is reported; then the child's
+//! merge means — and so does every other disk naming the parent as theirs, which is
+//! why the merge is refused while there are any (`dependents`), unless forced. The
+//! parent is fsynced before success is reported; then the child's
 //! recorded parent time stamp is updated (what strict readers check), and with
 //! `delete_child` the child is deleted last.
 
@@ -20,11 +22,14 @@ use crate::image::file::{LayerExtent, VhdFile};
 use crate::image::{sync_dir, Disk, DiskKind, OpenOptions};
 use crate::spec::VhdTime;
 
+use super::dependents::{Dependents, Effect};
+use super::merge_into::would_change;
 use super::{OpsOptions, PhaseClock, Report};
 
 /// Checks what can be seen before starting: a differencing disk, a parent that is
 /// found, matches, is writable and is not smaller than the child. Returns the parent.
-pub fn precheck(child: &Path, opts: &OpsOptions) -> Result<PathBuf> {
+pub fn precheck(child: impl AsRef<Path>, opts: &OpsOptions) -> Result<PathBuf> {
+    let child = child.as_ref();
     let disk = Disk::open_with(child, &opts.open.clone().writable(false))?;
     if disk.kind() != DiskKind::Differencing {
         return Err(Error::WrongDiskType {
@@ -75,10 +80,13 @@ pub struct MergeFiles {
     parent: Disk,
 }
 
-/// Checks a merge of `child` (see [`precheck`]) and opens both files for writing; with
-/// `opts.delete_child`, also refuses (unless `opts.force`) when other disks in the
-/// child's folder name it as their parent — deleting it would orphan them.
-pub fn open(child: &Path, opts: &OpsOptions) -> Result<MergeFiles> {
+/// Checks a merge of `child` (see [`precheck`]) and opens both files for writing. Unless
+/// `opts.force`, refuses ([`Error::HasChildren`]) when other disks name the parent as
+/// theirs (the merge changes what they read), and with `opts.delete_child` when disks
+/// name the child as their parent (deleting it would orphan them) — looked for in each
+/// disk's folder and in `opts.also_check`.
+pub fn open(child: impl AsRef<Path>, opts: &OpsOptions) -> Result<MergeFiles> {
+    let child = child.as_ref();
     let parent_path = precheck(child, opts)?;
     let child_file = VhdFile::open(child, &OpenOptions::new().writable(true))?;
     // The parent opens for writing with its own chain (a differencing parent completes
@@ -99,15 +107,25 @@ pub fn open(child: &Path, opts: &OpsOptions) -> Result<MergeFiles> {
                 .unwrap_or_default(),
         });
     }
-    if opts.delete_child && !opts.force {
-        let others = crate::image::children_in_folder(child, child_file.footer().unique_id);
-        if !others.is_empty() {
-            return Err(Error::HasChildren {
-                path: child.to_owned(),
-                children: others,
-            });
-        }
+    // The parent's other children read through what the merge rewrites.
+    let mut dependents = Dependents::new(opts);
+    dependents.look(
+        &parent_path,
+        parent.top().footer().unique_id,
+        Effect::Reads,
+        &[child],
+    )?;
+    // Unless the parent holds the child's bytes already (a rerun of a merge stopped
+    // after its writes): then what they read does not change.
+    if dependents.has_readers()
+        && !would_change(&[&child_file], &parent, child_file.virtual_size(), opts)?
+    {
+        dependents.forget_readers();
     }
+    if opts.delete_child {
+        dependents.look(child, child_file.footer().unique_id, Effect::Orphaned, &[])?;
+    }
+    dependents.refuse(child)?;
     Ok(MergeFiles {
         child_path: child.to_owned(),
         parent_path,
@@ -117,7 +135,8 @@ pub fn open(child: &Path, opts: &OpsOptions) -> Result<MergeFiles> {
 }
 
 /// Merges `child` into its parent: [`open`], then [`run`].
-pub fn merge(child: &Path, opts: &OpsOptions, progress: &Progress) -> Result<Report> {
+pub fn merge(child: impl AsRef<Path>, opts: &OpsOptions, progress: &Progress) -> Result<Report> {
+    let child = child.as_ref();
     run(open(child, opts)?, opts, progress)
 }
 

@@ -20,6 +20,11 @@
 //! A kill before 3 leaves the chain as it was (the ancestor holding part or all of the
 //! merge, invisibly); running the same command again completes it. A kill between 3 and
 //! 4 leaves the child on the ancestor and intermediates no disk names any more.
+//!
+//! Before 1, disks outside the chain that depend on what it changes are refused
+//! ([`open`]); a rerun after 3 finds the intermediate left naming the ancestor, but the
+//! ancestor already reads what it would write (`would_change`), so nothing changes
+//! for that disk and the rerun goes ahead.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -29,8 +34,9 @@ use vhdkit_task::{Phase, Progress};
 use crate::error::{Error, Result};
 use crate::image::create::ParentLink;
 use crate::image::file::{LayerExtent, VhdFile};
-use crate::image::{children_in_folder, sync_dir, Disk, DiskKind};
+use crate::image::{sync_dir, Disk, DiskKind};
 
+use super::dependents::{Dependents, Effect};
 use super::{Operation, OpsOptions, PhaseClock, Report};
 
 /// Which ancestor to merge into.
@@ -72,9 +78,17 @@ fn dir_of(p: &Path) -> &Path {
 }
 
 /// Checks and opens a merge of `child` into `ancestor`: a differencing chain that
-/// reaches it; every link trusted for writing (docs/security.md); nobody else depending
-/// on the disks it removes (unless `opts.force`); every file taken before the first write.
-pub fn open(child: &Path, ancestor: &Ancestor, opts: &OpsOptions) -> Result<MergeIntoFiles> {
+/// reaches it; every link trusted for writing (docs/security.md); unless `opts.force`,
+/// no disk outside the chain naming as its parent the ancestor (it reads different
+/// bytes), an intermediate (removed, or kept over a changed ancestor) or, with
+/// `opts.delete_child`, the child ([`Error::HasChildren`]); every file taken before the
+/// first write.
+pub fn open(
+    child: impl AsRef<Path>,
+    ancestor: &Ancestor,
+    opts: &OpsOptions,
+) -> Result<MergeIntoFiles> {
+    let child = child.as_ref();
     let chain = Disk::open_with(child, &opts.open.clone().writable(false))?;
     if chain.kind() != DiskKind::Differencing {
         return Err(Error::WrongDiskType {
@@ -137,30 +151,6 @@ pub fn open(child: &Path, ancestor: &Ancestor, opts: &OpsOptions) -> Result<Merg
         )));
     }
     drop(chain);
-    // Disks that depend on what this removes (other children of an intermediate, or of
-    // the child when it is deleted) would be orphaned.
-    if !opts.force {
-        let mut orphans = Vec::new();
-        if !opts.keep_intermediates {
-            for i in 1..k {
-                let above = canon(&layers[i - 1].0);
-                orphans.extend(
-                    children_in_folder(&layers[i].0, layers[i].1)
-                        .into_iter()
-                        .filter(|p| canon(p) != above),
-                );
-            }
-        }
-        if opts.delete_child {
-            orphans.extend(children_in_folder(child, layers[0].1));
-        }
-        if !orphans.is_empty() {
-            return Err(Error::HasChildren {
-                path: child.to_owned(),
-                children: orphans,
-            });
-        }
-    }
     let alone = crate::image::OpenOptions::new().no_parents(true);
     let child_file = VhdFile::open(child, &alone.clone().writable(true))?;
     let middle = layers[1..k]
@@ -184,6 +174,33 @@ pub fn open(child: &Path, ancestor: &Ancestor, opts: &OpsOptions) -> Result<Merg
             child.display()
         )));
     }
+    // Disks that depend on what this changes or removes, besides the chain itself: other
+    // children of the ancestor (it is rewritten), of an intermediate (removed, or kept
+    // over a changed ancestor) and, when deleted, of the child.
+    let chain_paths: Vec<&Path> = layers[..=k].iter().map(|(p, _)| p.as_path()).collect();
+    let mut dependents = Dependents::new(opts);
+    dependents.look(&layers[k].0, layers[k].1, Effect::Reads, &chain_paths)?;
+    let effect = if opts.keep_intermediates {
+        Effect::Reads
+    } else {
+        Effect::Orphaned
+    };
+    for (path, id) in &layers[1..k] {
+        dependents.look(path, *id, effect, &chain_paths)?;
+    }
+    if opts.delete_child {
+        dependents.look(child, layers[0].1, Effect::Orphaned, &chain_paths)?;
+    }
+    // What the ancestor (and through it a kept intermediate) reads changes only where it
+    // does not hold the upper levels' bytes already: a rerun of a merge stopped after its
+    // writes changes nothing for the disks left naming the ancestor.
+    if dependents.has_readers() {
+        let levels: Vec<&VhdFile> = std::iter::once(&child_file).chain(&middle).collect();
+        if !would_change(&levels, &ancestor_disk, size, opts)? {
+            dependents.forget_readers();
+        }
+    }
+    dependents.refuse(child)?;
     Ok(MergeIntoFiles {
         child_path: child.to_owned(),
         child: child_file,
@@ -195,11 +212,12 @@ pub fn open(child: &Path, ancestor: &Ancestor, opts: &OpsOptions) -> Result<Merg
 
 /// Merges `child` into `ancestor`: [`open`], then [`run`].
 pub fn merge_into(
-    child: &Path,
+    child: impl AsRef<Path>,
     ancestor: &Ancestor,
     opts: &OpsOptions,
     progress: &Progress,
 ) -> Result<Report> {
+    let child = child.as_ref();
     run(open(child, ancestor, opts)?, opts, progress)
 }
 
@@ -280,6 +298,33 @@ fn remove(p: &Path) -> Result<()> {
     std::fs::remove_file(p).map_err(|e| Error::file(p, "deleting a merged disk", e))?;
     let dir = dir_of(p);
     sync_dir(dir).map_err(|e| Error::file(dir, "syncing the directory", e))
+}
+
+/// Whether writing what `levels` (top first) store into `ancestor` — the bytes the
+/// levels show wherever one of them stores something — would change what the ancestor
+/// reads: read and compared a window at a time, stopping at the first difference.
+pub(crate) fn would_change(
+    levels: &[&VhdFile],
+    ancestor: &Disk,
+    size: u64,
+    opts: &OpsOptions,
+) -> Result<bool> {
+    let window = opts.chunk_bytes.max(1 << 20);
+    let mut pos = 0;
+    while pos < size {
+        let n = window.min(size - pos);
+        for (off, len) in covered_ranges(levels, pos, n)? {
+            let mut upper = vec![0u8; len as usize];
+            read_upper(levels, off, &mut upper)?;
+            let mut below = vec![0u8; len as usize];
+            ancestor.read_at(&mut below, off)?;
+            if upper != below {
+                return Ok(true);
+            }
+        }
+        pos += n;
+    }
+    Ok(false)
 }
 
 /// The ranges of `pos..pos + n` that some level stores itself, sorted and merged.

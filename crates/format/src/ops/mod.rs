@@ -1,6 +1,6 @@
 //! The four `IVMHardDisk` operations — compact, convert, merge, merge-to — create and
 //! resize, each as a plain function over a [`Progress`] and as an IVMTask2-style
-//! [`Task`]; and [`measure()`], the length a convert or merge-to would write, without
+//! [`OpTask`]; and [`measure()`], the length a convert or merge-to would write, without
 //! writing.
 //!
 //! Every operation runs block by block: metadata gives a plan (pure data, in the crate-private `plan` module),
@@ -12,6 +12,7 @@
 
 pub mod compact;
 pub mod convert;
+mod dependents;
 pub mod measure;
 pub mod merge;
 pub mod merge_into;
@@ -21,6 +22,7 @@ pub mod relink;
 pub mod repair;
 pub mod resize;
 mod source;
+mod task;
 mod units;
 pub mod unused;
 mod writer;
@@ -28,14 +30,15 @@ mod writer;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use vhdkit_task::{Progress, Task, TaskBuilder};
+use vhdkit_task::{Progress, TaskBuilder};
 
 use crate::error::{Error, Result};
-use crate::image::{CreateOptions, Disk, DiskKind, OpenOptions};
+use crate::image::{CreateOptions, Disk, DiskKind, OpenOptions, OutputOptions};
 
 pub use measure::{measure, measure_task, Measure, MeasureTask};
 pub use resize::{ResizeFacts, ResizeOptions};
 pub use source::is_zero;
+pub use task::OpTask;
 pub use unused::{Unused, UnusedRanges, UnusedScan};
 
 /// What a convert or merge-to produces.
@@ -79,9 +82,19 @@ pub struct OpsOptions {
     pub chunk_bytes: u64,
     /// Merge: delete the child once merged and durable.
     pub delete_child: bool,
-    /// Delete or rewrite a disk even though other disks in its folder name it as their
-    /// parent (they would be orphaned).
+    /// Change or delete a disk even though other disks name it as their parent: merge
+    /// into it (they would read different bytes), delete it (`delete_child`, the
+    /// intermediates of a merge into an ancestor: they would be orphaned), resize it
+    /// (their size would differ), compact it with [`unused_ranges`](Self::unused_ranges)
+    /// (they would read zeros where its free space was). Without it, these operations
+    /// look for such disks — in the folder of each disk they change and in
+    /// [`also_check`](Self::also_check) — and refuse before the first write
+    /// ([`Error::HasChildren`], naming each one).
     pub force: bool,
+    /// More folders (not searched recursively) where merge, resize and compact with
+    /// unused ranges look for disks naming the disk they change as their parent, besides
+    /// that disk's own folder. A folder that cannot be listed is refused.
+    pub also_check: Vec<PathBuf>,
     /// Merge into an ancestor: keep the intermediate disks (they no longer describe a
     /// consistent disk) instead of deleting them.
     pub keep_intermediates: bool,
@@ -116,6 +129,10 @@ pub struct OpsOptions {
     /// Compact: scan and plan, report what would be released and moved, and write
     /// nothing (the disk is opened read-only).
     pub dry_run: bool,
+    /// Convert and merge-to: what may stand at the destination (a regular file to
+    /// replace atomically; a device, which takes a raw result in place) and the new
+    /// file's permission bits (by default the source's). See [`OutputOptions`].
+    pub output: OutputOptions,
 }
 
 /// Chunks' worth of blocks that compact moves, and merge writes, per batch: each batch
@@ -132,6 +149,7 @@ impl Default for OpsOptions {
             chunk_bytes: 8 << 20,
             delete_child: false,
             force: false,
+            also_check: Vec::new(),
             keep_intermediates: false,
             sync_bytes: 16 << 20,
             event_capacity: vhdkit_task::DEFAULT_EVENT_CAPACITY,
@@ -140,6 +158,7 @@ impl Default for OpsOptions {
             dedupe: true,
             unused_ranges: None,
             dry_run: false,
+            output: OutputOptions::default(),
         }
     }
 }
@@ -289,47 +308,30 @@ fn ser_phases<S: serde::Serializer>(
     map.end()
 }
 
-/// A running operation.
-pub type OpTask = Task<Report, Error>;
-
-fn spawn(
+fn spawn<T: Send + 'static>(
     desc: String,
     opts: &OpsOptions,
-    work: impl FnOnce(&Progress) -> Result<Report> + Send + 'static,
-) -> OpTask {
-    TaskBuilder::new(desc)
-        .cancelable(true)
-        .event_capacity(opts.event_capacity)
-        .spawn(work)
+    work: impl FnOnce(&Progress) -> Result<T> + Send + 'static,
+) -> OpTask<T> {
+    OpTask::from(
+        TaskBuilder::new(desc)
+            .cancelable(true)
+            .event_capacity(opts.event_capacity)
+            .spawn(work),
+    )
 }
 
 /// Checks a new file's path before any work: not empty, in a folder that exists, not
 /// there yet (not even as a dangling symbolic link).
 fn require_absent(dst: &Path) -> Result<()> {
-    if dst.as_os_str().is_empty() {
-        return Err(Error::InvalidArgument(
-            "the destination path is empty".into(),
-        ));
-    }
-    let dir = dst
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    if !dir.is_dir() {
-        return Err(Error::PathNotFound {
-            path: dir.to_owned(),
-        });
-    }
-    if dst.symlink_metadata().is_ok() {
-        return Err(Error::AlreadyExists {
-            path: dst.to_owned(),
-        });
-    }
-    Ok(())
+    crate::image::output::inspect(dst, &OutputOptions::new(), None).map(drop)
 }
 
-/// Starts compacting `path` in place. Fails at once on a wrong disk type.
-pub fn compact_task(path: &Path, opts: &OpsOptions) -> Result<OpTask> {
+/// Starts compacting `path` in place. Fails at once on a wrong disk type, and (with
+/// [`OpsOptions::unused_ranges`], unless [`OpsOptions::force`]) on a disk other disks
+/// name as their parent ([`Error::HasChildren`]).
+pub fn compact_task(path: impl AsRef<Path>, opts: &OpsOptions) -> Result<OpTask> {
+    let path = path.as_ref();
     // Opened (for writing) and checked once, before the task starts; moved into it.
     let disk = compact::open(path, opts)?;
     let o = opts.clone();
@@ -341,10 +343,16 @@ pub fn compact_task(path: &Path, opts: &OpsOptions) -> Result<OpTask> {
 }
 
 /// Starts converting `src` (any kind, chains flattened, or raw) into a new `dst`.
-pub fn convert_task(src: &Path, dst: &Path, target: Target, opts: &OpsOptions) -> Result<OpTask> {
-    require_absent(dst)?;
+pub fn convert_task(
+    src: impl AsRef<Path>,
+    dst: impl AsRef<Path>,
+    target: Target,
+    opts: &OpsOptions,
+) -> Result<OpTask> {
+    let (src, dst) = (src.as_ref(), dst.as_ref());
     let disk = Disk::open_any(src, &opts.open)?;
-    convert::check_target(&disk, target, opts)?;
+    let size = convert::check_target(&disk, target, opts)?;
+    convert::check_output(&disk, dst, target, opts, size)?;
     let (d, o) = (dst.to_owned(), opts.clone());
     Ok(spawn(
         format!(
@@ -358,8 +366,29 @@ pub fn convert_task(src: &Path, dst: &Path, target: Target, opts: &OpsOptions) -
     ))
 }
 
-/// Starts merging differencing disk `child` into its parent, in place.
-pub fn merge_task(child: &Path, opts: &OpsOptions) -> Result<OpTask> {
+/// Starts merging differencing disk `child` into its parent, in place. Refused before
+/// the task starts, unless [`OpsOptions::force`], when other disks name the parent as
+/// theirs (the merge changes what they read) — see [`merge::open`].
+///
+/// ```
+/// use vhdkit_format::ops::{self, OpsOptions};
+/// use vhdkit_format::{CreateOptions, Disk, DiskKind, ErrorKind};
+/// # let dir = tempfile::tempdir().unwrap();
+/// let base = dir.path().join("base.vhd");
+/// Disk::create(&base, &CreateOptions::new(DiskKind::Dynamic, 8 << 20)).unwrap();
+/// let top = dir.path().join("top.vhd");
+/// Disk::create(&top, &CreateOptions::differencing(&base)).unwrap();
+/// let sibling = dir.path().join("sibling.vhd");
+/// Disk::create(&sibling, &CreateOptions::differencing(&base)).unwrap();
+/// Disk::open_rw(&top).unwrap().write_at(b"top's own", 0).unwrap();
+///
+/// let refused = ops::merge_task(&top, &OpsOptions::default()).unwrap_err();
+/// assert_eq!(refused.kind(), ErrorKind::HasChildren);
+/// let forced = OpsOptions { force: true, ..OpsOptions::default() };
+/// ops::merge_task(&top, &forced).unwrap().join().unwrap();
+/// ```
+pub fn merge_task(child: impl AsRef<Path>, opts: &OpsOptions) -> Result<OpTask> {
+    let child = child.as_ref();
     // Checked, opened and locked before the task starts: a child or parent in use is
     // refused here, before anything is written.
     let files = merge::open(child, opts)?;
@@ -373,12 +402,14 @@ pub fn merge_task(child: &Path, opts: &OpsOptions) -> Result<OpTask> {
 
 /// Starts merging differencing disk `child` and every disk between it and `ancestor`
 /// into `ancestor`, in place (see [`merge_into`]). Checked, opened and locked before the
-/// task starts.
+/// task starts; refused then, unless [`OpsOptions::force`], when disks outside the chain
+/// depend on what it changes or removes ([`merge_into::open`]).
 pub fn merge_into_task(
-    child: &Path,
+    child: impl AsRef<Path>,
     ancestor: &merge_into::Ancestor,
     opts: &OpsOptions,
 ) -> Result<OpTask> {
+    let child = child.as_ref();
     let files = merge_into::open(child, ancestor, opts)?;
     let desc = format!(
         "Merging {} into its ancestor {}",
@@ -391,17 +422,12 @@ pub fn merge_into_task(
 
 /// Starts flattening the chain of differencing disk `child` into a new `dst`.
 pub fn merge_to_task(
-    child: &Path,
-    dst: &Path,
+    child: impl AsRef<Path>,
+    dst: impl AsRef<Path>,
     target: Target,
     opts: &OpsOptions,
 ) -> Result<OpTask> {
-    require_absent(dst)?;
-    if target == Target::Raw {
-        return Err(Error::InvalidArgument(
-            "merge-to writes a fixed or dynamic VHD".into(),
-        ));
-    }
+    let (child, dst) = (child.as_ref(), dst.as_ref());
     let disk = Disk::open_with(child, &opts.open)?;
     if disk.kind() != DiskKind::Differencing {
         return Err(Error::WrongDiskType {
@@ -410,7 +436,8 @@ pub fn merge_to_task(
             expected: "merge-to needs a differencing disk".into(),
         });
     }
-    convert::check_target(&disk, target, opts)?;
+    let size = convert::check_target(&disk, target, opts)?;
+    convert::check_output(&disk, dst, target, opts, size)?;
     let (d, o) = (dst.to_owned(), opts.clone());
     Ok(spawn(
         format!(
@@ -426,7 +453,12 @@ pub fn merge_to_task(
 /// Starts resizing the disk at `path` in place (see [`resize`] for the orders). The
 /// disk is opened for writing and every refusal (kind, size, shrink, parent size,
 /// children, `resize.shrink_guard`) made before the task starts.
-pub fn resize_task(path: &Path, resize: &ResizeOptions, opts: &OpsOptions) -> Result<OpTask> {
+pub fn resize_task(
+    path: impl AsRef<Path>,
+    resize: &ResizeOptions,
+    opts: &OpsOptions,
+) -> Result<OpTask> {
+    let path = path.as_ref();
     let prepared = resize::open(path, resize, opts)?;
     let (old, new) = prepared.sizes();
     let o = opts.clone();
@@ -438,7 +470,8 @@ pub fn resize_task(path: &Path, resize: &ResizeOptions, opts: &OpsOptions) -> Re
 }
 
 /// Starts creating a disk.
-pub fn create_task(path: &Path, opts: &CreateOptions) -> Result<OpTask> {
+pub fn create_task(path: impl AsRef<Path>, opts: &CreateOptions) -> Result<OpTask> {
+    let path = path.as_ref();
     require_absent(path)?;
     crate::image::create::check_create_options(opts)?;
     let (p, o) = (path.to_owned(), opts.clone());

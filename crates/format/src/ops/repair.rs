@@ -1,6 +1,6 @@
 //! Repair: restores what is safely restorable in a dynamic or differencing file — a
 //! damaged footer from its copy (or the copy from the footer), a file length cut short
-//! or left long by a crash, orphaned tail space, Xen's batmap checksum and stray bits —
+//! or left long by a crash, orphaned tail space, Xen's batmap (header, checksum, bits) —
 //! using the one layout description (`spec/layout.rs`). It never guesses at data.
 //! (`check` only reads; this is the one part of checking that writes.)
 
@@ -28,12 +28,19 @@ pub struct RepairReport {
 ///   truncation) — the footer moves past the last block and the file is truncated;
 /// - a file cut short after its last block (the footer lost) — the footer is appended.
 ///
+/// - Xen's batmap (a `tap` file's): bits that break the promise "allocated and fully
+///   written" cleared, the checksum recomputed, a damaged header rewritten where blktap
+///   puts one with every bit clear.
+///
 /// Refused: fixed disks with a damaged footer (no copy exists), a damaged dynamic
 /// header (no copy exists), blocks that run past the end of the file (their data is
-/// gone). Write order: footer at its new place, fsync, truncate, fsync, then the copy
-/// at offset 0, fsync — the file has a valid footer at the end or a valid copy at
-/// offset 0 at every instant.
-pub fn repair(path: &Path) -> Result<RepairReport> {
+/// gone), a damaged batmap header whose area holds a block or other metadata. Write
+/// order: footer at its new place, fsync, truncate, fsync, then the batmap (bitmap
+/// sectors, header), fsync, then the copy at offset 0, fsync — the file has a valid
+/// footer at the end or a valid copy at offset 0 at every instant (docs/crash-safety.md,
+/// "Repair").
+pub fn repair(path: impl AsRef<Path>) -> Result<RepairReport> {
+    let path = path.as_ref();
     let file =
         crate::image::open::open_file(path, true, crate::image::open::Accept::RegularOrBlock)?;
     let b = FileBackend::with_path(file, path);
@@ -107,9 +114,19 @@ pub fn repair(path: &Path) -> Result<RepairReport> {
     // and every piece of metadata (Xen's batmap included).
     let footer_at = if end.is_some() { end_at } else { len };
     let layout = SparseLayout::new(&header, hoff, footer.current_size, len, footer_at);
-    let mut warnings = Vec::new();
-    let batmap =
-        crate::image::batmap::find(path, &b, &footer, &header, footer_at, false, &mut warnings)?;
+    // Xen's batmap, read as open and check read it; a damaged header is replaced (below).
+    let found = crate::image::batmap::read(&b, &footer, &header, len, footer_at);
+    let mut batmap = found.as_ref().map(|f| match &f.batmap {
+        Some(m) => m.clone(),
+        None => crate::image::batmap::Batmap::fresh(f.header_offset, &header, footer.current_size),
+    });
+    let rebuild = found.as_ref().filter(|f| f.batmap.is_none()).map(|f| {
+        let fix = format!("; {}", crate::image::batmap::FIX);
+        let what =
+            |p: &crate::spec::Problem| format!("{}: {}", p.field, p.message.trim_end_matches(&fix));
+        f.problems.iter().map(what).collect::<Vec<_>>()
+    });
+    let bare = layout.clone();
     let layout = match &batmap {
         Some(m) => layout.with_batmap(m.header_offset, &m.header),
         None => layout,
@@ -142,25 +159,30 @@ pub fn repair(path: &Path) -> Result<RepairReport> {
         }
         blocks_end = blocks_end.max(block_end);
     }
-    if let Some(mut m) = batmap {
-        // A set bit for an unallocated block, or a wrong checksum: both are restorable
-        // from the BAT (a clear bit is always safe).
-        let before = m.map.clone();
-        let unallocated: Vec<u64> = (0..used)
-            .filter(|&n| bat.block_offset(n).is_none())
+    if let (Some(m), Some(_)) = (&batmap, &rebuild) {
+        fits_where_blktap_puts_it(
+            path,
+            m,
+            &bare,
+            &bat,
+            footer.current_size,
+            header.max_table_entries,
+            len,
+        )?;
+    }
+    // The bits that break the promise "allocated and fully written" (a clear bit is
+    // always safe), and the checksum: both restorable from the BAT and the bitmaps.
+    let before = batmap.as_ref().map(|m| m.map.clone()).unwrap_or_default();
+    let mut cleared = 0;
+    if let Some(m) = &mut batmap {
+        let bad: Vec<u64> = m
+            .bad_bits(&layout, footer.current_size, Some(&b), |n| bat.entry(n))
+            .map(|x| x.block())
             .collect();
-        for &n in &unallocated {
+        for &n in &bad {
             crate::spec::batmap::clear_bit(&mut m.map, n);
         }
-        let stale = crate::spec::batmap::checksum(&m.map, m.header.version) != m.header.checksum;
-        if m.map != before || stale {
-            m.write(path, &b, &before)?;
-            b.sync()
-                .map_err(|e| Error::file(path, "syncing the batmap", e))?;
-            report.actions.push(
-                "cleared the batmap bits of unallocated blocks and recomputed its checksum".into(),
-            );
-        }
+        cleared = bad.len();
     }
     let data_end = layout.data_end(blocks_end);
     let footer_bytes = footer.encode();
@@ -181,11 +203,40 @@ pub fn repair(path: &Path) -> Result<RepairReport> {
         }
         report.actions.push(match &end {
             None => format!("restored the footer at {at:#x} from the copy at offset 0; file length {len} -> {}", at + 512),
+            Some(_) if at > end_at => format!(
+                "moved the footer from {end_at:#x}, inside the metadata, to {at:#x} past it"
+            ),
             Some(_) => format!(
                 "moved the footer past the last block to {at:#x}, dropping {} bytes of unreferenced space",
                 len.saturating_sub(at + 512)
             ),
         });
+    }
+    // The batmap after the footer: a footer that sat where the batmap belongs (a file cut
+    // there) has moved past it above, so the file keeps a valid footer at its end.
+    if let Some(m) = &mut batmap {
+        let stale = crate::spec::batmap::checksum(&m.map, m.header.version) != m.header.checksum;
+        if let Some(why) = &rebuild {
+            m.write_whole(path, &b)?;
+            report.actions.push(format!(
+                "rewrote the batmap at {:#x} with every bit clear (it was invalid: {})",
+                m.header_offset,
+                why.join("; ")
+            ));
+        } else if cleared > 0 || stale {
+            m.write(path, &b, &before)?;
+            report.actions.push(match cleared {
+                0 => "recomputed the batmap checksum".to_string(),
+                1 => "cleared the batmap bit of a block not allocated or not fully written, and recomputed the checksum".to_string(),
+                n => format!(
+                    "cleared the batmap bits of {n} blocks not allocated or not fully written, and recomputed the checksum"
+                ),
+            });
+        }
+        if rebuild.is_some() || cleared > 0 || stale {
+            b.sync()
+                .map_err(|e| Error::file(path, "syncing the batmap", e))?;
+        }
     }
     let copy_ok = {
         let mut buf = [0u8; FOOTER_SIZE];
@@ -201,6 +252,53 @@ pub fn repair(path: &Path) -> Result<RepairReport> {
             .push("rewrote the footer copy at offset 0 from the footer".into());
     }
     Ok(report)
+}
+
+/// Whether a batmap replacing a damaged one fits where blktap puts it: its size covers
+/// the disk, and its area (which may run past the end of a file cut there) holds no
+/// block and no other metadata. Otherwise nothing can be restored safely.
+fn fits_where_blktap_puts_it(
+    path: &Path,
+    m: &crate::image::batmap::Batmap,
+    layout: &SparseLayout,
+    bat: &Bat,
+    current_size: u64,
+    max_table_entries: u32,
+    len: u64,
+) -> Result<()> {
+    let (start, end) = m.area();
+    let refuse = |why: String| {
+        Error::corrupt(
+            path,
+            "batmap",
+            start,
+            format!("cannot be rewritten where blktap puts it: {why}"),
+        )
+    };
+    if start > len {
+        return Err(refuse(
+            "the BAT's padding runs past the end of the file".into(),
+        ));
+    }
+    if let Some(p) = m
+        .header
+        .validate(current_size, max_table_entries, u64::MAX)
+        .first()
+    {
+        return Err(refuse(p.message.clone()));
+    }
+    let overlaps = |s: u64, e: u64| s < end && start < e;
+    if let Some(&(s, e)) = layout.metadata.iter().find(|&&(s, e)| overlaps(s, e)) {
+        return Err(refuse(format!("metadata lies at {s:#x}..{e:#x}")));
+    }
+    let stride = layout.stride();
+    if let Some((i, off)) = bat
+        .allocated()
+        .find(|&(_, off)| overlaps(off, off.saturating_add(stride)))
+    {
+        return Err(refuse(format!("block {i} lies at {off:#x}")));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -3,9 +3,10 @@
 //! Everything that can be refused is refused before the first write ([`open`]): the
 //! kind of disk, the size (3 MiB to 2040 GiB, a multiple of 512), a shrink without
 //! `allow_shrink` or over a partition (the caller's [`ShrinkGuard`]), a differencing
-//! disk whose size would differ from its parent's, a disk other disks in its folder name
-//! as parent (unless `force`), a BAT that cannot grow (more than 2^26 entries; a Xen
-//! `tap` file whose table has no room in place).
+//! disk whose size would differ from its parent's, a disk other disks name as parent
+//! (in its folder or `also_check`; unless `force`), a BAT that cannot grow (more than
+//! 2^26 entries; a Xen `tap` file whose table has no room in place, or whose table's
+//! padding holds other metadata).
 //!
 //! Crash safety: **at every instant the disk opens, checks clean and reads either as
 //! before or as resized** (`docs/crash-safety.md`, "Resize", has the argument; the
@@ -40,15 +41,16 @@ use std::time::Instant;
 use vhdkit_task::{Phase, Progress};
 
 use crate::error::{Error, Result};
-use crate::image::{children_in_folder, Disk, DiskKind, FooterSource, VhdFile};
+use crate::image::{Disk, DiskKind, FooterSource, VhdFile};
 use crate::spec::layout::{bat_growth, BatGrowth};
 use crate::spec::{MAX_CREATE_BAT_ENTRIES, SECTOR_SIZE};
 
+use super::dependents::{Dependents, Effect};
 use super::{OpsOptions, PhaseClock, Report};
 
 /// A check the caller makes before a shrink, on the disk opened for it and the new
-/// size: `Err(why)` refuses the shrink (e.g. a partition ends past the new size — the
-/// CLI reads the partition table with `vhdkit-volume`, which this crate does not know).
+/// size: `Err(why)` refuses the shrink. [`crate::volume::shrink_guard`] refuses one
+/// that would cut a partition (the guard `vhdkit resize` uses).
 pub type ShrinkGuard = Arc<dyn Fn(&Disk, u64) -> std::result::Result<(), String> + Send + Sync>;
 
 /// What size to resize to.
@@ -60,7 +62,10 @@ pub struct ResizeOptions {
     pub align: Option<u64>,
     /// Allow a size smaller than the current one (data past it is cut).
     pub allow_shrink: bool,
-    /// Asked before a shrink writes anything.
+    /// Asked before a shrink writes anything. `None` (the default): a shrink with
+    /// `allow_shrink` cuts whatever lies past the new size;
+    /// `Some(`[`crate::volume::shrink_guard()`]`)` refuses one that would cut a
+    /// partition, as `vhdkit resize` does.
     pub shrink_guard: Option<ShrinkGuard>,
 }
 
@@ -168,7 +173,8 @@ fn refuse(path: &Path, detail: String) -> Error {
 
 /// Opens the disk at `path` for writing (its parents read-only) and checks everything a
 /// resize to the size `resize` asks for needs, before anything is written.
-pub fn open(path: &Path, resize: &ResizeOptions, opts: &OpsOptions) -> Result<Prepared> {
+pub fn open(path: impl AsRef<Path>, resize: &ResizeOptions, opts: &OpsOptions) -> Result<Prepared> {
+    let path = path.as_ref();
     let open = opts.open.clone().writable(true);
     let disk = Disk::open_with(path, &open)?;
     prepare(disk, resize, opts)
@@ -254,20 +260,9 @@ pub fn prepare(disk: Disk, resize: &ResizeOptions, opts: &OpsOptions) -> Result<
                 ));
             }
         }
-        if !opts.force {
-            let children = children_in_folder(&path, top.footer().unique_id);
-            if !children.is_empty() {
-                let names: Vec<String> = children.iter().map(|c| c.display().to_string()).collect();
-                return Err(refuse(
-                    &path,
-                    format!(
-                        "{} other disk(s) in its folder name it as their parent ({}); their size would no longer match it (override: --force, then resize each child to {new} bytes)",
-                        children.len(),
-                        names.join(", ")
-                    ),
-                ));
-            }
-        }
+        let mut dependents = Dependents::new(opts);
+        dependents.look(&path, top.footer().unique_id, Effect::Size(new), &[])?;
+        dependents.refuse(&path)?;
         if new < old {
             if let Some(guard) = &resize.shrink_guard {
                 guard(&disk, new).map_err(|why| refuse(&path, why))?;
@@ -307,7 +302,28 @@ fn grow_plan(top: &VhdFile, new: u64) -> Result<BatGrowth> {
         });
     };
     let entries = new.div_ceil(block);
-    let growth = bat_growth(header, top.data_end(), top.footer_offset(), entries);
+    let used = top.virtual_size().div_ceil(block);
+    // Every piece of metadata but the table itself is occupied: a locator another
+    // writer put in the table's padding is never written over.
+    let table = (
+        header.table_offset,
+        header.table_offset + header.bat_size_on_disk(),
+    );
+    let mut occupied = top
+        .sparse_geometry()
+        .map(|g| g.metadata)
+        .unwrap_or_default();
+    if let Some(i) = occupied.iter().position(|&r| r == table) {
+        occupied.remove(i);
+    }
+    let growth = bat_growth(
+        header,
+        top.data_end(),
+        top.footer_offset(),
+        used,
+        entries,
+        &occupied,
+    );
     if let BatGrowth::Relocate { .. } = growth {
         if entries > MAX_CREATE_BAT_ENTRIES {
             return Err(Error::SizeTooLarge {
@@ -319,10 +335,15 @@ fn grow_plan(top: &VhdFile, new: u64) -> Result<BatGrowth> {
         }
         if top.footer().creator_app.starts_with(b"tap") {
             let room = header.bat_size_on_disk() / 4 * block;
+            let limit = if entries.saturating_mul(4) <= header.bat_size_on_disk() {
+                "in place it cannot grow: other metadata lies in the table's padding".to_owned()
+            } else {
+                format!("in place it covers at most {room} bytes")
+            };
             return Err(Error::Unsupported {
                 path: path.to_owned(),
                 detail: format!(
-                    "a Xen blktap (`tap`) disk keeps its batmap right after the BAT, and vhd-util check refuses blocks stored before the end of the metadata, so its BAT cannot move to the end of the file; in place it covers at most {room} bytes (grow it further with `vhd-util resize`, or convert it first)"
+                    "a Xen blktap (`tap`) disk keeps its batmap right after the BAT, and vhd-util check refuses blocks stored before the end of the metadata, so its BAT cannot move to the end of the file; {limit} (grow it further with `vhd-util resize`, or convert it first)"
                 ),
             });
         }
@@ -343,11 +364,12 @@ fn grow_plan(top: &VhdFile, new: u64) -> Result<BatGrowth> {
 
 /// Resizes the disk at `path`: [`open`], then [`run`].
 pub fn resize(
-    path: &Path,
+    path: impl AsRef<Path>,
     resize: &ResizeOptions,
     opts: &OpsOptions,
     progress: &Progress,
 ) -> Result<Report> {
+    let path = path.as_ref();
     run(open(path, resize, opts)?, opts, progress)
 }
 

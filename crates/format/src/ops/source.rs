@@ -435,18 +435,18 @@ fn shared_windows(
     Ok(out)
 }
 
-/// Reads block `index` of `unit` bytes (clipped to the virtual size) from `disk` by
+/// Reads block `index` of `unit` bytes (clipped to `size`, at most the virtual size) from `disk` by
 /// positional reads, skipping the read entirely when no level stores any of it.
 /// Verification reads the new file this way: through the ordinary read path, and
 /// without taking the process-wide mapping lock, so that its CRC work scales across
 /// threads.
 pub(crate) fn compose_copied(
     disk: &Disk,
+    size: u64,
     index: u64,
     unit: u64,
     pool: &BufferPool,
 ) -> Result<Composed> {
-    let size = disk.virtual_size();
     let start = index * unit;
     let len = unit.min(size - start);
     let extents = disk.extents(start, len)?;

@@ -2,10 +2,11 @@
 //! [`compact`](super::compact) may release and [`convert`](super::convert) may leave
 //! out.
 //!
-//! This crate knows no partition table and no file system. Whoever does (the CLI runs
-//! `vhdkit-volume` over the disk's virtual view) hands the operation the ranges, either
-//! as a list ([`Unused::Ranges`]) or as a function the operation calls on the disk it
-//! opened, while it holds the disk's locks ([`Unused::Scan`]). Either way the rule is
+//! The operations know no partition table and no file system. Whoever does hands them
+//! the ranges, either as a list ([`Unused::Ranges`]) or as a function the operation
+//! calls on the disk it opened, while it holds the disk's locks ([`Unused::Scan`]):
+//! [`FsScan`](crate::volume::FsScan) is that function for the file systems
+//! `vhdkit-volume` reads (what `--fs-aware` uses). Either way the rule is
 //! the same and conservative: **a block is released (or left out) only when each of its
 //! bytes is free or zero** — it lies in an unused range, or it reads as it would without
 //! the block anyway (zero; in a differencing disk, the parent's byte): free space beside
@@ -150,8 +151,9 @@ impl UnusedRanges {
     }
 }
 
-/// Computes the unused ranges of the disk an operation opened (the CLI reads the
-/// partition table and the file systems' allocation maps with `vhdkit-volume`). It is
+/// Computes the unused ranges of the disk an operation opened
+/// ([`FsScan::unused`](crate::volume::FsScan::unused) reads the partition table and the
+/// file systems' allocation maps with `vhdkit-volume`). It is
 /// called once, as the operation's first step, while the operation holds the disk's
 /// locks; it may report progress (the phase is [`Phase::Prepare`]) and should stop early
 /// when [`Progress::is_cancelled`] says so (any error it then returns is reported as the

@@ -8,16 +8,22 @@
 //! other in both files are cloned in one call (a fixed disk's whole data area, say).
 //! Zero runs of a block are holes. Everything else is written through the page cache;
 //! the pages of a raw or fixed result that are all zero stay holes.
+//!
+//! A device written in place (a raw result, `OutputOptions::devices`) keeps its old bytes
+//! where nothing is written: there the writer zeroes what a new file leaves as holes —
+//! the zero pages of a block, the blocks composed as zeros, and each run of blocks the
+//! metadata knew empty, in one step per run.
 
 use std::path::Path;
 
 use crate::error::{Error, Result};
 use crate::image::backend::{Backend, FileBackend};
+use crate::image::output;
 use crate::image::{Disk, Extent};
 use crate::spec::{DiskType, Footer};
 
 use super::is_zero;
-use super::placement::Placement;
+use super::placement::{Placement, FLAT_UNIT};
 use super::source::{BlockData, Composed, Offload};
 use super::Target;
 
@@ -84,6 +90,11 @@ pub(crate) struct Writer<'a> {
     pending: Option<PendingClone>,
     /// Bytes cloned (or asked to be) so far.
     cloned: u64,
+    /// The output is a device written in place (`Some(block)`): what a new file leaves
+    /// as holes is zeroed.
+    device: Option<bool>,
+    /// A device: the first unit neither written nor zeroed yet.
+    next_unit: u64,
     path: &'a Path,
 }
 
@@ -93,6 +104,7 @@ impl<'a> Writer<'a> {
         out: &'a FileBackend,
         disk: &'a Disk,
         offload: Option<&'a Offload>,
+        device: Option<bool>,
         path: &'a Path,
     ) -> Writer<'a> {
         Writer {
@@ -102,8 +114,33 @@ impl<'a> Writer<'a> {
             offload,
             pending: None,
             cloned: 0,
+            device,
+            next_unit: 0,
             path,
         }
+    }
+
+    /// Makes `len` bytes at `at` of a raw or fixed result read as zeros: a hole of a new
+    /// file already does; a device is zeroed there.
+    fn zero(&self, at: u64, len: u64) -> Result<()> {
+        match self.device {
+            None => Ok(()),
+            Some(block) => {
+                output::zero_range(self.out, at, len, block).map_err(self.io("writing zeros", at))
+            }
+        }
+    }
+
+    /// A device: zeroes the units from the first not yet written up to `unit`
+    /// (excluded) — blocks the metadata knew empty, in one step.
+    fn zero_units_before(&mut self, unit: u64) -> Result<()> {
+        if self.device.is_none() || unit <= self.next_unit {
+            return Ok(());
+        }
+        let from = self.next_unit * FLAT_UNIT;
+        let to = (unit * FLAT_UNIT).min(self.placement.size());
+        self.next_unit = unit;
+        self.zero(from, to.saturating_sub(from))
     }
 
     /// Bytes cloned so far (they cost no new space and leave nothing to sync).
@@ -121,25 +158,36 @@ impl<'a> Writer<'a> {
     }
 
     /// Writes `buf` at `at` of a raw or fixed result, leaving its all-zero 4 KiB pages
-    /// (of the output) as holes: less to copy, flush and store.
+    /// (of the output) as holes: less to copy, flush and store; a device is zeroed there
+    /// instead, one run of pages at a time.
     fn put_sparse(&self, buf: &[u8], at: u64) -> Result<()> {
         let page = ZERO_PAGE as u64;
         let mut pos = 0usize;
-        let mut run: Option<usize> = None;
+        // The current run of pages alike: where it starts, whether they are zero.
+        let mut run: Option<(usize, bool)> = None;
+        let flush = |r: usize, zero: bool, end: usize| {
+            if zero {
+                self.zero(at + r as u64, (end - r) as u64)
+            } else {
+                self.put(&buf[r..end], at + r as u64, "writing disk data")
+            }
+        };
         while pos < buf.len() {
             let next = ((at + pos as u64) / page + 1) * page;
             let end = ((next - at) as usize).min(buf.len());
-            if is_zero(&buf[pos..end]) {
-                if let Some(r) = run.take() {
-                    self.put(&buf[r..pos], at + r as u64, "writing disk data")?;
+            let zero = is_zero(&buf[pos..end]);
+            match run {
+                Some((_, z)) if z == zero => {}
+                Some((r, z)) => {
+                    flush(r, z, pos)?;
+                    run = Some((pos, zero));
                 }
-            } else if run.is_none() {
-                run = Some(pos);
+                None => run = Some((pos, zero)),
             }
             pos = end;
         }
-        if let Some(r) = run {
-            self.put(&buf[r..], at + r as u64, "writing disk data")?;
+        if let Some((r, z)) = run {
+            flush(r, z, buf.len())?;
         }
         Ok(())
     }
@@ -147,9 +195,13 @@ impl<'a> Writer<'a> {
     /// Writes a block composed with data (`c.data` is `Some`). Blocks arrive in index
     /// order.
     pub(crate) fn write_block(&mut self, c: &Composed) -> Result<()> {
+        self.zero_units_before(c.index)?;
         let Some(data) = &c.data else {
-            return Ok(());
+            // All zero: a hole of a new file (a dynamic result leaves it unallocated); a
+            // device is zeroed there.
+            return self.zero_units_before(c.index + 1);
         };
+        self.next_unit = c.index + 1;
         let placed = self.placement.place(c.index, self.path)?;
         let flat = placed.bitmap.is_none();
         if let Some(bitmap_at) = placed.bitmap {
@@ -324,9 +376,13 @@ impl<'a> Writer<'a> {
     /// the placement says.
     pub(crate) fn finish(mut self) -> Result<()> {
         self.flush_clone()?;
+        let units = self.placement.blocks();
+        self.zero_units_before(units)?;
         let p = &self.placement;
         let end = p.footer_at();
         match (p.dynamic_metadata(), p.target()) {
+            // A device keeps its size; bytes past the result are left as they are.
+            (_, Target::Raw) if self.device.is_some() => Ok(()),
             (_, Target::Raw) => self
                 .out
                 .set_len(p.file_len())

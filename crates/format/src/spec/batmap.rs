@@ -78,6 +78,27 @@ pub struct BatmapHeader {
 }
 
 impl BatmapHeader {
+    /// A new header for a batmap whose header sits at `header_offset` after a BAT of
+    /// `max_table_entries` entries, laid out as blktap creates one (libvhd's
+    /// `vhd_create_batmap`): the bitmap in the sectors right after the header, one bit
+    /// per entry rounded up to whole sectors (at least one), version 1.2, every other
+    /// byte zero, and the checksum of an all-clear bitmap.
+    pub fn new(header_offset: u64, max_table_entries: u32) -> BatmapHeader {
+        let map_sectors = (u64::from(max_table_entries).div_ceil(8))
+            .div_ceil(SECTOR_SIZE)
+            .max(1);
+        let mut raw = [0u8; BATMAP_HEADER_SIZE];
+        raw[..8].copy_from_slice(&BATMAP_COOKIE);
+        BatmapHeader {
+            cookie: BATMAP_COOKIE,
+            map_offset: header_offset.saturating_add(BATMAP_HEADER_SIZE as u64),
+            map_sectors: u32::try_from(map_sectors).expect("2^32 entries need 2^20 sectors"),
+            version: BATMAP_VERSION,
+            checksum: !0,
+            raw,
+        }
+    }
+
     /// Decodes a 512-byte header (fails only on a wrong length).
     pub fn decode(b: &[u8]) -> Option<BatmapHeader> {
         let raw: [u8; BATMAP_HEADER_SIZE] = b.get(..BATMAP_HEADER_SIZE)?.try_into().ok()?;
@@ -193,6 +214,20 @@ pub fn test_bit(map: &[u8], n: u64) -> bool {
         .is_some_and(|b| b & (0x80 >> (n % 8)) != 0)
 }
 
+/// The blocks below `limit` whose bit is set in `map`, in order (a clear byte costs one
+/// look).
+pub fn set_bits(map: &[u8], limit: u64) -> impl Iterator<Item = u64> + '_ {
+    map.iter()
+        .enumerate()
+        .filter(|(_, &b)| b != 0)
+        .flat_map(|(i, &b)| {
+            (0..8u64)
+                .filter(move |k| b & (0x80 >> k) != 0)
+                .map(move |k| i as u64 * 8 + k)
+        })
+        .take_while(move |&n| n < limit)
+}
+
 /// Clears block `n`'s bit in `map`; returns whether it was set.
 pub fn clear_bit(map: &mut [u8], n: u64) -> bool {
     let Some(b) = usize::try_from(n / 8).ok().and_then(|i| map.get_mut(i)) else {
@@ -245,6 +280,31 @@ mod tests {
         assert!(clear_bit(&mut map, 2));
         assert_eq!(map, vec![0, 0]);
         assert!(!clear_bit(&mut map, 1000));
+    }
+
+    #[test]
+    fn set_bits_lists_the_set_bits_below_the_limit() {
+        let map = [0x81, 0x00, 0x20];
+
+        let bits: Vec<u64> = set_bits(&map, 18).collect();
+
+        assert_eq!(bits, vec![0, 7]);
+        assert_eq!(set_bits(&map, 100).collect::<Vec<_>>(), vec![0, 7, 18]);
+    }
+
+    #[test]
+    fn a_new_header_is_laid_out_as_blktap_creates_it() {
+        // empty-64m.vhd (fixtures/blktap): 32 entries, header at 2048, bitmap at 2560.
+        let h = BatmapHeader::new(2048, 32);
+
+        assert_eq!(
+            (h.map_offset, h.map_sectors, h.version),
+            (2560, 1, BATMAP_VERSION)
+        );
+        assert_eq!(h.checksum, checksum(&[0u8; 512], BATMAP_VERSION));
+        assert!(h.validate(64 << 20, 32, 3072).is_empty());
+        // 4097 entries: 513 bytes of bits, two sectors.
+        assert_eq!(BatmapHeader::new(0, 4097).map_sectors, 2);
     }
 
     #[test]

@@ -211,19 +211,30 @@ pub enum BatGrowth {
 }
 
 /// How the BAT of `header` makes room for `entries` entries (the blocks covering a
-/// grown disk): in place when `max_table_entries` rounded up to whole sectors holds them,
-/// else at the end of a file whose blocks and metadata end at `data_end` and whose
-/// trailing footer is at `footer_at`. The rules kept: the table, with its padding, is
-/// metadata no block overlaps; the trailing footer follows the last block or metadata.
+/// grown disk), when the disk's size covers `used` of them now: in place — within
+/// `max_table_entries`, or within it rounded up to whole sectors — when the bytes of
+/// entries `used..entries` overlap none of the `occupied` ranges (every other piece of
+/// metadata: footer copy, header, locator payloads, Xen's batmap); else at the end of a
+/// file whose blocks and metadata end at `data_end` and whose trailing footer is at
+/// `footer_at`. The rules kept: the table, with its padding, is metadata no block
+/// overlaps; no other metadata is written over (a locator some writer put in the
+/// table's padding stays where it is, the table moves); the trailing footer follows the
+/// last block or metadata.
 pub fn bat_growth(
     header: &DynamicHeader,
     data_end: u64,
     footer_at: u64,
+    used: u64,
     entries: u64,
+    occupied: &[(u64, u64)],
 ) -> BatGrowth {
-    if entries <= u64::from(header.max_table_entries) {
+    let toff = header.table_offset;
+    let from = toff.saturating_add(used.saturating_mul(4));
+    let to = toff.saturating_add(entries.saturating_mul(4));
+    let clear = from >= to || occupied.iter().all(|&(s, e)| e <= from || s >= to);
+    if clear && entries <= u64::from(header.max_table_entries) {
         BatGrowth::Fits
-    } else if entries.saturating_mul(4) <= header.bat_size_on_disk() {
+    } else if clear && entries.saturating_mul(4) <= header.bat_size_on_disk() {
         BatGrowth::InPlace
     } else {
         let table_offset = round_up_sector(data_end.min(footer_at));
@@ -233,6 +244,18 @@ pub fn bat_growth(
             footer_at: footer_at.max(table_end),
         }
     }
+}
+
+/// The bytes a used parent locator's payload takes, `data_offset .. data_offset +
+/// data_length` (not rounded to sectors: what the locator itself claims); `None` for an
+/// unused slot, an empty payload or an absurd length (over [`MAX_LOCATOR_DATA`]).
+pub fn locator_payload(l: &super::locator::ParentLocator) -> Option<(u64, u64)> {
+    (l.is_used() && l.data_length > 0 && l.data_length <= MAX_LOCATOR_DATA).then(|| {
+        (
+            l.data_offset,
+            l.data_offset.saturating_add(u64::from(l.data_length)),
+        )
+    })
 }
 
 /// What a new differencing image records about its parent.
@@ -563,10 +586,10 @@ mod tests {
     fn bat_grows_in_its_padding_then_moves_to_the_end() {
         // 32 entries of 2 MiB (64 MiB) in one sector: room for 128.
         let h = DynamicHeader::new(1536, 32, 2 << 20);
-        assert_eq!(bat_growth(&h, 4096, 4096, 20), BatGrowth::Fits);
-        assert_eq!(bat_growth(&h, 4096, 4096, 128), BatGrowth::InPlace);
+        assert_eq!(bat_growth(&h, 4096, 4096, 10, 20, &[]), BatGrowth::Fits);
+        assert_eq!(bat_growth(&h, 4096, 4096, 32, 128, &[]), BatGrowth::InPlace);
         assert_eq!(
-            bat_growth(&h, 4096, 4096, 129),
+            bat_growth(&h, 4096, 4096, 32, 129, &[]),
             BatGrowth::Relocate {
                 table_offset: 4096,
                 footer_at: 4096 + 1024
@@ -574,7 +597,7 @@ mod tests {
         );
         // 2040 GiB of 2 MiB blocks: a 4 MiB table (1044480 entries, 8160 sectors).
         assert_eq!(
-            bat_growth(&h, 4096, 4096, 1_044_480),
+            bat_growth(&h, 4096, 4096, 32, 1_044_480, &[]),
             BatGrowth::Relocate {
                 table_offset: 4096,
                 footer_at: 4096 + 1_044_480 * 4
@@ -587,18 +610,49 @@ mod tests {
         let h = DynamicHeader::new(1536, 32, 2 << 20);
         // Unreferenced space 4096..1 MiB (an earlier attempt, a cut allocation).
         assert_eq!(
-            bat_growth(&h, 4096, 1 << 20, 1000),
+            bat_growth(&h, 4096, 1 << 20, 32, 1000, &[]),
             BatGrowth::Relocate {
                 table_offset: 4096,
                 footer_at: 1 << 20
             }
         );
         assert_eq!(
-            bat_growth(&h, 4000, 1 << 20, 1 << 20),
+            bat_growth(&h, 4000, 1 << 20, 32, 1 << 20, &[]),
             BatGrowth::Relocate {
                 table_offset: 4096,
                 footer_at: 4096 + (4 << 20)
             }
+        );
+    }
+
+    #[test]
+    fn bat_never_grows_in_place_over_other_metadata() {
+        // 32 entries (128 bytes) in the sector at 1536; a locator payload in the
+        // sector's padding, at 1536 + 200.
+        let h = DynamicHeader::new(1536, 32, 2 << 20);
+        let occupied = [(0, 512), (512, 1536), (1736, 1736 + 100), (2048, 2560)];
+        // Growing to 50 entries (bytes 128..200 of the table) stays clear of it.
+        assert_eq!(
+            bat_growth(&h, 4096, 4096, 32, 50, &occupied),
+            BatGrowth::InPlace
+        );
+        // Growing to 100 (bytes 128..400) would write over it: the table moves.
+        assert_eq!(
+            bat_growth(&h, 4096, 4096, 32, 100, &occupied),
+            BatGrowth::Relocate {
+                table_offset: 4096,
+                footer_at: 4096 + 512
+            }
+        );
+        // So does a table whose own entries hold it (a shrunk disk growing again).
+        let shrunk = DynamicHeader::new(1536, 100, 2 << 20);
+        assert!(matches!(
+            bat_growth(&shrunk, 4096, 4096, 10, 100, &occupied),
+            BatGrowth::Relocate { .. }
+        ));
+        assert_eq!(
+            bat_growth(&shrunk, 4096, 4096, 10, 40, &occupied),
+            BatGrowth::Fits
         );
     }
 

@@ -89,7 +89,9 @@ pub enum Severity {
     Info,
     /// Deviates from the specification but can be read safely.
     Warning,
-    /// The structure cannot be trusted; opening refuses it.
+    /// The structure cannot be trusted; opening refuses it — or, for a link of a chain
+    /// that vhdkit opens anyway (a parent of another size, a parent id overridden),
+    /// other readers do.
     Error,
 }
 
@@ -138,11 +140,20 @@ impl std::fmt::Display for Problem {
             Severity::Warning => "warning",
             Severity::Error => "error",
         };
-        write!(f, "{sev}: {} {}", self.structure, self.field)?;
-        if let Some(off) = self.offset {
-            write!(f, " (offset {off:#x})")?;
-        }
-        write!(f, ": {}", self.message)
+        write!(f, "{sev}: {}", self.detail())
+    }
+}
+
+impl Problem {
+    /// The problem without its severity — `dynamic header checksum (offset 0x200):
+    /// …` — for text that states a severity of its own (an opening warning: "warning:
+    /// error: …" would say two things).
+    pub fn detail(&self) -> String {
+        let at = self
+            .offset
+            .map(|off| format!(" (offset {off:#x})"))
+            .unwrap_or_default();
+        format!("{} {}{at}: {}", self.structure, self.field, self.message)
     }
 }
 

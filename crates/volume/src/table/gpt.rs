@@ -3,7 +3,7 @@
 
 use crate::bytes::{has, le16, le32, le64};
 use crate::error::{Error, Reason};
-use crate::table::{Entry, Guid, PartitionType, Table, TableKind, SECTOR};
+use crate::table::{Entry, GptCopies, Guid, PartitionType, Table, TableKind, SECTOR};
 use crate::ReadAt;
 
 /// `EFI PART`.
@@ -214,6 +214,17 @@ pub(crate) fn read<R: ReadAt + ?Sized>(
         return Ok(());
     };
     table.kind = TableKind::Gpt;
+    // The copy read names the other one; the backup is whichever is not at sector 1.
+    let backup = if h.my_lba == 1 {
+        h.alternate_lba
+    } else {
+        h.my_lba
+    };
+    let room = h.first_usable.saturating_sub(1).max(h.array_sectors() + 1);
+    table.gpt = Some(GptCopies {
+        backup_header: backup.saturating_mul(SECTOR),
+        backup_room: room.saturating_mul(SECTOR),
+    });
     table
         .reserved
         .push(h.my_lba * SECTOR..(h.my_lba + 1) * SECTOR);

@@ -301,6 +301,103 @@ pub struct Table {
     pub reserved: Vec<Range<u64>>,
     /// Damage found and worked around (a backup GPT used, a broken EBR chain...).
     pub warnings: Vec<String>,
+    /// A GPT's copies: where its backup lies (`None` for other tables).
+    pub gpt: Option<GptCopies>,
+}
+
+/// Where a GPT keeps its backup copy, as the copy that was read states it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GptCopies {
+    /// Byte offset of the backup header: the disk's last sector when the table was
+    /// written for the disk's present size.
+    pub backup_header: u64,
+    /// Bytes the backup copy takes at the end of the disk, after the last usable
+    /// sector, when it mirrors the primary: as many sectors as the table keeps before
+    /// its first usable sector, less the protective MBR (2047 for a table sfdisk
+    /// wrote, whose first usable sector is 2048; 33 for the usual 34 of Windows and
+    /// parted), and at least the entry array and the header. `sgdisk -e` moves the backup to the end
+    /// of the disk only when that much room follows the last partition.
+    pub backup_room: u64,
+}
+
+impl Table {
+    /// The smallest disk that still holds every partition and the table itself: the
+    /// end of the last partition (extended containers included), and for a GPT the
+    /// room its backup copy needs after it ([`GptCopies::backup_room`]), so that
+    /// `sgdisk -e` can write the backup at the new end. What `Resize-VHD
+    /// -ToMinimumSize` shrinks to; never less than the table's own sectors.
+    ///
+    /// `Err(why)`, in words, where the answer cannot be trusted: no partition table
+    /// understood (a file system spanning the disk from byte 0, or nothing
+    /// recognised), or a partition whose extent is damaged (past the disk, over the
+    /// table or over another partition).
+    ///
+    /// ```
+    /// use vhdkit_volume::table::read_table;
+    ///
+    /// // An MBR whose one partition (type 0x83) spans sectors 2048..6144 of an 8 MiB disk.
+    /// let mut disk = vec![0u8; 8 << 20];
+    /// disk[446 + 4] = 0x83;
+    /// disk[446 + 8..446 + 12].copy_from_slice(&2048u32.to_le_bytes());
+    /// disk[446 + 12..446 + 16].copy_from_slice(&4096u32.to_le_bytes());
+    /// disk[510] = 0x55;
+    /// disk[511] = 0xAA;
+    /// assert_eq!(read_table(&disk).unwrap().minimum_size(), Ok(3 << 20));
+    /// // A blank disk has no table to go by.
+    /// assert!(read_table(&vec![0u8; 1 << 20]).unwrap().minimum_size().is_err());
+    /// ```
+    pub fn minimum_size(&self) -> Result<u64, String> {
+        match self.kind {
+            TableKind::WholeDisk => {
+                return Err(
+                    "it has no partition table: a file system starts at byte 0 and \
+                     spans the disk, and where its data end is not known"
+                        .into(),
+                )
+            }
+            TableKind::Unrecognised => {
+                let why = if self.warnings.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", self.warnings.join("; "))
+                };
+                return Err(format!("no partition table was understood{why}"));
+            }
+            TableKind::Mbr | TableKind::Gpt => {}
+        }
+        if let Some(e) = self
+            .entries
+            .iter()
+            .find(|e| matches!(e.problem, Some(Reason::BadExtent(_))))
+        {
+            let why = match &e.problem {
+                Some(r) => r.to_string(),
+                None => String::new(),
+            };
+            return Err(format!(
+                "partition {} is damaged ({why}), so where the partitions end is not known",
+                e.index
+            ));
+        }
+        let ends = self.entries.iter().map(|e| e.start.saturating_add(e.len));
+        let tables = self.reserved.iter().map(|r| r.end);
+        let end = match (self.kind, self.gpt) {
+            // The backup copy's own sectors are not a limit: they move to the new end.
+            (TableKind::Gpt, Some(g)) => {
+                let primary = self
+                    .reserved
+                    .iter()
+                    .filter(|r| r.end <= g.backup_header.saturating_sub(g.backup_room))
+                    .map(|r| r.end);
+                ends.chain(primary)
+                    .max()
+                    .unwrap_or(0)
+                    .saturating_add(g.backup_room)
+            }
+            _ => ends.chain(tables).max().unwrap_or(0),
+        };
+        Ok(end.max(SECTOR))
+    }
 }
 
 /// Reads the partition table of `disk`.
@@ -322,6 +419,7 @@ pub fn read_table<R: ReadAt + ?Sized>(disk: &R) -> Result<Table, Error> {
         entries: Vec::new(),
         reserved: Vec::new(),
         warnings: Vec::new(),
+        gpt: None,
     };
     if size < SECTOR {
         table.warnings.push(format!("disk of {size} bytes"));
