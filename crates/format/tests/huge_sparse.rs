@@ -91,13 +91,15 @@ fn run(
     work: impl FnOnce(&vhdkit_task::Progress) -> vhdkit_format::Result<Report> + Send + 'static,
 ) -> (Report, Vec<ProgressEvent>) {
     let (go, wait) = std::sync::mpsc::channel::<()>();
-    let task: OpTask = vhdkit_task::TaskBuilder::new("counted")
-        .cancelable(true)
-        .event_capacity(1 << 20)
-        .spawn(move |p| {
-            wait.recv().expect("started");
-            work(p)
-        });
+    let task = OpTask::from(
+        vhdkit_task::TaskBuilder::new("counted")
+            .cancelable(true)
+            .event_capacity(1 << 20)
+            .spawn(move |p| {
+                wait.recv().expect("started");
+                work(p)
+            }),
+    );
     let sub = task.subscribe();
     go.send(()).expect("start");
     let events: Vec<ProgressEvent> = sub.iter().collect();
@@ -124,7 +126,7 @@ fn phase_blocks(events: &[ProgressEvent], phase: Phase) -> u64 {
     events
         .iter()
         .filter(|e| e.phase == phase)
-        .map(|e| e.blocks_total)
+        .map(|e| e.phase_blocks_total)
         .max()
         .unwrap_or(0)
 }
