@@ -210,8 +210,9 @@ pub fn convert_disk(
     let mask = unused.as_deref().map(|u| mask_for(&placement, u));
     // Only the units that may hold data go through the pipeline (from metadata: the
     // allocated blocks of every level, a flat source's stored extents, less the wholly
-    // unused ones); every other unit is a hole of the result, at no cost. What the mask
-    // leaves out is counted from the unused ranges alone.
+    // unused ones); every other unit is a hole of the result, at no cost (a device
+    // written in place has each run of them zeroed in one step). What the mask leaves
+    // out is counted from the unused ranges alone.
     let runs = data_units(disk, size, unit, mask);
     let (to_compose, bytes_to_compose) = units_and_bytes(&runs, unit, size);
     report.blocks_composed = to_compose;
