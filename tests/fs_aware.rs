@@ -3,7 +3,7 @@
 //! mounts, ntfs-3g and mtools, with some files deleted, then converted to a dynamic VHD.
 //! After the operation every file system passes its own checker on the disk read back
 //! (`vhdkit convert --type raw`), every surviving file is byte-identical, and the result
-//! is as small (within 2%) as zero-filling the free space from inside and running a plain
+//! is as small (within 1%) as zero-filling the free space from inside and running a plain
 //! `compact`. Runs as root with the tools `.ci/run` installs: a missing one fails.
 //!
 //! The disk helpers (loop devices, mounts, mkfs, file plans, checkers) are the volume
@@ -37,7 +37,7 @@ const MAX_FILE: usize = 6_000_000;
 /// The largest of them on a disk with two file systems (half the space each).
 const MAX_FILE_HALF: usize = 2_500_000;
 /// How far the fs-aware result may exceed the zero-filled reference.
-const TOLERANCE_PERCENT: u64 = 2;
+const TOLERANCE_PERCENT: u64 = 1;
 
 /// The partition type sfdisk writes for a file system in a table.
 fn part_type(table: &str, fs: &str) -> &'static str {

@@ -52,6 +52,7 @@ struct MeasureDoc<'a> {
     block_size: Option<u32>,
     blocks_total: Option<u64>,
     allocated_blocks: Option<u64>,
+    blocks_scanned: Option<u64>,
 }
 
 pub fn run(a: MeasureArgs) -> Result<u8, CliError> {
@@ -92,6 +93,7 @@ fn doc<'a>(path: &'a std::path::Path, m: &Measure) -> MeasureDoc<'a> {
         block_size: m.block_size,
         blocks_total: m.blocks_total,
         allocated_blocks: m.allocated_blocks,
+        blocks_scanned: m.blocks_scanned,
     }
 }
 

@@ -147,6 +147,9 @@ struct ReportDoc<'a> {
     /// The blocks the operation examined; see docs/json.md for what a block is in
     /// each operation. Each is counted once in the outcome counters that follow.
     blocks_total: u64,
+    /// Convert, merge-to: of `blocks_total`, those read and composed (the metadata says
+    /// they may hold data); the rest are known empty without a read.
+    blocks_composed: u64,
     blocks_copied: u64,
     blocks_zero: u64,
     blocks_released: u64,
@@ -206,6 +209,7 @@ impl<'a> From<&'a Report> for ReportDoc<'a> {
             operation: r.operation.name(),
             path: &r.path,
             blocks_total: r.blocks_total,
+            blocks_composed: r.blocks_composed,
             blocks_copied: r.blocks_copied,
             blocks_zero: r.blocks_zero,
             blocks_released: r.blocks_released,

@@ -502,3 +502,150 @@ fn merge_to_dynamic_leaves_out_wholly_unused_blocks() {
     );
     let _ = VhdFile::open(&dst, &OpenOptions::new()).expect("opens");
 }
+
+/// Free or zero: a block whose every byte is either unused or zero — free space beside
+/// a file system's zero-filled metadata, say — holds nothing worth keeping. The disk:
+/// random data everywhere but block 3 (zeros in its first half, the used one), block 5
+/// (zeros in its second half, the used one) and block 8 (zeros in its used first half
+/// but for one byte). Each of those blocks is half unused; its unused half is random.
+fn free_or_zero_disk(dir: &Path) -> (PathBuf, Vec<Range<u64>>) {
+    let p = create(dir, "fz.vhd", DiskKind::Dynamic, SIZE, BS as u32);
+    let mut data = pattern(4, SIZE as usize);
+    let half = (BS / 2) as usize;
+    let at = |b: u64| (b * BS) as usize;
+    data[at(3)..at(3) + half].fill(0);
+    data[at(5) + half..at(6)].fill(0);
+    data[at(8)..at(8) + half].fill(0);
+    data[at(8) + 700] = 1;
+    write(&p, &data, 0);
+    let unused = vec![
+        3 * BS + BS / 2..4 * BS,
+        5 * BS..5 * BS + BS / 2,
+        8 * BS + BS / 2..9 * BS,
+    ];
+    (p, unused)
+}
+
+#[test]
+fn compact_releases_blocks_whose_every_byte_is_free_or_zero() {
+    let dir = tempdir();
+    let (p, unused) = free_or_zero_disk(dir.path());
+    let before = read_file(&p);
+
+    let r = ops::compact::compact(&p, &opts(Some(Unused::ranges(unused))), &progress())
+        .expect("compact");
+
+    assert_eq!(
+        r.blocks_unused, 2,
+        "blocks 3 and 5; block 8 holds a used byte"
+    );
+    assert_eq!(r.blocks_released, 2);
+    // What was released as unused: the free halves of blocks 3 and 5.
+    assert_eq!(r.bytes_unused, BS);
+    assert_eq!(
+        r.unused_released,
+        vec![3 * BS + BS / 2..4 * BS, 5 * BS..5 * BS + BS / 2]
+    );
+    assert_eq!(allocated(&p), SIZE / BS - 2);
+    assert_clean(&p);
+    assert_released(&before, &read_file(&p), &[3, 5], &vec![0u8; SIZE as usize]);
+}
+
+#[test]
+fn convert_to_dynamic_leaves_out_blocks_free_or_zero_and_measure_agrees() {
+    let dir = tempdir();
+    let (src, unused) = free_or_zero_disk(dir.path());
+    let before = read_file(&src);
+    let o = opts(Some(Unused::ranges(unused)));
+    let dst = dir.path().join("out.vhd");
+    let m = ops::measure(&src, Target::Dynamic, &o).expect("measure");
+
+    ops::convert_task(&src, &dst, Target::Dynamic, &o)
+        .expect("starts")
+        .join()
+        .expect("convert");
+
+    assert_eq!(allocated(&dst), SIZE / BS - 2);
+    assert_eq!(m.allocated_blocks, Some(SIZE / BS - 2));
+    assert_eq!(m.required_bytes, file_len(&dst));
+    assert_released(
+        &before,
+        &read_file(&dst),
+        &[3, 5],
+        &vec![0u8; SIZE as usize],
+    );
+}
+
+#[test]
+fn convert_to_raw_makes_holes_of_pages_free_or_zero() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempdir();
+    let p = create(dir.path(), "pages.vhd", DiskKind::Dynamic, SIZE, BS as u32);
+    // Block 0: page 0 zero where used (its first 1 KiB) and random where unused; page 1
+    // the same but with a non-zero used byte; page 2 random where used.
+    let mut data = pattern(5, BS as usize);
+    data[..1024].fill(0);
+    data[4096..4096 + 1024].fill(0);
+    data[4096 + 10] = 7;
+    write(&p, &data, 0);
+    let unused: Vec<Range<u64>> = (0..3)
+        .map(|page| page * 4096 + 1024..(page + 1) * 4096)
+        .collect();
+    let dst = dir.path().join("out.raw");
+
+    ops::convert_task(&p, &dst, Target::Raw, &opts(Some(Unused::ranges(unused))))
+        .expect("starts")
+        .join()
+        .expect("convert");
+
+    let after = std::fs::read(&dst).expect("read raw");
+    assert!(
+        after[..4096].iter().all(|&x| x == 0),
+        "page 0 is free or zero"
+    );
+    assert!(
+        after[4096..BS as usize] == data[4096..],
+        "the other pages are kept"
+    );
+    // Page 0 is a hole: only the other pages of the block are stored.
+    let stored = std::fs::metadata(&dst).expect("stat").blocks() * 512;
+    assert_eq!(stored, BS - 4096);
+}
+
+#[test]
+fn compact_of_a_child_releases_blocks_free_or_as_the_parent_reads() {
+    let dir = tempdir();
+    let (base, child) = chain(dir.path());
+    // Block 4 of the child: its first half rewritten with the parent's bytes, its
+    // second half (other data) unused.
+    let parent = read_file(&base);
+    let half = (BS / 2) as usize;
+    write(
+        &child,
+        &parent[(4 * BS) as usize..(4 * BS) as usize + half],
+        4 * BS,
+    );
+    let before = read_file(&child);
+    #[allow(clippy::single_range_in_vec_init)] // one range, as meant
+    let unused = vec![4 * BS + BS / 2..5 * BS];
+
+    let kept = dir.path().join("kept.vhd");
+    std::fs::copy(&child, &kept).expect("copy");
+    // Without dedupe nothing is compared with the parent: the block stays.
+    let o = OpsOptions {
+        dedupe: false,
+        ..opts(Some(Unused::ranges(unused.clone())))
+    };
+    let r = ops::compact::compact(&kept, &o, &progress()).expect("compact without dedupe");
+    assert_eq!(r.blocks_released, 0);
+    assert_eq!(allocated(&kept), SIZE / BS);
+
+    let r = ops::compact::compact(&child, &opts(Some(Unused::ranges(unused))), &progress())
+        .expect("compact");
+
+    assert_eq!(r.blocks_unused, 1);
+    assert_eq!(r.blocks_deduplicated, 0);
+    assert_eq!(allocated(&child), SIZE / BS - 1);
+    assert_clean(&child);
+    assert_released(&before, &read_file(&child), &[4], &parent);
+}

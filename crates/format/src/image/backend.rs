@@ -69,18 +69,18 @@ impl FileBackend {
         &self.file
     }
 
-    /// Makes `len` bytes at `offset` of this file share the extents of `window`'s bytes
-    /// from `at` on, where the file system can ([`super::Window::clone_to`]); a write as
-    /// far as fault injection goes.
+    /// Makes `len` bytes at `offset` of this file share the extents of `len` bytes at
+    /// `src_offset` of `src`, where the file system can (`FICLONERANGE`; any error:
+    /// nothing was cloned); a write as far as fault injection goes.
     pub(crate) fn clone_from(
         &self,
-        window: &super::Window,
-        at: usize,
+        src: &std::fs::File,
+        src_offset: u64,
         len: u64,
         offset: u64,
     ) -> io::Result<()> {
         faults::before(&self.path, faults::FaultOp::Write)?;
-        window.clone_to(at, len, &self.file, offset)
+        super::mmap::clone_range(src, src_offset, len, &self.file, offset)
     }
 }
 

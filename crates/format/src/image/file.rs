@@ -42,7 +42,7 @@ pub struct VhdFile {
     pub(crate) layout: Layout,
     pub(super) warnings: Vec<String>,
     /// Stored ranges of a read-only raw or fixed file (`SEEK_DATA`/`SEEK_HOLE`, found once).
-    data_map: std::sync::OnceLock<Vec<(u64, u64)>>,
+    pub(super) data_map: std::sync::OnceLock<Vec<(u64, u64)>>,
 }
 
 impl VhdFile {
@@ -427,6 +427,23 @@ impl VhdFile {
     /// have mapped; see `mmap.rs`).
     pub(crate) fn map_data(&self, file_offset: u64, len: u64) -> Option<Result<super::Window>> {
         self.map_window(file_offset, len, true)
+    }
+
+    /// The file holding the data of `Data` extents (a host drive's device, else the file
+    /// itself), when it is a file.
+    pub(crate) fn data_file(&self) -> Option<&std::fs::File> {
+        match &self.layout {
+            Layout::HostDrive(h) => h.device.as_file(),
+            _ => self.backend.as_file(),
+        }
+    }
+
+    /// The file system (`st_dev`) of [`VhdFile::data_file`]: data may be cloned from it
+    /// into an output on the same file system, where that shares extents.
+    pub(crate) fn data_device(&self) -> Option<u64> {
+        let meta = self.data_file()?.metadata().ok()?;
+        meta.is_file()
+            .then(|| std::os::unix::fs::MetadataExt::dev(&meta))
     }
 
     /// Maps `len` bytes at `file_offset` of the file holding the data read-only, when it

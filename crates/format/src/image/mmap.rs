@@ -14,13 +14,6 @@ use memmap2::MmapOptions;
 #[derive(Debug)]
 pub struct Window {
     map: memmap2::Mmap,
-    /// The file mapped (a second handle) and where the window starts in it, for copy
-    /// offload: a writer may clone the window's bytes from the file instead of copying
-    /// them out of the map.
-    file: File,
-    offset: u64,
-    /// The file system the file lies on (`st_dev`).
-    dev: u64,
 }
 
 impl std::ops::Deref for Window {
@@ -70,12 +63,7 @@ pub(crate) fn map_window(
         }
         options.map(file)?
     };
-    Ok(Window {
-        map,
-        file: file.try_clone()?,
-        offset,
-        dev: std::os::unix::fs::MetadataExt::dev(&meta),
-    })
+    Ok(Window { map })
 }
 
 /// `struct file_clone_range` of `<linux/fs.h>`, the argument of `FICLONERANGE`.
@@ -91,48 +79,38 @@ struct FileCloneRange {
 const FICLONERANGE: rustix::ioctl::Opcode =
     rustix::ioctl::opcode::write::<FileCloneRange>(0x94, 13);
 
+/// Makes `len` bytes at `dest_offset` of `dest` share the extents that hold `len` bytes
+/// at `src_offset` of `src` (`FICLONERANGE`): no data is read or written and no space is
+/// used. Only file systems that share extents between files do it (XFS with reflink,
+/// btrfs), and only for ranges on their block boundaries: any error means nothing was
+/// cloned and the caller writes the bytes itself.
+pub(crate) fn clone_range(
+    src: &File,
+    src_offset: u64,
+    len: u64,
+    dest: &File,
+    dest_offset: u64,
+) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let range = FileCloneRange {
+        src_fd: i64::from(src.as_raw_fd()),
+        src_offset,
+        src_length: len,
+        dest_offset,
+    };
+    // SAFETY: FICLONERANGE reads a `struct file_clone_range`, which `FileCloneRange`
+    // matches field for field (repr(C), four 64-bit fields); the kernel only reads it
+    // during the call. Both descriptors are open for the call's duration (borrowed).
+    // The clone changes `dest`'s extents, never the source's, so the contract of any
+    // map of the source (nothing writes the mapped range) holds.
+    unsafe {
+        let ctl = rustix::ioctl::Setter::<FICLONERANGE, FileCloneRange>::new(range);
+        rustix::ioctl::ioctl(dest, ctl)?;
+    }
+    Ok(())
+}
+
 impl Window {
-    /// The file system the mapped file lies on (`st_dev`).
-    pub(crate) fn device(&self) -> u64 {
-        self.dev
-    }
-
-    /// Where byte `at` of the window lies in the mapped file.
-    pub(crate) fn file_offset(&self, at: usize) -> u64 {
-        self.offset + at as u64
-    }
-
-    /// Makes `len` bytes at `dest_offset` of `dest` share the extents that hold the
-    /// window's bytes from `at` on (`FICLONERANGE`): no data is read or written and no
-    /// space is used. Only file systems that share extents between files do it (XFS with
-    /// reflink, btrfs), and only for ranges on their block boundaries: any error means
-    /// nothing was cloned and the caller writes the bytes itself.
-    pub(crate) fn clone_to(
-        &self,
-        at: usize,
-        len: u64,
-        dest: &File,
-        dest_offset: u64,
-    ) -> io::Result<()> {
-        use std::os::fd::AsRawFd;
-        let range = FileCloneRange {
-            src_fd: i64::from(self.file.as_raw_fd()),
-            src_offset: self.file_offset(at),
-            src_length: len,
-            dest_offset,
-        };
-        // SAFETY: FICLONERANGE reads a `struct file_clone_range`, which `FileCloneRange`
-        // matches field for field (repr(C), four 64-bit fields); the kernel only reads it
-        // during the call. Both descriptors are open for the call's duration (borrowed).
-        // The clone changes `dest`'s extents, never the mapped source's, so the mapping's
-        // contract (nothing writes the mapped range) holds.
-        unsafe {
-            let ctl = rustix::ioctl::Setter::<FICLONERANGE, FileCloneRange>::new(range);
-            rustix::ioctl::ioctl(dest, ctl)?;
-        }
-        Ok(())
-    }
-
     /// Faults in the pages of `range` of the window at once (`MADV_POPULATE_READ`,
     /// under the mapping lock held for reading only, so workers populate their blocks in
     /// parallel). On kernels without it (before 5.14), pages fault in when read.

@@ -1,6 +1,7 @@
 //! Images on the host: opening VHD files (and raw images), resolving differencing
 //! chains, reading and writing any virtual byte range, and creating disks.
 
+mod allocation;
 pub mod backend;
 pub(crate) mod batmap;
 mod chain;

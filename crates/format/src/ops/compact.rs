@@ -1,8 +1,9 @@
 //! Compact: release the blocks that carry nothing — all-zero blocks of a dynamic disk,
 //! blocks with an empty sector bitmap in a differencing disk, (dedupe, on by default)
 //! blocks of a differencing disk whose every stored sector holds what the parent chain
-//! shows there, and (with [`OpsOptions::unused_ranges`]) blocks whose every byte no file
-//! system uses — move the blocks stored highest into the holes, and shorten the file. In
+//! shows there, and (with [`OpsOptions::unused_ranges`]) blocks each byte of which no
+//! file system uses or reads as it would without the block (zero; the parent's) — free
+//! or zero — move the blocks stored highest into the holes, and shorten the file. In
 //! place, no temporary file.
 //!
 //! Crash safety: **at every instant the image is valid and reads exactly as before.**
@@ -204,7 +205,7 @@ pub fn run(disk: Disk, opts: &OpsOptions, progress: &Progress) -> Result<Report>
                 Found::Keep => {}
                 Found::Empty => empty.push(block),
                 Found::SameAsParent => same.push(block),
-                Found::Unused => unused_blocks.push(block),
+                Found::Unused | Found::FreeOrZero => unused_blocks.push(block),
             }
             progress.block_done(block, scan_per_block);
         }
@@ -212,20 +213,16 @@ pub fn run(disk: Disk, opts: &OpsOptions, progress: &Progress) -> Result<Report>
     report.blocks_zero = empty.len() as u64;
     report.blocks_deduplicated = same.len() as u64;
     report.blocks_unused = unused_blocks.len() as u64;
-    report.unused_released = UnusedRanges::new(
-        unused_blocks
-            .iter()
-            .map(|&b| block_span(b, block_size, size)),
-    )
-    .ranges()
-    .to_vec();
-    report.bytes_unused = unused_blocks
-        .iter()
-        .map(|&b| {
-            let span = block_span(b, block_size, size);
-            span.end - span.start
-        })
-        .sum();
+    // The unused bytes of the blocks released as unused (all of a wholly unused one).
+    let released_unused = UnusedRanges::new(unused_blocks.iter().flat_map(|&b| {
+        let span = block_span(b, block_size, size);
+        unused
+            .as_deref()
+            .map(|u| u.within(&span))
+            .unwrap_or_default()
+    }));
+    report.bytes_unused = released_unused.total_bytes();
+    report.unused_released = released_unused.ranges().to_vec();
     let mut releasable = empty;
     releasable.extend_from_slice(&same);
     releasable.extend_from_slice(&unused_blocks);
@@ -415,6 +412,10 @@ enum Found {
     SameAsParent,
     /// Every byte of it lies in the unused ranges (not read).
     Unused,
+    /// Every byte it stores is either in the unused ranges or what it would read as
+    /// without the block (zero; a differencing disk's parent data), some of them only
+    /// because they are unused.
+    FreeOrZero,
 }
 
 /// The virtual bytes of block `block`: `block_size` of them, the last block clipped to
@@ -430,7 +431,9 @@ const COMPARE_STEP: u64 = 1 << 20;
 /// Classifies a block of the top file of `disk`: a block whose every byte lies in
 /// `unused` is [`Found::Unused`] without being read; with `dedupe` (a differencing disk
 /// opened with its parents), its stored sectors are compared with the parent chain's
-/// view of them.
+/// view of them. A block that only `unused` makes releasable — each stored byte is
+/// either unused or what the block would read as without it (zero, or the parent's) —
+/// is [`Found::FreeOrZero`].
 fn classify(
     disk: &Disk,
     block: u64,
@@ -444,43 +447,79 @@ fn classify(
     if unused.is_some_and(|u| u.covers(&span)) {
         return Ok(Found::Unused);
     }
+    let free = unused.map(|u| u.within(&span)).unwrap_or_default();
     let start = span.start;
     let len = span.end.saturating_sub(span.start);
     let mut buf = Vec::new();
     let mut theirs = Vec::new();
     let mut any = false;
+    // Whether every stored byte compared equal as it is (else only once the unused
+    // bytes are left out of the comparison).
+    let mut plain = true;
     let mut pos = start;
     for e in f.extents(start, len)? {
         if let LayerExtent::Data { file_offset, len } = e {
-            if differencing && !dedupe {
-                return Ok(Found::Keep);
-            }
             any = true;
             let mut done = 0;
             while done < len {
                 let n = COMPARE_STEP.min(len - done);
+                let at = pos + done;
+                let piece_free: Vec<std::ops::Range<u64>> = free
+                    .iter()
+                    .filter(|r| r.start < at + n && r.end > at)
+                    .map(|r| r.start.max(at) - at..r.end.min(at + n) - at)
+                    .collect();
+                if differencing && !dedupe {
+                    // Not compared with the parent: releasable only where unused.
+                    let covered: u64 = piece_free.iter().map(|r| r.end - r.start).sum();
+                    if covered < n {
+                        return Ok(Found::Keep);
+                    }
+                    plain = false;
+                    done += n;
+                    continue;
+                }
                 buf.resize(n as usize, 0);
                 f.read_data_mapped(&mut buf, file_offset + done)?;
-                let same = if differencing {
+                if differencing {
                     theirs.resize(n as usize, 0);
-                    let parent = disk.parent_extents(pos + done, n)?;
+                    let parent = disk.parent_extents(at, n)?;
                     disk.read_extents_mapped(&parent, &mut theirs)?;
-                    buf == theirs
-                } else {
-                    is_zero(&buf)
+                }
+                let same = |buf: &[u8], theirs: &[u8]| {
+                    if differencing {
+                        buf == theirs
+                    } else {
+                        is_zero(buf)
+                    }
                 };
-                if !same {
-                    return Ok(Found::Keep);
+                if !same(&buf, &theirs) {
+                    if piece_free.is_empty() {
+                        return Ok(Found::Keep);
+                    }
+                    // Free or zero (or, differencing, free or the parent's): the unused
+                    // bytes do not count.
+                    plain = false;
+                    for r in &piece_free {
+                        let (a, b) = (r.start as usize, r.end as usize);
+                        buf[a..b].fill(0);
+                        if differencing {
+                            theirs[a..b].fill(0);
+                        }
+                    }
+                    if !same(&buf, &theirs) {
+                        return Ok(Found::Keep);
+                    }
                 }
                 done += n;
             }
         }
         pos += e.len();
     }
-    Ok(if any && differencing {
-        Found::SameAsParent
-    } else {
-        Found::Empty
+    Ok(match (plain, any && differencing) {
+        (false, _) => Found::FreeOrZero,
+        (true, true) => Found::SameAsParent,
+        (true, false) => Found::Empty,
     })
 }
 

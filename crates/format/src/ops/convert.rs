@@ -4,10 +4,16 @@
 //! multiple of the alignment. Where each block goes and how long the file ends up is
 //! `Placement`'s, which [`super::measure()`] runs without writing.
 //!
+//! Only the blocks that the source's metadata says may hold data are read and composed
+//! (`source::data_units`: every level's allocated blocks, a flat file's stored extents);
+//! the rest are holes of the result at no cost, so the work follows the data, not the
+//! virtual size.
+//!
 //! With [`OpsOptions::unused_ranges`] (file-system-aware conversion) the blocks of a
 //! dynamic result and the 4 KiB pages of a raw result that no file system uses at all
-//! are composed as zeros — not allocated, holes — and so are never read; a block or page
-//! of which any byte is used is copied as it is.
+//! are composed as zeros — not allocated, holes — and so are never read; so are those
+//! each byte of which is unused or zero (free or zero). A block or page holding a used
+//! non-zero byte is copied as it is.
 //!
 //! Crash safety: the destination name appears only when the file is complete and
 //! durable. Everything is written into an unnamed file (`O_TMPFILE`) in the
@@ -27,22 +33,14 @@ use crate::image::backend::{Backend, FileBackend};
 use crate::image::output::{self, Existing};
 use crate::image::NewFile;
 use crate::image::{Disk, OpenOptions};
-use crate::spec::{Bat, DiskType, Footer, BAT_ENTRY_UNUSED, SECTOR_SIZE};
+use crate::spec::SECTOR_SIZE;
 
-use super::is_zero;
-use super::source::{compose_chunk, compose_copied, BlockData, BufferPool, Composed, Mask};
+use super::placement::{Placement, FOOTER_SIZE};
+use super::source::{compose_chunk, compose_copied, BufferPool, Composed, Mask, Offload};
+use super::units::{chunks_ahead, data_units, masked_totals, units_and_bytes};
 use super::unused::{self, UnusedRanges};
+use super::writer::{offload_device, Writer, ZERO_PAGE};
 use super::{OpsOptions, PhaseClock, Report, Target};
-use crate::spec::layout::NewSparse;
-
-/// A footer's length, as a file offset.
-const FOOTER_SIZE: u64 = crate::spec::FOOTER_SIZE as u64;
-
-/// Pages of fixed and raw outputs that are all zero stay holes, at this granularity.
-const ZERO_PAGE: usize = 4096;
-
-/// Unit of work of fixed and raw outputs (their "blocks"): 2 MiB.
-const FLAT_UNIT: u64 = 2 << 20;
 
 /// Checks, before any work, that `disk` can become a `target`: it is not empty, it is a
 /// whole number of sectors, the alignment asked for is valid, and a dynamic result's
@@ -210,7 +208,29 @@ pub fn convert_disk(
         clock.lap(&mut report, "volumes");
     }
     let mask = unused.as_deref().map(|u| mask_for(&placement, u));
-    let writer = Writer::new(placement, out, offload, device, &tmp_path);
+    // Only the units that may hold data go through the pipeline (from metadata: the
+    // allocated blocks of every level, a flat source's stored extents, less the wholly
+    // unused ones); every other unit is a hole of the result, at no cost (a device
+    // written in place has each run of them zeroed in one step). What the mask leaves
+    // out is counted from the unused ranges alone.
+    let runs = data_units(disk, size, unit, mask);
+    let (to_compose, bytes_to_compose) = units_and_bytes(&runs, unit, size);
+    report.blocks_composed = to_compose;
+    if let Some(m) = &mask {
+        let (ranges, bytes, units) = masked_totals(m, size, unit);
+        report.unused_released = ranges;
+        report.bytes_unused = bytes;
+        report.blocks_unused = units;
+    }
+    // Copy offload: the levels on the output's file system may have runs cloned; a raw
+    // or fixed result then needs no zero test, and (unless verifying, which needs the
+    // bytes) blocks whose runs are all cloned are not read at all.
+    let offload = offload.map(|device| Offload {
+        device,
+        layer_devices: disk.layers().iter().map(|l| l.data_device()).collect(),
+        unread_flat: target != Target::Dynamic && !opts.verify,
+    });
+    let writer = Writer::new(placement, out, disk, offload.as_ref(), device, &tmp_path);
     // A character device has nothing to make durable (and refuses `fdatasync`): no
     // background syncs.
     let sync_bytes = if device == Some(false) {
@@ -220,12 +240,15 @@ pub fn convert_disk(
     };
     let per_chunk = (opts.chunk_bytes / unit).max(1);
     let pool = BufferPool::default();
-    // The copy reads and writes the disk once; a verification reads both again.
+    // The copy reads and writes the data once; a verification reads both again.
     progress.plan_phases(&[
-        (Phase::Copy, size),
-        (Phase::Verify, if opts.verify { size } else { 0 }),
+        (Phase::Copy, bytes_to_compose),
+        (
+            Phase::Verify,
+            if opts.verify { bytes_to_compose } else { 0 },
+        ),
     ]);
-    progress.set_phase(Phase::Copy, blocks, size);
+    progress.set_phase(Phase::Copy, to_compose, bytes_to_compose);
     // Three stages overlap: rayon workers compose chunk k+1 (maps, zero tests, CRCs)
     // while the ordered writer thread writes chunk k and a flusher thread syncs what is
     // already written, so the device works during the copy instead of all at the final
@@ -259,29 +282,16 @@ pub fn convert_disk(
                     if progress.is_cancelled() {
                         break 'chunks;
                     }
-                    match &c.data {
-                        Some(d) => {
-                            let cloned = writer.cloned.get();
-                            writer.write_block(c.index, d)?;
-                            stats.blocks_copied += 1;
-                            stats.bytes_written += c.len;
-                            // Cloned data leaves nothing in the page cache to sync.
-                            unsynced += c.len.saturating_sub(writer.cloned.get() - cloned);
-                        }
-                        None => {
-                            writer.write_zero_block(c.index, c.len)?;
-                            stats.blocks_zero += 1;
-                        }
-                    }
-                    if c.wholly_unused() {
-                        stats.blocks_unused += 1;
-                    }
-                    for r in &c.masked {
-                        stats.bytes_unused += r.end - r.start;
-                        match stats.unused.last_mut() {
-                            Some(last) if last.end == r.start => last.end = r.end,
-                            _ => stats.unused.push(r.clone()),
-                        }
+                    // Every block composed goes to the writer: one with data is
+                    // written; one of zeros is a hole (a device has it zeroed, with the
+                    // blocks the metadata knew empty before it).
+                    let cloned = writer.cloned();
+                    writer.write_block(&c)?;
+                    if c.data.is_some() {
+                        stats.blocks_copied += 1;
+                        stats.bytes_written += c.len;
+                        // Cloned data leaves nothing in the page cache to sync.
+                        unsynced += c.len.saturating_sub(writer.cloned() - cloned);
                     }
                     progress.block_done(c.index, c.len);
                     pool.give(c.data);
@@ -301,16 +311,15 @@ pub fn convert_disk(
             }
             Ok((writer, stats))
         });
-        let produced = (|| -> Result<Vec<u32>> {
+        let produced = (|| -> Result<Vec<(u64, Option<u32>)>> {
             let mut crcs = Vec::new();
             if opts.verify {
-                crcs.reserve(blocks as usize);
+                crcs.reserve(to_compose as usize);
             }
-            let mut first = 0;
-            while first < blocks {
+            for chunk in chunks_ahead(disk, &runs, per_chunk, unit) {
                 progress.check_cancelled()?;
-                let last = (first + per_chunk).min(blocks);
-                let composed = compose_chunk(disk, size, first..last, unit, pool, mask)?;
+                let composed =
+                    compose_chunk(disk, size, &chunk, unit, pool, mask, offload.as_ref())?;
                 if opts.verify {
                     crcs.extend(composed.par_iter().map(crc_of).collect::<Vec<_>>());
                 }
@@ -318,7 +327,6 @@ pub fn convert_disk(
                     // The writer stopped on an error; it reports it below.
                     break;
                 }
-                first = last;
             }
             Ok(crcs)
         })();
@@ -337,12 +345,11 @@ pub fn convert_disk(
     let crcs = produced?;
     progress.check_cancelled()?;
     report.blocks_copied = stats.blocks_copied;
-    report.blocks_zero = stats.blocks_zero;
+    // Every block not written reads as zeros: those composed as zeros, and those the
+    // metadata knew to be empty (never composed).
+    report.blocks_zero = blocks - stats.blocks_copied;
     report.bytes_written = stats.bytes_written;
-    report.bytes_cloned = writer.cloned.get();
-    report.blocks_unused = stats.blocks_unused;
-    report.bytes_unused = stats.bytes_unused;
-    report.unused_released = stats.unused;
+    report.bytes_cloned = writer.cloned();
     writer.finish()?;
     if allocate_late && report.bytes_cloned == 0 {
         allocate_fixed()?;
@@ -354,7 +361,7 @@ pub fn convert_disk(
     clock.lap(&mut report, "flush");
     if opts.verify {
         progress.check_cancelled()?;
-        verify(&new, target, unit, &crcs, opts, progress)?;
+        verify(&new, target, size, unit, &crcs, opts, progress)?;
         report.verified = true;
         clock.lap(&mut report, "verify");
     }
@@ -372,13 +379,7 @@ pub fn convert_disk(
 #[derive(Default)]
 struct WriteStats {
     blocks_copied: u64,
-    blocks_zero: u64,
     bytes_written: u64,
-    /// Blocks left out whole as unused.
-    blocks_unused: u64,
-    /// Bytes composed as zeros as unused, and their ranges (merged, in order).
-    bytes_unused: u64,
-    unused: Vec<std::ops::Range<u64>>,
 }
 
 /// How the unused ranges apply to the blocks of a result placed by `placement`: whole
@@ -387,37 +388,48 @@ struct WriteStats {
 pub(crate) fn mask_for<'a>(placement: &Placement, unused: &'a UnusedRanges) -> Mask<'a> {
     Mask {
         unused,
-        grain: match placement.target {
+        grain: match placement.target() {
             Target::Dynamic => placement.unit(),
             Target::Fixed | Target::Raw => ZERO_PAGE as u64,
         },
     }
 }
 
-fn crc_of(c: &Composed) -> u32 {
+/// A composed block's index and the CRC32 of its bytes; `None`: it reads as zeros.
+fn crc_of(c: &Composed) -> (u64, Option<u32>) {
+    let bytes = |d: &super::source::BlockData| {
+        d.bytes()
+            .expect("blocks are read when verifying")
+            .to_owned()
+    };
+    (c.index, c.data.as_ref().map(|d| crc32fast::hash(&bytes(d))))
+}
+
+/// The CRC32 of `len` zero bytes.
+fn zero_crc(len: u64) -> u32 {
     let mut h = crc32fast::Hasher::new();
-    match &c.data {
-        Some(d) => h.update(d),
-        None => {
-            let zeros = [0u8; 64 * 1024];
-            let mut left = c.len;
-            while left > 0 {
-                let n = left.min(zeros.len() as u64) as usize;
-                h.update(&zeros[..n]);
-                left -= n as u64;
-            }
-        }
+    let zeros = [0u8; 64 * 1024];
+    let mut left = len;
+    while left > 0 {
+        let n = left.min(zeros.len() as u64) as usize;
+        h.update(&zeros[..n]);
+        left -= n as u64;
     }
     h.finalize()
 }
 
 /// Reads the written file back block by block and compares each CRC32 with the
-/// source's, in parallel.
+/// source's, in parallel: the blocks composed (`expected`, in index order; `None`
+/// for those that read as zeros) and the blocks the new file stores (which must then
+/// read as the source does). Every other block is empty in both — the source's
+/// metadata and the new file's say so — and reads as zeros in both: the work follows
+/// what was written, not the virtual size.
 fn verify(
     new: &NewFile,
     target: Target,
+    size: u64,
     unit: u64,
-    expected: &[u32],
+    expected: &[(u64, Option<u32>)],
     opts: &OpsOptions,
     progress: &Progress,
 ) -> Result<()> {
@@ -433,19 +445,54 @@ fn verify(
         _ => crate::image::VhdFile::from_backend(path, backend, &open)?,
     };
     let disk = Disk::resolve(file, &open, &crate::image::FsResolver)?;
-    let blocks = expected.len() as u64;
-    progress.set_phase(Phase::Verify, blocks, disk.virtual_size());
-    let per_chunk = (opts.chunk_bytes / unit).max(1);
+    // A device written in place keeps its size: the result is its first `size` bytes.
+    let fits = match target {
+        Target::Raw => disk.virtual_size() >= size,
+        Target::Fixed | Target::Dynamic => disk.virtual_size() == size,
+    };
+    if !fits {
+        return Err(Error::Corrupt {
+            path: path.to_owned(),
+            structure: "footer",
+            offset: 0,
+            detail: format!(
+                "verification failed: the new file's virtual size is {}, not {size}",
+                disk.virtual_size()
+            ),
+        });
+    }
+    // The blocks composed and the blocks the new file stores, in order.
+    let mut indexes: Vec<u64> = expected.iter().map(|&(i, _)| i).collect();
+    indexes.extend(
+        data_units(&disk, size, unit, None)
+            .into_iter()
+            .flatten()
+            .filter(|i| expected.binary_search_by_key(i, |&(j, _)| j).is_err()),
+    );
+    indexes.sort_unstable();
+    let runs: Vec<std::ops::Range<u64>> = indexes.iter().map(|&i| i..i + 1).collect();
+    let (blocks, bytes) = units_and_bytes(&runs, unit, size);
+    progress.set_phase(Phase::Verify, blocks, bytes);
+    let per_chunk = (opts.chunk_bytes / unit).max(1) as usize;
     let pool = BufferPool::default();
-    let mut first = 0;
-    while first < blocks {
+    for chunk in indexes.chunks(per_chunk) {
         progress.check_cancelled()?;
-        let last = (first + per_chunk).min(blocks);
-        let bad = (first..last)
-            .into_par_iter()
-            .map(|b| -> Result<Option<u64>> {
-                let c = compose_copied(&disk, b, unit, &pool)?;
-                let ok = crc_of(&c) == expected[b as usize];
+        let bad = chunk
+            .par_iter()
+            .map(|&b| -> Result<Option<u64>> {
+                let want = expected
+                    .binary_search_by_key(&b, |&(j, _)| j)
+                    .ok()
+                    .and_then(|k| expected[k].1);
+                let c = compose_copied(&disk, size, b, unit, &pool)?;
+                let (_, got) = crc_of(&c);
+                let ok = match (got, want) {
+                    (None, None) => true,
+                    (got, want) => {
+                        got.unwrap_or_else(|| zero_crc(c.len))
+                            == want.unwrap_or_else(|| zero_crc(c.len))
+                    }
+                };
                 pool.give(c.data);
                 Ok((!ok).then_some(b))
             })
@@ -458,305 +505,9 @@ fn verify(
                 detail: format!("verification failed: block {b} reads back with a different CRC32 than the source"),
             });
         }
-        for b in first..last {
-            progress.block_done(b, unit);
+        for &b in chunk {
+            progress.block_done(b, unit.min(size - b * unit));
         }
-        first = last;
     }
     Ok(())
-}
-
-/// Where the blocks of a new file of kind `target` go and how long the file ends up:
-/// the one piece of arithmetic that convert writes by and [`super::measure()`] counts by,
-/// so that a measure is the length the conversion then writes. Blocks are the units
-/// [`compose_chunk`] composes; only those holding data are placed, in index order.
-pub(crate) struct Placement {
-    target: Target,
-    size: u64,
-    /// A dynamic result: its layout (from [`NewSparse`], the one builder of the dynamic
-    /// files vhdkit writes), the BAT being filled, where the next block goes.
-    dynamic: Option<(NewSparse, Bat, u64)>,
-}
-
-/// Where [`Placement::place`] put a block.
-pub(crate) struct Placed {
-    /// The block's sector bitmap (dynamic results only).
-    pub bitmap: Option<u64>,
-    /// The block's data.
-    pub data: u64,
-}
-
-impl Placement {
-    /// The placement of a new file of `size` virtual bytes; `block_size` is a dynamic
-    /// result's (validated by [`check_target`]).
-    pub(crate) fn new(target: Target, size: u64, block_size: u32) -> Result<Placement> {
-        let dynamic = match target {
-            Target::Dynamic => {
-                let new = NewSparse::new(size, block_size, None).map_err(Error::InvalidArgument)?;
-                let bat = Bat::new_unused(new.header.max_table_entries);
-                let next = new.first_block();
-                Some((new, bat, next))
-            }
-            Target::Fixed | Target::Raw => None,
-        };
-        Ok(Placement {
-            target,
-            size,
-            dynamic,
-        })
-    }
-
-    /// Bytes of the virtual disk per block: a dynamic result's block size; fixed and raw
-    /// results are composed in pieces of [`FLAT_UNIT`].
-    pub(crate) fn unit(&self) -> u64 {
-        match &self.dynamic {
-            Some((new, _, _)) => new.layout.block_size,
-            None => FLAT_UNIT,
-        }
-    }
-
-    /// Blocks covering the virtual size (the last may be short).
-    pub(crate) fn blocks(&self) -> u64 {
-        self.size.div_ceil(self.unit())
-    }
-
-    /// Places block `index`, which holds data. Blocks arrive in index order. `path`
-    /// names the file in an error.
-    pub(crate) fn place(&mut self, index: u64, path: &Path) -> Result<Placed> {
-        let Some((new, bat, next)) = self.dynamic.as_mut() else {
-            return Ok(Placed {
-                bitmap: None,
-                data: index * FLAT_UNIT,
-            });
-        };
-        let layout = &new.layout;
-        let at = layout.place_block(*next);
-        if at / SECTOR_SIZE >= u64::from(BAT_ENTRY_UNUSED) {
-            return Err(Error::Unsupported {
-                path: path.to_owned(),
-                detail: "the file would grow past what a BAT entry addresses".into(),
-            });
-        }
-        *next = at + layout.stride();
-        bat.set(index, (at / SECTOR_SIZE) as u32);
-        Ok(Placed {
-            bitmap: Some(at),
-            data: at + layout.bitmap_size,
-        })
-    }
-
-    /// The length of the file holding the blocks placed so far, footer included.
-    pub(crate) fn file_len(&self) -> u64 {
-        match self.target {
-            Target::Raw => self.size,
-            Target::Fixed | Target::Dynamic => self.footer_at() + FOOTER_SIZE,
-        }
-    }
-
-    /// Where the footer of a fixed or dynamic result goes: past the data of a fixed
-    /// disk; past the last block and the metadata, on a sector, of a dynamic one.
-    fn footer_at(&self) -> u64 {
-        match &self.dynamic {
-            Some((new, _, next)) => new.layout.data_end(*next),
-            None => self.size,
-        }
-    }
-}
-
-/// Source and output offsets of cloned ranges are multiples of this (the block size of
-/// the file systems that share extents; elsewhere the kernel copies instead).
-const OFFLOAD_ALIGN: u64 = 4096;
-
-/// The file system (`st_dev`) of `out` if it shares extents between files (XFS, btrfs):
-/// the output of a conversion there may clone its source's data.
-fn offload_device(out: &std::fs::File) -> Option<u64> {
-    const XFS: u64 = 0x5846_5342;
-    const BTRFS: u64 = 0x9123_683E;
-    let fs = rustix::fs::fstatfs(out).ok()?;
-    #[allow(clippy::unnecessary_cast)] // f_type's width differs between targets
-    let kind = fs.f_type as u64;
-    if kind != XFS && kind != BTRFS {
-        return None;
-    }
-    out.metadata()
-        .ok()
-        .map(|m| std::os::unix::fs::MetadataExt::dev(&m))
-}
-
-/// Errors with which the kernel refuses to clone a pair of files or ranges (nothing was
-/// cloned): the writer copies the bytes itself from then on.
-fn clone_refused(e: &std::io::Error) -> bool {
-    use rustix::io::Errno;
-    [
-        Errno::XDEV,
-        Errno::OPNOTSUPP,
-        Errno::INVAL,
-        Errno::NOTTY,
-        Errno::NOSYS,
-        Errno::BADF,
-        Errno::PERM,
-    ]
-    .iter()
-    .any(|n| e.raw_os_error() == Some(n.raw_os_error()))
-}
-
-/// The ordered writer of a new file.
-///
-/// On a file system that shares extents between files (XFS with reflink, btrfs), data
-/// that lies in a source file on the same file system at 4 KiB-aligned offsets in both
-/// files is cloned, not copied (`FICLONERANGE`): no data moves and no space is used. Everything else is written through the
-/// page cache, synced in the background as the copy goes.
-struct Writer<'a> {
-    placement: Placement,
-    out: &'a FileBackend,
-    /// Copy offload: the file system (`st_dev`) of an output that shares extents.
-    /// `None` elsewhere, and from the first refusal of the kernel on.
-    offload: std::cell::Cell<Option<u64>>,
-    /// Bytes cloned so far.
-    cloned: std::cell::Cell<u64>,
-    /// The output is a device written in place (`Some(block)`): what a new file leaves
-    /// as holes is zeroed.
-    device: Option<bool>,
-    path: &'a Path,
-}
-
-impl<'a> Writer<'a> {
-    /// `offload`: the output's file system if it shares extents ([`offload_device`]).
-    /// `device`: the output is a device written in place (`Some(block)`).
-    fn new(
-        placement: Placement,
-        out: &'a FileBackend,
-        offload: Option<u64>,
-        device: Option<bool>,
-        path: &'a Path,
-    ) -> Writer<'a> {
-        Writer {
-            placement,
-            out,
-            offload: std::cell::Cell::new(offload),
-            cloned: std::cell::Cell::new(0),
-            device,
-            path,
-        }
-    }
-
-    /// Makes `len` bytes at `at` of a fixed or raw result read as zeros: a hole of a new
-    /// file already does; a device is zeroed there.
-    fn zero(&self, at: u64, len: u64) -> Result<()> {
-        match self.device {
-            None => Ok(()),
-            Some(block) => {
-                output::zero_range(self.out, at, len, block).map_err(self.io("writing zeros", at))
-            }
-        }
-    }
-
-    /// Block `index` (of `len` bytes) holds only zeros: nothing is written into a new
-    /// file (a dynamic result leaves it unallocated, a fixed or raw one a hole); a device
-    /// is zeroed there.
-    fn write_zero_block(&self, index: u64, len: u64) -> Result<()> {
-        if self.placement.dynamic.is_some() {
-            return Ok(());
-        }
-        self.zero(index * FLAT_UNIT, len)
-    }
-
-    fn io(&self, doing: &'static str, at: u64) -> impl FnOnce(std::io::Error) -> Error + '_ {
-        move |e| Error::io(self.path, doing, at, e)
-    }
-
-    /// Writes `range` of `data` at `at`: cloned from the source file where copy offload
-    /// applies (mapped data on the output's extent-sharing file system, source and
-    /// output offsets on 4 KiB), else as [`Writer::put`] does.
-    fn put_data(
-        &self,
-        data: &BlockData,
-        range: std::ops::Range<usize>,
-        at: u64,
-        doing: &'static str,
-    ) -> Result<()> {
-        if let (Some(dev), BlockData::Mapped { window, range: r }) = (self.offload.get(), data) {
-            let from = r.start + range.start;
-            if window.device() == dev
-                && window.file_offset(from).is_multiple_of(OFFLOAD_ALIGN)
-                && at.is_multiple_of(OFFLOAD_ALIGN)
-            {
-                let len = range.len() as u64;
-                match self.out.clone_from(window, from, len, at) {
-                    Ok(()) => {
-                        self.cloned.set(self.cloned.get() + len);
-                        return Ok(());
-                    }
-                    // Refused, nothing cloned: write it ourselves from now on.
-                    Err(e) if clone_refused(&e) => self.offload.set(None),
-                    Err(e) => return Err(Error::io(self.path, doing, at, e)),
-                }
-            }
-        }
-        self.put(&data[range], at, doing)
-    }
-
-    /// Writes `buf` at `at` through the page cache.
-    fn put(&self, buf: &[u8], at: u64, doing: &'static str) -> Result<()> {
-        self.out.write_all_at(buf, at).map_err(self.io(doing, at))
-    }
-
-    /// Writes a non-zero block. Blocks arrive in index order.
-    fn write_block(&mut self, index: u64, data: &BlockData) -> Result<()> {
-        let placed = self.placement.place(index, self.path)?;
-        let Some(bitmap_at) = placed.bitmap else {
-            // Fixed or raw: the output is a fresh sparse file: write only the pages that
-            // hold data, leaving all-zero 4 KiB pages as holes (less to copy, flush and
-            // store); a device is zeroed there instead, one run of pages at a time.
-            let base = placed.data;
-            let mut pages = data.chunks(ZERO_PAGE).enumerate().peekable();
-            while let Some((i, page)) = pages.next() {
-                let zero = is_zero(page);
-                let start = i * ZERO_PAGE;
-                let mut end = start + page.len();
-                while let Some((_, next)) = pages.next_if(|(_, p)| is_zero(p) == zero) {
-                    end += next.len();
-                }
-                let at = base + start as u64;
-                if zero {
-                    self.zero(at, (end - start) as u64)?;
-                } else {
-                    self.put_data(data, start..end, at, "writing disk data")?;
-                }
-            }
-            return Ok(());
-        };
-        // Bitmap: fully set, as every real writer of dynamic disks does.
-        let bitmap = vec![0xFFu8; (placed.data - bitmap_at) as usize];
-        self.put(&bitmap, bitmap_at, "writing a block bitmap")?;
-        self.put_data(data, 0..data.len(), placed.data, "writing a block")
-    }
-
-    /// Writes the metadata and footers: the file ends where the placement says.
-    fn finish(self) -> Result<()> {
-        let p = &self.placement;
-        let end = p.footer_at();
-        match (&p.dynamic, p.target) {
-            // A device keeps its size; bytes past the result are left as they are.
-            (_, Target::Raw) if self.device.is_some() => Ok(()),
-            (_, Target::Raw) => self
-                .out
-                .set_len(p.file_len())
-                .map_err(|e| Error::file(self.path, "setting the length", e)),
-            (None, _) => {
-                self.out
-                    .set_len(end)
-                    .map_err(|e| Error::file(self.path, "setting the length", e))?;
-                let footer = Footer::new(DiskType::Fixed, p.size);
-                self.out
-                    .write_all_at(&footer.encode(), end)
-                    .map_err(self.io("writing the footer", end))
-            }
-            (Some((new, bat, _)), _) => self
-                .out
-                .write_all_at(&new.metadata(Some(bat)), 0)
-                .and_then(|_| self.out.write_all_at(&new.footer.encode(), end))
-                .map_err(self.io("writing the metadata", 0)),
-        }
-    }
 }

@@ -22,8 +22,10 @@ use vhdkit_task::{CancelToken, Phase, Progress};
 use crate::error::Result;
 use crate::image::Disk;
 
-use super::convert::{check_target, mask_for, Placement};
+use super::convert::{check_target, mask_for};
+use super::placement::Placement;
 use super::source::{compose_chunk, BufferPool};
+use super::units::{chunks_ahead, data_units, units_and_bytes};
 use super::unused;
 use super::{OpsOptions, Target};
 
@@ -45,6 +47,12 @@ pub struct Measure {
     pub blocks_total: Option<u64>,
     /// The blocks a dynamic result holds: those not all zero.
     pub allocated_blocks: Option<u64>,
+    /// Of a dynamic result's blocks, those read and tested (the source's metadata says
+    /// some level of it may store data there, as for [`Report::blocks_composed`]); the
+    /// others are known to be zero without a read.
+    ///
+    /// [`Report::blocks_composed`]: super::Report::blocks_composed
+    pub blocks_scanned: Option<u64>,
     /// Wall time.
     #[serde(skip)]
     pub elapsed: Duration,
@@ -98,6 +106,7 @@ pub fn measure_disk(
         block_size: None,
         blocks_total: None,
         allocated_blocks: None,
+        blocks_scanned: None,
         elapsed: Duration::ZERO,
     };
     if target != Target::Dynamic {
@@ -114,14 +123,16 @@ pub fn measure_disk(
     let per_chunk = (opts.chunk_bytes / unit).max(1);
     let pool = BufferPool::default();
     let path = disk.top().path();
-    progress.plan_phases(&[(Phase::Scan, size)]);
-    progress.set_phase(Phase::Scan, blocks, size);
+    // The blocks the converter composes (those the metadata says may hold data), and
+    // only those: the others are holes of the result.
+    let runs = data_units(disk, size, unit, mask);
+    let (to_scan, bytes_to_scan) = units_and_bytes(&runs, unit, size);
+    progress.plan_phases(&[(Phase::Scan, bytes_to_scan)]);
+    progress.set_phase(Phase::Scan, to_scan, bytes_to_scan);
     let mut allocated = 0u64;
-    let mut first = 0;
-    while first < blocks {
+    for chunk in chunks_ahead(disk, &runs, per_chunk, unit) {
         progress.check_cancelled()?;
-        let last = (first + per_chunk).min(blocks);
-        for c in compose_chunk(disk, size, first..last, unit, &pool, mask)? {
+        for c in compose_chunk(disk, size, &chunk, unit, &pool, mask, None)? {
             // Exactly the blocks the converter writes: those composed with data.
             if c.data.is_some() {
                 placement.place(c.index, path)?;
@@ -130,13 +141,13 @@ pub fn measure_disk(
             progress.block_done(c.index, c.len);
             pool.give(c.data);
         }
-        first = last;
     }
     progress.check_cancelled()?;
     m.required_bytes = placement.file_len();
     m.block_size = Some(opts.block_size);
     m.blocks_total = Some(blocks);
     m.allocated_blocks = Some(allocated);
+    m.blocks_scanned = Some(to_scan);
     m.elapsed = start.elapsed();
     Ok(m)
 }

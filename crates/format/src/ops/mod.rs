@@ -16,13 +16,16 @@ mod dependents;
 pub mod measure;
 pub mod merge;
 pub mod merge_into;
+pub(crate) mod placement;
 pub(crate) mod plan;
 pub mod relink;
 pub mod repair;
 pub mod resize;
 mod source;
 mod task;
+mod units;
 pub mod unused;
+mod writer;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -116,11 +119,12 @@ pub struct OpsOptions {
     /// the same). Needs the parent chain, opened read-only. On by default.
     pub dedupe: bool,
     /// Byte ranges of the (source's) virtual disk that no file system uses (see
-    /// [`unused`]); `None`: none. Compact also releases every allocated block whose
-    /// every byte lies in them; convert, merge-to and measure leave out (as zeros) the
-    /// blocks of a dynamic result, and the 4 KiB pages of a raw result, that lie wholly
-    /// in them — holes in a raw file. A fixed result, which stores every byte, is
-    /// refused. Bytes of a block (or page) that is partly used are kept as they are.
+    /// [`unused`]); `None`: none. Compact also releases every allocated block each byte
+    /// of which lies in them or reads as without the block (zero; the parent's) — free
+    /// or zero; convert, merge-to and measure leave out (as zeros) the blocks of a
+    /// dynamic result, and the 4 KiB pages of a raw result, each byte of which lies in
+    /// them or is zero — holes in a raw file. A fixed result, which stores every byte,
+    /// is refused. A block (or page) holding a used non-zero byte is kept as it is.
     pub unused_ranges: Option<Unused>,
     /// Compact: scan and plan, report what would be released and moved, and write
     /// nothing (the disk is opened read-only).
@@ -210,6 +214,12 @@ pub struct Report {
     pub path: PathBuf,
     /// Blocks considered.
     pub blocks_total: u64,
+    /// Convert, merge-to: of `blocks_total`, the blocks handed to the pipeline — read
+    /// and composed — because the source's metadata says some level of it may store
+    /// data there (allocated blocks, a flat file's stored extents; less those wholly
+    /// unused). The others read as zeros without being read: the work follows the
+    /// data, not the virtual size.
+    pub blocks_composed: u64,
     /// Blocks written with data.
     pub blocks_copied: u64,
     /// Blocks found all zero (skipped or released).
@@ -220,13 +230,15 @@ pub struct Report {
     /// Blocks of a differencing disk that compact released because they held the same
     /// data as the parent chain.
     pub blocks_deduplicated: u64,
-    /// Blocks whose every byte lies in [`OpsOptions::unused_ranges`]: compact released
-    /// them (without reading them; they are not counted in `blocks_zero`); convert,
-    /// merge-to left them out (counted in `blocks_zero` too, as the blocks not written).
+    /// Compact: blocks released because each byte of them lies in
+    /// [`OpsOptions::unused_ranges`] or reads as without the block (free or zero;
+    /// those wholly unused are not read; none is counted in `blocks_zero`). Convert,
+    /// merge-to: blocks whose every byte lies in the unused ranges, left out (counted in
+    /// `blocks_zero` too, as the blocks not written).
     pub blocks_unused: u64,
-    /// Virtual bytes left out because unused: compact, of the `blocks_unused` blocks;
-    /// convert and merge-to, of those blocks and (raw result) of the wholly unused
-    /// 4 KiB pages of the pieces written. Whatever the bytes held.
+    /// Virtual bytes left out because unused: compact, the unused bytes of the
+    /// `blocks_unused` blocks; convert and merge-to, of the wholly unused blocks and
+    /// (raw result) of the wholly unused 4 KiB pages. Whatever the bytes held.
     pub bytes_unused: u64,
     /// The virtual byte ranges counted in `bytes_unused`, sorted and merged (for
     /// attributing them to partitions).

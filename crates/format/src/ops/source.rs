@@ -27,7 +27,8 @@ pub fn is_zero(buf: &[u8]) -> bool {
 }
 
 /// The bytes of a composed block: part of a window of the source mapped as is (no
-/// copy), or a buffer composed from several extents.
+/// copy), a buffer composed from several extents, or nothing read at all (the writer
+/// clones the block's stored runs).
 pub(crate) enum BlockData {
     /// One stored extent covering the whole block: its range of a mapped window that
     /// the chunk's neighbouring blocks share (unmapped when the last of them is dropped).
@@ -37,14 +38,19 @@ pub(crate) enum BlockData {
     },
     /// Composed from several extents (chain levels, zero runs) into a pooled buffer.
     Owned(Vec<u8>),
+    /// Not read: the block's [`Composed::runs`] are cloned where they lie (copy offload
+    /// into a raw or fixed result, whose layout needs no zero test), its zero runs left
+    /// as holes. Whether it holds only zeros is not known.
+    Unread,
 }
 
-impl std::ops::Deref for BlockData {
-    type Target = [u8];
-    fn deref(&self) -> &[u8] {
+impl BlockData {
+    /// The block's bytes, when they were read.
+    pub(crate) fn bytes(&self) -> Option<&[u8]> {
         match self {
-            BlockData::Mapped { window, range } => &window[range.clone()],
-            BlockData::Owned(v) => v,
+            BlockData::Mapped { window, range } => Some(&window[range.clone()]),
+            BlockData::Owned(v) => Some(v),
+            BlockData::Unread => None,
         }
     }
 }
@@ -57,22 +63,45 @@ pub(crate) struct Composed {
     pub data: Option<BlockData>,
     /// Length of the block (the last one may be short).
     pub len: u64,
-    /// The virtual ranges of the block composed as zeros because they are unused (see
-    /// [`Mask`]), merged; empty without a mask.
-    pub masked: Vec<Range<u64>>,
+    /// Where the block's bytes lie — its extents through the chain, in order, covering
+    /// it — when the writer may clone them ([`Offload`]) and no byte was masked; empty
+    /// otherwise.
+    pub runs: Vec<Extent>,
 }
 
-impl Composed {
-    /// Whether the whole block was left out as unused.
-    pub(crate) fn wholly_unused(&self) -> bool {
-        matches!(self.masked.as_slice(), [r] if r.end - r.start == self.len)
+/// Copy offload, as composition sees it: the output's file system shares extents, so
+/// the writer clones stored runs that lie on it instead of writing their bytes.
+pub(crate) struct Offload {
+    /// The output's file system (`st_dev`).
+    pub device: u64,
+    /// Each chain level's data file system (`None`: not a file).
+    pub layer_devices: Vec<Option<u64>>,
+    /// The output is raw or fixed and nothing asks for the bytes (no verification): a
+    /// block whose every stored run can be cloned at its own virtual offset is not read
+    /// at all ([`BlockData::Unread`]). A dynamic result must know which blocks are all
+    /// zero, so its blocks are read (the holes of a flat source excepted: they are zero
+    /// extents, never read).
+    pub unread_flat: bool,
+}
+
+impl Offload {
+    /// Source and output offsets of cloned ranges are multiples of this (the block size
+    /// of the file systems that share extents).
+    pub(crate) const ALIGN: u64 = 4096;
+
+    /// Whether a run of chain level `layer` at `file_offset`, written at output offset
+    /// `at`, can be cloned: it lies on the output's file system, at the same offset
+    /// within a 4 KiB block as its place in the output.
+    pub(crate) fn can_clone(&self, layer: usize, file_offset: u64, at: u64) -> bool {
+        self.layer_devices.get(layer).copied().flatten() == Some(self.device)
+            && file_offset % Self::ALIGN == at % Self::ALIGN
     }
 }
 
 /// Unused ranges to compose as zeros, in pieces of `grain` bytes counted from each
-/// block's start: a piece is zeroed only when every byte of it is unused, so a block
-/// (dynamic results: `grain` is the block) or a page (raw results: 4 KiB) that is
-/// partly used keeps all of its bytes.
+/// block's start: a piece is zeroed only when each byte of it is unused or zero (free or
+/// zero), so a block (dynamic results: `grain` is the block) or a page (raw results:
+/// 4 KiB) holding a used non-zero byte keeps all of its bytes.
 #[derive(Clone, Copy)]
 pub(crate) struct Mask<'a> {
     /// The unused ranges.
@@ -112,28 +141,31 @@ impl BufferPool {
 /// gap holds the next block's sector bitmap, or alignment padding).
 const MAX_WINDOW_GAP: u64 = 64 << 10;
 
-/// Composes blocks `blocks` of `unit` bytes (the last clipped to `size`) of the view of
-/// `disk` that is `size` bytes long — its virtual size, or more: the source padded with
-/// zeros (`--align`) — in parallel, skipping the read entirely where no level stores
-/// any of a block.
+/// Composes blocks `blocks` (indexes, in order) of `unit` bytes (the last clipped to
+/// `size`) of the view of `disk` that is `size` bytes long — its virtual size, or more:
+/// the source padded with zeros (`--align`) — in parallel, skipping the read entirely
+/// where no level stores any of a block.
 ///
 /// Blocks stored whole in one extent are handed out as ranges of shared windows: the
 /// chunk's blocks that lie next to each other in one file get one map (see
 /// `image::mmap`), which each worker populates for its own block.
 ///
 /// With a `mask`, the pieces of each block that lie wholly in its unused ranges read as
-/// zeros; a block that is wholly unused is not read at all.
+/// zeros; a block that is wholly unused is not read at all. With `offload`, each block
+/// carries its runs for the writer to clone, and (a raw or fixed result) a block whose
+/// every run can be cloned in place is not read.
 pub(crate) fn compose_chunk(
     disk: &Disk,
     size: u64,
-    blocks: Range<u64>,
+    blocks: &[u64],
     unit: u64,
     pool: &BufferPool,
     mask: Option<Mask<'_>>,
+    offload: Option<&Offload>,
 ) -> Result<Vec<Composed>> {
     let planned: Vec<Planned> = blocks
-        .into_par_iter()
-        .map(|index| {
+        .par_iter()
+        .map(|&index| {
             let start = index * unit;
             let len = unit.min(size - start);
             let masked = match mask {
@@ -147,20 +179,55 @@ pub(crate) fn compose_chunk(
             } else {
                 view_extents(disk, start, len)?
             };
-            Ok((index, len, extents, masked))
+            let stored = extents.iter().any(|e| matches!(e, Extent::Data { .. }));
+            // A block with unused bytes is read: whether its pieces are free or zero
+            // depends on what they hold.
+            let touched = mask.is_some_and(|m| !m.unused.within(&(start..start + len)).is_empty());
+            let unread = stored
+                && !touched
+                && offload.is_some_and(|o| o.unread_flat && all_clonable(o, &extents, start));
+            Ok(Planned {
+                index,
+                len,
+                extents,
+                masked,
+                unread,
+            })
         })
         .collect::<Result<_>>()?;
     let windows = shared_windows(disk, &planned)?;
     planned
         .into_par_iter()
         .zip(windows)
-        .map(|((index, len, extents, masked), window)| {
+        .map(|(p, window)| {
+            let Planned {
+                index,
+                len,
+                extents,
+                masked,
+                unread,
+            } = p;
             if !extents.iter().any(|e| matches!(e, Extent::Data { .. })) {
                 return Ok(Composed {
                     index,
                     data: None,
                     len,
-                    masked,
+                    runs: Vec::new(),
+                });
+            }
+            // The writer clones runs only where no byte was masked (a clone would bring
+            // the masked bytes back).
+            let runs = if offload.is_some() && masked.is_empty() {
+                extents.clone()
+            } else {
+                Vec::new()
+            };
+            if unread {
+                return Ok(Composed {
+                    index,
+                    data: Some(BlockData::Unread),
+                    len,
+                    runs,
                 });
             }
             let data = match window {
@@ -179,15 +246,44 @@ pub(crate) fn compose_chunk(
                 None => owned(disk, &extents, len, pool)?,
             };
             let data = zero_masked(data, index * unit, &masked, pool);
+            let (data, freed) = match mask {
+                Some(m) => free_or_zero(data, index * unit, m, pool),
+                None => (data, false),
+            };
             let mut c = finish(index, len, data, pool);
-            c.masked = masked;
+            if c.data.is_some() && !freed {
+                c.runs = runs;
+            }
             Ok(c)
         })
         .collect()
 }
 
-/// A planned block: index, length, extents, masked ranges.
-type Planned = (u64, u64, Vec<Extent>, Vec<Range<u64>>);
+/// Whether every stored run of `extents` (covering the block at virtual `start`) can be
+/// cloned to its own virtual offset in a flat result.
+fn all_clonable(offload: &Offload, extents: &[Extent], start: u64) -> bool {
+    let mut at = start;
+    extents.iter().all(|e| {
+        let ok = match *e {
+            Extent::Data {
+                layer, file_offset, ..
+            } => offload.can_clone(layer, file_offset, at),
+            Extent::Zero { .. } => true,
+        };
+        at += e.len();
+        ok
+    })
+}
+
+/// A planned block: its index, length, extents and masked ranges, and whether it is
+/// left unread for the writer to clone.
+struct Planned {
+    index: u64,
+    len: u64,
+    extents: Vec<Extent>,
+    masked: Vec<Range<u64>>,
+    unread: bool,
+}
 
 /// `data` (the block starting at virtual byte `start`) with the `masked` virtual ranges
 /// zeroed: a mapped block is copied into a pooled buffer first (the map is read-only).
@@ -195,19 +291,89 @@ fn zero_masked(data: BlockData, start: u64, masked: &[Range<u64>], pool: &Buffer
     if masked.is_empty() {
         return data;
     }
-    let mut buf = match data {
-        BlockData::Owned(v) => v,
-        BlockData::Mapped { window, range } => {
-            let mut v = pool.take(range.len());
-            v.copy_from_slice(&window[range]);
-            v
-        }
+    // Blocks with masked bytes are always read: never `Unread` here.
+    let mut buf = match into_buffer(data, pool) {
+        Ok(buf) => buf,
+        Err(unread) => return unread,
     };
     for r in masked {
         let (a, b) = ((r.start - start) as usize, (r.end - start) as usize);
         buf[a..b].fill(0);
     }
     BlockData::Owned(buf)
+}
+
+/// `data` (the block starting at virtual byte `start`) with every piece of the mask's
+/// grain zeroed whose each byte is either unused or zero — free or zero — though not
+/// wholly unused ([`zero_masked`] zeroed those): e.g. a block holding free clusters and
+/// a file system's unused, zero-filled inode table. A piece holding any non-zero byte
+/// that some file system uses stays as it is. Returns whether a piece was zeroed.
+fn free_or_zero(
+    data: BlockData,
+    start: u64,
+    mask: Mask<'_>,
+    pool: &BufferPool,
+) -> (BlockData, bool) {
+    let Some(bytes) = data.bytes() else {
+        return (data, false);
+    };
+    let end = start + bytes.len() as u64;
+    let unused = mask.unused.within(&(start..end));
+    if unused.is_empty() {
+        return (data, false);
+    }
+    let at = |v: u64| (v - start) as usize;
+    let mut freed: Vec<Range<u64>> = Vec::new();
+    let mut first = 0; // the first unused range that may meet the piece
+    let mut piece = start;
+    while piece < end {
+        let piece_end = piece.saturating_add(mask.grain).min(end);
+        while unused.get(first).is_some_and(|r| r.end <= piece) {
+            first += 1;
+        }
+        let mut pos = piece;
+        let mut any_unused = false;
+        let mut used_zero = true;
+        for r in unused[first..].iter().take_while(|r| r.start < piece_end) {
+            if r.start > pos {
+                used_zero &= is_zero(&bytes[at(pos)..at(r.start)]);
+            }
+            any_unused = true;
+            pos = pos.max(r.end.min(piece_end));
+        }
+        if pos < piece_end {
+            used_zero &= is_zero(&bytes[at(pos)..at(piece_end)]);
+        }
+        if any_unused && used_zero && !is_zero(&bytes[at(piece)..at(piece_end)]) {
+            freed.push(piece..piece_end);
+        }
+        piece = piece_end;
+    }
+    if freed.is_empty() {
+        return (data, false);
+    }
+    let mut buf = match into_buffer(data, pool) {
+        Ok(buf) => buf,
+        Err(unread) => return (unread, false),
+    };
+    for r in &freed {
+        buf[at(r.start)..at(r.end)].fill(0);
+    }
+    (BlockData::Owned(buf), true)
+}
+
+/// The block's bytes in a pooled buffer that may be changed (a mapped block is copied
+/// first: the map is read-only); a block composed unread comes back as it is.
+fn into_buffer(data: BlockData, pool: &BufferPool) -> std::result::Result<Vec<u8>, BlockData> {
+    match data {
+        BlockData::Owned(v) => Ok(v),
+        BlockData::Mapped { window, range } => {
+            let mut v = pool.take(range.len());
+            v.copy_from_slice(&window[range]);
+            Ok(v)
+        }
+        BlockData::Unread => Err(BlockData::Unread),
+    }
 }
 
 /// The extents of `len` bytes at `start` of `disk` padded with zeros past its virtual
@@ -228,13 +394,13 @@ fn shared_windows(
     disk: &Disk,
     planned: &[Planned],
 ) -> Result<Vec<Option<(Arc<Window>, Range<usize>)>>> {
-    // A block stored whole in one extent: (layer, file offset, length).
-    let whole = |p: &Planned| match p.2.as_slice() {
+    // A block stored whole in one extent, and read: (layer, file offset, length).
+    let whole = |p: &Planned| match p.extents.as_slice() {
         [Extent::Data {
             layer,
             file_offset,
             len,
-        }] => Some((*layer, *file_offset, *len)),
+        }] if !p.unread => Some((*layer, *file_offset, *len)),
         _ => None,
     };
     let mut out: Vec<Option<(Arc<Window>, Range<usize>)>> = vec![None; planned.len()];
@@ -269,18 +435,18 @@ fn shared_windows(
     Ok(out)
 }
 
-/// Reads block `index` of `unit` bytes (clipped to the virtual size) from `disk` by
+/// Reads block `index` of `unit` bytes (clipped to `size`, at most the virtual size) from `disk` by
 /// positional reads, skipping the read entirely when no level stores any of it.
 /// Verification reads the new file this way: through the ordinary read path, and
 /// without taking the process-wide mapping lock, so that its CRC work scales across
 /// threads.
 pub(crate) fn compose_copied(
     disk: &Disk,
+    size: u64,
     index: u64,
     unit: u64,
     pool: &BufferPool,
 ) -> Result<Composed> {
-    let size = disk.virtual_size();
     let start = index * unit;
     let len = unit.min(size - start);
     let extents = disk.extents(start, len)?;
@@ -289,7 +455,7 @@ pub(crate) fn compose_copied(
             index,
             data: None,
             len,
-            masked: Vec::new(),
+            runs: Vec::new(),
         });
     }
     let mut buf = pool.take(len as usize);
@@ -299,7 +465,7 @@ pub(crate) fn compose_copied(
 
 /// A block whose bytes are all zero reads as a hole.
 fn finish(index: u64, len: u64, data: BlockData, pool: &BufferPool) -> Composed {
-    let data = if is_zero(&data) {
+    let data = if data.bytes().is_some_and(is_zero) {
         pool.give(Some(data));
         None
     } else {
@@ -309,7 +475,7 @@ fn finish(index: u64, len: u64, data: BlockData, pool: &BufferPool) -> Composed 
         index,
         data,
         len,
-        masked: Vec::new(),
+        runs: Vec::new(),
     }
 }
 
@@ -363,7 +529,13 @@ mod tests {
         let planned: Vec<Planned> = (0..8)
             .map(|i| {
                 let extents = disk.extents(i * unit, unit).expect("extents");
-                (i, unit, extents, Vec::new())
+                Planned {
+                    index: i,
+                    len: unit,
+                    extents,
+                    masked: Vec::new(),
+                    unread: false,
+                }
             })
             .collect();
         let windows = shared_windows(&disk, &planned).expect("windows");
@@ -384,13 +556,21 @@ mod tests {
             assert_eq!(&w[r.clone()], &block(i as u64)[..], "block {i}");
         }
         let pool = BufferPool::default();
-        let composed =
-            compose_chunk(&disk, disk.virtual_size(), 0..8, unit, &pool, None).expect("compose");
+        let composed = compose_chunk(
+            &disk,
+            disk.virtual_size(),
+            &[0, 1, 2, 3, 4, 5, 6, 7],
+            unit,
+            &pool,
+            None,
+            None,
+        )
+        .expect("compose");
         for c in &composed {
             let mut want = vec![0u8; unit as usize];
             disk.read_at(&mut want, c.index * unit).expect("read");
             match &c.data {
-                Some(d) => assert_eq!(&d[..], &want[..], "block {}", c.index),
+                Some(d) => assert_eq!(d.bytes(), Some(&want[..]), "block {}", c.index),
                 None => assert!(is_zero(&want), "block {}", c.index),
             }
         }

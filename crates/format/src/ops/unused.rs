@@ -7,9 +7,11 @@
 //! calls on the disk it opened, while it holds the disk's locks ([`Unused::Scan`]):
 //! [`FsScan`](crate::volume::FsScan) is that function for the file systems
 //! `vhdkit-volume` reads (what `--fs-aware` uses). Either way the rule is
-//! the same and conservative: **a block is released (or left out) only when every byte
-//! of it lies in an unused range.** Bytes of a block that is partly used are kept as
-//! they are, free or not.
+//! the same and conservative: **a block is released (or left out) only when each of its
+//! bytes is free or zero** — it lies in an unused range, or it reads as it would without
+//! the block anyway (zero; in a differencing disk, the parent's byte): free space beside
+//! a file system's zero-filled metadata, say. A block holding one used byte that differs
+//! is kept with all its bytes, free or not.
 
 use std::fmt;
 use std::io;
@@ -104,6 +106,17 @@ impl UnusedRanges {
             }
         }
         sum
+    }
+
+    /// The unused bytes of `span`: the ranges' intersections with it, in order.
+    pub(crate) fn within(&self, span: &Range<u64>) -> Vec<Range<u64>> {
+        let first = self.ranges.partition_point(|r| r.end <= span.start);
+        self.ranges[first..]
+            .iter()
+            .take_while(|r| r.start < span.end)
+            .map(|r| r.start.max(span.start)..r.end.min(span.end))
+            .filter(|r| r.start < r.end)
+            .collect()
     }
 
     /// The pieces of `span` that are wholly unused, where `span` is cut into pieces of
@@ -281,6 +294,15 @@ mod tests {
             u.whole_pieces(&(0..12_288), 4096),
             vec![0..4096, 8192..12_288]
         );
+    }
+
+    #[test]
+    fn within_clips_the_ranges_to_the_span() {
+        let u = UnusedRanges::new([0..100, 200..300, 400..500]);
+        assert_eq!(u.within(&(50..250)), vec![50..100, 200..250]);
+        assert_eq!(u.within(&(100..200)), Vec::<Range<u64>>::new());
+        assert_eq!(u.within(&(0..1000)), vec![0..100, 200..300, 400..500]);
+        assert_eq!(u.within(&(450..460)), vec![450..460]);
     }
 
     #[test]

@@ -103,6 +103,60 @@ impl Bat {
             .map(|(i, &e)| (i as u64, u64::from(e) * SECTOR_SIZE))
     }
 
+    /// Runs of consecutive allocated blocks, as ranges of block indexes, in order: one
+    /// step per run, however many unused entries lie between them.
+    ///
+    /// ```
+    /// use vhdkit_format::spec::{Bat, BAT_ENTRY_UNUSED as U};
+    ///
+    /// let bat = Bat::from_entries(vec![U, 7, 23, U, U, 39]);
+    /// assert_eq!(bat.allocated_runs().collect::<Vec<_>>(), vec![1..3, 5..6]);
+    /// ```
+    pub fn allocated_runs(&self) -> impl Iterator<Item = std::ops::Range<u64>> + '_ {
+        let len = self.entries.len() as u64;
+        let mut i = 0u64;
+        std::iter::from_fn(move || {
+            let start = self.next_allocated(i, len);
+            if start >= len {
+                return None;
+            }
+            i = self.next_unused(start, len);
+            Some(start..i)
+        })
+    }
+
+    /// The first unused entry in `i..end` (`end` when there is none; `end` is clipped to
+    /// the table): where a run of allocated blocks starting at `i` ends.
+    pub fn next_unused(&self, i: u64, end: u64) -> u64 {
+        self.next_where(i, end, |e| e == BAT_ENTRY_UNUSED)
+    }
+
+    /// The first allocated entry in `i..end` (`end` when there is none; `end` is clipped
+    /// to the table): where a run of unused entries starting at `i` ends. The search
+    /// looks no further than `end`, so a walk window by window stays linear.
+    ///
+    /// ```
+    /// use vhdkit_format::spec::{Bat, BAT_ENTRY_UNUSED as U};
+    ///
+    /// let bat = Bat::from_entries(vec![U, U, U, 9, U]);
+    /// assert_eq!(bat.next_allocated(0, 5), 3);
+    /// assert_eq!(bat.next_allocated(0, 2), 2);
+    /// assert_eq!(bat.next_allocated(4, 5), 5);
+    /// ```
+    pub fn next_allocated(&self, i: u64, end: u64) -> u64 {
+        self.next_where(i, end, |e| e != BAT_ENTRY_UNUSED)
+    }
+
+    fn next_where(&self, i: u64, end: u64, pred: impl Fn(u32) -> bool) -> u64 {
+        let len = self.entries.len();
+        let to = usize::try_from(end).unwrap_or(len).min(len);
+        let from = usize::try_from(i).unwrap_or(to).min(to);
+        self.entries[from..to]
+            .iter()
+            .position(|&e| pred(e))
+            .map_or(end.max(from as u64), |p| (from + p) as u64)
+    }
+
     /// Number of allocated blocks.
     pub fn allocated_count(&self) -> u64 {
         self.entries

@@ -458,12 +458,13 @@ fn set_bits(bm: &mut [u8], a: u64, b: u64) {
 }
 
 fn count_clear(bm: &[u8], n: u64) -> u64 {
-    let full = (n / 8) as usize;
-    let mut clear: u64 = bm
-        .iter()
-        .take(full)
-        .map(|b| u64::from(b.count_zeros()))
-        .sum();
+    let full = ((n / 8) as usize).min(bm.len());
+    let words = bm[..full].chunks_exact(8);
+    let tail = words.remainder();
+    let mut clear: u64 = words
+        .map(|w| u64::from(u64::from_le_bytes(w.try_into().expect("8 bytes")).count_zeros()))
+        .sum::<u64>()
+        + tail.iter().map(|b| u64::from(b.count_zeros())).sum::<u64>();
     for i in (full as u64 * 8)..n {
         if u8_at(bm, (i / 8) as usize) >> (i % 8) & 1 == 0 {
             clear += 1;

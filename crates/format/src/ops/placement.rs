@@ -1,0 +1,131 @@
+//! Where the blocks of a new file go and how long it ends up: the one piece of
+//! arithmetic that [`super::convert`] writes by and [`super::measure()`] counts by.
+
+use std::path::Path;
+
+use crate::error::{Error, Result};
+use crate::spec::layout::NewSparse;
+use crate::spec::{Bat, BAT_ENTRY_UNUSED, SECTOR_SIZE};
+
+use super::Target;
+
+/// A footer's length, as a file offset.
+pub(crate) const FOOTER_SIZE: u64 = crate::spec::FOOTER_SIZE as u64;
+
+/// Unit of work of fixed and raw outputs (their "blocks"): 2 MiB.
+pub(crate) const FLAT_UNIT: u64 = 2 << 20;
+
+/// Where the blocks of a new file of kind `target` go and how long the file ends up:
+/// the one piece of arithmetic that convert writes by and [`super::measure()`] counts by,
+/// so that a measure is the length the conversion then writes. Blocks are the units
+/// `compose_chunk` composes; only those holding data are placed, in index order.
+pub(crate) struct Placement {
+    target: Target,
+    size: u64,
+    /// A dynamic result: its layout (from [`NewSparse`], the one builder of the dynamic
+    /// files vhdkit writes), the BAT being filled, where the next block goes.
+    dynamic: Option<(NewSparse, Bat, u64)>,
+}
+
+/// Where [`Placement::place`] put a block.
+pub(crate) struct Placed {
+    /// The block's sector bitmap (dynamic results only).
+    pub bitmap: Option<u64>,
+    /// The block's data.
+    pub data: u64,
+}
+
+impl Placement {
+    /// The placement of a new file of `size` virtual bytes; `block_size` is a dynamic
+    /// result's (validated by [`check_target`]).
+    pub(crate) fn new(target: Target, size: u64, block_size: u32) -> Result<Placement> {
+        let dynamic = match target {
+            Target::Dynamic => {
+                let new = NewSparse::new(size, block_size, None).map_err(Error::InvalidArgument)?;
+                let bat = Bat::new_unused(new.header.max_table_entries);
+                let next = new.first_block();
+                Some((new, bat, next))
+            }
+            Target::Fixed | Target::Raw => None,
+        };
+        Ok(Placement {
+            target,
+            size,
+            dynamic,
+        })
+    }
+
+    /// Bytes of the virtual disk per block: a dynamic result's block size; fixed and raw
+    /// results are composed in pieces of [`FLAT_UNIT`].
+    pub(crate) fn unit(&self) -> u64 {
+        match &self.dynamic {
+            Some((new, _, _)) => new.layout.block_size,
+            None => FLAT_UNIT,
+        }
+    }
+
+    /// Blocks covering the virtual size (the last may be short).
+    pub(crate) fn blocks(&self) -> u64 {
+        self.size.div_ceil(self.unit())
+    }
+
+    /// Places block `index`, which holds data. Blocks arrive in index order. `path`
+    /// names the file in an error.
+    pub(crate) fn place(&mut self, index: u64, path: &Path) -> Result<Placed> {
+        let Some((new, bat, next)) = self.dynamic.as_mut() else {
+            return Ok(Placed {
+                bitmap: None,
+                data: index * FLAT_UNIT,
+            });
+        };
+        let layout = &new.layout;
+        let at = layout.place_block(*next);
+        if at / SECTOR_SIZE >= u64::from(BAT_ENTRY_UNUSED) {
+            return Err(Error::Unsupported {
+                path: path.to_owned(),
+                detail: "the file would grow past what a BAT entry addresses".into(),
+            });
+        }
+        *next = at + layout.stride();
+        bat.set(index, (at / SECTOR_SIZE) as u32);
+        Ok(Placed {
+            bitmap: Some(at),
+            data: at + layout.bitmap_size,
+        })
+    }
+
+    /// The length of the file holding the blocks placed so far, footer included.
+    pub(crate) fn file_len(&self) -> u64 {
+        match self.target {
+            Target::Raw => self.size,
+            Target::Fixed | Target::Dynamic => self.footer_at() + FOOTER_SIZE,
+        }
+    }
+
+    /// Where the footer of a fixed or dynamic result goes: past the data of a fixed
+    /// disk; past the last block and the metadata, on a sector, of a dynamic one.
+    pub(crate) fn footer_at(&self) -> u64 {
+        match &self.dynamic {
+            Some((new, _, next)) => new.layout.data_end(*next),
+            None => self.size,
+        }
+    }
+
+    /// The kind of file placed.
+    pub(crate) fn target(&self) -> Target {
+        self.target
+    }
+
+    /// The virtual size of the result.
+    pub(crate) fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// A dynamic result's metadata as placed so far (footer copy, header, BAT; written
+    /// at offset 0) and its footer; `None` for fixed and raw results.
+    pub(crate) fn dynamic_metadata(&self) -> Option<(Vec<u8>, Vec<u8>)> {
+        self.dynamic
+            .as_ref()
+            .map(|(new, bat, _)| (new.metadata(Some(bat)), new.footer.encode().to_vec()))
+    }
+}
