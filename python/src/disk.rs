@@ -63,6 +63,54 @@ impl Disk {
     }
 }
 
+/// A pointer that may cross into the detached closure of [`filled_bytes`].
+struct BufferPtr(*mut u8);
+
+// SAFETY: the pointer is used by one thread at a time: handed to the detached closure
+// and used there only, while the caller waits for it (see `filled_bytes`).
+#[allow(unsafe_code)]
+unsafe impl Send for BufferPtr {}
+
+/// A new `bytes` of `len` bytes, filled by `fill` detached from the interpreter. Only
+/// the allocation happens attached: the first touch of its pages (zeroing them, which
+/// for a large read costs as much as the read) and `fill` run while other Python
+/// threads run — `PyBytes::new_with` would zero them attached.
+#[allow(unsafe_code)]
+fn filled_bytes<'py>(
+    py: Python<'py>,
+    len: usize,
+    fill: impl FnOnce(&mut [u8]) -> Result<(), Error> + Send,
+) -> PyResult<Bound<'py, PyBytes>> {
+    let size = pyo3::ffi::Py_ssize_t::try_from(len)
+        .map_err(|_| invalid_argument(py, format!("length {len} does not fit in memory")))?;
+    // SAFETY: PyBytes_FromStringAndSize with a null pointer returns a new bytes object of
+    // `size` uninitialised bytes, or null with a Python exception set (MemoryError),
+    // which from_owned_ptr_or_err turns into Err; the object is a bytes object, so the
+    // cast holds.
+    let bytes = unsafe {
+        Bound::from_owned_ptr_or_err(
+            py,
+            pyo3::ffi::PyBytes_FromStringAndSize(std::ptr::null(), size),
+        )?
+        .cast_into_unchecked::<PyBytes>()
+    };
+    // SAFETY: the object is a bytes object; its buffer holds `len` bytes (and a nul).
+    let ptr = BufferPtr(unsafe { pyo3::ffi::PyBytes_AsString(bytes.as_ptr()) }.cast::<u8>());
+    py.detach(move || {
+        let ptr = ptr;
+        // SAFETY: `ptr` points to the `len` writable bytes of `bytes`, which this frame
+        // keeps alive and no other code can reach yet (it is returned only after this
+        // closure). They are initialised (zeroed) before the slice over them is made.
+        let buf = unsafe {
+            ptr.0.write_bytes(0, len);
+            std::slice::from_raw_parts_mut(ptr.0, len)
+        };
+        fill(buf)
+    })
+    .or_raise(py)?;
+    Ok(bytes)
+}
+
 /// The bytes of `data` (bytes, bytearray, memoryview or anything with the buffer
 /// protocol): `bytes` as they are, anything else copied once.
 fn bytes_of<'py>(data: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyBytes>> {
@@ -92,9 +140,7 @@ impl Disk {
         self.check_range(offset, length).or_raise(py)?;
         let len = usize::try_from(length)
             .map_err(|_| invalid_argument(py, format!("length {length} does not fit in memory")))?;
-        PyBytes::new_with(py, len, |buf| {
-            py.detach(|| disk.read_at(buf, offset)).or_raise(py)
-        })
+        filled_bytes(py, len, |buf| disk.read_at(buf, offset))
     }
 
     /// Writes `data` (bytes, bytearray, memoryview) at virtual `offset`; returns the

@@ -12,6 +12,11 @@
 //! - `errors`: library errors as `VhdError` and its subclasses.
 //!
 //! Every call that reads, writes or waits runs detached from the interpreter.
+//!
+//! `unsafe` is denied but in `disk::filled_bytes` (a `bytes` object filled while
+//! detached), each block with its `// SAFETY:` argument.
+
+#![deny(unsafe_code)]
 
 mod convert;
 mod disk;

@@ -2,6 +2,7 @@
 cancel, the GIL released while a task runs and is waited on, asyncio."""
 
 import asyncio
+import json
 import os
 import subprocess
 import sys
@@ -161,8 +162,8 @@ def test_convert_options_block_size_align_replace_and_raw_source(tmp_path):
     assert not (tmp_path / "x.vhd").exists()
 
 
-def test_convert_fs_aware_reports_the_partitions(tmp_path, schema):
-    # A disk with no partition table and no file system: the whole disk counts as used.
+def test_convert_fs_aware_without_a_file_system_leaves_nothing_out(tmp_path, schema):
+    # No partition table and no file system: the whole disk counts as used.
     src = tmp_path / "src.vhd"
     vhdkit.create(src, size=8 * MIB)
     with vhdkit.open(src, writable=True) as d:
@@ -172,6 +173,37 @@ def test_convert_fs_aware_reports_the_partitions(tmp_path, schema):
     assert report["partition_table"] == "unrecognised"
     assert report["partitions"] == []
     assert report["blocks_unused"] == 0
+
+
+@pytest.fixture
+def ext4_disk(tmp_path):
+    """A dynamic disk holding an ext4 file system over the whole disk (mkfs.ext4 on a
+    raw image, converted), mostly free."""
+    raw = tmp_path / "fs.img"
+    with open(raw, "wb") as f:
+        f.truncate(64 * MIB)
+    subprocess.run(["mkfs.ext4", "-q", "-F", "-E", "lazy_itable_init=0", str(raw)], check=True)
+    disk = tmp_path / "fs.vhd"
+    vhdkit.convert(raw, disk, "dynamic", source_format="raw").join()
+    raw.unlink()
+    return disk
+
+
+def test_fs_aware_reports_the_partitions_as_the_cli_does(ext4_disk, tmp_path, schema, cli):
+    ours = vhdkit.convert(ext4_disk, tmp_path / "ours.vhd", "dynamic", fs_aware=True).join()
+    schema(ours, "report")
+    code, out, err = cli("convert", ext4_disk, tmp_path / "cli.vhd", "--type", "dynamic", "--fs-aware", "--json")
+    assert code == 0, err
+    theirs = json.loads(out)
+    assert ours["partition_table"] == theirs["partition_table"] == "none"
+    assert ours["partitions"] == theirs["partitions"]
+    [whole] = ours["partitions"]
+    assert whole["fs"] == "ext4" and whole["index"] == 0
+    assert 0 < whole["released_bytes"] <= whole["free_bytes"]
+    assert ours["blocks_unused"] > 0
+    compacted = vhdkit.compact(ext4_disk, fs_aware=True, dry_run=True).join()
+    schema(compacted, "report")
+    assert compacted["partitions"][0]["fs"] == "ext4"
 
 
 def test_merge_writes_the_child_into_its_parent(chain, schema):

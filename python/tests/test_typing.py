@@ -38,7 +38,7 @@ TYPED_SCRIPT = """
 import vhdkit
 
 def copy(src: str, dst: str) -> int:
-    with vhdkit.open(src) as disk:
+    with vhdkit.open(src, strict=True, host_drive="files") as disk:
         head: bytes = disk.read(0, 512)
         size: int = disk.virtual_size
     task: vhdkit.Task = vhdkit.convert(src, dst, "dynamic", verify=True)
@@ -57,6 +57,7 @@ WRONG_SCRIPT = """
 import vhdkit
 vhdkit.open("a.vhd").write(0, "text")
 vhdkit.convert("a.vhd", "b.vhd", "qcow2")
+vhdkit.info("a.vhd", stirct=True)
 """
 
 
@@ -81,6 +82,7 @@ def test_wrong_calls_are_caught_by_the_type_checker(tmp_path):
     assert p.returncode == 1
     assert 'Argument 2 to "write" of "Disk"' in p.stdout
     assert 'Argument 3 to "convert"' in p.stdout
+    assert 'Unexpected keyword argument "stirct" for "info"' in p.stdout
 
 
 def public_callables():
@@ -104,3 +106,20 @@ def test_functions_have_text_signatures():
     assert str(inspect.signature(vhdkit.open)) == "(path, writable=False, **options)"
     assert "type=None" in str(inspect.signature(vhdkit.create))
     assert str(inspect.signature(vhdkit.Task.wait_for_completion)) == "(self, /, timeout_ms=-1)"
+
+
+def test_every_function_and_member_of_the_stubs_is_used_by_the_tests():
+    import ast
+
+    stub = ast.parse((HERE.parent / "vhdkit" / "__init__.pyi").read_text())
+    corpus = "".join(p.read_text() for p in HERE.glob("test_*.py") if p.name != "test_typing.py")
+    unused = []
+    for node in stub.body:
+        if isinstance(node, ast.FunctionDef) and f"vhdkit.{node.name}(" not in corpus:
+            unused.append(node.name)
+        if isinstance(node, ast.ClassDef):
+            for item in node.body:
+                name = getattr(item, "name", None) or getattr(getattr(item, "target", None), "id", None)
+                if name and not name.startswith("_") and f".{name}" not in corpus:
+                    unused.append(f"{node.name}.{name}")
+    assert unused == []

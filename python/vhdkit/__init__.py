@@ -47,6 +47,7 @@ from ._typing import (
     Info,
     MapRow,
     Measure,
+    OpenOptions,
     ProgressEvent,
     Report,
     StrPath,

@@ -3,6 +3,8 @@
 from types import TracebackType
 from typing import Any, Generator, Iterator, List, Literal, Optional, Sequence, Type, final
 
+from typing_extensions import Unpack
+
 from ._errors import (
     AlreadyExists as AlreadyExists,
     Cancelled as Cancelled,
@@ -28,6 +30,7 @@ from ._typing import (
     Info as Info,
     MapRow as MapRow,
     Measure as Measure,
+    OpenOptions as OpenOptions,
     ProgressEvent as ProgressEvent,
     Report as Report,
     StrPath as StrPath,
@@ -140,13 +143,7 @@ class Task:
 def open(
     path: StrPath,
     writable: bool = False,
-    *,
-    parent: Optional[StrPath] = None,
-    strict: bool = False,
-    ignore_parent_id: bool = False,
-    allow_absolute_parent: bool = False,
-    host_drive: HostDrive = False,
-    ignore_host_drive_identity: bool = False,
+    **options: Unpack[OpenOptions],
 ) -> Disk:
     """Opens a disk and its parent chain (for writing with writable=True)."""
 
@@ -165,25 +162,13 @@ def create(
 
 def info(
     path: StrPath,
-    *,
-    parent: Optional[StrPath] = None,
-    strict: bool = False,
-    ignore_parent_id: bool = False,
-    allow_absolute_parent: bool = False,
-    host_drive: HostDrive = False,
-    ignore_host_drive_identity: bool = False,
+    **options: Unpack[OpenOptions],
 ) -> Info:
     """The fields of `vhdkit info --json`; a broken chain is described too."""
 
 def check(
     path: StrPath,
-    *,
-    parent: Optional[StrPath] = None,
-    strict: bool = False,
-    ignore_parent_id: bool = False,
-    allow_absolute_parent: bool = False,
-    host_drive: HostDrive = False,
-    ignore_host_drive_identity: bool = False,
+    **options: Unpack[OpenOptions],
 ) -> List[Problem]:
     """Every problem found in the disk and its chain, even one that will not open."""
 
@@ -199,12 +184,7 @@ def compact(
     verify: bool = False,
     force: bool = False,
     also_check: Optional[Sequence[StrPath]] = None,
-    parent: Optional[StrPath] = None,
-    strict: bool = False,
-    ignore_parent_id: bool = False,
-    allow_absolute_parent: bool = False,
-    host_drive: HostDrive = False,
-    ignore_host_drive_identity: bool = False,
+    **options: Unpack[OpenOptions],
 ) -> Task:
     """Starts compacting a dynamic or differencing disk in place."""
 
@@ -220,12 +200,7 @@ def convert(
     fs_aware: bool = False,
     verify: bool = False,
     source_format: Literal["auto", "raw"] = "auto",
-    parent: Optional[StrPath] = None,
-    strict: bool = False,
-    ignore_parent_id: bool = False,
-    allow_absolute_parent: bool = False,
-    host_drive: HostDrive = False,
-    ignore_host_drive_identity: bool = False,
+    **options: Unpack[OpenOptions],
 ) -> Task:
     """Starts converting any disk (a chain flattened) or raw image into a new file."""
 
@@ -238,12 +213,7 @@ def merge(
     force: bool = False,
     also_check: Optional[Sequence[StrPath]] = None,
     keep_intermediates: bool = False,
-    parent: Optional[StrPath] = None,
-    strict: bool = False,
-    ignore_parent_id: bool = False,
-    allow_absolute_parent: bool = False,
-    host_drive: HostDrive = False,
-    ignore_host_drive_identity: bool = False,
+    **options: Unpack[OpenOptions],
 ) -> Task:
     """Starts merging a differencing disk into its parent (or an ancestor) in place."""
 
@@ -258,12 +228,7 @@ def merge_to(
     replace: bool = False,
     fs_aware: bool = False,
     verify: bool = False,
-    parent: Optional[StrPath] = None,
-    strict: bool = False,
-    ignore_parent_id: bool = False,
-    allow_absolute_parent: bool = False,
-    host_drive: HostDrive = False,
-    ignore_host_drive_identity: bool = False,
+    **options: Unpack[OpenOptions],
 ) -> Task:
     """Starts flattening a differencing chain into a new file."""
 
@@ -277,12 +242,7 @@ def resize(
     force: bool = False,
     also_check: Optional[Sequence[StrPath]] = None,
     sparse: bool = False,
-    parent: Optional[StrPath] = None,
-    strict: bool = False,
-    ignore_parent_id: bool = False,
-    allow_absolute_parent: bool = False,
-    host_drive: HostDrive = False,
-    ignore_host_drive_identity: bool = False,
+    **options: Unpack[OpenOptions],
 ) -> Task:
     """Starts resizing a fixed, dynamic or differencing disk in place."""
 
@@ -293,12 +253,7 @@ def measure(
     block_size: Optional[int] = None,
     align: Optional[int] = None,
     source_format: Literal["auto", "raw"] = "auto",
-    parent: Optional[StrPath] = None,
-    strict: bool = False,
-    ignore_parent_id: bool = False,
-    allow_absolute_parent: bool = False,
-    host_drive: HostDrive = False,
-    ignore_host_drive_identity: bool = False,
+    **options: Unpack[OpenOptions],
 ) -> Measure:
     """The exact length of the file convert() would write, without writing."""
 

@@ -30,6 +30,23 @@ Info = Dict[str, Any]
 """info(): the fields of `vhdkit info --json` (docs/json.md)."""
 
 
+class OpenOptions(TypedDict, total=False):
+    """The open options: keywords of every function that opens a disk."""
+
+    parent: Optional[StrPath]
+    """Use this file as the differencing disk's parent (--with-parent)."""
+    strict: bool
+    """Refuse bad checksums and an inconsistent batmap instead of reading with a warning."""
+    ignore_parent_id: bool
+    """Accept a parent whose unique id differs from the one the child records."""
+    allow_absolute_parent: bool
+    """Follow a parent's absolute locator that points outside the child's folder."""
+    host_drive: HostDrive
+    """Follow a host-drive stub to the device it names (see HostDrive)."""
+    ignore_host_drive_identity: bool
+    """Accept a host drive whose first and last MiB changed since it was linked."""
+
+
 class ProgressEvent(TypedDict):
     """One progress event: the fields of a `--progress json` line (docs/json.md)."""
 
@@ -81,6 +98,7 @@ __all__ = [
     "Buffer",
     "Report",
     "Info",
+    "OpenOptions",
     "ProgressEvent",
     "MapRow",
     "Measure",
