@@ -203,6 +203,7 @@ pub fn report<'py>(
         "blocks_unused" => r.blocks_unused,
         "bytes_unused" => r.bytes_unused,
         "blocks_moved" => r.blocks_moved,
+        "blocks_composed" => r.blocks_composed,
         "bytes_written" => r.bytes_written,
         "bytes_cloned" => r.bytes_cloned,
         "file_size_before" => r.file_size_before,
@@ -293,6 +294,7 @@ pub fn measure<'py>(py: Python<'py>, path: &Path, m: &Measure) -> PyResult<Bound
         "block_size" => m.block_size,
         "blocks_total" => m.blocks_total,
         "allocated_blocks" => m.allocated_blocks,
+        "blocks_scanned" => m.blocks_scanned,
     }))
 }
 

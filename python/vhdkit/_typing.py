@@ -88,6 +88,7 @@ class Measure(TypedDict):
     block_size: Optional[int]
     blocks_total: Optional[int]
     allocated_blocks: Optional[int]
+    blocks_scanned: Optional[int]
 
 
 __all__ = [
