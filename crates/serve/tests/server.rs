@@ -8,6 +8,7 @@ use std::sync::Arc;
 use vhdkit_format::{CreateOptions, Disk, DiskKind};
 use vhdkit_serve::proto::*;
 use vhdkit_serve::{DiskExport, Export, Piece, Server, ServerOptions};
+use vhdkit_testkit::{tempdir, workspace_root, Algorithm, Rng};
 
 fn dynamic(dir: &std::path::Path, name: &str, size: u64) -> std::path::PathBuf {
     let p = dir.join(name);
@@ -27,7 +28,7 @@ fn read(e: &DiskExport, offset: u64, len: usize) -> Vec<u8> {
 
 #[test]
 fn disk_export_trim_zeroes_top_data_without_allocating_in_a_child() {
-    let dir = tempfile::tempdir().expect("dir");
+    let dir = tempdir();
     let base = dynamic(dir.path(), "base.vhd", 8 << 20);
     {
         let d = Disk::open_rw(&base).expect("open");
@@ -50,7 +51,7 @@ fn disk_export_trim_zeroes_top_data_without_allocating_in_a_child() {
 
 #[test]
 fn disk_export_write_zeroes_reads_zero_even_over_parent_data() {
-    let dir = tempfile::tempdir().expect("dir");
+    let dir = tempdir();
     let base = dynamic(dir.path(), "base.vhd", 8 << 20);
     {
         let d = Disk::open_rw(&base).expect("open");
@@ -73,7 +74,7 @@ fn disk_export_write_zeroes_reads_zero_even_over_parent_data() {
 
 #[test]
 fn disk_export_maps_holes_and_file_data() {
-    let dir = tempfile::tempdir().expect("dir");
+    let dir = tempdir();
     let p = dynamic(dir.path(), "d.vhd", 4 << 20);
     let e = DiskExport::new(Disk::open_rw(&p).expect("open"));
     // 4 KiB at 3 MiB: a dynamic disk's new block is wholly its own (full bitmap), so
@@ -173,7 +174,7 @@ impl Client {
 
 #[test]
 fn server_on_an_accepted_stream_reads_and_writes_and_finish_flushes() {
-    let dir = tempfile::tempdir().expect("dir");
+    let dir = tempdir();
     let p = dynamic(dir.path(), "d.vhd", 4 << 20);
     let export = Arc::new(DiskExport::new(Disk::open_rw(&p).expect("open")));
     let server = Arc::new(Server::new(export, ServerOptions::default()).expect("server"));
@@ -205,7 +206,7 @@ fn server_on_an_accepted_stream_reads_and_writes_and_finish_flushes() {
 
 #[test]
 fn server_on_a_listener_serves_until_stopped() {
-    let dir = tempfile::tempdir().expect("dir");
+    let dir = tempdir();
     let p = dynamic(dir.path(), "d.vhd", 4 << 20);
     let disk = Disk::open(&p).expect("open read-only");
     let server =
@@ -240,8 +241,8 @@ fn server_on_a_listener_serves_until_stopped() {
 
 #[test]
 fn server_random_reads_of_a_chain_match_the_disk_with_and_without_df() {
-    let dir = tempfile::tempdir().expect("dir");
-    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/chain");
+    let dir = tempdir();
+    let fixtures = workspace_root().join("fixtures/chain");
     for f in ["base.vhd", "mid.vhd", "top.vhd"] {
         std::fs::copy(fixtures.join(f), dir.path().join(f)).expect("copy fixture");
     }
@@ -256,11 +257,9 @@ fn server_random_reads_of_a_chain_match_the_disk_with_and_without_df() {
     let s = server.clone();
     let t = std::thread::spawn(move || s.serve_stream(a));
     let mut c = Client::new(b);
-    let mut x = 0x1234_5678_9abc_def0u64;
+    let mut rng = Rng::from_state(Algorithm::XorShift, 0x1234_5678_9abc_def0);
     for i in 0..300 {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
+        let x = rng.next_u64();
         let len = (x % 700_000) as u32;
         let offset = (x >> 20) % (size - u64::from(len) + 1);
         let df = i % 3 == 0;
@@ -284,7 +283,7 @@ fn server_random_reads_of_a_chain_match_the_disk_with_and_without_df() {
 
 #[test]
 fn server_stop_completes_while_a_client_stops_reading_its_replies() {
-    let dir = tempfile::tempdir().expect("dir");
+    let dir = tempdir();
     let p = dynamic(dir.path(), "d.vhd", 64 << 20);
     {
         let d = Disk::open_rw(&p).expect("open");
@@ -392,7 +391,7 @@ fn never_reads(sock: &std::path::Path, n: u64) -> Client {
 
 #[test]
 fn server_stops_reading_a_connection_whose_replies_are_over_budget() {
-    let dir = tempfile::tempdir().expect("dir");
+    let dir = tempdir();
     let options = ServerOptions {
         replies_per_connection: 8,
         replies_total: 16,
@@ -421,7 +420,7 @@ fn server_stops_reading_a_connection_whose_replies_are_over_budget() {
 
 #[test]
 fn server_handshake_has_one_deadline_from_accept_and_the_next_client_waits_for_a_slot() {
-    let dir = tempfile::tempdir().expect("dir");
+    let dir = tempdir();
     let options = ServerOptions {
         handshake_timeout: std::time::Duration::from_secs(1),
         max_connections: 2,
