@@ -67,7 +67,6 @@ pub struct CompareArgs {
 /// What `compare --json` prints (docs/json.md).
 #[derive(Debug, Serialize)]
 struct Verdict {
-    schema: u32,
     /// The verdict (exit 0): the same content where both have it, the longer one's
     /// tail all zeros, and with `--strict` the same size.
     identical: bool,
@@ -128,13 +127,12 @@ pub fn run(args: CompareArgs) -> Result<u8, CliError> {
 }
 
 fn print_verdict(identical: bool, first: Option<u64>, sa: u64, sb: u64) -> Result<(), CliError> {
-    json::print(&Verdict {
-        schema: json::SCHEMA,
+    json::print(&json::Doc::new(Verdict {
         identical,
         first_difference: first,
         size_a: sa,
         size_b: sb,
-    })
+    }))
 }
 
 /// Where a piece's bytes come from on one side.

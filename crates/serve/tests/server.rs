@@ -5,6 +5,7 @@ use std::io::{Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::sync::Arc;
 
+use byteorder::{BigEndian, ByteOrder};
 use vhdkit_format::{CreateOptions, Disk, DiskKind};
 use vhdkit_serve::proto::*;
 use vhdkit_serve::{DiskExport, Export, Piece, Server, ServerOptions};
@@ -118,8 +119,8 @@ impl Client {
         loop {
             let mut h = [0u8; 20];
             self.0.read_exact(&mut h).expect("option reply");
-            let kind = u32::from_be_bytes(h[12..16].try_into().expect("4"));
-            let len = u32::from_be_bytes(h[16..20].try_into().expect("4"));
+            let kind = BigEndian::read_u32(&h[12..16]);
+            let len = BigEndian::read_u32(&h[16..20]);
             let mut d = vec![0u8; len as usize];
             self.0.read_exact(&mut d).expect("option data");
             assert!(kind & 0x8000_0000 == 0, "option {opt} refused");
@@ -147,22 +148,22 @@ impl Client {
         loop {
             let mut h = [0u8; 20];
             self.0.read_exact(&mut h).expect("chunk");
-            let flags = u16::from_be_bytes([h[4], h[5]]);
-            let kind = u16::from_be_bytes([h[6], h[7]]);
-            let n = u32::from_be_bytes(h[16..20].try_into().expect("4"));
+            let flags = BigEndian::read_u16(&h[4..]);
+            let kind = BigEndian::read_u16(&h[6..]);
+            let n = BigEndian::read_u32(&h[16..20]);
             let mut p = vec![0u8; n as usize];
             self.0.read_exact(&mut p).expect("payload");
             match kind {
                 REPLY_TYPE_OFFSET_DATA => {
-                    let at = (u64::from_be_bytes(p[..8].try_into().expect("8")) - offset) as usize;
+                    let at = (BigEndian::read_u64(&p[..8]) - offset) as usize;
                     data[at..at + p.len() - 8].copy_from_slice(&p[8..]);
                 }
                 REPLY_TYPE_OFFSET_HOLE => {
-                    let at = (u64::from_be_bytes(p[..8].try_into().expect("8")) - offset) as usize;
-                    let l = u32::from_be_bytes(p[8..12].try_into().expect("4")) as usize;
+                    let at = (BigEndian::read_u64(&p[..8]) - offset) as usize;
+                    let l = BigEndian::read_u32(&p[8..12]) as usize;
                     data[at..at + l].fill(0);
                 }
-                REPLY_TYPE_ERROR => error = u32::from_be_bytes(p[..4].try_into().expect("4")),
+                REPLY_TYPE_ERROR => error = BigEndian::read_u32(&p[..4]),
                 _ => {}
             }
             if flags & REPLY_FLAG_DONE != 0 {
