@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::files::tempdir;
+use crate::partitions::{sfdisk, sfdisk_partitions};
 use crate::rng::Rng;
 pub use crate::MIB;
 
@@ -272,25 +273,14 @@ impl Disk {
         Disk { dir, path, size }
     }
 
-    /// Partitions with sfdisk (`script` in sfdisk's input format).
+    /// Partitions with sfdisk (`script` in sfdisk's input format; see [`sfdisk`]).
     pub fn sfdisk(&self, script: &str) {
-        sh(&format!(
-            "printf '{}' | sfdisk -q '{}'",
-            script.replace('\n', "\\n"),
-            self.path.display()
-        ));
+        sfdisk(&self.path, script);
     }
 
     /// The partitions as sfdisk sees them: (start, len) in bytes, in table order.
     pub fn partitions(&self) -> Vec<(u64, u64)> {
-        let out = sh(&format!("sfdisk -d '{}'", self.path.display()));
-        let mut v = Vec::new();
-        for line in out.lines() {
-            if let (Some(s), Some(z)) = (field(line, "start="), field(line, "size=")) {
-                v.push((s * 512, z * 512));
-            }
-        }
-        v
+        sfdisk_partitions(&self.path)
     }
 
     /// A loop device over partition `p`.
@@ -313,15 +303,6 @@ impl Disk {
             size: self.size,
         }
     }
-}
-
-fn field(line: &str, key: &str) -> Option<u64> {
-    let i = line.find(key)? + key.len();
-    let rest = line[i..].trim_start();
-    let end = rest
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(rest.len());
-    rest[..end].parse().ok()
 }
 
 /// The files a test writes: (path, content), in writing order; every third is deleted
