@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::{Args, ValueEnum};
 use serde::Serialize;
 use vhdkit_format::ops::{self, Measure, OpsOptions, Target};
-use vhdkit_format::spec::DEFAULT_BLOCK_SIZE;
+use vhdkit_format::DEFAULT_BLOCK_SIZE;
 
 use super::human::{count, size_and_bytes};
 use super::runner::{self, RunArgs};

@@ -215,11 +215,11 @@ pub fn run(a: ServeArgs) -> Result<u8, CliError> {
 
 /// `--description`: at most the 4096 bytes the protocol allows a string.
 fn parse_description(s: &str) -> Result<String, String> {
-    if s.len() > vhdkit_serve::proto::MAX_STRING {
+    if s.len() > vhdkit_serve::MAX_STRING {
         return Err(format!(
             "{} bytes; NBD allows at most {}",
             s.len(),
-            vhdkit_serve::proto::MAX_STRING
+            vhdkit_serve::MAX_STRING
         ));
     }
     Ok(s.to_owned())

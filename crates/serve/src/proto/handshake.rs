@@ -17,7 +17,7 @@ pub struct ExportInfo {
     pub size: u64,
     /// Writes are refused.
     pub read_only: bool,
-    /// Several connections may be used at once (see [`FLAG_CAN_MULTI_CONN`]).
+    /// Several connections may be used at once (`NBD_FLAG_CAN_MULTI_CONN`).
     pub multi_conn: bool,
 }
 
