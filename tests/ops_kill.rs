@@ -29,7 +29,7 @@ use common::{
     assert_bytes_eq, bin, copy_keeping_time, p, vhdkit_output, KillAt, Rng, Timing, KIB, MIB,
 };
 use vhdkit_format::{CreateOptions, Disk, DiskKind, OpenOptions, VhdFile};
-use vhdkit_testkit as kill;
+use vhdkit_testkit as testkit;
 
 /// Kills per operation.
 const KILLS: usize = 14;
@@ -39,18 +39,18 @@ const BS: u64 = 16 * KIB;
 
 /// Runs `vhdkit args…` (which ask for `--progress json`) to the end, timing its phases.
 fn timed(args: &[&str]) -> Timing {
-    kill::timed(Path::new(bin()), args)
+    testkit::timed(Path::new(bin()), args)
 }
 
 /// Starts `vhdkit args…` (which ask for `--progress json`) and SIGKILLs it at `at`
 /// unless it finished first. Returns whether the kill landed.
 fn run_and_kill(args: &[&str], at: KillAt) -> bool {
-    kill::run_and_kill(Path::new(bin()), args, at)
+    testkit::run_and_kill(Path::new(bin()), args, at)
 }
 
-/// `n` kill points from the fixed pseudo-random sequence `seed` ([`kill::kill_points`]).
+/// `n` kill points from the fixed pseudo-random sequence `seed` ([`testkit::kill_points`]).
 fn kill_points(timing: &Timing, phase: &'static str, n: usize, seed: u64) -> Vec<KillAt> {
-    kill::kill_points(timing, phase, n, Rng::xorshift_star(seed))
+    testkit::kill_points(timing, phase, n, Rng::xorshift_star(seed))
 }
 
 /// What `vhdkit check` says: `Ok(false)` clean, `Ok(true)` only what a kill may leave
