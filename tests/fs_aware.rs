@@ -6,12 +6,10 @@
 //! is as small (within 1%) as zero-filling the free space from inside and running a plain
 //! `compact`. Runs as root with the tools `.ci/run` installs: a missing one fails.
 //!
-//! The disk helpers (loop devices, mounts, mkfs, file plans, checkers) are the volume
-//! crate's test helpers, shared by path.
+//! The disk helpers (loop devices, mounts, mkfs, file plans, checkers) are
+//! `vhdkit_testkit::disks`, which the volume crate's suites use too.
 
 mod common;
-#[path = "../crates/volume/tests/common/mod.rs"]
-mod disks;
 
 use std::fs::File;
 use std::io::{BufRead, BufReader};
@@ -22,7 +20,7 @@ use std::process::{Command, Stdio};
 use serde_json::Value;
 
 use common::{bin, p, vhdkit, Run};
-use disks::{
+use vhdkit_testkit::disks::{
     assert_fat_files, assert_files, fat_free, fsck, is_fat, make, mount_kind, mtools,
     set_fat_dirty_bit, sh, sh_status, Disk, Made, Mount, Part, MIB,
 };
@@ -92,12 +90,13 @@ fn big_files(prefix: &str, seed: u64, max_file: usize) -> Vec<(String, Vec<u8>)>
     (0..FILES)
         .map(|i| {
             let pick = u32::from_le_bytes(
-                disks::content(seed ^ ((i as u64) << 8), 4)
+                vhdkit_testkit::disks::content(seed ^ ((i as u64) << 8), 4)
                     .try_into()
                     .expect("4 bytes"),
             ) as usize;
             let len = max_file / 8 + pick % (max_file - max_file / 8);
-            let data = disks::content(seed.wrapping_mul(31).wrapping_add(i as u64), len);
+            let data =
+                vhdkit_testkit::disks::content(seed.wrapping_mul(31).wrapping_add(i as u64), len);
             (format!("{prefix}{i}.bin"), data)
         })
         .collect()
@@ -521,7 +520,8 @@ fn unclean_file_systems_are_left_alone_with_the_reason() {
 
 /// The free ranges of every file system of a raw disk, as the scanner finds them.
 fn free_ranges(disk: &Disk) -> Vec<std::ops::Range<u64>> {
-    disk.scan().free_ranges()
+    let f = File::open(&disk.path).expect("open image");
+    vhdkit_volume::scan(&f).expect("scan").free_ranges()
 }
 
 /// Starts `compact --fs-aware --progress json` and sends SIGINT at its first progress

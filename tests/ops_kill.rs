@@ -23,13 +23,13 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
-use common::{assert_bytes_eq, bin, copy_keeping_time, p, vhdkit_output, Rng, KIB, MIB};
+use common::{
+    assert_bytes_eq, bin, copy_keeping_time, p, vhdkit_output, KillAt, Rng, Timing, KIB, MIB,
+};
 use vhdkit_format::{CreateOptions, Disk, DiskKind, OpenOptions, VhdFile};
+use vhdkit_testkit as testkit;
 
 /// Kills per operation.
 const KILLS: usize = 14;
@@ -37,131 +37,20 @@ const KILLS: usize = 14;
 const SIZE: u64 = 32 * MIB;
 const BS: u64 = 16 * KIB;
 
-/// When to kill a run: `delay` after the spawn, or after the run's first progress event
-/// of phase `after` (read from its `--progress json` output).
-#[derive(Debug, Clone, Copy)]
-struct KillAt {
-    after: Option<&'static str>,
-    delay: Duration,
+/// Runs `vhdkit args…` (which ask for `--progress json`) to the end, timing its phases.
+fn timed(args: &[&str]) -> Timing {
+    testkit::timed(Path::new(bin()), args)
 }
 
 /// Starts `vhdkit args…` (which ask for `--progress json`) and SIGKILLs it at `at`
-/// unless it finished first. Returns whether the kill landed (the process died of
-/// SIGKILL).
+/// unless it finished first. Returns whether the kill landed.
 fn run_and_kill(args: &[&str], at: KillAt) -> bool {
-    use std::io::BufRead;
-    let mut child = Command::new(bin())
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn vhdkit");
-    // Drain stderr to its end on another thread, reporting the phases as they start.
-    let stderr = child.stderr.take().expect("stderr");
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    let reader = std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stderr).lines() {
-            let Ok(line) = line else { break };
-            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
-                if let Some(phase) = v["phase"].as_str() {
-                    let _ = tx.send(phase.to_owned());
-                }
-            }
-        }
-    });
-    if let Some(phase) = at.after {
-        // Until the phase starts or the run ends (the channel closes).
-        while let Ok(seen) = rx.recv() {
-            if seen == phase {
-                break;
-            }
-        }
-    }
-    std::thread::sleep(at.delay);
-    let landed = match child.try_wait().expect("try_wait") {
-        Some(status) => {
-            assert!(status.success(), "{args:?} failed on its own: {status}");
-            false
-        }
-        None => {
-            child.kill().expect("SIGKILL");
-            let status = child.wait().expect("wait");
-            // Otherwise it finished between try_wait and kill.
-            assert!(
-                status.signal() == Some(9) || status.success(),
-                "{args:?}: {status}"
-            );
-            status.signal() == Some(9)
-        }
-    };
-    reader.join().expect("stderr reader");
-    landed
+    testkit::run_and_kill(Path::new(bin()), args, at)
 }
 
-/// `n` kill points from a fixed pseudo-random sequence: every other one a delay after
-/// the spawn spread over the whole run (`0.05..1.05 × total`, one per stratum,
-/// jittered); the others a delay after the start of `phase`, the part that changes the
-/// image, spread over what remained of the run from there (`0..1.05 ×`).
+/// `n` kill points from the fixed pseudo-random sequence `seed` ([`testkit::kill_points`]).
 fn kill_points(timing: &Timing, phase: &'static str, n: usize, seed: u64) -> Vec<KillAt> {
-    let mut rng = Rng::xorshift_star(seed);
-    let total = timing.total;
-    let rest = total.saturating_sub(timing.phases.get(phase).copied().unwrap_or_default());
-    let halves = n.div_ceil(2) as f64;
-    (0..n)
-        .map(|i| {
-            let stratum = ((i / 2) as f64 + rng.unit()) / halves;
-            if i % 2 == 0 {
-                KillAt {
-                    after: None,
-                    delay: total.mul_f64(0.05 + stratum),
-                }
-            } else {
-                KillAt {
-                    after: Some(phase),
-                    delay: rest.mul_f64(1.05 * stratum),
-                }
-            }
-        })
-        .collect()
-}
-
-/// When an uninterrupted run's phases began (first progress event of each, from the
-/// spawn) and how long it took.
-struct Timing {
-    total: Duration,
-    phases: BTreeMap<String, Duration>,
-}
-
-/// Runs `args` (which ask for `--progress json`) to the end, timing its phases.
-fn timed(args: &[&str]) -> Timing {
-    use std::io::BufRead;
-    let t = Instant::now();
-    let mut child = Command::new(bin())
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn vhdkit");
-    let mut phases = BTreeMap::new();
-    let stderr = child.stderr.take().expect("stderr");
-    for line in std::io::BufReader::new(stderr).lines() {
-        let line = line.expect("a line");
-        if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
-            if let Some(phase) = v["phase"].as_str() {
-                phases
-                    .entry(phase.to_owned())
-                    .or_insert_with(|| t.elapsed());
-            }
-        }
-    }
-    let status = child.wait().expect("wait");
-    assert!(status.success(), "{args:?}: {status}");
-    Timing {
-        total: t.elapsed(),
-        phases,
-    }
+    testkit::kill_points(timing, phase, n, Rng::xorshift_star(seed))
 }
 
 /// What `vhdkit check` says: `Ok(false)` clean, `Ok(true)` only what a kill may leave

@@ -1,4 +1,4 @@
-//! SIGKILL in the middle of a big `vhdkit resize` (the pattern of `tests/ops_kill.rs`).
+//! SIGKILL in the middle of a big `vhdkit resize` (the harness of `tests/ops_kill.rs`, from `vhdkit-testkit`).
 //!
 //! A 64 MiB dynamic disk of 64 KiB blocks (1024 entries in its table) grows to 256 GiB:
 //! a 16 MiB table is written at the end of the file, so a run lasts long enough to be
@@ -21,130 +21,13 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
-use common::{bin, vhdkit, Rng, MIB};
+use common::{bin, kill_points, p, run_and_kill, timed, vhdkit, Rng, MIB};
 
 const KILLS: usize = 10;
 const OLD: u64 = 64 * MIB;
 const NEW: u64 = 256 << 30;
-
-fn p(path: &Path) -> &str {
-    path.to_str().expect("UTF-8 path")
-}
-
-/// When to kill a run: `delay` after the spawn, or after the run's first progress event
-/// of phase `after`.
-#[derive(Debug, Clone, Copy)]
-struct KillAt {
-    after: Option<&'static str>,
-    delay: Duration,
-}
-
-/// Starts `vhdkit args…` (with `--progress json`) and SIGKILLs it at `at` unless it
-/// finished first. Returns whether the kill landed.
-fn run_and_kill(args: &[&str], at: KillAt) -> bool {
-    use std::io::BufRead;
-    let mut child = Command::new(bin())
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn vhdkit");
-    let stderr = child.stderr.take().expect("stderr");
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    let reader = std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stderr).lines() {
-            let Ok(line) = line else { break };
-            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
-                if let Some(phase) = v["phase"].as_str() {
-                    let _ = tx.send(phase.to_owned());
-                }
-            }
-        }
-    });
-    if let Some(phase) = at.after {
-        while let Ok(seen) = rx.recv() {
-            if seen == phase {
-                break;
-            }
-        }
-    }
-    std::thread::sleep(at.delay);
-    let landed = match child.try_wait().expect("try_wait") {
-        Some(status) => {
-            assert!(status.success(), "{args:?} failed on its own: {status}");
-            false
-        }
-        None => {
-            child.kill().expect("SIGKILL");
-            let status = child.wait().expect("wait");
-            assert!(
-                status.signal() == Some(9) || status.success(),
-                "{args:?}: {status}"
-            );
-            status.signal() == Some(9)
-        }
-    };
-    reader.join().expect("stderr reader");
-    landed
-}
-
-/// An uninterrupted run's length and when its phase `phase` began.
-fn timed(args: &[&str], phase: &str) -> (Duration, Duration) {
-    use std::io::BufRead;
-    let t = Instant::now();
-    let mut child = Command::new(bin())
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn vhdkit");
-    let mut began = None;
-    for line in std::io::BufReader::new(child.stderr.take().expect("stderr")).lines() {
-        let line = line.expect("a line");
-        if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
-            if v["phase"] == phase && began.is_none() {
-                began = Some(t.elapsed());
-            }
-        }
-    }
-    assert!(child.wait().expect("wait").success(), "{args:?}");
-    (t.elapsed(), began.unwrap_or_default())
-}
-
-/// `n` kill points: every other one a delay after the spawn over the whole run
-/// (`0.05..1.05 × total`), the others a delay after the phase began, over what remained.
-fn kill_points(total: Duration, began: Duration, phase: &'static str, n: usize) -> Vec<KillAt> {
-    let mut rng = Rng::new(12);
-    let rest = total.saturating_sub(began);
-    let halves = n.div_ceil(2) as f64;
-    (0..n)
-        .map(|i| {
-            let stratum = ((i / 2) as f64 + unit(&mut rng)) / halves;
-            if i % 2 == 0 {
-                KillAt {
-                    after: None,
-                    delay: total.mul_f64(0.05 + stratum),
-                }
-            } else {
-                KillAt {
-                    after: Some(phase),
-                    delay: rest.mul_f64(1.05 * stratum),
-                }
-            }
-        })
-        .collect()
-}
-
-fn unit(rng: &mut Rng) -> f64 {
-    (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-}
 
 /// `vhdkit check --json`: exit 0 required; returns whether a problem (information)
 /// mentions an interrupted resize.
@@ -204,15 +87,16 @@ fn resize_killed_at_random_points_reads_as_before_or_as_resized_and_rerun_comple
     let work = root.path().join("work.vhd");
     std::fs::copy(&tpl, &work).expect("copy");
     let args = ["resize", p(&work), "--size", "256G", "--progress", "json"];
-    let (total, began) = timed(&args, "flush");
+    let timing = timed(Path::new(bin()), &args);
+    let (total, began) = (timing.total, timing.began("flush"));
     assert_eq!(state(&work, &content), "as resized");
 
     let (mut killed, mut finished) = (0, 0);
     let mut states: BTreeMap<String, usize> = BTreeMap::new();
-    for at in kill_points(total, began, "flush", KILLS) {
+    for at in kill_points(&timing, "flush", KILLS, Rng::new(12)) {
         std::fs::copy(&tpl, &work).expect("copy");
 
-        let landed = run_and_kill(&args, at);
+        let landed = run_and_kill(Path::new(bin()), &args, at);
 
         if landed {
             killed += 1;

@@ -31,6 +31,7 @@ use vhdkit_format::{Disk, OpenOptions};
 use vhdkit_fuzz::{
     child_with_locators, fixed_image, join_files, sparse_image, MemResolver, ParentInfo, FUZZ_DIR,
 };
+use vhdkit_testkit::pattern;
 
 /// Whole files larger than this are shrunk before they become seeds.
 const MAX_WHOLE: usize = 1 << 20;
@@ -41,14 +42,8 @@ fn put(out: &Path, target: &str, name: &str, bytes: &[u8]) {
     fs::write(dir.join(name), bytes).expect("write seed");
 }
 
-fn pattern(seed: u8, len: usize) -> Vec<u8> {
-    (0..len)
-        .map(|i| seed.wrapping_add((i as u8).wrapping_mul(7)) | 1)
-        .collect()
-}
-
 /// Applies writes to file 0 of `files` (parents resolved from the rest).
-fn write_into(files: &[Vec<u8>], writes: &[(u64, usize, u8)]) -> Vec<u8> {
+fn write_into(files: &[Vec<u8>], writes: &[(u64, usize, u64)]) -> Vec<u8> {
     let mems: Vec<Arc<MemBackend>> = files
         .iter()
         .map(|f| Arc::new(MemBackend::new(f.clone())))

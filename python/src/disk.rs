@@ -10,7 +10,7 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString};
 use vhdkit_format::image::FileBackend;
-use vhdkit_format::spec::Problem as SpecProblem;
+use vhdkit_format::Problem as SpecProblem;
 use vhdkit_format::{CreateOptions, DiskKind, Error, OpenOptions};
 
 use crate::convert::path_str;

@@ -14,7 +14,7 @@ use vhdkit_format::volume::{DiskReport, Reason, TableKind};
 use vhdkit_format::{Disk, DiskKind, Error, ProgressEvent};
 
 use crate::convert::{dict, path_str, serde_name};
-use crate::errors::snake_case;
+use crate::errors::variant_name;
 
 /// The version of the JSON documents these dicts mirror (their `"schema"` field).
 pub const SCHEMA: u32 = 1;
@@ -176,7 +176,7 @@ pub fn event<'py>(py: Python<'py>, e: &ProgressEvent) -> PyResult<Bound<'py, PyD
         "block_index" => e.block_index,
         "lost" => e.lost,
         "final" => e.is_final,
-        "result" => e.result.map(|r| snake_case(r.name())),
+        "result" => e.result.map(|r| variant_name(&r)),
     }))
 }
 

@@ -64,21 +64,14 @@ impl Failure<'_> {
     }
 }
 
-/// `ParentNotFound` → `parent_not_found`: a Rust variant's name as the JSON documents
-/// and the exceptions spell it.
-pub fn snake_case(camel: &str) -> String {
-    let mut out = String::with_capacity(camel.len() + 4);
-    for (i, c) in camel.char_indices() {
-        if c.is_ascii_uppercase() {
-            if i > 0 {
-                out.push('_');
-            }
-            out.push(c.to_ascii_lowercase());
-        } else {
-            out.push(c);
-        }
+/// A unit variant's name as serde spells it — `rename_all = "snake_case"` on
+/// [`vhdkit_format::ErrorKind`] and [`vhdkit_format::VMTaskResult`], so `ParentNotFound`
+/// → `parent_not_found`: how the JSON documents and the exceptions spell it.
+pub fn variant_name<T: serde::Serialize>(v: &T) -> String {
+    match serde_json::to_value(v) {
+        Ok(serde_json::Value::String(s)) => s,
+        other => unreachable!("a unit variant serializes as its name, not {other:?}"),
     }
-    out
 }
 
 /// The file an error concerns: the disk, or for a parent not found or mismatched, the
@@ -116,7 +109,7 @@ pub fn vhd_error(py: Python<'_>, e: &Error) -> PyErr {
     };
     Failure {
         message: e.to_string(),
-        kind: snake_case(&format!("{:?}", e.kind())),
+        kind: variant_name(&e.kind()),
         hresult: e.hresult(),
         path: error_path(e),
         children,

@@ -70,7 +70,7 @@ fn new_file(
     let scan = fs_aware.then(FsScan::new);
     let opts = OpsOptions {
         open,
-        block_size: block.unwrap_or(vhdkit_format::spec::DEFAULT_BLOCK_SIZE),
+        block_size: block.unwrap_or(vhdkit_format::DEFAULT_BLOCK_SIZE),
         verify,
         sparse,
         align: align(py, align_to)?,
@@ -255,7 +255,7 @@ pub fn merge(
 /// smallest disk vhdkit writes; or why there is none (NotAllowed).
 fn minimum_size(path: &std::path::Path, disk: &Disk) -> Result<u64, Error> {
     let why = match partition_table(disk).map(|t| t.minimum_size()) {
-        Ok(Ok(end)) => return Ok(end.max(vhdkit_format::spec::MIN_CREATE_SIZE)),
+        Ok(Ok(end)) => return Ok(end.max(vhdkit_format::MIN_CREATE_SIZE)),
         Ok(Err(why)) => why,
         Err(e) => format!("its partition table cannot be read ({e})"),
     };
@@ -370,7 +370,7 @@ pub fn measure<'py>(
     let open = open_options(py, "measure", options, OpenOptions::new())?;
     let opts = OpsOptions {
         open: self::source_format(py, source_format, open)?,
-        block_size: block.unwrap_or(vhdkit_format::spec::DEFAULT_BLOCK_SIZE),
+        block_size: block.unwrap_or(vhdkit_format::DEFAULT_BLOCK_SIZE),
         align: self::align(py, align)?,
         ..OpsOptions::default()
     };

@@ -103,7 +103,7 @@ pub fn block_size(py: Python<'_>, bytes: Option<u64>) -> PyResult<Option<u32>> {
         return Ok(None);
     };
     match u32::try_from(b) {
-        Ok(b) if vhdkit_format::spec::header::check_create_block_size(b).is_ok() => Ok(Some(b)),
+        Ok(b) if vhdkit_format::check_create_block_size(b).is_ok() => Ok(Some(b)),
         _ => Err(invalid_argument(
             py,
             format!(

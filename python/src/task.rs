@@ -18,7 +18,7 @@ use vhdkit_format::volume::FsScan;
 use vhdkit_format::{Error, Subscription, TaskFailure, TaskHandle};
 
 use crate::docs;
-use crate::errors::{snake_case, task_failure, Failure};
+use crate::errors::{task_failure, variant_name, Failure};
 
 /// The longest stretch a wait stays detached before it checks for a signal.
 const SLICE: Duration = Duration::from_millis(100);
@@ -197,7 +197,7 @@ impl Task {
     /// runs.
     #[getter]
     fn task_result(&self) -> Option<String> {
-        self.handle.result().map(|r| snake_case(r.name()))
+        self.handle.result().map(|r| variant_name(&r))
     }
 
     /// The HRESULT of the failure as an int (its unsigned 32-bit pattern): 0 (S_OK)
@@ -281,7 +281,7 @@ impl Task {
     fn __repr__(&self) -> String {
         let state = match self.handle.result() {
             None => format!("{}%", self.handle.percent_completed()),
-            Some(r) => snake_case(r.name()),
+            Some(r) => variant_name(&r),
         };
         format!(
             "<vhdkit.Task {} {:?} {state}>",

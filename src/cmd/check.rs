@@ -47,7 +47,6 @@ pub enum Platform {
 /// What `check --for azure --json` prints (docs/json.md).
 #[derive(Debug, Serialize)]
 struct AzureDoc<'a> {
-    schema: u32,
     path: &'a std::path::Path,
     #[serde(rename = "for")]
     platform: &'static str,
@@ -62,7 +61,6 @@ struct AzureDoc<'a> {
 /// What `check --json` prints (docs/json.md).
 #[derive(Debug, Serialize)]
 struct CheckDoc<'a> {
-    schema: u32,
     path: &'a std::path::Path,
     clean: bool,
     problem_count: usize,
@@ -82,14 +80,13 @@ pub fn run(a: CheckArgs) -> Result<u8, CliError> {
     let report = check(&a.path, &a.open.options_for(&a.path)?)?;
     let clean = report.is_clean();
     if a.json {
-        json::print(&CheckDoc {
-            schema: json::SCHEMA,
+        json::print(&json::Doc::new(CheckDoc {
             path: &a.path,
             clean,
             problem_count: report.problem_count(),
             files: &report.files,
             repairs: repaired.as_ref().map(|r| r.actions.as_slice()),
-        })?;
+        }))?;
     } else {
         for action in repaired.iter().flat_map(|r| &r.actions) {
             terminal::line(format!("{}: repaired: {action}", a.path.display()))?;
@@ -115,8 +112,7 @@ fn azure(a: &CheckArgs) -> Result<u8, CliError> {
     let report: AzureReport = check_azure(&a.path)?;
     let failed = report.failed().count();
     if a.json {
-        json::print(&AzureDoc {
-            schema: json::SCHEMA,
+        json::print(&json::Doc::new(AzureDoc {
             path: &a.path,
             platform: "azure",
             conforms: report.conforms(),
@@ -125,7 +121,7 @@ fn azure(a: &CheckArgs) -> Result<u8, CliError> {
             virtual_size: report.virtual_size,
             disk_type: report.disk_type.as_deref(),
             rules: &report.rules,
-        })?;
+        }))?;
     } else {
         for r in &report.rules {
             terminal::line(format!("{:<5} {:<14}{}", r.status.name(), r.id, r.message))?;

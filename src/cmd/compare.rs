@@ -9,13 +9,13 @@
 //! after that window is read.
 //!
 //! Stored bytes are compared where they lie, through read-only maps of each piece
-//! (`VhdFile::map_range`, unmapped as soon as the piece is compared): no copy. On the
+//! (`VhdFile::with_stored`, unmapped as soon as the piece is compared): no copy. On the
 //! 4 GiB disk of `benches/compare-vs-qemu.sh` that took under half the CPU time of
 //! `pread` into buffers or of copying out of maps (`read_extents_mapped`). At
 //! most one piece per side per worker is mapped at a time (at most [`TASK`] bytes each),
 //! so memory stays bounded whatever the disks' sizes. As for every mapped read in
 //! vhdkit, a file truncated under the map by a process ignoring vhdkit's locks would
-//! raise SIGBUS (see `image::mmap`).
+//! raise SIGBUS (see `VhdFile::with_stored`).
 //!
 //! The offset reported is the one `qemu-img compare` reports: the start of the first
 //! 512-byte sector that differs (qemu-img compares, and reports, sector by sector).
@@ -32,9 +32,9 @@ use std::path::PathBuf;
 use clap::Args;
 use rayon::prelude::*;
 use serde::Serialize;
-use vhdkit_format::image::{Extent, Window};
+use vhdkit_format::image::Extent;
 use vhdkit_format::ops::is_zero;
-use vhdkit_format::Disk;
+use vhdkit_format::{Disk, VhdFile};
 
 use super::{json, terminal, CliError, OpenArgs, SourceArgs, EXIT_DIFFERENT, EXIT_OK};
 
@@ -67,7 +67,6 @@ pub struct CompareArgs {
 /// What `compare --json` prints (docs/json.md).
 #[derive(Debug, Serialize)]
 struct Verdict {
-    schema: u32,
     /// The verdict (exit 0): the same content where both have it, the longer one's
     /// tail all zeros, and with `--strict` the same size.
     identical: bool,
@@ -128,13 +127,12 @@ pub fn run(args: CompareArgs) -> Result<u8, CliError> {
 }
 
 fn print_verdict(identical: bool, first: Option<u64>, sa: u64, sb: u64) -> Result<(), CliError> {
-    json::print(&Verdict {
-        schema: json::SCHEMA,
+    json::print(&json::Doc::new(Verdict {
         identical,
         first_difference: first,
         size_a: sa,
         size_b: sb,
-    })
+    }))
 }
 
 /// Where a piece's bytes come from on one side.
@@ -264,10 +262,10 @@ fn first_in(a: &Disk, b: Option<&Disk>, pieces: &[Piece]) -> Result<Option<u64>,
             let at = match (p.a, p.b) {
                 (Src::Zero, Src::Zero) => None,
                 (Src::Data { layer, file_offset }, Src::Zero) => {
-                    first_nonzero(&read(a, layer, file_offset, len, ba)?)
+                    layer_of(a, layer)?.with_stored(file_offset, len, ba, first_nonzero)?
                 }
                 (Src::Zero, Src::Data { layer, file_offset }) => {
-                    first_nonzero(&read(side_b()?, layer, file_offset, len, bb)?)
+                    layer_of(side_b()?, layer)?.with_stored(file_offset, len, bb, first_nonzero)?
                 }
                 (
                     Src::Data {
@@ -279,13 +277,16 @@ fn first_in(a: &Disk, b: Option<&Disk>, pieces: &[Piece]) -> Result<Option<u64>,
                         file_offset: ob,
                     },
                 ) => {
-                    let x = read(a, la, oa, len, ba)?;
-                    let y = read(side_b()?, lb, ob, len, bb)?;
-                    if *x == *y {
-                        None
-                    } else {
-                        x.iter().zip(y.iter()).position(|(u, v)| u != v)
-                    }
+                    let fb = layer_of(side_b()?, lb)?;
+                    layer_of(a, la)?.with_stored(oa, len, ba, |x| {
+                        fb.with_stored(ob, len, bb, |y| {
+                            if x == y {
+                                None
+                            } else {
+                                x.iter().zip(y.iter()).position(|(u, v)| u != v)
+                            }
+                        })
+                    })??
                 }
             };
             if let Some(i) = at {
@@ -296,47 +297,13 @@ fn first_in(a: &Disk, b: Option<&Disk>, pieces: &[Piece]) -> Result<Option<u64>,
     })
 }
 
-/// Reads `len` stored bytes at `file_offset` of chain level `layer` into `buf`.
-/// A piece's stored bytes on one side: a read-only map of them in the file, or a copy.
-enum Bytes<'b> {
-    Mapped(Window),
-    Copied(&'b [u8]),
-}
-
-impl std::ops::Deref for Bytes<'_> {
-    type Target = [u8];
-    fn deref(&self) -> &[u8] {
-        match self {
-            Bytes::Mapped(w) => w,
-            Bytes::Copied(b) => b,
-        }
-    }
-}
-
-/// The `len` stored bytes at `file_offset` of chain level `layer`: mapped in place (no
-/// copy; pages fault in as they are compared and the window is unmapped when dropped),
-/// or read into `buf` where the data do not live in a file.
-fn read<'b>(
-    disk: &Disk,
-    layer: usize,
-    file_offset: u64,
-    len: usize,
-    buf: &'b mut Vec<u8>,
-) -> Result<Bytes<'b>, CliError> {
-    let file = disk.layers().get(layer).ok_or_else(|| {
+/// Chain level `layer` of `disk`.
+fn layer_of(disk: &Disk, layer: usize) -> Result<&VhdFile, CliError> {
+    disk.layers().get(layer).ok_or_else(|| {
         CliError::Other(format!(
             "extent names chain level {layer}, which is not open"
         ))
-    })?;
-    if let Some(window) = file.map_range(file_offset, len as u64, false) {
-        return Ok(Bytes::Mapped(window?));
-    }
-    if buf.len() < len {
-        buf.resize(len, 0);
-    }
-    let dst = &mut buf[..len];
-    file.read_data(dst, file_offset)?;
-    Ok(Bytes::Copied(dst))
+    })
 }
 
 /// Index of the first non-zero byte.

@@ -7,6 +7,7 @@
 use std::path::Path;
 
 use serde::Serialize;
+use vhdkit_format::ErrorKind;
 use vhdkit_task::HResult;
 
 use super::{json, terminal, CliError, EXIT_USAGE};
@@ -14,12 +15,11 @@ use super::{json, terminal, CliError, EXIT_USAGE};
 /// The error document (`docs/json.md`).
 #[derive(Debug, Serialize)]
 struct ErrorDoc<'a> {
-    schema: u32,
     /// The message, as the text form prints it after `vhdkit: `.
     message: String,
     /// The format crate's error kind in snake_case, or `io`, `usage`, `cancelled`,
     /// `other`.
-    kind: String,
+    kind: Kind,
     /// The HRESULT as Windows tools print it: `0x80070002`.
     hresult: String,
     /// The same HRESULT as a number (the unsigned 32-bit pattern).
@@ -46,8 +46,7 @@ pub fn report(e: &CliError, json: bool) -> u8 {
     }
     let code = e.exit_code();
     if json {
-        json::eprint(&ErrorDoc {
-            schema: json::SCHEMA,
+        json::eprint(&json::Doc::new(ErrorDoc {
             message: e.to_string(),
             kind: kind(e),
             hresult: hresult(e).to_string(),
@@ -56,7 +55,7 @@ pub fn report(e: &CliError, json: bool) -> u8 {
             children: children(e).map(|c| c.iter().map(|p| p.to_string_lossy()).collect()),
             state: state(e),
             exit_code: code,
-        });
+        }));
     } else {
         match e {
             CliError::Usage(clap) => {
@@ -107,17 +106,28 @@ fn state(e: &CliError) -> Option<&'static str> {
     }
 }
 
+/// The `kind` of the error document: the format crate's [`ErrorKind`], or one of the
+/// CLI's own (each in snake_case).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+enum Kind {
+    Io,
+    Usage,
+    Cancelled,
+    Other,
+    #[serde(untagged)]
+    Format(ErrorKind),
+}
+
 /// The `kind` of the error document.
-fn kind(e: &CliError) -> String {
+fn kind(e: &CliError) -> Kind {
     match e {
         CliError::Advised { error, .. } => kind(error),
-        CliError::Format(f) | CliError::Stopped { error: f, .. } => {
-            json::snake_case(&format!("{:?}", f.kind()))
-        }
-        CliError::Io { .. } => "io".into(),
-        CliError::Usage(_) => "usage".into(),
-        CliError::Cancelled { .. } => "cancelled".into(),
-        CliError::Other(_) => "other".into(),
+        CliError::Format(f) | CliError::Stopped { error: f, .. } => Kind::Format(f.kind()),
+        CliError::Io { .. } => Kind::Io,
+        CliError::Usage(_) => Kind::Usage,
+        CliError::Cancelled { .. } => Kind::Cancelled,
+        CliError::Other(_) => Kind::Other,
     }
 }
 
@@ -196,12 +206,30 @@ mod tests {
 
     #[test]
     fn kind_of_a_format_error_is_its_error_kind_in_snake_case() {
+        let kind = |e: &CliError| serde_json::to_value(kind(e)).expect("json");
         let e = CliError::Format(vhdkit_format::Error::NotFound { path: "/x".into() });
         assert_eq!(kind(&e), "not_found");
         assert_eq!(path(&e), Some(Path::new("/x")));
         let e = CliError::Format(vhdkit_format::Error::Cancelled);
         assert_eq!(kind(&e), "cancelled");
         assert_eq!(path(&e), None);
+    }
+
+    #[test]
+    fn kind_of_the_cli_own_errors_and_of_every_format_kind_is_snake_case() {
+        let json = |k: Kind| serde_json::to_value(k).expect("json");
+        assert_eq!(json(Kind::Io), "io");
+        assert_eq!(json(Kind::Usage), "usage");
+        assert_eq!(json(Kind::Other), "other");
+        assert_eq!(json(Kind::Format(ErrorKind::DiskFull)), "disk_full");
+        assert_eq!(
+            json(Kind::Format(ErrorKind::ParentIdMismatch)),
+            "parent_id_mismatch"
+        );
+        assert_eq!(
+            json(Kind::Format(ErrorKind::HostDriveNotFound)),
+            "host_drive_not_found"
+        );
     }
 
     #[test]

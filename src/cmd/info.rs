@@ -24,7 +24,6 @@ pub struct InfoArgs {
 /// What `info` says about a disk (`info --json`; docs/json.md).
 #[derive(Debug, Serialize)]
 struct Info {
-    schema: u32,
     path: PathBuf,
     disk_type: &'static str,
     vm_hard_disk_type: Option<u32>,
@@ -127,7 +126,7 @@ pub fn run(a: InfoArgs) -> Result<u8, CliError> {
     };
     let info = describe(&disk, chain_error.as_ref(), &a.path);
     if a.json {
-        json::print(&info)?;
+        json::print(&json::Doc::new(&info))?;
     } else {
         print_text(&info)?;
     }
@@ -190,7 +189,6 @@ fn describe(disk: &Disk, chain_error: Option<&Error>, path: &Path) -> Info {
         _ => None,
     };
     Info {
-        schema: json::SCHEMA,
         path: path.to_owned(),
         disk_type: kind.name(),
         vm_hard_disk_type: kind.vm_hard_disk_type(),

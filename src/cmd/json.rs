@@ -11,6 +11,25 @@ use super::CliError;
 /// up when a field changes meaning or disappears, not when one is added.
 pub const SCHEMA: u32 = 1;
 
+/// A JSON document as vhdkit prints it: `"schema"` ([`SCHEMA`]) first, then the fields
+/// of `T` (each document type describes only its own fields).
+#[derive(Debug, Serialize)]
+pub struct Doc<T> {
+    schema: u32,
+    #[serde(flatten)]
+    body: T,
+}
+
+impl<T: Serialize> Doc<T> {
+    /// `body` as a document of the current schema.
+    pub fn new(body: T) -> Doc<T> {
+        Doc {
+            schema: SCHEMA,
+            body,
+        }
+    }
+}
+
 /// Serializes `v` on one line (`pretty`: indented), with every control character that
 /// JSON allows raw in a string (DEL, C1) and every bidirectional-override character
 /// escaped as `\uNNNN`: what a terminal shows of the document is what it says, whatever
@@ -42,23 +61,6 @@ pub fn eprint<T: Serialize + ?Sized>(v: &T) {
     }
 }
 
-/// `ParentNotFound` → `parent_not_found`: how a Rust enum variant's name is spelled as
-/// a JSON value (error kinds, task results).
-pub fn snake_case(camel: &str) -> String {
-    let mut out = String::with_capacity(camel.len() + 4);
-    for (i, c) in camel.chars().enumerate() {
-        if c.is_ascii_uppercase() {
-            if i > 0 {
-                out.push('_');
-            }
-            out.push(c.to_ascii_lowercase());
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
 /// `s` (serialized JSON) with the characters serde_json leaves raw inside strings but a
 /// terminal may act on escaped as `\uNNNN`. They can only occur inside strings (JSON's
 /// own syntax is ASCII without control characters), where the escape means the same
@@ -86,14 +88,60 @@ fn escape_controls(s: &str) -> String {
 mod tests {
     use super::*;
 
+    /// The JSON string a value serializes to.
+    fn name<T: Serialize>(v: T) -> String {
+        serde_json::to_value(v)
+            .expect("json")
+            .as_str()
+            .expect("a string")
+            .to_owned()
+    }
+
     #[test]
-    fn snake_case_of_variant_names() {
-        assert_eq!(snake_case("Io"), "io");
-        assert_eq!(snake_case("ParentNotFound"), "parent_not_found");
-        assert_eq!(snake_case("DiskRelatedError"), "disk_related_error");
+    fn error_kinds_and_task_results_serialize_in_snake_case() {
+        use vhdkit_format::{ErrorKind, VMTaskResult};
+        assert_eq!(name(ErrorKind::Io), "io");
+        assert_eq!(name(ErrorKind::ParentNotFound), "parent_not_found");
+        assert_eq!(name(ErrorKind::DiskFull), "disk_full");
+        let results: Vec<String> = VMTaskResult::ALL.into_iter().map(name).collect();
         assert_eq!(
-            snake_case(&format!("{:?}", vhdkit_format::ErrorKind::DiskFull)),
-            "disk_full"
+            results,
+            [
+                "success",
+                "cancelled",
+                "unexpected_error",
+                "out_of_memory_error",
+                "disk_related_error",
+                "incompatible_saved_state_error",
+                "time_out_error",
+                "illegal_value_error",
+                "thread_crash_error"
+            ]
+        );
+    }
+
+    #[test]
+    fn doc_puts_the_schema_first_then_the_body_fields_in_order() {
+        #[derive(Serialize)]
+        struct Body<'a> {
+            b: u32,
+            a: &'a str,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            none: Option<u8>,
+        }
+        let body = Body {
+            b: 2,
+            a: "x",
+            none: None,
+        };
+        let doc = Doc::new(&body);
+        assert_eq!(
+            to_string(&doc, false).expect("json"),
+            r#"{"schema":1,"b":2,"a":"x"}"#
+        );
+        assert_eq!(
+            to_string(&doc, true).expect("json"),
+            "{\n  \"schema\": 1,\n  \"b\": 2,\n  \"a\": \"x\"\n}"
         );
     }
 

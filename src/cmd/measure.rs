@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::{Args, ValueEnum};
 use serde::Serialize;
 use vhdkit_format::ops::{self, Measure, OpsOptions, Target};
-use vhdkit_format::spec::DEFAULT_BLOCK_SIZE;
+use vhdkit_format::DEFAULT_BLOCK_SIZE;
 
 use super::human::{count, size_and_bytes};
 use super::runner::{self, RunArgs};
@@ -43,7 +43,6 @@ pub struct MeasureArgs {
 /// What `measure --json` prints (docs/json.md).
 #[derive(Debug, Serialize)]
 struct MeasureDoc<'a> {
-    schema: u32,
     path: &'a std::path::Path,
     target: &'static str,
     source_size: u64,
@@ -75,7 +74,7 @@ pub fn run(a: MeasureArgs) -> Result<u8, CliError> {
     let task = ops::measure_task(&a.src, target, &opts)?;
     let m = runner::wait(task, &a.run, runner::Leaves::Nothing)?;
     if a.run.json {
-        json::print(&doc(&a.src, &m))?;
+        json::print(&json::Doc::new(doc(&a.src, &m)))?;
     } else {
         print_text(&m)?;
     }
@@ -84,7 +83,6 @@ pub fn run(a: MeasureArgs) -> Result<u8, CliError> {
 
 fn doc<'a>(path: &'a std::path::Path, m: &Measure) -> MeasureDoc<'a> {
     MeasureDoc {
-        schema: json::SCHEMA,
         path,
         target: m.target.name(),
         source_size: m.source_size,

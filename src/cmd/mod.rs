@@ -254,7 +254,7 @@ pub fn size_arg(s: &str) -> Result<u64, String> {
 pub fn block_size_arg(s: &str) -> Result<u32, String> {
     let b = parse_size(s)?;
     match u32::try_from(b) {
-        Ok(b) if vhdkit_format::spec::header::check_create_block_size(b).is_ok() => Ok(b),
+        Ok(b) if vhdkit_format::check_create_block_size(b).is_ok() => Ok(b),
         _ => Err(format!(
             "{b} is not a power of two from 4K to 256M (sizes other readers can read)"
         )),

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use clap::{Args, ValueEnum};
 use vhdkit_format::image::OutputOptions;
 use vhdkit_format::ops::{self, OpsOptions, Target};
-use vhdkit_format::spec::DEFAULT_BLOCK_SIZE;
+use vhdkit_format::DEFAULT_BLOCK_SIZE;
 
 use super::runner::{self, RunArgs};
 use super::volumes::FsAware;

@@ -46,7 +46,6 @@ pub struct ReadArgs {
 /// What `read --json` prints (docs/json.md).
 #[derive(Debug, Serialize)]
 struct ReadDoc<'a> {
-    schema: u32,
     operation: &'static str,
     path: &'a Path,
     offset: u64,
@@ -89,15 +88,14 @@ pub fn run(a: ReadArgs) -> Result<u8, CliError> {
             }
             new.persist(out)?;
             if a.json {
-                json::print(&ReadDoc {
-                    schema: json::SCHEMA,
+                json::print(&json::Doc::new(ReadDoc {
                     operation: "read",
                     path: &a.path,
                     offset: a.offset,
                     length,
                     bytes_read: length,
                     output: out,
-                })?;
+                }))?;
             }
         }
         None => {

@@ -30,7 +30,6 @@ pub struct SetParentArgs {
 /// What `set-parent --json` prints (docs/json.md).
 #[derive(Debug, Serialize)]
 struct SetParentDoc<'a> {
-    schema: u32,
     operation: &'static str,
     child: &'a Path,
     parent: &'a Path,
@@ -47,15 +46,14 @@ pub fn run(a: SetParentArgs) -> Result<u8, CliError> {
     };
     let r = set_parent(&a.child, &parent, a.ignore_parent_id)?;
     if a.json {
-        json::print(&SetParentDoc {
-            schema: json::SCHEMA,
+        json::print(&json::Doc::new(SetParentDoc {
             operation: "set-parent",
             child: &r.child,
             parent: &r.parent,
             found_by_search: searched,
             previous_parent_name: &r.previous_parent_name,
             parent_id_changed: r.parent_id_changed,
-        })?;
+        }))?;
     } else {
         let how = if searched {
             " (the one file under the folders searched that carries its parent's unique id)"

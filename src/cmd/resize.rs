@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use clap::Args;
 use vhdkit_format::ops::resize::target_size;
 use vhdkit_format::ops::{self, OpsOptions, ResizeOptions};
-use vhdkit_format::spec::MIN_CREATE_SIZE;
 use vhdkit_format::volume::{shrink_guard, DiskView};
+use vhdkit_format::MIN_CREATE_SIZE;
 use vhdkit_format::{Disk, DiskKind};
 use vhdkit_volume::table::{read_table, Table, TableKind};
 
@@ -67,7 +67,7 @@ pub struct ResizeArgs {
 /// geometry (`vpc `, `qemu`), the creator and the size they will show at `new` bytes,
 /// when it is not `new`.
 fn chs_sized(disk: &Disk, new: u64) -> Option<(String, u64)> {
-    use vhdkit_format::spec::Geometry;
+    use vhdkit_format::Geometry;
     let footer = disk.top().footer();
     if !matches!(&footer.creator_app, b"vpc " | b"qemu") {
         return None;

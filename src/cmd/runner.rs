@@ -9,7 +9,7 @@ use std::time::Duration;
 use clap::{Args, ValueEnum};
 use serde::Serialize;
 use vhdkit_format::ops::{OpTask, Report};
-use vhdkit_task::{ProgressEvent, TaskFailure};
+use vhdkit_task::{ProgressEvent, TaskFailure, VMTaskResult};
 
 use super::human::{count, size, size_and_bytes};
 use super::volumes::{self, FsAware, PartitionDoc};
@@ -99,7 +99,6 @@ impl RunArgs {
 /// counts the events this listener missed just before.
 #[derive(Debug, Serialize)]
 struct EventDoc {
-    schema: u32,
     task_id: u32,
     phase: &'static str,
     percent: u32,
@@ -114,13 +113,12 @@ struct EventDoc {
     is_final: bool,
     /// The task's outcome in the final event (`success`, `cancelled`,
     /// `disk_related_error`, …), else `None`.
-    result: Option<String>,
+    result: Option<VMTaskResult>,
 }
 
 impl From<&ProgressEvent> for EventDoc {
     fn from(e: &ProgressEvent) -> EventDoc {
         EventDoc {
-            schema: json::SCHEMA,
             task_id: e.task_id,
             phase: e.phase.name(),
             percent: e.task_percent,
@@ -132,7 +130,7 @@ impl From<&ProgressEvent> for EventDoc {
             block_index: e.block_index,
             lost: e.lost,
             is_final: e.is_final,
-            result: e.result.map(|r| json::snake_case(r.name())),
+            result: e.result,
         }
     }
 }
@@ -141,7 +139,6 @@ impl From<&ProgressEvent> for EventDoc {
 /// phases as an array in the order they ran.
 #[derive(Debug, Serialize)]
 struct ReportDoc<'a> {
-    schema: u32,
     operation: &'a str,
     path: &'a Path,
     /// The blocks the operation examined; see docs/json.md for what a block is in
@@ -205,7 +202,6 @@ struct PhaseDoc<'a> {
 impl<'a> From<&'a Report> for ReportDoc<'a> {
     fn from(r: &'a Report) -> ReportDoc<'a> {
         ReportDoc {
-            schema: json::SCHEMA,
             operation: r.operation.name(),
             path: &r.path,
             blocks_total: r.blocks_total,
@@ -290,7 +286,7 @@ pub fn run_fs_aware(
             partitions: volumes::partition_docs(d, &released),
             partition_table_warnings: d.warnings.clone(),
         });
-        json::print(&doc)?;
+        json::print(&json::Doc::new(&doc))?;
     } else {
         if let Some(d) = &found {
             let verb = match (report.operation.name(), report.dry_run) {
@@ -322,7 +318,7 @@ pub fn wait<T>(task: OpTask<T>, args: &RunArgs, leaves: Leaves) -> Result<T, Cli
     match args.progress {
         ProgressMode::Json => {
             for e in rx.iter() {
-                json::eprint(&EventDoc::from(&e));
+                json::eprint(&json::Doc::new(EventDoc::from(&e)));
             }
         }
         ProgressMode::Auto if std::io::stderr().is_terminal() => {

@@ -63,7 +63,6 @@ pub struct ServeArgs {
 /// The start line of `serve --json` (docs/json.md).
 #[derive(Debug, Serialize)]
 struct StartDoc<'a> {
-    schema: u32,
     uri: &'a str,
     size: u64,
     mode: &'a str,
@@ -83,7 +82,6 @@ struct StartDoc<'a> {
 /// The summary line of `serve --json` once the server stopped (docs/json.md).
 #[derive(Debug, Serialize)]
 struct StopDoc<'a> {
-    schema: u32,
     stopped: bool,
     mode: &'a str,
     connections: u64,
@@ -156,8 +154,7 @@ pub fn run(a: ServeArgs) -> Result<u8, CliError> {
     let uri = uri(&place, &a.export_name);
     let start = if a.json {
         json::to_string(
-            &StartDoc {
-                schema: json::SCHEMA,
+            &json::Doc::new(StartDoc {
                 uri: &uri,
                 size,
                 mode,
@@ -172,7 +169,7 @@ pub fn run(a: ServeArgs) -> Result<u8, CliError> {
                     Place::Unix { .. } => None,
                 },
                 undo: a.undo.as_deref(),
-            },
+            }),
             false,
         )
     } else {
@@ -218,11 +215,11 @@ pub fn run(a: ServeArgs) -> Result<u8, CliError> {
 
 /// `--description`: at most the 4096 bytes the protocol allows a string.
 fn parse_description(s: &str) -> Result<String, String> {
-    if s.len() > vhdkit_serve::proto::MAX_STRING {
+    if s.len() > vhdkit_serve::MAX_STRING {
         return Err(format!(
             "{} bytes; NBD allows at most {}",
             s.len(),
-            vhdkit_serve::proto::MAX_STRING
+            vhdkit_serve::MAX_STRING
         ));
     }
     Ok(s.to_owned())
@@ -468,8 +465,7 @@ fn cleanup(place: &Place) {
 fn summary(a: &ServeArgs, mode: &str, s: &Stats) -> Result<(), CliError> {
     let line_text = if a.json {
         json::to_string(
-            &StopDoc {
-                schema: json::SCHEMA,
+            &json::Doc::new(StopDoc {
                 stopped: true,
                 mode,
                 connections: s.connections,
@@ -479,7 +475,7 @@ fn summary(a: &ServeArgs, mode: &str, s: &Stats) -> Result<(), CliError> {
                 bytes_zeroed: s.bytes_zeroed,
                 bytes_trimmed: s.bytes_trimmed,
                 errors: s.errors,
-            },
+            }),
             false,
         )?
     } else {

@@ -33,7 +33,6 @@ pub struct WriteArgs {
 /// What `write --json` prints (docs/json.md).
 #[derive(Debug, Serialize)]
 struct WriteDoc<'a> {
-    schema: u32,
     operation: &'static str,
     path: &'a Path,
     offset: u64,
@@ -89,15 +88,14 @@ pub fn run(a: WriteArgs) -> Result<u8, CliError> {
     }
     disk.flush()?;
     if a.json {
-        json::print(&WriteDoc {
-            schema: json::SCHEMA,
+        json::print(&json::Doc::new(WriteDoc {
             operation: "write",
             path: &a.path,
             offset: a.offset,
             length: input.len,
             bytes_written: input.len,
             input: a.input.as_deref().unwrap_or(Path::new("stdin")),
-        })?;
+        }))?;
     }
     Ok(EXIT_OK)
 }

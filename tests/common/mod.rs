@@ -1,8 +1,8 @@
 //! Helpers of the CLI integration tests: running the `vhdkit` binary and reading disks
-//! through it, the fixtures, and the fixtures' content pattern. Everything that is not
-//! about the CLI — generators, the byte model, the external readers (qemu-img,
-//! vhdiinfo, pyvhdi; a missing one fails the test), byte comparisons — comes from
-//! `vhdkit-testkit` and is re-exported here.
+//! through it, the fixtures. Everything that is not about the CLI — generators, the
+//! fixtures' content pattern, the byte model, the SIGKILL harness, the external readers
+//! (qemu-img, vhdiinfo, pyvhdi; a missing one fails the test), byte comparisons — comes
+//! from `vhdkit-testkit` and is re-exported here.
 
 // Each test binary uses a different subset of these helpers.
 #![allow(dead_code, unused_imports)]
@@ -276,17 +276,6 @@ pub fn fixture(rel: &str) -> PathBuf {
 // ---------------------------------------------------------------------------------------
 // Content
 // ---------------------------------------------------------------------------------------
-
-/// The content pattern of fixtures/make-fixtures.sh: seed 0 is zeros, otherwise byte j is
-/// `((j*7 + (j>>8)*3 + seed*13) % 251) + 1` (never zero).
-pub fn pattern(seed: u64, n: usize) -> Vec<u8> {
-    if seed == 0 {
-        return vec![0; n];
-    }
-    (0..n as u64)
-        .map(|j| ((j * 7 + (j >> 8) * 3 + seed * 13) % 251 + 1) as u8)
-        .collect()
-}
 
 /// Writes `data` at `offset` both into the disk (vhdkit write) and into the model.
 pub fn write_both(disk: &Path, model: &mut Model, offset: u64, data: &[u8]) {

@@ -5,6 +5,8 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use byteorder::{BigEndian, ByteOrder};
+
 mod links;
 
 use crate::error::{Error, Result};
@@ -485,7 +487,7 @@ fn check_batmap_bits(
         let at = layout.table_offset + n * 4;
         b.read_exact_at(&mut e, at)
             .ok()
-            .map(|_| u32::from_be_bytes(e))
+            .map(|_| BigEndian::read_u32(&e))
     };
     let bad = m.bad_bits(layout, current_size, Some(b), entry);
     p.extend(bad.take(MAX_LISTED_BAT_PROBLEMS).map(|x| x.problem(m)));

@@ -248,8 +248,11 @@ fn display_refused(paths: &[PathBuf]) -> String {
     )
 }
 
-/// A field-less mirror of [`Error`] for callers that match on the kind.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// A field-less mirror of [`Error`] for callers that match on the kind. Serialized as
+/// the variant's name in snake_case (`ParentNotFound` → `"parent_not_found"`), the
+/// `kind` of the CLI's JSON error document.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 #[allow(missing_docs)]
 pub enum ErrorKind {
     Io,

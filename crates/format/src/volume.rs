@@ -59,7 +59,7 @@ use crate::ops::{Unused, UnusedRanges};
 
 pub use vhdkit_volume::table::{Entry, Table};
 pub use vhdkit_volume::{
-    fs, table, DiskReport, Error, FsKind, FsReport, Guid, Partition, PartitionType, ReadAt, Reason,
+    fs, table, DiskReport, Error, FsKind, FsReport, Partition, PartitionType, ReadAt, Reason,
     TableKind,
 };
 

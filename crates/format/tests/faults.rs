@@ -13,16 +13,10 @@ use vhdkit_format::spec::Severity;
 use vhdkit_format::{CreateOptions, Disk, DiskKind, Error};
 use vhdkit_task::{CancelToken, HResult, Progress};
 
-use common::{read_file, restore_parent_time, Rng, MIB};
+use common::{pattern, read_file, restore_parent_time, MIB};
 
 const ENOSPC: i32 = 28;
 const EIO: i32 = 5;
-
-/// Bytes of [`Rng::xorshift`]: the low byte of each value.
-fn pattern(seed: u64, len: usize) -> Vec<u8> {
-    let mut rng = Rng::xorshift(seed);
-    (0..len).map(|_| rng.next_u64() as u8).collect()
-}
 
 /// A dynamic base with data, a differencing child with data, and zeroed blocks in both.
 fn make_chain(dir: &Path) -> (PathBuf, PathBuf) {

@@ -9,7 +9,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{assert_bytes_eq, create, create_child, pattern, read_all, read_range};
+use common::{assert_bytes_eq, create, create_child, read_all, read_range, Rng};
 use proptest::prelude::*;
 use vhdkit_format::check::check;
 use vhdkit_format::{Disk, DiskKind, OpenOptions};
@@ -38,7 +38,7 @@ impl Write {
         match self.content {
             Content::Zeros => vec![0; n],
             Content::Fill(b) => vec![b; n],
-            Content::Random(seed) => pattern(seed, n),
+            Content::Random(seed) => Rng::xorshift_star(seed).bytes(n),
         }
     }
 }
@@ -144,7 +144,7 @@ proptest! {
             let chunk = 4 * u64::from(BLOCK);
             for (k, at) in (0..SIZE).step_by(chunk as usize).enumerate() {
                 if k % 2 == 0 {
-                    let data = pattern(parent_seed ^ at, chunk as usize - 1536);
+                    let data = Rng::xorshift_star(parent_seed ^ at).bytes(chunk as usize - 1536);
                     disk.write_at(&data, at + 1024).expect("fill parent");
                     let o = at as usize + 1024;
                     model[o..o + data.len()].copy_from_slice(&data);

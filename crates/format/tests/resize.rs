@@ -13,15 +13,9 @@ use vhdkit_format::ops::resize::BatChange;
 use vhdkit_format::ops::{self, OpsOptions, ResizeOptions};
 use vhdkit_format::{CreateOptions, Disk, DiskKind, Error, OpenOptions, VhdFile};
 use vhdkit_task::VMTaskResult;
-use vhdkit_testkit::{clear_locator, move_locator_payload, restore_parent_time};
+use vhdkit_testkit::{clear_locator, move_locator_payload, pattern, restore_parent_time};
 
 const MIB: u64 = 1 << 20;
-
-fn pattern(seed: u8, len: usize) -> Vec<u8> {
-    (0..len)
-        .map(|i| (i as u8).wrapping_mul(31) ^ seed | 1)
-        .collect()
-}
 
 fn content(path: &Path) -> Vec<u8> {
     let disk = Disk::open(path).expect("open");

@@ -5,9 +5,12 @@
 //! client at once — the kernel (`nbd-client`), `nbdfuse`, qemu and `qemu-img`,
 //! libguestfs, `nbdcopy` and `nbdinfo`.
 //!
-//! - [`proto`]: the protocol, pure over bytes (fixed newstyle handshake with
+//! - `proto` (public with the `testing` feature, for the tests and the fuzz target): the
+//!   protocol, pure over bytes (fixed newstyle handshake with
 //!   `NBD_OPT_GO`/`INFO`/`EXPORT_NAME`/`LIST`/`ABORT`/`STRUCTURED_REPLY` and the metadata
-//!   context options; requests; simple and structured replies; `base:allocation`).
+//!   context options; requests; simple and structured replies; `base:allocation`). Its
+//!   numbers are the protocol's, not this crate's API; what a caller needs of them is
+//!   re-exported here ([`ExportInfo`], [`MAX_STRING`]).
 //! - [`Export`]: what the server serves, and [`DiskExport`], the export of a
 //!   [`vhdkit_format::Disk`] (reads sent from the image files with `sendfile`, writes
 //!   through the crash-safe write path).
@@ -43,12 +46,18 @@
 #![deny(unsafe_code)]
 
 mod export;
+#[cfg(feature = "testing")]
 pub mod proto;
+// The protocol names every number it defines, also those the server never sends.
+#[cfg(not(feature = "testing"))]
+#[allow(dead_code, unused_imports)]
+mod proto;
 mod server;
 
 pub use export::{
     BlockRelease, DiscardBlocks, DiskExport, Export, ExportError, ExportResult, KeepBlocks, Piece,
 };
+pub use proto::{ExportInfo, MAX_STRING};
 pub use server::{
     Listener, Server, ServerOptions, Stats, Stopper, Stream, MAX_CONNECTIONS, MAX_IN_FLIGHT,
     MAX_IN_FLIGHT_TOTAL, MAX_PAYLOAD_IN_FLIGHT, MAX_PAYLOAD_TOTAL,

@@ -4,21 +4,10 @@
 
 use vhdkit_format::{CreateOptions, Disk, DiskKind};
 use vhdkit_serve::{DiskExport, Export, KeepBlocks};
+use vhdkit_testkit::{pattern, tempdir};
 
 const BS: u64 = 512 * 1024;
 const SIZE: u64 = 8 << 20;
-
-fn pattern(seed: u64, n: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
 
 /// An 8 MiB dynamic disk (512 KiB blocks), every block written.
 fn full(dir: &std::path::Path) -> (std::path::PathBuf, Vec<u8>) {
@@ -43,7 +32,7 @@ fn read(e: &DiskExport) -> Vec<u8> {
 
 #[test]
 fn trim_releases_whole_blocks_and_zeros_partial_ones() {
-    let dir = tempfile::tempdir().expect("dir");
+    let dir = tempdir();
     let (p, mut want) = full(dir.path());
     let e = DiskExport::new(Disk::open_rw(&p).expect("open"));
     assert_eq!(e.disk().top().allocated_blocks(), 16);
@@ -59,7 +48,7 @@ fn trim_releases_whole_blocks_and_zeros_partial_ones() {
 
 #[test]
 fn write_zeroes_releases_whole_blocks_unless_no_hole() {
-    let dir = tempfile::tempdir().expect("dir");
+    let dir = tempdir();
     let (p, mut want) = full(dir.path());
     let size_before = std::fs::metadata(&p).expect("len").len();
     let e = DiskExport::new(Disk::open_rw(&p).expect("open"));
@@ -87,7 +76,7 @@ fn write_zeroes_releases_whole_blocks_unless_no_hole() {
 
 #[test]
 fn keep_blocks_releases_nothing() {
-    let dir = tempfile::tempdir().expect("dir");
+    let dir = tempdir();
     let (p, _) = full(dir.path());
     let e =
         DiskExport::new(Disk::open_rw(&p).expect("open")).with_block_release(Box::new(KeepBlocks));
@@ -99,7 +88,7 @@ fn keep_blocks_releases_nothing() {
 
 #[test]
 fn a_differencing_export_never_releases_a_block() {
-    let dir = tempfile::tempdir().expect("dir");
+    let dir = tempdir();
     let (base, parent) = full(dir.path());
     let child = dir.path().join("child.vhd");
     Disk::create(

@@ -1,21 +1,15 @@
 //! The NBD protocol module over bytes: negotiation, request validation, reply layout.
 
+use byteorder::{BigEndian, ByteOrder};
 use vhdkit_serve::proto::*;
-
-fn be32(b: &[u8]) -> u32 {
-    u32::from_be_bytes(b[..4].try_into().expect("4 bytes"))
-}
 
 /// Splits option replies into (reply type, data).
 fn replies(mut out: &[u8]) -> Vec<(u32, Vec<u8>)> {
     let mut v = Vec::new();
     while !out.is_empty() {
-        assert_eq!(
-            u64::from_be_bytes(out[..8].try_into().expect("8")),
-            OPTION_REPLY_MAGIC
-        );
-        let len = be32(&out[16..]) as usize;
-        v.push((be32(&out[12..]), out[20..20 + len].to_vec()));
+        assert_eq!(BigEndian::read_u64(&out[..8]), OPTION_REPLY_MAGIC);
+        let len = BigEndian::read_u32(&out[16..]) as usize;
+        v.push((BigEndian::read_u32(&out[12..]), out[20..20 + len].to_vec()));
         out = &out[20 + len..];
     }
     v
@@ -137,7 +131,7 @@ fn go_after_structured_and_meta_context_enters_transmission_with_the_context() {
     );
     assert_eq!(r.len(), 2);
     assert_eq!(r[0].0, REP_META_CONTEXT);
-    assert_eq!(be32(&r[0].1), META_BASE_ALLOCATION_ID);
+    assert_eq!(BigEndian::read_u32(&r[0].1), META_BASE_ALLOCATION_ID);
     assert_eq!(&r[0].1[4..], b"base:allocation");
     let (step, r) = option(
         &mut n,
@@ -155,15 +149,12 @@ fn go_after_structured_and_meta_context_enters_transmission_with_the_context() {
         .find(|(t, d)| *t == REP_INFO && d[..2] == INFO_EXPORT.to_be_bytes())
         .expect("NBD_INFO_EXPORT");
     assert_eq!(export.1.len(), 12);
-    assert_eq!(
-        u64::from_be_bytes(export.1[2..10].try_into().expect("8")),
-        1 << 30
-    );
+    assert_eq!(BigEndian::read_u64(&export.1[2..10]), 1 << 30);
     let block = r
         .iter()
         .find(|(t, d)| *t == REP_INFO && d[..2] == INFO_BLOCK_SIZE.to_be_bytes())
         .expect("NBD_INFO_BLOCK_SIZE");
-    assert_eq!(be32(&block.1[10..]), MAX_REQUEST);
+    assert_eq!(BigEndian::read_u32(&block.1[10..]), MAX_REQUEST);
 }
 
 #[test]
@@ -198,7 +189,7 @@ fn export_name_for_an_unknown_export_closes_and_a_known_one_omits_padding() {
     );
     assert!(matches!(step, Step::Transmission(_)));
     assert_eq!(out.len(), 10, "size and flags, no zero padding");
-    let flags = u16::from_be_bytes([out[8], out[9]]);
+    let flags = BigEndian::read_u16(&out[8..]);
     assert!(flags & FLAG_READ_ONLY != 0 && flags & FLAG_SEND_TRIM == 0);
 }
 
@@ -394,12 +385,12 @@ fn replies_have_the_documented_layouts() {
         &SIMPLE_REPLY_MAGIC.to_be_bytes()
     );
     let h = data_chunk_header(7, 4096, 100);
-    assert_eq!(be32(&h[16..]), 108);
+    assert_eq!(BigEndian::read_u32(&h[16..]), 108);
     let hole = hole_chunk(7, 0, 512);
-    assert_eq!(be32(&hole[16..]), 12);
+    assert_eq!(BigEndian::read_u32(&hole[16..]), 12);
     let e = error_chunk(7, EINVAL, "bad");
-    assert_eq!(u16::from_be_bytes([e[4], e[5]]), REPLY_FLAG_DONE);
-    assert_eq!(be32(&e[16..]), 9);
+    assert_eq!(BigEndian::read_u16(&e[4..]), REPLY_FLAG_DONE);
+    assert_eq!(BigEndian::read_u32(&e[16..]), 9);
     let b = block_status_chunk(7, 1, &[(512, 0), (1024, 3)]);
-    assert_eq!(be32(&b[16..]), 4 + 16);
+    assert_eq!(BigEndian::read_u32(&b[16..]), 4 + 16);
 }

@@ -5,9 +5,11 @@ use std::io::{Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::sync::Arc;
 
+use byteorder::{BigEndian, ByteOrder};
 use vhdkit_format::{CreateOptions, Disk, DiskKind};
 use vhdkit_serve::proto::*;
 use vhdkit_serve::{DiskExport, Export, Piece, Server, ServerOptions};
+use vhdkit_testkit::{tempdir, workspace_root, Algorithm, Rng};
 
 fn dynamic(dir: &std::path::Path, name: &str, size: u64) -> std::path::PathBuf {
     let p = dir.join(name);
@@ -27,7 +29,7 @@ fn read(e: &DiskExport, offset: u64, len: usize) -> Vec<u8> {
 
 #[test]
 fn disk_export_trim_zeroes_top_data_without_allocating_in_a_child() {
-    let dir = tempfile::tempdir().expect("dir");
+    let dir = tempdir();
     let base = dynamic(dir.path(), "base.vhd", 8 << 20);
     {
         let d = Disk::open_rw(&base).expect("open");
@@ -50,7 +52,7 @@ fn disk_export_trim_zeroes_top_data_without_allocating_in_a_child() {
 
 #[test]
 fn disk_export_write_zeroes_reads_zero_even_over_parent_data() {
-    let dir = tempfile::tempdir().expect("dir");
+    let dir = tempdir();
     let base = dynamic(dir.path(), "base.vhd", 8 << 20);
     {
         let d = Disk::open_rw(&base).expect("open");
@@ -73,7 +75,7 @@ fn disk_export_write_zeroes_reads_zero_even_over_parent_data() {
 
 #[test]
 fn disk_export_maps_holes_and_file_data() {
-    let dir = tempfile::tempdir().expect("dir");
+    let dir = tempdir();
     let p = dynamic(dir.path(), "d.vhd", 4 << 20);
     let e = DiskExport::new(Disk::open_rw(&p).expect("open"));
     // 4 KiB at 3 MiB: a dynamic disk's new block is wholly its own (full bitmap), so
@@ -117,8 +119,8 @@ impl Client {
         loop {
             let mut h = [0u8; 20];
             self.0.read_exact(&mut h).expect("option reply");
-            let kind = u32::from_be_bytes(h[12..16].try_into().expect("4"));
-            let len = u32::from_be_bytes(h[16..20].try_into().expect("4"));
+            let kind = BigEndian::read_u32(&h[12..16]);
+            let len = BigEndian::read_u32(&h[16..20]);
             let mut d = vec![0u8; len as usize];
             self.0.read_exact(&mut d).expect("option data");
             assert!(kind & 0x8000_0000 == 0, "option {opt} refused");
@@ -146,22 +148,22 @@ impl Client {
         loop {
             let mut h = [0u8; 20];
             self.0.read_exact(&mut h).expect("chunk");
-            let flags = u16::from_be_bytes([h[4], h[5]]);
-            let kind = u16::from_be_bytes([h[6], h[7]]);
-            let n = u32::from_be_bytes(h[16..20].try_into().expect("4"));
+            let flags = BigEndian::read_u16(&h[4..]);
+            let kind = BigEndian::read_u16(&h[6..]);
+            let n = BigEndian::read_u32(&h[16..20]);
             let mut p = vec![0u8; n as usize];
             self.0.read_exact(&mut p).expect("payload");
             match kind {
                 REPLY_TYPE_OFFSET_DATA => {
-                    let at = (u64::from_be_bytes(p[..8].try_into().expect("8")) - offset) as usize;
+                    let at = (BigEndian::read_u64(&p[..8]) - offset) as usize;
                     data[at..at + p.len() - 8].copy_from_slice(&p[8..]);
                 }
                 REPLY_TYPE_OFFSET_HOLE => {
-                    let at = (u64::from_be_bytes(p[..8].try_into().expect("8")) - offset) as usize;
-                    let l = u32::from_be_bytes(p[8..12].try_into().expect("4")) as usize;
+                    let at = (BigEndian::read_u64(&p[..8]) - offset) as usize;
+                    let l = BigEndian::read_u32(&p[8..12]) as usize;
                     data[at..at + l].fill(0);
                 }
-                REPLY_TYPE_ERROR => error = u32::from_be_bytes(p[..4].try_into().expect("4")),
+                REPLY_TYPE_ERROR => error = BigEndian::read_u32(&p[..4]),
                 _ => {}
             }
             if flags & REPLY_FLAG_DONE != 0 {
@@ -173,7 +175,7 @@ impl Client {
 
 #[test]
 fn server_on_an_accepted_stream_reads_and_writes_and_finish_flushes() {
-    let dir = tempfile::tempdir().expect("dir");
+    let dir = tempdir();
     let p = dynamic(dir.path(), "d.vhd", 4 << 20);
     let export = Arc::new(DiskExport::new(Disk::open_rw(&p).expect("open")));
     let server = Arc::new(Server::new(export, ServerOptions::default()).expect("server"));
@@ -205,7 +207,7 @@ fn server_on_an_accepted_stream_reads_and_writes_and_finish_flushes() {
 
 #[test]
 fn server_on_a_listener_serves_until_stopped() {
-    let dir = tempfile::tempdir().expect("dir");
+    let dir = tempdir();
     let p = dynamic(dir.path(), "d.vhd", 4 << 20);
     let disk = Disk::open(&p).expect("open read-only");
     let server =
@@ -240,8 +242,8 @@ fn server_on_a_listener_serves_until_stopped() {
 
 #[test]
 fn server_random_reads_of_a_chain_match_the_disk_with_and_without_df() {
-    let dir = tempfile::tempdir().expect("dir");
-    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/chain");
+    let dir = tempdir();
+    let fixtures = workspace_root().join("fixtures/chain");
     for f in ["base.vhd", "mid.vhd", "top.vhd"] {
         std::fs::copy(fixtures.join(f), dir.path().join(f)).expect("copy fixture");
     }
@@ -256,11 +258,9 @@ fn server_random_reads_of_a_chain_match_the_disk_with_and_without_df() {
     let s = server.clone();
     let t = std::thread::spawn(move || s.serve_stream(a));
     let mut c = Client::new(b);
-    let mut x = 0x1234_5678_9abc_def0u64;
+    let mut rng = Rng::from_state(Algorithm::XorShift, 0x1234_5678_9abc_def0);
     for i in 0..300 {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
+        let x = rng.next_u64();
         let len = (x % 700_000) as u32;
         let offset = (x >> 20) % (size - u64::from(len) + 1);
         let df = i % 3 == 0;
@@ -284,7 +284,7 @@ fn server_random_reads_of_a_chain_match_the_disk_with_and_without_df() {
 
 #[test]
 fn server_stop_completes_while_a_client_stops_reading_its_replies() {
-    let dir = tempfile::tempdir().expect("dir");
+    let dir = tempdir();
     let p = dynamic(dir.path(), "d.vhd", 64 << 20);
     {
         let d = Disk::open_rw(&p).expect("open");
@@ -392,7 +392,7 @@ fn never_reads(sock: &std::path::Path, n: u64) -> Client {
 
 #[test]
 fn server_stops_reading_a_connection_whose_replies_are_over_budget() {
-    let dir = tempfile::tempdir().expect("dir");
+    let dir = tempdir();
     let options = ServerOptions {
         replies_per_connection: 8,
         replies_total: 16,
@@ -421,7 +421,7 @@ fn server_stops_reading_a_connection_whose_replies_are_over_budget() {
 
 #[test]
 fn server_handshake_has_one_deadline_from_accept_and_the_next_client_waits_for_a_slot() {
-    let dir = tempfile::tempdir().expect("dir");
+    let dir = tempdir();
     let options = ServerOptions {
         handshake_timeout: std::time::Duration::from_secs(1),
         max_connections: 2,

@@ -15,7 +15,12 @@ use std::fmt;
 /// assert_eq!(VMTaskResult::from_u32(8), Some(VMTaskResult::ThreadCrashError));
 /// assert_eq!(VMTaskResult::from_u32(9), None);
 /// ```
+///
+/// With the `serde` feature it serializes as its [`name`](VMTaskResult::name) in
+/// snake_case (`"disk_related_error"`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
 #[repr(u32)]
 pub enum VMTaskResult {
     /// The operation completed successfully.

@@ -2,9 +2,13 @@
 //!
 //! - [`Rng`]: the seeded generators the suites draw data, offsets and schedules from;
 //! - [`Model`]: the byte-array model of a disk, and generators of [`Write`] lists;
+//! - [`pattern`]: the content pattern of the fixtures, which every suite writes;
+//! - the SIGKILL harness ([`timed`], [`kill_points`], [`run_and_kill`]);
 //! - [`BatmapDamage`]: the blktap fixtures with an inconsistent Xen batmap;
 //! - [`assert_bytes_eq`] and small file helpers ([`tempdir`], [`file_len`],
 //!   [`copy_keeping_time`], …);
+//! - [`disks`]: real disks over loop devices — sfdisk, mkfs, mounts, files written and
+//!   checked (root and the tools of `.ci/run`);
 //! - [`mbr_with_partition`]: a partition table without `sfdisk`;
 //! - real partition tables written by `sfdisk` ([`sfdisk`], [`sfdisk_partitions`]);
 //! - raw edits of a VHD's metadata for crafting images ([`move_locator_payload`],
@@ -24,11 +28,14 @@
 
 mod blktap;
 mod bytes;
+pub mod disks;
 mod files;
+mod kill;
 mod libvhdi;
 mod mbr;
 mod model;
 mod partitions;
+mod pattern;
 mod qemu;
 mod realworld;
 mod rng;
@@ -38,12 +45,14 @@ mod vhd_bytes;
 pub use blktap::BatmapDamage;
 pub use bytes::{all_zero, assert_bytes_eq};
 pub use files::{copy_keeping_time, dir_names, fast_tempdir, file_len, tempdir, Tmpfs};
+pub use kill::{kill_points, run_and_kill, timed, KillAt, Timing};
 pub use libvhdi::{
     pyvhdi_read_all, pyvhdi_read_cmd, pyvhdi_size, vhdiinfo, vhdiinfo_field, vhdiinfo_size, PYTHON,
 };
 pub use mbr::mbr_with_partition;
 pub use model::{mixed_writes, random_writes, Model, Write};
 pub use partitions::{sfdisk, sfdisk_partitions};
+pub use pattern::pattern;
 pub use qemu::{
     qemu_compare, qemu_compare_raw, qemu_convert_raw, qemu_info, qemu_read_all, qemu_read_range,
     qemu_size,

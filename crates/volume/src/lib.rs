@@ -48,7 +48,7 @@ pub use error::{Error, Reason};
 pub use fs::{FsKind, FsReport};
 pub use ranges::MAX_RUNS;
 pub use read_at::ReadAt;
-pub use table::{Guid, PartitionType, TableKind};
+pub use table::{PartitionType, TableKind};
 
 /// One partition (or the whole disk when there is no table) and what was found in it.
 #[derive(Debug, Clone, PartialEq, Eq)]

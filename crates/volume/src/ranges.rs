@@ -2,6 +2,8 @@
 
 use std::ops::Range;
 
+use byteorder::{ByteOrder, LittleEndian};
+
 /// At most this many separate free runs are kept per file system; past it, further runs
 /// are dropped (counted as used) and a warning says so. Bounds memory on a hostile bitmap
 /// of alternating bits (16 M runs = 256 MiB of ranges).
@@ -60,11 +62,7 @@ pub(crate) fn bitmap_free(bitmap: &[u8], units: u64, unit: u64, base: u64, out: 
         // hundreds of millions of bits, nearly all in long runs.
         if i.is_multiple_of(64) && i + 64 <= units {
             let at = (i / 8) as usize;
-            let word = u64::from_le_bytes(
-                bitmap[at..at + 8]
-                    .try_into()
-                    .expect("8 bytes inside the bitmap"),
-            );
+            let word = LittleEndian::read_u64(&bitmap[at..at + 8]);
             if word == 0 || word == u64::MAX {
                 if word == 0 {
                     run_start.get_or_insert(i);

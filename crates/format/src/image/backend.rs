@@ -80,7 +80,7 @@ impl FileBackend {
         offset: u64,
     ) -> io::Result<()> {
         faults::before(&self.path, faults::FaultOp::Write)?;
-        super::mmap::clone_range(src, src_offset, len, &self.file, offset)
+        super::map_clone::clone_range(src, src_offset, len, &self.file, offset)
     }
 }
 

@@ -416,7 +416,7 @@ impl VhdFile {
             _ => (self.backend.as_file(), &self.path),
         };
         match file {
-            Some(f) => super::mmap::copy_mapped(f, file_offset, buf)
+            Some(f) => super::map_clone::copy_mapped(f, file_offset, buf)
                 .map_err(|e| Error::io(path, "reading mapped disk data", file_offset, e)),
             None => self.read_data(buf, file_offset),
         }
@@ -424,7 +424,7 @@ impl VhdFile {
 
     /// Maps the stored bytes of a `Data` extent read-only, when they live in a file,
     /// faulting them in at once (this crate's own reads, which never write a range they
-    /// have mapped; see `mmap.rs`).
+    /// have mapped; see `map_clone.rs`).
     pub(crate) fn map_data(&self, file_offset: u64, len: u64) -> Option<Result<super::Window>> {
         self.map_window(file_offset, len, true)
     }
@@ -455,7 +455,7 @@ impl VhdFile {
     /// writer of the same file can get past (its exclusive lock would conflict), so
     /// nothing vhdkit does writes a mapped range while the window lives. A handle that
     /// could `write_at` into its own mapping would void that argument.
-    pub fn map_range(
+    pub(crate) fn map_range(
         &self,
         file_offset: u64,
         len: u64,
@@ -481,7 +481,7 @@ impl VhdFile {
         };
         let len = usize::try_from(len).ok()?;
         Some(
-            super::mmap::map_window(file, file_offset, len, populate)
+            super::map_clone::map_window(file, file_offset, len, populate)
                 .map_err(|e| Error::io(path, "mapping disk data", file_offset, e)),
         )
     }

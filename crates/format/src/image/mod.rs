@@ -13,7 +13,7 @@ mod footer;
 pub mod hostdrive;
 #[allow(unsafe_code)]
 // the one module with unsafe: maps files, clones extents; see its SAFETY comments
-mod mmap;
+mod map_clone;
 pub(crate) mod newfile;
 pub(crate) mod open;
 mod options;
@@ -21,7 +21,8 @@ pub mod output;
 mod parents;
 mod resize;
 pub(crate) mod sparse;
-pub use mmap::Window;
+mod stored;
+pub(crate) use map_clone::Window;
 
 pub use crate::spec::layout::DATA_ALIGNMENT;
 #[cfg(any(test, feature = "testing"))]

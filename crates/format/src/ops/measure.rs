@@ -6,7 +6,7 @@
 //! zeros to [`OpsOptions::align`]), the same blocks composed by the same code with the
 //! same zero detection, placed by the same `Placement` that the writer of
 //! [`super::convert`] places them by (whose dynamic layout comes from
-//! [`NewSparse`](crate::spec::layout::NewSparse), the one builder of the dynamic files
+//! `spec::layout::NewSparse`, the one builder of the dynamic files
 //! vhdkit writes). So the length measured is the length written, byte for byte.
 //!
 //! A fixed (or raw) result's length depends on the virtual size only: nothing is read.

@@ -148,7 +148,7 @@ const MAX_WINDOW_GAP: u64 = 64 << 10;
 ///
 /// Blocks stored whole in one extent are handed out as ranges of shared windows: the
 /// chunk's blocks that lie next to each other in one file get one map (see
-/// `image::mmap`), which each worker populates for its own block.
+/// `image::map_clone`), which each worker populates for its own block.
 ///
 /// With a `mask`, the pieces of each block that lie wholly in its unused ranges read as
 /// zeros; a block that is wholly unused is not read at all. With `offload`, each block

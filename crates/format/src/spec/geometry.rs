@@ -1,5 +1,7 @@
 //! CHS geometry, computed by the algorithm of the VHD specification.
 
+use byteorder::{BigEndian, ByteOrder};
+
 /// Largest sector count the geometry can describe: 65535 cylinders × 16 heads × 255
 /// sectors per track.
 pub const MAX_CHS_SECTORS: u64 = 65535 * 16 * 255;
@@ -81,7 +83,7 @@ impl Geometry {
     /// Decodes the four geometry bytes of the footer.
     pub fn decode(bytes: [u8; 4]) -> Geometry {
         Geometry {
-            cylinders: u16::from_be_bytes([bytes[0], bytes[1]]),
+            cylinders: BigEndian::read_u16(&bytes[..2]),
             heads: bytes[2],
             sectors_per_track: bytes[3],
         }

@@ -153,7 +153,7 @@ impl DynamicHeader {
         let mut units: Vec<u16> = self
             .parent_name_raw
             .chunks_exact(2)
-            .map(|c| u16::from_be_bytes([c[0], c[1]]))
+            .map(BigEndian::read_u16)
             .collect();
         if units.first() == Some(&0xFFFE) {
             units = units.iter().map(|u| u.swap_bytes()).collect();

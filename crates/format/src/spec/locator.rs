@@ -1,6 +1,6 @@
 //! Parent locator entries of the dynamic header, and the paths they carry.
 
-use byteorder::{BigEndian, ByteOrder};
+use byteorder::{BigEndian, ByteOrder, LittleEndian};
 
 use super::{Problem, Severity, SECTOR_SIZE};
 
@@ -59,7 +59,7 @@ impl PlatformCode {
             PlatformCode::Mac => b"Mac ",
             PlatformCode::MacX => b"MacX",
         };
-        u32::from_be_bytes(*b)
+        BigEndian::read_u32(b)
     }
 
     /// Whether the path is relative to the child's directory.
@@ -280,12 +280,9 @@ impl ParentLocator {
 pub fn decode_utf16_path(payload: &[u8]) -> Option<String> {
     let units_le: Vec<u16> = payload
         .chunks_exact(2)
-        .map(|c| u16::from_le_bytes([c[0], c[1]]))
+        .map(LittleEndian::read_u16)
         .collect();
-    let units_be: Vec<u16> = payload
-        .chunks_exact(2)
-        .map(|c| u16::from_be_bytes([c[0], c[1]]))
-        .collect();
+    let units_be: Vec<u16> = payload.chunks_exact(2).map(BigEndian::read_u16).collect();
     let take = |units: &[u16]| -> Option<String> {
         let units = match units.first() {
             Some(0xFEFF) => &units[1..],

@@ -1,5 +1,7 @@
 //! The file type identifier: the first structure of every VHDX file (MS-VHDX 2.2.1).
 
+use byteorder::{ByteOrder, LittleEndian};
+
 use super::error::{need, Structure, VhdxError};
 
 /// Offset of the file type identifier.
@@ -58,7 +60,7 @@ impl RawFileIdentifier {
         let units: Vec<u16> = self
             .creator
             .chunks_exact(2)
-            .map(|c| u16::from_le_bytes([c[0], c[1]]))
+            .map(LittleEndian::read_u16)
             .take_while(|&u| u != 0)
             .collect();
         Ok(FileIdentifier {

@@ -3,6 +3,7 @@
 //! locator type knows `parent_linkage` (the parent's data write GUID, as text),
 //! `parent_linkage2`, `relative_path`, `volume_path` and `absolute_win32_path`.
 
+use byteorder::{ByteOrder, LittleEndian};
 use uuid::Uuid;
 
 use super::error::{need, Structure, VhdxError};
@@ -121,7 +122,7 @@ impl RawParentLocator {
             }
             let units: Vec<u16> = bytes[start..end]
                 .chunks_exact(2)
-                .map(|c| u16::from_le_bytes([c[0], c[1]]))
+                .map(LittleEndian::read_u16)
                 .collect();
             String::from_utf16(&units).map_err(|_| {
                 VhdxError::field(

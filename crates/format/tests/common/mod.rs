@@ -1,6 +1,6 @@
 //! Helpers shared by the integration tests of the format crate: disks made, written and
 //! read through the crate's API. Everything that is not about the format crate — the
-//! generators, the byte model, the external readers (qemu-img, vhdiinfo, pyvhdi; a
+//! generators, the content pattern, the byte model, the external readers (qemu-img, vhdiinfo, pyvhdi; a
 //! missing one fails the test), byte comparisons, temporary directories — comes from
 //! `vhdkit-testkit` and is re-exported here.
 
@@ -12,11 +12,6 @@ use std::path::{Path, PathBuf};
 use vhdkit_format::{CreateOptions, Disk, DiskKind, OpenOptions, VhdFile};
 
 pub use vhdkit_testkit::*;
-
-/// Deterministic pseudo-random bytes ([`Rng::xorshift_star`]), different for each seed.
-pub fn pattern(seed: u64, len: usize) -> Vec<u8> {
-    Rng::xorshift_star(seed).bytes(len)
-}
 
 /// Creates a fixed or dynamic disk at `path`.
 pub fn create_at(path: &Path, kind: DiskKind, size: u64, block_size: u32) {

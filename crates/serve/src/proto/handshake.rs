@@ -1,6 +1,8 @@
 //! The server's side of the fixed newstyle handshake: the greeting, option requests one
 //! at a time, and every option reply.
 
+use byteorder::{BigEndian, ByteOrder};
+
 use super::wire::*;
 use super::{ProtocolError, Session};
 
@@ -15,7 +17,7 @@ pub struct ExportInfo {
     pub size: u64,
     /// Writes are refused.
     pub read_only: bool,
-    /// Several connections may be used at once (see [`FLAG_CAN_MULTI_CONN`]).
+    /// Several connections may be used at once (`NBD_FLAG_CAN_MULTI_CONN`).
     pub multi_conn: bool,
 }
 
@@ -76,7 +78,7 @@ impl OptionHeader {
     /// Decodes the 16-byte header: magic, option, length. A length over
     /// [`MAX_OPTION_DATA`] is an error (the connection is closed).
     pub fn parse(b: &[u8; OPTION_HEADER_SIZE]) -> Result<OptionHeader, ProtocolError> {
-        let magic = be64(&b[..8]);
+        let magic = BigEndian::read_u64(&b[..8]);
         if magic != IHAVEOPT {
             return Err(ProtocolError::BadMagic {
                 what: "option request",
@@ -84,8 +86,8 @@ impl OptionHeader {
             });
         }
         let h = OptionHeader {
-            option: be32(&b[8..12]),
-            len: be32(&b[12..16]),
+            option: BigEndian::read_u32(&b[8..12]),
+            len: BigEndian::read_u32(&b[12..16]),
         };
         if h.len > MAX_OPTION_DATA {
             return Err(ProtocolError::OptionTooLong {
@@ -285,7 +287,11 @@ impl Negotiation {
         p.extend_from_slice(&self.export.size.to_be_bytes());
         p.extend_from_slice(&self.export.flags(self.structured).to_be_bytes());
         option_reply(out, opt, REP_INFO, &p);
-        let asked = |t: u16| requests.chunks_exact(2).any(|c| be16(c) == t);
+        let asked = |t: u16| {
+            requests
+                .chunks_exact(2)
+                .any(|c| BigEndian::read_u16(c) == t)
+        };
         if asked(INFO_NAME) {
             let mut p = INFO_NAME.to_be_bytes().to_vec();
             p.extend_from_slice(self.export.name.as_bytes());
@@ -332,13 +338,13 @@ pub fn option_reply(out: &mut Vec<u8>, option: u32, reply: u32, data: &[u8]) {
 
 /// `NBD_OPT_INFO`/`NBD_OPT_GO` data: name length, name, count, count × 16-bit requests.
 fn parse_info_request(data: &[u8]) -> Option<(&[u8], &[u8])> {
-    let name_len = usize::try_from(be32(data.get(..4)?)).ok()?;
+    let name_len = usize::try_from(BigEndian::read_u32(data.get(..4)?)).ok()?;
     if name_len > MAX_STRING {
         return None;
     }
     let name = data.get(4..4usize.checked_add(name_len)?)?;
     let rest = &data[4 + name_len..];
-    let n = usize::from(be16(rest.get(..2)?));
+    let n = usize::from(BigEndian::read_u16(rest.get(..2)?));
     let requests = &rest[2..];
     (requests.len() == n * 2).then_some((name, requests))
 }

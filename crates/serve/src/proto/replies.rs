@@ -1,6 +1,8 @@
 //! Replies of the transmission phase: simple replies, structured reply chunks (data,
 //! hole, block status, error), block status descriptors and the chunk layout of a read.
 
+use byteorder::{BigEndian, ByteOrder};
+
 use super::wire::*;
 use super::Session;
 
@@ -65,7 +67,7 @@ pub fn hole_chunk(cookie: u64, offset: u64, len: u32) -> [u8; 32] {
 /// ```
 pub fn mark_done(chunk: &mut [u8]) {
     if let Some(f) = chunk.get_mut(4..6) {
-        let flags = u16::from_be_bytes([f[0], f[1]]) | REPLY_FLAG_DONE;
+        let flags = BigEndian::read_u16(f) | REPLY_FLAG_DONE;
         f.copy_from_slice(&flags.to_be_bytes());
     }
 }

@@ -1,6 +1,8 @@
 //! The transmission phase: request headers decoded, and checked against what was
 //! negotiated before anything runs.
 
+use byteorder::{BigEndian, ByteOrder};
+
 use super::wire::*;
 use super::ProtocolError;
 
@@ -34,7 +36,7 @@ pub struct Request {
 
 /// Decodes a 28-byte request header; a bad magic ends the connection.
 pub fn parse_request(b: &[u8; REQUEST_SIZE]) -> Result<Request, ProtocolError> {
-    let magic = be32(&b[..4]);
+    let magic = BigEndian::read_u32(&b[..4]);
     if magic != REQUEST_MAGIC {
         return Err(ProtocolError::BadMagic {
             what: "request",
@@ -42,11 +44,11 @@ pub fn parse_request(b: &[u8; REQUEST_SIZE]) -> Result<Request, ProtocolError> {
         });
     }
     Ok(Request {
-        flags: be16(&b[4..6]),
-        kind: be16(&b[6..8]),
-        cookie: be64(&b[8..16]),
-        offset: be64(&b[16..24]),
-        len: be32(&b[24..28]),
+        flags: BigEndian::read_u16(&b[4..6]),
+        kind: BigEndian::read_u16(&b[6..8]),
+        cookie: BigEndian::read_u64(&b[8..16]),
+        offset: BigEndian::read_u64(&b[16..24]),
+        len: BigEndian::read_u32(&b[24..28]),
     })
 }
 

@@ -2,6 +2,8 @@
 //! and error codes), the limits this server holds clients to, and the big-endian fields
 //! all messages are made of.
 
+use byteorder::{BigEndian, ByteOrder};
+
 // ---------------------------------------------------------------------------------------
 // Magic numbers
 // ---------------------------------------------------------------------------------------
@@ -198,24 +200,6 @@ pub const REQUEST_SIZE: usize = 28;
 /// Size of an option request header.
 pub const OPTION_HEADER_SIZE: usize = 16;
 
-// ---------------------------------------------------------------------------------------
-// Big-endian helpers (callers pass slices of the right length)
-// ---------------------------------------------------------------------------------------
-
-pub(crate) fn be16(b: &[u8]) -> u16 {
-    u16::from_be_bytes([b[0], b[1]])
-}
-
-pub(crate) fn be32(b: &[u8]) -> u32 {
-    u32::from_be_bytes([b[0], b[1], b[2], b[3]])
-}
-
-pub(crate) fn be64(b: &[u8]) -> u64 {
-    let mut a = [0u8; 8];
-    a.copy_from_slice(&b[..8]);
-    u64::from_be_bytes(a)
-}
-
 /// A cursor over option data: each take fails (None) past the end.
 pub(crate) struct Reader<'a>(pub(crate) &'a [u8]);
 
@@ -227,6 +211,6 @@ impl<'a> Reader<'a> {
     }
 
     pub(crate) fn u32(&mut self) -> Option<u32> {
-        self.take(4).map(be32)
+        self.take(4).map(BigEndian::read_u32)
     }
 }

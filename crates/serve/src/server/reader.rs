@@ -9,6 +9,7 @@ use std::net::Shutdown;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use byteorder::{BigEndian, ByteOrder};
 use crossbeam_channel::Sender;
 
 use super::budget::Share;
@@ -155,7 +156,7 @@ fn handshake(
     let mut flags = [0u8; 4];
     s.read_exact(&mut flags)?;
     let mut neg = Negotiation::new(shared.info.clone());
-    if neg.client_flags(u32::from_be_bytes(flags)).is_err() {
+    if neg.client_flags(BigEndian::read_u32(&flags)).is_err() {
         return Ok(None);
     }
     let mut out = Vec::new();

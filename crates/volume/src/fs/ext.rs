@@ -8,6 +8,8 @@
 //! free blocks than its descriptor counts is counted as used. The internal journal's
 //! blocks are allocated in the bitmaps like a file's (the tests check this).
 
+use byteorder::{ByteOrder, LittleEndian};
+
 use crate::bytes::{div_ceil, le16, le32, u8_at};
 use crate::error::{corrupt, unsupported, Fail, Reason};
 use crate::fs::{FsKind, FsReport};
@@ -462,7 +464,7 @@ fn count_clear(bm: &[u8], n: u64) -> u64 {
     let words = bm[..full].chunks_exact(8);
     let tail = words.remainder();
     let mut clear: u64 = words
-        .map(|w| u64::from(u64::from_le_bytes(w.try_into().expect("8 bytes")).count_zeros()))
+        .map(|w| u64::from(LittleEndian::read_u64(w).count_zeros()))
         .sum::<u64>()
         + tail.iter().map(|b| u64::from(b.count_zeros())).sum::<u64>();
     for i in (full as u64 * 8)..n {

@@ -3,7 +3,9 @@
 
 use crate::bytes::{has, le16, le32, le64};
 use crate::error::{Error, Reason};
-use crate::table::{Entry, GptCopies, Guid, PartitionType, Table, TableKind, SECTOR};
+use uuid::Uuid;
+
+use crate::table::{Entry, GptCopies, PartitionType, Table, TableKind, SECTOR};
 use crate::ReadAt;
 
 /// `EFI PART`.
@@ -136,7 +138,7 @@ pub(crate) fn parse_entries(arr: &[u8], h: &Header, table: &mut Table) {
             index: i as u32 + 1,
             start,
             len,
-            ptype: PartitionType::Gpt(Guid(ty)),
+            ptype: PartitionType::Gpt(Uuid::from_bytes_le(ty)),
             name: String::from_utf16_lossy(&name),
             problem,
         });

@@ -9,6 +9,8 @@
 use std::fmt;
 use std::ops::Range;
 
+use uuid::Uuid;
+
 use crate::error::{Error, Reason};
 use crate::fs;
 use crate::ReadAt;
@@ -34,50 +36,20 @@ pub enum TableKind {
     Unrecognised,
 }
 
-/// A GPT GUID, kept as its 16 on-disk bytes (mixed-endian).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Guid(pub [u8; 16]);
+/// A GPT type GUID in its usual text form, upper case
+/// (`C12A7328-F81F-11D2-BA4B-00A0C93EC93B`): how reports print and serialize it.
+fn guid_text(g: &Uuid) -> String {
+    format!("{g:X}")
+}
 
 #[cfg(feature = "serde")]
-impl serde::Serialize for Guid {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
+fn serialize_guid<S: serde::Serializer>(g: &Uuid, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&guid_text(g))
 }
 
-impl fmt::Display for Guid {
-    /// The usual text form, `C12A7328-F81F-11D2-BA4B-00A0C93EC93B`.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let b = &self.0;
-        write!(
-            f,
-            "{:02X}{:02X}{:02X}{:02X}-{:02X}{:02X}-{:02X}{:02X}-{:02X}{:02X}-",
-            b[3], b[2], b[1], b[0], b[5], b[4], b[7], b[6], b[8], b[9]
-        )?;
-        for x in &b[10..] {
-            write!(f, "{x:02X}")?;
-        }
-        Ok(())
-    }
-}
-
-impl Guid {
-    /// Parses the text form (`XXXXXXXX-XXXX-XXXX-XXXX-XXXXXXXXXXXX`, any case).
-    pub fn parse(s: &str) -> Option<Guid> {
-        let hex: Vec<u8> = s.bytes().filter(|&c| c != b'-').collect();
-        if hex.len() != 32 || s.len() != 36 {
-            return None;
-        }
-        let mut v = [0u8; 16];
-        for (i, out) in v.iter_mut().enumerate() {
-            let pair = std::str::from_utf8(&hex[2 * i..2 * i + 2]).ok()?;
-            *out = u8::from_str_radix(pair, 16).ok()?;
-        }
-        Some(Guid([
-            v[3], v[2], v[1], v[0], v[5], v[4], v[7], v[6], v[8], v[9], v[10], v[11], v[12], v[13],
-            v[14], v[15],
-        ]))
-    }
+/// A GUID of [`GPT_TYPES`] (they are all well formed: a unit test parses each).
+fn known_guid(s: &str) -> Option<Uuid> {
+    Uuid::try_parse(s).ok()
 }
 
 /// GPT partition types known by name: (GUID, name, holds a file system directly).
@@ -226,8 +198,9 @@ pub const MBR_EXTENDED: [u8; 3] = [0x05, 0x0F, 0x85];
 pub enum PartitionType {
     /// An MBR type byte.
     Mbr(u8),
-    /// A GPT type GUID.
-    Gpt(Guid),
+    /// A GPT type GUID (decoded from its mixed-endian bytes on disk).
+    #[cfg_attr(feature = "serde", serde(serialize_with = "serialize_guid"))]
+    Gpt(Uuid),
     /// No table: the whole disk.
     WholeDisk,
 }
@@ -242,7 +215,7 @@ impl PartitionType {
                 .map_or("unknown", |(_, n, _)| n),
             PartitionType::Gpt(g) => GPT_TYPES
                 .iter()
-                .find(|(s, _, _)| Guid::parse(s) == Some(*g))
+                .find(|(s, _, _)| known_guid(s) == Some(*g))
                 .map_or("unknown", |(_, n, _)| n),
             PartitionType::WholeDisk => "whole disk",
         }
@@ -255,7 +228,7 @@ impl PartitionType {
             PartitionType::Mbr(t) => MBR_TYPES.iter().any(|(b, _, fs)| b == t && *fs),
             PartitionType::Gpt(g) => GPT_TYPES
                 .iter()
-                .any(|(s, _, fs)| *fs && Guid::parse(s) == Some(*g)),
+                .any(|(s, _, fs)| *fs && known_guid(s) == Some(*g)),
             PartitionType::WholeDisk => true,
         }
     }
@@ -265,7 +238,7 @@ impl fmt::Display for PartitionType {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             PartitionType::Mbr(t) => write!(f, "{t:#04x} ({})", self.name()),
-            PartitionType::Gpt(g) => write!(f, "{g} ({})", self.name()),
+            PartitionType::Gpt(g) => write!(f, "{} ({})", guid_text(g), self.name()),
             PartitionType::WholeDisk => f.write_str("whole disk"),
         }
     }
@@ -538,5 +511,39 @@ fn check_extents(table: &mut Table, size: u64) {
         if let (Some(o), None) = (other, &e.problem) {
             e.problem = Some(Reason::BadExtent(format!("overlaps partition {o}")));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_known_gpt_type_guid_parses() {
+        for (s, name, _) in GPT_TYPES {
+            let g = known_guid(s).unwrap_or_else(|| panic!("{name}: {s}"));
+            assert_eq!(guid_text(&g), *s, "{name}");
+        }
+    }
+
+    #[test]
+    fn gpt_type_from_its_on_disk_bytes_prints_upper_case_with_its_name() {
+        // The EFI System partition's type as a GPT entry stores it (mixed-endian).
+        let on_disk = [
+            0x28, 0x73, 0x2A, 0xC1, 0x1F, 0xF8, 0xD2, 0x11, 0xBA, 0x4B, 0x00, 0xA0, 0xC9, 0x3E,
+            0xC9, 0x3B,
+        ];
+        let t = PartitionType::Gpt(Uuid::from_bytes_le(on_disk));
+        assert_eq!(
+            t.to_string(),
+            "C12A7328-F81F-11D2-BA4B-00A0C93EC93B (EFI System)"
+        );
+        assert!(t.holds_fs());
+        let unknown = PartitionType::Gpt(Uuid::from_bytes_le([0xAB; 16]));
+        assert_eq!(
+            unknown.to_string(),
+            "ABABABAB-ABAB-ABAB-ABAB-ABABABABABAB (unknown)"
+        );
+        assert!(!unknown.holds_fs());
     }
 }

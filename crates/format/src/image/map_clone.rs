@@ -1,4 +1,8 @@
-//! The one module that memory-maps, and the only `unsafe` in vhdkit.
+//! Memory maps and the clone ioctl: the one module that memory-maps files or clones
+//! their extents (`FICLONERANGE`), and the only `unsafe` in vhdkit.
+//!
+//! Nothing here leaves the crate: the safety of a map rests on no one writing the
+//! mapped range while it is mapped, which only the crate's own read paths promise.
 //!
 //! Operations read their sources through read-only maps of bounded windows — a run of
 //! neighbouring blocks of one chunk (convert, merge-to), one run of sectors (merge), one
@@ -12,7 +16,7 @@ use memmap2::MmapOptions;
 
 /// A read-only map of one window of a file, unmapped on drop.
 #[derive(Debug)]
-pub struct Window {
+pub(crate) struct Window {
     map: memmap2::Mmap,
 }
 
@@ -114,7 +118,7 @@ impl Window {
     /// Faults in the pages of `range` of the window at once (`MADV_POPULATE_READ`,
     /// under the mapping lock held for reading only, so workers populate their blocks in
     /// parallel). On kernels without it (before 5.14), pages fault in when read.
-    pub fn populate(&self, range: std::ops::Range<usize>) -> io::Result<()> {
+    pub(crate) fn populate(&self, range: std::ops::Range<usize>) -> io::Result<()> {
         if range.is_empty() {
             return Ok(());
         }
