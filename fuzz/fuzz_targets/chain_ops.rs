@@ -6,10 +6,13 @@
 //!   the metadata, it succeeds or fails, and `0.vhd` then reads exactly as before;
 //! - merge of `0.vhd` into the base two levels up (`--depth 2`): it succeeds or fails,
 //!   `0.vhd` reads exactly as before either way, and after a success the ancestor (with
-//!   its own parents, if it has any) reads as the chain did.
+//!   its own parents, if it has any) reads as the chain did. The ancestor is the file the
+//!   chain resolved two levels up, not a fixed name: a mutated locator may name any of
+//!   the files (a campaign once compared a sibling, `2.vhd`, while the chain ran
+//!   `0.vhd → 1.vhd → 3.vhd`).
 #![no_main]
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use libfuzzer_sys::fuzz_target;
 use vhdkit_format::ops::merge_into::{merge_into, Ancestor};
@@ -40,7 +43,7 @@ fuzz_target!(|data: &[u8]| {
     }
     let top = dir.path().join("0.vhd");
     let open = OpenOptions::new().ignore_parent_id(true);
-    let Some((before, levels)) = content(&top, &open) else {
+    let Some((before, layers)) = content(&top, &open) else {
         return;
     };
     if flags & 1 == 0 {
@@ -56,7 +59,7 @@ fuzz_target!(|data: &[u8]| {
             after == before,
             "set-parent changed the child's view ({result:?})"
         );
-    } else if levels >= 3 {
+    } else if layers.len() >= 3 {
         let opts = OpsOptions {
             open: open.clone(),
             chunk_bytes: 1 << 20,
@@ -77,8 +80,7 @@ fuzz_target!(|data: &[u8]| {
             "merge --into changed the child's view ({result:?})"
         );
         if result.is_ok() {
-            let base = dir.path().join("2.vhd");
-            if let Ok(d) = Disk::open_with(&base, &open) {
+            if let Ok(d) = Disk::open_with(&layers[2], &open) {
                 let mut alone = vec![0u8; d.virtual_size().min(before.len() as u64) as usize];
                 d.read_at(&mut alone, 0).expect("the merged base reads");
                 assert!(
@@ -90,13 +92,14 @@ fuzz_target!(|data: &[u8]| {
     }
 });
 
-/// The virtual content of the disk at `path` and its number of levels.
-fn content(path: &Path, open: &OpenOptions) -> Option<(Vec<u8>, usize)> {
+/// The virtual content of the disk at `path` and the paths of its levels, top first.
+fn content(path: &Path, open: &OpenOptions) -> Option<(Vec<u8>, Vec<PathBuf>)> {
     let disk = Disk::open_with(path, open).ok()?;
     if disk.virtual_size() > MAX_SIZE || disk.layers().len() < 2 {
         return None;
     }
     let mut buf = vec![0u8; disk.virtual_size() as usize];
     disk.read_at(&mut buf, 0).ok()?;
-    Some((buf, disk.layers().len()))
+    let layers = disk.layers().iter().map(|l| l.path().to_path_buf()).collect();
+    Some((buf, layers))
 }
