@@ -104,6 +104,10 @@ enum Place {
 }
 
 pub fn run(a: ServeArgs) -> Result<u8, CliError> {
+    // From here a signal never takes its default action (an exit that would leave the
+    // socket and a new undo disk behind): one that comes before the server is up is
+    // recorded and stops it as soon as it is (below).
+    super::signals::on_signal(|_, _| {});
     // Listen first: an address in use or a bad socket path fails before anything is
     // made (an undo disk in particular).
     let (listener, place) = bind(&a)?;
@@ -150,6 +154,9 @@ pub fn run(a: ServeArgs) -> Result<u8, CliError> {
             std::process::exit(EXIT_INTERRUPTED);
         }
     });
+    if super::signals::received().is_some() {
+        server.stopper().stop();
+    }
 
     let uri = uri(&place, &a.export_name);
     let start = if a.json {
