@@ -272,7 +272,11 @@ pub fn check_file(b: &dyn Backend) -> Result<Vec<Problem>> {
             match read(at, crate::spec::HOST_DRIVE_HEADER_SIZE) {
                 Some(raw) => {
                     let h = HostDriveHeader::decode(&raw).expect("1024 bytes");
-                    p.extend(h.validate(&raw).into_iter().map(|x| x.at(at)));
+                    p.extend(
+                        h.validate_for(&raw, footer.current_size)
+                            .into_iter()
+                            .map(|x| x.at(at)),
+                    );
                 }
                 None => p.push(
                     Problem::new(

@@ -353,6 +353,37 @@ fn strict_open_refuses_each_batmap_check_calls_an_error() {
     }
 }
 
+// fuzz/regressions/open_vs_check/hostdrive-device-size-not-the-footers.vhd (the 300 s
+// campaign of 2026-12-07): a host-drive stub whose header gives a device size of 1 MiB
+// under a footer of size 0. Open refused it ("device size 1048576 differs from the
+// footer's size 0") while check found no error; both now apply the one rule
+// (`HostDriveHeader::validate_for`).
+#[test]
+fn check_reports_the_host_drive_size_that_open_refuses() {
+    let image = std::fs::read(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../fuzz/regressions/open_vs_check/hostdrive-device-size-not-the-footers.vhd"),
+    )
+    .expect("regression input");
+
+    let errors: Vec<String> = check_file(&MemBackend::new(image.clone()))
+        .expect("memory never fails")
+        .iter()
+        .filter(|p| p.severity == vhdkit_format::spec::Severity::Error)
+        .map(|p| p.to_string())
+        .collect();
+    let opened = open(&image, &OpenOptions::new());
+
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("device size 1048576 differs from the footer's size 0")),
+        "{errors:#?}"
+    );
+    let e = opened.err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(e.contains("device size 1048576 differs"), "{e}");
+}
+
 /// `vhdx_header`: a creator of 256 UTF-16 units (no terminator) whose last two are a
 /// surrogate pair. Re-encoding cut it at 255 units, splitting the pair, so the
 /// identifier did not decode back to a prefix of itself; the encoder now cuts between

@@ -85,7 +85,7 @@ pub(crate) fn open_stub(
             ),
         });
     }
-    for p in header.validate(&raw) {
+    for p in header.validate_for(&raw, footer.current_size) {
         match p.severity {
             Severity::Error => {
                 return Err(
@@ -95,17 +95,6 @@ pub(crate) fn open_stub(
             Severity::Warning => warnings.push(p.detail()),
             Severity::Info => {}
         }
-    }
-    if footer.current_size != header.device_size {
-        return Err(Error::corrupt(
-            path,
-            "host-drive header",
-            at,
-            format!(
-                "device size {} differs from the footer's size {}",
-                header.device_size, footer.current_size
-            ),
-        ));
     }
     let device_path = PathBuf::from(&header.device_path);
     let device = open_device(path, &device_path, &header, opts)?;

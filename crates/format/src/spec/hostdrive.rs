@@ -158,6 +158,25 @@ impl HostDriveHeader {
         }
         p
     }
+
+    /// Every problem with the header of a stub whose footer gives the virtual size
+    /// `footer_size`: those of [`validate`](Self::validate), and a device size that
+    /// differs from the footer's (the one rule open and `check` both apply).
+    pub fn validate_for(&self, raw: &[u8], footer_size: u64) -> Vec<Problem> {
+        let mut p = self.validate(raw);
+        if self.cookie == HOST_DRIVE_COOKIE && self.device_size != footer_size {
+            p.push(Problem::new(
+                Severity::Error,
+                "host-drive header",
+                "device size",
+                format!(
+                    "device size {} differs from the footer's size {footer_size}",
+                    self.device_size
+                ),
+            ));
+        }
+        p
+    }
 }
 
 #[cfg(test)]
@@ -193,6 +212,17 @@ mod tests {
         bytes[100] = 1;
         let h = HostDriveHeader::decode(&bytes).expect("len");
         assert!(h.validate(&bytes).iter().any(|p| p.field == "checksum"));
+    }
+
+    #[test]
+    fn a_device_size_other_than_the_footers_is_an_error() {
+        let bytes = sample().encode().expect("fits");
+        let h = HostDriveHeader::decode(&bytes).expect("decodes");
+        assert!(h.validate_for(&bytes, h.device_size).is_empty());
+        let p = h.validate_for(&bytes, 0);
+        assert_eq!(p.len(), 1);
+        assert_eq!(p[0].severity, Severity::Error);
+        assert_eq!(p[0].field, "device size");
     }
 
     #[test]
