@@ -149,6 +149,22 @@ impl Prepared {
     pub fn sizes(&self) -> (u64, u64) {
         (self.old, self.new)
     }
+
+    /// The disk, opened for writing, as the resize will find it: what a caller shows
+    /// about it (its kind, its partition table) comes from here, not from opening it
+    /// again.
+    pub fn disk(&self) -> &Disk {
+        &self.disk
+    }
+
+    /// What the plan does to a dynamic or differencing disk's BAT.
+    pub fn bat_change(&self) -> BatChange {
+        match self.plan {
+            ResizePlan::Grow(BatGrowth::InPlace) => BatChange::InPlace,
+            ResizePlan::Grow(BatGrowth::Relocate { .. }) => BatChange::Relocated,
+            _ => BatChange::None,
+        }
+    }
 }
 
 fn refuse(path: &Path, detail: String) -> Error {
@@ -267,6 +283,7 @@ pub fn resize(
 /// Runs a resize [`open`] prepared.
 pub fn run(prepared: Prepared, opts: &OpsOptions, progress: &Progress) -> Result<Report> {
     let start = Instant::now();
+    let bat = prepared.bat_change();
     let Prepared {
         mut disk,
         path,
@@ -283,6 +300,7 @@ pub fn run(prepared: Prepared, opts: &OpsOptions, progress: &Progress) -> Result
     let mut facts = ResizeFacts {
         size_before: old,
         size_after: new,
+        bat,
         ..ResizeFacts::default()
     };
     let mut clock = PhaseClock::start();
@@ -323,11 +341,6 @@ pub fn run(prepared: Prepared, opts: &OpsOptions, progress: &Progress) -> Result
             report.blocks_released = released;
         }
     }
-    facts.bat = match plan {
-        ResizePlan::Grow(BatGrowth::InPlace) => BatChange::InPlace,
-        ResizePlan::Grow(BatGrowth::Relocate { .. }) => BatChange::Relocated,
-        _ => BatChange::None,
-    };
     report.file_size_after = length(disk.top())?;
     report.resize = Some(facts);
     report.elapsed = start.elapsed();
