@@ -9,6 +9,7 @@
 //! writable — is the [`FileCore`] each method receives. `docs/architecture.md` says
 //! how to add one.
 
+use std::any::Any;
 use std::ops::Range;
 use std::path::Path;
 use std::sync::Arc;
@@ -22,12 +23,14 @@ use crate::spec::FOOTER_SIZE;
 use super::backend::Backend;
 use super::core::FileCore;
 use super::extent::LayerExtent;
-use super::hostdrive::HostDrive;
-use super::sparse::Sparse;
 use super::DiskKind;
 
 /// One container format's side of an open file.
-pub(crate) trait Container: std::fmt::Debug + Send + Sync {
+///
+/// What only one format has (a dynamic disk's BAT, a host drive's device) is reached by
+/// downcasting (`Any`) where the operation that needs it is (`file.rs`): this trait
+/// names no container, and no container names another.
+pub(crate) trait Container: Any + std::fmt::Debug + Send + Sync {
     /// What kind of disk the file is.
     fn kind(&self, f: &FileCore) -> DiskKind;
 
@@ -120,22 +123,6 @@ pub(crate) trait Container: std::fmt::Debug + Send + Sync {
     ) -> Result<u64> {
         let _ = (plan, job, steps);
         self.plan_resize(f, 0).map(|_| 0)
-    }
-
-    /// The dynamic or differencing file's own state, for the operations that only
-    /// these have (compact, relink, repair).
-    fn sparse(&self) -> Option<&Sparse> {
-        None
-    }
-
-    /// [`Container::sparse`], to change it.
-    fn sparse_mut(&mut self) -> Option<&mut Sparse> {
-        None
-    }
-
-    /// The host-drive stub's state.
-    fn host_drive(&self) -> Option<&HostDrive> {
-        None
     }
 }
 

@@ -21,7 +21,7 @@ pub use super::extent::LayerExtent;
 use super::fixed::Fixed;
 pub use super::footer::FooterSource;
 use super::footer::{looks_like_vhd, other_format, read_footer};
-use super::hostdrive;
+use super::hostdrive::{self, HostDrive};
 use super::open::{open_file, Accept};
 use super::raw::Raw;
 use super::sparse::{open_sparse, Sparse};
@@ -32,6 +32,13 @@ use super::OpenOptions;
 pub struct VhdFile {
     core: FileCore,
     container: Box<dyn Container>,
+}
+
+/// The container of `file` when it is a `T` (what only one format has: a dynamic
+/// disk's BAT, a host drive's device).
+fn container_as<T: Container>(file: &VhdFile) -> Option<&T> {
+    let any: &dyn std::any::Any = &*file.container;
+    any.downcast_ref::<T>()
 }
 
 impl VhdFile {
@@ -222,12 +229,12 @@ impl VhdFile {
 
     /// The dynamic header, for dynamic and differencing disks.
     pub fn header(&self) -> Option<&DynamicHeader> {
-        self.container.sparse().map(Sparse::header)
+        container_as::<Sparse>(self).map(Sparse::header)
     }
 
     /// The host-drive header, for host-drive stubs.
     pub fn host_drive(&self) -> Option<(HostDriveHeader, PathBuf)> {
-        self.container.host_drive().map(|h| {
+        container_as::<HostDrive>(self).map(|h| {
             (
                 h.header.lock().unwrap_or_else(|e| e.into_inner()).clone(),
                 h.device_path.clone(),
@@ -237,23 +244,23 @@ impl VhdFile {
 
     /// A copy of the BAT, for dynamic and differencing disks.
     pub fn bat(&self) -> Option<Bat> {
-        self.container.sparse().map(Sparse::bat)
+        container_as::<Sparse>(self).map(Sparse::bat)
     }
 
     /// Block size of dynamic and differencing disks.
     pub fn block_size(&self) -> Option<u64> {
-        self.container.sparse().map(|s| s.layout().block_size)
+        container_as::<Sparse>(self).map(|s| s.layout().block_size)
     }
 
     /// Bytes of sector bitmap before each block.
     pub fn bitmap_size(&self) -> Option<u64> {
-        self.container.sparse().map(|s| s.layout().bitmap_size)
+        container_as::<Sparse>(self).map(|s| s.layout().bitmap_size)
     }
 
     /// The live layout of a dynamic or differencing file (a copy): what compact plans
     /// with.
     pub(crate) fn sparse_layout(&self) -> Option<SparseLayout> {
-        self.container.sparse().map(|s| s.layout().clone())
+        container_as::<Sparse>(self).map(|s| s.layout().clone())
     }
 
     /// Kind of the file.
@@ -301,7 +308,7 @@ impl VhdFile {
 
     /// Whether the file carries Xen's batmap.
     pub fn has_batmap(&self) -> bool {
-        self.container.sparse().is_some_and(Sparse::has_batmap)
+        container_as::<Sparse>(self).is_some_and(Sparse::has_batmap)
     }
 
     /// Number of allocated blocks (dynamic and differencing disks).
@@ -347,7 +354,7 @@ impl VhdFile {
     /// waiting for each in turn (from a cold cache, a conversion that clones its data
     /// reads nothing else). A hint: nothing happens on files that are not files.
     pub(crate) fn will_need_bitmaps(&self, range: Range<u64>) {
-        if let (Some(s), Some(f)) = (self.container.sparse(), self.core.backend.as_file()) {
+        if let (Some(s), Some(f)) = (container_as::<Sparse>(self), self.core.backend.as_file()) {
             s.will_need_bitmaps(f, range);
         }
     }
@@ -439,13 +446,14 @@ impl VhdFile {
 
     /// The sparse part of the file, or a "wrong disk type" error for other kinds.
     fn sparse(&self) -> Result<&Sparse> {
-        self.container.sparse().ok_or_else(|| self.not_sparse())
+        container_as::<Sparse>(self).ok_or_else(|| self.not_sparse())
     }
 
     /// The sparse part of the file to change, with the rest of it; for other kinds a
     /// "wrong disk type" error naming the footer's type and `expected`.
     fn sparse_mut(&mut self, expected: &str) -> Result<(&mut Sparse, &FileCore)> {
-        match self.container.sparse_mut() {
+        let any: &mut dyn std::any::Any = &mut *self.container;
+        match any.downcast_mut::<Sparse>() {
             Some(s) => Ok((s, &self.core)),
             None => Err(Error::WrongDiskType {
                 path: self.core.path.clone(),
@@ -566,7 +574,7 @@ impl VhdFile {
         let at = self.container.footer_write_offset(&self.core);
         self.core.write(&bytes, at, "writing the footer")?;
         self.core.sync("syncing the footer")?;
-        if footer.disk_type.is_sparse() || self.container.host_drive().is_some() {
+        if footer.disk_type.is_sparse() || container_as::<HostDrive>(self).is_some() {
             self.core.write(&bytes, 0, "writing the footer copy")?;
             self.core.sync("syncing the footer copy")?;
         }

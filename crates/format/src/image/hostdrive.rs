@@ -96,10 +96,6 @@ impl Container for HostDrive {
         refresh_identity(&f.path, &*f.backend, self)?;
         f.sync("syncing")
     }
-
-    fn host_drive(&self) -> Option<&HostDrive> {
-        Some(self)
-    }
 }
 
 /// Reads a host-drive stub's header bytes at its data offset.

@@ -306,12 +306,4 @@ impl Container for Sparse {
     ) -> Result<u64> {
         self.run_resize(f, plan, job, steps)
     }
-
-    fn sparse(&self) -> Option<&Sparse> {
-        Some(self)
-    }
-
-    fn sparse_mut(&mut self) -> Option<&mut Sparse> {
-        Some(self)
-    }
 }
