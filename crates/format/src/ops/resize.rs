@@ -10,7 +10,8 @@
 //!
 //! Crash safety: **at every instant the disk opens, checks clean and reads either as
 //! before or as resized** (`docs/crash-safety.md`, "Resize", has the argument; the
-//! edits themselves are in `image/resize.rs`). In short:
+//! plan and the edits are the container's: `image/sparse/resize.rs`, `image/fixed.rs`).
+//! In short:
 //!
 //! - *Dynamic or differencing, growing.* Xen's batmap bits past the old size cleared;
 //!   the last block's bytes past the old size cleared (they become new space); the BAT
