@@ -304,6 +304,17 @@ impl Container for Sparse {
         job: ResizeJob,
         steps: &mut dyn ResizeSteps,
     ) -> Result<u64> {
-        self.run_resize(f, plan, job, steps)
+        match plan {
+            ResizePlan::Grow(growth) => {
+                self.grow(f, job.old, job.new, growth, steps)?;
+                steps.lap("bat");
+                steps.phase(vhdkit_task::Phase::Flush, 0);
+                self.set_size(f, job.new)?;
+                steps.lap("footer");
+                Ok(0)
+            }
+            ResizePlan::Shrink => self.shrink(f, job.old, job.new, steps),
+            ResizePlan::Nothing | ResizePlan::Fixed => Ok(0),
+        }
     }
 }

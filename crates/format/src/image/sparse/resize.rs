@@ -10,7 +10,7 @@
 use vhdkit_task::Phase;
 
 use crate::error::{Error, Result};
-use crate::image::container::{ResizeJob, ResizePlan, ResizeSteps};
+use crate::image::container::{ResizePlan, ResizeSteps};
 use crate::image::core::{resized_footer, FileCore, CHUNK};
 use crate::spec::batmap as xen;
 use crate::spec::layout::{bat_growth, table_bytes, BatGrowth};
@@ -97,30 +97,8 @@ impl Sparse {
         Ok(growth)
     }
 
-    /// Runs a planned resize (see the module docs and `ops/resize.rs`).
-    pub(super) fn run_resize(
-        &mut self,
-        f: &mut FileCore,
-        plan: ResizePlan,
-        job: ResizeJob,
-        steps: &mut dyn ResizeSteps,
-    ) -> Result<u64> {
-        match plan {
-            ResizePlan::Grow(growth) => {
-                self.grow(f, job.old, job.new, growth, steps)?;
-                steps.lap("bat");
-                steps.phase(Phase::Flush, 0);
-                self.set_size(f, job.new)?;
-                steps.lap("footer");
-                Ok(0)
-            }
-            ResizePlan::Shrink => self.shrink(f, job.old, job.new, steps),
-            ResizePlan::Nothing | ResizePlan::Fixed => Ok(0),
-        }
-    }
-
     /// The steps of a grow before the footers.
-    fn grow(
+    pub(super) fn grow(
         &mut self,
         f: &mut FileCore,
         old: u64,
@@ -169,7 +147,7 @@ impl Sparse {
 
     /// A shrink (or, at the same size, the end of an interrupted one). Returns the
     /// blocks released.
-    fn shrink(
+    pub(super) fn shrink(
         &mut self,
         f: &mut FileCore,
         old: u64,
@@ -453,7 +431,7 @@ impl Sparse {
     /// The trailing footer is where readers take the size from, so the disk reads as
     /// resized once it lands; until the copy follows, `check` reports the copy as the
     /// trace of an interrupted resize (information).
-    fn set_size(&mut self, f: &mut FileCore, size: u64) -> Result<()> {
+    pub(super) fn set_size(&mut self, f: &mut FileCore, size: u64) -> Result<()> {
         let footer = resized_footer(&f.footer, size);
         let bytes = footer.encode();
         let at = self.footer_at();
