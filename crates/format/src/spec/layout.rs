@@ -715,6 +715,38 @@ mod tests {
     }
 
     #[test]
+    fn table_and_locator_space_are_whole_sectors() {
+        assert_eq!(table_bytes(0), 0);
+        assert_eq!(table_bytes(1), 512);
+        assert_eq!(table_bytes(128), 512);
+        assert_eq!(table_bytes(129), 1024);
+        // An empty payload still takes its sector, as relink and append write it.
+        assert_eq!(locator_space(0), 512);
+        assert_eq!(locator_space(700), 1024);
+        let h = DynamicHeader::new(1536, 129, 2 << 20);
+        assert_eq!(h.bat_size_on_disk(), table_bytes(129));
+    }
+
+    #[test]
+    fn a_layout_follows_a_moved_table_new_metadata_and_a_new_size() {
+        let mut l = layout(3, 2 << 20, 1 << 20);
+        let old = l.table_range(3);
+        assert_eq!(old, (1536, 2048));
+        l.move_table(old, 8192, 200);
+        assert_eq!(l.table_offset, 8192);
+        assert!(l.metadata.contains(&(8192, 8192 + 1024)));
+        assert!(!l.metadata.contains(&old));
+        l.add_metadata((9216, 9728));
+        assert_eq!(l.metadata_end(), 9728);
+        assert_eq!(l.data_end(9000), 9728);
+        assert_eq!(l.content_end(10_000), 10_000);
+        assert_eq!(l.data_end(10_000), 10_240);
+        l.set_size(5 << 20);
+        assert_eq!(l.used_entries, 3);
+        assert_eq!(l.blocks_for(7 << 20), 4);
+    }
+
+    #[test]
     fn bat_sectors_of_entries_are_sorted_and_unique() {
         assert_eq!(
             SparseLayout::bat_sectors([300, 0, 127, 128, 5]),

@@ -229,14 +229,20 @@ impl Sparse {
         self.state().footer_at
     }
 
-    /// Rewrites the dynamic header durably (e.g. a new parent timestamp after a merge).
+    /// Rewrites the dynamic header durably (e.g. a new parent timestamp after a merge);
+    /// the layout follows a table the new header puts elsewhere.
     pub fn rewrite_header(&mut self, f: &FileCore, header: DynamicHeader) -> Result<()> {
         let bytes = header.encode();
         let at = self.layout.header_offset;
         f.write(&bytes, at, "writing the dynamic header")?;
         f.sync("syncing the dynamic header")?;
+        let old_table = self.layout.table_range(self.header.max_table_entries);
         self.header =
             DynamicHeader::decode(&bytes).map_err(|e| Error::InvalidArgument(e.to_string()))?;
+        let table = (self.header.table_offset, self.header.max_table_entries);
+        if self.layout.table_range(table.1) != old_table || table.0 != self.layout.table_offset {
+            self.layout.move_table(old_table, table.0, table.1);
+        }
         Ok(())
     }
 }
