@@ -272,16 +272,24 @@ pub fn run(files: MergeIntoFiles, opts: &OpsOptions, progress: &Progress) -> Res
     ancestor.flush()?;
     report.file_size_after = ancestor.top().file_len();
     clock.lap(&mut report, "flush");
+    // What the child records about the ancestor, from the ancestor as written (its
+    // modification time included), not from opening it again.
+    let link = match opts.delete_child {
+        true => None,
+        false => Some(ParentLink::of_open(&child_path, &ancestor_path, &ancestor)?),
+    };
     drop(ancestor);
     // 3. The child on the ancestor (or gone).
     progress.check_cancelled()?;
-    if opts.delete_child {
-        drop(child);
-        remove(&child_path)?;
-    } else {
-        let link = ParentLink::resolve(&child_path, &ancestor_path)?;
-        super::relink::relink(&mut child, &link, true)?;
-        drop(child);
+    match link {
+        None => {
+            drop(child);
+            remove(&child_path)?;
+        }
+        Some(link) => {
+            super::relink::relink(&mut child, &link, true)?;
+            drop(child);
+        }
     }
     clock.lap(&mut report, "child");
     // 4. The intermediates.
