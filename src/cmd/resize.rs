@@ -121,39 +121,6 @@ pub fn run(a: ResizeArgs) -> Result<u8, CliError> {
         allow_shrink: a.allow_shrink || a.to_minimum,
         shrink_guard: None,
     };
-    // What the command line alone gets wrong is a usage mistake (exit 2): a shrink not
-    // asked for, --sparse on a disk that is not fixed. Read-only, before the task opens
-    // the disk for writing.
-    let (chs_note, gpt_note, fixed) = {
-        let disk = Disk::open_with(&a.path, &open.clone().writable(false))?;
-        let current = disk.virtual_size();
-        let table = read_table(&DiskView::new(&disk))
-            .map_err(|e| format!("its partition table cannot be read ({e})"));
-        if a.to_minimum {
-            resize.size = Some(minimum(&a.path, &table)?);
-        }
-        let new = target_size(current, &resize)?;
-        if new < current && !resize.allow_shrink {
-            return Err(super::usage_error(&format!(
-                "{} is smaller than the disk's {}: shrinking cuts the data past the new size; pass --allow-shrink to do it anyway",
-                size_and_bytes(new),
-                size_and_bytes(current)
-            )));
-        }
-        if a.sparse && disk.kind() != DiskKind::Fixed {
-            return Err(super::usage_error(&format!(
-                "--sparse applies to a fixed disk; {} is {}",
-                a.path.display(),
-                disk.kind()
-            )));
-        }
-        let gpt = table.ok().and_then(|t| gpt_note(&t, current, new));
-        (chs_sized(&disk, new), gpt, disk.kind() == DiskKind::Fixed)
-    };
-    let resize = ResizeOptions {
-        shrink_guard: Some(shrink_guard()),
-        ..resize
-    };
     let opts = OpsOptions {
         open,
         force: a.force,
@@ -161,7 +128,43 @@ pub fn run(a: ResizeArgs) -> Result<u8, CliError> {
         sparse: a.sparse,
         ..OpsOptions::default()
     };
-    let task = ops::resize_task(&a.path, &resize, &opts)?;
+    // The disk is opened once, for writing: the partition table is read from it, the
+    // engine's checks run on it, and the task resizes it.
+    let disk = Disk::open_with(&a.path, &opts.open.clone().writable(true))?;
+    // What the command line alone gets wrong is a usage mistake (exit 2): a shrink not
+    // asked for, --sparse on a disk that is not fixed. Before the engine's checks.
+    let current = disk.virtual_size();
+    let table = read_table(&DiskView::new(&disk))
+        .map_err(|e| format!("its partition table cannot be read ({e})"));
+    if a.to_minimum {
+        resize.size = Some(minimum(&a.path, &table)?);
+    }
+    let new = target_size(current, &resize)?;
+    if new < current && !resize.allow_shrink {
+        return Err(super::usage_error(&format!(
+            "{} is smaller than the disk's {}: shrinking cuts the data past the new size; pass --allow-shrink to do it anyway",
+            size_and_bytes(new),
+            size_and_bytes(current)
+        )));
+    }
+    if a.sparse && disk.kind() != DiskKind::Fixed {
+        return Err(super::usage_error(&format!(
+            "--sparse applies to a fixed disk; {} is {}",
+            a.path.display(),
+            disk.kind()
+        )));
+    }
+    let resize = ResizeOptions {
+        shrink_guard: Some(shrink_guard()),
+        ..resize
+    };
+    // The plan, on the disk opened above: what the notes below say comes from it.
+    let prepared = ops::resize::prepare(disk, &resize, &opts)?;
+    let (old, new) = prepared.sizes();
+    let gpt_note = table.ok().and_then(|t| gpt_note(&t, old, new));
+    let chs_note = chs_sized(prepared.disk(), new);
+    let fixed = prepared.disk().kind() == DiskKind::Fixed;
+    let task = ops::resize_prepared_task(prepared, &opts);
     let ran = runner::run(task, &a.run, runner::Leaves::Resize);
     let code = runner::hint_sparse(ran, fixed && !a.sparse)?;
     if let Some(shown) = chs_note {

@@ -433,8 +433,8 @@ fn check_sparse(b: &dyn Backend, footer: &Footer, len: u64, footer_at: u64, p: &
     if fatal {
         return;
     }
-    let data_end = found.blocks_end.max(layout.metadata_end());
-    if footer_at > data_end.div_ceil(SECTOR_SIZE) * SECTOR_SIZE {
+    let data_end = layout.content_end(found.blocks_end);
+    if footer_at > layout.data_end(found.blocks_end) {
         let gap = footer_at - data_end;
         // Unreferenced space is not a structural problem: the image reads correctly, and a
         // crash mid-allocation leaves exactly this (by design). Reported, not failed;

@@ -6,7 +6,9 @@ use crate::error::{Error, Result};
 use crate::spec::SECTOR_SIZE;
 
 use super::file::{LayerExtent, VhdFile};
-use super::parents::{canonical, find_parent, FoundBy, FsResolver, ParentResolver};
+use super::parents::{
+    canonical, find_parent, FoundBy, FsResolver, ParentCandidate, ParentResolver,
+};
 use super::{DiskKind, OpenOptions};
 
 /// Writes into differencing disks cover whole bitmap bytes: 8 sectors.
@@ -84,6 +86,18 @@ impl Disk {
         opts: &OpenOptions,
         resolver: &dyn ParentResolver,
     ) -> Result<Disk> {
+        Disk::resolve_writing(top, opts, resolver, &|_, _| false)
+    }
+
+    /// [`Disk::resolve`] that opens for writing the parents `write` names — by chain
+    /// level (1: the parent of `top`) and candidate — when they can be: the operations
+    /// that write into a parent (merge, merge into an ancestor) open each file once.
+    pub(crate) fn resolve_writing(
+        top: VhdFile,
+        opts: &OpenOptions,
+        resolver: &dyn ParentResolver,
+        write: &dyn Fn(usize, &ParentCandidate) -> bool,
+    ) -> Result<Disk> {
         let top_path = top.path().to_owned();
         let mut layers = vec![top];
         let mut found_by = Vec::new();
@@ -114,19 +128,28 @@ impl Disk {
             } else {
                 None
             };
-            let (parent, how) =
-                match find_parent(child, explicit, &parent_opts, resolver, &mut warnings) {
-                    // A file of this chain opened for writing holds an exclusive lock, so
-                    // meeting it again as a parent fails to lock: that is a loop, not another
-                    // process.
-                    Err(Error::InUse { path }) if seen_paths.contains(&canonical(&path)) => {
-                        return Err(Error::ChainLoop {
-                            path: top_path,
-                            again: path,
-                        })
-                    }
-                    other => other?,
-                };
+            let level = layers.len();
+            let write_level = |c: &ParentCandidate| write(level, c);
+            let found = find_parent(
+                child,
+                explicit,
+                &parent_opts,
+                resolver,
+                &write_level,
+                &mut warnings,
+            );
+            let (parent, how) = match found {
+                // A file of this chain opened for writing holds an exclusive lock, so
+                // meeting it again as a parent fails to lock: that is a loop, not another
+                // process.
+                Err(Error::InUse { path }) if seen_paths.contains(&canonical(&path)) => {
+                    return Err(Error::ChainLoop {
+                        path: top_path,
+                        again: path,
+                    })
+                }
+                other => other?,
+            };
             let canon = canonical(parent.path());
             let id = parent.footer().unique_id;
             if seen_paths.contains(&canon) || (!id.is_nil() && seen_ids.contains(&id)) {
@@ -167,6 +190,20 @@ impl Disk {
     /// The files of the chain, the one opened first.
     pub fn layers(&self) -> &[VhdFile] {
         &self.layers
+    }
+
+    /// Splits the chain above `level` (at least 1, at most the number of levels): the
+    /// files above it, top first, and the disk from `level` down, with its own chain
+    /// (the disk an operation writes into, its ancestors completing partial granules).
+    pub(crate) fn split_at(mut self, level: usize) -> (Vec<VhdFile>, Disk) {
+        let lower = self.layers.split_off(level);
+        let found_by = self.found_by.split_off(level.min(self.found_by.len()));
+        let disk = Disk {
+            layers: lower,
+            found_by,
+            warnings: self.warnings,
+        };
+        (self.layers, disk)
     }
 
     /// How the parent at chain level `level` (1 = the parent of the file opened) was

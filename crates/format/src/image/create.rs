@@ -335,6 +335,33 @@ impl ParentLink {
     /// the child's folder first, then to the current one): opens the parent's chain to
     /// check it is a fixed, dynamic or differencing VHD.
     pub(crate) fn resolve(child: &Path, parent: &Path) -> Result<ParentLink> {
+        let (child_dir, parent_abs) = ParentLink::locate(child, parent)?;
+        // Host drives are not followed (only a host-drive stub gives `NotAllowed` here),
+        // and a host-drive stub cannot be a parent anyway.
+        let disk = match Disk::open_with(&parent_abs, &OpenOptions::new()) {
+            Err(Error::NotAllowed { .. }) => {
+                return Err(Error::WrongDiskType {
+                    path: parent_abs,
+                    found: DiskKind::HostDrive.to_string(),
+                    expected: "a parent must be a fixed, dynamic or differencing VHD".into(),
+                })
+            }
+            other => other?,
+        };
+        ParentLink::of_disk(&child_dir, parent_abs, &disk)
+    }
+
+    /// The link from `child` to `parent` (as [`ParentLink::resolve`] finds it), taken
+    /// from `disk`, the parent's chain the caller has open already (merge --into: the
+    /// ancestor it wrote into), instead of opening it again.
+    pub(crate) fn of_open(child: &Path, parent: &Path, disk: &Disk) -> Result<ParentLink> {
+        let (child_dir, parent_abs) = ParentLink::locate(child, parent)?;
+        ParentLink::of_disk(&child_dir, parent_abs, disk)
+    }
+
+    /// The child's canonical folder and the parent's canonical path: `parent` relative
+    /// to the child's folder first, then to the current one.
+    fn locate(child: &Path, parent: &Path) -> Result<(PathBuf, PathBuf)> {
         let child_dir = child
             .parent()
             .filter(|d| !d.as_os_str().is_empty())
@@ -353,18 +380,12 @@ impl ParentLink {
                 tried: vec![child_dir.join(parent), parent.to_owned()],
                 refused: Vec::new(),
             })?;
-        // Host drives are not followed (only a host-drive stub gives `NotAllowed` here),
-        // and a host-drive stub cannot be a parent anyway.
-        let disk = match Disk::open_with(&parent_abs, &OpenOptions::new()) {
-            Err(Error::NotAllowed { .. }) => {
-                return Err(Error::WrongDiskType {
-                    path: parent_abs,
-                    found: DiskKind::HostDrive.to_string(),
-                    expected: "a parent must be a fixed, dynamic or differencing VHD".into(),
-                })
-            }
-            other => other?,
-        };
+        Ok((child_dir, parent_abs))
+    }
+
+    /// The link to the parent at `parent_abs`, whose chain `disk` is, from a child in
+    /// `child_dir`.
+    fn of_disk(child_dir: &Path, parent_abs: PathBuf, disk: &Disk) -> Result<ParentLink> {
         if disk.kind() == DiskKind::HostDrive || disk.kind() == DiskKind::Raw {
             return Err(Error::WrongDiskType {
                 path: parent_abs,
@@ -376,7 +397,7 @@ impl ParentLink {
             .and_then(|m| m.modified())
             .map_err(|e| Error::file(&parent_abs, "reading the modification time", e))?;
         let rel =
-            pathdiff::diff_paths(&parent_abs, &child_dir).unwrap_or_else(|| parent_abs.clone());
+            pathdiff::diff_paths(&parent_abs, child_dir).unwrap_or_else(|| parent_abs.clone());
         let rel = rel.to_string_lossy().replace('/', "\\");
         let relative = if rel.starts_with("..") {
             rel
@@ -396,7 +417,7 @@ impl ParentLink {
             name,
             absolute: parent_abs.to_string_lossy().into_owned(),
             relative,
-            mode: super::output::source_mode(&disk),
+            mode: super::output::source_mode(disk),
         })
     }
 }

@@ -1,48 +1,44 @@
-//! One VHD file: its footer, and for dynamic and differencing disks its header, BAT and
-//! locators; or a host-drive stub and its device; or a raw image. Answers "where do the
-//! bytes of this virtual range live in this file" and writes into it crash-safely.
+//! One open disk file: what every file has (`core.rs`) and its container's side of it
+//! (`container.rs`: a raw image, a fixed disk, a dynamic or differencing disk, a
+//! host-drive stub). Opening decides the container from the footer; everything after
+//! goes through the container trait: "where do the bytes of this virtual range live in
+//! this file", reads, crash-safe writes, discard, flush, resize, metadata.
 
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
 use crate::spec::footer::DISK_TYPE_HOST_DRIVE_STUB;
 use crate::spec::{
-    Bat, DiskType, DynamicHeader, Footer, HostDriveHeader, Severity, FOOTER_SIZE, SECTOR_SIZE,
+    Bat, DiskType, DynamicHeader, Footer, HostDriveHeader, Severity, SparseLayout, SECTOR_SIZE,
 };
 
 use super::backend::{Backend, FileBackend};
+use super::container::{Container, ResizeJob, ResizePlan, ResizeSteps};
+use super::core::FileCore;
 pub use super::extent::LayerExtent;
-use super::flat::{data_ranges, map_extents};
+use super::fixed::Fixed;
 pub use super::footer::FooterSource;
 use super::footer::{looks_like_vhd, other_format, read_footer};
 use super::hostdrive::{self, HostDrive};
 use super::open::{open_file, Accept};
+use super::raw::Raw;
 use super::sparse::{open_sparse, Sparse};
 use super::OpenOptions;
-
-/// The layout-specific part of an open file.
-#[derive(Debug)]
-pub(crate) enum Layout {
-    Raw,
-    Fixed,
-    Sparse(Box<Sparse>),
-    HostDrive(HostDrive),
-}
 
 /// One open VHD file (one level of a chain).
 #[derive(Debug)]
 pub struct VhdFile {
-    pub(super) path: PathBuf,
-    pub(super) backend: Arc<dyn Backend>,
-    pub(super) writable: bool,
-    pub(super) footer: Footer,
-    pub(super) footer_source: FooterSource,
-    pub(super) file_len: u64,
-    pub(crate) layout: Layout,
-    pub(super) warnings: Vec<String>,
-    /// Stored ranges of a read-only raw or fixed file (`SEEK_DATA`/`SEEK_HOLE`, found once).
-    pub(super) data_map: std::sync::OnceLock<Vec<(u64, u64)>>,
+    core: FileCore,
+    container: Box<dyn Container>,
+}
+
+/// The container of `file` when it is a `T` (what only one format has: a dynamic
+/// disk's BAT, a host drive's device).
+fn container_as<T: Container>(file: &VhdFile) -> Option<&T> {
+    let any: &dyn std::any::Any = &*file.container;
+    any.downcast_ref::<T>()
 }
 
 impl VhdFile {
@@ -110,15 +106,16 @@ impl VhdFile {
         let mut footer = Footer::new(DiskType::Fixed, len);
         footer.cookie = [0; 8];
         Ok(VhdFile {
-            path: path.to_owned(),
-            backend,
-            writable,
-            footer,
-            footer_source: FooterSource::End,
-            file_len: len,
-            layout: Layout::Raw,
-            warnings: Vec::new(),
-            data_map: std::sync::OnceLock::new(),
+            core: FileCore {
+                path: path.to_owned(),
+                backend,
+                writable,
+                footer,
+                footer_source: FooterSource::End,
+                file_len: len,
+                warnings: Vec::new(),
+            },
+            container: Box::<Raw>::default(),
         })
     }
 
@@ -160,7 +157,7 @@ impl VhdFile {
                 Severity::Info => {}
             }
         }
-        let layout = match footer.disk_type {
+        let container: Box<dyn Container> = match footer.disk_type {
             DiskType::Fixed => {
                 let data_len = footer_at;
                 if data_len < footer.current_size {
@@ -180,9 +177,9 @@ impl VhdFile {
                         data_len - footer.current_size
                     ));
                 }
-                Layout::Fixed
+                Box::<Fixed>::default()
             }
-            DiskType::Dynamic | DiskType::Differencing => Layout::Sparse(Box::new(open_sparse(
+            DiskType::Dynamic | DiskType::Differencing => Box::new(open_sparse(
                 path,
                 &*backend,
                 &footer,
@@ -191,8 +188,8 @@ impl VhdFile {
                 footer_source,
                 opts,
                 &mut warnings,
-            )?)),
-            _ => Layout::HostDrive(hostdrive::open_stub(
+            )?),
+            _ => Box::new(hostdrive::open_stub(
                 path,
                 &*backend,
                 &footer,
@@ -202,168 +199,126 @@ impl VhdFile {
             )?),
         };
         Ok(VhdFile {
-            path: path.to_owned(),
-            backend,
-            writable: opts.writable,
-            footer,
-            footer_source,
-            file_len: len,
-            layout,
-            warnings,
-            data_map: std::sync::OnceLock::new(),
+            core: FileCore {
+                path: path.to_owned(),
+                backend,
+                writable: opts.writable,
+                footer,
+                footer_source,
+                file_len: len,
+                warnings,
+            },
+            container,
         })
     }
 
     /// Path of the file.
     pub fn path(&self) -> &Path {
-        &self.path
+        &self.core.path
     }
 
     /// The footer in use.
     pub fn footer(&self) -> &Footer {
-        &self.footer
+        &self.core.footer
     }
 
     /// Which footer copy was used.
     pub fn footer_source(&self) -> FooterSource {
-        self.footer_source
+        self.core.footer_source
     }
 
     /// The dynamic header, for dynamic and differencing disks.
     pub fn header(&self) -> Option<&DynamicHeader> {
-        match &self.layout {
-            Layout::Sparse(s) => Some(&s.header),
-            _ => None,
-        }
+        container_as::<Sparse>(self).map(Sparse::header)
     }
 
     /// The host-drive header, for host-drive stubs.
     pub fn host_drive(&self) -> Option<(HostDriveHeader, PathBuf)> {
-        match &self.layout {
-            Layout::HostDrive(h) => Some((
+        container_as::<HostDrive>(self).map(|h| {
+            (
                 h.header.lock().unwrap_or_else(|e| e.into_inner()).clone(),
                 h.device_path.clone(),
-            )),
-            _ => None,
-        }
+            )
+        })
     }
 
     /// A copy of the BAT, for dynamic and differencing disks.
     pub fn bat(&self) -> Option<Bat> {
-        match &self.layout {
-            Layout::Sparse(s) => Some(s.bat.read().unwrap_or_else(|e| e.into_inner()).clone()),
-            _ => None,
-        }
+        container_as::<Sparse>(self).map(Sparse::bat)
     }
 
     /// Block size of dynamic and differencing disks.
     pub fn block_size(&self) -> Option<u64> {
-        match &self.layout {
-            Layout::Sparse(s) => Some(s.block_size),
-            _ => None,
-        }
+        container_as::<Sparse>(self).map(|s| s.layout().block_size)
     }
 
     /// Bytes of sector bitmap before each block.
     pub fn bitmap_size(&self) -> Option<u64> {
-        match &self.layout {
-            Layout::Sparse(s) => Some(s.bitmap_size),
-            _ => None,
-        }
+        container_as::<Sparse>(self).map(|s| s.layout().bitmap_size)
+    }
+
+    /// The live layout of a dynamic or differencing file (a copy): what compact plans
+    /// with.
+    pub(crate) fn sparse_layout(&self) -> Option<SparseLayout> {
+        container_as::<Sparse>(self).map(|s| s.layout().clone())
     }
 
     /// Kind of the file.
     pub fn kind(&self) -> super::DiskKind {
-        match &self.layout {
-            Layout::Raw => super::DiskKind::Raw,
-            Layout::Fixed => super::DiskKind::Fixed,
-            Layout::HostDrive(_) => super::DiskKind::HostDrive,
-            Layout::Sparse(_) if self.footer.disk_type == DiskType::Differencing => {
-                super::DiskKind::Differencing
-            }
-            Layout::Sparse(_) => super::DiskKind::Dynamic,
-        }
+        self.container.kind(&self.core)
     }
 
     /// Virtual size in bytes: the footer's current size (what Hyper-V, libvhdi and
     /// qemu for every creator but `vpc `/`qemu` present).
     pub fn virtual_size(&self) -> u64 {
-        self.footer.current_size
+        self.core.footer.current_size
     }
 
     /// Length of the file when opened, or as grown since.
     pub fn file_len(&self) -> u64 {
-        match &self.layout {
-            Layout::Sparse(s) => {
-                let st = s.state.lock().unwrap_or_else(|e| e.into_inner());
-                (st.footer_at + FOOTER_SIZE as u64).max(self.file_len)
-            }
-            _ => self.file_len,
-        }
+        self.container.file_len(&self.core)
     }
 
     /// Whether writes are allowed.
     pub fn is_writable(&self) -> bool {
-        self.writable
+        self.core.writable
     }
 
     /// Warnings met while opening (damaged footer used from its copy, bad checksums
     /// accepted, …).
     pub fn warnings(&self) -> &[String] {
-        &self.warnings
+        &self.core.warnings
     }
 
     /// The backend holding the file.
     pub fn backend(&self) -> &Arc<dyn Backend> {
-        &self.backend
+        &self.core.backend
     }
 
     /// Whether this is a differencing disk.
     pub fn is_differencing(&self) -> bool {
-        self.footer.disk_type == DiskType::Differencing && matches!(self.layout, Layout::Sparse(_))
+        self.kind() == super::DiskKind::Differencing
     }
 
     /// Byte ranges of the file's metadata (footer copy, header, BAT, locator payloads)
     /// for dynamic and differencing disks.
     pub fn metadata_ranges(&self) -> Vec<(u64, u64)> {
-        match &self.layout {
-            Layout::Sparse(s) => s.metadata.clone(),
-            _ => Vec::new(),
-        }
-    }
-
-    /// Clears Xen's batmap bits of `blocks` (blocks no longer fully written: released)
-    /// and rewrites the batmap with its checksum if a bit changed; the caller syncs.
-    /// Returns whether anything was written. A file without a batmap: nothing to do.
-    pub(crate) fn clear_batmap_bits(&self, blocks: &[u64]) -> Result<bool> {
-        let Layout::Sparse(s) = &self.layout else {
-            return Ok(false);
-        };
-        let mut m = s.batmap.lock().unwrap_or_else(|e| e.into_inner());
-        match m.as_mut() {
-            Some(m) => m.clear(&self.path, &*self.backend, blocks),
-            None => Ok(false),
-        }
+        self.container.metadata_ranges()
     }
 
     /// Whether the file carries Xen's batmap.
     pub fn has_batmap(&self) -> bool {
-        match &self.layout {
-            Layout::Sparse(s) => s.batmap.lock().unwrap_or_else(|e| e.into_inner()).is_some(),
-            _ => false,
-        }
+        container_as::<Sparse>(self).is_some_and(Sparse::has_batmap)
     }
 
     /// Number of allocated blocks (dynamic and differencing disks).
     pub fn allocated_blocks(&self) -> u64 {
-        match &self.layout {
-            Layout::Sparse(s) => s
-                .bat
-                .read()
-                .unwrap_or_else(|e| e.into_inner())
-                .allocated_count(),
-            _ => 0,
-        }
+        self.container.allocated_blocks()
+    }
+
+    /// Where the trailing footer is.
+    pub(crate) fn footer_offset(&self) -> u64 {
+        self.container.footer_offset(&self.core)
     }
 
     /// Where the bytes of `offset..offset + len` (within the virtual size) live in this
@@ -374,48 +329,41 @@ impl VhdFile {
         let size = self.virtual_size();
         let end = offset.saturating_add(len).min(size);
         let pos = offset.min(size);
-        match &self.layout {
-            Layout::Raw | Layout::Fixed => {
-                if end > pos {
-                    match self.backend.as_file().filter(|_| !self.writable) {
-                        Some(f) => {
-                            // One pass over the file's data and holes, then lookups: no
-                            // seek per block (on tmpfs each seek walks the page cache),
-                            // no shared file position between workers. Writable files
-                            // change under the map, so they are read as all data.
-                            let map = self
-                                .data_map
-                                .get_or_init(|| data_ranges(f, self.virtual_size()));
-                            map_extents(map, pos, end, &mut out);
-                        }
-                        None => out.push(LayerExtent::Data {
-                            file_offset: pos,
-                            len: end - pos,
-                        }),
-                    }
-                }
-            }
-            Layout::HostDrive(_) => {
-                if end > pos {
-                    out.push(LayerExtent::Data {
-                        file_offset: pos,
-                        len: end - pos,
-                    });
-                }
-            }
-            Layout::Sparse(s) => self.sparse_extents(s, pos, end, &mut out)?,
-        }
+        self.container.extents(&self.core, pos, end, &mut out)?;
         Ok(out)
+    }
+
+    /// The virtual byte ranges this file may hold data in — sorted, disjoint, merged,
+    /// within the virtual size: a dynamic or differencing disk's allocated blocks
+    /// (whole, whatever their sector bitmaps say), a read-only fixed or raw file's
+    /// stored extents (its holes left out: `SEEK_DATA`/`SEEK_HOLE`, found once), the
+    /// whole disk for other files. Outside them this file holds nothing: those bytes
+    /// read as zeros, or (differencing) from the parent. From metadata alone, one step
+    /// per run: its cost follows the allocation, not the virtual size.
+    pub fn stored_ranges(&self) -> Vec<Range<u64>> {
+        self.container
+            .stored_ranges(&self.core)
+            .into_iter()
+            .filter(|r| r.start < r.end)
+            .collect()
+    }
+
+    /// Asks the kernel to read ahead, asynchronously, the sector bitmaps of the
+    /// allocated blocks that meet the virtual `range` (`POSIX_FADV_WILLNEED`): a walk
+    /// that will read them one by one then finds them in the page cache instead of
+    /// waiting for each in turn (from a cold cache, a conversion that clones its data
+    /// reads nothing else). A hint: nothing happens on files that are not files.
+    pub(crate) fn will_need_bitmaps(&self, range: Range<u64>) {
+        if let (Some(s), Some(f)) = (container_as::<Sparse>(self), self.core.backend.as_file()) {
+            s.will_need_bitmaps(f, range);
+        }
     }
 
     /// Reads stored bytes at a file offset given by a `Data` extent through a read-only
     /// memory map of that window when the bytes live in a file, by `pread` otherwise.
     pub(crate) fn read_data_mapped(&self, buf: &mut [u8], file_offset: u64) -> Result<()> {
-        let (file, path) = match &self.layout {
-            Layout::HostDrive(h) => (h.device.as_file(), &h.device_path),
-            _ => (self.backend.as_file(), &self.path),
-        };
-        match file {
+        let (store, path) = self.container.data_store(&self.core);
+        match store.as_file() {
             Some(f) => super::map_clone::copy_mapped(f, file_offset, buf)
                 .map_err(|e| Error::io(path, "reading mapped disk data", file_offset, e)),
             None => self.read_data(buf, file_offset),
@@ -432,10 +380,7 @@ impl VhdFile {
     /// The file holding the data of `Data` extents (a host drive's device, else the file
     /// itself), when it is a file.
     pub(crate) fn data_file(&self) -> Option<&std::fs::File> {
-        match &self.layout {
-            Layout::HostDrive(h) => h.device.as_file(),
-            _ => self.backend.as_file(),
-        }
+        self.container.data_store(&self.core).0.as_file()
     }
 
     /// The file system (`st_dev`) of [`VhdFile::data_file`]: data may be cloned from it
@@ -461,7 +406,7 @@ impl VhdFile {
         len: u64,
         populate: bool,
     ) -> Option<Result<super::Window>> {
-        if self.writable {
+        if self.core.writable {
             return None;
         }
         self.map_window(file_offset, len, populate)
@@ -475,10 +420,8 @@ impl VhdFile {
         len: u64,
         populate: bool,
     ) -> Option<Result<super::Window>> {
-        let (file, path) = match &self.layout {
-            Layout::HostDrive(h) => (h.device.as_file()?, &h.device_path),
-            _ => (self.backend.as_file()?, &self.path),
-        };
+        let (store, path) = self.container.data_store(&self.core);
+        let file = store.as_file()?;
         let len = usize::try_from(len).ok()?;
         Some(
             super::map_clone::map_window(file, file_offset, len, populate)
@@ -488,61 +431,50 @@ impl VhdFile {
 
     /// Reads stored bytes at a file offset given by a `Data` extent.
     pub fn read_data(&self, buf: &mut [u8], file_offset: u64) -> Result<()> {
-        match &self.layout {
-            Layout::HostDrive(h) => h
-                .device
-                .read_exact_at(buf, file_offset)
-                .map_err(|e| Error::io(&h.device_path, "reading the host drive", file_offset, e)),
-            _ => self
-                .backend
-                .read_exact_at(buf, file_offset)
-                .map_err(|e| Error::io(&self.path, "reading disk data", file_offset, e)),
-        }
+        self.container.read(&self.core, buf, file_offset)
     }
 
-    pub(super) fn check_writable(&self) -> Result<()> {
-        if !self.writable {
+    fn check_writable(&self) -> Result<()> {
+        if !self.core.writable {
             return Err(Error::ReadOnly {
-                path: self.path.clone(),
+                path: self.core.path.clone(),
                 detail: "opened read-only".into(),
             });
         }
-        if let Layout::HostDrive(h) = &self.layout {
-            if h.header
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .read_only()
-            {
-                return Err(Error::ReadOnly {
-                    path: self.path.clone(),
-                    detail: "the host-drive link was created read-only".into(),
-                });
-            }
-        }
-        Ok(())
+        self.container.check_writable(&self.core)
     }
 
-    /// Writes sector-aligned `data` at sector-aligned virtual `offset`.
-    ///
-    /// Crash-safe write order for dynamic and differencing disks (the image stays valid
-    /// and reads as either the old or the new data if the process dies between any two
-    /// steps; a BAT entry never points at a block whose bitmap and data are not durable):
-    ///
-    /// 1. If new blocks are needed, write the footer at the new end of the file first
-    ///    and `fdatasync`: the file ends with a valid footer at every instant. The new
-    ///    space counts as taken from here on, even if a later step fails.
-    /// 2. Write every new block's bitmap (bits of the written sectors only) and data,
-    ///    zero-filling whatever part of it overlaps the old file contents, and write the
-    ///    data of ranges in already allocated blocks.
-    /// 3. `fdatasync`.
-    /// 4. Set the new bitmap bits of already allocated blocks, and write the BAT sectors
-    ///    holding the new entries (one 512-byte sector each).
-    /// 5. `fdatasync`.
-    ///
-    /// A crash before 4 leaves unreferenced space before the footer (`check` reports it;
-    /// after reopening, the next allocation reuses it, zero-filling what it does not
-    /// write; `check --repair` or `compact` reclaims it) and sectors whose bits are still
-    /// clear, which read as before. `docs/crash-safety.md` has the full analysis.
+    /// The sparse part of the file, or a "wrong disk type" error for other kinds.
+    fn sparse(&self) -> Result<&Sparse> {
+        container_as::<Sparse>(self).ok_or_else(|| self.not_sparse())
+    }
+
+    /// The sparse part of the file to change, with the rest of it; for other kinds a
+    /// "wrong disk type" error naming the footer's type and `expected`.
+    fn sparse_mut(&mut self, expected: &str) -> Result<(&mut Sparse, &FileCore)> {
+        let any: &mut dyn std::any::Any = &mut *self.container;
+        match any.downcast_mut::<Sparse>() {
+            Some(s) => Ok((s, &self.core)),
+            None => Err(Error::WrongDiskType {
+                path: self.core.path.clone(),
+                found: self.core.footer.disk_type.to_string(),
+                expected: expected.into(),
+            }),
+        }
+    }
+
+    fn not_sparse(&self) -> Error {
+        Error::WrongDiskType {
+            path: self.core.path.clone(),
+            found: self.kind().to_string(),
+            expected: "a dynamic or differencing disk".into(),
+        }
+    }
+
+    /// Writes sector-aligned `data` at sector-aligned virtual `offset`, in the
+    /// container's crash-safe order (for dynamic and differencing disks, the one
+    /// `image/sparse/write.rs` states: data and bitmaps durable before the BAT entries
+    /// that name them; `docs/crash-safety.md` has the full analysis).
     ///
     /// The order is applied once to all `runs` — sector-aligned `(virtual offset, bytes)`
     /// pairs: one footer move, one barrier after the data, one after the metadata (merge
@@ -560,51 +492,78 @@ impl VhdFile {
                 .is_none_or(|e| e > self.virtual_size())
             {
                 return Err(Error::OutOfRange {
-                    path: self.path.clone(),
+                    path: self.core.path.clone(),
                     offset,
                     len,
                     size: self.virtual_size(),
                 });
             }
         }
-        match &self.layout {
-            Layout::Raw | Layout::Fixed => {
-                for &(offset, data) in runs {
-                    self.backend
-                        .write_all_at(data, offset)
-                        .map_err(|e| Error::io(&self.path, "writing disk data", offset, e))?;
-                }
-                Ok(())
-            }
-            Layout::HostDrive(h) => {
-                for &(offset, data) in runs {
-                    h.device.write_all_at(data, offset).map_err(|e| {
-                        Error::io(&h.device_path, "writing the host drive", offset, e)
-                    })?;
-                    if hostdrive::touches_identity(h, offset, data.len() as u64) {
-                        *h.dirty_identity.lock().unwrap_or_else(|e| e.into_inner()) = true;
-                    }
-                }
-                Ok(())
-            }
-            Layout::Sparse(s) => self.write_sparse(s, runs),
-        }
+        self.container.write_runs(&self.core, runs)
+    }
+
+    /// [`crate::Disk::discard`] on this file: releases what the container can of
+    /// `offset..offset + len` (inside the disk) — a dynamic disk's blocks the range
+    /// covers entirely, in `image/sparse/edit.rs`' order — and returns the virtual bytes
+    /// released; 0 on other disk kinds.
+    pub(crate) fn discard(&self, offset: u64, len: u64) -> Result<u64> {
+        self.check_writable()?;
+        self.container.discard(&self.core, offset, len)
     }
 
     /// Makes all writes durable; for host drives, refreshes the identity record.
     pub fn flush(&self) -> Result<()> {
-        if !self.writable {
+        if !self.core.writable {
             return Ok(());
         }
-        if let Layout::HostDrive(h) = &self.layout {
-            h.device
-                .sync()
-                .map_err(|e| Error::file(&h.device_path, "syncing the host drive", e))?;
-            hostdrive::refresh_identity(&self.path, &*self.backend, h)?;
-        }
-        self.backend
-            .sync()
-            .map_err(|e| Error::file(&self.path, "syncing", e))
+        self.container.flush(&self.core)
+    }
+
+    /// Releases `blocks` of a dynamic or differencing file in place (compact): see
+    /// `Sparse::release_blocks`.
+    pub(crate) fn release_blocks(&self, blocks: &[u64]) -> Result<()> {
+        self.check_writable()?;
+        self.sparse()?.release_blocks(&self.core, blocks)
+    }
+
+    /// Moves blocks of a dynamic or differencing file in place (compact), as one batch:
+    /// see `Sparse::move_blocks`.
+    pub(crate) fn move_blocks(&self, moves: &[(u64, u64, u64)], buf: &mut Vec<u8>) -> Result<()> {
+        self.check_writable()?;
+        let read = |b: &mut [u8], at: u64| self.read_data_mapped(b, at);
+        self.sparse()?.move_blocks(&self.core, moves, buf, &read)
+    }
+
+    /// Shortens a dynamic or differencing file to its live blocks and metadata (compact,
+    /// repair): see `Sparse::shorten`. Returns where the footer is.
+    pub(crate) fn shorten(&self) -> Result<u64> {
+        self.check_writable()?;
+        self.sparse()?.shorten(&self.core)
+    }
+
+    /// Appends `payloads` (locator texts, already encoded) as new metadata of a dynamic
+    /// or differencing file: see `Sparse::append_metadata`. Returns their offsets.
+    pub(crate) fn append_metadata(&mut self, payloads: &[Vec<u8>]) -> Result<Vec<u64>> {
+        self.check_writable()?;
+        let (s, core) = self.sparse_mut("a dynamic or differencing disk")?;
+        s.append_metadata(core, payloads)
+    }
+
+    /// What a resize of this file to `new` bytes will do; refuses what the container
+    /// cannot do.
+    pub(crate) fn plan_resize(&self, new: u64) -> Result<ResizePlan> {
+        self.container.plan_resize(&self.core, new)
+    }
+
+    /// Runs a resize [`VhdFile::plan_resize`] planned; returns the blocks released.
+    pub(crate) fn resize(
+        &mut self,
+        plan: ResizePlan,
+        job: ResizeJob,
+        steps: &mut dyn ResizeSteps,
+    ) -> Result<u64> {
+        self.check_writable()?;
+        self.container.resize(&mut self.core, plan, job, steps)
     }
 
     /// Rewrites the footer (at the end, and at offset 0 for dynamic and differencing
@@ -612,47 +571,22 @@ impl VhdFile {
     pub fn rewrite_footer(&mut self, footer: Footer) -> Result<()> {
         self.check_writable()?;
         let bytes = footer.encode();
-        let at = match &self.layout {
-            Layout::Sparse(s) => s.state.lock().unwrap_or_else(|e| e.into_inner()).footer_at,
-            _ => self.file_len.saturating_sub(FOOTER_SIZE as u64),
-        };
-        self.backend
-            .write_all_at(&bytes, at)
-            .map_err(|e| Error::io(&self.path, "writing the footer", at, e))?;
-        self.backend
-            .sync()
-            .map_err(|e| Error::file(&self.path, "syncing the footer", e))?;
-        if footer.disk_type.is_sparse() || matches!(self.layout, Layout::HostDrive(_)) {
-            self.backend
-                .write_all_at(&bytes, 0)
-                .map_err(|e| Error::io(&self.path, "writing the footer copy", 0, e))?;
-            self.backend
-                .sync()
-                .map_err(|e| Error::file(&self.path, "syncing the footer copy", e))?;
+        let at = self.container.footer_write_offset(&self.core);
+        self.core.write(&bytes, at, "writing the footer")?;
+        self.core.sync("syncing the footer")?;
+        if footer.disk_type.is_sparse() || container_as::<HostDrive>(self).is_some() {
+            self.core.write(&bytes, 0, "writing the footer copy")?;
+            self.core.sync("syncing the footer copy")?;
         }
-        self.footer = Footer::decode(&bytes).map_err(|e| Error::InvalidArgument(e.to_string()))?;
+        self.core.footer =
+            Footer::decode(&bytes).map_err(|e| Error::InvalidArgument(e.to_string()))?;
         Ok(())
     }
 
     /// Rewrites the dynamic header durably (e.g. a new parent timestamp after a merge).
     pub fn rewrite_header(&mut self, header: DynamicHeader) -> Result<()> {
         self.check_writable()?;
-        let Layout::Sparse(s) = &mut self.layout else {
-            return Err(Error::WrongDiskType {
-                path: self.path.clone(),
-                found: self.footer.disk_type.to_string(),
-                expected: "expected a dynamic or differencing disk".into(),
-            });
-        };
-        let bytes = header.encode();
-        self.backend
-            .write_all_at(&bytes, s.header_offset)
-            .map_err(|e| Error::io(&self.path, "writing the dynamic header", s.header_offset, e))?;
-        self.backend
-            .sync()
-            .map_err(|e| Error::file(&self.path, "syncing the dynamic header", e))?;
-        s.header =
-            DynamicHeader::decode(&bytes).map_err(|e| Error::InvalidArgument(e.to_string()))?;
-        Ok(())
+        let (s, core) = self.sparse_mut("expected a dynamic or differencing disk")?;
+        s.rewrite_header(core, header)
     }
 }

@@ -1,10 +1,69 @@
-//! Fixed disks and raw images: every byte of the disk is stored, at its own offset; a
-//! read-only file's holes (`SEEK_DATA`/`SEEK_HOLE`) are reported as zeros so that
-//! conversions skip them.
+//! What fixed disks (`fixed.rs`) and raw images (`raw.rs`) share: every byte of the
+//! disk is stored, at its own offset; a read-only file's holes (`SEEK_DATA`/`SEEK_HOLE`)
+//! are reported as zeros so that conversions skip them; writes go straight to their
+//! offset.
 
 use std::fs::File;
+use std::ops::Range;
+use std::sync::OnceLock;
 
+use crate::error::Result;
+
+use super::core::FileCore;
 use super::extent::{push, LayerExtent};
+
+/// The stored ranges of a read-only flat file (`SEEK_DATA`/`SEEK_HOLE`, found once).
+#[derive(Debug, Default)]
+pub(crate) struct StoredMap(OnceLock<Vec<(u64, u64)>>);
+
+impl StoredMap {
+    /// The extents of `pos..end`: the file's stored ranges as `Data`, its holes as
+    /// `Zero` — for a read-only file; a writable one changes under the map, so it is
+    /// read as all data.
+    pub fn extents(&self, f: &FileCore, pos: u64, end: u64, out: &mut Vec<LayerExtent>) {
+        if end <= pos {
+            return;
+        }
+        match f.backend.as_file().filter(|_| !f.writable) {
+            Some(file) => {
+                // One pass over the file's data and holes, then lookups: no seek per
+                // block (on tmpfs each seek walks the page cache), no shared file
+                // position between workers.
+                let map = self
+                    .0
+                    .get_or_init(|| data_ranges(file, f.footer.current_size));
+                map_extents(map, pos, end, out);
+            }
+            None => out.push(LayerExtent::Data {
+                file_offset: pos,
+                len: end - pos,
+            }),
+        }
+    }
+
+    /// The virtual ranges the file may hold data in: its stored ranges when read-only,
+    /// else the whole disk.
+    pub fn stored_ranges(&self, f: &FileCore) -> Vec<Range<u64>> {
+        let size = f.footer.current_size;
+        match f.backend.as_file().filter(|_| !f.writable) {
+            Some(file) => self
+                .0
+                .get_or_init(|| data_ranges(file, size))
+                .iter()
+                .map(|&(a, b)| a..b)
+                .collect(),
+            None => std::iter::once(0..size).collect(),
+        }
+    }
+}
+
+/// Writes each run at its own offset (a flat file: virtual offset = file offset).
+pub(crate) fn write_runs(f: &FileCore, runs: &[(u64, &[u8])]) -> Result<()> {
+    for &(offset, data) in runs {
+        f.write(data, offset, "writing disk data")?;
+    }
+    Ok(())
+}
 
 /// The stored (non-hole) ranges of `0..limit` of a flat file, from `SEEK_DATA` and
 /// `SEEK_HOLE`. Where the file system cannot tell, everything is data.

@@ -5,6 +5,8 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use std::ops::Range;
+
 use crate::error::{Error, Result};
 use crate::spec::hostdrive::{
     HOST_DRIVE_COOKIE, HOST_DRIVE_FLAG_READ_ONLY, HOST_DRIVE_HEADER_SIZE, HOST_DRIVE_IDENTITY_SPAN,
@@ -13,7 +15,10 @@ use crate::spec::hostdrive::{
 use crate::spec::{DiskType, Footer, HostDriveHeader, Severity};
 
 use super::backend::{Backend, FileBackend};
-use super::{HostDrives, OpenOptions};
+use super::container::Container;
+use super::core::FileCore;
+use super::extent::LayerExtent;
+use super::{DiskKind, HostDrives, OpenOptions};
 
 /// An open host-drive stub: its header and the device it links.
 #[derive(Debug)]
@@ -22,6 +27,75 @@ pub(crate) struct HostDrive {
     pub device: Arc<dyn Backend>,
     pub device_path: PathBuf,
     pub dirty_identity: Mutex<bool>,
+}
+
+impl Container for HostDrive {
+    fn kind(&self, _f: &FileCore) -> DiskKind {
+        DiskKind::HostDrive
+    }
+
+    fn extents(&self, _f: &FileCore, pos: u64, end: u64, out: &mut Vec<LayerExtent>) -> Result<()> {
+        if end > pos {
+            out.push(LayerExtent::Data {
+                file_offset: pos,
+                len: end - pos,
+            });
+        }
+        Ok(())
+    }
+
+    fn stored_ranges(&self, f: &FileCore) -> Vec<Range<u64>> {
+        std::iter::once(0..f.footer.current_size).collect()
+    }
+
+    fn data_store<'a>(&'a self, _f: &'a FileCore) -> (&'a Arc<dyn Backend>, &'a Path) {
+        (&self.device, &self.device_path)
+    }
+
+    fn read(&self, _f: &FileCore, buf: &mut [u8], file_offset: u64) -> Result<()> {
+        self.device
+            .read_exact_at(buf, file_offset)
+            .map_err(|e| Error::io(&self.device_path, "reading the host drive", file_offset, e))
+    }
+
+    fn check_writable(&self, f: &FileCore) -> Result<()> {
+        if self
+            .header
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .read_only()
+        {
+            return Err(Error::ReadOnly {
+                path: f.path.clone(),
+                detail: "the host-drive link was created read-only".into(),
+            });
+        }
+        Ok(())
+    }
+
+    fn write_runs(&self, _f: &FileCore, runs: &[(u64, &[u8])]) -> Result<()> {
+        for &(offset, data) in runs {
+            self.device
+                .write_all_at(data, offset)
+                .map_err(|e| Error::io(&self.device_path, "writing the host drive", offset, e))?;
+            if touches_identity(self, offset, data.len() as u64) {
+                *self
+                    .dirty_identity
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner()) = true;
+            }
+        }
+        Ok(())
+    }
+
+    /// The device first, then the identity record in the stub, then the stub.
+    fn flush(&self, f: &FileCore) -> Result<()> {
+        self.device
+            .sync()
+            .map_err(|e| Error::file(&self.device_path, "syncing the host drive", e))?;
+        refresh_identity(&f.path, &*f.backend, self)?;
+        f.sync("syncing")
+    }
 }
 
 /// Reads a host-drive stub's header bytes at its data offset.

@@ -1,13 +1,21 @@
 //! Images on the host: opening VHD files (and raw images), resolving differencing
 //! chains, reading and writing any virtual byte range, and creating disks.
+//!
+//! Each container format has its own room behind one trait (`container.rs`): raw
+//! images (`raw.rs`), fixed disks (`fixed.rs`, sharing `flat.rs` with raw), dynamic and
+//! differencing disks (`sparse/`), host-drive stubs (`hostdrive.rs`). [`VhdFile`]
+//! opens a file and holds its container; [`Disk`] stacks files into a chain.
 
 mod allocation;
 pub mod backend;
 pub(crate) mod batmap;
 mod chain;
+pub(crate) mod container;
+pub(crate) mod core;
 pub(crate) mod create;
 mod extent;
 pub(crate) mod file;
+mod fixed;
 mod flat;
 mod footer;
 pub mod hostdrive;
@@ -19,7 +27,7 @@ pub(crate) mod open;
 mod options;
 pub mod output;
 mod parents;
-mod resize;
+mod raw;
 pub(crate) mod sparse;
 mod stored;
 pub(crate) use map_clone::Window;

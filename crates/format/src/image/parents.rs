@@ -14,7 +14,8 @@ use super::OpenOptions;
 /// Finds and opens parents. The file-system resolver is the default; tests and fuzz
 /// targets resolve over an in-memory set of files.
 pub trait ParentResolver {
-    /// Opens `path` read-only, or returns `Ok(None)` if there is no such file.
+    /// Opens `path` with `opts` (read-only, unless an operation is to write into that
+    /// level of the chain), or returns `Ok(None)` if there is no such file.
     fn open(&self, path: &Path, opts: &OpenOptions) -> Result<Option<VhdFile>>;
 }
 
@@ -268,11 +269,16 @@ fn normalize(p: &Path) -> PathBuf {
     out
 }
 
+/// Finds and opens `child`'s parent: the first candidate whose unique id matches (or,
+/// with `ignore_parent_id`, the first found). Candidates `write` names are opened for
+/// writing — if they can be: a file the OS or its mode keeps read-only opens read-only,
+/// and the operation that wanted to write refuses it in its own words.
 pub(crate) fn find_parent(
     child: &VhdFile,
     explicit: Option<PathBuf>,
     opts: &OpenOptions,
     resolver: &dyn ParentResolver,
+    write: &dyn Fn(&ParentCandidate) -> bool,
     warnings: &mut Vec<String>,
 ) -> Result<(VhdFile, FoundBy)> {
     let header = child.header().expect("differencing disks have a header");
@@ -293,7 +299,15 @@ pub(crate) fn find_parent(
             continue;
         }
         tried.push(cand.path.clone());
-        let Some(parent) = resolver.open(&cand.path, opts)? else {
+        let opened = if write(&cand) {
+            match resolver.open(&cand.path, &opts.clone().writable(true)) {
+                Err(Error::ReadOnly { .. }) => resolver.open(&cand.path, opts),
+                other => other,
+            }
+        } else {
+            resolver.open(&cand.path, opts)
+        };
+        let Some(parent) = opened? else {
             continue;
         };
         if parent.footer().unique_id == expected {

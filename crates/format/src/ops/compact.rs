@@ -122,13 +122,9 @@ pub fn run(disk: Disk, opts: &OpsOptions, progress: &Progress) -> Result<Report>
     let path = path.as_path();
     check_compactable(&disk)?;
     let f = disk.top();
-    let crate::image::sparse::SparseGeometry {
-        bitmap_size,
-        block_size,
-        metadata,
-    } = f.sparse_geometry().ok_or_else(|| not_sparse(f))?;
+    let layout = f.sparse_layout().ok_or_else(|| not_sparse(f))?;
     let bat = f.bat().ok_or_else(|| not_sparse(f))?;
-    let stride = bitmap_size + block_size;
+    let (block_size, stride) = (layout.block_size, layout.stride());
     let differencing = f.footer().disk_type == DiskType::Differencing;
     let dedupe = opts.dedupe && differencing;
     if dedupe && disk.layers().len() < 2 {
@@ -227,9 +223,8 @@ pub fn run(disk: Disk, opts: &OpsOptions, progress: &Progress) -> Result<Report>
     releasable.extend_from_slice(&same);
     releasable.extend_from_slice(&unused_blocks);
 
-    let metadata_end = metadata.iter().map(|&(_, e)| e).max().unwrap_or(0);
-    let holes = free_slots(&bat, stride, bitmap_size, &metadata, metadata_end);
-    let plan = plan_compact_with_holes(&bat, &releasable, &holes, stride, metadata_end);
+    let holes = free_slots(&bat, &layout, layout.metadata_end());
+    let plan = plan_compact_with_holes(&bat, &releasable, &holes, &layout);
 
     // With --verify: CRC32 of every live block's bitmap and data before anything moves,
     // and of the view (through the chain) of every block released as a copy of its

@@ -19,7 +19,7 @@ use vhdkit_task::{Phase, Progress};
 
 use crate::error::{Error, Result};
 use crate::image::file::{LayerExtent, VhdFile};
-use crate::image::{sync_dir, Disk, DiskKind, OpenOptions};
+use crate::image::{sync_dir, Disk, DiskKind, FsResolver, ParentCandidate};
 use crate::spec::VhdTime;
 
 use super::dependents::{Dependents, Effect};
@@ -28,9 +28,22 @@ use super::{OpsOptions, PhaseClock, Report};
 
 /// Checks what can be seen before starting: a differencing disk, a parent that is
 /// found, matches, is writable and is not smaller than the child. Returns the parent.
+/// ([`open`] makes the same checks on the files it opens for the merge.)
 pub fn precheck(child: impl AsRef<Path>, opts: &OpsOptions) -> Result<PathBuf> {
     let child = child.as_ref();
     let disk = Disk::open_with(child, &opts.open.clone().writable(false))?;
+    check_chain(child, &disk)?;
+    let parent = disk.layers()[1].path();
+    let meta = std::fs::metadata(parent).map_err(|e| Error::file(parent, "reading metadata", e))?;
+    if meta.permissions().readonly() {
+        return Err(parent_read_only(parent));
+    }
+    Ok(parent.to_owned())
+}
+
+/// The checks of a merge on the chain it opened: a differencing disk, a parent the
+/// child may write into without the user naming it, not smaller than the child.
+fn check_chain(child: &Path, disk: &Disk) -> Result<()> {
     if disk.kind() != DiskKind::Differencing {
         return Err(Error::WrongDiskType {
             path: child.to_owned(),
@@ -59,15 +72,14 @@ pub fn precheck(child: impl AsRef<Path>, opts: &OpsOptions) -> Result<PathBuf> {
             disk.virtual_size()
         )));
     }
-    let meta = std::fs::metadata(parent.path())
-        .map_err(|e| Error::file(parent.path(), "reading metadata", e))?;
-    if meta.permissions().readonly() {
-        return Err(Error::ReadOnly {
-            path: parent.path().to_owned(),
-            detail: "the parent is read-only; merge writes into it".into(),
-        });
+    Ok(())
+}
+
+fn parent_read_only(parent: &Path) -> Error {
+    Error::ReadOnly {
+        path: parent.to_owned(),
+        detail: "the parent is read-only; merge writes into it".into(),
     }
-    Ok(parent.path().to_owned())
 }
 
 /// The two files of a merge, opened and locked for writing before any work: another
@@ -80,33 +92,29 @@ pub struct MergeFiles {
     parent: Disk,
 }
 
-/// Checks a merge of `child` (see [`precheck`]) and opens both files for writing. Unless
-/// `opts.force`, refuses ([`Error::HasChildren`]) when other disks name the parent as
-/// theirs (the merge changes what they read), and with `opts.delete_child` when disks
-/// name the child as their parent (deleting it would orphan them) — looked for in each
-/// disk's folder and in `opts.also_check`.
+/// Checks a merge of `child` (see [`precheck`]) and opens both files for writing, once:
+/// the child's chain is resolved with the child and its parent (when the child may write
+/// into it) opened for writing, and split into the child and the parent's own chain.
+/// Unless `opts.force`, refuses ([`Error::HasChildren`]) when other disks name the
+/// parent as theirs (the merge changes what they read), and with `opts.delete_child`
+/// when disks name the child as their parent (deleting it would orphan them) — looked
+/// for in each disk's folder and in `opts.also_check`.
 pub fn open(child: impl AsRef<Path>, opts: &OpsOptions) -> Result<MergeFiles> {
     let child = child.as_ref();
-    let parent_path = precheck(child, opts)?;
-    let child_file = VhdFile::open(child, &OpenOptions::new().writable(true))?;
+    let open = opts.open.clone().writable(true);
+    let top = VhdFile::open(child, &open)?;
     // The parent opens for writing with its own chain (a differencing parent completes
-    // partial granules from its ancestors).
-    let parent = Disk::open_with(
-        &parent_path,
-        &opts.open.clone().writable(true).parent_none(),
-    )?;
-    if Some(parent.top().footer().unique_id) != child_file.header().map(|h| h.parent_unique_id)
-        && !opts.open.ignore_parent_id
-    {
-        return Err(Error::ParentIdMismatch {
-            child: child.to_owned(),
-            parent: parent_path.clone(),
-            expected: child_file
-                .header()
-                .map(|h| h.parent_unique_id)
-                .unwrap_or_default(),
-        });
+    // partial granules from its ancestors); the chain found is the chain merged, so
+    // nothing can be swapped between the checks and the writes.
+    let write = |level: usize, c: &ParentCandidate| level == 1 && c.found_by.trusted_for_writing();
+    let disk = Disk::resolve_writing(top, &open, &FsResolver, &write)?;
+    check_chain(child, &disk)?;
+    if !disk.layers()[1].is_writable() {
+        return Err(parent_read_only(disk.layers()[1].path()));
     }
+    let (mut upper, parent) = disk.split_at(1);
+    let child_file = upper.remove(0);
+    let parent_path = parent.top().path().to_owned();
     // The parent's other children read through what the merge rewrites.
     let mut dependents = Dependents::new(opts);
     dependents.look(

@@ -34,7 +34,7 @@ use vhdkit_task::{Phase, Progress};
 use crate::error::{Error, Result};
 use crate::image::create::ParentLink;
 use crate::image::file::{LayerExtent, VhdFile};
-use crate::image::{sync_dir, Disk, DiskKind};
+use crate::image::{sync_dir, Disk, DiskKind, FsResolver, ParentCandidate};
 
 use super::dependents::{Dependents, Effect};
 use super::{Operation, OpsOptions, PhaseClock, Report};
@@ -89,7 +89,25 @@ pub fn open(
     opts: &OpsOptions,
 ) -> Result<MergeIntoFiles> {
     let child = child.as_ref();
-    let chain = Disk::open_with(child, &opts.open.clone().writable(false))?;
+    let open = opts.open.clone().writable(true);
+    let top = VhdFile::open(child, &open)?;
+    // One open of each file: the child and the ancestor (when the chain may write into
+    // it) for writing, the levels between read-only; the chain found is the chain
+    // merged, so nothing can be swapped between the checks and the writes.
+    let canon = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_owned());
+    let wanted = match ancestor {
+        Ancestor::Path(p) => Some(canon(p)),
+        Ancestor::Depth(_) => None,
+    };
+    let write = |level: usize, c: &ParentCandidate| {
+        let here = match (ancestor, &wanted) {
+            (Ancestor::Depth(n), _) => level == *n,
+            (Ancestor::Path(_), Some(w)) => canon(&c.path) == *w,
+            (Ancestor::Path(_), None) => false,
+        };
+        here && c.found_by.trusted_for_writing()
+    };
+    let chain = Disk::resolve_writing(top, &open, &FsResolver, &write)?;
     if chain.kind() != DiskKind::Differencing {
         return Err(Error::WrongDiskType {
             path: child.to_owned(),
@@ -102,7 +120,6 @@ pub fn open(
         .iter()
         .map(|l| (l.path().to_owned(), l.footer().unique_id))
         .collect();
-    let canon = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_owned());
     let k = match ancestor {
         Ancestor::Depth(n) if *n >= 1 && *n < layers.len() => *n,
         Ancestor::Depth(n) => {
@@ -150,30 +167,16 @@ pub fn open(
             layers[k].0.display()
         )));
     }
-    drop(chain);
-    let alone = crate::image::OpenOptions::new().no_parents(true);
-    let child_file = VhdFile::open(child, &alone.clone().writable(true))?;
-    let middle = layers[1..k]
-        .iter()
-        .map(|(p, _)| VhdFile::open_regular(p, &alone))
-        .collect::<Result<Vec<_>>>()?;
-    let ancestor_path = layers[k].0.clone();
-    let ancestor_disk = Disk::open_with(
-        &ancestor_path,
-        &opts.open.clone().writable(true).parent_none(),
-    )?;
-    // The files opened are the chain that was resolved (nothing swapped meanwhile).
-    let ids: Vec<uuid::Uuid> = std::iter::once(&child_file)
-        .chain(&middle)
-        .map(|f| f.footer().unique_id)
-        .chain(std::iter::once(ancestor_disk.top().footer().unique_id))
-        .collect();
-    if ids.iter().zip(&layers).any(|(a, (_, b))| a != b) {
-        return Err(Error::InvalidArgument(format!(
-            "{}: its chain changed while the merge was being prepared",
-            child.display()
-        )));
+    if !chain.layers()[k].is_writable() {
+        return Err(Error::ReadOnly {
+            path: layers[k].0.clone(),
+            detail: "the file is read-only".into(),
+        });
     }
+    let (mut upper, ancestor_disk) = chain.split_at(k);
+    let child_file = upper.remove(0);
+    let middle = upper;
+    let ancestor_path = layers[k].0.clone();
     // Disks that depend on what this changes or removes, besides the chain itself: other
     // children of the ancestor (it is rewritten), of an intermediate (removed, or kept
     // over a changed ancestor) and, when deleted, of the child.
@@ -269,16 +272,24 @@ pub fn run(files: MergeIntoFiles, opts: &OpsOptions, progress: &Progress) -> Res
     ancestor.flush()?;
     report.file_size_after = ancestor.top().file_len();
     clock.lap(&mut report, "flush");
+    // What the child records about the ancestor, from the ancestor as written (its
+    // modification time included), not from opening it again.
+    let link = match opts.delete_child {
+        true => None,
+        false => Some(ParentLink::of_open(&child_path, &ancestor_path, &ancestor)?),
+    };
     drop(ancestor);
     // 3. The child on the ancestor (or gone).
     progress.check_cancelled()?;
-    if opts.delete_child {
-        drop(child);
-        remove(&child_path)?;
-    } else {
-        let link = ParentLink::resolve(&child_path, &ancestor_path)?;
-        super::relink::relink(&mut child, &link, true)?;
-        drop(child);
+    match link {
+        None => {
+            drop(child);
+            remove(&child_path)?;
+        }
+        Some(link) => {
+            super::relink::relink(&mut child, &link, true)?;
+            drop(child);
+        }
     }
     clock.lap(&mut report, "child");
     // 4. The intermediates.

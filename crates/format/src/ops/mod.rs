@@ -458,15 +458,21 @@ pub fn resize_task(
     resize: &ResizeOptions,
     opts: &OpsOptions,
 ) -> Result<OpTask> {
-    let path = path.as_ref();
-    let prepared = resize::open(path, resize, opts)?;
+    let prepared = resize::open(path.as_ref(), resize, opts)?;
+    Ok(resize_prepared_task(prepared, opts))
+}
+
+/// Starts a resize [`resize::prepare`] checked (on a disk the caller opened for
+/// writing and may have looked at: its partition table, its kind).
+pub fn resize_prepared_task(prepared: resize::Prepared, opts: &OpsOptions) -> OpTask {
     let (old, new) = prepared.sizes();
+    let path = prepared.disk().top().path().to_owned();
     let o = opts.clone();
-    Ok(spawn(
+    spawn(
         format!("Resizing {} from {old} to {new} bytes", path.display()),
         opts,
         move |pr| resize::run(prepared, &o, pr),
-    ))
+    )
 }
 
 /// Starts creating a disk.

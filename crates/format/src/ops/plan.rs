@@ -1,7 +1,6 @@
 //! Plans: what an operation will do, as plain data, computed from metadata alone.
 
-use crate::spec::layout::{align_block, round_up_sector};
-use crate::spec::{Bat, BAT_ENTRY_UNUSED, SECTOR_SIZE};
+use crate::spec::{Bat, SparseLayout, BAT_ENTRY_UNUSED, SECTOR_SIZE};
 
 /// One block move of a compaction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,37 +31,32 @@ pub struct CompactPlan {
 /// overlap); released blocks free theirs, and live blocks stored highest move down into
 /// the lowest free slots until no free slot lies below a live block.
 #[cfg(test)]
-pub fn plan_compact(bat: &Bat, releasable: &[u64], stride: u64, metadata_end: u64) -> CompactPlan {
-    plan_compact_with_holes(bat, releasable, &[], stride, metadata_end)
+pub fn plan_compact(bat: &Bat, releasable: &[u64], layout: &SparseLayout) -> CompactPlan {
+    plan_compact_with_holes(bat, releasable, &[], layout)
 }
 
 /// Free slots for blocks in the unreferenced space between `floor` and the highest
-/// allocated block: space that no BAT entry and no metadata range covers, as left by a
-/// compaction cancelled (or killed) part-way, or by an allocation cut short. Each slot
-/// is `stride` bytes placed as vhdkit places blocks (data on a [`DATA_ALIGNMENT`]
-/// boundary, bitmap just before), in increasing order.
+/// allocated block: space that no BAT entry and no metadata range of `layout` covers,
+/// as left by a compaction cancelled (or killed) part-way, or by an allocation cut
+/// short. Each slot is a block's stride, placed as the layout places blocks (data on a
+/// [`DATA_ALIGNMENT`] boundary, bitmap just before), in increasing order.
 ///
 /// [`DATA_ALIGNMENT`]: crate::spec::layout::DATA_ALIGNMENT
-pub fn free_slots(
-    bat: &Bat,
-    stride: u64,
-    bitmap_size: u64,
-    metadata: &[(u64, u64)],
-    floor: u64,
-) -> Vec<u64> {
+pub fn free_slots(bat: &Bat, layout: &SparseLayout, floor: u64) -> Vec<u64> {
+    let stride = layout.stride();
     let mut taken: Vec<(u64, u64)> = bat
         .allocated()
         .map(|(_, off)| (off, off + stride))
-        .chain(metadata.iter().copied())
+        .chain(layout.metadata.iter().copied())
         .collect();
     taken.sort_unstable();
     let mut slots = Vec::new();
     let mut cursor = floor;
     for (start, end) in taken {
-        let mut at = align_block(cursor, bitmap_size);
+        let mut at = layout.place_block(cursor);
         while at + stride <= start {
             slots.push(at);
-            at = align_block(at + stride, bitmap_size);
+            at = layout.place_block(at + stride);
         }
         cursor = cursor.max(end);
     }
@@ -71,14 +65,14 @@ pub fn free_slots(
 
 /// [`plan_compact`] that may also move blocks into `holes`: free slots that no block
 /// occupies now (see [`free_slots`]), so that a compaction cut short is completed by
-/// the next one.
+/// the next one. `layout` is the file's: the blocks' stride and where its data ends.
 pub fn plan_compact_with_holes(
     bat: &Bat,
     releasable: &[u64],
     holes: &[u64],
-    stride: u64,
-    metadata_end: u64,
+    layout: &SparseLayout,
 ) -> CompactPlan {
+    let stride = layout.stride();
     let mut new_bat = bat.clone();
     let mut release: Vec<u64> = releasable.to_vec();
     release.sort_unstable();
@@ -117,7 +111,7 @@ pub fn plan_compact_with_holes(
         .map(|(_, off)| off + stride)
         .max()
         .unwrap_or(0);
-    let new_footer_at = round_up_sector(live_end.max(metadata_end));
+    let new_footer_at = layout.data_end(live_end);
     CompactPlan {
         release,
         moves,
@@ -129,6 +123,26 @@ pub fn plan_compact_with_holes(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A layout whose blocks take `stride` bytes (512 of bitmap) and whose metadata
+    /// ends at `metadata_end`.
+    fn layout(stride: u64, metadata_end: u64) -> SparseLayout {
+        layout_with(stride, &[(0, metadata_end)])
+    }
+
+    fn layout_with(stride: u64, metadata: &[(u64, u64)]) -> SparseLayout {
+        SparseLayout {
+            block_size: stride - 512,
+            bitmap_size: 512,
+            header_offset: 512,
+            table_offset: 1536,
+            used_entries: 0,
+            metadata: metadata.to_vec(),
+            ignored_locators: Vec::new(),
+            clipped_locators: Vec::new(),
+            footer_at: u64::MAX,
+        }
+    }
 
     fn bat_of(entries: &[u32]) -> Bat {
         let mut b = Bat::new_unused(entries.len() as u32);
@@ -143,7 +157,7 @@ mod tests {
         // Blocks at sectors 10, 20, 30, 40 (stride 10 sectors); release block 0 and 2.
         let u = BAT_ENTRY_UNUSED;
         let bat = bat_of(&[10, 20, 30, 40, u]);
-        let plan = plan_compact(&bat, &[0, 2], 10 * 512, 10 * 512);
+        let plan = plan_compact(&bat, &[0, 2], &layout(10 * 512, 10 * 512));
         assert_eq!(plan.release, vec![0, 2]);
         assert_eq!(
             plan.moves,
@@ -160,7 +174,7 @@ mod tests {
     #[test]
     fn compact_plan_with_nothing_released_moves_nothing() {
         let bat = bat_of(&[10, 20]);
-        let plan = plan_compact(&bat, &[], 10 * 512, 10 * 512);
+        let plan = plan_compact(&bat, &[], &layout(10 * 512, 10 * 512));
         assert!(plan.moves.is_empty());
         assert_eq!(plan.new_footer_at, 30 * 512);
     }
@@ -168,7 +182,7 @@ mod tests {
     #[test]
     fn compact_plan_releasing_everything_ends_at_metadata() {
         let bat = bat_of(&[10, 20]);
-        let plan = plan_compact(&bat, &[0, 1], 10 * 512, 3 * 512);
+        let plan = plan_compact(&bat, &[0, 1], &layout(10 * 512, 3 * 512));
         assert!(plan.moves.is_empty());
         assert_eq!(plan.new_bat.allocated_count(), 0);
         assert_eq!(plan.new_footer_at, 3 * 512);
@@ -178,7 +192,7 @@ mod tests {
     fn compact_plan_never_moves_a_block_upwards() {
         let u = BAT_ENTRY_UNUSED;
         let bat = bat_of(&[50, 10, 20, 30, 40, u, 60]);
-        let plan = plan_compact(&bat, &[1, 3], 10 * 512, 10 * 512);
+        let plan = plan_compact(&bat, &[1, 3], &layout(10 * 512, 10 * 512));
         for m in &plan.moves {
             assert!(m.to < m.from);
         }
@@ -198,9 +212,7 @@ mod tests {
         let bat = bat_of(&[(first / 512) as u32, u, ((first + 3 * pitch) / 512) as u32]);
         let slots = free_slots(
             &bat,
-            4608,
-            512,
-            &[(0, 512), (512, 1536), (1536, 2048)],
+            &layout_with(4608, &[(0, 512), (512, 1536), (1536, 2048)]),
             2048,
         );
         assert_eq!(slots, vec![first + pitch, first + 2 * pitch]);
@@ -209,14 +221,14 @@ mod tests {
     #[test]
     fn free_slots_of_a_packed_file_is_empty() {
         let bat = bat_of(&[7, 23, 39]);
-        assert!(free_slots(&bat, 8192, 512, &[(0, 3584)], 3584).is_empty());
+        assert!(free_slots(&bat, &layout_with(8192, &[(0, 3584)]), 3584).is_empty());
     }
 
     #[test]
     fn compact_plan_fills_holes_left_by_an_earlier_run() {
         // Blocks at sectors 10 and 40 (stride 10 sectors), a hole at 20: block 1 moves.
         let bat = bat_of(&[10, 40]);
-        let plan = plan_compact_with_holes(&bat, &[], &[20 * 512], 10 * 512, 10 * 512);
+        let plan = plan_compact_with_holes(&bat, &[], &[20 * 512], &layout(10 * 512, 10 * 512));
         assert_eq!(
             plan.moves,
             vec![Move {

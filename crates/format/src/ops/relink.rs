@@ -213,7 +213,7 @@ pub(crate) fn relink(
     for (slot, (((code, _), payload), off)) in
         locators.iter().zip(&payloads).zip(offsets).enumerate()
     {
-        let space = crate::spec::layout::round_up_sector(payload.len() as u64).max(512);
+        let space = crate::spec::layout::locator_space(payload.len() as u64);
         new.locators[slot] = ParentLocator {
             code: *code,
             // Fit: at most MAX_LOCATOR_DATA, checked above.

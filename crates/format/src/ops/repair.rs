@@ -132,8 +132,8 @@ pub fn repair(path: impl AsRef<Path>) -> Result<RepairReport> {
         None => layout,
     };
     let toff = layout.table_offset;
-    let used = layout.used_entries;
-    if toff.saturating_add(used * 4) > len {
+    let used_bytes = layout.used_bat_bytes();
+    if toff.saturating_add(used_bytes) > len {
         return Err(Error::corrupt(
             path,
             "BAT",
@@ -141,7 +141,7 @@ pub fn repair(path: impl AsRef<Path>) -> Result<RepairReport> {
             "the BAT runs past the end of the file: not repairable",
         ));
     }
-    let mut bat_raw = vec![0u8; (used * 4) as usize];
+    let mut bat_raw = vec![0u8; used_bytes as usize];
     b.read_exact_at(&mut bat_raw, toff)
         .map_err(io("reading the BAT", toff))?;
     let bat = Bat::decode(&bat_raw);

@@ -10,7 +10,8 @@
 //!
 //! Crash safety: **at every instant the disk opens, checks clean and reads either as
 //! before or as resized** (`docs/crash-safety.md`, "Resize", has the argument; the
-//! edits themselves are in `image/resize.rs`). In short:
+//! plan and the edits are the container's: `image/sparse/resize.rs`, `image/fixed.rs`).
+//! In short:
 //!
 //! - *Dynamic or differencing, growing.* Xen's batmap bits past the old size cleared;
 //!   the last block's bytes past the old size cleared (they become new space); the BAT
@@ -41,9 +42,10 @@ use std::time::Instant;
 use vhdkit_task::{Phase, Progress};
 
 use crate::error::{Error, Result};
+use crate::image::container::{ResizeJob, ResizePlan, ResizeSteps};
 use crate::image::{Disk, DiskKind, FooterSource, VhdFile};
-use crate::spec::layout::{bat_growth, BatGrowth};
-use crate::spec::{MAX_CREATE_BAT_ENTRIES, SECTOR_SIZE};
+use crate::spec::layout::{table_bytes, BatGrowth};
+use crate::spec::SECTOR_SIZE;
 
 use super::dependents::{Dependents, Effect};
 use super::{OpsOptions, PhaseClock, Report};
@@ -133,20 +135,6 @@ pub fn target_size(current: u64, opts: &ResizeOptions) -> Result<u64> {
     }
 }
 
-/// What a resize will do, decided before it writes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Plan {
-    /// The size is already right and nothing is left over from an interrupted resize.
-    Nothing,
-    /// A fixed disk.
-    Fixed,
-    /// A dynamic or differencing disk grows, its BAT as said.
-    Grow(BatGrowth),
-    /// A dynamic or differencing disk shrinks (or, at the same size, finishes what an
-    /// interrupted shrink left).
-    Shrink,
-}
-
 /// A disk opened and checked for a resize, nothing written yet.
 #[derive(Debug)]
 pub struct Prepared {
@@ -154,13 +142,29 @@ pub struct Prepared {
     path: PathBuf,
     old: u64,
     new: u64,
-    plan: Plan,
+    plan: ResizePlan,
 }
 
 impl Prepared {
     /// The size before and the size after.
     pub fn sizes(&self) -> (u64, u64) {
         (self.old, self.new)
+    }
+
+    /// The disk, opened for writing, as the resize will find it: what a caller shows
+    /// about it (its kind, its partition table) comes from here, not from opening it
+    /// again.
+    pub fn disk(&self) -> &Disk {
+        &self.disk
+    }
+
+    /// What the plan does to a dynamic or differencing disk's BAT.
+    pub fn bat_change(&self) -> BatChange {
+        match self.plan {
+            ResizePlan::Grow(BatGrowth::InPlace) => BatChange::InPlace,
+            ResizePlan::Grow(BatGrowth::Relocate { .. }) => BatChange::Relocated,
+            _ => BatChange::None,
+        }
     }
 }
 
@@ -227,20 +231,8 @@ pub fn prepare(disk: Disk, resize: &ResizeOptions, opts: &OpsOptions) -> Result<
             path.display()
         )));
     }
-    let sparse = kind != DiskKind::Fixed;
-    let plan = if new == old {
-        match leftover(top)? {
-            true if sparse => Plan::Shrink,
-            true => Plan::Fixed,
-            false => Plan::Nothing,
-        }
-    } else if !sparse {
-        Plan::Fixed
-    } else if new > old {
-        Plan::Grow(grow_plan(top, new)?)
-    } else {
-        Plan::Shrink
-    };
+    // The container decides what it does (and refuses what it cannot).
+    let plan = top.plan_resize(new)?;
     if new != old {
         if kind == DiskKind::Differencing {
             let Some(parent) = disk.layers().get(1) else {
@@ -278,90 +270,6 @@ pub fn prepare(disk: Disk, resize: &ResizeOptions, opts: &OpsOptions) -> Result<
     })
 }
 
-/// Whether an interrupted resize left something for a run at the same size to finish:
-/// a fixed disk's padding before its footer; a dynamic or differencing disk's stale
-/// footer copy or allocated entries past its size.
-fn leftover(top: &VhdFile) -> Result<bool> {
-    if top.kind() == DiskKind::Fixed {
-        return Ok(top.footer_offset() > top.virtual_size());
-    }
-    let used = top
-        .virtual_size()
-        .div_ceil(top.block_size().unwrap_or(u64::MAX).max(1));
-    Ok(!top.footer_copy_matches()? || top.entries_past(used)? > 0)
-}
-
-/// How a dynamic or differencing disk's BAT grows to cover `new` bytes, or why it cannot.
-fn grow_plan(top: &VhdFile, new: u64) -> Result<BatGrowth> {
-    let path = top.path();
-    let (Some(header), Some(block)) = (top.header(), top.block_size()) else {
-        return Err(Error::WrongDiskType {
-            path: path.to_owned(),
-            found: top.kind().to_string(),
-            expected: "a dynamic or differencing disk".into(),
-        });
-    };
-    let entries = new.div_ceil(block);
-    let used = top.virtual_size().div_ceil(block);
-    // Every piece of metadata but the table itself is occupied: a locator another
-    // writer put in the table's padding is never written over.
-    let table = (
-        header.table_offset,
-        header.table_offset + header.bat_size_on_disk(),
-    );
-    let mut occupied = top
-        .sparse_geometry()
-        .map(|g| g.metadata)
-        .unwrap_or_default();
-    if let Some(i) = occupied.iter().position(|&r| r == table) {
-        occupied.remove(i);
-    }
-    let growth = bat_growth(
-        header,
-        top.data_end(),
-        top.footer_offset(),
-        used,
-        entries,
-        &occupied,
-    );
-    if let BatGrowth::Relocate { .. } = growth {
-        if entries > MAX_CREATE_BAT_ENTRIES {
-            return Err(Error::SizeTooLarge {
-                size: new,
-                detail: format!(
-                    "{entries} blocks of {block} bytes: vhdkit writes tables of at most {MAX_CREATE_BAT_ENTRIES} entries (convert to a larger block size first)"
-                ),
-            });
-        }
-        if top.footer().creator_app.starts_with(b"tap") {
-            let room = header.bat_size_on_disk() / 4 * block;
-            let limit = if entries.saturating_mul(4) <= header.bat_size_on_disk() {
-                "in place it cannot grow: other metadata lies in the table's padding".to_owned()
-            } else {
-                format!("in place it covers at most {room} bytes")
-            };
-            return Err(Error::Unsupported {
-                path: path.to_owned(),
-                detail: format!(
-                    "a Xen blktap (`tap`) disk keeps its batmap right after the BAT, and vhd-util check refuses blocks stored before the end of the metadata, so its BAT cannot move to the end of the file; {limit} (grow it further with `vhd-util resize`, or convert it first)"
-                ),
-            });
-        }
-    }
-    if let Some((_, bits, area)) = top.batmap_room() {
-        let need = crate::spec::batmap::map_bytes(new);
-        if entries > bits || need > area {
-            return Err(Error::Unsupported {
-                path: path.to_owned(),
-                detail: format!(
-                    "the Xen batmap holds {bits} blocks in {area} bytes; {new} bytes needs {entries} blocks and {need} bytes"
-                ),
-            });
-        }
-    }
-    Ok(growth)
-}
-
 /// Resizes the disk at `path`: [`open`], then [`run`].
 pub fn resize(
     path: impl AsRef<Path>,
@@ -376,6 +284,7 @@ pub fn resize(
 /// Runs a resize [`open`] prepared.
 pub fn run(prepared: Prepared, opts: &OpsOptions, progress: &Progress) -> Result<Report> {
     let start = Instant::now();
+    let bat = prepared.bat_change();
     let Prepared {
         mut disk,
         path,
@@ -392,6 +301,7 @@ pub fn run(prepared: Prepared, opts: &OpsOptions, progress: &Progress) -> Result
     let mut facts = ResizeFacts {
         size_before: old,
         size_after: new,
+        bat,
         ..ResizeFacts::default()
     };
     let mut clock = PhaseClock::start();
@@ -402,11 +312,11 @@ pub fn run(prepared: Prepared, opts: &OpsOptions, progress: &Progress) -> Result
         phases.push((Phase::Scan, cut));
     }
     match plan {
-        Plan::Grow(BatGrowth::Relocate { .. }) => {
+        ResizePlan::Grow(BatGrowth::Relocate { .. }) => {
             let block = disk.top().block_size().unwrap_or(u64::MAX).max(1);
             phases.push((Phase::Flush, table_bytes(new.div_ceil(block))));
         }
-        Plan::Fixed if new > old => phases.push((Phase::Zero, new - old)),
+        ResizePlan::Fixed if new > old => phases.push((Phase::Zero, new - old)),
         _ => {}
     }
     progress.plan_phases(&phases);
@@ -415,31 +325,19 @@ pub fn run(prepared: Prepared, opts: &OpsOptions, progress: &Progress) -> Result
         facts.nonzero_bytes_cut = count_nonzero(&disk, new, old, progress)?;
         clock.lap(&mut report, "scan");
     }
-    match plan {
-        Plan::Nothing => {}
-        Plan::Fixed => {
-            progress.set_phase(Phase::Zero, 0, new.saturating_sub(old));
-            let mut tick = |n: u64| -> Result<()> {
-                progress.add_blocks_done(0, n);
-                progress.check_cancelled().map_err(Error::from)
-            };
-            disk.top_mut().resize_fixed(new, opts.sparse, &mut tick)?;
-            clock.lap(&mut report, "resize");
-        }
-        Plan::Grow(growth) => {
-            grow(disk.top_mut(), old, new, growth, progress)?;
-            facts.bat = match growth {
-                BatGrowth::Fits => BatChange::None,
-                BatGrowth::InPlace => BatChange::InPlace,
-                BatGrowth::Relocate { .. } => BatChange::Relocated,
-            };
-            clock.lap(&mut report, "bat");
-            progress.set_phase(Phase::Flush, 0, 0);
-            disk.top_mut().set_sparse_size(new)?;
-            clock.lap(&mut report, "footer");
-        }
-        Plan::Shrink => {
-            let released = shrink(disk.top_mut(), old, new, progress, &mut report, &mut clock)?;
+    if plan != ResizePlan::Nothing {
+        let job = ResizeJob {
+            old,
+            new,
+            sparse: opts.sparse,
+        };
+        let mut steps = Steps {
+            progress,
+            report: &mut report,
+            clock: &mut clock,
+        };
+        let released = disk.top_mut().resize(plan, job, &mut steps)?;
+        if plan == ResizePlan::Shrink {
             report.blocks_total = released;
             report.blocks_released = released;
         }
@@ -457,95 +355,30 @@ fn length(f: &VhdFile) -> Result<u64> {
         .map_err(|e| Error::file(f.path(), "reading the length", e))
 }
 
-/// Bytes a BAT of `entries` entries takes, in whole sectors.
-fn table_bytes(entries: u64) -> u64 {
-    crate::spec::layout::round_up_sector(entries.saturating_mul(4))
+/// A resize's progress, report and phase clock, as the container's steps see them.
+struct Steps<'a> {
+    progress: &'a Progress,
+    report: &'a mut Report,
+    clock: &'a mut PhaseClock,
 }
 
-/// The steps of a grow before the footers (see the module docs).
-fn grow(f: &mut VhdFile, old: u64, new: u64, growth: BatGrowth, progress: &Progress) -> Result<()> {
-    let block = f.block_size().unwrap_or(u64::MAX).max(1);
-    let (old_used, new_used) = (old.div_ceil(block), new.div_ceil(block));
-    // Fits: checked against MAX_CREATE_BAT_ENTRIES or the existing table, both u32.
-    let entries = u32::try_from(new_used)
-        .map_err(|_| Error::InvalidArgument(format!("{new_used} blocks do not fit a BAT")))?;
-    // Xen's batmap: the bits of the blocks the new size brings in must be clear, and so
-    // must that of a differencing disk's partly covered last block, whose sector bitmap
-    // loses bits below. (Rare in blktap's files: their sizes are whole blocks.)
-    let partial = !old.is_multiple_of(block) && f.is_differencing();
-    let clear_from = if partial { old / block } else { old_used };
-    if f.trim_batmap(clear_from, old, new)? {
-        f.flush()?;
+impl ResizeSteps for Steps<'_> {
+    fn phase(&mut self, phase: Phase, bytes: u64) {
+        self.progress.set_phase(phase, 0, bytes);
     }
-    if f.clear_past(old)? {
-        f.flush()?;
-    }
-    progress.check_cancelled()?;
-    match growth {
-        BatGrowth::Fits | BatGrowth::InPlace => {
-            if f.unuse_bat_entries(old_used, new_used, false)? > 0 {
-                f.flush()?;
-            }
-            if growth == BatGrowth::InPlace {
-                f.raise_max_table_entries(entries)?;
-            }
-        }
-        BatGrowth::Relocate {
-            table_offset,
-            footer_at,
-        } => {
-            progress.set_phase(Phase::Flush, 0, table_bytes(new_used));
-            let mut tick = |n: u64| -> Result<()> {
-                progress.add_blocks_done(0, n);
-                progress.check_cancelled().map_err(Error::from)
-            };
-            f.relocate_bat(entries, table_offset, footer_at, &mut tick)?;
-        }
-    }
-    Ok(())
-}
 
-/// A shrink of a dynamic or differencing disk (or, at the same size, the end of an
-/// interrupted one). Returns the blocks released.
-fn shrink(
-    f: &mut VhdFile,
-    old: u64,
-    new: u64,
-    progress: &Progress,
-    report: &mut Report,
-    clock: &mut PhaseClock,
-) -> Result<u64> {
-    let block = f.block_size().unwrap_or(u64::MAX).max(1);
-    let new_used = new.div_ceil(block);
-    let max = f
-        .header()
-        .map(|h| u64::from(h.max_table_entries))
-        .unwrap_or(new_used);
-    progress.set_phase(Phase::Flush, 0, 0);
-    // Xen's batmap: only what its checksum needs (the bytes the smaller size no longer
-    // reads cleared, when it reads fewer). The bits of blocks past the new end may stay
-    // set: no reader or checker looks past the size, and a grow clears them first.
-    if f.trim_batmap(u64::MAX, old, new)? {
-        f.flush()?;
+    fn tick(&mut self, n: u64) -> Result<()> {
+        self.progress.add_blocks_done(0, n);
+        self.progress.check_cancelled().map_err(Error::from)
     }
-    if new < old {
-        f.set_sparse_size(new)?;
-    } else if !f.footer_copy_matches()? {
-        f.fix_footer_copy()?;
+
+    fn check_cancelled(&mut self) -> Result<()> {
+        self.progress.check_cancelled().map_err(Error::from)
     }
-    clock.lap(report, "footer");
-    progress.set_phase(Phase::Zero, 0, 0);
-    if f.clear_past(new)? {
-        f.flush()?;
+
+    fn lap(&mut self, name: &str) {
+        self.clock.lap(self.report, name);
     }
-    let released = f.unuse_bat_entries(new_used, max, true)?;
-    if released > 0 {
-        f.flush()?;
-    }
-    clock.lap(report, "release");
-    f.shorten()?;
-    clock.lap(report, "truncate");
-    Ok(released)
 }
 
 /// Non-zero bytes of `disk`'s view in `from..to`, reading only what is stored (holes of

@@ -42,7 +42,7 @@ impl Bat {
 
     /// Encodes the table padded with unused entries to a whole number of sectors.
     pub fn encode(&self) -> Vec<u8> {
-        let len = (self.entries.len() as u64 * 4).div_ceil(SECTOR_SIZE) * SECTOR_SIZE;
+        let len = super::layout::table_bytes(self.entries.len() as u64);
         let mut out = vec![0xFF; len as usize];
         for (i, e) in self.entries.iter().enumerate() {
             BigEndian::write_u32(&mut out[i * 4..], *e);

@@ -47,10 +47,7 @@ pub fn expects_batmap(footer: &Footer) -> Option<bool> {
 /// Where the batmap header is: right after the BAT of `max_table_entries` entries,
 /// padded to whole sectors (at least one).
 pub fn header_offset(table_offset: u64, max_table_entries: u32) -> u64 {
-    let bat = (u64::from(max_table_entries) * 4)
-        .div_ceil(SECTOR_SIZE)
-        .max(1)
-        * SECTOR_SIZE;
+    let bat = super::layout::table_bytes(u64::from(max_table_entries)).max(SECTOR_SIZE);
     table_offset.saturating_add(bat)
 }
 

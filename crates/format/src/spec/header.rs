@@ -189,7 +189,7 @@ impl DynamicHeader {
 
     /// Bytes the BAT takes on disk (rounded up to whole sectors).
     pub fn bat_size_on_disk(&self) -> u64 {
-        (u64::from(self.max_table_entries) * 4).div_ceil(SECTOR_SIZE) * SECTOR_SIZE
+        super::layout::table_bytes(u64::from(self.max_table_entries))
     }
 
     /// Every problem with the header's content. `current_size` is the footer's virtual

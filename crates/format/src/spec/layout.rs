@@ -88,7 +88,7 @@ impl SparseLayout {
                 ignored_locators.push(slot);
                 continue;
             }
-            let used = round_up_sector(u64::from(l.data_length));
+            let used = locator_space(u64::from(l.data_length));
             let end = l.data_offset.saturating_add(used);
             if end > file_len {
                 clipped_locators.push(slot);
@@ -139,6 +139,51 @@ impl SparseLayout {
         self.metadata.iter().map(|&(_, e)| e).max().unwrap_or(0)
     }
 
+    /// The table's byte range as the metadata lists it: `max_table_entries` entries in
+    /// whole sectors ([`table_bytes`]) from the table offset.
+    pub fn table_range(&self, max_table_entries: u32) -> (u64, u64) {
+        let t = self.table_offset;
+        (
+            t,
+            t.saturating_add(table_bytes(u64::from(max_table_entries))),
+        )
+    }
+
+    /// Counts `range` (new locator payloads, in whole sectors) as metadata.
+    pub fn add_metadata(&mut self, range: (u64, u64)) {
+        self.metadata.push(range);
+    }
+
+    /// Moves the table (a resize that relocates it): the range it took, `old` (from
+    /// [`SparseLayout::table_range`]), becomes `table_offset` and `entries` entries in
+    /// whole sectors.
+    pub fn move_table(&mut self, old: (u64, u64), table_offset: u64, entries: u32) {
+        let new = (
+            table_offset,
+            table_offset.saturating_add(table_bytes(u64::from(entries))),
+        );
+        for r in self.metadata.iter_mut().filter(|r| **r == old) {
+            *r = new;
+        }
+        self.table_offset = table_offset;
+    }
+
+    /// The disk's size changed (a resize): the entries that cover it follow.
+    pub fn set_size(&mut self, current_size: u64) {
+        self.used_entries = current_size.div_ceil(self.block_size);
+    }
+
+    /// The blocks that cover `size` bytes.
+    pub fn blocks_for(&self, size: u64) -> u64 {
+        size.div_ceil(self.block_size)
+    }
+
+    /// The end of everything stored: past every block (`blocks_end`: the end of the
+    /// block stored highest, 0 if none) and every piece of metadata, not rounded.
+    pub fn content_end(&self, blocks_end: u64) -> u64 {
+        blocks_end.max(self.metadata_end())
+    }
+
     /// Whether a block stored at `offset` would overlap metadata.
     pub fn overlaps_metadata(&self, offset: u64) -> bool {
         let end = offset.saturating_add(self.stride());
@@ -149,7 +194,7 @@ impl SparseLayout {
     /// highest, 0 if none) and every piece of metadata, rounded up to a sector: where
     /// the trailing footer of a file holding exactly these goes.
     pub fn data_end(&self, blocks_end: u64) -> u64 {
-        round_up_sector(blocks_end.max(self.metadata_end()))
+        round_up_sector(self.content_end(blocks_end))
     }
 
     /// Where a block allocated at or after `free` goes: its data starts on a
@@ -238,7 +283,7 @@ pub fn bat_growth(
         BatGrowth::InPlace
     } else {
         let table_offset = round_up_sector(data_end.min(footer_at));
-        let table_end = table_offset.saturating_add(round_up_sector(entries.saturating_mul(4)));
+        let table_end = table_offset.saturating_add(table_bytes(entries));
         BatGrowth::Relocate {
             table_offset,
             footer_at: footer_at.max(table_end),
@@ -315,7 +360,7 @@ impl NewSparse {
             header.set_parent_name(&p.name)?;
             for (slot, (code, text)) in p.locators.iter().enumerate().take(8) {
                 let data = encode_utf16le(text);
-                let space = round_up_sector(data.len() as u64);
+                let space = locator_space(data.len() as u64);
                 if space > u64::from(MAX_LOCATOR_DATA) {
                     return Err(format!("parent path {text:?} is too long for a locator"));
                 }
@@ -385,6 +430,19 @@ pub fn align_block(free: u64, bitmap_size: u64) -> u64 {
 /// `n` rounded up to a whole sector (saturating: no real offset is that large).
 pub fn round_up_sector(n: u64) -> u64 {
     n.div_ceil(SECTOR_SIZE).saturating_mul(SECTOR_SIZE)
+}
+
+/// Bytes a BAT of `entries` entries takes on disk: 4 bytes each, padded to whole
+/// sectors with unused entries.
+pub fn table_bytes(entries: u64) -> u64 {
+    round_up_sector(entries.saturating_mul(4))
+}
+
+/// Bytes a locator payload of `len` bytes takes in the file vhdkit writes: whole
+/// sectors, at least one (an empty payload still gets its sector, as every writer
+/// gives it one).
+pub fn locator_space(len: u64) -> u64 {
+    round_up_sector(len).max(SECTOR_SIZE)
 }
 
 /// Validates BAT entries as they are read: each allocated entry must lie past the first
@@ -654,6 +712,38 @@ mod tests {
             bat_growth(&shrunk, 4096, 4096, 10, 40, &occupied),
             BatGrowth::Fits
         );
+    }
+
+    #[test]
+    fn table_and_locator_space_are_whole_sectors() {
+        assert_eq!(table_bytes(0), 0);
+        assert_eq!(table_bytes(1), 512);
+        assert_eq!(table_bytes(128), 512);
+        assert_eq!(table_bytes(129), 1024);
+        // An empty payload still takes its sector, as relink and append write it.
+        assert_eq!(locator_space(0), 512);
+        assert_eq!(locator_space(700), 1024);
+        let h = DynamicHeader::new(1536, 129, 2 << 20);
+        assert_eq!(h.bat_size_on_disk(), table_bytes(129));
+    }
+
+    #[test]
+    fn a_layout_follows_a_moved_table_new_metadata_and_a_new_size() {
+        let mut l = layout(3, 2 << 20, 1 << 20);
+        let old = l.table_range(3);
+        assert_eq!(old, (1536, 2048));
+        l.move_table(old, 8192, 200);
+        assert_eq!(l.table_offset, 8192);
+        assert!(l.metadata.contains(&(8192, 8192 + 1024)));
+        assert!(!l.metadata.contains(&old));
+        l.add_metadata((9216, 9728));
+        assert_eq!(l.metadata_end(), 9728);
+        assert_eq!(l.data_end(9000), 9728);
+        assert_eq!(l.content_end(10_000), 10_000);
+        assert_eq!(l.data_end(10_000), 10_240);
+        l.set_size(5 << 20);
+        assert_eq!(l.used_entries, 3);
+        assert_eq!(l.blocks_for(7 << 20), 4);
     }
 
     #[test]
