@@ -251,6 +251,12 @@ impl VhdFile {
         container_as::<Vhdx>(self)
     }
 
+    /// A VHDX file's own facts (block and sector sizes, log state, parent locator),
+    /// `None` for VHD files and raw images.
+    pub fn vhdx_info(&self) -> Option<super::vhdx::VhdxInfo> {
+        self.vhdx().map(Vhdx::info)
+    }
+
     /// Whether the file is a VHDX file (`info` names the container).
     pub fn is_vhdx(&self) -> bool {
         self.vhdx().is_some()

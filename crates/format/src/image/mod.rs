@@ -33,6 +33,7 @@ pub(crate) mod sparse;
 mod stored;
 pub(crate) mod vhdx;
 pub(crate) use map_clone::Window;
+pub use vhdx::{LocatorEntry as VhdxLocatorEntry, VhdxInfo};
 
 pub use crate::spec::layout::DATA_ALIGNMENT;
 #[cfg(any(test, feature = "testing"))]

@@ -8,6 +8,7 @@
 //! | `open.rs` | reading the header section, regions, log, metadata and BAT from a file |
 //! | `log.rs` | a pending log: replayed in memory (read-only opens) or on disk (writable) |
 //! | `map.rs` | BAT states and sector bitmaps → extents |
+//! | `info.rs` | the facts `info` shows |
 //!
 //! `VhdFile`'s API is footer-centric: a VHDX file gets a footer made up from its
 //! metadata (`docs/architecture.md`, "VHDX files"): the kind (fixed when
@@ -15,6 +16,7 @@
 //! the virtual size, and the header's data write GUID as the unique id, the identity a
 //! child's `parent_linkage` names.
 
+mod info;
 mod log;
 mod map;
 mod open;
@@ -33,6 +35,7 @@ use super::core::FileCore;
 use super::extent::LayerExtent;
 use super::DiskKind;
 
+pub use info::{LocatorEntry, VhdxInfo};
 pub(crate) use log::LogState;
 pub(crate) use open::open_vhdx;
 
