@@ -11,15 +11,14 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use uuid::Uuid;
-use vhdkit_format::vhdx::header::{HeaderSlot, HEADER_SIZE};
-use vhdkit_format::vhdx::log::{LogCursor, LogWrite};
+use vhdkit_format::vhdx::header::HeaderSlot;
 use vhdkit_format::vhdx::{DiskType, NewVhdx, ParentLocator, ParsedVhdx, MIB};
 use vhdkit_format::{Disk, DiskKind, ErrorKind, OpenOptions, VhdFile};
 use vhdkit_testkit::{have, pyvhdi_read_all, run_cmd, tempdir, Tool};
 
 #[path = "common/vhdx_build.rs"]
 mod vhdx_build;
-use vhdx_build::{build, model, Content};
+use vhdx_build::{build, file_with_pending_log, model, Content};
 
 fn tool(program: &str, args: &[&str]) -> String {
     have(Tool::QemuImg);
@@ -280,49 +279,6 @@ fn vhd_parent_under_a_vhdx_child_is_refused() {
     let e = Disk::open(&child).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Unsupported, "{e}");
     assert!(e.to_string().contains("VHD"), "{e}");
-}
-
-/// A dynamic file whose log holds one entry, not applied: it allocates block 3 at the
-/// end of the file (the BAT sector) and writes 4 KiB of 0x77 at its start.
-fn file_with_pending_log(path: &Path) -> Vec<u8> {
-    let mut n = NewVhdx::new(DiskType::Dynamic, 16 * MIB);
-    n.block_size = MIB as u32;
-    let l = n.layout().unwrap();
-    let mut b = vec![0u8; l.file_len as usize];
-    for (at, bytes) in l.initial_writes(&l.header(), &l.metadata(Uuid::nil(), None)) {
-        b[at as usize..at as usize + bytes.len()].copy_from_slice(&bytes);
-    }
-    let end = b.len() as u64;
-    let mut bat = l.initial_bat();
-    bat.set_payload(3, vhdkit_format::vhdx::PayloadState::FullyPresent, end);
-    let mut sector = bat.encode();
-    sector.resize(4096, 0);
-    let guid = Uuid::from_u128(0x1234);
-    let placed = LogCursor::new(u64::from(l.log.length))
-        .append(
-            guid,
-            end,
-            end + MIB,
-            &[
-                LogWrite::Data {
-                    offset: l.bat.offset,
-                    bytes: sector,
-                },
-                LogWrite::Data {
-                    offset: end,
-                    bytes: vec![0x77; 4096],
-                },
-            ],
-        )
-        .unwrap();
-    placed.write_into(&mut b[l.log.offset as usize..l.log.end() as usize]);
-    let mut h = l.header();
-    h.sequence_number = 9;
-    h.log_guid = guid;
-    let at = HeaderSlot::First.offset() as usize;
-    b[at..at + HEADER_SIZE].copy_from_slice(&h.encode());
-    fs::write(path, &b).unwrap();
-    b
 }
 
 #[test]

@@ -257,6 +257,20 @@ impl VhdFile {
         self.vhdx().map(Vhdx::info)
     }
 
+    /// Refuses `what` (an in-place operation that is VHD-only for now: compact,
+    /// set-parent) on a VHDX file, clearly, before anything is written.
+    pub(crate) fn refuse_vhdx(&self, what: &str) -> Result<()> {
+        if self.is_vhdx() {
+            return Err(Error::Unsupported {
+                path: self.core.path.clone(),
+                detail: format!(
+                    "{what} of a VHDX file is not yet supported (convert it to a VHD first)"
+                ),
+            });
+        }
+        Ok(())
+    }
+
     /// Whether the file is a VHDX file (`info` names the container).
     pub fn is_vhdx(&self) -> bool {
         self.vhdx().is_some()

@@ -15,7 +15,9 @@ use vhdkit_format::vhdx::bat::{
     bitmap_bits, set_bitmap_bits, BatEntry, PAYLOAD_BLOCK_FULLY_PRESENT,
     PAYLOAD_BLOCK_PARTIALLY_PRESENT, PAYLOAD_BLOCK_ZERO, SB_BLOCK_PRESENT,
 };
-use vhdkit_format::vhdx::{NewVhdx, ParentLocator, VhdxLayout, MIB};
+use vhdkit_format::vhdx::header::{HeaderSlot, HEADER_SIZE};
+use vhdkit_format::vhdx::log::{LogCursor, LogWrite};
+use vhdkit_format::vhdx::{DiskType, NewVhdx, ParentLocator, PayloadState, VhdxLayout, MIB};
 
 /// What to put in a block of a built file.
 #[derive(Clone, Copy)]
@@ -114,4 +116,47 @@ pub fn model(size: u64, n: &NewVhdx, levels: &[&[(u64, Content)]]) -> Vec<u8> {
         }
     }
     out
+}
+
+/// A dynamic file whose log holds one entry, not applied: it allocates block 3 at the
+/// end of the file (the BAT sector) and writes 4 KiB of 0x77 at its start.
+pub fn file_with_pending_log(path: &Path) -> Vec<u8> {
+    let mut n = NewVhdx::new(DiskType::Dynamic, 16 * MIB);
+    n.block_size = MIB as u32;
+    let l = n.layout().unwrap();
+    let mut b = vec![0u8; l.file_len as usize];
+    for (at, bytes) in l.initial_writes(&l.header(), &l.metadata(Uuid::nil(), None)) {
+        b[at as usize..at as usize + bytes.len()].copy_from_slice(&bytes);
+    }
+    let end = b.len() as u64;
+    let mut bat = l.initial_bat();
+    bat.set_payload(3, PayloadState::FullyPresent, end);
+    let mut sector = bat.encode();
+    sector.resize(4096, 0);
+    let guid = Uuid::from_u128(0x1234);
+    let placed = LogCursor::new(u64::from(l.log.length))
+        .append(
+            guid,
+            end,
+            end + MIB,
+            &[
+                LogWrite::Data {
+                    offset: l.bat.offset,
+                    bytes: sector,
+                },
+                LogWrite::Data {
+                    offset: end,
+                    bytes: vec![0x77; 4096],
+                },
+            ],
+        )
+        .unwrap();
+    placed.write_into(&mut b[l.log.offset as usize..l.log.end() as usize]);
+    let mut h = l.header();
+    h.sequence_number = 9;
+    h.log_guid = guid;
+    let at = HeaderSlot::First.offset() as usize;
+    b[at..at + HEADER_SIZE].copy_from_slice(&h.encode());
+    fs::write(path, &b).unwrap();
+    b
 }
