@@ -106,7 +106,7 @@ pub(crate) fn check_vhdx(b: &dyn Backend) -> Vec<Problem> {
             .at(v.header.header.log_offset),
         );
     }
-    let bat = v.bat.problems(&v.areas, v.regions.bat.offset);
+    let bat = v.bat().problems(&v.areas, v.regions.bat.offset);
     let n = bat.len();
     p.extend(
         bat.iter()

@@ -76,8 +76,8 @@ impl Vhdx {
             physical_sector_size: self.metadata.physical_sector_size,
             leave_blocks_allocated: p.leave_blocks_allocated,
             has_parent: p.has_parent,
-            blocks: self.bat.geometry.data_blocks,
-            allocated_blocks: self.allocated().count() as u64,
+            blocks: self.bat().geometry.data_blocks,
+            allocated_blocks: self.allocated().len() as u64,
             header_sequence: h.sequence_number,
             header_slot: match self.header.slot {
                 crate::vhdx::HeaderSlot::First => 1,

@@ -15,7 +15,7 @@
 //! zeros for them in a file without a parent, as vhdkit does).
 
 use crate::error::Result;
-use crate::vhdx::bat::bitmap_bits;
+use crate::vhdx::bat::{bitmap_bits, Bat};
 use crate::vhdx::PayloadState;
 
 use super::super::core::FileCore;
@@ -39,12 +39,12 @@ pub(super) fn extents(
             LayerExtent::Zero { len }
         }
     };
+    let bat = v.bat();
     while pos < end {
         let block = pos / bs;
         let in_block = pos % bs;
         let len = (bs - in_block).min(end - pos);
-        let entry = v
-            .bat
+        let entry = bat
             .payload(block)
             .unwrap_or(crate::vhdx::bat::PayloadBlock {
                 state: None,
@@ -59,7 +59,7 @@ pub(super) fn extents(
                 },
             ),
             (Some(PayloadState::PartiallyPresent), Some(at)) if differencing => {
-                partial(v, f, block, at, in_block, len, out)?
+                partial(v, &bat, f, block, at, in_block, len, out)?
             }
             (Some(PayloadState::Zero), _) => push(out, LayerExtent::Zero { len }),
             _ => push(out, absent(len)),
@@ -71,8 +71,10 @@ pub(super) fn extents(
 
 /// The extents of `in_block..in_block + len` of partially present block `block`,
 /// stored at `at`, by its sector bitmap.
+#[allow(clippy::too_many_arguments)]
 fn partial(
     v: &Vhdx,
+    bat: &Bat,
     f: &FileCore,
     block: u64,
     at: u64,
@@ -80,11 +82,12 @@ fn partial(
     len: u64,
     out: &mut Vec<LayerExtent>,
 ) -> Result<()> {
-    let g = &v.bat.geometry;
+    let g = bat.geometry;
     let sector = u64::from(g.logical_sector_size);
-    let (chunk, first_bit, _) = bitmap_bits(g, block);
+    let (chunk, first_bit, _) = bitmap_bits(&g, block);
     // Open checked that a partially present block's chunk has its bitmap.
-    let bitmap_at = match v.bat.sector_bitmap(chunk) {
+    let bitmap = bat.sector_bitmap(chunk);
+    let bitmap_at = match bitmap {
         Some((Some(crate::vhdx::SectorBitmapState::Present), o)) => o,
         _ => {
             return Err(crate::error::Error::corrupt(

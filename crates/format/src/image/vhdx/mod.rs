@@ -20,8 +20,10 @@ mod info;
 mod log;
 mod map;
 mod open;
+mod write;
 
 use std::ops::Range;
+use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard};
 
 use crate::error::{Error, Result};
 use crate::spec::{DiskType as VhdDiskType, Footer, VhdTime};
@@ -54,10 +56,13 @@ pub(crate) struct Vhdx {
     pub areas: FileAreas,
     /// The metadata (as replayed).
     pub metadata: Metadata,
-    /// The BAT (as replayed).
-    pub bat: Bat,
+    /// The BAT (as replayed, and as written since).
+    bat: RwLock<Bat>,
     /// What happened to the log on open.
     pub log: LogState,
+    /// What the write path keeps: the current header, the end of the file, the log
+    /// cursor (`write.rs`).
+    write: Mutex<write::WriteState>,
     /// A read-only open's in-memory replay: what every read of the file sees on top of
     /// its bytes (empty when the log was clean or replayed on disk).
     overlay: log::Overlay,
@@ -102,16 +107,28 @@ impl Vhdx {
         open::read_replayed(f, &self.overlay, buf, at, doing)
     }
 
-    fn allocated(&self) -> impl Iterator<Item = (u64, PayloadState)> + '_ {
-        (0..self.bat.geometry.data_blocks).filter_map(|b| {
-            let p = self.bat.payload(b)?;
-            match p.state {
-                Some(s @ (PayloadState::FullyPresent | PayloadState::PartiallyPresent)) => {
-                    Some((b, s))
-                }
-                _ => None,
-            }
-        })
+    /// The BAT.
+    pub(crate) fn bat(&self) -> RwLockReadGuard<'_, Bat> {
+        self.bat.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write_state(&self) -> MutexGuard<'_, write::WriteState> {
+        self.write.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The payload blocks stored in the file (fully or partially present), in order.
+    fn allocated(&self) -> Vec<u64> {
+        let bat = self.bat();
+        (0..bat.geometry.data_blocks)
+            .filter(|&b| {
+                bat.payload(b).is_some_and(|p| {
+                    matches!(
+                        p.state,
+                        Some(PayloadState::FullyPresent | PayloadState::PartiallyPresent)
+                    )
+                })
+            })
+            .collect()
     }
 }
 
@@ -149,7 +166,7 @@ impl Container for Vhdx {
         let bs = self.block_size();
         let size = self.metadata.virtual_size;
         let mut out: Vec<Range<u64>> = Vec::new();
-        for (b, _) in self.allocated() {
+        for b in self.allocated() {
             let r = b * bs..((b + 1) * bs).min(size);
             match out.last_mut() {
                 Some(last) if last.end == r.start => last.end = r.end,
@@ -167,27 +184,24 @@ impl Container for Vhdx {
         self.overlay.is_empty()
     }
 
-    fn check_writable(&self, f: &FileCore) -> Result<()> {
-        Err(Error::Unsupported {
-            path: f.path.clone(),
-            detail: "writing into a VHDX file in place is not yet supported (convert it to a VHD, or read it)".into(),
-        })
+    fn write_runs(&self, f: &FileCore, runs: &[(u64, &[u8])]) -> Result<()> {
+        write::write_runs(self, f, runs)
     }
 
-    fn write_runs(&self, f: &FileCore, _runs: &[(u64, &[u8])]) -> Result<()> {
-        self.check_writable(f)
+    fn flush(&self, f: &FileCore) -> Result<()> {
+        write::close_log(self, f)
     }
 
     fn file_len(&self, _f: &FileCore) -> u64 {
-        self.areas.file_len
+        self.write_state().file_end
     }
 
-    fn footer_offset(&self, _f: &FileCore) -> u64 {
-        self.areas.file_len
+    fn footer_offset(&self, f: &FileCore) -> u64 {
+        self.file_len(f)
     }
 
-    fn footer_write_offset(&self, _f: &FileCore) -> u64 {
-        self.areas.file_len
+    fn footer_write_offset(&self, f: &FileCore) -> u64 {
+        self.file_len(f)
     }
 
     fn metadata_ranges(&self) -> Vec<(u64, u64)> {
@@ -196,9 +210,10 @@ impl Container for Vhdx {
             r.push((self.areas.log.0, self.areas.log.1 - self.areas.log.0));
         }
         r.extend(self.areas.regions.iter().map(|&(s, e, _)| (s, e - s)));
-        for chunk in 0..self.bat.geometry.bitmap_blocks {
+        let bat = self.bat();
+        for chunk in 0..bat.geometry.bitmap_blocks {
             if let Some((Some(crate::vhdx::SectorBitmapState::Present), at)) =
-                self.bat.sector_bitmap(chunk)
+                bat.sector_bitmap(chunk)
             {
                 r.push((at, crate::vhdx::bat::SECTOR_BITMAP_BLOCK_SIZE));
             }
@@ -208,7 +223,7 @@ impl Container for Vhdx {
     }
 
     fn allocated_blocks(&self) -> u64 {
-        self.allocated().count() as u64
+        self.allocated().len() as u64
     }
 
     fn plan_resize(&self, f: &FileCore, _new: u64) -> Result<super::container::ResizePlan> {

@@ -159,6 +159,8 @@ pub(crate) fn open_vhdx(
     if let Some(p) = bat.problems(&areas, b.offset).into_iter().next() {
         return Err(bad(p));
     }
+    let log_len = u64::from(header.header.log_length);
+    let file_end = areas.file_len;
     let v = Vhdx {
         ident,
         header,
@@ -166,7 +168,8 @@ pub(crate) fn open_vhdx(
         regions_agree,
         areas,
         metadata,
-        bat,
+        bat: std::sync::RwLock::new(bat),
+        write: std::sync::Mutex::new(super::write::WriteState::new(&header, file_end, log_len)),
         log: log_state,
         overlay,
     };
