@@ -1,14 +1,15 @@
 //! Writing into a VHDX file in place, with its metadata going through the log as the
 //! format intends. The order (`docs/crash-safety.md`, "VHDX writes"):
 //!
-//! 1. **Session start** (first write after opening, or after a flush closed the log):
-//!    a header in the other slot with the next sequence number, a new log GUID and —
-//!    on the first write since opening — a new file write and data write GUID; `fsync`.
+//! 1. **New write GUIDs** (the first write since opening): a header in the other slot
+//!    with the next sequence number and new file write and data write GUIDs; `fsync`.
 //! 2. **Data**: new payload blocks (and sector-bitmap blocks) are placed at the end of
 //!    the file, 1 MiB aligned, the file grown to hold them (the new space reads as
 //!    zeros); the runs' bytes written into their blocks; `fsync`. Nothing names the new
 //!    blocks yet: a crash here leaves the old state.
-//! 3. **Log entry**: the 4 KiB pages of the BAT and of sector bitmaps that change, as
+//! 3. **Log session** (when metadata changes and no session is open): a header, next
+//!    slot and sequence number, naming a new log GUID; `fsync`. Then the **log
+//!    entry**: the 4 KiB pages of the BAT and of sector bitmaps that change, as
 //!    one entry (a sequence of its own) at the log cursor; `fsync`. From here a replay
 //!    gives the new state.
 //! 4. **Apply**: the same pages written in place; `fsync`.
@@ -105,17 +106,23 @@ fn begin(f: &FileCore, st: &mut WriteState) -> Result<Uuid> {
         });
     }
     let guid = Uuid::new_v4();
-    let new_ids = !st.guids_changed;
-    write_header(f, st, |h| {
-        h.log_guid = guid;
-        if new_ids {
-            h.file_write_guid = Uuid::new_v4();
-            h.data_write_guid = Uuid::new_v4();
-        }
-    })?;
-    st.guids_changed = true;
+    write_header(f, st, |h| h.log_guid = guid)?;
     st.session = Some(guid);
     Ok(guid)
+}
+
+/// Before the first write since opening: new file write and data write GUIDs (MS-VHDX:
+/// before the first change a reader could see), durably.
+fn new_write_guids(f: &FileCore, st: &mut WriteState) -> Result<()> {
+    if st.guids_changed {
+        return Ok(());
+    }
+    write_header(f, st, |h| {
+        h.file_write_guid = Uuid::new_v4();
+        h.data_write_guid = Uuid::new_v4();
+    })?;
+    st.guids_changed = true;
+    Ok(())
 }
 
 /// Step 5: clears the header's log GUID when a session is open.
@@ -235,6 +242,7 @@ pub(super) fn write_runs(v: &Vhdx, f: &FileCore, runs: &[(u64, &[u8])]) -> Resul
         }
     }
     // Step 2: the data, durable before anything names it.
+    new_write_guids(f, &mut st)?;
     if end > st.file_end {
         f.backend
             .set_len(end)
