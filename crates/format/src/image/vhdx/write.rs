@@ -156,7 +156,7 @@ pub(super) fn write_runs(v: &Vhdx, f: &FileCore, runs: &[(u64, &[u8])]) -> Resul
     if differencing && sector > 512 {
         if let Some(&(o, d)) = runs
             .iter()
-            .find(|(o, d)| o % sector != 0 || d.len() as u64 % sector != 0)
+            .find(|(o, d)| !o.is_multiple_of(sector) || !(d.len() as u64).is_multiple_of(sector))
         {
             return Err(Error::Unsupported {
                 path: f.path.clone(),
@@ -309,12 +309,14 @@ fn set_bits(
         let page = bit / page_bits;
         let upto = ((page + 1) * page_bits).min(end);
         let at = bitmap_at + page * LOG_SECTOR_SIZE as u64;
-        if !changes.pages.contains_key(&at) {
-            let mut b = vec![0u8; LOG_SECTOR_SIZE];
-            v.read_file(f, &mut b, at, "reading a VHDX sector bitmap")?;
-            changes.pages.insert(at, b);
-        }
-        let b = changes.pages.get_mut(&at).expect("inserted above");
+        let b = match changes.pages.entry(at) {
+            std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::btree_map::Entry::Vacant(e) => {
+                let mut b = vec![0u8; LOG_SECTOR_SIZE];
+                v.read_file(f, &mut b, at, "reading a VHDX sector bitmap")?;
+                e.insert(b)
+            }
+        };
         set_bitmap_bits(b, bit - page * page_bits, upto - bit, true);
         bit = upto;
     }
