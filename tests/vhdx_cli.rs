@@ -80,6 +80,7 @@ fn info_names_the_vhdx_container_its_sectors_log_and_parent_locator() {
     let dir = tempdir();
     let (base, child, _) = checkpoint_chain(dir.path());
     let v = info(&child);
+    assert_schema("info", &v);
     assert_eq!(v["container"], "vhdx");
     assert_eq!(v["disk_type"], "differencing");
     assert_eq!(v["block_size"], 2 * MIB);
@@ -118,7 +119,10 @@ fn check_reports_a_pending_log_and_repair_replays_it() {
     assert_eq!(r.code, EXIT_DIFFERENT, "{}", r.stdout_str());
     assert!(r.stdout_str().contains("VHDX log"), "{}", r.stdout_str());
     assert_eq!(fs::read(&path).unwrap(), before, "check never writes");
-    assert_eq!(info(&path)["vhdx"]["log"], "replayed-in-memory");
+    let v = info(&path);
+    assert_schema("info", &v);
+    assert_eq!(v["vhdx"]["log"], "replayed-in-memory");
+    assert_schema("check", &vhdkit(["check", "--json", p(&path)]).json());
     let r = vhdkit(["check", "--repair", p(&path)]).ok();
     assert!(
         r.stdout_str().contains("replayed the VHDX log"),

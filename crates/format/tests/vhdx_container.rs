@@ -465,7 +465,17 @@ fn write_and_model(path: &Path, mut want: Vec<u8>) -> Vec<u8> {
         d.write_at(&bytes, at).unwrap();
         want[at as usize..at as usize + bytes.len()].copy_from_slice(&bytes);
     }
+    // The same handle reads what it wrote, before and after the flush.
+    let mut now = vec![0u8; want.len()];
+    d.read_at(&mut now, 0).unwrap();
+    assert!(
+        now == want,
+        "{}: read back through the writing handle",
+        path.display()
+    );
     d.flush().unwrap();
+    d.read_at(&mut now, 0).unwrap();
+    assert!(now == want);
     want
 }
 

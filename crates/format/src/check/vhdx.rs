@@ -25,6 +25,25 @@ fn problem(severity: Severity, e: &VhdxError) -> Problem {
     Problem::new(severity, name, "structure", message).at(e.offset())
 }
 
+/// A backend of its own over what `b` holds, for the open path: the same file (a
+/// second handle), or — memory backends, in tests and fuzzing — a copy of the bytes.
+fn own_backend(b: &dyn Backend, len: u64) -> Option<Arc<dyn Backend>> {
+    if let Some(f) = b.as_file() {
+        return Some(Arc::new(FileBackend::new(f.try_clone().ok()?)));
+    }
+    #[cfg(any(test, feature = "testing"))]
+    {
+        let mut all = vec![0u8; usize::try_from(len).ok()?];
+        b.read_exact_at(&mut all, 0).ok()?;
+        Some(Arc::new(crate::image::backend::MemBackend::new(all)))
+    }
+    #[cfg(not(any(test, feature = "testing")))]
+    {
+        let _ = len;
+        None
+    }
+}
+
 /// Every problem of the VHDX file held by `b`.
 pub(crate) fn check_vhdx(b: &dyn Backend) -> Vec<Problem> {
     let mut p = Vec::new();
@@ -56,16 +75,15 @@ pub(crate) fn check_vhdx(b: &dyn Backend) -> Vec<Problem> {
             .unwrap_or_else(|e| vec![e]);
         p.extend(found.iter().map(|e| problem(Severity::Warning, e)));
     }
-    let Some(file) = b.as_file().and_then(|f| f.try_clone().ok()) else {
+    let Some(backend) = own_backend(b, len) else {
         p.push(Problem::new(
             Severity::Error,
             "VHDX file",
             "structure",
-            "only VHDX files on a file system can be checked",
+            "cannot be read",
         ));
         return p;
     };
-    let backend: Arc<dyn Backend> = Arc::new(FileBackend::new(file));
     let opened = open_vhdx(Path::new("<image>"), backend, len, &OpenOptions::new());
     let (_, v) = match opened {
         Ok(x) => x,

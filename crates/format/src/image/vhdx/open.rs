@@ -187,6 +187,11 @@ pub(super) fn read_replayed(
     at: u64,
     doing: &'static str,
 ) -> Result<()> {
+    if overlay.is_empty() {
+        // The file as it is (a writable file grows past its length at opening).
+        return f.read(buf, at, doing);
+    }
+    // A read-only open: the file keeps the length it had.
     let stored = f.file_len.saturating_sub(at).min(buf.len() as u64) as usize;
     if stored > 0 {
         f.read(&mut buf[..stored], at, doing)?;
