@@ -246,14 +246,12 @@ fn describe(disk: &Disk, chain_error: Option<&Error>, path: &Path) -> Info {
             Some(v) => v.creator.clone(),
             None => footer.creator_app_string(),
         },
-        creator_version: match &vhdx {
-            Some(_) => String::new(),
-            None => format!(
-                "{}.{}",
-                footer.creator_version >> 16,
-                footer.creator_version & 0xFFFF
-            ),
-        },
+        // A VHDX file's made-up footer has version 0 (0.0).
+        creator_version: format!(
+            "{}.{}",
+            footer.creator_version >> 16,
+            footer.creator_version & 0xFFFF
+        ),
         creator_host_os: match &vhdx {
             Some(_) => String::new(),
             None => footer.creator_host_os_string(),
