@@ -253,3 +253,31 @@ fn damaged_vhdx_is_one_line_naming_the_structure() {
     ]);
     assert_failed_json(&r, EXIT_FAILED);
 }
+
+#[test]
+fn check_of_a_checkpoint_chain_is_clean_and_a_parent_of_another_size_is_an_error() {
+    let dir = tempdir();
+    let (_, child, _) = checkpoint_chain(dir.path());
+    let r = vhdkit(["check", p(&child)]).ok();
+    assert!(r.stdout_str().contains("no problems"), "{}", r.stdout_str());
+    let mut n = NewVhdx::new(DiskType::Dynamic, 24 * MIB);
+    n.block_size = MIB as u32;
+    let big = dir.path().join("big.vhdx");
+    let (_, id) = build(&big, &n, None, &[]);
+    n.virtual_size = 20 * MIB;
+    n.disk_type = DiskType::Differencing;
+    let small = dir.path().join("small.avhdx");
+    build(
+        &small,
+        &n,
+        Some(ParentLocator::new(id, Some("big.vhdx"), None, None)),
+        &[],
+    );
+    let r = vhdkit(["check", "--json", p(&small)]);
+    assert_eq!(r.code, EXIT_DIFFERENT, "{}", r.stderr);
+    let text = r.stdout_str();
+    assert!(
+        text.contains("virtual disk size") && text.contains("one size"),
+        "{text}"
+    );
+}
