@@ -553,3 +553,38 @@ fn writes_into_a_differencing_vhdx_set_sector_bitmap_bits_libvhdi_reads() {
         );
     }
 }
+
+#[test]
+fn absolute_locator_paths_outside_the_child_folder_need_permission() {
+    let parent_dir = tempdir();
+    let child_dir = tempdir();
+    let mut n = NewVhdx::new(DiskType::Dynamic, 4 * MIB);
+    n.block_size = MIB as u32;
+    let base = parent_dir.path().join("base.vhdx");
+    let (_, id) = build(&base, &n, None, &[(0, Content::Full(7))]);
+    n.disk_type = DiskType::Differencing;
+    let win = format!("C:{}", base.display()).replace('/', "\\");
+    let volume = format!(
+        r"\\?\Volume{{26a21bda-a627-11d7-9931-806e6f6e6963}}{}",
+        base.display()
+    )
+    .replace('/', "\\");
+    for (abs, vol) in [(Some(win.as_str()), None), (None, Some(volume.as_str()))] {
+        let child = child_dir.path().join("child.avhdx");
+        build(
+            &child,
+            &n,
+            Some(ParentLocator::new(id, None, vol, abs)),
+            &[],
+        );
+        let e = Disk::open(&child).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::ParentNotFound, "{e}");
+        let opts = OpenOptions::new().absolute_parents(true);
+        let d = Disk::open_with(&child, &opts).unwrap();
+        assert_eq!(d.layers()[1].path(), base.as_path());
+        assert_eq!(
+            d.found_by(1),
+            Some(vhdkit_format::image::FoundBy::AbsoluteOutside)
+        );
+    }
+}
