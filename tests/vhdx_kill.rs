@@ -107,6 +107,7 @@ fn killed_writes_leave_old_or_new_blocks_that_vhdkit_and_qemu_read_alike() {
         let args = args_for(&disk);
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         if !run_and_kill(Path::new(bin()), &args, KillAt { after: None, delay }) {
+            scale *= 0.7;
             continue;
         }
         landed += 1;
