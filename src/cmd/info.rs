@@ -25,6 +25,8 @@ pub struct InfoArgs {
 #[derive(Debug, Serialize)]
 struct Info {
     path: PathBuf,
+    /// The file's format: `vhd`, `vhdx` or `raw`.
+    container: &'static str,
     disk_type: &'static str,
     vm_hard_disk_type: Option<u32>,
     virtual_size: u64,
@@ -47,6 +49,8 @@ struct Info {
     host_free_disk_space: Option<u64>,
     parent: Option<Parent>,
     host_drive: Option<HostDrive>,
+    /// A VHDX file's own facts (`null` for other files).
+    vhdx: Option<vhdkit_format::image::VhdxInfo>,
     chain: Vec<Layer>,
     warnings: Vec<String>,
 }
@@ -146,14 +150,19 @@ fn real_file_size(f: &VhdFile) -> u64 {
 
 fn layer(f: &VhdFile) -> Layer {
     let header = f.header();
+    let vhdx = f.vhdx_info();
     Layer {
         path: f.path().to_owned(),
         disk_type: f.kind().name(),
         virtual_size: f.virtual_size(),
         file_size: real_file_size(f),
         unique_id: f.footer().unique_id.to_string(),
-        block_size: header.map(|h| u64::from(h.block_size)),
-        allocated_blocks: header.map(|_| f.allocated_blocks()),
+        block_size: header
+            .map(|h| u64::from(h.block_size))
+            .or(vhdx.as_ref().map(|v| v.block_size)),
+        allocated_blocks: header
+            .map(|_| f.allocated_blocks())
+            .or(vhdx.as_ref().map(|v| v.allocated_blocks)),
         max_table_entries: header.map(|h| h.max_table_entries),
     }
 }
@@ -163,6 +172,30 @@ fn describe(disk: &Disk, chain_error: Option<&Error>, path: &Path) -> Info {
     let footer = top.footer();
     let kind = top.kind();
     let parent = match (kind, top.header()) {
+        (DiskKind::Differencing, None) => top.vhdx_info().map(|v| {
+            let get = |k: &str| {
+                v.parent_locator
+                    .iter()
+                    .find(|e| e.key == k)
+                    .map(|e| e.value.clone())
+            };
+            let found = disk.layers().get(1);
+            Parent {
+                name: get("relative_path")
+                    .or_else(|| get("absolute_win32_path"))
+                    .or_else(|| get("volume_path"))
+                    .unwrap_or_default(),
+                unique_id: get("parent_linkage")
+                    .map(|g| g.trim_matches(['{', '}']).to_ascii_lowercase())
+                    .unwrap_or_default(),
+                timestamp: String::new(),
+                path: found.map(|p| p.path().to_owned()),
+                found: found.is_some(),
+                error: chain_error.map(|e| e.to_string()),
+                locators: Vec::new(),
+                candidates: vhdkit_format::image::parent_candidates(top),
+            }
+        }),
         (DiskKind::Differencing, Some(h)) => {
             let found = disk.layers().get(1);
             Some(Parent {
@@ -188,23 +221,41 @@ fn describe(disk: &Disk, chain_error: Option<&Error>, path: &Path) -> Info {
         }
         _ => None,
     };
+    let vhdx = top.vhdx_info();
     Info {
         path: path.to_owned(),
+        container: if vhdx.is_some() {
+            "vhdx"
+        } else if kind == DiskKind::Raw {
+            "raw"
+        } else {
+            "vhd"
+        },
         disk_type: kind.name(),
         vm_hard_disk_type: kind.vm_hard_disk_type(),
         virtual_size: top.virtual_size(),
         file_size: real_file_size(top),
-        block_size: top.block_size(),
+        block_size: top.block_size().or(vhdx.as_ref().map(|v| v.block_size)),
         bitmap_size: top.bitmap_size(),
-        allocated_blocks: top.header().map(|_| top.allocated_blocks()),
+        allocated_blocks: top
+            .header()
+            .map(|_| top.allocated_blocks())
+            .or(vhdx.as_ref().map(|v| v.allocated_blocks)),
         max_table_entries: top.header().map(|h| h.max_table_entries),
-        creator_app: footer.creator_app_string(),
+        creator_app: match &vhdx {
+            Some(v) => v.creator.clone(),
+            None => footer.creator_app_string(),
+        },
+        // A VHDX file's made-up footer has version 0 (0.0).
         creator_version: format!(
             "{}.{}",
             footer.creator_version >> 16,
             footer.creator_version & 0xFFFF
         ),
-        creator_host_os: footer.creator_host_os_string(),
+        creator_host_os: match &vhdx {
+            Some(_) => String::new(),
+            None => footer.creator_host_os_string(),
+        },
         timestamp: footer.timestamp.to_rfc3339(),
         original_size: footer.original_size,
         geometry: Geometry {
@@ -232,15 +283,79 @@ fn describe(disk: &Disk, chain_error: Option<&Error>, path: &Path) -> Info {
             device_size: h.device_size,
             identity_crc32: format!("{:08x}", h.identity_crc),
         }),
+        vhdx,
         chain: disk.layers().iter().map(layer).collect(),
         warnings: disk.warnings(),
     }
+}
+
+/// The text form of a VHDX file: its own facts instead of a VHD footer's.
+fn print_vhdx(i: &Info, v: &vhdkit_format::image::VhdxInfo) -> Result<(), CliError> {
+    let line = |label: &str, value: String| terminal::line(format!("{label:<19}{value}"));
+    line(
+        "allocated blocks:",
+        format!("{} of {}", v.allocated_blocks, v.blocks),
+    )?;
+    line(
+        "sectors:",
+        format!(
+            "{} bytes logical, {} bytes physical",
+            v.logical_sector_size, v.physical_sector_size
+        ),
+    )?;
+    line("creator:", v.creator.clone())?;
+    line(
+        "header:",
+        format!("{} (sequence {})", v.header_slot, v.header_sequence),
+    )?;
+    line("data write id:", v.data_write_guid.clone())?;
+    let log = match v.log_entries_replayed {
+        0 => v.log.to_owned(),
+        n => format!("{} ({n} entries)", v.log),
+    };
+    line("log:", log)?;
+    for e in &v.parent_locator {
+        line("parent locator:", format!("{} = {}", e.key, e.value))?;
+    }
+    if let Some(p) = &i.parent {
+        match (&p.path, &p.error) {
+            (Some(path), _) => line("parent path:", path.display().to_string())?,
+            (None, Some(e)) => line("parent:", format!("NOT RESOLVED: {e}"))?,
+            (None, None) => {}
+        }
+    }
+    print_chain(i)?;
+    for w in &i.warnings {
+        line("warning:", w.clone())?;
+    }
+    Ok(())
+}
+
+/// The chain's levels, when there are several.
+fn print_chain(i: &Info) -> Result<(), CliError> {
+    if i.chain.len() > 1 {
+        terminal::line("chain:")?;
+        for (n, l) in i.chain.iter().enumerate() {
+            // Fixed disks have no blocks: say only what they are.
+            let blocks = l
+                .allocated_blocks
+                .map(|b| format!(", {} allocated", count(b, "block")))
+                .unwrap_or_default();
+            terminal::line(format!(
+                "  {n}: {} ({}{blocks})",
+                l.path.display(),
+                l.disk_type
+            ))?;
+        }
+    }
+    Ok(())
 }
 
 /// The text form: one `label: value` line per fact, sizes as `4 MiB (4194304 bytes)`.
 fn print_text(i: &Info) -> Result<(), CliError> {
     let line = |label: &str, value: String| terminal::line(format!("{label:<19}{value}"));
     line("path:", i.path.display().to_string())?;
+    line("container:", i.container.to_owned())?;
     line("disk type:", i.disk_type.to_owned())?;
     line("virtual size:", size_and_bytes(i.virtual_size))?;
     line("file size:", size_and_bytes(i.file_size))?;
@@ -249,6 +364,9 @@ fn print_text(i: &Info) -> Result<(), CliError> {
     }
     if let (Some(n), Some(max)) = (i.allocated_blocks, i.max_table_entries) {
         line("allocated blocks:", format!("{n} of {max}"))?;
+    }
+    if let Some(v) = &i.vhdx {
+        return print_vhdx(i, v);
     }
     line(
         "creator:",
@@ -301,21 +419,7 @@ fn print_text(i: &Info) -> Result<(), CliError> {
             ),
         )?;
     }
-    if i.chain.len() > 1 {
-        terminal::line("chain:")?;
-        for (n, l) in i.chain.iter().enumerate() {
-            // Fixed disks have no blocks: say only what they are.
-            let blocks = l
-                .allocated_blocks
-                .map(|b| format!(", {} allocated", count(b, "block")))
-                .unwrap_or_default();
-            terminal::line(format!(
-                "  {n}: {} ({}{blocks})",
-                l.path.display(),
-                l.disk_type
-            ))?;
-        }
-    }
+    print_chain(i)?;
     for w in &i.warnings {
         line("warning:", w.clone())?;
     }

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use byteorder::{BigEndian, ByteOrder};
 
 mod links;
+mod vhdx;
 
 use crate::error::{Error, Result};
 use crate::image::backend::{Backend, FileBackend};
@@ -119,6 +120,10 @@ pub const MAX_LISTED_BAT_PROBLEMS: usize = 1000;
 /// entry problems past the first [`MAX_LISTED_BAT_PROBLEMS`] are counted in one).
 /// Fails only on an I/O error other than a short read.
 pub fn check_file(b: &dyn Backend) -> Result<Vec<Problem>> {
+    let mut sig = [0u8; 8];
+    if b.read_exact_at(&mut sig, 0).is_ok() && crate::vhdx::parse::is_vhdx(&sig) {
+        return Ok(vhdx::check_vhdx(b));
+    }
     let mut p = Vec::new();
     let len = b
         .len()

@@ -16,25 +16,29 @@ use crate::spec::{DynamicHeader, Problem, Severity};
 /// - a parent with another unique id (used as asked): an error.
 pub(super) fn link_problems(child: &VhdFile, parent: &VhdFile) -> Vec<Problem> {
     let mut problems = Vec::new();
+    if parent.virtual_size() != child.virtual_size() {
+        let vhdx = child.is_vhdx();
+        let p = Problem::new(
+            Severity::Error,
+            if vhdx { "VHDX metadata" } else { "footer" },
+            if vhdx { "virtual disk size" } else { "current size" },
+            format!(
+                "{} bytes, its parent {} {} bytes: a child and its parent have one size (Windows refuses the chain; resize the child to its parent's size, or the parent back)",
+                child.virtual_size(),
+                parent.path().display(),
+                parent.virtual_size()
+            ),
+        );
+        problems.push(if vhdx {
+            p
+        } else {
+            p.at(child.footer_offset() + crate::spec::footer::off::CURRENT_SIZE as u64)
+        });
+    }
+    // VHDX files record no parent time stamp.
     let Some(h) = child.header() else {
         return problems;
     };
-    if parent.virtual_size() != child.virtual_size() {
-        problems.push(
-            Problem::new(
-                Severity::Error,
-                "footer",
-                "current size",
-                format!(
-                    "{} bytes, its parent {} {} bytes: a child and its parent have one size (Windows refuses the chain; resize the child to its parent's size, or the parent back)",
-                    child.virtual_size(),
-                    parent.path().display(),
-                    parent.virtual_size()
-                ),
-            )
-            .at(child.footer_offset() + crate::spec::footer::off::CURRENT_SIZE as u64),
-        );
-    }
     let mtime = std::fs::metadata(parent.path())
         .and_then(|m| m.modified())
         .ok()

@@ -54,6 +54,13 @@ pub(crate) trait Container: Any + std::fmt::Debug + Send + Sync {
         f.read(buf, file_offset, "reading disk data")
     }
 
+    /// Whether the bytes of `Data` extents may be read from the file directly (mapped)
+    /// rather than through [`Container::read`]: not when reads see something laid over
+    /// the file (a VHDX log replayed in memory).
+    fn direct_reads(&self) -> bool {
+        true
+    }
+
     /// Refuses writes the container forbids beyond the file being opened read-only.
     fn check_writable(&self, _f: &FileCore) -> Result<()> {
         Ok(())

@@ -25,7 +25,14 @@ use super::hostdrive::{self, HostDrive};
 use super::open::{open_file, Accept};
 use super::raw::Raw;
 use super::sparse::{open_sparse, Sparse};
+use super::vhdx::{self, Vhdx};
 use super::OpenOptions;
+
+/// Whether the backend starts with the VHDX file type identifier (`vhdxfile`).
+fn is_vhdx(b: &dyn Backend) -> bool {
+    let mut sig = [0u8; 8];
+    b.read_exact_at(&mut sig, 0).is_ok() && crate::vhdx::parse::is_vhdx(&sig)
+}
 
 /// One open VHD file (one level of a chain).
 #[derive(Debug)]
@@ -72,7 +79,7 @@ impl VhdFile {
         if opts.force_raw {
             return VhdFile::raw(path, backend, opts.writable);
         }
-        if looks_like_vhd(&*backend) {
+        if looks_like_vhd(&*backend) || is_vhdx(&*backend) {
             return VhdFile::from_backend(path, backend, opts);
         }
         // Never take another format (or a VHD that fails to open) for raw bytes.
@@ -129,6 +136,13 @@ impl VhdFile {
         let len = backend
             .len()
             .map_err(|e| Error::file(path, "reading the length", e))?;
+        if is_vhdx(&*backend) {
+            let (core, container) = vhdx::open_vhdx(path, backend, len, opts)?;
+            return Ok(VhdFile {
+                core,
+                container: Box::new(container),
+            });
+        }
         let mut warnings = Vec::new();
         let (footer, footer_source, footer_at) =
             read_footer(path, &*backend, len, opts, &mut warnings)?;
@@ -230,6 +244,36 @@ impl VhdFile {
     /// The dynamic header, for dynamic and differencing disks.
     pub fn header(&self) -> Option<&DynamicHeader> {
         container_as::<Sparse>(self).map(Sparse::header)
+    }
+
+    /// The VHDX side of a VHDX file (`.vhdx`, `.avhdx`).
+    pub(crate) fn vhdx(&self) -> Option<&Vhdx> {
+        container_as::<Vhdx>(self)
+    }
+
+    /// A VHDX file's own facts (block and sector sizes, log state, parent locator),
+    /// `None` for VHD files and raw images.
+    pub fn vhdx_info(&self) -> Option<super::vhdx::VhdxInfo> {
+        self.vhdx().map(Vhdx::info)
+    }
+
+    /// Refuses `what` (an in-place operation that is VHD-only for now: compact,
+    /// set-parent) on a VHDX file, clearly, before anything is written.
+    pub(crate) fn refuse_vhdx(&self, what: &str) -> Result<()> {
+        if self.is_vhdx() {
+            return Err(Error::Unsupported {
+                path: self.core.path.clone(),
+                detail: format!(
+                    "{what} of a VHDX file is not yet supported (convert it to a VHD first)"
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// Whether the file is a VHDX file (`info` names the container).
+    pub fn is_vhdx(&self) -> bool {
+        self.vhdx().is_some()
     }
 
     /// The host-drive header, for host-drive stubs.
@@ -363,7 +407,7 @@ impl VhdFile {
     /// memory map of that window when the bytes live in a file, by `pread` otherwise.
     pub(crate) fn read_data_mapped(&self, buf: &mut [u8], file_offset: u64) -> Result<()> {
         let (store, path) = self.container.data_store(&self.core);
-        match store.as_file() {
+        match store.as_file().filter(|_| self.container.direct_reads()) {
             Some(f) => super::map_clone::copy_mapped(f, file_offset, buf)
                 .map_err(|e| Error::io(path, "reading mapped disk data", file_offset, e)),
             None => self.read_data(buf, file_offset),
@@ -378,8 +422,11 @@ impl VhdFile {
     }
 
     /// The file holding the data of `Data` extents (a host drive's device, else the file
-    /// itself), when it is a file.
+    /// itself), when it is a file whose bytes are what reads see.
     pub(crate) fn data_file(&self) -> Option<&std::fs::File> {
+        if !self.container.direct_reads() {
+            return None;
+        }
         self.container.data_store(&self.core).0.as_file()
     }
 
@@ -420,6 +467,9 @@ impl VhdFile {
         len: u64,
         populate: bool,
     ) -> Option<Result<super::Window>> {
+        if !self.container.direct_reads() {
+            return None;
+        }
         let (store, path) = self.container.data_store(&self.core);
         let file = store.as_file()?;
         let len = usize::try_from(len).ok()?;

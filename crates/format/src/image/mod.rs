@@ -3,7 +3,8 @@
 //!
 //! Each container format has its own room behind one trait (`container.rs`): raw
 //! images (`raw.rs`), fixed disks (`fixed.rs`, sharing `flat.rs` with raw), dynamic and
-//! differencing disks (`sparse/`), host-drive stubs (`hostdrive.rs`). [`VhdFile`]
+//! differencing disks (`sparse/`), host-drive stubs (`hostdrive.rs`), VHDX files
+//! (`vhdx/`). [`VhdFile`]
 //! opens a file and holds its container; [`Disk`] stacks files into a chain.
 
 mod allocation;
@@ -30,7 +31,9 @@ mod parents;
 mod raw;
 pub(crate) mod sparse;
 mod stored;
+pub(crate) mod vhdx;
 pub(crate) use map_clone::Window;
+pub use vhdx::{LocatorEntry as VhdxLocatorEntry, VhdxInfo};
 
 pub use crate::spec::layout::DATA_ALIGNMENT;
 #[cfg(any(test, feature = "testing"))]

@@ -77,14 +77,56 @@ pub struct ParentCandidate {
 /// folder, then absolute locators and an absolute parent name. `docs/parent-lookup.md`
 /// says why this order.
 pub fn parent_candidates(child: &VhdFile) -> Vec<ParentCandidate> {
-    let Some(header) = child.header() else {
-        return Vec::new();
-    };
     let dir = child
         .path()
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_default();
+    let (relative, by_name, absolute) = if let Some(v) = child.vhdx() {
+        match v.parent_locator() {
+            Some(l) => vhdx_locator_paths(l, &dir),
+            None => return Vec::new(),
+        }
+    } else {
+        match vhd_locator_paths(child, &dir) {
+            Some(paths) => paths,
+            None => return Vec::new(),
+        }
+    };
+    let tree = canonical(if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        &dir
+    });
+    let mut out: Vec<ParentCandidate> = Vec::new();
+    let all = relative
+        .into_iter()
+        .map(|p| (p, FoundBy::RelativeLocator))
+        .chain(by_name.into_iter().map(|p| (p, FoundBy::ParentName)))
+        .chain(absolute.into_iter().map(|p| {
+            let inside = canonical(&p).starts_with(&tree);
+            let how = if inside {
+                FoundBy::AbsoluteInside
+            } else {
+                FoundBy::AbsoluteOutside
+            };
+            (p, how)
+        }));
+    for (p, found_by) in all {
+        let path = normalize(&p);
+        if !out.iter().any(|c| c.path == path) {
+            out.push(ParentCandidate { path, found_by });
+        }
+    }
+    out
+}
+
+/// Candidate paths (relative, by name in the child's folder, absolute) of a list.
+type Paths = (Vec<PathBuf>, Vec<PathBuf>, Vec<PathBuf>);
+
+/// The paths a differencing VHD's locators and parent name give.
+fn vhd_locator_paths(child: &VhdFile, dir: &Path) -> Option<Paths> {
+    let header = child.header()?;
     let mut relative = Vec::new();
     let mut absolute = Vec::new();
     let file_len = child.file_len();
@@ -119,32 +161,59 @@ pub fn parent_candidates(child: &VhdFile) -> Vec<ParentCandidate> {
             absolute.push(PathBuf::from(&name));
         }
     }
-    let tree = canonical(if dir.as_os_str().is_empty() {
-        Path::new(".")
-    } else {
-        &dir
-    });
-    let mut out: Vec<ParentCandidate> = Vec::new();
-    let all = relative
-        .into_iter()
-        .map(|p| (p, FoundBy::RelativeLocator))
-        .chain(by_name.into_iter().map(|p| (p, FoundBy::ParentName)))
-        .chain(absolute.into_iter().map(|p| {
-            let inside = canonical(&p).starts_with(&tree);
-            let how = if inside {
-                FoundBy::AbsoluteInside
-            } else {
-                FoundBy::AbsoluteOutside
-            };
-            (p, how)
-        }));
-    for (p, found_by) in all {
-        let path = normalize(&p);
-        if !out.iter().any(|c| c.path == path) {
-            out.push(ParentCandidate { path, found_by });
+    Some((relative, by_name, absolute))
+}
+
+/// The paths a differencing VHDX's parent locator gives: `relative_path` against the
+/// child's folder; the parent's file name (from any entry) in the child's folder;
+/// `absolute_win32_path` and `volume_path` as absolute paths, their drive letter or
+/// `\\?\Volume{…}` prefix dropped (judged by the same trust policy as a VHD's
+/// absolute locators).
+fn vhdx_locator_paths(l: &crate::vhdx::ParentLocator, dir: &Path) -> Paths {
+    use crate::spec::locator::windows_to_unix;
+    let mut relative = Vec::new();
+    let mut by_name = Vec::new();
+    let mut absolute = Vec::new();
+    let mut name = |p: &str| {
+        if let Some(base) = Path::new(p).file_name() {
+            let c = dir.join(base);
+            if !by_name.contains(&c) {
+                by_name.push(c);
+            }
+        }
+    };
+    if let Some(r) = l.relative_path() {
+        let p = windows_to_unix(r);
+        name(&p);
+        if p.starts_with('/') {
+            absolute.push(PathBuf::from(p));
+        } else if !p.is_empty() {
+            relative.push(dir.join(p));
         }
     }
-    out
+    for a in [l.absolute_win32_path(), l.volume_path()]
+        .into_iter()
+        .flatten()
+    {
+        let a = strip_volume(a);
+        let p = windows_to_unix(a);
+        name(&p);
+        if p.starts_with('/') {
+            absolute.push(PathBuf::from(p));
+        }
+    }
+    (relative, by_name, absolute)
+}
+
+/// `\\?\Volume{guid}\dir\file` → `\dir\file` (other paths as they are).
+fn strip_volume(p: &str) -> &str {
+    let rest = p
+        .strip_prefix("\\\\?\\")
+        .or_else(|| p.strip_prefix("\\\\.\\"));
+    match rest {
+        Some(r) if r.starts_with("Volume{") => r.find('\\').map_or("", |i| &r[i..]),
+        _ => p,
+    }
 }
 
 /// The disks that name the disk at `path` (whose unique id is `unique_id`) as their
@@ -281,8 +350,8 @@ pub(crate) fn find_parent(
     write: &dyn Fn(&ParentCandidate) -> bool,
     warnings: &mut Vec<String>,
 ) -> Result<(VhdFile, FoundBy)> {
-    let header = child.header().expect("differencing disks have a header");
-    let expected = header.parent_unique_id;
+    let (ids, name) = recorded_parent(child);
+    let expected = ids.first().copied().unwrap_or_default();
     let candidates = match explicit {
         Some(path) => vec![ParentCandidate {
             path,
@@ -310,7 +379,19 @@ pub(crate) fn find_parent(
         let Some(parent) = opened? else {
             continue;
         };
-        if parent.footer().unique_id == expected {
+        if parent.is_vhdx() != child.is_vhdx() {
+            let what = |f: &VhdFile| if f.is_vhdx() { "a VHDX file" } else { "a VHD" };
+            return Err(Error::Unsupported {
+                path: child.path().to_owned(),
+                detail: format!(
+                    "it is {} but its parent {} is {}: a differencing disk's parent must be of its own format (Hyper-V does not chain VHD and VHDX)",
+                    what(child),
+                    parent.path().display(),
+                    what(&parent)
+                ),
+            });
+        }
+        if ids.contains(&parent.footer().unique_id) {
             return Ok((parent, cand.found_by));
         }
         if mismatch.is_none() {
@@ -332,7 +413,6 @@ pub(crate) fn find_parent(
             expected,
         });
     }
-    let name = header.parent_name();
     Err(Error::ParentNotFound {
         child: child.path().to_owned(),
         name: if name.is_empty() {
@@ -343,6 +423,32 @@ pub(crate) fn find_parent(
         tried,
         refused,
     })
+}
+
+/// The identities `child`'s parent may have — a VHD's parent unique id; a VHDX's
+/// `parent_linkage` and `parent_linkage2` (the parent's data write GUID) — and the name
+/// it records for it.
+fn recorded_parent(child: &VhdFile) -> (Vec<uuid::Uuid>, String) {
+    if let Some(v) = child.vhdx() {
+        let Some(l) = v.parent_locator() else {
+            return (Vec::new(), String::new());
+        };
+        let ids = [l.parent_linkage(), l.parent_linkage2()]
+            .into_iter()
+            .flatten()
+            .collect();
+        let name = l
+            .relative_path()
+            .or(l.absolute_win32_path())
+            .or(l.volume_path())
+            .unwrap_or_default()
+            .to_owned();
+        return (ids, name);
+    }
+    match child.header() {
+        Some(h) => (vec![h.parent_unique_id], h.parent_name()),
+        None => (Vec::new(), String::new()),
+    }
 }
 
 pub(crate) fn canonical(p: &Path) -> PathBuf {

@@ -63,6 +63,7 @@ pub fn check_compactable(disk: &Disk) -> Result<()> {
 }
 
 fn check_compactable_file(top: &VhdFile) -> Result<()> {
+    top.refuse_vhdx("compacting")?;
     if !top.footer().disk_type.is_sparse() || top.header().is_none() {
         return Err(Error::WrongDiskType {
             path: top.path().to_owned(),

@@ -44,6 +44,7 @@ pub fn precheck(child: impl AsRef<Path>, opts: &OpsOptions) -> Result<PathBuf> {
 /// The checks of a merge on the chain it opened: a differencing disk, a parent the
 /// child may write into without the user naming it, not smaller than the child.
 fn check_chain(child: &Path, disk: &Disk) -> Result<()> {
+    disk.top().refuse_vhdx("merging")?;
     if disk.kind() != DiskKind::Differencing {
         return Err(Error::WrongDiskType {
             path: child.to_owned(),

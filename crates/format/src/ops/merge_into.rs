@@ -107,6 +107,7 @@ pub fn open(
         };
         here && c.found_by.trusted_for_writing()
     };
+    top.refuse_vhdx("merging")?;
     let chain = Disk::resolve_writing(top, &open, &FsResolver, &write)?;
     if chain.kind() != DiskKind::Differencing {
         return Err(Error::WrongDiskType {

@@ -57,6 +57,7 @@ pub fn set_parent(
     // leads back to the child would otherwise meet the child's own lock and read as
     // "in use".
     let alone = VhdFile::open(child, &OpenOptions::new().no_parents(true))?;
+    alone.refuse_vhdx("set-parent")?;
     if !alone.is_differencing() {
         return Err(Error::WrongDiskType {
             path: child.to_owned(),
@@ -242,6 +243,7 @@ pub fn search_parent(child: impl AsRef<Path>, dirs: &[impl AsRef<Path>]) -> Resu
     let dirs: Vec<PathBuf> = dirs.iter().map(|d| d.as_ref().to_owned()).collect();
     let alone = OpenOptions::new().no_parents(true);
     let file = VhdFile::open(child, &alone)?;
+    file.refuse_vhdx("set-parent")?;
     let header: DynamicHeader = file.header().cloned().ok_or_else(|| Error::WrongDiskType {
         path: child.to_owned(),
         found: file.kind().to_string(),

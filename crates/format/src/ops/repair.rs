@@ -39,6 +39,8 @@ pub struct RepairReport {
 /// sectors, header), fsync, then the copy at offset 0, fsync — the file has a valid
 /// footer at the end or a valid copy at offset 0 at every instant (docs/crash-safety.md,
 /// "Repair").
+///
+/// A VHDX file: its log is replayed (as a writable open does), nothing else.
 pub fn repair(path: impl AsRef<Path>) -> Result<RepairReport> {
     let path = path.as_ref();
     let file =
@@ -49,6 +51,11 @@ pub fn repair(path: impl AsRef<Path>) -> Result<RepairReport> {
         .len()
         .map_err(|e| Error::file(path, "reading the length", e))?;
     let mut report = RepairReport::default();
+    let mut sig = [0u8; 8];
+    if b.read_exact_at(&mut sig, 0).is_ok() && crate::vhdx::parse::is_vhdx(&sig) {
+        drop(b);
+        return repair_vhdx(path, report);
+    }
     let read_footer = |at: u64| -> Option<Footer> {
         let mut buf = [0u8; FOOTER_SIZE];
         b.read_exact_at(&mut buf, at).ok()?;
@@ -299,6 +306,19 @@ fn fits_where_blktap_puts_it(
         return Err(refuse(format!("block {i} lies at {off:#x}")));
     }
     Ok(())
+}
+
+/// A VHDX file: what is safely restorable is its log, replayed by opening the file for
+/// writing (the write order of `image/vhdx/log.rs`); nothing else is touched.
+fn repair_vhdx(path: &Path, mut report: RepairReport) -> Result<RepairReport> {
+    let f = crate::VhdFile::open(path, &crate::OpenOptions::new().writable(true))?;
+    report.actions.extend(
+        f.warnings()
+            .iter()
+            .filter(|w| w.starts_with("replayed the VHDX log"))
+            .cloned(),
+    );
+    Ok(report)
 }
 
 #[cfg(test)]
