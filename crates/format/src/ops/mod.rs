@@ -479,7 +479,7 @@ pub fn resize_prepared_task(prepared: resize::Prepared, opts: &OpsOptions) -> Op
 pub fn create_task(path: impl AsRef<Path>, opts: &CreateOptions) -> Result<OpTask> {
     let path = path.as_ref();
     require_absent(path)?;
-    crate::image::create::check_create_options(opts)?;
+    crate::image::create::check_create_options_for(opts, opts.format_for(path))?;
     let (p, o) = (path.to_owned(), opts.clone());
     Ok(spawn(
         format!("Creating {} disk {}", opts.kind, path.display()),
