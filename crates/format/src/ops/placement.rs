@@ -4,8 +4,10 @@
 use std::path::Path;
 
 use crate::error::{Error, Result};
+use crate::image::newvhdx::vhdx_layout;
 use crate::spec::layout::NewSparse;
 use crate::spec::{Bat, BAT_ENTRY_UNUSED, SECTOR_SIZE};
+use crate::vhdx::{self, NewVhdx, PayloadState, VhdxLayout};
 
 use super::Target;
 
@@ -25,6 +27,20 @@ pub(crate) struct Placement {
     /// A dynamic result: its layout (from [`NewSparse`], the one builder of the dynamic
     /// files vhdkit writes), the BAT being filled, where the next block goes.
     dynamic: Option<(NewSparse, Bat, u64)>,
+    /// A VHDX result (fixed or dynamic): its layout, the BAT being filled, where the
+    /// next block of a dynamic one goes.
+    vhdx: Option<VhdxPlacement>,
+}
+
+/// The state of a VHDX result's [`Placement`].
+pub(crate) struct VhdxPlacement {
+    /// The layout (from `vhdx::NewVhdx`, the one builder of new VHDX files).
+    pub layout: VhdxLayout,
+    /// The BAT: a fixed result's every block in order; a dynamic result's blocks as
+    /// placed (the others not present: they read as zeros).
+    pub bat: vhdx::bat::Bat,
+    /// Where the next block of a dynamic result goes.
+    next: u64,
 }
 
 /// Where [`Placement::place`] put a block.
@@ -52,15 +68,56 @@ impl Placement {
             target,
             size,
             dynamic,
+            vhdx: None,
         })
+    }
+
+    /// The placement of a new fixed or dynamic VHDX of `size` virtual bytes in blocks
+    /// of `block_size` with `logical_sector`-byte sectors. A dynamic result's blocks are
+    /// the VHDX's; a fixed result's data area is contiguous (block `b` at
+    /// `first_payload + b · block_size`), so it is composed in pieces of [`FLAT_UNIT`]
+    /// as a fixed VHD is.
+    pub(crate) fn vhdx(
+        target: Target,
+        size: u64,
+        block_size: u32,
+        logical_sector: u32,
+    ) -> Result<Placement> {
+        let disk_type = match target {
+            Target::Fixed => vhdx::DiskType::Fixed,
+            Target::Dynamic => vhdx::DiskType::Dynamic,
+            Target::Raw => {
+                return Err(Error::InvalidArgument(
+                    "a raw image has no container: it cannot be a VHDX".into(),
+                ))
+            }
+        };
+        let mut new = NewVhdx::new(disk_type, size);
+        new.block_size = block_size;
+        new.logical_sector_size = logical_sector;
+        let layout = vhdx_layout(&new)?;
+        let bat = layout.initial_bat();
+        let next = layout.first_payload;
+        Ok(Placement {
+            target,
+            size,
+            dynamic: None,
+            vhdx: Some(VhdxPlacement { layout, bat, next }),
+        })
+    }
+
+    /// A VHDX result's layout and BAT as placed so far; `None` for a VHD or raw one.
+    pub(crate) fn vhdx_state(&self) -> Option<&VhdxPlacement> {
+        self.vhdx.as_ref()
     }
 
     /// Bytes of the virtual disk per block: a dynamic result's block size; fixed and raw
     /// results are composed in pieces of [`FLAT_UNIT`].
     pub(crate) fn unit(&self) -> u64 {
-        match &self.dynamic {
-            Some((new, _, _)) => new.layout.block_size,
-            None => FLAT_UNIT,
+        match (&self.dynamic, &self.vhdx) {
+            (Some((new, _, _)), _) => new.layout.block_size,
+            (None, Some(v)) if self.target == Target::Dynamic => u64::from(v.layout.new.block_size),
+            _ => FLAT_UNIT,
         }
     }
 
@@ -72,6 +129,12 @@ impl Placement {
     /// Places block `index`, which holds data. Blocks arrive in index order. `path`
     /// names the file in an error.
     pub(crate) fn place(&mut self, index: u64, path: &Path) -> Result<Placed> {
+        if let Some(v) = self.vhdx.as_mut() {
+            return Ok(Placed {
+                bitmap: None,
+                data: v.place(self.target, index),
+            });
+        }
         let Some((new, bat, next)) = self.dynamic.as_mut() else {
             return Ok(Placed {
                 bitmap: None,
@@ -96,6 +159,9 @@ impl Placement {
 
     /// The length of the file holding the blocks placed so far, footer included.
     pub(crate) fn file_len(&self) -> u64 {
+        if let Some(v) = &self.vhdx {
+            return v.file_len(self.target);
+        }
         match self.target {
             Target::Raw => self.size,
             Target::Fixed | Target::Dynamic => self.footer_at() + FOOTER_SIZE,
@@ -105,6 +171,9 @@ impl Placement {
     /// Where the footer of a fixed or dynamic result goes: past the data of a fixed
     /// disk; past the last block and the metadata, on a sector, of a dynamic one.
     pub(crate) fn footer_at(&self) -> u64 {
+        if let Some(v) = &self.vhdx {
+            return v.file_len(self.target);
+        }
         match &self.dynamic {
             Some((new, _, next)) => new.layout.data_end(*next),
             None => self.size,
@@ -127,5 +196,31 @@ impl Placement {
         self.dynamic
             .as_ref()
             .map(|(new, bat, _)| (new.metadata(Some(bat)), new.footer.encode().to_vec()))
+    }
+}
+
+impl VhdxPlacement {
+    /// Places block `index` (which holds data) of a VHDX result of kind `target`:
+    /// where the next block goes in a dynamic file (after the last, 1 MiB aligned as
+    /// every block size is), marked fully present; in place in a fixed file's data area
+    /// (pieces of [`FLAT_UNIT`]).
+    fn place(&mut self, target: Target, index: u64) -> u64 {
+        let first = self.layout.first_payload;
+        if target != Target::Dynamic {
+            return first + index * FLAT_UNIT;
+        }
+        let at = self.next;
+        self.next += u64::from(self.layout.new.block_size);
+        self.bat.set_payload(index, PayloadState::FullyPresent, at);
+        at
+    }
+
+    /// The length of the file: a fixed file's whole layout; a dynamic file's metadata
+    /// and the blocks placed so far.
+    fn file_len(&self, target: Target) -> u64 {
+        match target {
+            Target::Dynamic => self.next,
+            _ => self.layout.file_len,
+        }
     }
 }
