@@ -222,14 +222,46 @@ pub(crate) fn create_vhdx(path: &Path, opts: &CreateOptions) -> Result<Option<Pa
     let locator = parent.as_ref().map(VhdxParent::locator);
     let metadata = layout.metadata(Uuid::new_v4(), locator);
     let fixed = opts.kind == DiskKind::Fixed;
+    let (bat, file_len) = match parent {
+        Some(_) => {
+            let (bat, len) = differencing_bat(&layout);
+            (Some(bat), len)
+        }
+        None => (None, layout.file_len),
+    };
     write_new(path, mode, |b| {
         if fixed && !opts.sparse {
-            allocate(b.file(), layout.file_len)?;
+            allocate(b.file(), file_len)?;
         }
-        b.set_len(layout.file_len)?;
-        write_metadata(b, &layout, &metadata, None)
+        b.set_len(file_len)?;
+        write_metadata(b, &layout, &metadata, bat.as_ref())
     })?;
     Ok(parent.map(|p| p.path))
+}
+
+/// The BAT of a new differencing file and the file's length: every payload block not
+/// present (read from the parent), and every chunk's sector bitmap block *present*,
+/// all zeros, one after the other from the first payload offset — holes of the new
+/// file, so they cost no space.
+///
+/// The specification allows a chunk without a sector bitmap while none of its blocks
+/// is partially present, but libvhdi (20210425 and 20260901) reads the bitmap of every
+/// block of a differencing file that is not fully present from the chunk's
+/// sector-bitmap entry's offset even when that entry says not present (offset 0: it
+/// takes the file's first bytes for a bitmap and reads sectors of the parent as this
+/// file's). With a bitmap of zeros every such sector comes from the parent, in every
+/// reader (docs/vhdx.md).
+pub(crate) fn differencing_bat(layout: &VhdxLayout) -> (vhdx::bat::Bat, u64) {
+    let mut bat = layout.initial_bat();
+    let g = layout.geometry;
+    let mut at = layout.first_payload;
+    for chunk in 0..g.bitmap_blocks {
+        if let Some(i) = g.bitmap_index(chunk) {
+            bat.entries[i as usize] = vhdx::BatEntry::new(vhdx::bat::SB_BLOCK_PRESENT, at);
+            at += vhdx::bat::SECTOR_BITMAP_BLOCK_SIZE;
+        }
+    }
+    (bat, at)
 }
 
 /// What a differencing VHDX records about its VHDX parent.
