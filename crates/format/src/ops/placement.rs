@@ -73,10 +73,11 @@ impl Placement {
     }
 
     /// The placement of a new fixed or dynamic VHDX of `size` virtual bytes in blocks
-    /// of `block_size` with `logical_sector`-byte sectors. A dynamic result's blocks are
-    /// the VHDX's; a fixed result's data area is contiguous (block `b` at
-    /// `first_payload + b · block_size`), so it is composed in pieces of [`FLAT_UNIT`]
-    /// as a fixed VHD is.
+    /// of `block_size` with `logical_sector`-byte sectors. Both are composed in pieces
+    /// of [`FLAT_UNIT`] (at most the block): a fixed result's data area is contiguous
+    /// (block `b` at `first_payload + b · block_size`), and a dynamic result's block is
+    /// allocated when its first piece holding data arrives — a block whose pieces are
+    /// all zero is never allocated (not present).
     pub(crate) fn vhdx(
         target: Target,
         size: u64,
@@ -111,12 +112,14 @@ impl Placement {
         self.vhdx.as_ref()
     }
 
-    /// Bytes of the virtual disk per block: a dynamic result's block size; fixed and raw
-    /// results are composed in pieces of [`FLAT_UNIT`].
+    /// Bytes of the virtual disk per block: a dynamic VHD's block size; fixed and raw
+    /// results, and VHDX results, are composed in pieces of [`FLAT_UNIT`] (a VHDX block
+    /// of 1 MiB: the block), so that a chunk holds several pieces to compose in parallel
+    /// and memory stays bounded by the chunk whatever the VHDX block size.
     pub(crate) fn unit(&self) -> u64 {
         match (&self.dynamic, &self.vhdx) {
             (Some((new, _, _)), _) => new.layout.block_size,
-            (None, Some(v)) if self.target == Target::Dynamic => u64::from(v.layout.new.block_size),
+            (None, Some(v)) => FLAT_UNIT.min(u64::from(v.layout.new.block_size)),
             _ => FLAT_UNIT,
         }
     }
@@ -129,10 +132,11 @@ impl Placement {
     /// Places block `index`, which holds data. Blocks arrive in index order. `path`
     /// names the file in an error.
     pub(crate) fn place(&mut self, index: u64, path: &Path) -> Result<Placed> {
+        let unit = self.unit();
         if let Some(v) = self.vhdx.as_mut() {
             return Ok(Placed {
                 bitmap: None,
-                data: v.place(self.target, index),
+                data: v.place(self.target, index, unit),
             });
         }
         let Some((new, bat, next)) = self.dynamic.as_mut() else {
@@ -200,19 +204,29 @@ impl Placement {
 }
 
 impl VhdxPlacement {
-    /// Places block `index` (which holds data) of a VHDX result of kind `target`:
-    /// where the next block goes in a dynamic file (after the last, 1 MiB aligned as
-    /// every block size is), marked fully present; in place in a fixed file's data area
-    /// (pieces of [`FLAT_UNIT`]).
-    fn place(&mut self, target: Target, index: u64) -> u64 {
+    /// Places piece `index` (which holds data; pieces arrive in index order) of a VHDX
+    /// result of kind `target`, pieces being `unit` bytes: in place in a fixed file's
+    /// data area; in a dynamic file, inside its block, which is allocated (marked fully
+    /// present) where the next block goes — after the last, 1 MiB aligned as every block
+    /// size is — when its first piece arrives.
+    fn place(&mut self, target: Target, index: u64, unit: u64) -> u64 {
         let first = self.layout.first_payload;
+        let pos = index * unit;
         if target != Target::Dynamic {
-            return first + index * FLAT_UNIT;
+            return first + pos;
         }
-        let at = self.next;
-        self.next += u64::from(self.layout.new.block_size);
-        self.bat.set_payload(index, PayloadState::FullyPresent, at);
-        at
+        let bs = u64::from(self.layout.new.block_size);
+        let block = pos / bs;
+        let at = match self.bat.payload(block).and_then(|p| p.file_offset) {
+            Some(at) => at,
+            None => {
+                let at = self.next;
+                self.next += bs;
+                self.bat.set_payload(block, PayloadState::FullyPresent, at);
+                at
+            }
+        };
+        at + pos % bs
     }
 
     /// The length of the file: a fixed file's whole layout; a dynamic file's metadata
