@@ -204,7 +204,7 @@ impl<'a> Writer<'a> {
         };
         self.next_unit = c.index + 1;
         let placed = self.placement.place(c.index, self.path)?;
-        let flat = placed.bitmap.is_none();
+        let flat = placed.flat;
         if let Some(bitmap_at) = placed.bitmap {
             // Bitmap: fully set, as every real writer of dynamic disks does.
             let bitmap = vec![0xFFu8; (placed.data - bitmap_at) as usize];
