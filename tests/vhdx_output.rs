@@ -456,6 +456,19 @@ fn vhd_and_vhdx_are_never_mixed_in_a_chain() {
         "4096",
     ]);
     assert!(assert_failed_one_line(&r).contains("512-byte sectors"));
+    // A VHDX block is 1 MiB at least: a usage mistake.
+    let small = dir.path().join("small.vhdx");
+    let r = vhdkit([
+        "create",
+        p(&small),
+        "--type",
+        "dynamic",
+        "--size",
+        "8M",
+        "--block-size",
+        "512K",
+    ]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
     assert_eq!(
         dir_names(dir.path()).len(),
         2,

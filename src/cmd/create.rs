@@ -96,6 +96,11 @@ pub fn run(a: CreateArgs) -> Result<u8, CliError> {
             "--logical-sector applies to a VHDX (a VHD has 512-byte sectors)",
         ));
     }
+    if let (true, Some(bs)) = (vhdx, a.block_size) {
+        if let Err(e) = vhdkit_format::image::check_vhdx_block_size(bs) {
+            return Err(usage(&format!("--block-size: {e}")));
+        }
+    }
     let opts = match a.kind {
         CreateType::Fixed | CreateType::Dynamic => {
             let Some(size) = a.size else {

@@ -280,6 +280,11 @@ fn new_file_opts(
             "--sparse applies to a fixed destination",
         ));
     }
+    if let (true, Some(bs)) = (vhdx, block) {
+        if let Err(e) = vhdkit_format::image::check_vhdx_block_size(bs) {
+            return Err(super::usage_error(&format!("--block-size: {e}")));
+        }
+    }
     let defaults = OpsOptions::default();
     let (block_size, vhdx_block_size) = match block {
         Some(b) if vhdx => (DEFAULT_BLOCK_SIZE, b),
