@@ -319,6 +319,9 @@ impl VhdxParent {
     }
 }
 
+/// The largest metadata region or log [`read_vhdx_facts`] reads into memory.
+const MAX_READ_IN_MEMORY: u64 = 64 * vhdx::MIB;
+
 /// The current header and metadata of a VHDX file.
 pub(crate) struct VhdxFacts {
     pub(crate) header: vhdx::Header,
@@ -369,6 +372,21 @@ pub(crate) fn read_vhdx_facts(file: &File, path: &Path) -> Result<VhdxFacts> {
     .map_err(err)?;
     let areas = FileAreas::new(&header, &regions, len).map_err(err)?;
     let md = regions.metadata;
+    // Read whole, in memory: bounded (Hyper-V and qemu-img make 1 MiB of each).
+    for (what, at, n) in [
+        ("metadata region", md.offset, md.length),
+        ("log", header.log_offset, header.log_length),
+    ] {
+        if u64::from(n) > MAX_READ_IN_MEMORY {
+            return Err(Error::Unsupported {
+                path: path.to_owned(),
+                detail: format!(
+                    "the {what} at offset {at:#x} is {n} bytes: vhdkit reads at most \
+                     {MAX_READ_IN_MEMORY} (Hyper-V writes 1 MiB)"
+                ),
+            });
+        }
+    }
     let mut region = read(md.offset, md.length as usize)?;
     if header.has_log() {
         let log = read(header.log_offset, header.log_length as usize)?;
@@ -420,4 +438,101 @@ pub(crate) fn is_vhdx_file(path: &Path) -> bool {
     File::open(path)
         .and_then(|f| read_upto(&f, &mut b, 0))
         .is_ok_and(|n| n == 8 && vhdx::parse::is_vhdx(&b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vhdx::log::LogWrite;
+    use crate::vhdx::region::RegionTable;
+
+    /// A new dynamic VHDX's bytes, written to a file of `len` bytes (`len` ≥ the layout's).
+    fn file_with(table: Option<RegionTable>, len: u64) -> (tempfile::TempDir, PathBuf) {
+        let l = NewVhdx::new(DiskType::Dynamic, 64 * vhdx::MIB)
+            .layout()
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.vhdx");
+        let f = File::create(&path).unwrap();
+        f.set_len(len.max(l.file_len)).unwrap();
+        let md = l.metadata(Uuid::from_u128(1), None);
+        for (at, bytes) in l.initial_writes(&l.header(), &md) {
+            f.write_all_at(&bytes, at).unwrap();
+        }
+        if let Some(t) = table {
+            let b = t.encode();
+            f.write_all_at(&b, REGION_TABLE_1_OFFSET).unwrap();
+            f.write_all_at(&b, REGION_TABLE_2_OFFSET).unwrap();
+        }
+        (dir, path)
+    }
+
+    #[test]
+    fn facts_of_a_new_file_are_its_metadata() {
+        let (_d, path) = file_with(None, 0);
+        let f = File::open(&path).unwrap();
+        let facts = read_vhdx_facts(&f, &path).unwrap();
+        assert_eq!(facts.metadata.virtual_size, 64 * vhdx::MIB);
+        assert_eq!(facts.metadata.page83, Uuid::from_u128(1));
+        assert!(!facts.header.data_write_guid.is_nil());
+    }
+
+    #[test]
+    fn a_huge_metadata_region_is_refused_before_it_is_read() {
+        let l = NewVhdx::new(DiskType::Dynamic, 64 * vhdx::MIB)
+            .layout()
+            .unwrap();
+        let mut t = l.region_table();
+        // The metadata region moved past everything and made 128 MiB long.
+        t.metadata.offset = 16 * vhdx::MIB;
+        t.metadata.length = 128 << 20;
+        let (_d, path) = file_with(Some(t), 256 * vhdx::MIB);
+        let f = File::open(&path).unwrap();
+        let err = read_vhdx_facts(&f, &path).err().expect("refused");
+        assert!(
+            err.to_string().contains("metadata region") && err.to_string().contains("at most"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn overlay_applies_only_the_part_inside_the_region() {
+        let mut region = vec![0u8; 16];
+        let writes = [
+            LogWrite::Data {
+                offset: 96,
+                bytes: vec![1; 8],
+            },
+            LogWrite::Data {
+                offset: 110,
+                bytes: vec![2; 8],
+            },
+            LogWrite::Zero {
+                offset: 0,
+                length: 4096,
+            },
+            LogWrite::Data {
+                offset: 200,
+                bytes: vec![3; 8],
+            },
+        ];
+        overlay(&mut region, 100, &writes[..2]);
+        assert_eq!(region[..4], [1, 1, 1, 1]);
+        assert_eq!(region[4..10], [0; 6]);
+        assert_eq!(region[10..], [2; 6]);
+        overlay(&mut region, 100, &writes[2..]);
+        assert_eq!(region, vec![0; 16]);
+    }
+
+    #[test]
+    fn a_vhd_is_not_a_vhdx_parent() {
+        let dir = tempfile::tempdir().unwrap();
+        let vhd = dir.path().join("p.vhd");
+        crate::Disk::create(&vhd, &CreateOptions::new(DiskKind::Dynamic, 8 * vhdx::MIB)).unwrap();
+        let err = VhdxParent::resolve(&dir.path().join("c.avhdx"), &vhd)
+            .err()
+            .expect("refused");
+        assert!(err.to_string().contains("a VHD"), "{err}");
+        assert!(!is_vhdx_file(&vhd));
+    }
 }
