@@ -1,5 +1,8 @@
 //! Convert (and merge-to): the source's virtual content — any disk, a whole chain
-//! flattened, a host drive or a raw image — into a new fixed, dynamic or raw file. With
+//! flattened, a host drive or a raw image — into a new fixed, dynamic or raw file; a
+//! fixed or dynamic one is a VHD or a VHDX ([`OpsOptions::format`], else the
+//! destination's extension), placed by the same `Placement` and written by the same
+//! writer, the VHDX's metadata from `vhdx::layout` written last. With
 //! [`OpsOptions::align`] the content is the source padded with zeros to the next
 //! multiple of the alignment. Where each block goes and how long the file ends up is
 //! `Placement`'s, which [`super::measure()`] runs without writing.
