@@ -209,6 +209,7 @@ compare_case() {
     shift 4
     local ext=vhd
     [[ $fmt == raw ]] && ext=raw
+    [[ $fmt == vhdx ]] && ext=vhdx # vhdkit writes a VHDX for the extension
     local out=$T/work/out.$ext floor=$T/work/floor.dd
     local vk=("$VHDKIT" convert "$src" "$out" --type "$type" --progress none)
     local qm=(qemu-img convert -t writeback "$@" "$src" "$out")
@@ -239,6 +240,11 @@ if want convert; then
     compare_case "dynamic → raw" raw base.vhd raw -f vpc -O raw
     compare_case "dynamic → fixed" vpc base.vhd fixed -f vpc -O vpc -o subformat=fixed,force_size=on
     compare_case "fixed → dynamic" vpc fixed.vhd dynamic -f vpc -O vpc -o subformat=dynamic,force_size=on
+    # VHD → VHDX, both tools with Hyper-V's 32 MiB blocks (vhdkit's default; qemu-img
+    # would choose by size). VHDX → VHD needs vhdkit to open VHDX files (not yet).
+    compare_case "raw → dynamic VHDX" vhdx base.raw dynamic -f raw -O vhdx -o subformat=dynamic,block_size=32M
+    compare_case "dynamic → dynamic VHDX" vhdx base.vhd dynamic -f vpc -O vhdx -o subformat=dynamic,block_size=32M
+    compare_case "dynamic → fixed VHDX" vhdx base.vhd fixed -f vpc -O vhdx -o subformat=fixed,block_size=32M
 fi
 
 # --- copy offload on file systems that share extents ----------------------------------
