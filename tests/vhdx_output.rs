@@ -522,18 +522,26 @@ fn vhd_chains_flatten_into_vhdx_by_convert_and_merge_to() {
         "4096",
     ]);
     assert_eq!(r.code, 0, "20 MiB is whole 4 KiB sectors: {}", r.stderr);
-    // Verification of a VHDX result is refused before any work, and leaves nothing.
-    let nv = dir.path().join("verified.vhdx");
-    let r = vhdkit([
-        "convert",
-        p(&child),
-        p(&nv),
-        "--type",
-        "dynamic",
-        "--verify",
-    ]);
-    assert!(assert_failed_one_line(&r).contains("verifying a VHDX"));
-    assert!(!nv.exists());
+    // A VHDX result is verified by reading it back through the VHDX container.
+    for ty in ["dynamic", "fixed"] {
+        let nv = dir.path().join(format!("verified-{ty}.vhdx"));
+        let r = vhdkit([
+            "convert",
+            p(&child),
+            p(&nv),
+            "--type",
+            ty,
+            "--verify",
+            "--json",
+        ]);
+        assert_eq!(r.code, 0, "{ty}: {}", r.stderr);
+        let doc: serde_json::Value = serde_json::from_slice(&r.stdout).expect("convert's JSON");
+        assert_eq!(doc["verified"], true, "{ty}: {doc}");
+        assert_eq!(
+            std::fs::read(&nv).map(|b| b[..8].to_vec()).expect("the result"),
+            b"vhdxfile"
+        );
+    }
 }
 
 #[test]
