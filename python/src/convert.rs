@@ -20,6 +20,18 @@ pub fn serde_name<T: serde::Serialize>(value: &T) -> String {
     }
 }
 
+/// A serializable value (a struct: a JSON object) as a Python `dict`, through its JSON
+/// form: the keys and values of the command line's `--json` documents exactly.
+pub fn serde_dict<'py, T: serde::Serialize>(
+    py: Python<'py>,
+    value: &T,
+) -> PyResult<Bound<'py, pyo3::types::PyDict>> {
+    let text = serde_json::to_string(value)
+        .map_err(|e| pyo3::exceptions::PyValueError::new_err(e.to_string()))?;
+    let loaded = py.import("json")?.call_method1("loads", (text,))?;
+    Ok(loaded.cast_into::<pyo3::types::PyDict>()?)
+}
+
 /// Builds a `dict` from `key => value` pairs (values: anything `IntoPyObject`), in
 /// order; `?` on failure.
 macro_rules! dict {

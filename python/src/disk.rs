@@ -433,19 +433,7 @@ pub fn info<'py>(
 ) -> PyResult<Bound<'py, PyDict>> {
     let opts = open_options(py, "info", options, OpenOptions::new())?;
     let (disk, chain_error) = py
-        .detach(|| match vhdkit_format::Disk::open_with(&path, &opts) {
-            Ok(d) => Ok((d, None)),
-            Err(
-                e @ (Error::ParentNotFound { .. }
-                | Error::ParentIdMismatch { .. }
-                | Error::ChainLoop { .. }
-                | Error::ChainTooDeep { .. }),
-            ) => {
-                let alone = opts.clone().no_parents(true);
-                vhdkit_format::Disk::open_with(&path, &alone).map(|d| (d, Some(e)))
-            }
-            Err(e) => Err(e),
-        })
+        .detach(|| vhdkit_format::info::open(&path, &opts))
         .or_raise(py)?;
     docs::info(py, &disk, chain_error.as_ref(), &path)
 }
@@ -484,9 +472,12 @@ pub fn repair(py: Python<'_>, path: PathBuf) -> PyResult<Vec<String>> {
 /// `parent` (its size and, by default, block size are the parent's); a host-drive stub
 /// `host_drive` (the device, with `read_only`). `block_size`: a power of two from 4 KiB
 /// to 256 MiB (dynamic, differencing). `sparse`: a fixed disk's data area is left a
-/// hole instead of being allocated up front.
+/// hole instead of being allocated up front. `format`: "vhd" or "vhdx" (default: by
+/// the extension, `.vhdx` and `.avhdx` making a VHDX, with 32 MiB blocks by default,
+/// 1–256 MiB, fixed ones too, sizes to 64 TiB; a differencing VHDX needs a VHDX
+/// parent). `logical_sector`: a VHDX's, 512 (default) or 4096.
 #[pyfunction]
-#[pyo3(signature = (path, r#type = None, size = None, parent = None, block_size = None, *, host_drive = None, read_only = false, sparse = false))]
+#[pyo3(signature = (path, r#type = None, size = None, parent = None, block_size = None, *, host_drive = None, read_only = false, sparse = false, format = None, logical_sector = None))]
 #[allow(clippy::too_many_arguments)]
 pub fn create<'py>(
     py: Python<'py>,
@@ -498,7 +489,12 @@ pub fn create<'py>(
     host_drive: Option<PathBuf>,
     read_only: bool,
     sparse: bool,
+    format: Option<String>,
+    logical_sector: Option<u32>,
 ) -> PyResult<Bound<'py, PyDict>> {
+    let format = crate::options::container_format(py, format)?;
+    let vhdx = vhdkit_format::image::ContainerFormat::choose(format, &path)
+        == vhdkit_format::image::ContainerFormat::Vhdx;
     let kind = r#type.unwrap_or(if parent.is_some() {
         "differencing"
     } else {
@@ -519,9 +515,6 @@ pub fn create<'py>(
             } else {
                 DiskKind::Dynamic
             };
-            if kind == DiskKind::Fixed && block.is_some() {
-                return bad("a fixed disk has no blocks: drop block_size=");
-            }
             if kind == DiskKind::Dynamic && sparse {
                 return bad("sparse= applies to a fixed disk (a dynamic disk is sparse)");
             }
@@ -562,6 +555,20 @@ pub fn create<'py>(
     if read_only && opts.kind != DiskKind::HostDrive {
         return bad("read_only= applies to a host-drive disk");
     }
+    if opts.kind == DiskKind::HostDrive && format.is_some() {
+        return bad("format= applies to a fixed, dynamic or differencing disk");
+    }
+    if logical_sector.is_some() && (!vhdx || opts.kind == DiskKind::HostDrive) {
+        return bad("logical_sector= applies to a VHDX (a VHD has 512-byte sectors)");
+    }
+    if opts.kind == DiskKind::Fixed && block.is_some() && !vhdx {
+        return bad("a fixed disk has no blocks: drop block_size=");
+    }
+    let opts = vhdkit_format::CreateOptions {
+        format,
+        logical_sector_size: logical_sector,
+        ..opts
+    };
     let task = vhdkit_format::ops::create_task(&path, &opts).or_raise(py)?;
     let report = finish(py, task)?;
     docs::report(py, &report, None)

@@ -8,96 +8,19 @@ use std::path::Path;
 
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
-use vhdkit_format::image::{Extent, VhdFile};
+use vhdkit_format::image::Extent;
 use vhdkit_format::ops::{Measure, Report, UnusedRanges};
 use vhdkit_format::volume::{DiskReport, Reason, TableKind};
-use vhdkit_format::{Disk, DiskKind, Error, ProgressEvent};
+use vhdkit_format::{Disk, Error, ProgressEvent};
 
-use crate::convert::{dict, path_str, serde_name};
+use crate::convert::{dict, path_str, serde_dict};
 use crate::errors::variant_name;
 
 /// The version of the JSON documents these dicts mirror (their `"schema"` field).
 pub const SCHEMA: u32 = 1;
 
-/// The length of `f`'s file as the file system has it (`vhdkit info`'s `file_size`):
-/// for a file whose end footer is missing, shorter than where the footer belongs.
-fn real_file_size(f: &VhdFile) -> u64 {
-    match std::fs::metadata(f.path()) {
-        Ok(m) if m.is_file() => m.len(),
-        _ => f.file_len(),
-    }
-}
-
-/// Free bytes for unprivileged users on the volume holding `path`.
-fn free_space(path: &Path) -> Option<u64> {
-    let folder = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    let s = rustix::fs::statvfs(folder).ok()?;
-    s.f_bavail.checked_mul(s.f_frsize)
-}
-
-/// One level of the chain (`info()["chain"][i]`).
-fn layer<'py>(py: Python<'py>, f: &VhdFile) -> PyResult<Bound<'py, PyDict>> {
-    let d = dict!(py, {
-        "path" => path_str(py, f.path())?,
-        "disk_type" => f.kind().name(),
-        "virtual_size" => f.virtual_size(),
-        "file_size" => real_file_size(f),
-        "unique_id" => f.footer().unique_id.to_string(),
-    });
-    if let Some(h) = f.header() {
-        d.set_item("block_size", h.block_size)?;
-        d.set_item("allocated_blocks", f.allocated_blocks())?;
-        d.set_item("max_table_entries", h.max_table_entries)?;
-    }
-    Ok(d)
-}
-
-/// A differencing disk's `parent` object: what the child records and what was found.
-fn parent<'py>(
-    py: Python<'py>,
-    disk: &Disk,
-    chain_error: Option<&Error>,
-) -> PyResult<Option<Bound<'py, PyDict>>> {
-    let top = disk.top();
-    let Some(h) = top
-        .header()
-        .filter(|_| top.kind() == DiskKind::Differencing)
-    else {
-        return Ok(None);
-    };
-    let found = disk.layers().get(1);
-    let locators = PyList::empty(py);
-    for l in h.locators.iter().filter(|l| l.is_used()) {
-        locators.append(dict!(py, {
-            "code" => l.code.to_string(),
-            "data_offset" => l.data_offset,
-            "data_length" => l.data_length,
-            "data_space" => l.data_space,
-        }))?;
-    }
-    let candidates = PyList::empty(py);
-    for c in vhdkit_format::image::parent_candidates(top) {
-        candidates.append(dict!(py, {
-            "path" => path_str(py, &c.path)?,
-            "found_by" => serde_name(&c.found_by),
-        }))?;
-    }
-    Ok(Some(dict!(py, {
-        "name" => h.parent_name(),
-        "unique_id" => h.parent_unique_id.to_string(),
-        "timestamp" => h.parent_timestamp.to_rfc3339(),
-        "path" => found.map(|p| path_str(py, p.path())).transpose()?,
-        "found" => found.is_some(),
-        "error" => chain_error.map(ToString::to_string),
-        "locators" => locators,
-        "candidates" => candidates,
-    })))
-}
-
-/// `info()`: the fields of `vhdkit info --json` for `disk`, opened from `path`;
+/// `info()`: the fields of `vhdkit info --json` for `disk`, opened from `path` — the
+/// library's [`vhdkit_format::info::Info`], the very document the command line prints;
 /// `chain_error` says why its parents could not be opened (then `disk` is the file
 /// alone).
 pub fn info<'py>(
@@ -106,59 +29,10 @@ pub fn info<'py>(
     chain_error: Option<&Error>,
     path: &Path,
 ) -> PyResult<Bound<'py, PyDict>> {
-    let top = disk.top();
-    let footer = top.footer();
-    let kind = top.kind();
-    let host_drive = match top.host_drive() {
-        Some((h, device)) => Some(dict!(py, {
-            "device" => path_str(py, &device)?,
-            "read_only" => h.read_only(),
-            "device_size" => h.device_size,
-            "identity_crc32" => format!("{:08x}", h.identity_crc),
-        })),
-        None => None,
-    };
-    let chain = PyList::empty(py);
-    for f in disk.layers() {
-        chain.append(layer(py, f)?)?;
-    }
-    let g = &footer.geometry;
-    Ok(dict!(py, {
-        "schema" => SCHEMA,
-        "path" => path_str(py, path)?,
-        "disk_type" => kind.name(),
-        "vm_hard_disk_type" => kind.vm_hard_disk_type(),
-        "virtual_size" => top.virtual_size(),
-        "file_size" => real_file_size(top),
-        "block_size" => top.block_size(),
-        "bitmap_size" => top.bitmap_size(),
-        "allocated_blocks" => top.header().map(|_| top.allocated_blocks()),
-        "max_table_entries" => top.header().map(|h| h.max_table_entries),
-        "creator_app" => footer.creator_app_string(),
-        "creator_version" => format!(
-            "{}.{}",
-            footer.creator_version >> 16,
-            footer.creator_version & 0xFFFF
-        ),
-        "creator_host_os" => footer.creator_host_os_string(),
-        "timestamp" => footer.timestamp.to_rfc3339(),
-        "original_size" => footer.original_size,
-        "geometry" => dict!(py, {
-            "cylinders" => g.cylinders,
-            "heads" => g.heads,
-            "sectors_per_track" => g.sectors_per_track,
-            "capacity" => g.capacity(),
-        }),
-        "footer_disk_type" => footer.disk_type.code(),
-        "unique_id" => footer.unique_id.to_string(),
-        "saved_state" => footer.saved_state != 0,
-        "footer_source" => serde_name(&top.footer_source()),
-        "host_free_disk_space" => free_space(path),
-        "parent" => parent(py, disk, chain_error)?,
-        "host_drive" => host_drive,
-        "chain" => chain,
-        "warnings" => disk.warnings(),
-    }))
+    let info = vhdkit_format::info::describe(disk, chain_error, path);
+    let d = dict!(py, { "schema" => SCHEMA });
+    d.update(serde_dict(py, &info)?.as_mapping())?;
+    Ok(d)
 }
 
 /// A progress event: the fields of one `--progress json` line.

@@ -15,8 +15,9 @@ use vhdkit_format::{Disk, DiskKind, Error, OpenOptions};
 
 use crate::docs;
 use crate::errors::{invalid_argument, OrRaise};
-use crate::options::{align, block_size, open_options, target};
+use crate::options::{align, block_size, container_format, open_options, target, Container};
 use crate::task::{finish, Task};
+use vhdkit_format::image::ContainerFormat;
 
 /// `source_format=`: "auto" (a VHD, or raw bytes when the file has no VHD footer and
 /// no other format's signature) or "raw" (the file's bytes as they are).
@@ -40,7 +41,9 @@ fn source_format(py: Python<'_>, name: &str, opts: OpenOptions) -> PyResult<Open
 fn new_file(
     py: Python<'_>,
     open: OpenOptions,
+    dst: &std::path::Path,
     target: Target,
+    container: Container,
     block: Option<u64>,
     sparse: bool,
     align_to: Option<u64>,
@@ -49,12 +52,36 @@ fn new_file(
     verify: bool,
 ) -> PyResult<(OpsOptions, Option<FsScan>)> {
     let block = block_size(py, block)?;
-    if block.is_some() && target != Target::Dynamic {
+    let format = container_format(py, container.format)?;
+    let vhdx =
+        target != Target::Raw && ContainerFormat::choose(format, dst) == ContainerFormat::Vhdx;
+    if target == Target::Raw && format.is_some() {
+        return Err(invalid_argument(
+            py,
+            "format= applies to a fixed or dynamic destination (a raw image has no container)",
+        ));
+    }
+    if container.logical_sector.is_some() && !vhdx {
+        return Err(invalid_argument(
+            py,
+            "logical_sector= applies to a VHDX destination (a VHD has 512-byte sectors)",
+        ));
+    }
+    if block.is_some() && target != Target::Dynamic && !vhdx {
         return Err(invalid_argument(
             py,
             "block_size= applies to a dynamic destination",
         ));
     }
+    if let (true, Some(b)) = (vhdx, block) {
+        vhdkit_format::image::check_vhdx_block_size(b).or_raise(py)?;
+    }
+    let defaults = OpsOptions::default();
+    let (vhd_block, vhdx_block) = match block {
+        Some(b) if vhdx => (vhdkit_format::DEFAULT_BLOCK_SIZE, b),
+        Some(b) => (b, defaults.vhdx_block_size),
+        None => (vhdkit_format::DEFAULT_BLOCK_SIZE, defaults.vhdx_block_size),
+    };
     if sparse && target != Target::Fixed {
         return Err(invalid_argument(
             py,
@@ -70,13 +97,16 @@ fn new_file(
     let scan = fs_aware.then(FsScan::new);
     let opts = OpsOptions {
         open,
-        block_size: block.unwrap_or(vhdkit_format::DEFAULT_BLOCK_SIZE),
+        block_size: vhd_block,
+        vhdx_block_size: vhdx_block,
+        logical_sector_size: container.logical_sector.unwrap_or(512),
+        format,
         verify,
         sparse,
         align: align(py, align_to)?,
         output: OutputOptions::new().replace(replace).devices(true),
         unused_ranges: scan.as_ref().map(FsScan::unused),
-        ..OpsOptions::default()
+        ..defaults
     };
     Ok((opts, scan))
 }
@@ -136,9 +166,12 @@ pub fn compact(
 /// this (1 MiB for Azure). `replace`: an existing regular file at `dst` is replaced
 /// atomically once the result is durable. `fs_aware`: leave out what no file system
 /// uses (dynamic, raw). `verify`: read the result back and compare. `source_format`:
-/// "auto" or "raw". The other keywords are open() options for `src`.
+/// "auto" or "raw". `format`: the container of a fixed or dynamic result, "vhd" or
+/// "vhdx" (default: by `dst`'s extension, `.vhdx` and `.avhdx` making a VHDX; its
+/// `block_size` then 1–256 MiB, default 32 MiB). `logical_sector`: a VHDX result's,
+/// 512 (default) or 4096. The other keywords are open() options for `src`.
 #[pyfunction]
-#[pyo3(signature = (src, dst, r#type, *, block_size = None, sparse = false, align = None, replace = false, fs_aware = false, verify = false, source_format = "auto", **options))]
+#[pyo3(signature = (src, dst, r#type, *, block_size = None, sparse = false, align = None, replace = false, fs_aware = false, verify = false, source_format = "auto", format = None, logical_sector = None, **options))]
 #[allow(clippy::too_many_arguments)]
 pub fn convert(
     py: Python<'_>,
@@ -152,13 +185,19 @@ pub fn convert(
     fs_aware: bool,
     verify: bool,
     source_format: &str,
+    format: Option<String>,
+    logical_sector: Option<u32>,
     options: Option<&Bound<'_, PyDict>>,
 ) -> PyResult<Task> {
     let target = target(py, r#type)?;
     let open = open_options(py, "convert", options, OpenOptions::new())?;
     let open = self::source_format(py, source_format, open)?;
+    let container = Container {
+        format,
+        logical_sector,
+    };
     let (opts, scan) = new_file(
-        py, open, target, block_size, sparse, align, replace, fs_aware, verify,
+        py, open, &dst, target, container, block_size, sparse, align, replace, fs_aware, verify,
     )?;
     let task = py
         .detach(|| ops::convert_task(&src, &dst, target, &opts))
@@ -171,7 +210,7 @@ pub fn convert(
 /// MergeTo). As convert(): the new file appears only once complete, the chain is never
 /// changed; the same keywords.
 #[pyfunction]
-#[pyo3(signature = (child, dst, r#type, *, block_size = None, sparse = false, align = None, replace = false, fs_aware = false, verify = false, **options))]
+#[pyo3(signature = (child, dst, r#type, *, block_size = None, sparse = false, align = None, replace = false, fs_aware = false, verify = false, format = None, logical_sector = None, **options))]
 #[allow(clippy::too_many_arguments)]
 pub fn merge_to(
     py: Python<'_>,
@@ -184,12 +223,18 @@ pub fn merge_to(
     replace: bool,
     fs_aware: bool,
     verify: bool,
+    format: Option<String>,
+    logical_sector: Option<u32>,
     options: Option<&Bound<'_, PyDict>>,
 ) -> PyResult<Task> {
     let target = target(py, r#type)?;
     let open = open_options(py, "merge_to", options, OpenOptions::new())?;
+    let container = Container {
+        format,
+        logical_sector,
+    };
     let (opts, scan) = new_file(
-        py, open, target, block_size, sparse, align, replace, fs_aware, verify,
+        py, open, &dst, target, container, block_size, sparse, align, replace, fs_aware, verify,
     )?;
     let task = py
         .detach(|| ops::merge_to_task(&child, &dst, target, &opts))

@@ -123,3 +123,30 @@ pub fn align(py: Python<'_>, bytes: Option<u64>) -> PyResult<Option<u64>> {
         other => Ok(other),
     }
 }
+
+/// `format=` and `logical_sector=` of a new file: its container and, for a VHDX, its
+/// logical sector size.
+pub struct Container {
+    /// `"vhd"`, `"vhdx"` or `None` (by the destination's extension).
+    pub format: Option<String>,
+    /// 512 or 4096 (a VHDX only).
+    pub logical_sector: Option<u32>,
+}
+
+/// `format=`: `"vhd"`, `"vhdx"` or `None` (the destination's extension decides:
+/// `.vhdx` and `.avhdx` make a VHDX).
+pub fn container_format(
+    py: Python<'_>,
+    format: Option<String>,
+) -> PyResult<Option<vhdkit_format::image::ContainerFormat>> {
+    use vhdkit_format::image::ContainerFormat;
+    match format.as_deref() {
+        None => Ok(None),
+        Some("vhd") => Ok(Some(ContainerFormat::Vhd)),
+        Some("vhdx") => Ok(Some(ContainerFormat::Vhdx)),
+        Some(other) => Err(invalid_argument(
+            py,
+            format!("format={other:?}: expected \"vhd\" or \"vhdx\""),
+        )),
+    }
+}

@@ -157,6 +157,8 @@ def create(
     host_drive: Optional[StrPath] = None,
     read_only: bool = False,
     sparse: bool = False,
+    format: Optional[Literal["vhd", "vhdx"]] = None,
+    logical_sector: Optional[Literal[512, 4096]] = None,
 ) -> Report:
     """Creates a disk (differencing when parent= is given, else dynamic by default)."""
 
@@ -200,6 +202,8 @@ def convert(
     fs_aware: bool = False,
     verify: bool = False,
     source_format: Literal["auto", "raw"] = "auto",
+    format: Optional[Literal["vhd", "vhdx"]] = None,
+    logical_sector: Optional[Literal[512, 4096]] = None,
     **options: Unpack[OpenOptions],
 ) -> Task:
     """Starts converting any disk (a chain flattened) or raw image into a new file."""
@@ -228,6 +232,8 @@ def merge_to(
     replace: bool = False,
     fs_aware: bool = False,
     verify: bool = False,
+    format: Optional[Literal["vhd", "vhdx"]] = None,
+    logical_sector: Optional[Literal[512, 4096]] = None,
     **options: Unpack[OpenOptions],
 ) -> Task:
     """Starts flattening a differencing chain into a new file."""
@@ -253,6 +259,8 @@ def measure(
     block_size: Optional[int] = None,
     align: Optional[int] = None,
     source_format: Literal["auto", "raw"] = "auto",
+    format: Optional[Literal["vhd", "vhdx"]] = None,
+    logical_sector: Optional[Literal[512, 4096]] = None,
     **options: Unpack[OpenOptions],
 ) -> Measure:
     """The exact length of the file convert() would write, without writing."""

@@ -18,10 +18,12 @@
 //!   `vhdkit-volume` — for the shrink guard of a resize and file-system-aware
 //!   operations.
 //! - [`check`]: validation that reports every problem found; [`azure`]: the rules Azure
-//!   applies to an uploaded VHD.
+//!   applies to an uploaded VHD; [`info`]: what a disk is, the document of `vhdkit info
+//!   --json` and Python's `info()`.
 //! - [`error`]: the one error type, each kind mapped to a Virtual Server HRESULT.
 //! - `vhdx` (public with the `testing` feature): the VHDX structures over byte slices,
-//!   not yet behind the container seam; the fuzz targets and tests use them.
+//!   on which the VHDX container (`image/vhdx/`) and new VHDX files are built; the fuzz
+//!   targets and tests use them.
 //!
 //! This crate is the one dependency a program needs: what a caller of the tasks meets
 //! comes from `vhdkit-task` and is re-exported here ([`HResult`], [`TaskFailure`],
@@ -53,6 +55,7 @@ pub mod azure;
 pub mod check;
 pub mod error;
 pub mod image;
+pub mod info;
 pub mod ops;
 #[cfg(feature = "testing")]
 pub mod spec;
@@ -63,8 +66,8 @@ pub mod spec;
 mod spec;
 #[cfg(feature = "testing")]
 pub mod vhdx;
-// Not opened by the library yet (it needs the container seam): without `testing` only
-// its own unit tests use it.
+// The VHDX structures: the containers (`image/vhdx`, `image/newvhdx.rs`) use them;
+// public only with `testing`, as `spec`.
 #[cfg(not(feature = "testing"))]
 #[allow(dead_code, unused_imports)]
 mod vhdx;
