@@ -10,7 +10,7 @@ mod common;
 
 use std::ffi::OsStr;
 use std::fs::File;
-use std::os::unix::fs::FileExt;
+use vhdkit_platform::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 

@@ -523,7 +523,7 @@ fn a_stale_footer_copy_is_information_and_repair_or_a_rerun_updates_it() {
     resize(&d, &["--size", "32M"]);
     // What a kill between the two footer writes leaves: the old copy at offset 0.
     let put_back = || {
-        use std::os::unix::fs::FileExt;
+        use vhdkit_platform::FileExt;
         let f = std::fs::OpenOptions::new()
             .write(true)
             .open(&d)
@@ -563,7 +563,7 @@ fn a_fixed_disk_with_padding_before_its_footer_checks_clean_and_a_rerun_finishes
     let bytes = std::fs::read(&d).expect("read");
     let footer = bytes[bytes.len() - 512..].to_vec();
     {
-        use std::os::unix::fs::FileExt;
+        use vhdkit_platform::FileExt;
         let f = std::fs::OpenOptions::new()
             .write(true)
             .open(&d)
@@ -584,7 +584,7 @@ fn a_fixed_disk_with_padding_before_its_footer_checks_clean_and_a_rerun_finishes
     f6.original_size = 6 * MIB;
     f6.geometry = vhdkit_format::spec::Geometry::from_total_sectors(6 * MIB / 512);
     {
-        use std::os::unix::fs::FileExt;
+        use vhdkit_platform::FileExt;
         let f = std::fs::OpenOptions::new()
             .write(true)
             .open(&d)

@@ -293,7 +293,7 @@ fn limited(a: &[&OsStr]) -> Run {
 /// A dynamic disk whose header claims `size` bytes in `block` blocks and `entries` BAT
 /// entries, in a sparse file of apparent length `len` whose BAT is a hole (all zeros).
 fn sparse_bomb(path: &Path, size: u64, block: u32, entries: u32, len: u64) {
-    use std::os::unix::fs::FileExt;
+    use vhdkit_platform::FileExt;
     use vhdkit_format::spec::{DiskType, Footer};
     let mut footer = Footer::new(DiskType::Dynamic, size);
     footer.data_offset = 512;

@@ -12,7 +12,7 @@ use serve_support::*;
 /// Sets footer byte `at` to `value` in both footer copies of a dynamic disk, with a
 /// checksum that matches.
 fn patch_footer(disk: &Path, at: usize, value: u8) {
-    use std::os::unix::fs::FileExt;
+    use vhdkit_platform::FileExt;
     let f = std::fs::OpenOptions::new()
         .read(true)
         .write(true)

@@ -11,7 +11,7 @@
 
 pub mod layout;
 
-use std::os::unix::fs::FileExt;
+use vhdkit_platform::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 

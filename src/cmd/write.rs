@@ -1,7 +1,7 @@
 //! `vhdkit write`.
 
 use std::io::Read;
-use std::os::unix::fs::FileExt;
+use vhdkit_platform::FileExt;
 use std::path::{Path, PathBuf};
 
 use clap::Args;

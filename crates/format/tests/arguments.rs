@@ -172,6 +172,7 @@ fn a_fixed_disk_larger_than_its_volume_is_disk_full_and_leaves_nothing() {
     drop(src);
 }
 
+#[cfg(unix)]
 #[test]
 fn a_fixed_disk_is_allocated_up_front() {
     use std::os::unix::fs::MetadataExt;

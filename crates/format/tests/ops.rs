@@ -96,7 +96,7 @@ fn make_source(dir: &Path, kind: Source, seed: u64) -> (PathBuf, Vec<u8>, Vec<Pa
             });
             let writes = mixed_writes(SIZE, unit, seed);
             {
-                use std::os::unix::fs::FileExt;
+                use vhdkit_platform::FileExt;
                 let f = std::fs::File::create(&dev).expect("create the device file");
                 f.set_len(SIZE).expect("size the device file");
                 for (off, data) in &writes {
@@ -392,7 +392,7 @@ fn compact_dynamic_of_only_zero_blocks_leaves_only_metadata() {
 /// Clears the sector bitmap of allocated `block` of the differencing disk at `path` by
 /// writing into the file: the block stays allocated but holds nothing of its own.
 fn clear_bitmap(path: &Path, block: u64) {
-    use std::os::unix::fs::FileExt;
+    use vhdkit_platform::FileExt;
     let f = VhdFile::open(path, &OpenOptions::new()).expect("open");
     let at = f
         .bat()
@@ -744,6 +744,7 @@ fn merge_to_with_missing_parent_is_parent_path_not_found() {
 
 /// Merge checks the parent's permission bits itself, so the refusal holds even for
 /// root, whom the file system would let write.
+#[cfg(unix)]
 #[test]
 fn merge_into_read_only_parent_is_file_read_only() {
     use std::os::unix::fs::PermissionsExt;

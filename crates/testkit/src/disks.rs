@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
-use std::os::unix::fs::FileExt;
+use vhdkit_platform::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 

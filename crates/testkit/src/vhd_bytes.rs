@@ -3,7 +3,7 @@
 //! specification, with no code of vhdkit's own, so a bug in its encoder cannot hide in
 //! the image a test is built on.
 
-use std::os::unix::fs::FileExt;
+use vhdkit_platform::FileExt;
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 

@@ -6,7 +6,7 @@
 mod common;
 
 use common::*;
-use std::os::unix::fs::FileExt;
+use vhdkit_platform::FileExt;
 use vhdkit_volume::{PartitionType, Reason, TableKind};
 
 fn parts(disk: &Disk, kinds: &[&'static str]) -> Vec<Part> {

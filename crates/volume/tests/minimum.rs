@@ -6,7 +6,7 @@
 mod common;
 
 use common::*;
-use std::os::unix::fs::FileExt;
+use vhdkit_platform::FileExt;
 use vhdkit_volume::table::{read_table, TableKind};
 
 fn table_of(disk: &Disk) -> vhdkit_volume::table::Table {

@@ -3,7 +3,7 @@
 
 use std::fs::File;
 use std::io::{self, Seek, SeekFrom};
-use std::os::unix::fs::FileExt;
+use vhdkit_platform::FileExt;
 #[cfg(any(test, feature = "testing"))]
 use std::sync::RwLock;
 
@@ -115,25 +115,11 @@ impl Backend for FileBackend {
     }
 
     fn reserve(&self, offset: u64, len: u64) -> io::Result<()> {
-        use rustix::fs::FallocateFlags;
         faults::before(&self.path, faults::FaultOp::Write)?;
         if len == 0 {
             return Ok(());
         }
-        match rustix::fs::fallocate(&self.file, FallocateFlags::KEEP_SIZE, offset, len) {
-            Ok(()) => Ok(()),
-            Err(rustix::io::Errno::OPNOTSUPP) => {
-                let st = rustix::fs::fstatvfs(&self.file)?;
-                if st.f_bavail.saturating_mul(st.f_frsize) < len {
-                    Err(io::Error::from_raw_os_error(
-                        rustix::io::Errno::NOSPC.raw_os_error(),
-                    ))
-                } else {
-                    Ok(())
-                }
-            }
-            Err(e) => Err(e.into()),
-        }
+        vhdkit_platform::reserve(&self.file, offset, len)
     }
 
     fn as_file(&self) -> Option<&File> {
