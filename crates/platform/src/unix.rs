@@ -22,11 +22,11 @@ pub(crate) use os::{
 };
 
 pub(crate) fn read_at(f: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
-    vhdkit_platform::FileExt::read_at(f, buf, offset)
+    std::os::unix::fs::FileExt::read_at(f, buf, offset)
 }
 
 pub(crate) fn write_at(f: &File, buf: &[u8], offset: u64) -> io::Result<usize> {
-    vhdkit_platform::FileExt::write_at(f, buf, offset)
+    std::os::unix::fs::FileExt::write_at(f, buf, offset)
 }
 
 pub(crate) fn kind(meta: &Metadata) -> FileKind {

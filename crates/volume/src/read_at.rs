@@ -102,7 +102,7 @@ impl ReadAt for std::fs::File {
 
     #[cfg(unix)]
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
-        vhdkit_platform::FileExt::read_exact_at(self, buf, offset)
+        std::os::unix::fs::FileExt::read_exact_at(self, buf, offset)
     }
 
     #[cfg(windows)]
