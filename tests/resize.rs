@@ -236,6 +236,7 @@ fn dynamic_shrink_releases_the_blocks_past_the_end_and_counts_the_bytes_cut() {
 
 // --- fixed --------------------------------------------------------------------------------
 
+#[cfg(unix)]
 #[test]
 fn fixed_grow_allocates_the_new_space_and_keeps_every_byte() {
     let dir = tempdir();
@@ -258,6 +259,7 @@ fn fixed_grow_allocates_the_new_space_and_keeps_every_byte() {
     );
 }
 
+#[cfg(unix)]
 #[test]
 fn fixed_grow_with_sparse_leaves_the_new_space_a_hole() {
     let dir = tempdir();

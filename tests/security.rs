@@ -426,6 +426,7 @@ fn small_disk(dir: &Path) -> PathBuf {
     p
 }
 
+#[cfg(unix)]
 #[test]
 fn read_output_never_follows_a_symlink() {
     let dir = tempdir();

@@ -2,6 +2,9 @@
 //! failed start leaves (nothing), which addresses `--listen` takes, and what clients are
 //! told about the export (no path unless `--description` says so).
 
+// Over Unix domain sockets and NBD clients: Unix only.
+#![cfg(unix)]
+
 mod serve_support;
 
 use std::path::Path;

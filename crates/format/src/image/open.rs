@@ -166,7 +166,7 @@ fn lock(file: &File, path: &Path, writable: bool) -> Result<()> {
 mod tests {
     use super::*;
 
-    #[cfg(unix)]
+    #[cfg(target_os = "linux")]
     #[test]
     fn fifo_is_refused_without_blocking() {
         let dir = tempfile::tempdir().expect("tmp");
