@@ -136,6 +136,7 @@ impl Drop for SmallVolume {
 }
 
 #[test]
+#[cfg_attr(not(target_os = "linux"), ignore = "mounts a small tmpfs (Linux)")]
 fn a_fixed_disk_larger_than_its_volume_is_disk_full_and_leaves_nothing() {
     let dir = tempfile::tempdir().expect("tmp");
     let vol = SmallVolume::new(dir.path(), 16);

@@ -375,3 +375,11 @@ pub fn clone_refused(e: &io::Error) -> bool {
 pub fn free_space(file: &File) -> io::Result<u64> {
     sys::free_space(file)
 }
+
+/// The error this system reports for what the Unix error number `errno` means (fault
+/// injection in tests names its faults by errno: 28 `ENOSPC`, 5 `EIO`, 30 `EROFS`,
+/// 27 `EFBIG`); on Windows the matching Win32 error (a disk full, a device I/O error, a
+/// write-protected medium, a file too large).
+pub fn errno_error(errno: i32) -> io::Error {
+    sys::errno_error(errno)
+}

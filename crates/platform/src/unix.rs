@@ -348,3 +348,7 @@ pub(crate) fn start_signals(on: Box<dyn Fn(super::signals::Signal) + Send>) -> b
     }
     true
 }
+
+pub(crate) fn errno_error(errno: i32) -> io::Error {
+    io::Error::from_raw_os_error(errno)
+}

@@ -653,3 +653,13 @@ pub(crate) fn start_signals(on: Box<dyn Fn(crate::signals::Signal) + Send>) -> b
     // SAFETY: registers a handler with the right signature for the process's life.
     started.is_ok() && unsafe { SetConsoleCtrlHandler(Some(console_handler), 1) } != 0
 }
+
+pub(crate) fn errno_error(errno: i32) -> io::Error {
+    let win32 = match errno {
+        28 => 112, // ENOSPC: ERROR_DISK_FULL
+        30 => 19,  // EROFS: ERROR_WRITE_PROTECT
+        27 => 223, // EFBIG: ERROR_FILE_TOO_LARGE
+        _ => 1117, // EIO and the rest: ERROR_IO_DEVICE
+    };
+    io::Error::from_raw_os_error(win32)
+}

@@ -327,7 +327,7 @@ pub mod faults {
             };
             let n = counter.fetch_add(1, Ordering::SeqCst) + 1;
             if a.plan.op == op && a.plan.nth == n {
-                return Err(io::Error::from_raw_os_error(a.plan.errno));
+                return Err(vhdkit_platform::errno_error(a.plan.errno));
             }
         }
         Ok(())
