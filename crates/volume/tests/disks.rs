@@ -3,6 +3,9 @@
 //! tables: a GPT whose primary copy is broken, an EBR chain that loops, overlapping and
 //! unknown-type partitions.
 
+// Disks built by sfdisk, mkfs and loop devices: Linux only.
+#![cfg(target_os = "linux")]
+
 mod common;
 
 use common::*;

@@ -3,6 +3,9 @@
 //! backup copy takes; refused for no table, a file system spanning the disk, and a
 //! partition past the end.
 
+// Disks built by sfdisk, mkfs and loop devices: Linux only.
+#![cfg(target_os = "linux")]
+
 mod common;
 
 use common::*;

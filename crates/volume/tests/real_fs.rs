@@ -3,6 +3,9 @@
 //! every surviving file identical, and the free bytes match what the file system reports.
 //! Runs as root with e2fsprogs, dosfstools, ntfs-3g, util-linux and xfsprogs (`.ci/run`).
 
+// Disks built by sfdisk, mkfs and loop devices: Linux only.
+#![cfg(target_os = "linux")]
+
 mod common;
 
 use common::*;
