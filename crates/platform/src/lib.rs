@@ -383,3 +383,24 @@ pub fn free_space(file: &File) -> io::Result<u64> {
 pub fn errno_error(errno: i32) -> io::Error {
     sys::errno_error(errno)
 }
+
+/// A path read from a Windows parent locator (`W2ku`, `W2ru`, `Wi2k`, `Wi2r`) or a
+/// parent name, as this system names files: on Windows as written (`C:\VMs\base.vhd`,
+/// `.\base.vhd`, `/` turned into `\`); on Unix with `/` separators and without a drive
+/// letter (`/VMs/base.vhd`, `./base.vhd`).
+///
+/// ```
+/// let p = vhdkit_platform::path_from_windows(r"..\base\base.vhd");
+/// assert_eq!(std::path::Path::new(&p), std::path::Path::new("..").join("base").join("base.vhd"));
+/// ```
+pub fn path_from_windows(raw: &str) -> String {
+    sys::path_from_windows(raw)
+}
+
+/// The text of the `W2ku` (absolute) locator of the absolute path `path`: on Windows the
+/// path as Windows itself writes it (`C:\VMs\base.vhd`, `\\server\share\base.vhd`:
+/// without the `\\?\` prefix of canonical paths); on Unix the POSIX path, which Windows
+/// cannot use (it finds such a parent through the relative `W2ru` locator).
+pub fn windows_locator_text(path: &Path) -> String {
+    sys::windows_locator_text(path)
+}

@@ -352,3 +352,17 @@ pub(crate) fn start_signals(on: Box<dyn Fn(super::signals::Signal) + Send>) -> b
 pub(crate) fn errno_error(errno: i32) -> io::Error {
     io::Error::from_raw_os_error(errno)
 }
+
+pub(crate) fn path_from_windows(raw: &str) -> String {
+    let s = raw.replace('\\', "/");
+    let b = s.as_bytes();
+    if b.len() >= 2 && b[1] == b':' && b[0].is_ascii_alphabetic() {
+        s[2..].to_owned()
+    } else {
+        s
+    }
+}
+
+pub(crate) fn windows_locator_text(path: &Path) -> String {
+    path.to_string_lossy().into_owned()
+}

@@ -663,3 +663,18 @@ pub(crate) fn errno_error(errno: i32) -> io::Error {
     };
     io::Error::from_raw_os_error(win32)
 }
+
+pub(crate) fn path_from_windows(raw: &str) -> String {
+    raw.replace('/', "\\")
+}
+
+pub(crate) fn windows_locator_text(path: &Path) -> String {
+    let s = path.to_string_lossy();
+    if let Some(unc) = s.strip_prefix(r"\\?\UNC\") {
+        format!(r"\\{unc}")
+    } else if let Some(local) = s.strip_prefix(r"\\?\") {
+        local.to_owned()
+    } else {
+        s.into_owned()
+    }
+}

@@ -415,7 +415,7 @@ impl ParentLink {
             unique_id: disk.top().footer().unique_id,
             timestamp: VhdTime::from_system_time(mtime),
             name,
-            absolute: parent_abs.to_string_lossy().into_owned(),
+            absolute: vhdkit_platform::windows_locator_text(&parent_abs),
             relative,
             mode: super::output::source_mode(disk),
         })
