@@ -2,7 +2,7 @@
 //! length, truncation, sync. Files in production, memory in unit and fuzz tests.
 
 use std::fs::File;
-use std::io::{self, Seek, SeekFrom};
+use std::io;
 use vhdkit_platform::FileExt;
 #[cfg(any(test, feature = "testing"))]
 use std::sync::RwLock;
@@ -86,12 +86,11 @@ impl FileBackend {
 
 impl Backend for FileBackend {
     fn len(&self) -> io::Result<u64> {
-        // Block devices report 0 in their metadata; seeking to the end works for both.
-        let meta = self.file.metadata()?;
-        if meta.is_file() {
-            Ok(meta.len())
-        } else {
-            (&self.file).seek(SeekFrom::End(0))
+        // Block devices report 0 in their metadata: their size comes from the system
+        // (the end of the device; IOCTL_DISK_GET_LENGTH_INFO on Windows).
+        match self.file.metadata() {
+            Ok(meta) if meta.is_file() => Ok(meta.len()),
+            _ => vhdkit_platform::size_of(&self.file),
         }
     }
 
