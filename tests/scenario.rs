@@ -78,7 +78,10 @@ fn create_write_child_convert_merge_compact_check() {
     let before = std::fs::metadata(&base).expect("meta").len();
     ok(&["compact", p(&base)]);
     let after = std::fs::metadata(&base).expect("meta").len();
-    assert!(after < before, "compact released the zero block: {before} -> {after}");
+    assert!(
+        after < before,
+        "compact released the zero block: {before} -> {after}"
+    );
     assert_eq!(read_all(&base), model, "compacted");
     let c = vhdkit(["check", p(&base), "--json"]).ok().json();
     assert_eq!(c["clean"], true, "{c}");

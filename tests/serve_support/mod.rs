@@ -7,10 +7,10 @@
 
 use std::ffi::OsStr;
 use std::io::{BufRead, BufReader, Read, Write};
-use vhdkit_platform::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
+use vhdkit_platform::net::UnixStream;
 
 use serde_json::Value;
 use vhdkit_testkit::{restore_parent_time, Rng};

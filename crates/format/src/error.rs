@@ -425,7 +425,7 @@ fn io_hresult(e: &io::Error) -> vhdkit_task::HResult {
     }
     match e.kind() {
         io::ErrorKind::FileTooLarge => H::VM_E_FILE_TOO_LARGE_FOR_VOLUME, // EFBIG
-        io::ErrorKind::ReadOnlyFilesystem => H::VM_E_FILE_READ_ONLY,       // EROFS
+        io::ErrorKind::ReadOnlyFilesystem => H::VM_E_FILE_READ_ONLY,      // EROFS
         io::ErrorKind::NotFound => H::E_FILE_NOT_FOUND,
         io::ErrorKind::PermissionDenied => H::VM_E_FILE_READ_ONLY,
         io::ErrorKind::OutOfMemory => H::E_OUTOFMEMORY,
@@ -467,7 +467,12 @@ mod tests {
 
     #[test]
     fn enospc_maps_to_disk_full() {
-        let e = Error::io("/x", "writing", 0, io::Error::from(io::ErrorKind::StorageFull));
+        let e = Error::io(
+            "/x",
+            "writing",
+            0,
+            io::Error::from(io::ErrorKind::StorageFull),
+        );
         assert_eq!(e.kind(), ErrorKind::DiskFull);
         assert_eq!(e.hresult(), HResult::E_DISK_FULL);
     }

@@ -39,8 +39,16 @@ fn w2ku_is_the_parents_native_absolute_path_and_w2ru_its_relative_one() {
     Disk::create(&child, &CreateOptions::differencing(&base)).expect("child");
 
     let found = locators(&child);
-    let w2ku = &found.iter().find(|(c, _)| *c == PlatformCode::W2ku).expect("W2ku").1;
-    let w2ru = &found.iter().find(|(c, _)| *c == PlatformCode::W2ru).expect("W2ru").1;
+    let w2ku = &found
+        .iter()
+        .find(|(c, _)| *c == PlatformCode::W2ku)
+        .expect("W2ku")
+        .1;
+    let w2ru = &found
+        .iter()
+        .find(|(c, _)| *c == PlatformCode::W2ru)
+        .expect("W2ru")
+        .1;
     assert_eq!(w2ru, "..\\base.vhd");
     let canonical = std::fs::canonicalize(&base).expect("canonical");
     if cfg!(windows) {
@@ -50,7 +58,10 @@ fn w2ku_is_the_parents_native_absolute_path_and_w2ru_its_relative_one() {
             b.len() > 3 && b[0].is_ascii_alphabetic() && &b[1..3] == b":\\",
             "{w2ku}"
         );
-        assert!(!w2ku.contains('/') && w2ku.ends_with("\\base.vhd"), "{w2ku}");
+        assert!(
+            !w2ku.contains('/') && w2ku.ends_with("\\base.vhd"),
+            "{w2ku}"
+        );
     } else {
         assert_eq!(Path::new(w2ku), canonical, "the POSIX path");
     }

@@ -8,7 +8,8 @@ use std::path::Path;
 use rustix::io::Errno;
 
 fn errno_in(e: &io::Error, set: &[Errno]) -> bool {
-    set.iter().any(|n| e.raw_os_error() == Some(n.raw_os_error()))
+    set.iter()
+        .any(|n| e.raw_os_error() == Some(n.raw_os_error()))
 }
 
 pub(crate) fn open_unnamed(dir: &Path, mode: u32) -> io::Result<File> {

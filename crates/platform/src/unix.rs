@@ -281,7 +281,10 @@ pub(crate) fn send_file(
     os::send_file(s, file, offset, len)
 }
 
-pub(crate) fn wait_readable(l: &super::net::Listener, timeout: std::time::Duration) -> io::Result<bool> {
+pub(crate) fn wait_readable(
+    l: &super::net::Listener,
+    timeout: std::time::Duration,
+) -> io::Result<bool> {
     use rustix::event::{poll, PollFd, PollFlags, Timespec};
     use std::os::fd::AsFd;
     let t = Timespec {

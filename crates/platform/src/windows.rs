@@ -244,9 +244,7 @@ pub(crate) fn try_lock(file: &File, exclusive: bool) -> Result<(), std::fs::TryL
     }
     match lock_ex(file, flags) {
         Ok(()) => Ok(()),
-        Err(e) if win32_in(&e, &[ERROR_LOCK_VIOLATION]) => {
-            Err(std::fs::TryLockError::WouldBlock)
-        }
+        Err(e) if win32_in(&e, &[ERROR_LOCK_VIOLATION]) => Err(std::fs::TryLockError::WouldBlock),
         Err(e) => Err(std::fs::TryLockError::Error(e)),
     }
 }
@@ -613,8 +611,7 @@ impl io::Write for UnixStream {
 }
 
 /// Where the console handler hands its events to the signal thread.
-static SIGNALS: std::sync::OnceLock<std::sync::mpsc::SyncSender<u32>> =
-    std::sync::OnceLock::new();
+static SIGNALS: std::sync::OnceLock<std::sync::mpsc::SyncSender<u32>> = std::sync::OnceLock::new();
 
 unsafe extern "system" fn console_handler(event: u32) -> windows_sys::core::BOOL {
     use windows_sys::Win32::System::Console::{CTRL_BREAK_EVENT, CTRL_C_EVENT};

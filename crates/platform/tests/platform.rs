@@ -58,7 +58,8 @@ fn the_writer_lock_excludes_every_other_handle_and_readers_share() {
     // The lock never stands in the way of the file's bytes (Windows locks are
     // mandatory: it lives far past them).
     let mut back = [0u8; 4096];
-    d.read_exact_at(&mut back, 0).expect("read under the writer's lock");
+    d.read_exact_at(&mut back, 0)
+        .expect("read under the writer's lock");
     assert_eq!(back, [7u8; 4096]);
 }
 
@@ -137,7 +138,10 @@ fn kinds_of_what_is_opened() {
     std::fs::write(&p, b"x").expect("write");
     let f = vhdkit_platform::open_nonblocking(&p, false).expect("open");
     vhdkit_platform::clear_nonblocking(&f).expect("blocking again");
-    assert_eq!(vhdkit_platform::kind_of(&f).expect("kind"), FileKind::Regular);
+    assert_eq!(
+        vhdkit_platform::kind_of(&f).expect("kind"),
+        FileKind::Regular
+    );
     let d = vhdkit_platform::open_nonblocking(dir.path(), false).expect("a directory opens");
     assert_eq!(
         vhdkit_platform::kind_of(&d).expect("kind"),
@@ -191,14 +195,20 @@ fn tcp_listener_waits_then_sends_file_data() {
         net::Listener::Tcp(t) => t.local_addr().expect("addr"),
         net::Listener::Unix(_) => unreachable!(),
     };
-    assert!(!l.ready(Duration::from_millis(50)).expect("poll"), "no client yet");
+    assert!(
+        !l.ready(Duration::from_millis(50)).expect("poll"),
+        "no client yet"
+    );
     let client = std::thread::spawn(move || {
         let mut s = std::net::TcpStream::connect(addr).expect("connect");
         let mut got = Vec::new();
         s.read_to_end(&mut got).expect("read");
         got
     });
-    assert!(l.ready(Duration::from_secs(10)).expect("poll"), "the client came");
+    assert!(
+        l.ready(Duration::from_secs(10)).expect("poll"),
+        "the client came"
+    );
     let mut s = l.accept().expect("accept");
     assert!(s.is_tcp());
     s.send(b"head", true).expect("send");

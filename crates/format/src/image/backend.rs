@@ -3,9 +3,9 @@
 
 use std::fs::File;
 use std::io;
-use vhdkit_platform::FileExt;
 #[cfg(any(test, feature = "testing"))]
 use std::sync::RwLock;
+use vhdkit_platform::FileExt;
 
 /// Positional storage under an image. Implementations must be usable from many threads.
 #[allow(clippy::len_without_is_empty)] // a length that can fail; emptiness is never asked

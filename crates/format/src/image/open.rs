@@ -66,15 +66,15 @@ pub(crate) fn open_unlocked_rw(path: &Path, writable: bool) -> Result<File> {
 fn open_checked(path: &Path, writable: bool, accept: Accept) -> Result<File> {
     use vhdkit_platform::FileKind;
     let file = vhdkit_platform::open_nonblocking(path, writable).map_err(|e| match e.kind() {
-            std::io::ErrorKind::PermissionDenied if writable => Error::ReadOnly {
-                path: path.to_owned(),
-                detail: "no write permission".into(),
-            },
-            std::io::ErrorKind::NotFound => Error::NotFound {
-                path: path.to_owned(),
-            },
-            _ => Error::file(path, "opening", e),
-        })?;
+        std::io::ErrorKind::PermissionDenied if writable => Error::ReadOnly {
+            path: path.to_owned(),
+            detail: "no write permission".into(),
+        },
+        std::io::ErrorKind::NotFound => Error::NotFound {
+            path: path.to_owned(),
+        },
+        _ => Error::file(path, "opening", e),
+    })?;
     let kind =
         vhdkit_platform::kind_of(&file).map_err(|e| Error::file(path, "reading metadata", e))?;
     let what = match kind {

@@ -254,7 +254,8 @@ pub(crate) fn check_device_room(path: &Path, len: u64) -> Result<()> {
 
 /// Refuses the open device `file` if it holds fewer than `len` bytes.
 fn require_room(file: &File, path: &Path, len: u64) -> Result<()> {
-    let size = vhdkit_platform::size_of(file).map_err(|e| Error::file(path, "reading the device's size", e))?;
+    let size = vhdkit_platform::size_of(file)
+        .map_err(|e| Error::file(path, "reading the device's size", e))?;
     if size < len {
         return Err(Error::File {
             path: path.to_owned(),

@@ -290,7 +290,9 @@ impl ParentLocator {
 /// signature, type and parent folder id. Bytes above 0x7F are taken as Latin-1.
 fn alias_file_name(payload: &[u8]) -> Option<String> {
     let len = usize::from(*payload.get(50)?);
-    let name = payload.get(51..51 + len).filter(|_| (1..=63).contains(&len))?;
+    let name = payload
+        .get(51..51 + len)
+        .filter(|_| (1..=63).contains(&len))?;
     Some(name.iter().map(|&b| b as char).collect())
 }
 
