@@ -1,5 +1,6 @@
 //! New files that appear only when complete and durable: written unnamed (`O_TMPFILE`)
-//! beside their destination, or under a temporary dot-name where the file system cannot,
+//! beside their destination, or under a temporary dot-name where the file system (or
+//! the system: Windows, macOS) cannot,
 //! then linked in without replacing anything — or, where the caller allows it
 //! ([`OutputOptions`]), renamed over a regular file atomically, or written in place onto
 //! a device. Every new file vhdkit makes goes through here (create, convert, merge-to,

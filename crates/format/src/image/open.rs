@@ -14,7 +14,10 @@
 //!   vhdkit takes both: a reader holds "consistent read" and does not share "write" or
 //!   "resize"; a writer holds read, write and resize and shares nothing. After taking
 //!   them it looks for conflicting locks of other programs, as qemu does, so whichever
-//!   of the two opens second sees the other. See `docs/security.md`.
+//!   of the two opens second sees the other. See `docs/security.md`. Every call goes
+//!   through `vhdkit-platform`: on Windows the lock is `LockFileEx` and there are no
+//!   qemu locks (qemu takes none there); on macOS as on Linux where the kernel has OFD
+//!   locks.
 
 use std::fs::File;
 use std::path::Path;
