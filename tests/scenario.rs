@@ -65,6 +65,7 @@ fn create_write_child_convert_merge_compact_check() {
     }
     ok(&["convert", p(&child), p(&at("flat.raw")), "--type", "raw"]);
     assert_eq!(std::fs::read(at("flat.raw")).expect("raw"), model);
+    let converted = model.clone();
     // An output is never replaced.
     let again = vhdkit(["convert", p(&child), p(&at("fixed.vhd")), "--type", "fixed"]);
     assert_eq!(again.code, EXIT_FAILED, "{}", again.stderr);
@@ -88,15 +89,21 @@ fn create_write_child_convert_merge_compact_check() {
     assert_eq!(c["problem_count"], 0, "{c}");
 
     if let Some(out) = std::env::var_os("VHDKIT_SCENARIO_OUT") {
-        export(dir.path(), Path::new(&out), &model);
+        export(dir.path(), Path::new(&out), &model, &converted);
     }
 }
 
-/// Copies the images and the bytes they hold to `out` for the read-back on Linux.
-fn export(dir: &Path, out: &Path, model: &[u8]) {
+/// Copies the images and the bytes they hold to `out` for the read-back on Linux:
+/// `base.vhd` (merged and compacted) holds `base.raw`; `fixed.vhd` and `dynamic.vhd`
+/// (the conversions) hold `fixed.raw` and `dynamic.raw`.
+fn export(dir: &Path, out: &Path, base: &[u8], converted: &[u8]) {
     std::fs::create_dir_all(out).expect("mkdir");
-    for name in ["base.vhd", "fixed.vhd", "dynamic.vhd"] {
-        std::fs::copy(dir.join(name), out.join(name)).expect("copy");
+    for (name, bytes) in [("base", base), ("fixed", converted), ("dynamic", converted)] {
+        std::fs::copy(
+            dir.join(format!("{name}.vhd")),
+            out.join(format!("{name}.vhd")),
+        )
+        .expect("copy");
+        std::fs::write(out.join(format!("{name}.raw")), bytes).expect("expected bytes");
     }
-    std::fs::write(out.join("expected.raw"), model).expect("expected bytes");
 }
