@@ -320,6 +320,12 @@ fn check_room(file: &File, len: u64) -> io::Result<()> {
 }
 
 pub(crate) fn allocate(file: &File, len: u64) -> io::Result<()> {
+    // A new file is sparse (make_sparse): allocated space wants a plain one again
+    // (possible while it has no holes; best effort).
+    let plain = Ioctl::FILE_SET_SPARSE_BUFFER { SetSparse: false };
+    let mut none: [u8; 0] = [];
+    // SAFETY: FSCTL_SET_SPARSE reads one FILE_SET_SPARSE_BUFFER; no output.
+    let _ = unsafe { ioctl(file, Ioctl::FSCTL_SET_SPARSE, Some(&plain), &mut none) };
     if set_allocation(file, len).is_err() {
         check_room(file, len)?;
     }
