@@ -13,7 +13,9 @@ use byteorder::{BigEndian, ByteOrder};
 use vhdkit_format::{CreateOptions, Disk, DiskKind};
 use vhdkit_serve::proto::*;
 use vhdkit_serve::{DiskExport, Export, Piece, Server, ServerOptions};
-use vhdkit_testkit::{tempdir, workspace_root, Algorithm, Rng};
+use vhdkit_testkit::tempdir;
+#[cfg(unix)]
+use vhdkit_testkit::{workspace_root, Algorithm, Rng};
 
 fn dynamic(dir: &std::path::Path, name: &str, size: u64) -> std::path::PathBuf {
     let p = dir.join(name);
@@ -361,6 +363,7 @@ fn listening(
     (server, sock, t)
 }
 
+#[cfg(unix)]
 fn stop(server: Arc<Server>, t: std::thread::JoinHandle<std::io::Result<()>>) {
     server.stopper().stop();
     t.join().expect("serve thread").expect("serve");
@@ -371,6 +374,7 @@ fn stop(server: Arc<Server>, t: std::thread::JoinHandle<std::io::Result<()>>) {
 }
 
 /// Waits until `f` gives the same value for 500 ms (at most 20 s); returns it.
+#[cfg(unix)]
 fn settled(f: impl Fn() -> u64) -> u64 {
     let mut last = f();
     let mut same = 0;
