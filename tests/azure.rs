@@ -296,7 +296,7 @@ fn the_os_disk_limit_only_warns() {
     let file = std::fs::File::create(&f).expect("create");
     file.set_len(size).expect("sparse");
     let footer = vhdkit_format::spec::Footer::new(vhdkit_format::spec::DiskType::Fixed, size);
-    std::os::unix::fs::FileExt::write_all_at(&file, &footer.encode(), size).expect("footer");
+    vhdkit_platform::FileExt::write_all_at(&file, &footer.encode(), size).expect("footer");
     drop(file);
     let v = azure(&f);
     assert!(failed(&v).is_empty(), "{v}");

@@ -38,7 +38,7 @@ fn an_opening_warning_states_its_severity_once() {
         .write(true)
         .open(&disk)
         .expect("open");
-    std::os::unix::fs::FileExt::write_all_at(&f, &[0x5a; 4], 512 + 36).expect("write");
+    vhdkit_platform::FileExt::write_all_at(&f, &[0x5a; 4], 512 + 36).expect("write");
 
     let text = info_text(&disk);
     let doc = info(&disk);

@@ -10,9 +10,9 @@ mod common;
 
 use std::ffi::OsStr;
 use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use vhdkit_platform::FileExt;
 
 use common::*;
 

@@ -9,6 +9,9 @@
 //! The disk helpers (loop devices, mounts, mkfs, file plans, checkers) are
 //! `vhdkit_testkit::disks`, which the volume crate's suites use too.
 
+// Linux tools and signals: not on Windows.
+#![cfg(target_os = "linux")]
+
 mod common;
 
 use std::fs::File;

@@ -21,6 +21,9 @@
 //! The counts of kills that landed mid-operation and of runs that finished first are
 //! printed (see `--nocapture`).
 
+// Linux tools and signals: not on Windows.
+#![cfg(unix)]
+
 mod common;
 
 use std::collections::BTreeMap;

@@ -11,6 +11,9 @@
 //!
 //! Loop devices and mounts need root (CI runs as root).
 
+// Devices, symbolic links, permission bits and umask: Unix only.
+#![cfg(unix)]
+
 mod common;
 
 use std::ffi::OsStr;

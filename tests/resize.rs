@@ -236,6 +236,7 @@ fn dynamic_shrink_releases_the_blocks_past_the_end_and_counts_the_bytes_cut() {
 
 // --- fixed --------------------------------------------------------------------------------
 
+#[cfg(unix)]
 #[test]
 fn fixed_grow_allocates_the_new_space_and_keeps_every_byte() {
     let dir = tempdir();
@@ -258,6 +259,7 @@ fn fixed_grow_allocates_the_new_space_and_keeps_every_byte() {
     );
 }
 
+#[cfg(unix)]
 #[test]
 fn fixed_grow_with_sparse_leaves_the_new_space_a_hole() {
     let dir = tempdir();
@@ -523,7 +525,7 @@ fn a_stale_footer_copy_is_information_and_repair_or_a_rerun_updates_it() {
     resize(&d, &["--size", "32M"]);
     // What a kill between the two footer writes leaves: the old copy at offset 0.
     let put_back = || {
-        use std::os::unix::fs::FileExt;
+        use vhdkit_platform::FileExt;
         let f = std::fs::OpenOptions::new()
             .write(true)
             .open(&d)
@@ -563,7 +565,7 @@ fn a_fixed_disk_with_padding_before_its_footer_checks_clean_and_a_rerun_finishes
     let bytes = std::fs::read(&d).expect("read");
     let footer = bytes[bytes.len() - 512..].to_vec();
     {
-        use std::os::unix::fs::FileExt;
+        use vhdkit_platform::FileExt;
         let f = std::fs::OpenOptions::new()
             .write(true)
             .open(&d)
@@ -584,7 +586,7 @@ fn a_fixed_disk_with_padding_before_its_footer_checks_clean_and_a_rerun_finishes
     f6.original_size = 6 * MIB;
     f6.geometry = vhdkit_format::spec::Geometry::from_total_sectors(6 * MIB / 512);
     {
-        use std::os::unix::fs::FileExt;
+        use vhdkit_platform::FileExt;
         let f = std::fs::OpenOptions::new()
             .write(true)
             .open(&d)

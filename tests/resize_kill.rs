@@ -18,6 +18,9 @@
 //! The counts of kills that landed mid-operation, of runs that finished first, and of
 //! the states found are printed (`--nocapture`).
 
+// Linux tools and signals: not on Windows.
+#![cfg(unix)]
+
 mod common;
 
 use std::collections::BTreeMap;

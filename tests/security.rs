@@ -293,8 +293,8 @@ fn limited(a: &[&OsStr]) -> Run {
 /// A dynamic disk whose header claims `size` bytes in `block` blocks and `entries` BAT
 /// entries, in a sparse file of apparent length `len` whose BAT is a hole (all zeros).
 fn sparse_bomb(path: &Path, size: u64, block: u32, entries: u32, len: u64) {
-    use std::os::unix::fs::FileExt;
     use vhdkit_format::spec::{DiskType, Footer};
+    use vhdkit_platform::FileExt;
     let mut footer = Footer::new(DiskType::Dynamic, size);
     footer.data_offset = 512;
     let header = DynamicHeader::new(1536, entries, block);
@@ -426,6 +426,7 @@ fn small_disk(dir: &Path) -> PathBuf {
     p
 }
 
+#[cfg(unix)]
 #[test]
 fn read_output_never_follows_a_symlink() {
     let dir = tempdir();

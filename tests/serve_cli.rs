@@ -2,6 +2,9 @@
 //! failed start leaves (nothing), which addresses `--listen` takes, and what clients are
 //! told about the export (no path unless `--description` says so).
 
+// Over Unix domain sockets and NBD clients: Unix only.
+#![cfg(unix)]
+
 mod serve_support;
 
 use std::path::Path;
@@ -12,7 +15,7 @@ use serve_support::*;
 /// Sets footer byte `at` to `value` in both footer copies of a dynamic disk, with a
 /// checksum that matches.
 fn patch_footer(disk: &Path, at: usize, value: u8) {
-    use std::os::unix::fs::FileExt;
+    use vhdkit_platform::FileExt;
     let f = std::fs::OpenOptions::new()
         .read(true)
         .write(true)

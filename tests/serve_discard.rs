@@ -2,6 +2,9 @@
 //! dynamic export (`vhdkit info` counts fewer allocated blocks; they read as zeros), and
 //! never release a block of a differencing export.
 
+// Over Unix domain sockets and NBD clients: Unix only.
+#![cfg(unix)]
+
 mod serve_support;
 
 use std::path::Path;

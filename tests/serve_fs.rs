@@ -4,6 +4,9 @@
 //! file system clean and debugfs reads the files back. Needs root (loop mount), FUSE,
 //! nbdfuse, e2fsprogs and pyvhdi: a missing one fails the test.
 
+// Over Unix domain sockets and NBD clients: Unix only.
+#![cfg(unix)]
+
 mod serve_support;
 
 use std::path::Path;

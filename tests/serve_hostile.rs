@@ -2,6 +2,9 @@
 //! error or a closed connection, while another connection keeps reading the right data
 //! and the server stops cleanly afterwards.
 
+// Over Unix domain sockets and NBD clients: Unix only.
+#![cfg(unix)]
+
 mod serve_support;
 
 use std::io::Write;

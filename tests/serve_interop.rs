@@ -1,6 +1,9 @@
 //! `vhdkit serve` with real NBD clients: qemu-img, qemu-io (QEMU) and nbdcopy, nbdinfo
 //! (libnbd). A missing client fails the test.
 
+// Over Unix domain sockets and NBD clients: Unix only.
+#![cfg(unix)]
+
 mod serve_support;
 
 use std::process::Command;

@@ -4,6 +4,9 @@
 //! from /proc), keeps serving the clients that behave, and queues what it cannot take
 //! yet. Speed lives in `benches/serve-vs-qemu-nbd.sh`, not here.
 
+// Over Unix domain sockets and NBD clients: Unix only.
+#![cfg(unix)]
+
 mod serve_support;
 
 use std::process::{Command, Stdio};

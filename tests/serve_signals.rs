@@ -2,6 +2,9 @@
 //! flushes and exits 0 with nothing acknowledged lost; SIGKILL leaves an image that
 //! opens and checks clean with every flushed write in it.
 
+// Over Unix domain sockets and NBD clients: Unix only.
+#![cfg(unix)]
+
 mod serve_support;
 
 use std::sync::atomic::{AtomicU64, Ordering};

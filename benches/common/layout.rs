@@ -220,7 +220,7 @@ impl Layout {
     /// Applies the layout's writes to `file` (created or grown to the layout's size):
     /// a sparse raw image where holes stay holes.
     pub fn apply_to_raw(&self, file: &std::fs::File) -> std::io::Result<()> {
-        use std::os::unix::fs::FileExt;
+        use vhdkit_platform::FileExt;
         if file.metadata()?.len() < self.size {
             file.set_len(self.size)?;
         }

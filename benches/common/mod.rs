@@ -11,9 +11,9 @@
 
 pub mod layout;
 
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+use vhdkit_platform::FileExt;
 
 use criterion::Criterion;
 use vhdkit::format::{CreateOptions, Disk, DiskKind};

@@ -253,7 +253,7 @@ mod tests {
 
     #[test]
     fn io_errors_of_the_cli_map_to_win32_hresults() {
-        let e = CliError::io("writing", std::io::Error::from_raw_os_error(28));
+        let e = CliError::io("writing", vhdkit_platform::errno_error(28));
         assert_eq!(hresult(&e), HResult::E_DISK_FULL);
         let e = CliError::io("opening", std::io::ErrorKind::NotFound.into());
         assert_eq!(hresult(&e), HResult::E_FILE_NOT_FOUND);

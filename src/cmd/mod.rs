@@ -311,7 +311,7 @@ pub enum CliError {
     #[error("cancelled{}; {state}", signal.map(|s| format!(" by {s}")).unwrap_or_default())]
     Cancelled {
         /// The signal that cancelled it.
-        signal: Option<nix::sys::signal::Signal>,
+        signal: Option<signals::Signal>,
         /// What is true of the user's files now.
         state: &'static str,
     },

@@ -222,9 +222,14 @@ impl OutputArgs {
 /// What a stopped run leaves at `dst`: a device is written in place, anything else
 /// appears only when complete.
 fn leaves_at(dst: &Path) -> runner::Leaves {
-    use std::os::unix::fs::FileTypeExt;
-    let is_device = std::fs::symlink_metadata(dst)
-        .is_ok_and(|m| m.file_type().is_block_device() || m.file_type().is_char_device());
+    use vhdkit_platform::FileKind;
+    let is_device = vhdkit_platform::is_device_name(dst)
+        || std::fs::symlink_metadata(dst).is_ok_and(|m| {
+            matches!(
+                vhdkit_platform::kind(&m),
+                FileKind::BlockDevice | FileKind::CharDevice
+            )
+        });
     if is_device {
         runner::Leaves::Device
     } else {

@@ -118,7 +118,7 @@ enum Sink<'a> {
 
 /// Copies `length` virtual bytes from `offset` into `sink`.
 fn copy(disk: &Disk, offset: u64, length: u64, mut sink: Sink<'_>) -> Result<(), CliError> {
-    use std::os::unix::fs::FileExt;
+    use vhdkit_platform::FileExt;
     let mut buf = vec![0u8; CHUNK as usize];
     let mut pos = 0u64;
     while pos < length {

@@ -2,14 +2,13 @@
 
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
-use std::os::unix::fs::{DirBuilderExt, FileTypeExt};
-use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use clap::Args;
 use serde::Serialize;
 use vhdkit_format::{CreateOptions, Disk, OpenOptions};
+use vhdkit_platform::net::{UnixListener, UnixStream};
 use vhdkit_serve::{DiskExport, Listener, Server, ServerOptions, Stats};
 
 use super::terminal::{eline, line};
@@ -149,7 +148,7 @@ pub fn run(a: ServeArgs) -> Result<u8, CliError> {
     super::signals::on_signal(move |sig, count| {
         if count == 1 {
             stopper.stop();
-        } else if sig == nix::sys::signal::Signal::SIGINT {
+        } else if sig == super::signals::Signal::Interrupt {
             eline("vhdkit: interrupted again; exiting without waiting");
             std::process::exit(EXIT_INTERRUPTED);
         }
@@ -377,7 +376,7 @@ fn clear_stale_socket(p: &Path) -> Result<(), CliError> {
     let Ok(meta) = std::fs::symlink_metadata(p) else {
         return Ok(());
     };
-    if !meta.file_type().is_socket() {
+    if vhdkit_platform::kind(&meta) != vhdkit_platform::FileKind::Socket {
         return Err(CliError::Other(format!(
             "{} exists and is not a socket",
             p.display()
@@ -401,7 +400,7 @@ fn private_dir() -> Result<PathBuf, CliError> {
     let pid = std::process::id();
     for n in 0..1000 {
         let d = base.join(format!("vhdkit-serve-{pid}-{n}"));
-        match std::fs::DirBuilder::new().mode(0o700).create(&d) {
+        match vhdkit_platform::net::create_private_dir(&d) {
             Ok(()) => return Ok(d),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
             Err(e) => return Err(CliError::io(format!("creating {}", d.display()), e)),

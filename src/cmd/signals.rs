@@ -1,11 +1,12 @@
-//! SIGINT, SIGTERM and SIGHUP, taken by one thread: a long command turns the first into a
-//! cancel of its task (same rollback as Ctrl-C, exit 130 / 143 / 129), `serve` into a
-//! clean stop; with nothing registered, a signal ends the process as its default action
-//! would (exit 128 + the signal's number).
+//! SIGINT, SIGTERM and SIGHUP (on Windows the console's Ctrl-C, Ctrl-Break and close
+//! events, see [`vhdkit_platform::signals`]), taken by one thread: a long command turns
+//! the first into a cancel of its task (same rollback as Ctrl-C, exit 130 / 143 / 129),
+//! `serve` into a clean stop; with nothing registered, a signal ends the process as its
+//! default action would (exit 128 + the signal's number).
 
 use std::sync::{Mutex, OnceLock};
 
-use nix::sys::signal::{SigSet, Signal};
+pub use vhdkit_platform::signals::Signal;
 
 type Handler = Box<dyn Fn(Signal, u32) + Send>;
 
@@ -26,37 +27,20 @@ fn state() -> &'static Mutex<State> {
     })
 }
 
-fn set() -> SigSet {
-    let mut s = SigSet::empty();
-    s.add(Signal::SIGINT);
-    s.add(Signal::SIGTERM);
-    s.add(Signal::SIGHUP);
-    s
-}
-
-/// Blocks the three signals in this thread — call it first in `main`, before any other
-/// thread exists, so every thread inherits the mask — and starts the thread that takes
-/// them. If it cannot, signals keep their default action.
+/// Starts the thread that takes the signals — call it first in `main`, before any other
+/// thread exists, so every thread inherits the mask. If it cannot, signals keep their
+/// default action.
 pub fn install() {
-    if set().thread_block().is_err() {
-        return;
-    }
-    let started = std::thread::Builder::new()
-        .name("signals".into())
-        .spawn(|| loop {
-            let Ok(sig) = set().wait() else { return };
-            let mut st = state().lock().unwrap_or_else(|e| e.into_inner());
-            st.count += 1;
-            st.first.get_or_insert(sig);
-            let count = st.count;
-            match &st.handler {
-                Some(h) => h(sig, count),
-                None => std::process::exit(exit_code(sig).into()),
-            }
-        });
-    if started.is_err() {
-        let _ = set().thread_unblock();
-    }
+    vhdkit_platform::signals::start(|sig| {
+        let mut st = state().lock().unwrap_or_else(|e| e.into_inner());
+        st.count += 1;
+        st.first.get_or_insert(sig);
+        let count = st.count;
+        match &st.handler {
+            Some(h) => h(sig, count),
+            None => std::process::exit(exit_code(sig).into()),
+        }
+    });
 }
 
 /// Hands every later signal to `handler` (with how many signals have come so far).
@@ -71,5 +55,5 @@ pub fn received() -> Option<Signal> {
 
 /// The shell's exit code for a command ended by `sig`: 128 + its number.
 pub fn exit_code(sig: Signal) -> u8 {
-    128u8.saturating_add(sig as u8)
+    128u8.saturating_add(sig.number())
 }

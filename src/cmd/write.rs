@@ -1,8 +1,8 @@
 //! `vhdkit write`.
 
 use std::io::Read;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use vhdkit_platform::FileExt;
 
 use clap::Args;
 use serde::Serialize;

@@ -7,10 +7,10 @@
 
 use std::ffi::OsStr;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
+use vhdkit_platform::net::UnixStream;
 
 use serde_json::Value;
 use vhdkit_testkit::{restore_parent_time, Rng};
@@ -556,7 +556,7 @@ pub fn write_at(disk: &Path, offset: u64, input: &Path) {
 /// Sets every byte of every allocated block's sector bitmap of a dynamic or
 /// differencing disk to `pattern`.
 pub fn set_bitmaps(disk: &Path, pattern: u8) {
-    use std::os::unix::fs::FileExt;
+    use vhdkit_platform::FileExt;
     let f = std::fs::OpenOptions::new()
         .read(true)
         .write(true)

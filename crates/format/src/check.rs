@@ -505,11 +505,10 @@ fn check_batmap_bits(
 /// Whether `offset..offset + len` of a file is a hole (reads as zeros without being
 /// stored). Unknown (not a file, no `SEEK_DATA`): not a hole.
 fn is_hole(b: &dyn Backend, offset: u64, len: u64) -> bool {
-    use rustix::fs::{seek, SeekFrom};
     let Some(f) = b.as_file() else { return false };
-    match seek(f, SeekFrom::Data(offset)) {
-        Ok(d) => d >= offset.saturating_add(len),
-        Err(rustix::io::Errno::NXIO) => true,
+    match vhdkit_platform::next_data(f, offset) {
+        Ok(Some(d)) => d >= offset.saturating_add(len),
+        Ok(None) => true,
         Err(_) => false,
     }
 }

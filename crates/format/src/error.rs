@@ -381,7 +381,7 @@ impl Error {
 
 /// Whether an OS error means the volume is full.
 pub fn is_disk_full(e: &io::Error) -> bool {
-    e.kind() == io::ErrorKind::StorageFull || e.raw_os_error() == Some(28)
+    e.kind() == io::ErrorKind::StorageFull
 }
 
 impl From<vhdkit_task::Cancelled> for Error {
@@ -423,15 +423,13 @@ fn io_hresult(e: &io::Error) -> vhdkit_task::HResult {
     if is_disk_full(e) {
         return H::E_DISK_FULL;
     }
-    match e.raw_os_error() {
-        Some(27) => H::VM_E_FILE_TOO_LARGE_FOR_VOLUME, // EFBIG
-        Some(30) => H::VM_E_FILE_READ_ONLY,            // EROFS
-        _ => match e.kind() {
-            io::ErrorKind::NotFound => H::E_FILE_NOT_FOUND,
-            io::ErrorKind::PermissionDenied => H::VM_E_FILE_READ_ONLY,
-            io::ErrorKind::OutOfMemory => H::E_OUTOFMEMORY,
-            _ => H::VM_E_HD_IMAGE_ACCESS,
-        },
+    match e.kind() {
+        io::ErrorKind::FileTooLarge => H::VM_E_FILE_TOO_LARGE_FOR_VOLUME, // EFBIG
+        io::ErrorKind::ReadOnlyFilesystem => H::VM_E_FILE_READ_ONLY,      // EROFS
+        io::ErrorKind::NotFound => H::E_FILE_NOT_FOUND,
+        io::ErrorKind::PermissionDenied => H::VM_E_FILE_READ_ONLY,
+        io::ErrorKind::OutOfMemory => H::E_OUTOFMEMORY,
+        _ => H::VM_E_HD_IMAGE_ACCESS,
     }
 }
 
@@ -469,7 +467,12 @@ mod tests {
 
     #[test]
     fn enospc_maps_to_disk_full() {
-        let e = Error::io("/x", "writing", 0, io::Error::from_raw_os_error(28));
+        let e = Error::io(
+            "/x",
+            "writing",
+            0,
+            io::Error::from(io::ErrorKind::StorageFull),
+        );
         assert_eq!(e.kind(), ErrorKind::DiskFull);
         assert_eq!(e.hresult(), HResult::E_DISK_FULL);
     }

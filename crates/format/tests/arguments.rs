@@ -136,6 +136,7 @@ impl Drop for SmallVolume {
 }
 
 #[test]
+#[cfg_attr(not(target_os = "linux"), ignore = "mounts a small tmpfs (Linux)")]
 fn a_fixed_disk_larger_than_its_volume_is_disk_full_and_leaves_nothing() {
     let dir = tempfile::tempdir().expect("tmp");
     let vol = SmallVolume::new(dir.path(), 16);
@@ -172,6 +173,7 @@ fn a_fixed_disk_larger_than_its_volume_is_disk_full_and_leaves_nothing() {
     drop(src);
 }
 
+#[cfg(unix)]
 #[test]
 fn a_fixed_disk_is_allocated_up_front() {
     use std::os::unix::fs::MetadataExt;

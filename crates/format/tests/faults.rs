@@ -583,7 +583,7 @@ fn make_resize_disk(dir: &Path, case: &ResizeCase) -> PathBuf {
 
 /// Zeros over the BAT padding and bytes past the disk's end in its last block.
 fn disturb(path: &Path, size: u64) {
-    use std::os::unix::fs::FileExt;
+    use vhdkit_platform::FileExt;
     let f = vhdkit_format::VhdFile::open(path, &vhdkit_format::OpenOptions::new().no_parents(true))
         .expect("open");
     let h = f.header().expect("sparse").clone();

@@ -3,6 +3,9 @@
 //! count the blocks handed to the pipeline (the report's `blocks_composed`, measure's
 //! `blocks_scanned`, the progress counters of each phase), never seconds.
 
+// Counts allocated blocks (st_blocks): Unix only.
+#![cfg(unix)]
+
 mod common;
 
 use std::os::unix::fs::MetadataExt;
@@ -223,7 +226,7 @@ fn a_2040_gib_raw_image_converts_composing_only_its_stored_extents() {
     let f = std::fs::File::create(&raw).expect("create");
     f.set_len(SIZE).expect("set_len");
     for (i, &at) in BASE_AT.iter().enumerate() {
-        std::os::unix::fs::FileExt::write_all_at(&f, &pattern(i as u64 + 1, BLOCK as usize), at)
+        vhdkit_platform::FileExt::write_all_at(&f, &pattern(i as u64 + 1, BLOCK as usize), at)
             .expect("write");
     }
     f.sync_all().expect("sync");

@@ -96,7 +96,7 @@ fn make_source(dir: &Path, kind: Source, seed: u64) -> (PathBuf, Vec<u8>, Vec<Pa
             });
             let writes = mixed_writes(SIZE, unit, seed);
             {
-                use std::os::unix::fs::FileExt;
+                use vhdkit_platform::FileExt;
                 let f = std::fs::File::create(&dev).expect("create the device file");
                 f.set_len(SIZE).expect("size the device file");
                 for (off, data) in &writes {
@@ -200,56 +200,100 @@ fn convert_pair(kind: Source, target: Target, seed: u64) {
 }
 
 #[test]
+#[cfg_attr(
+    not(target_os = "linux"),
+    ignore = "reads with qemu-img and libvhdi (Linux CI)"
+)]
 fn convert_fixed_to_fixed_preserves_every_byte() {
     convert_pair(Source::Fixed, Target::Fixed, 11);
 }
 
 #[test]
+#[cfg_attr(
+    not(target_os = "linux"),
+    ignore = "reads with qemu-img and libvhdi (Linux CI)"
+)]
 fn convert_fixed_to_dynamic_preserves_every_byte() {
     convert_pair(Source::Fixed, Target::Dynamic, 12);
 }
 
 #[test]
+#[cfg_attr(
+    not(target_os = "linux"),
+    ignore = "reads with qemu-img and libvhdi (Linux CI)"
+)]
 fn convert_fixed_to_raw_preserves_every_byte() {
     convert_pair(Source::Fixed, Target::Raw, 13);
 }
 
 #[test]
+#[cfg_attr(
+    not(target_os = "linux"),
+    ignore = "reads with qemu-img and libvhdi (Linux CI)"
+)]
 fn convert_dynamic_to_fixed_preserves_every_byte() {
     convert_pair(Source::Dynamic, Target::Fixed, 21);
 }
 
 #[test]
+#[cfg_attr(
+    not(target_os = "linux"),
+    ignore = "reads with qemu-img and libvhdi (Linux CI)"
+)]
 fn convert_dynamic_to_dynamic_preserves_every_byte() {
     convert_pair(Source::Dynamic, Target::Dynamic, 22);
 }
 
 #[test]
+#[cfg_attr(
+    not(target_os = "linux"),
+    ignore = "reads with qemu-img and libvhdi (Linux CI)"
+)]
 fn convert_dynamic_to_raw_preserves_every_byte() {
     convert_pair(Source::Dynamic, Target::Raw, 23);
 }
 
 #[test]
+#[cfg_attr(
+    not(target_os = "linux"),
+    ignore = "reads with qemu-img and libvhdi (Linux CI)"
+)]
 fn convert_chain_to_fixed_flattens_every_byte() {
     convert_pair(Source::Chain, Target::Fixed, 31);
 }
 
 #[test]
+#[cfg_attr(
+    not(target_os = "linux"),
+    ignore = "reads with qemu-img and libvhdi (Linux CI)"
+)]
 fn convert_chain_to_dynamic_flattens_every_byte() {
     convert_pair(Source::Chain, Target::Dynamic, 32);
 }
 
 #[test]
+#[cfg_attr(
+    not(target_os = "linux"),
+    ignore = "reads with qemu-img and libvhdi (Linux CI)"
+)]
 fn convert_chain_to_raw_flattens_every_byte() {
     convert_pair(Source::Chain, Target::Raw, 33);
 }
 
 #[test]
+#[cfg_attr(
+    not(target_os = "linux"),
+    ignore = "reads with qemu-img and libvhdi (Linux CI)"
+)]
 fn convert_host_drive_to_fixed_preserves_every_byte() {
     convert_pair(Source::HostDrive, Target::Fixed, 41);
 }
 
 #[test]
+#[cfg_attr(
+    not(target_os = "linux"),
+    ignore = "reads with qemu-img and libvhdi (Linux CI)"
+)]
 fn convert_host_drive_to_dynamic_preserves_every_byte() {
     convert_pair(Source::HostDrive, Target::Dynamic, 42);
 }
@@ -260,11 +304,19 @@ fn convert_host_drive_to_raw_preserves_every_byte() {
 }
 
 #[test]
+#[cfg_attr(
+    not(target_os = "linux"),
+    ignore = "reads with qemu-img and libvhdi (Linux CI)"
+)]
 fn convert_raw_to_fixed_preserves_every_byte() {
     convert_pair(Source::Raw, Target::Fixed, 51);
 }
 
 #[test]
+#[cfg_attr(
+    not(target_os = "linux"),
+    ignore = "reads with qemu-img and libvhdi (Linux CI)"
+)]
 fn convert_raw_to_dynamic_preserves_every_byte() {
     convert_pair(Source::Raw, Target::Dynamic, 52);
 }
@@ -297,6 +349,10 @@ fn packed_dynamic_size(entries: u64, block_size: u64, live: u64) -> u64 {
 }
 
 #[test]
+#[cfg_attr(
+    not(target_os = "linux"),
+    ignore = "reads with qemu-img and libvhdi (Linux CI)"
+)]
 fn compact_dynamic_with_zeroed_blocks_shrinks_to_live_data() {
     let dir = tempfile::tempdir().expect("tempdir");
     let p = dir.path().join("d.vhd");
@@ -370,6 +426,10 @@ fn compact_dynamic_twice_changes_nothing_the_second_time() {
 }
 
 #[test]
+#[cfg_attr(
+    not(target_os = "linux"),
+    ignore = "reads with qemu-img and libvhdi (Linux CI)"
+)]
 fn compact_dynamic_of_only_zero_blocks_leaves_only_metadata() {
     let dir = tempfile::tempdir().expect("tempdir");
     let p = dir.path().join("d.vhd");
@@ -392,7 +452,7 @@ fn compact_dynamic_of_only_zero_blocks_leaves_only_metadata() {
 /// Clears the sector bitmap of allocated `block` of the differencing disk at `path` by
 /// writing into the file: the block stays allocated but holds nothing of its own.
 fn clear_bitmap(path: &Path, block: u64) {
-    use std::os::unix::fs::FileExt;
+    use vhdkit_platform::FileExt;
     let f = VhdFile::open(path, &OpenOptions::new()).expect("open");
     let at = f
         .bat()
@@ -410,6 +470,10 @@ fn clear_bitmap(path: &Path, block: u64) {
 }
 
 #[test]
+#[cfg_attr(
+    not(target_os = "linux"),
+    ignore = "reads with qemu-img and libvhdi (Linux CI)"
+)]
 fn compact_differencing_releases_only_blocks_with_empty_bitmaps() {
     let dir = tempfile::tempdir().expect("tempdir");
     let base = dir.path().join("base.vhd");
@@ -488,6 +552,10 @@ fn compact_differencing_releases_only_blocks_with_empty_bitmaps() {
 // ---------------------------------------------------------------------------------------
 
 #[test]
+#[cfg_attr(
+    not(target_os = "linux"),
+    ignore = "reads with qemu-img and libvhdi (Linux CI)"
+)]
 fn merge_three_level_chain_parent_reads_the_child_view() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (top, mid, base, m) = three_level_chain(dir.path(), SIZE, 61);
@@ -557,16 +625,28 @@ fn merge_into_base(kind: DiskKind, delete_child: bool) {
 }
 
 #[test]
+#[cfg_attr(
+    not(target_os = "linux"),
+    ignore = "reads with qemu-img and libvhdi (Linux CI)"
+)]
 fn merge_into_dynamic_parent_qemu_reads_the_child_view() {
     merge_into_base(DiskKind::Dynamic, false);
 }
 
 #[test]
+#[cfg_attr(
+    not(target_os = "linux"),
+    ignore = "reads with qemu-img and libvhdi (Linux CI)"
+)]
 fn merge_into_fixed_parent_qemu_reads_the_child_view() {
     merge_into_base(DiskKind::Fixed, false);
 }
 
 #[test]
+#[cfg_attr(
+    not(target_os = "linux"),
+    ignore = "reads with qemu-img and libvhdi (Linux CI)"
+)]
 fn merge_with_delete_child_deletes_the_child() {
     merge_into_base(DiskKind::Dynamic, true);
 }
@@ -606,11 +686,19 @@ fn merge_to(target: Target) {
 }
 
 #[test]
+#[cfg_attr(
+    not(target_os = "linux"),
+    ignore = "reads with qemu-img and libvhdi (Linux CI)"
+)]
 fn merge_to_fixed_of_three_level_chain_equals_the_view() {
     merge_to(Target::Fixed);
 }
 
 #[test]
+#[cfg_attr(
+    not(target_os = "linux"),
+    ignore = "reads with qemu-img and libvhdi (Linux CI)"
+)]
 fn merge_to_dynamic_of_three_level_chain_equals_the_view() {
     merge_to(Target::Dynamic);
 }
@@ -744,6 +832,7 @@ fn merge_to_with_missing_parent_is_parent_path_not_found() {
 
 /// Merge checks the parent's permission bits itself, so the refusal holds even for
 /// root, whom the file system would let write.
+#[cfg(unix)]
 #[test]
 fn merge_into_read_only_parent_is_file_read_only() {
     use std::os::unix::fs::PermissionsExt;

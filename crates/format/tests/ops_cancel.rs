@@ -228,7 +228,7 @@ fn compact_cancelled_at_many_points(differencing: bool) {
             .open(&c)
             .expect("open");
         for b in (0..SIZE / BS).filter(|b| b % 4 == 2 || b % 4 == 3 && b % 8 == 3) {
-            use std::os::unix::fs::FileExt;
+            use vhdkit_platform::FileExt;
             let at = bat.block_offset(b).expect("allocated");
             file.write_all_at(&vec![0; bitmap as usize], at)
                 .expect("clear bitmap");

@@ -413,6 +413,7 @@ fn convert_to_dynamic_leaves_out_wholly_unused_blocks_and_measure_agrees() {
     }
 }
 
+#[cfg(unix)]
 #[test]
 fn convert_to_raw_makes_holes_of_wholly_unused_pages_only() {
     use std::os::unix::fs::MetadataExt;
@@ -576,6 +577,7 @@ fn convert_to_dynamic_leaves_out_blocks_free_or_zero_and_measure_agrees() {
     );
 }
 
+#[cfg(unix)]
 #[test]
 fn convert_to_raw_makes_holes_of_pages_free_or_zero() {
     use std::os::unix::fs::MetadataExt;

@@ -4,6 +4,9 @@
 //! vhdkit's encoders, read back by qemu-img and libvhdi (vhdiinfo, pyvhdi). Each file
 //! is made in a temporary folder; nothing is committed.
 
+// qemu-img and libvhdi: Linux CI only.
+#![cfg(target_os = "linux")]
+
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;

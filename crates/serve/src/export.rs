@@ -1,7 +1,6 @@
 //! What the server serves: the [`Export`] trait, and [`DiskExport`], its implementation
 //! over a [`vhdkit_format::Disk`] (fixed, dynamic, differencing chain, host drive, raw).
 
-use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::Mutex;
 
 use vhdkit_format::image::Extent;
@@ -20,7 +19,7 @@ pub enum Piece {
     /// Stored in source `source` (an index the export defines, e.g. a chain level) at
     /// `offset` of that source.
     Data {
-        /// Which source ([`Export::source_fd`], [`Export::read_source`]).
+        /// Which source ([`Export::source_file`], [`Export::read_source`]).
         source: usize,
         /// Byte offset in the source.
         offset: u64,
@@ -99,9 +98,9 @@ pub trait Export: Send + Sync {
     /// order; their lengths add up to `len`.
     fn map(&self, offset: u64, len: u64, out: &mut Vec<Piece>) -> ExportResult<()>;
 
-    /// The file descriptor of `source`, if its bytes can be sent from it directly
-    /// (`sendfile`, no copy through the server's memory).
-    fn source_fd(&self, source: usize) -> Option<BorrowedFd<'_>>;
+    /// The file of `source`, if its bytes can be sent from it directly (Linux
+    /// `sendfile`, no copy through the server's memory).
+    fn source_file(&self, source: usize) -> Option<&std::fs::File>;
 
     /// Reads `buf.len()` bytes at `offset` of `source` (for sources without a
     /// descriptor).
@@ -381,14 +380,14 @@ impl Export for DiskExport {
         Ok(())
     }
 
-    fn source_fd(&self, source: usize) -> Option<BorrowedFd<'_>> {
+    fn source_file(&self, source: usize) -> Option<&std::fs::File> {
         let layer = self.disk.layers().get(source)?;
         // A host-drive stub's data lives on its device, which the format crate keeps to
         // itself: those bytes go through `read_source`.
         if layer.kind() == DiskKind::HostDrive {
             return None;
         }
-        layer.backend().as_file().map(|f| f.as_fd())
+        layer.backend().as_file()
     }
 
     fn read_source(&self, source: usize, offset: u64, buf: &mut [u8]) -> ExportResult<()> {

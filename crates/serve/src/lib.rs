@@ -22,7 +22,7 @@
 //!   [`ServerOptions`]), and a clean stop.
 //!
 //! ```no_run
-//! use std::os::unix::net::UnixListener;
+//! use std::net::TcpListener;
 //! use std::sync::Arc;
 //! use vhdkit_format::{Disk, OpenOptions};
 //! use vhdkit_serve::{DiskExport, Server, ServerOptions};
@@ -30,13 +30,14 @@
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let disk = Disk::open_with("child.vhd", &OpenOptions::new().writable(true))?;
 //! let server = Server::new(Arc::new(DiskExport::new(disk)), ServerOptions::default())?;
-//! // Clients connect to nbd+unix:///?socket=/tmp/child.sock
+//! // Clients connect to nbd://127.0.0.1:10809 (on Unix a `UnixListener` serves too:
+//! // nbd+unix:///?socket=/tmp/child.sock)
 //! let stopper = server.stopper();
 //! std::thread::spawn(move || {
 //!     std::thread::sleep(std::time::Duration::from_secs(60));
 //!     stopper.stop();
 //! });
-//! server.serve(UnixListener::bind("/tmp/child.sock")?)?;
+//! server.serve(TcpListener::bind("127.0.0.1:10809")?)?;
 //! let stats = server.finish()?;
 //! eprintln!("{} bytes read, {} bytes written", stats.bytes_read, stats.bytes_written);
 //! # Ok(()) }

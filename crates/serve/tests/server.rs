@@ -1,7 +1,11 @@
 //! The library API: DiskExport's trim and write zeroes on real disks, and a Server
 //! embedded on an already-accepted stream and on a listener.
+//!
+//! The Unix-socket tests run where the system has them; the TCP one everywhere
+//! (Windows: under wine in CI).
 
 use std::io::{Read, Write};
+#[cfg(unix)]
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::sync::Arc;
 
@@ -9,7 +13,9 @@ use byteorder::{BigEndian, ByteOrder};
 use vhdkit_format::{CreateOptions, Disk, DiskKind};
 use vhdkit_serve::proto::*;
 use vhdkit_serve::{DiskExport, Export, Piece, Server, ServerOptions};
-use vhdkit_testkit::{tempdir, workspace_root, Algorithm, Rng};
+use vhdkit_testkit::tempdir;
+#[cfg(unix)]
+use vhdkit_testkit::{workspace_root, Algorithm, Rng};
 
 fn dynamic(dir: &std::path::Path, name: &str, size: u64) -> std::path::PathBuf {
     let p = dir.join(name);
@@ -93,14 +99,14 @@ fn disk_export_maps_holes_and_file_data() {
         matches!(pieces[1], Piece::Data { source: 0, len, .. } if len == block),
         "{pieces:?}"
     );
-    assert!(e.source_fd(0).is_some());
+    assert!(e.source_file(0).is_some());
 }
 
 /// The smallest client: structured replies, GO, then one request at a time.
-struct Client(UnixStream);
+struct Client<S>(S);
 
-impl Client {
-    fn new(mut s: UnixStream) -> Client {
+impl<S: Read + Write> Client<S> {
+    fn new(mut s: S) -> Client<S> {
         let mut g = [0u8; 18];
         s.read_exact(&mut g).expect("greeting");
         s.write_all(&3u32.to_be_bytes()).expect("flags");
@@ -173,6 +179,7 @@ impl Client {
     }
 }
 
+#[cfg(unix)]
 #[test]
 fn server_on_an_accepted_stream_reads_and_writes_and_finish_flushes() {
     let dir = tempdir();
@@ -205,6 +212,7 @@ fn server_on_an_accepted_stream_reads_and_writes_and_finish_flushes() {
     assert!(b == payload);
 }
 
+#[cfg(unix)]
 #[test]
 fn server_on_a_listener_serves_until_stopped() {
     let dir = tempdir();
@@ -217,7 +225,7 @@ fn server_on_a_listener_serves_until_stopped() {
     let listener = UnixListener::bind(&sock).expect("bind");
     let stopper = server.stopper();
     let clients = std::thread::spawn(move || {
-        let mut conns: Vec<Client> = (0..3)
+        let mut conns: Vec<Client<UnixStream>> = (0..3)
             .map(|_| Client::new(UnixStream::connect(&sock).expect("connect")))
             .collect();
         for c in &mut conns {
@@ -240,6 +248,7 @@ fn server_on_a_listener_serves_until_stopped() {
     assert_eq!(stats.bytes_read, 3 * 65536);
 }
 
+#[cfg(unix)]
 #[test]
 fn server_random_reads_of_a_chain_match_the_disk_with_and_without_df() {
     let dir = tempdir();
@@ -282,6 +291,7 @@ fn server_random_reads_of_a_chain_match_the_disk_with_and_without_df() {
     t.join().expect("server thread");
 }
 
+#[cfg(unix)]
 #[test]
 fn server_stop_completes_while_a_client_stops_reading_its_replies() {
     let dir = tempdir();
@@ -322,6 +332,7 @@ fn server_stop_completes_while_a_client_stops_reading_its_replies() {
     drop(c);
 }
 
+#[cfg(unix)]
 /// A read-only server of a 64 MiB dynamic disk full of data on a Unix listener in `dir`,
 /// served on a thread; returns the server, the socket and the thread.
 fn listening(
@@ -352,6 +363,7 @@ fn listening(
     (server, sock, t)
 }
 
+#[cfg(unix)]
 fn stop(server: Arc<Server>, t: std::thread::JoinHandle<std::io::Result<()>>) {
     server.stopper().stop();
     t.join().expect("serve thread").expect("serve");
@@ -362,6 +374,7 @@ fn stop(server: Arc<Server>, t: std::thread::JoinHandle<std::io::Result<()>>) {
 }
 
 /// Waits until `f` gives the same value for 500 ms (at most 20 s); returns it.
+#[cfg(unix)]
 fn settled(f: impl Fn() -> u64) -> u64 {
     let mut last = f();
     let mut same = 0;
@@ -380,9 +393,10 @@ fn settled(f: impl Fn() -> u64) -> u64 {
     panic!("never settled (last {last})");
 }
 
+#[cfg(unix)]
 /// A client that sends `n` reads of 32 MiB (no reply of which fits into a socket
 /// buffer) and never reads.
-fn never_reads(sock: &std::path::Path, n: u64) -> Client {
+fn never_reads(sock: &std::path::Path, n: u64) -> Client<UnixStream> {
     let mut c = Client::new(UnixStream::connect(sock).expect("connect"));
     for _ in 0..n {
         c.send(CMD_READ, 0, 32 << 20, &[]);
@@ -390,6 +404,7 @@ fn never_reads(sock: &std::path::Path, n: u64) -> Client {
     c
 }
 
+#[cfg(unix)]
 #[test]
 fn server_stops_reading_a_connection_whose_replies_are_over_budget() {
     let dir = tempdir();
@@ -419,6 +434,7 @@ fn server_stops_reading_a_connection_whose_replies_are_over_budget() {
     stop(server, t);
 }
 
+#[cfg(unix)]
 #[test]
 fn server_handshake_has_one_deadline_from_accept_and_the_next_client_waits_for_a_slot() {
     let dir = tempdir();
@@ -466,4 +482,53 @@ fn server_handshake_has_one_deadline_from_accept_and_the_next_client_waits_for_a
     }
     drop(c);
     stop(server, t);
+}
+
+/// The server on a TCP listener (the transport every system has, Windows' only one):
+/// reads of a chain's data (sent from the file: `sendfile` on Linux, a buffered copy
+/// elsewhere), a write, a read past the end refused, and a clean stop.
+#[test]
+fn server_on_a_tcp_listener_reads_and_writes_a_chain() {
+    let dir = tempdir();
+    let base = dynamic(dir.path(), "base.vhd", 8 << 20);
+    {
+        let d = Disk::open_rw(&base).expect("open");
+        d.write_at(&vec![7u8; 3 << 20], 1 << 20).expect("fill");
+        d.flush().expect("flush");
+    }
+    let child = dir.path().join("child.vhd");
+    Disk::create(&child, &CreateOptions::differencing(&base)).expect("child");
+    let export = Arc::new(DiskExport::new(Disk::open_rw(&child).expect("open")));
+    let server = Arc::new(Server::new(export, ServerOptions::default()).expect("server"));
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let s = server.clone();
+    let t = std::thread::spawn(move || s.serve(listener));
+
+    let mut c = Client::new(std::net::TcpStream::connect(addr).expect("connect"));
+    c.send(CMD_READ, 512 << 10, 1 << 20, &[]);
+    let (err, data) = c.reply(512 << 10, 1 << 20);
+    assert_eq!(err, 0);
+    assert!(data[..512 << 10].iter().all(|&b| b == 0));
+    assert!(data[512 << 10..].iter().all(|&b| b == 7));
+    c.send(CMD_WRITE, 2 << 20, 4096, &[9u8; 4096]);
+    assert_eq!(c.reply(0, 0).0, 0);
+    c.send(CMD_READ, (2 << 20) - 4096, 8192, &[]);
+    let (err, data) = c.reply((2 << 20) - 4096, 8192);
+    assert_eq!(err, 0);
+    assert!(data[..4096].iter().all(|&b| b == 7) && data[4096..].iter().all(|&b| b == 9));
+    c.send(CMD_READ, 8 << 20, 1, &[]);
+    assert_eq!(c.reply(8 << 20, 0).0, EINVAL);
+    c.send(CMD_DISC, 0, 0, &[]);
+    server.stopper().stop();
+    t.join().expect("serve thread").expect("serve");
+    let stats = Arc::into_inner(server)
+        .expect("one owner")
+        .finish()
+        .expect("finish");
+    assert_eq!(stats.bytes_written, 4096);
+    let d = Disk::open(&child).expect("reopen");
+    let mut b = vec![0u8; 4096];
+    d.read_at(&mut b, 2 << 20).expect("read");
+    assert!(b.iter().all(|&x| x == 9));
 }

@@ -5,9 +5,9 @@
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use vhdkit_platform::FileExt;
 
 use crate::files::tempdir;
 use crate::partitions::{sfdisk, sfdisk_partitions};

@@ -30,6 +30,7 @@ mod blktap;
 mod bytes;
 pub mod disks;
 mod files;
+#[cfg(unix)]
 mod kill;
 mod libvhdi;
 mod mbr;
@@ -46,6 +47,7 @@ mod vhdx_readers;
 pub use blktap::BatmapDamage;
 pub use bytes::{all_zero, assert_bytes_eq};
 pub use files::{copy_keeping_time, dir_names, fast_tempdir, file_len, tempdir, Tmpfs};
+#[cfg(unix)]
 pub use kill::{kill_points, run_and_kill, timed, KillAt, Timing};
 pub use libvhdi::{
     pyvhdi_read_all, pyvhdi_read_cmd, pyvhdi_size, vhdiinfo, vhdiinfo_field, vhdiinfo_size, PYTHON,

@@ -3,9 +3,9 @@
 //! specification, with no code of vhdkit's own, so a bug in its encoder cannot hide in
 //! the image a test is built on.
 
-use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use vhdkit_platform::FileExt;
 
 /// Seconds between the Unix epoch and the VHD epoch (2000-01-01 UTC).
 const VHD_EPOCH_UNIX: u64 = 946_684_800;

@@ -3,10 +3,13 @@
 //! tables: a GPT whose primary copy is broken, an EBR chain that loops, overlapping and
 //! unknown-type partitions.
 
+// Disks built by sfdisk, mkfs and loop devices: Linux only.
+#![cfg(target_os = "linux")]
+
 mod common;
 
 use common::*;
-use std::os::unix::fs::FileExt;
+use vhdkit_platform::FileExt;
 use vhdkit_volume::{PartitionType, Reason, TableKind};
 
 fn parts(disk: &Disk, kinds: &[&'static str]) -> Vec<Part> {

@@ -3,10 +3,13 @@
 //! backup copy takes; refused for no table, a file system spanning the disk, and a
 //! partition past the end.
 
+// Disks built by sfdisk, mkfs and loop devices: Linux only.
+#![cfg(target_os = "linux")]
+
 mod common;
 
 use common::*;
-use std::os::unix::fs::FileExt;
+use vhdkit_platform::FileExt;
 use vhdkit_volume::table::{read_table, TableKind};
 
 fn table_of(disk: &Disk) -> vhdkit_volume::table::Table {

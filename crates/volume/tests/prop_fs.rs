@@ -3,6 +3,9 @@
 //! scanner reports leaves the checker clean and every surviving file identical. Few cases
 //! per file system (each builds a real image), so the suite stays fast.
 
+// Disks built by sfdisk, mkfs and loop devices: Linux only.
+#![cfg(target_os = "linux")]
+
 mod common;
 
 use common::*;

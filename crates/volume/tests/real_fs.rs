@@ -3,6 +3,9 @@
 //! every surviving file identical, and the free bytes match what the file system reports.
 //! Runs as root with e2fsprogs, dosfstools, ntfs-3g, util-linux and xfsprogs (`.ci/run`).
 
+// Disks built by sfdisk, mkfs and loop devices: Linux only.
+#![cfg(target_os = "linux")]
+
 mod common;
 
 use common::*;
@@ -128,7 +131,7 @@ fn swap_all_but_the_header_page_is_free() {
 
 #[test]
 fn swap_bad_pages_are_not_free() {
-    use std::os::unix::fs::FileExt;
+    use vhdkit_platform::FileExt;
     let size = 8 * MIB;
     let disk = Disk::new(size);
     sh(&format!("mkswap '{}' >/dev/null", disk.path.display()));
@@ -221,7 +224,7 @@ fn fat_dirty_bit_is_left_alone() {
 
 /// Sets flags in NTFS's `$VOLUME_INFORMATION` (MFT record 3) of a whole-disk image.
 fn set_ntfs_volume_flags(disk: &Disk, flags: u16) {
-    use std::os::unix::fs::FileExt;
+    use vhdkit_platform::FileExt;
     let f = std::fs::OpenOptions::new()
         .read(true)
         .write(true)

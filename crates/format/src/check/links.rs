@@ -142,7 +142,7 @@ pub(super) fn locator_names(b: &dyn Backend, header: &DynamicHeader, p: &mut Vec
         })
         .collect();
     let parent_name = crate::spec::locator::windows_to_unix(&header.parent_name());
-    let base = |s: &str| s.rsplit('/').next().unwrap_or(s).to_owned();
+    let base = |s: &str| s.rsplit(['/', '\\']).next().unwrap_or(s).to_owned();
     for n in &names {
         if !parent_name.is_empty() && base(n) != base(&parent_name) {
             p.push(Problem::new(

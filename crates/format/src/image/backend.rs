@@ -2,10 +2,10 @@
 //! length, truncation, sync. Files in production, memory in unit and fuzz tests.
 
 use std::fs::File;
-use std::io::{self, Seek, SeekFrom};
-use std::os::unix::fs::FileExt;
+use std::io;
 #[cfg(any(test, feature = "testing"))]
 use std::sync::RwLock;
+use vhdkit_platform::FileExt;
 
 /// Positional storage under an image. Implementations must be usable from many threads.
 #[allow(clippy::len_without_is_empty)] // a length that can fail; emptiness is never asked
@@ -86,12 +86,11 @@ impl FileBackend {
 
 impl Backend for FileBackend {
     fn len(&self) -> io::Result<u64> {
-        // Block devices report 0 in their metadata; seeking to the end works for both.
-        let meta = self.file.metadata()?;
-        if meta.is_file() {
-            Ok(meta.len())
-        } else {
-            (&self.file).seek(SeekFrom::End(0))
+        // Block devices report 0 in their metadata: their size comes from the system
+        // (the end of the device; IOCTL_DISK_GET_LENGTH_INFO on Windows).
+        match self.file.metadata() {
+            Ok(meta) if meta.is_file() => Ok(meta.len()),
+            _ => vhdkit_platform::size_of(&self.file),
         }
     }
 
@@ -115,25 +114,11 @@ impl Backend for FileBackend {
     }
 
     fn reserve(&self, offset: u64, len: u64) -> io::Result<()> {
-        use rustix::fs::FallocateFlags;
         faults::before(&self.path, faults::FaultOp::Write)?;
         if len == 0 {
             return Ok(());
         }
-        match rustix::fs::fallocate(&self.file, FallocateFlags::KEEP_SIZE, offset, len) {
-            Ok(()) => Ok(()),
-            Err(rustix::io::Errno::OPNOTSUPP) => {
-                let st = rustix::fs::fstatvfs(&self.file)?;
-                if st.f_bavail.saturating_mul(st.f_frsize) < len {
-                    Err(io::Error::from_raw_os_error(
-                        rustix::io::Errno::NOSPC.raw_os_error(),
-                    ))
-                } else {
-                    Ok(())
-                }
-            }
-            Err(e) => Err(e.into()),
-        }
+        vhdkit_platform::reserve(&self.file, offset, len)
     }
 
     fn as_file(&self) -> Option<&File> {
@@ -341,7 +326,7 @@ pub mod faults {
             };
             let n = counter.fetch_add(1, Ordering::SeqCst) + 1;
             if a.plan.op == op && a.plan.nth == n {
-                return Err(io::Error::from_raw_os_error(a.plan.errno));
+                return Err(vhdkit_platform::errno_error(a.plan.errno));
             }
         }
         Ok(())

@@ -111,11 +111,6 @@ fn all_zero(buf: &[u8]) -> bool {
 /// The first offset at or after `from` that holds data, by `SEEK_DATA` (`None`: a hole
 /// up to the end of the file). Without a file or `SEEK_DATA`, `from` itself.
 fn next_data(file: Option<&std::fs::File>, from: u64) -> Option<u64> {
-    use rustix::fs::{seek, SeekFrom};
     let Some(f) = file else { return Some(from) };
-    match seek(f, SeekFrom::Data(from)) {
-        Ok(d) => Some(d),
-        Err(rustix::io::Errno::NXIO) => None,
-        Err(_) => Some(from),
-    }
+    vhdkit_platform::next_data(f, from).unwrap_or(Some(from))
 }

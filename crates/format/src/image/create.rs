@@ -514,7 +514,11 @@ impl ParentLink {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        (name, parent_abs.to_string_lossy().into_owned(), relative)
+        (
+            name,
+            vhdkit_platform::windows_locator_text(parent_abs),
+            relative,
+        )
     }
 }
 

@@ -433,9 +433,11 @@ impl VhdFile {
     /// The file system (`st_dev`) of [`VhdFile::data_file`]: data may be cloned from it
     /// into an output on the same file system, where that shares extents.
     pub(crate) fn data_device(&self) -> Option<u64> {
-        let meta = self.data_file()?.metadata().ok()?;
+        let file = self.data_file()?;
+        let meta = file.metadata().ok()?;
         meta.is_file()
-            .then(|| std::os::unix::fs::MetadataExt::dev(&meta))
+            .then(|| vhdkit_platform::volume_of(file))
+            .flatten()
     }
 
     /// Maps `len` bytes at `file_offset` of the file holding the data read-only, when it

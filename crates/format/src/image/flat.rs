@@ -68,22 +68,21 @@ pub(crate) fn write_runs(f: &FileCore, runs: &[(u64, &[u8])]) -> Result<()> {
 /// The stored (non-hole) ranges of `0..limit` of a flat file, from `SEEK_DATA` and
 /// `SEEK_HOLE`. Where the file system cannot tell, everything is data.
 pub(crate) fn data_ranges(file: &File, limit: u64) -> Vec<(u64, u64)> {
-    use rustix::fs::{seek, SeekFrom};
     let mut out = Vec::new();
     let mut p = 0;
     while p < limit {
-        match seek(file, SeekFrom::Data(p)) {
-            Ok(d) if d >= limit => break,
-            Ok(d) => {
+        match vhdkit_platform::next_data(file, p) {
+            Ok(Some(d)) if d >= limit => break,
+            Ok(Some(d)) => {
                 let start = d.max(p);
-                let hole = seek(file, SeekFrom::Hole(start))
+                let hole = vhdkit_platform::next_hole(file, start)
                     .unwrap_or(limit)
                     .clamp(start + 1, limit);
                 out.push((start, hole));
                 p = hole;
             }
-            // ENXIO: no data at or after `p`.
-            Err(rustix::io::Errno::NXIO) => break,
+            // No data at or after `p`.
+            Ok(None) => break,
             Err(_) => {
                 out.push((p, limit));
                 break;
@@ -169,7 +168,7 @@ mod tests {
         let p = dir.path().join("sparse.raw");
         let f = std::fs::File::create(&p).expect("create");
         f.set_len(8 << 20).expect("len");
-        std::os::unix::fs::FileExt::write_all_at(&f, &[1u8; 4096], 3 << 20).expect("write");
+        vhdkit_platform::FileExt::write_all_at(&f, &[1u8; 4096], 3 << 20).expect("write");
         let ranges = data_ranges(&f, 8 << 20);
         // File systems without hole reporting call it all data; either way the written
         // page is inside a stored range.

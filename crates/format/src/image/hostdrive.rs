@@ -214,10 +214,8 @@ fn open_device(
         )),
         _ => not_found("cannot open it"),
     })?;
-    let is_block = file
-        .metadata()
-        .map(|m| std::os::unix::fs::FileTypeExt::is_block_device(&m.file_type()))
-        .unwrap_or(false);
+    let is_block =
+        vhdkit_platform::kind_of(&file).is_ok_and(|k| k == vhdkit_platform::FileKind::BlockDevice);
     if !is_block && opts.host_drives != HostDrives::BlockDevicesAndFiles {
         return Err(not_allowed(format!(
             "the host drive it links, {}, is a regular file, not a block device; vhdkit follows links to regular files only when asked (--host-drive-file)",

@@ -70,24 +70,12 @@ pub(crate) fn map_window(
     Ok(Window { map })
 }
 
-/// `struct file_clone_range` of `<linux/fs.h>`, the argument of `FICLONERANGE`.
-#[repr(C)]
-struct FileCloneRange {
-    src_fd: i64,
-    src_offset: u64,
-    src_length: u64,
-    dest_offset: u64,
-}
-
-/// `FICLONERANGE`: `_IOW(0x94, 13, struct file_clone_range)`.
-const FICLONERANGE: rustix::ioctl::Opcode =
-    rustix::ioctl::opcode::write::<FileCloneRange>(0x94, 13);
-
 /// Makes `len` bytes at `dest_offset` of `dest` share the extents that hold `len` bytes
-/// at `src_offset` of `src` (`FICLONERANGE`): no data is read or written and no space is
+/// at `src_offset` of `src` (`FICLONERANGE`, `FSCTL_DUPLICATE_EXTENTS_TO_FILE`: see
+/// [`vhdkit_platform::clone_range`]): no data is read or written and no space is
 /// used. Only file systems that share extents between files do it (XFS with reflink,
-/// btrfs), and only for ranges on their block boundaries: any error means nothing was
-/// cloned and the caller writes the bytes itself.
+/// btrfs, ReFS), and only for ranges on their block boundaries: any error means nothing
+/// was cloned and the caller writes the bytes itself.
 pub(crate) fn clone_range(
     src: &File,
     src_offset: u64,
@@ -95,23 +83,9 @@ pub(crate) fn clone_range(
     dest: &File,
     dest_offset: u64,
 ) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
-    let range = FileCloneRange {
-        src_fd: i64::from(src.as_raw_fd()),
-        src_offset,
-        src_length: len,
-        dest_offset,
-    };
-    // SAFETY: FICLONERANGE reads a `struct file_clone_range`, which `FileCloneRange`
-    // matches field for field (repr(C), four 64-bit fields); the kernel only reads it
-    // during the call. Both descriptors are open for the call's duration (borrowed).
     // The clone changes `dest`'s extents, never the source's, so the contract of any
     // map of the source (nothing writes the mapped range) holds.
-    unsafe {
-        let ctl = rustix::ioctl::Setter::<FICLONERANGE, FileCloneRange>::new(range);
-        rustix::ioctl::ioctl(dest, ctl)?;
-    }
-    Ok(())
+    vhdkit_platform::clone_range(src, src_offset, len, dest, dest_offset)
 }
 
 impl Window {
@@ -119,17 +93,7 @@ impl Window {
     /// under the mapping lock held for reading only, so workers populate their blocks in
     /// parallel). On kernels without it (before 5.14), pages fault in when read.
     pub(crate) fn populate(&self, range: std::ops::Range<usize>) -> io::Result<()> {
-        if range.is_empty() {
-            return Ok(());
-        }
-        match self
-            .map
-            .advise_range(memmap2::Advice::PopulateRead, range.start, range.len())
-        {
-            // EINVAL: the kernel predates MADV_POPULATE_READ.
-            Err(e) if e.raw_os_error() == Some(rustix::io::Errno::INVAL.raw_os_error()) => Ok(()),
-            other => other,
-        }
+        vhdkit_platform::populate(&self.map, range)
     }
 }
 

@@ -1,12 +1,12 @@
 //! New files that appear only when complete and durable: written unnamed (`O_TMPFILE`)
-//! beside their destination, or under a temporary dot-name where the file system cannot,
+//! beside their destination, or under a temporary dot-name where the file system (or
+//! the system: Windows, macOS) cannot,
 //! then linked in without replacing anything — or, where the caller allows it
 //! ([`OutputOptions`]), renamed over a regular file atomically, or written in place onto
 //! a device. Every new file vhdkit makes goes through here (create, convert, merge-to,
 //! `read --output`, `serve --undo`), with the permission bits of its source.
 
 use std::fs::File;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
@@ -24,8 +24,8 @@ use super::output::{self, Existing, OutputOptions, TEMP_SUFFIX};
 /// recognises it (this process's exclusive `flock` on it is gone) and removes it.
 ///
 /// ```
-/// use std::os::unix::fs::FileExt;
 /// use vhdkit_format::image::NewFile;
+/// use vhdkit_platform::FileExt;
 /// # let dir = tempfile::tempdir().unwrap();
 /// let out = dir.path().join("out.raw");
 /// let new = NewFile::beside(&out).unwrap();
@@ -90,7 +90,12 @@ impl NewFile {
             Existing::Nothing => false,
         };
         output::remove_leftovers(path);
-        NewFile::beside_with(path, opts.mode_for(source), replace, open_unnamed)
+        NewFile::beside_with(
+            path,
+            opts.mode_for(source),
+            replace,
+            vhdkit_platform::open_unnamed,
+        )
     }
 
     /// The file, for writing and reading at positions.
@@ -138,11 +143,11 @@ impl NewFile {
                 // Held until the file is gone or named: a leftover sweep of another run
                 // never takes this file for one (after a rename over a destination, the
                 // temporary name it passes through is locked too).
-                file.lock()
+                vhdkit_platform::lock(&file)
                     .map_err(|e| Error::file(&dir, "locking the new file", e))?;
                 (Inner::Unnamed { file, replace }, path.to_owned())
             }
-            Err(e) if !unnamed_unsupported(&e) => {
+            Err(e) if !vhdkit_platform::unnamed_unsupported(&e) => {
                 return Err(Error::file(&dir, "creating a temporary file", e))
             }
             Err(_) => {
@@ -156,6 +161,8 @@ impl NewFile {
             Inner::Named { tmp, .. } => tmp.as_file(),
             Inner::Device { .. } => unreachable!("devices are opened by NewFile::create"),
         };
+        // Bytes never written stay holes (Windows: the file is marked sparse).
+        vhdkit_platform::make_sparse(file);
         let backend = FileBackend::with_path(
             file.try_clone()
                 .map_err(|e| Error::file(&shown, "duplicating a handle", e))?,
@@ -172,13 +179,7 @@ impl NewFile {
     /// sync (`/dev/null`: `EINVAL`, `EROFS`) has nothing to make durable.
     pub(crate) fn sync(&self) -> std::io::Result<()> {
         match (self.backend.sync(), self.device()) {
-            (Err(e), Some(false))
-                if [rustix::io::Errno::INVAL, rustix::io::Errno::ROFS]
-                    .iter()
-                    .any(|n| e.raw_os_error() == Some(n.raw_os_error())) =>
-            {
-                Ok(())
-            }
+            (Err(e), Some(false)) if vhdkit_platform::sync_unsupported(&e) => Ok(()),
             (r, _) => r,
         }
     }
@@ -212,7 +213,7 @@ impl NewFile {
             Inner::Unnamed {
                 file,
                 replace: false,
-            } => link_unnamed(&file, path),
+            } => vhdkit_platform::link_unnamed(&file, path),
             Inner::Unnamed {
                 file,
                 replace: true,
@@ -248,16 +249,18 @@ fn named_temporary(path: &Path, dir: &Path, mode: u32) -> Result<tempfile::Named
         .unwrap_or_else(|| "disk".into());
     let mut attempts = 0;
     loop {
-        let tmp = tempfile::Builder::new()
-            .prefix(&output::temporary_prefix(&name))
-            .suffix(TEMP_SUFFIX)
-            .permissions(std::os::unix::fs::PermissionsExt::from_mode(mode))
+        let prefix = output::temporary_prefix(&name);
+        let mut builder = tempfile::Builder::new();
+        builder.prefix(&prefix).suffix(TEMP_SUFFIX);
+        if let Some(permissions) = vhdkit_platform::new_file_permissions(mode) {
+            builder.permissions(permissions);
+        }
+        let tmp = builder
             .tempfile_in(dir)
             .map_err(|e| Error::file(dir, "creating a temporary file", e))?;
-        tmp.as_file()
-            .lock()
+        vhdkit_platform::lock(tmp.as_file())
             .map_err(|e| Error::file(tmp.path(), "locking the new file", e))?;
-        let kept = tmp.as_file().metadata().is_ok_and(|m| m.nlink() > 0);
+        let kept = vhdkit_platform::still_linked(tmp.as_file());
         attempts += 1;
         if kept || attempts == 3 {
             return Ok(tmp);
@@ -283,7 +286,7 @@ fn replace_with_unnamed(file: &File, path: &Path) -> std::io::Result<()> {
             output::temporary_prefix(&name),
             &random[..8]
         ));
-        match link_unnamed(file, &tmp) {
+        match vhdkit_platform::link_unnamed(file, &tmp) {
             Ok(()) => break tmp,
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && attempt < 8 => {
                 attempt += 1;
@@ -296,61 +299,11 @@ fn replace_with_unnamed(file: &File, path: &Path) -> std::io::Result<()> {
     })
 }
 
-/// Opens an unnamed regular file in `dir` (`O_TMPFILE`), permission bits `mode` less
-/// the umask.
-fn open_unnamed(dir: &Path, mode: u32) -> std::io::Result<File> {
-    use rustix::fs::{Mode, OFlags};
-    let fd = rustix::fs::open(
-        dir,
-        OFlags::TMPFILE | OFlags::RDWR | OFlags::CLOEXEC,
-        Mode::from_raw_mode(mode & 0o777),
-    )?;
-    Ok(File::from(fd))
-}
-
-/// Errors of `open_unnamed` that mean "this file system (or kernel) has no O_TMPFILE".
-fn unnamed_unsupported(e: &std::io::Error) -> bool {
-    use rustix::io::Errno;
-    [Errno::OPNOTSUPP, Errno::ISDIR, Errno::INVAL, Errno::NOSYS]
-        .iter()
-        .any(|n| e.raw_os_error() == Some(n.raw_os_error()))
-}
-
-/// Gives an unnamed file the name `path`; fails with `AlreadyExists` rather than
-/// replacing anything.
-fn link_unnamed(file: &File, path: &Path) -> std::io::Result<()> {
-    use rustix::fs::{AtFlags, CWD};
-    use std::os::fd::AsRawFd;
-    // Through /proc (any user); without /proc, AT_EMPTY_PATH (needs CAP_DAC_READ_SEARCH).
-    let by_proc = format!("/proc/self/fd/{}", file.as_raw_fd());
-    match rustix::fs::linkat(CWD, by_proc.as_str(), CWD, path, AtFlags::SYMLINK_FOLLOW) {
-        Err(rustix::io::Errno::NOENT) if !Path::new("/proc/self/fd").exists() => {
-            rustix::fs::linkat(file, "", CWD, path, AtFlags::EMPTY_PATH)?;
-            Ok(())
-        }
-        other => Ok(other?),
-    }
-}
-
 /// Allocates `len` bytes of `file` without writing zeros (`fallocate`). Where the file
 /// system cannot allocate ahead (`EOPNOTSUPP`), checks instead that its free space holds
 /// `len` bytes; a volume too small is `ENOSPC` either way.
 pub(crate) fn allocate(file: &File, len: u64) -> std::io::Result<()> {
-    use rustix::fs::FallocateFlags;
-    match rustix::fs::fallocate(file, FallocateFlags::empty(), 0, len) {
-        Ok(()) => Ok(()),
-        Err(rustix::io::Errno::OPNOTSUPP) => {
-            let st = rustix::fs::fstatvfs(file)?;
-            if st.f_bavail.saturating_mul(st.f_frsize) < len {
-                Err(std::io::Error::from_raw_os_error(
-                    rustix::io::Errno::NOSPC.raw_os_error(),
-                ))
-            } else {
-                Ok(())
-            }
-        }
-        Err(e) => Err(e.into()),
-    }
+    vhdkit_platform::allocate(file, len)
 }
 
 /// Writes a new file with permission bits `mode` (less the umask) through `fill` beside
@@ -367,12 +320,12 @@ pub(crate) fn write_new(
 
 /// Makes a directory's entries (a rename, a new file) durable.
 pub(crate) fn sync_dir(dir: &Path) -> std::io::Result<()> {
-    File::open(dir)?.sync_all()
+    vhdkit_platform::sync_dir(dir)
 }
 
 #[cfg(test)]
 mod tests {
-    use std::os::unix::fs::FileExt;
+    use vhdkit_platform::FileExt;
 
     use super::*;
 
@@ -388,7 +341,7 @@ mod tests {
     /// file, and leaves nothing when dropped.
     #[test]
     fn new_file_appears_only_when_persisted_and_never_replaces() {
-        let supported = open_unnamed(&std::env::temp_dir(), 0o600).is_ok();
+        let supported = vhdkit_platform::open_unnamed(&std::env::temp_dir(), 0o600).is_ok();
         if !supported {
             eprintln!("no O_TMPFILE in the temporary directory: only the fallback is tested");
         }
@@ -400,9 +353,7 @@ mod tests {
 
     /// A file system without `O_TMPFILE`, for [`NewFile::beside_with`].
     fn no_tmpfile(_: &Path, _: u32) -> std::io::Result<File> {
-        Err(std::io::Error::from_raw_os_error(
-            rustix::io::Errno::OPNOTSUPP.raw_os_error(),
-        ))
+        Err(std::io::ErrorKind::Unsupported.into())
     }
 
     /// How [`NewFile::beside_with`] opens an unnamed file.
@@ -412,14 +363,15 @@ mod tests {
     /// directory's file system has `O_TMPFILE`) and named.
     fn ways() -> Vec<(bool, OpenUnnamed)> {
         let mut ways: Vec<(bool, OpenUnnamed)> = vec![(false, no_tmpfile)];
-        if open_unnamed(&std::env::temp_dir(), 0o600).is_ok() {
-            ways.push((true, open_unnamed));
+        if vhdkit_platform::open_unnamed(&std::env::temp_dir(), 0o600).is_ok() {
+            ways.push((true, vhdkit_platform::open_unnamed));
         }
         ways
     }
 
     /// The process's umask, from /proc (reading it with umask(2) would change it for
     /// every thread for a moment).
+    #[cfg(unix)]
     fn umask() -> u32 {
         let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
         let line = status
@@ -429,8 +381,10 @@ mod tests {
         u32::from_str_radix(line.trim(), 8).expect("octal")
     }
 
+    #[cfg(unix)]
     #[test]
     fn new_file_has_the_mode_asked_for_less_the_umask_named_or_not() {
+        use std::os::unix::fs::MetadataExt;
         for (unnamed, open) in ways() {
             let dir = tempfile::tempdir().expect("tmp");
             let dst = dir.path().join("out.vhd");
@@ -471,6 +425,7 @@ mod tests {
         }
     }
 
+    #[cfg(unix)]
     #[test]
     fn create_refuses_a_regular_file_unless_replacing_and_a_symlink_always() {
         let dir = tempfile::tempdir().expect("tmp");

@@ -8,7 +8,7 @@
 //! the file is complete and durable.
 
 use std::fs::File;
-use std::os::unix::fs::FileExt;
+use vhdkit_platform::FileExt;
 use std::path::{Path, PathBuf};
 
 use uuid::Uuid;
@@ -291,7 +291,7 @@ impl VhdxParent {
         let facts = read_vhdx_facts(&file, &abs)?;
         let mode = file
             .metadata()
-            .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o777)
+            .map(|m| vhdkit_platform::mode(&m) & 0o777)
             .map_err(|e| Error::file(&abs, "reading metadata", e))?;
         let (_, absolute, relative) = ParentLink::paths(&child_dir, &abs);
         Ok(VhdxParent {

@@ -14,10 +14,12 @@
 //!   vhdkit takes both: a reader holds "consistent read" and does not share "write" or
 //!   "resize"; a writer holds read, write and resize and shares nothing. After taking
 //!   them it looks for conflicting locks of other programs, as qemu does, so whichever
-//!   of the two opens second sees the other. See `docs/security.md`.
+//!   of the two opens second sees the other. See `docs/security.md`. Every call goes
+//!   through `vhdkit-platform`: on Windows the lock is `LockFileEx` and there are no
+//!   qemu locks (qemu takes none there); on macOS as on Linux where the kernel has OFD
+//!   locks.
 
-use std::fs::{File, OpenOptions as FsOpenOptions};
-use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+use std::fs::File;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -65,40 +67,28 @@ pub(crate) fn open_unlocked_rw(path: &Path, writable: bool) -> Result<File> {
 }
 
 fn open_checked(path: &Path, writable: bool, accept: Accept) -> Result<File> {
-    use rustix::fs::OFlags;
-    let file = FsOpenOptions::new()
-        .read(true)
-        .write(writable)
-        .custom_flags((OFlags::NONBLOCK | OFlags::NOCTTY).bits() as i32)
-        .open(path)
-        .map_err(|e| match e.kind() {
-            std::io::ErrorKind::PermissionDenied if writable => Error::ReadOnly {
-                path: path.to_owned(),
-                detail: "no write permission".into(),
-            },
-            std::io::ErrorKind::NotFound => Error::NotFound {
-                path: path.to_owned(),
-            },
-            _ => Error::file(path, "opening", e),
-        })?;
-    let kind = file
-        .metadata()
-        .map_err(|e| Error::file(path, "reading metadata", e))?
-        .file_type();
-    let what = if kind.is_file() || (kind.is_block_device() && accept == Accept::RegularOrBlock) {
-        None
-    } else if kind.is_dir() {
-        Some("a directory")
-    } else if kind.is_fifo() {
-        Some("a FIFO")
-    } else if kind.is_socket() {
-        Some("a socket")
-    } else if kind.is_char_device() {
-        Some("a character device")
-    } else if kind.is_block_device() {
-        Some("a block device")
-    } else {
-        Some("not a regular file")
+    use vhdkit_platform::FileKind;
+    let file = vhdkit_platform::open_nonblocking(path, writable).map_err(|e| match e.kind() {
+        std::io::ErrorKind::PermissionDenied if writable => Error::ReadOnly {
+            path: path.to_owned(),
+            detail: "no write permission".into(),
+        },
+        std::io::ErrorKind::NotFound => Error::NotFound {
+            path: path.to_owned(),
+        },
+        _ => Error::file(path, "opening", e),
+    })?;
+    let kind =
+        vhdkit_platform::kind_of(&file).map_err(|e| Error::file(path, "reading metadata", e))?;
+    let what = match kind {
+        FileKind::Regular => None,
+        FileKind::BlockDevice if accept == Accept::RegularOrBlock => None,
+        FileKind::Directory => Some("a directory"),
+        FileKind::Fifo => Some("a FIFO"),
+        FileKind::Socket => Some("a socket"),
+        FileKind::CharDevice => Some("a character device"),
+        FileKind::BlockDevice => Some("a block device"),
+        FileKind::Symlink | FileKind::Other => Some("not a regular file"),
     };
     if let Some(what) = what {
         return Err(Error::WrongFileType {
@@ -110,24 +100,21 @@ fn open_checked(path: &Path, writable: bool, accept: Accept) -> Result<File> {
             },
         });
     }
-    let flags =
-        rustix::fs::fcntl_getfl(&file).map_err(|e| Error::file(path, "opening", e.into()))?;
-    rustix::fs::fcntl_setfl(&file, flags - OFlags::NONBLOCK)
-        .map_err(|e| Error::file(path, "opening", e.into()))?;
+    vhdkit_platform::clear_nonblocking(&file).map_err(|e| Error::file(path, "opening", e))?;
     Ok(file)
 }
 
 /// qemu's lock byte for "holds permission p".
-const QEMU_PERM_BASE: i64 = 100;
+const QEMU_PERM_BASE: u64 = 100;
 /// qemu's lock byte for "does not share permission p".
-const QEMU_SHARED_BASE: i64 = 200;
+const QEMU_SHARED_BASE: u64 = 200;
 /// qemu's permissions: consistent read, write, write-unchanged, resize.
-const PERM_READ: i64 = 0;
-const PERM_WRITE: i64 = 1;
-const PERM_RESIZE: i64 = 3;
+const PERM_READ: u64 = 0;
+const PERM_WRITE: u64 = 1;
+const PERM_RESIZE: u64 = 3;
 
 /// The permissions a vhdkit reader or writer holds and does not share.
-fn perms(writable: bool) -> (&'static [i64], &'static [i64]) {
+fn perms(writable: bool) -> (&'static [u64], &'static [u64]) {
     if writable {
         (&[PERM_READ, PERM_WRITE, PERM_RESIZE], &[0, 1, 2, 3])
     } else {
@@ -142,12 +129,7 @@ fn lock(file: &File, path: &Path, writable: bool) -> Result<()> {
     let mut wait = Duration::from_millis(2);
     let deadline = Instant::now() + Duration::from_millis(500);
     loop {
-        let locked = if writable {
-            file.try_lock()
-        } else {
-            file.try_lock_shared()
-        };
-        match locked {
+        match vhdkit_platform::try_lock(file, writable) {
             Err(std::fs::TryLockError::WouldBlock) if Instant::now() < deadline => {
                 std::thread::sleep(wait);
                 wait = (wait * 2).min(Duration::from_millis(50));
@@ -162,19 +144,19 @@ fn lock(file: &File, path: &Path, writable: bool) -> Result<()> {
     }
     let (held, unshared) = perms(writable);
     for &p in held {
-        ofd_read_lock(file, QEMU_PERM_BASE + p);
+        vhdkit_platform::qemu_lock_byte(file, QEMU_PERM_BASE + p);
     }
     for &p in unshared {
-        ofd_read_lock(file, QEMU_SHARED_BASE + p);
+        vhdkit_platform::qemu_lock_byte(file, QEMU_SHARED_BASE + p);
     }
     // Conflicts: another program holds a permission this one does not share, or does
     // not share one this one holds.
     let conflict = unshared
         .iter()
-        .any(|&p| ofd_held_elsewhere(file, QEMU_PERM_BASE + p))
+        .any(|&p| vhdkit_platform::qemu_byte_held_elsewhere(file, QEMU_PERM_BASE + p))
         || held
             .iter()
-            .any(|&p| ofd_held_elsewhere(file, QEMU_SHARED_BASE + p));
+            .any(|&p| vhdkit_platform::qemu_byte_held_elsewhere(file, QEMU_SHARED_BASE + p));
     if conflict {
         return Err(Error::InUse {
             path: path.to_owned(),
@@ -183,36 +165,11 @@ fn lock(file: &File, path: &Path, writable: bool) -> Result<()> {
     Ok(())
 }
 
-fn flock_of(kind: i16, byte: i64) -> nix::libc::flock {
-    nix::libc::flock {
-        l_type: kind,
-        l_whence: nix::libc::SEEK_SET as i16,
-        l_start: byte,
-        l_len: 1,
-        l_pid: 0,
-    }
-}
-
-/// Takes a shared OFD lock on one byte. File systems without byte-range locks (some
-/// FUSE and network file systems) simply go without: qemu does the same.
-fn ofd_read_lock(file: &File, byte: i64) {
-    let fl = flock_of(nix::libc::F_RDLCK as i16, byte);
-    let _ = nix::fcntl::fcntl(file, nix::fcntl::FcntlArg::F_OFD_SETLK(&fl));
-}
-
-/// Whether another open file description (of any process) holds a lock on `byte`.
-fn ofd_held_elsewhere(file: &File, byte: i64) -> bool {
-    let mut fl = flock_of(nix::libc::F_WRLCK as i16, byte);
-    match nix::fcntl::fcntl(file, nix::fcntl::FcntlArg::F_OFD_GETLK(&mut fl)) {
-        Ok(_) => fl.l_type != nix::libc::F_UNLCK as i16,
-        Err(_) => false,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    #[cfg(target_os = "linux")]
     #[test]
     fn fifo_is_refused_without_blocking() {
         let dir = tempfile::tempdir().expect("tmp");

@@ -5,10 +5,11 @@
 //! `read --output` and `serve --undo` all go through [`super::NewFile::create`].
 
 use std::fs::File;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
+
+use vhdkit_platform::FileKind;
 
 use super::chain::Disk;
 
@@ -94,7 +95,7 @@ pub fn source_mode(disk: &Disk) -> u32 {
         .iter()
         .filter_map(|layer| layer.backend().as_file())
         .filter_map(|f| f.metadata().ok())
-        .map(|m| m.mode() & 0o777)
+        .map(|m| vhdkit_platform::mode(&m) & 0o777)
         .reduce(|a, b| a & b)
         .unwrap_or(DEFAULT_MODE)
 }
@@ -129,6 +130,16 @@ pub(crate) fn inspect(
             "the destination path is empty".into(),
         ));
     }
+    // A disk or volume by its Windows device name (`\\.\PhysicalDrive1`, `\\.\E:`).
+    if vhdkit_platform::is_device_name(path) {
+        return if opts.devices {
+            Ok(Existing::Device { block: true })
+        } else {
+            Err(Error::AlreadyExists {
+                path: path.to_owned(),
+            })
+        };
+    }
     let dir = folder_of(path);
     if !dir.is_dir() {
         return Err(Error::PathNotFound {
@@ -140,12 +151,13 @@ pub(crate) fn inspect(
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Existing::Nothing),
         Err(e) => return Err(Error::file(path, "looking at the destination", e)),
     };
-    let kind = meta.file_type();
-    if kind.is_symlink() && opts.devices {
+    let kind = vhdkit_platform::kind(&meta);
+    let is_device = |k: FileKind| matches!(k, FileKind::BlockDevice | FileKind::CharDevice);
+    if kind == FileKind::Symlink && opts.devices {
         // /dev/vg/lv, /dev/disk/by-id/…: say what to name instead of "already exists".
         if let Ok(target) = std::fs::canonicalize(path) {
-            let to_device = std::fs::metadata(&target)
-                .is_ok_and(|m| m.file_type().is_block_device() || m.file_type().is_char_device());
+            let to_device =
+                std::fs::metadata(&target).is_ok_and(|m| is_device(vhdkit_platform::kind(&m)));
             if to_device {
                 return Err(Error::InvalidArgument(format!(
                     "{}: is a symbolic link to the device {}; vhdkit never writes through a \
@@ -156,11 +168,11 @@ pub(crate) fn inspect(
             }
         }
     }
-    let existing = if kind.is_file() && opts.replace {
+    let existing = if kind == FileKind::Regular && opts.replace {
         Existing::Regular
-    } else if (kind.is_block_device() || kind.is_char_device()) && opts.devices {
+    } else if is_device(kind) && opts.devices {
         Existing::Device {
-            block: kind.is_block_device(),
+            block: kind == FileKind::BlockDevice,
         }
     } else {
         return Err(Error::AlreadyExists {
@@ -168,7 +180,7 @@ pub(crate) fn inspect(
         });
     };
     if let Some(disk) = source {
-        if is_source_file(&meta, disk) {
+        if is_source_file(path, disk) {
             return Err(Error::InvalidArgument(format!(
                 "{}: is the source (or a file of its chain): an output never overwrites its \
                  own input",
@@ -179,19 +191,17 @@ pub(crate) fn inspect(
     Ok(existing)
 }
 
-/// Whether `meta` (of an output's path) is one of the files `disk` reads: the same
-/// inode, or the same device for device nodes (two nodes can name one device).
-fn is_source_file(meta: &std::fs::Metadata, disk: &Disk) -> bool {
-    let is_device =
-        |m: &std::fs::Metadata| m.file_type().is_block_device() || m.file_type().is_char_device();
+/// Whether `path` (an output's) names one of the files `disk` reads: the same file, or
+/// the same device for device nodes (two nodes can name one device).
+fn is_source_file(path: &Path, disk: &Disk) -> bool {
+    let Some(id) = vhdkit_platform::path_id(path) else {
+        return false;
+    };
     disk.layers()
         .iter()
         .filter_map(|layer| layer.backend().as_file())
-        .filter_map(|f| f.metadata().ok())
-        .any(|m| {
-            (m.dev() == meta.dev() && m.ino() == meta.ino())
-                || (is_device(&m) && is_device(meta) && m.rdev() == meta.rdev())
-        })
+        .filter_map(vhdkit_platform::file_id)
+        .any(|f| f == id)
 }
 
 /// The folder an output is written in.
@@ -207,29 +217,23 @@ pub(crate) fn folder_of(path: &Path) -> &Path {
 /// write-only. Never through a symbolic link; the node's type is checked again on the
 /// open file. A block device must hold `len` bytes.
 pub(crate) fn open_device(path: &Path, block: bool, len: u64) -> Result<File> {
-    use rustix::fs::{Mode, OFlags};
-    let access = if block {
-        OFlags::RDWR | OFlags::EXCL
-    } else {
-        OFlags::WRONLY
-    };
-    let fd = rustix::fs::open(
-        path,
-        access | OFlags::NOFOLLOW | OFlags::NOCTTY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(|e| match e {
-        rustix::io::Errno::BUSY => Error::InUse {
-            path: path.to_owned(),
-        },
-        e => Error::file(path, "opening the device", e.into()),
+    let file = vhdkit_platform::open_device(path, block).map_err(|e| {
+        if vhdkit_platform::is_busy(&e) {
+            Error::InUse {
+                path: path.to_owned(),
+            }
+        } else {
+            Error::file(path, "opening the device", e)
+        }
     })?;
-    let file = File::from(fd);
-    let meta = file
-        .metadata()
-        .map_err(|e| Error::file(path, "reading metadata", e))?;
-    let kind = meta.file_type();
-    if (block && !kind.is_block_device()) || (!block && !kind.is_char_device()) {
+    let kind =
+        vhdkit_platform::kind_of(&file).map_err(|e| Error::file(path, "reading metadata", e))?;
+    let wanted = if block {
+        FileKind::BlockDevice
+    } else {
+        FileKind::CharDevice
+    };
+    if kind != wanted {
         return Err(Error::AlreadyExists {
             path: path.to_owned(),
         });
@@ -243,19 +247,14 @@ pub(crate) fn open_device(path: &Path, block: bool, len: u64) -> Result<File> {
 /// Checks that the block device at `path` holds `len` bytes, before any work: opened
 /// read-only (never through a symbolic link) only to ask its size.
 pub(crate) fn check_device_room(path: &Path, len: u64) -> Result<()> {
-    use rustix::fs::{Mode, OFlags};
-    let fd = rustix::fs::open(
-        path,
-        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NOCTTY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(|e| Error::file(path, "opening the device", e.into()))?;
-    require_room(&File::from(fd), path, len)
+    let file = vhdkit_platform::open_device_read(path)
+        .map_err(|e| Error::file(path, "opening the device", e))?;
+    require_room(&file, path, len)
 }
 
 /// Refuses the open device `file` if it holds fewer than `len` bytes.
 fn require_room(file: &File, path: &Path, len: u64) -> Result<()> {
-    let size = std::io::Seek::seek(&mut &*file, std::io::SeekFrom::End(0))
+    let size = vhdkit_platform::size_of(file)
         .map_err(|e| Error::file(path, "reading the device's size", e))?;
     if size < len {
         return Err(Error::File {
@@ -281,19 +280,10 @@ pub(crate) fn zero_range(
     block: bool,
 ) -> std::io::Result<()> {
     use super::Backend;
-    use rustix::fs::FallocateFlags;
     if len == 0 {
         return Ok(());
     }
-    if block
-        && rustix::fs::fallocate(
-            out.file(),
-            FallocateFlags::ZERO_RANGE | FallocateFlags::KEEP_SIZE,
-            offset,
-            len,
-        )
-        .is_ok()
-    {
+    if block && vhdkit_platform::zero_device_range(out.file(), offset, len) {
         return Ok(());
     }
     static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
@@ -337,7 +327,6 @@ pub(crate) fn remove_leftovers(dest: &Path) -> Vec<PathBuf> {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Vec::new();
     };
-    let uid = rustix::process::geteuid().as_raw();
     let mut removed = Vec::new();
     for entry in entries.flatten() {
         let file_name = entry.file_name();
@@ -348,34 +337,31 @@ pub(crate) fn remove_leftovers(dest: &Path) -> Vec<PathBuf> {
             continue;
         }
         let path = dir.join(entry_name);
-        if remove_if_abandoned(&path, uid) {
+        if remove_if_abandoned(&path) {
             removed.push(path);
         }
     }
     removed
 }
 
-/// Removes the temporary file at `path` if it is a regular file owned by `uid` that no
-/// process holds locked, and still the file that was checked when it is removed.
-fn remove_if_abandoned(path: &Path, uid: u32) -> bool {
-    use rustix::fs::{Mode, OFlags};
-    let Ok(fd) = rustix::fs::open(
-        path,
-        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC,
-        Mode::empty(),
-    ) else {
+/// Removes the temporary file at `path` if it is a regular file owned by this user that
+/// no process holds locked, and still the file that was checked when it is removed.
+fn remove_if_abandoned(path: &Path) -> bool {
+    let Ok(file) = vhdkit_platform::open_no_follow(path) else {
         return false;
     };
-    let file = File::from(fd);
     let Ok(meta) = file.metadata() else {
         return false;
     };
-    if !meta.is_file() || meta.uid() != uid || file.try_lock().is_err() {
+    if !meta.is_file()
+        || !vhdkit_platform::owned_by_me(&meta)
+        || vhdkit_platform::try_lock(&file, true).is_err()
+    {
         return false;
     }
     // Locked: its writer is gone. Remove the name only if it still names this file.
-    let same = std::fs::symlink_metadata(path)
-        .is_ok_and(|now| now.dev() == meta.dev() && now.ino() == meta.ino());
+    let same = vhdkit_platform::file_id(&file)
+        .is_some_and(|id| vhdkit_platform::path_id(path) == Some(id));
     same && std::fs::remove_file(path).is_ok()
 }
 
@@ -404,7 +390,7 @@ mod tests {
             std::fs::write(p, b"partial").expect("write");
         }
         let holder = File::open(&held).expect("open");
-        holder.lock().expect("lock");
+        vhdkit_platform::lock(&holder).expect("lock");
 
         let removed = remove_leftovers(&dest);
 
@@ -422,18 +408,16 @@ mod tests {
         assert_eq!(OutputOptions::new().mode(0o4640).mode_for(None), 0o640);
     }
 
+    #[cfg(unix)]
     #[test]
     fn source_mode_is_what_every_file_of_the_chain_allows_and_0666_without_files() {
         use crate::image::{CreateOptions, DiskKind, FsResolver, MemBackend, OpenOptions};
-        use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().expect("tmp");
         let base = dir.path().join("base.vhd");
         let child = dir.path().join("child.vhd");
         Disk::create(&base, &CreateOptions::new(DiskKind::Dynamic, 4 << 20)).expect("base");
         Disk::create(&child, &CreateOptions::differencing(&base)).expect("child");
-        let chmod = |p: &Path, m: u32| {
-            std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).expect("chmod")
-        };
+        let chmod = |p: &Path, m: u32| vhdkit_platform::set_mode(p, m).expect("chmod");
         chmod(&base, 0o4750);
         chmod(&child, 0o664);
         let disk = Disk::open(&child).expect("open");

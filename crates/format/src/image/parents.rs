@@ -151,13 +151,13 @@ fn vhd_locator_paths(child: &VhdFile, dir: &Path) -> Option<Paths> {
             }
         }
     }
-    let name = crate::spec::locator::windows_to_unix(&header.parent_name());
+    let name = vhdkit_platform::path_from_windows(&header.parent_name());
     let mut by_name = Vec::new();
     if !name.is_empty() {
         if let Some(base) = Path::new(&name).file_name() {
             by_name.push(dir.join(base));
         }
-        if name.starts_with('/') {
+        if Path::new(&name).has_root() {
             absolute.push(PathBuf::from(&name));
         }
     }

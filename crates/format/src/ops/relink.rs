@@ -372,6 +372,7 @@ fn walk(dirs: &[PathBuf], limits: SearchLimits, visit: &mut dyn FnMut(&Path)) ->
 mod tests {
     use super::*;
 
+    #[cfg(unix)]
     fn files(dir: &Path) -> Vec<String> {
         let mut seen = Vec::new();
         let limits = SearchLimits {
@@ -435,6 +436,7 @@ mod tests {
         assert_eq!(most_open, 4, "the root, a, b, c: not 500 folders pending");
     }
 
+    #[cfg(unix)]
     #[test]
     fn walk_stops_descending_at_its_depth_and_skips_links() {
         let dir = tempfile::tempdir().expect("tempdir");

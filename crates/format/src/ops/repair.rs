@@ -379,7 +379,7 @@ mod tests {
             .open(&path)
             .expect("open");
         f.set_len(grown).expect("grow");
-        std::os::unix::fs::FileExt::write_all_at(&f, &bytes[bytes.len() - 512..], grown - 512)
+        vhdkit_platform::FileExt::write_all_at(&f, &bytes[bytes.len() - 512..], grown - 512)
             .expect("footer");
         drop(f);
         let report = check(&path, &OpenOptions::new()).expect("check");
@@ -430,7 +430,7 @@ mod tests {
             .write(true)
             .open(&path)
             .expect("open");
-        std::os::unix::fs::FileExt::write_all_at(&f, &[0xAB; 16], 10).expect("damage");
+        vhdkit_platform::FileExt::write_all_at(&f, &[0xAB; 16], 10).expect("damage");
         drop(f);
         assert!(!check(&path, &OpenOptions::new()).expect("check").is_clean());
         assert_eq!(repair(&path).expect("repair").actions.len(), 1);

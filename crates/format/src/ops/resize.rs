@@ -410,16 +410,15 @@ fn count_nonzero(disk: &Disk, from: u64, to: u64, progress: &Progress) -> Result
 
 /// Non-zero bytes stored in `file` at `offset..offset + len`, holes skipped.
 fn count_stored(file: &VhdFile, offset: u64, len: u64, buf: &mut [u8]) -> Result<u64> {
-    use rustix::fs::{seek, SeekFrom};
     let end = offset + len;
     let mut pos = offset;
     let mut count = 0u64;
     while pos < end {
         if let Some(f) = file.backend().as_file() {
-            match seek(f, SeekFrom::Data(pos)) {
-                Ok(d) if d >= end => break,
-                Ok(d) => pos = pos.max(d),
-                Err(rustix::io::Errno::NXIO) => break,
+            match vhdkit_platform::next_data(f, pos) {
+                Ok(Some(d)) if d >= end => break,
+                Ok(Some(d)) => pos = pos.max(d),
+                Ok(None) => break,
                 Err(_) => {}
             }
         }

@@ -38,37 +38,16 @@ const MAX_CLONE: u64 = 256 << 20;
 /// Bytes read at a time when a run that could not be cloned is copied from its file.
 const COPY_STEP: u64 = 1 << 20;
 
-/// The file system (`st_dev`) of `out` if it shares extents between files (XFS, btrfs):
-/// the output of a conversion there may clone its source's data.
+/// The file system (`st_dev`) of `out` if it shares extents between files (XFS, btrfs,
+/// ReFS): the output of a conversion there may clone its source's data.
 pub(crate) fn offload_device(out: &std::fs::File) -> Option<u64> {
-    const XFS: u64 = 0x5846_5342;
-    const BTRFS: u64 = 0x9123_683E;
-    let fs = rustix::fs::fstatfs(out).ok()?;
-    #[allow(clippy::unnecessary_cast)] // f_type's width differs between targets
-    let kind = fs.f_type as u64;
-    if kind != XFS && kind != BTRFS {
-        return None;
-    }
-    out.metadata()
-        .ok()
-        .map(|m| std::os::unix::fs::MetadataExt::dev(&m))
+    vhdkit_platform::offload_volume(out)
 }
 
 /// Errors with which the kernel refuses to clone a pair of files or ranges (nothing was
 /// cloned): the writer copies the bytes itself from then on.
 fn clone_refused(e: &std::io::Error) -> bool {
-    use rustix::io::Errno;
-    [
-        Errno::XDEV,
-        Errno::OPNOTSUPP,
-        Errno::INVAL,
-        Errno::NOTTY,
-        Errno::NOSYS,
-        Errno::BADF,
-        Errno::PERM,
-    ]
-    .iter()
-    .any(|n| e.raw_os_error() == Some(n.raw_os_error()))
+    vhdkit_platform::clone_refused(e)
 }
 
 /// A clone asked for and not issued yet: runs that continue it are added to it.

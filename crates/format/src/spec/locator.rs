@@ -24,7 +24,7 @@ pub enum PlatformCode {
     W2ru,
     /// `W2ku`: absolute Windows path, UTF-16LE.
     W2ku,
-    /// `Mac `: Mac OS alias record (opaque).
+    /// `Mac `: a classic Mac OS alias record (vhdkit reads the file name in it).
     Mac,
     /// `MacX`: file URL, UTF-8.
     MacX,
@@ -62,9 +62,13 @@ impl PlatformCode {
         BigEndian::read_u32(b)
     }
 
-    /// Whether the path is relative to the child's directory.
+    /// Whether the path is relative to the child's directory (a `Mac ` alias gives the
+    /// parent's file name, looked for beside the child).
     pub fn is_relative(self) -> bool {
-        matches!(self, PlatformCode::Wi2r | PlatformCode::W2ru)
+        matches!(
+            self,
+            PlatformCode::Wi2r | PlatformCode::W2ru | PlatformCode::Mac
+        )
     }
 }
 
@@ -249,6 +253,7 @@ impl ParentLocator {
                     .unwrap_or(payload.len());
                 String::from_utf8(payload[..end].to_vec()).ok()?
             }
+            PlatformCode::Mac => alias_file_name(payload)?,
             _ => return None,
         };
         let raw = raw.trim_end_matches('\0').to_owned();
@@ -260,9 +265,13 @@ impl ParentLocator {
                 let (p, rel) = parse_file_url(&raw)?;
                 (p, rel)
             }
+            // The file name of an alias record, beside the child (a name, no folders).
+            PlatformCode::Mac if !raw.contains(['/', '\\', ':']) => (raw.clone(), true),
+            PlatformCode::Mac => return None,
             code => {
-                let p = windows_to_unix(&raw);
-                let relative = code.is_relative() && !p.starts_with('/');
+                // Native: `C:\VMs\base.vhd` on Windows, `/VMs/base.vhd` elsewhere.
+                let p = vhdkit_platform::path_from_windows(&raw);
+                let relative = code.is_relative() && !std::path::Path::new(&p).has_root();
                 (p, relative)
             }
         };
@@ -273,6 +282,18 @@ impl ParentLocator {
             relative,
         })
     }
+}
+
+/// The target's file name in a classic Mac OS alias record (`Mac ` locators of Virtual
+/// PC for Mac): a Pascal string (length byte, then up to 63 bytes of Mac Roman) at
+/// offset 50, after the record's type, size, version, kind, volume name, volume date,
+/// signature, type and parent folder id. Bytes above 0x7F are taken as Latin-1.
+fn alias_file_name(payload: &[u8]) -> Option<String> {
+    let len = usize::from(*payload.get(50)?);
+    let name = payload
+        .get(51..51 + len)
+        .filter(|_| (1..=63).contains(&len))?;
+    Some(name.iter().map(|&b| b as char).collect())
 }
 
 /// Decodes a UTF-16 path: little-endian as every real writer stores it, big-endian when
@@ -374,12 +395,17 @@ mod tests {
         let p = l
             .decode_path(&encode_utf16le(".\\fat-parent.vhd"))
             .expect("path");
-        assert_eq!(p.path, "./fat-parent.vhd");
+        let native = if cfg!(windows) {
+            ".\\fat-parent.vhd"
+        } else {
+            "./fat-parent.vhd"
+        };
+        assert_eq!(p.path, native);
         assert!(p.relative);
     }
 
     #[test]
-    fn w2ku_payload_drops_the_drive_letter() {
+    fn w2ku_payload_is_a_native_absolute_path() {
         let l = ParentLocator {
             code: PlatformCode::W2ku,
             ..ParentLocator::EMPTY
@@ -387,8 +413,40 @@ mod tests {
         let p = l
             .decode_path(&encode_utf16le("C:\\Projects\\dfvfs\\fat-parent.vhd"))
             .expect("path");
-        assert_eq!(p.path, "/Projects/dfvfs/fat-parent.vhd");
+        // On Windows as Windows wrote it; elsewhere without the drive letter.
+        let native = if cfg!(windows) {
+            "C:\\Projects\\dfvfs\\fat-parent.vhd"
+        } else {
+            "/Projects/dfvfs/fat-parent.vhd"
+        };
+        assert_eq!(p.path, native);
         assert!(!p.relative);
+    }
+
+    #[test]
+    fn mac_alias_record_gives_the_parent_file_name_beside_the_child() {
+        let l = ParentLocator {
+            code: PlatformCode::Mac,
+            ..ParentLocator::EMPTY
+        };
+        // An alias record: type, size, version 2, kind, volume name "Macintosh HD",
+        // dates and ids, then the file name as a Pascal string at offset 50.
+        let mut alias = vec![0u8; 150];
+        alias[4..6].copy_from_slice(&150u16.to_be_bytes());
+        alias[6..8].copy_from_slice(&2u16.to_be_bytes());
+        alias[10] = 12;
+        alias[11..23].copy_from_slice(b"Macintosh HD");
+        alias[50] = 13;
+        alias[51..64].copy_from_slice(b"Base Disk.vhd");
+        let p = l.decode_path(&alias).expect("a name");
+        assert_eq!((p.path.as_str(), p.relative), ("Base Disk.vhd", true));
+        // No name, a name that is a path, a record cut short: nothing.
+        alias[50] = 0;
+        assert!(l.decode_path(&alias).is_none());
+        alias[50] = 5;
+        alias[51..56].copy_from_slice(b"a:b/c");
+        assert!(l.decode_path(&alias).is_none());
+        assert!(l.decode_path(&alias[..40]).is_none());
     }
 
     #[test]

@@ -9,10 +9,8 @@
 //! beyond the backlog is refused by the kernel; none is accepted only to be closed.
 
 use std::collections::HashMap;
-use std::io::{self, Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
-use std::os::fd::{AsFd, BorrowedFd};
-use std::os::unix::net::{UnixListener, UnixStream};
+use std::io;
+use std::net::Shutdown;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -21,149 +19,7 @@ use super::{reader, Shared};
 /// How often a waiting listener looks whether the server is stopping.
 const TICK: Duration = Duration::from_millis(200);
 
-/// A connected client: a Unix or TCP stream.
-#[derive(Debug)]
-pub enum Stream {
-    /// A Unix domain socket.
-    Unix(UnixStream),
-    /// A TCP connection.
-    Tcp(TcpStream),
-}
-
-impl From<UnixStream> for Stream {
-    fn from(s: UnixStream) -> Stream {
-        Stream::Unix(s)
-    }
-}
-
-impl From<TcpStream> for Stream {
-    fn from(s: TcpStream) -> Stream {
-        Stream::Tcp(s)
-    }
-}
-
-impl Stream {
-    pub(crate) fn try_clone(&self) -> io::Result<Stream> {
-        Ok(match self {
-            Stream::Unix(s) => Stream::Unix(s.try_clone()?),
-            Stream::Tcp(s) => Stream::Tcp(s.try_clone()?),
-        })
-    }
-
-    pub(crate) fn shutdown(&self, how: Shutdown) {
-        let _ = match self {
-            Stream::Unix(s) => s.shutdown(how),
-            Stream::Tcp(s) => s.shutdown(how),
-        };
-    }
-
-    pub(crate) fn set_read_timeout(&self, t: Option<Duration>) -> io::Result<()> {
-        match self {
-            Stream::Unix(s) => s.set_read_timeout(t),
-            Stream::Tcp(s) => s.set_read_timeout(t),
-        }
-    }
-
-    pub(crate) fn set_write_timeout(&self, t: Option<Duration>) -> io::Result<()> {
-        match self {
-            Stream::Unix(s) => s.set_write_timeout(t),
-            Stream::Tcp(s) => s.set_write_timeout(t),
-        }
-    }
-
-    pub(crate) fn is_tcp(&self) -> bool {
-        matches!(self, Stream::Tcp(_))
-    }
-}
-
-impl Read for Stream {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            Stream::Unix(s) => s.read(buf),
-            Stream::Tcp(s) => s.read(buf),
-        }
-    }
-}
-
-impl Write for Stream {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            Stream::Unix(s) => s.write(buf),
-            Stream::Tcp(s) => s.write(buf),
-        }
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-impl AsFd for Stream {
-    fn as_fd(&self) -> BorrowedFd<'_> {
-        match self {
-            Stream::Unix(s) => s.as_fd(),
-            Stream::Tcp(s) => s.as_fd(),
-        }
-    }
-}
-
-/// A listening socket: Unix or TCP.
-#[derive(Debug)]
-pub enum Listener {
-    /// A Unix domain socket.
-    Unix(UnixListener),
-    /// A TCP socket.
-    Tcp(TcpListener),
-}
-
-impl From<UnixListener> for Listener {
-    fn from(l: UnixListener) -> Listener {
-        Listener::Unix(l)
-    }
-}
-
-impl From<TcpListener> for Listener {
-    fn from(l: TcpListener) -> Listener {
-        Listener::Tcp(l)
-    }
-}
-
-impl Listener {
-    fn accept(&self) -> io::Result<Stream> {
-        Ok(match self {
-            Listener::Unix(l) => Stream::Unix(l.accept()?.0),
-            Listener::Tcp(l) => {
-                let s = l.accept()?.0;
-                // The protocol asks for no Nagle delay on TCP.
-                let _ = s.set_nodelay(true);
-                Stream::Tcp(s)
-            }
-        })
-    }
-
-    fn as_fd(&self) -> BorrowedFd<'_> {
-        match self {
-            Listener::Unix(l) => l.as_fd(),
-            Listener::Tcp(l) => l.as_fd(),
-        }
-    }
-
-    /// Waits up to `timeout` for a connection to accept.
-    fn ready(&self, timeout: Duration) -> io::Result<bool> {
-        use rustix::event::{poll, PollFd, PollFlags, Timespec};
-        let t = Timespec {
-            tv_sec: timeout.as_secs() as i64,
-            tv_nsec: i64::from(timeout.subsec_nanos()),
-        };
-        let fd = self.as_fd();
-        let mut fds = [PollFd::new(&fd, PollFlags::IN)];
-        match poll(&mut fds, Some(&t)) {
-            Ok(n) => Ok(n > 0),
-            Err(rustix::io::Errno::INTR) => Ok(false),
-            Err(e) => Err(e.into()),
-        }
-    }
-}
+pub use vhdkit_platform::net::{Listener, Stream};
 
 /// The connections admitted: how many slots are taken, and each one's stream (so that a
 /// stop can shut them down).

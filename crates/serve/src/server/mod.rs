@@ -177,7 +177,7 @@ pub(crate) struct Shared {
 /// [`Server::finish`] waits for the connections to end and flushes the export.
 ///
 /// ```no_run
-/// use std::os::unix::net::UnixListener;
+/// use std::net::TcpListener;
 /// use std::sync::Arc;
 /// use vhdkit_format::Disk;
 /// use vhdkit_serve::{DiskExport, Server, ServerOptions};
@@ -188,7 +188,7 @@ pub(crate) struct Shared {
 /// let stopper = server.stopper();
 /// // e.g. from a signal-handling thread: stopper.stop();
 /// # stopper.stop();
-/// server.serve(UnixListener::bind("/tmp/disk.sock")?)?; // returns once stopped
+/// server.serve(TcpListener::bind("127.0.0.1:10809")?)?; // returns once stopped
 /// let stats = server.finish()?; // connections ended, every write flushed
 /// println!("{} bytes read, {} written", stats.bytes_read, stats.bytes_written);
 /// # Ok(()) }

@@ -149,7 +149,7 @@ pub(crate) fn plan(
     len: u64,
     pieces: &mut Vec<Piece>,
 ) -> ExportResult<Vec<Segment>> {
-    let mut c = Coalescer::new(|s| export.source_fd(s).is_some());
+    let mut c = Coalescer::new(|s| export.source_file(s).is_some());
     let end = offset + len;
     let mut pos = offset;
     while pos < end {

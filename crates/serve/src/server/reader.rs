@@ -69,7 +69,7 @@ pub(crate) fn run(shared: &Arc<Shared>, slot: Slot, mut stream: Stream, accepted
     // A send buffer that holds whole replies: a 256 KiB read is sent in one `sendfile`
     // while the client drains the previous one, instead of ping-ponging on the 208 KiB
     // default. The kernel caps it at net.core.wmem_max; best effort.
-    let _ = rustix::net::sockopt::set_socket_send_buffer_size(&stream, SEND_BUFFER);
+    stream.set_send_buffer(SEND_BUFFER);
     let Ok(out) = stream.try_clone() else {
         stream.shutdown(Shutdown::Both);
         return;

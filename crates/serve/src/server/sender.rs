@@ -11,7 +11,6 @@
 
 use std::io::{self, Write};
 use std::net::Shutdown;
-use std::os::fd::BorrowedFd;
 
 use crossbeam_channel::Receiver;
 
@@ -93,18 +92,10 @@ impl Out {
     fn flush(&mut self, more: bool) -> io::Result<()> {
         let mut b = &self.buf[..self.used];
         while !b.is_empty() {
-            let n = if more && self.stream.is_tcp() {
-                match rustix::net::send(&self.stream, b, rustix::net::SendFlags::MORE) {
-                    Ok(n) => n,
-                    Err(rustix::io::Errno::INTR) => continue,
-                    Err(e) => return Err(e.into()),
-                }
-            } else {
-                match self.stream.write(b) {
-                    Ok(n) => n,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) => return Err(e),
-                }
+            let n = match self.stream.send(b, more) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
             };
             if n == 0 {
                 return Err(io::ErrorKind::WriteZero.into());
@@ -115,10 +106,10 @@ impl Out {
         Ok(())
     }
 
-    /// Sends `len` bytes of `fd` at `offset`, after what is buffered.
-    fn file(&mut self, fd: BorrowedFd<'_>, offset: u64, len: u64) -> io::Result<()> {
+    /// Sends `len` bytes of `file` at `offset`, after what is buffered.
+    fn file(&mut self, file: &std::fs::File, offset: u64, len: u64) -> io::Result<()> {
         self.flush(true)?;
-        sendfile_all(&self.stream, fd, offset, len)
+        self.stream.send_file(file, offset, len)
     }
 
     /// Sends `len` zero bytes.
@@ -146,30 +137,6 @@ impl Out {
         self.used += n;
         Ok(())
     }
-}
-
-/// `sendfile` until `len` bytes of `fd` at `offset` are sent; a file shorter than
-/// expected is an error.
-fn sendfile_all(out: &Stream, fd: BorrowedFd<'_>, offset: u64, len: u64) -> io::Result<()> {
-    let mut off = offset;
-    let end = offset + len;
-    while off < end {
-        let want = usize::try_from(end - off)
-            .unwrap_or(usize::MAX)
-            .min(1 << 30);
-        match rustix::fs::sendfile(out, fd, Some(&mut off), want) {
-            Ok(0) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "the image file ended before the data",
-                ))
-            }
-            Ok(_) => {}
-            Err(rustix::io::Errno::INTR) => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Ok(())
 }
 
 /// One connection's sending state.
@@ -364,8 +331,8 @@ impl Sending<'_> {
                 source,
                 offset,
                 len,
-            } => match self.export.source_fd(source) {
-                Some(fd) => self.out.file(fd, offset, len),
+            } => match self.export.source_file(source) {
+                Some(file) => self.out.file(file, offset, len),
                 None => self.gather(at, len),
             },
             Segment::Zero { len } => self.out.zeros(len),

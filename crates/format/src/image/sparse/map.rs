@@ -108,12 +108,7 @@ impl Sparse {
         while b < end {
             if let Some(at) = bat.block_offset(b) {
                 // Failing advice changes nothing: the reads happen anyway.
-                let _ = rustix::fs::fadvise(
-                    file,
-                    at,
-                    std::num::NonZeroU64::new(bitmap_size),
-                    rustix::fs::Advice::WillNeed,
-                );
+                vhdkit_platform::will_need(file, at, bitmap_size);
             }
             b = bat.next_allocated(b + 1, end);
         }
