@@ -5,6 +5,9 @@
 //! nothing worse than a log not yet applied, and `check --repair` leaves a file
 //! qemu-img opens read-only and calls clean.
 
+// Signals and kill -9, qemu-img: Linux CI only.
+#![cfg(target_os = "linux")]
+
 mod common;
 
 use std::fs;
