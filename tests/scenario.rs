@@ -1,6 +1,8 @@
 //! One CLI scenario on every platform: create, write, a differencing child, info
 //! --json, convert (fixed, dynamic, raw), merge, compact, check — each result read back
-//! byte for byte through `vhdkit read`. CI runs it natively on Linux and, built for
+//! byte for byte through `vhdkit read`; and the VHDX job: a checkpoint chain (`.vhdx`
+//! and `.avhdx`, written in place through the VHDX log) to an Azure-ready fixed VHD and
+//! to a dynamic VHDX. CI runs it natively on Linux and, built for
 //! Windows, under wine (`.ci/windows/run-tests`); with `VHDKIT_SCENARIO_OUT` set, the
 //! images it wrote are copied there, with the bytes they must hold, so that the Linux
 //! build and qemu-img read back what the Windows build wrote.
@@ -90,6 +92,73 @@ fn create_write_child_convert_merge_compact_check() {
 
     if let Some(out) = std::env::var_os("VHDKIT_SCENARIO_OUT") {
         export(dir.path(), Path::new(&out), &model, &converted);
+    }
+}
+
+#[test]
+fn vhdx_checkpoint_chain_to_azure_and_to_vhdx() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let at = |name: &str| dir.path().join(name);
+    let (base, child) = (at("base.vhdx"), at("child.avhdx"));
+    // Azure takes no disk under 20 MiB.
+    let mut model = vec![0u8; 24 * MIB as usize];
+
+    ok(&[
+        "create",
+        p(&base),
+        "--type",
+        "dynamic",
+        "--size",
+        "24M",
+        "--block-size",
+        "1M",
+    ]);
+    let data = pattern(4, 1_500_000);
+    write_at(&base, 4096, &data, &[]);
+    put(&mut model, 4096, &data);
+    ok(&[
+        "create",
+        p(&child),
+        "--type",
+        "differencing",
+        "--parent",
+        p(&base),
+    ]);
+    let data = pattern(5, 70_000);
+    write_at(&child, MIB - 512, &data, &[]);
+    put(&mut model, MIB - 512, &data);
+    let i = info(&child);
+    assert_eq!(i["container"], "vhdx", "{i}");
+    assert_eq!(i["disk_type"], "differencing", "{i}");
+    assert_eq!(read_all(&child), model, "the checkpoint's view");
+
+    let azure = at("azure.vhd");
+    ok(&[
+        "convert",
+        p(&child),
+        p(&azure),
+        "--type",
+        "fixed",
+        "--align",
+        "1M",
+    ]);
+    let c = vhdkit(["check", p(&azure), "--for", "azure", "--json"])
+        .ok()
+        .json();
+    assert_eq!(c["conforms"], true, "{c}");
+    assert_eq!(read_all(&azure), model, "azure.vhd");
+    let flat = at("flat.vhdx");
+    ok(&["convert", p(&child), p(&flat), "--type", "dynamic"]);
+    assert_eq!(info(&flat)["container"], "vhdx");
+    assert_eq!(read_all(&flat), model, "flat.vhdx");
+
+    if let Some(out) = std::env::var_os("VHDKIT_SCENARIO_OUT") {
+        let out = Path::new(&out);
+        std::fs::create_dir_all(out).expect("mkdir");
+        for name in ["azure.vhd", "flat.vhdx"] {
+            std::fs::copy(at(name), out.join(name)).expect("copy");
+        }
+        std::fs::write(out.join("vhdx-chain.raw"), &model).expect("expected bytes");
     }
 }
 

@@ -8,8 +8,8 @@
 //! the file is complete and durable.
 
 use std::fs::File;
-use vhdkit_platform::FileExt;
 use std::path::{Path, PathBuf};
+use vhdkit_platform::FileExt;
 
 use uuid::Uuid;
 
