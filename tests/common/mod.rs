@@ -45,11 +45,34 @@ where
     I: IntoIterator<Item = S>,
     S: AsRef<OsStr>,
 {
-    Command::new(bin())
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("running vhdkit")
+    output(Command::new(bin()).args(args).stdin(Stdio::null()))
+}
+
+/// Starts `cmd` (again after wine's hiccup: see [`started`]).
+pub fn spawn(cmd: &mut Command) -> std::process::Child {
+    started(|| cmd.spawn())
+}
+
+/// Runs `cmd` to completion and returns its output (again after wine's hiccup).
+pub fn output(cmd: &mut Command) -> Output {
+    started(|| cmd.output())
+}
+
+/// What `start` returns once it started the process. Wine (the Windows build's tests,
+/// .ci/windows/run-tests) now and then fails to create a process with
+/// ERROR_INTERNAL_ERROR (1359) before it runs: a harness hiccup, not vhdkit's — the
+/// command never started, so it is started again (a few times).
+fn started<T>(mut start: impl FnMut() -> std::io::Result<T>) -> T {
+    let mut attempt = 0;
+    loop {
+        match start() {
+            Err(e) if cfg!(windows) && e.raw_os_error() == Some(1359) && attempt < 5 => {
+                attempt += 1;
+                std::thread::sleep(std::time::Duration::from_millis(200));
+            }
+            r => return r.expect("running vhdkit"),
+        }
+    }
 }
 
 /// Starts `vhdkit args… --progress json`, waits for its first progress line (so its
@@ -86,13 +109,12 @@ where
     I: IntoIterator<Item = S>,
     S: AsRef<OsStr>,
 {
-    let o = Command::new(bin())
-        .current_dir(dir)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("running vhdkit");
-    Run::from_output(o)
+    Run::from_output(output(
+        Command::new(bin())
+            .current_dir(dir)
+            .args(args)
+            .stdin(Stdio::null()),
+    ))
 }
 
 /// Runs `vhdkit ARGS` feeding `input` on stdin.
@@ -102,13 +124,13 @@ where
     S: AsRef<OsStr>,
 {
     use std::io::Write;
-    let mut child = Command::new(bin())
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("running vhdkit");
+    let mut child = spawn(
+        Command::new(bin())
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+    );
     let mut stdin = child.stdin.take().expect("piped stdin");
     let data = input.to_vec();
     let feeder = std::thread::spawn(move || {
