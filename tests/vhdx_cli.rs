@@ -184,8 +184,6 @@ fn in_place_changes_to_a_vhdx_not_yet_supported_are_refused_clearly_and_leave_it
     for args in [
         vec!["resize", p(&child), "--size", "40M"],
         vec!["compact", p(&child)],
-        vec!["merge", p(&child)],
-        vec!["merge", p(&child), "--depth", "1"],
         vec!["set-parent", p(&child), p(&base)],
     ] {
         let r = vhdkit(&args);

@@ -271,6 +271,33 @@ impl VhdFile {
         Ok(())
     }
 
+    /// A VHDX file's data write GUID as it is now (it changes on the first data write
+    /// since opening); `None` for other files.
+    pub(crate) fn vhdx_data_write_guid(&self) -> Option<uuid::Uuid> {
+        self.vhdx().map(super::vhdx::Vhdx::data_write_guid)
+    }
+
+    /// Makes `guid` the data write GUID this VHDX file's first data write gives it.
+    pub(crate) fn vhdx_plan_data_write_guid(&self, guid: uuid::Uuid) -> Result<()> {
+        match self.vhdx() {
+            Some(v) => v.plan_data_write_guid(&self.core, guid),
+            None => Ok(()),
+        }
+    }
+
+    /// Replaces this differencing VHDX file's parent locator, through its log.
+    pub(crate) fn vhdx_rewrite_parent_locator(
+        &self,
+        loc: &crate::vhdx::ParentLocator,
+    ) -> Result<()> {
+        let v = self.vhdx().ok_or_else(|| Error::WrongDiskType {
+            path: self.core.path.clone(),
+            found: self.kind().to_string(),
+            expected: "a differencing VHDX file".into(),
+        })?;
+        v.rewrite_parent_locator(&self.core, loc)
+    }
+
     /// Whether the file is a VHDX file (`info` names the container).
     pub fn is_vhdx(&self) -> bool {
         self.vhdx().is_some()

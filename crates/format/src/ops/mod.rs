@@ -25,6 +25,7 @@ mod source;
 mod task;
 mod units;
 pub mod unused;
+mod vhdx_link;
 mod writer;
 
 use std::path::{Path, PathBuf};

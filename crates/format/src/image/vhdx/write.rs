@@ -53,9 +53,19 @@ pub(crate) struct WriteState {
     session: Option<Uuid>,
     /// Whether the data write GUID was changed since opening.
     guids_changed: bool,
+    /// Whether the file write GUID was changed since opening (a metadata-only update).
+    file_guid_changed: bool,
+    /// The data write GUID the first data write gives the file, when planned (a merge
+    /// names it in the child first: `parent_linkage2`); a random one otherwise.
+    pub next_data_guid: Option<Uuid>,
 }
 
 impl WriteState {
+    /// Whether the data write GUID was changed since opening.
+    pub(crate) fn guids_changed(&self) -> bool {
+        self.guids_changed
+    }
+
     /// The state of a file just opened.
     pub(crate) fn new(header: &CurrentHeader, file_end: u64, log_length: u64) -> WriteState {
         WriteState {
@@ -64,6 +74,8 @@ impl WriteState {
             cursor: LogCursor::new(log_length),
             session: None,
             guids_changed: false,
+            file_guid_changed: false,
+            next_data_guid: None,
         }
     }
 }
@@ -117,12 +129,30 @@ fn new_write_guids(f: &FileCore, st: &mut WriteState) -> Result<()> {
     if st.guids_changed {
         return Ok(());
     }
+    let data = st.next_data_guid.take().unwrap_or_else(Uuid::new_v4);
     write_header(f, st, |h| {
         h.file_write_guid = Uuid::new_v4();
-        h.data_write_guid = Uuid::new_v4();
+        h.data_write_guid = data;
     })?;
     st.guids_changed = true;
     Ok(())
+}
+
+/// Before the first metadata-only update since opening (a parent locator rewritten):
+/// a new file write GUID, the data write GUID kept (what the disk reads does not
+/// change, so children made against it stay linked), durably.
+pub(super) fn new_file_write_guid(f: &FileCore, st: &mut WriteState) -> Result<()> {
+    if st.guids_changed || st.file_guid_changed {
+        return Ok(());
+    }
+    write_header(f, st, |h| h.file_write_guid = Uuid::new_v4())?;
+    st.file_guid_changed = true;
+    Ok(())
+}
+
+/// The data write GUID the file has now (changed by the first data write).
+pub(super) fn data_write_guid(st: &WriteState) -> Uuid {
+    st.header.header.data_write_guid
 }
 
 /// Step 5: clears the header's log GUID when a session is open.
@@ -257,9 +287,28 @@ pub(super) fn write_runs(v: &Vhdx, f: &FileCore, runs: &[(u64, &[u8])]) -> Resul
         return Ok(());
     }
     // Steps 3 and 4: the metadata pages through the log, then in place.
-    let guid = begin(f, &mut st)?;
-    let pages = metadata_pages(v, &changes);
+    log_and_apply(f, &mut st, &metadata_pages(v, &changes))?;
+    let mut bat = v.bat.write().unwrap_or_else(|e| e.into_inner());
+    for (i, e) in changes.bat {
+        bat.entries[i as usize] = e;
+    }
+    Ok(())
+}
+
+/// Steps 3 and 4 for `pages` (4 KiB-aligned file offsets and 4 KiB of bytes each):
+/// a log session opened if none is, each group of pages as one log entry (synced),
+/// then written in place (synced). A log entry replays whole or not at all.
+pub(super) fn log_and_apply(
+    f: &FileCore,
+    st: &mut WriteState,
+    pages: &[(u64, Vec<u8>)],
+) -> Result<()> {
+    if pages.is_empty() {
+        return Ok(());
+    }
+    let guid = begin(f, st)?;
     let h = st.header.header;
+    let end = st.file_end;
     for chunk in pages.chunks(PAGES_PER_ENTRY) {
         let writes: Vec<LogWrite> = chunk
             .iter()
@@ -284,10 +333,6 @@ pub(super) fn write_runs(v: &Vhdx, f: &FileCore, runs: &[(u64, &[u8])]) -> Resul
             f.write(bytes, *offset, "writing VHDX metadata")?;
         }
         f.sync("syncing VHDX metadata")?;
-    }
-    let mut bat = v.bat.write().unwrap_or_else(|e| e.into_inner());
-    for (i, e) in changes.bat {
-        bat.entries[i as usize] = e;
     }
     Ok(())
 }
