@@ -194,3 +194,72 @@ fn merge_into_a_vhdx_parent_with_another_checkpoint_is_refused_unless_forced() {
     vhdkit(["merge", p(child), "--force"]).ok();
     assert!(read_all(base) == want);
 }
+
+#[test]
+fn set_parent_of_a_checkpoint_moved_with_its_parent_relinks_it_through_the_log() {
+    let dir = tempdir();
+    let (files, want) = chain(dir.path(), &["disk.vhdx", "disk_A1B2.avhdx"]);
+    let (base, child) = (&files[0], &files[1]);
+    // libvhdi reads a differencing file's zero-state block from the parent
+    // (docs/vhdx.md): it is judged against what it read before the move.
+    let libvhdi_before = pyvhdi_read_all(&[child, base]);
+    let moved = dir.path().join("moved");
+    fs::create_dir(&moved).unwrap();
+    let new_base = moved.join("renamed.vhdx");
+    fs::rename(base, &new_base).unwrap();
+    assert_failed_one_line(&vhdkit(["read", p(child)]));
+    vhdkit(["set-parent", p(child), p(&new_base)]).ok();
+    assert!(read_all(child) == want, "the child reads its chain again");
+    assert!(pyvhdi_read_all(&[child, &new_base]) == libvhdi_before);
+    assert_eq!(
+        locator(child, "relative_path").as_deref(),
+        Some(r".\moved\renamed.vhdx")
+    );
+    let linkage = locator(child, "parent_linkage").unwrap();
+    assert!(names(&linkage, &data_write_guid(&new_base)));
+    assert_eq!(info(child)["vhdx"]["log"], "clean");
+    vhdkit(["check", p(child)]).ok();
+    // The parent's data was not written: its identity is unchanged.
+    assert!(qemu_vhdx(&new_base) == read_all(&new_base));
+}
+
+#[test]
+fn set_parent_of_a_checkpoint_refuses_another_disk_unless_forced_and_a_vhd() {
+    let dir = tempdir();
+    let (files, _) = chain(dir.path(), &["disk.vhdx", "disk_A1B2.avhdx"]);
+    let child = &files[1];
+    let before = fs::read(child).unwrap();
+    // Another VHDX of the same size: another data write GUID.
+    let other = dir.path().join("other.vhdx");
+    let (_, _) = chain(
+        &{
+            let d = dir.path().join("o");
+            fs::create_dir(&d).unwrap();
+            d
+        },
+        &["other.vhdx"],
+    );
+    fs::rename(dir.path().join("o").join("other.vhdx"), &other).unwrap();
+    let line = assert_failed_one_line(&vhdkit(["set-parent", p(child), p(&other)]));
+    assert!(line.to_lowercase().contains("id"), "{line}");
+    // A VHD parent under a VHDX child: refused whatever the flags.
+    let vhd = dir.path().join("other.vhd");
+    create(&vhd, &["--type", "dynamic", "--size", "20M"]);
+    let line = assert_failed_one_line(&vhdkit([
+        "set-parent",
+        p(child),
+        p(&vhd),
+        "--ignore-parent-id",
+    ]));
+    assert!(line.contains("VHDX"), "{line}");
+    assert_eq!(
+        fs::read(child).unwrap(),
+        before,
+        "refusals leave the child untouched"
+    );
+    // Forced: the child records the other disk's identity.
+    vhdkit(["set-parent", p(child), p(&other), "--ignore-parent-id"]).ok();
+    let linkage = locator(child, "parent_linkage").unwrap();
+    assert!(names(&linkage, &data_write_guid(&other)));
+    vhdkit(["read", p(child)]).ok();
+}
