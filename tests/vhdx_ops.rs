@@ -263,3 +263,113 @@ fn set_parent_of_a_checkpoint_refuses_another_disk_unless_forced_and_a_vhd() {
     assert!(names(&linkage, &data_write_guid(&other)));
     vhdkit(["read", p(child)]).ok();
 }
+
+/// `vhdkit compact --json` of `disk`.
+fn compact_json(disk: &Path) -> serde_json::Value {
+    vhdkit(["compact", p(disk), "--json"]).json()
+}
+
+#[test]
+fn compact_of_a_dynamic_vhdx_releases_zero_blocks_and_cuts_the_free_tail() {
+    let dir = tempdir();
+    let disk = dir.path().join("disk.vhdx");
+    let mut n = NewVhdx::new(DiskType::Dynamic, SIZE);
+    n.block_size = 2 * MIB as u32;
+    let blocks = [
+        (0, Content::Full(0x41)),
+        (1, Content::Full(0)),
+        (2, Content::Full(0x42)),
+        (3, Content::Full(0)),
+        (4, Content::Full(0)),
+    ];
+    build(&disk, &n, None, &blocks);
+    let want = model(SIZE, &n, &[&blocks]);
+    let len_before = fs::metadata(&disk).unwrap().len();
+    let r = compact_json(&disk);
+    assert_eq!(r["blocks_released"], 3, "{r}");
+    // The two zero blocks stored last are cut off with the tail.
+    assert_eq!(fs::metadata(&disk).unwrap().len(), len_before - 4 * MIB);
+    assert!(read_all(&disk) == want);
+    assert!(qemu_vhdx(&disk) == want, "qemu-img reads the same bytes");
+    assert!(
+        pyvhdi_read_all(&[&disk]) == want,
+        "libvhdi reads the same bytes"
+    );
+    assert_eq!(info(&disk)["vhdx"]["log"], "clean");
+    vhdkit(["check", p(&disk)]).ok();
+    // Written again where a block was released: a fresh block, no stale bytes.
+    let data = vec![7u8; 4096];
+    write_at(&disk, 3 * 2 * MIB + 512, &data, &[]);
+    let mut want = want;
+    want[(6 * MIB + 512) as usize..(6 * MIB + 512) as usize + 4096].copy_from_slice(&data);
+    assert!(qemu_vhdx(&disk) == want);
+}
+
+#[test]
+fn compact_of_a_checkpoint_releases_empty_and_duplicate_blocks_and_reads_the_same() {
+    let dir = tempdir();
+    let mut n = NewVhdx::new(DiskType::Dynamic, SIZE);
+    n.block_size = 2 * MIB as u32;
+    let base_blocks = [(2, Content::Full(0x42)), (3, Content::Full(0x43))];
+    let base = dir.path().join("disk.vhdx");
+    let (_, id) = build(&base, &n, None, &base_blocks);
+    n.disk_type = DiskType::Differencing;
+    let child_blocks = [
+        (0, Content::Partial(0x51, 0, 0)),
+        (2, Content::Full(0x42)),
+        (3, Content::Full(0x53)),
+        (4, Content::Partial(0x54, 8, 8)),
+    ];
+    let child = dir.path().join("disk_A.avhdx");
+    let loc = ParentLocator::new(id, Some(r".\disk.vhdx"), None, None);
+    build(&child, &n, Some(loc), &child_blocks);
+    let want = model(SIZE, &n, &[&child_blocks, &base_blocks]);
+    let base_before = fs::read(&base).unwrap();
+    let r = compact_json(&child);
+    assert_eq!(r["blocks_released"], 2, "{r}");
+    assert_eq!(r["blocks_deduplicated"], 1, "{r}");
+    assert!(read_all(&child) == want);
+    assert!(pyvhdi_read_all(&[&child, &base]) == want);
+    assert_eq!(
+        fs::read(&base).unwrap(),
+        base_before,
+        "the parent is untouched"
+    );
+    vhdkit(["check", p(&child)]).ok();
+    // The released partially present block starts again from an empty bitmap.
+    write_at(&child, 512, &[9u8; 512], &[]);
+    let mut want = want;
+    want[512..1024].fill(9);
+    assert!(read_all(&child) == want);
+    assert!(pyvhdi_read_all(&[&child, &base]) == want);
+}
+
+#[test]
+fn compact_fs_aware_of_a_vhdx_is_refused_clearly_and_a_fixed_one_too() {
+    let dir = tempdir();
+    let disk = dir.path().join("disk.vhdx");
+    let mut n = NewVhdx::new(DiskType::Dynamic, SIZE);
+    n.block_size = 2 * MIB as u32;
+    build(&disk, &n, None, &[(0, Content::Full(0))]);
+    let before = fs::read(&disk).unwrap();
+    let line = assert_failed_one_line(&vhdkit(["compact", p(&disk), "--fs-aware"]));
+    assert!(
+        line.contains("VHDX") && line.contains("--fs-aware"),
+        "{line}"
+    );
+    assert_eq!(fs::read(&disk).unwrap(), before);
+    let fixed = dir.path().join("fixed.vhdx");
+    let q = run_cmd(Command::new("qemu-img").args([
+        "create",
+        "-q",
+        "-f",
+        "vhdx",
+        "-o",
+        "subformat=fixed",
+        p(&fixed),
+        "8M",
+    ]));
+    assert_eq!(q.code, 0, "{}", q.stderr);
+    let line = assert_failed_one_line(&vhdkit(["compact", p(&fixed)]));
+    assert!(line.contains("dynamic or differencing"), "{line}");
+}

@@ -298,6 +298,22 @@ impl VhdFile {
         v.rewrite_parent_locator(&self.core, loc)
     }
 
+    /// Releases stored blocks of this VHDX file (compact), through its log.
+    pub(crate) fn vhdx_release_blocks(&self, blocks: &[u64]) -> Result<()> {
+        match self.vhdx() {
+            Some(v) => v.release_blocks(&self.core, blocks),
+            None => Ok(()),
+        }
+    }
+
+    /// Closes this VHDX file's log and cuts it after what it holds; its new length.
+    pub(crate) fn vhdx_shorten(&self) -> Result<u64> {
+        match self.vhdx() {
+            Some(v) => v.shorten(&self.core),
+            None => Ok(self.file_len()),
+        }
+    }
+
     /// Whether the file is a VHDX file (`info` names the container).
     pub fn is_vhdx(&self) -> bool {
         self.vhdx().is_some()

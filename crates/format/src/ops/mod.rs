@@ -11,6 +11,7 @@
 //! result is durable (fsync).
 
 pub mod compact;
+mod compact_vhdx;
 pub mod convert;
 mod dependents;
 pub mod measure;

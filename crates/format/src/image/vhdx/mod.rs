@@ -10,6 +10,7 @@
 //! | `map.rs` | BAT states and sector bitmaps → extents |
 //! | `info.rs` | the facts `info` shows |
 //! | `write.rs` | writes in place, metadata through the log |
+//! | `compact.rs` | blocks released, the file shortened, metadata through the log |
 //! | `relink.rs` | a parent locator rewritten in place, through the log |
 //!
 //! `VhdFile`'s API is footer-centric: a VHDX file gets a footer made up from its
@@ -18,6 +19,7 @@
 //! the virtual size, and the header's data write GUID as the unique id, the identity a
 //! child's `parent_linkage` names.
 
+mod compact;
 mod info;
 mod log;
 mod map;
@@ -167,8 +169,19 @@ impl Vhdx {
             .collect()
     }
 
+    /// Sets `blocks` (stored ones) not present, through the log (`compact.rs`).
+    pub(crate) fn release_blocks(&self, f: &FileCore, blocks: &[u64]) -> Result<()> {
+        compact::release(self, f, blocks)
+    }
+
+    /// Closes the log and cuts the file after what it holds (`compact.rs`); returns its
+    /// length.
+    pub(crate) fn shorten(&self, f: &FileCore) -> Result<u64> {
+        compact::shorten(self, f)
+    }
+
     /// The payload blocks stored in the file (fully or partially present), in order.
-    fn allocated(&self) -> Vec<u64> {
+    pub(crate) fn allocated(&self) -> Vec<u64> {
         let bat = self.bat();
         (0..bat.geometry.data_blocks)
             .filter(|&b| {

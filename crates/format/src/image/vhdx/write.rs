@@ -167,13 +167,13 @@ pub(super) fn close_log(v: &Vhdx, f: &FileCore) -> Result<()> {
     Ok(())
 }
 
-/// The metadata a batch of runs changes.
+/// The metadata a batch of runs (or a release) changes.
 #[derive(Default)]
-struct Changes {
+pub(super) struct Changes {
     /// BAT index → new entry.
-    bat: BTreeMap<u64, BatEntry>,
+    pub bat: BTreeMap<u64, BatEntry>,
     /// File offset of a sector-bitmap page → its new bytes.
-    pages: BTreeMap<u64, Vec<u8>>,
+    pub pages: BTreeMap<u64, Vec<u8>>,
 }
 
 /// Writes sector-aligned `runs` (inside the disk) in the order of the module's
@@ -263,7 +263,7 @@ pub(super) fn write_runs(v: &Vhdx, f: &FileCore, runs: &[(u64, &[u8])]) -> Resul
                     };
                     let first = first_bit + in_block / sector;
                     let count = (n as u64).div_ceil(sector);
-                    set_bits(v, f, &mut changes, bitmap_at, first, count)?;
+                    set_bits(v, f, &mut changes, bitmap_at, first, count, true)?;
                 }
                 data.push((at + in_block, now));
                 pos += n as u64;
@@ -288,11 +288,16 @@ pub(super) fn write_runs(v: &Vhdx, f: &FileCore, runs: &[(u64, &[u8])]) -> Resul
     }
     // Steps 3 and 4: the metadata pages through the log, then in place.
     log_and_apply(f, &mut st, &metadata_pages(v, &changes))?;
+    apply_bat(v, changes);
+    Ok(())
+}
+
+/// The BAT entries of `changes`, into the in-memory table (once they are in the file).
+pub(super) fn apply_bat(v: &Vhdx, changes: Changes) {
     let mut bat = v.bat.write().unwrap_or_else(|e| e.into_inner());
     for (i, e) in changes.bat {
         bat.entries[i as usize] = e;
     }
-    Ok(())
 }
 
 /// Steps 3 and 4 for `pages` (4 KiB-aligned file offsets and 4 KiB of bytes each):
@@ -337,15 +342,16 @@ pub(super) fn log_and_apply(
     Ok(())
 }
 
-/// Sets bits `first..first + count` of the sector bitmap at `bitmap_at`, in the pages
-/// `changes` holds (read from the file the first time).
-fn set_bits(
+/// Sets (`present`) or clears bits `first..first + count` of the sector bitmap at
+/// `bitmap_at`, in the pages `changes` holds (read from the file the first time).
+pub(super) fn set_bits(
     v: &Vhdx,
     f: &FileCore,
     changes: &mut Changes,
     bitmap_at: u64,
     first: u64,
     count: u64,
+    present: bool,
 ) -> Result<()> {
     let page_bits = (LOG_SECTOR_SIZE * 8) as u64;
     let mut bit = first;
@@ -362,14 +368,14 @@ fn set_bits(
                 e.insert(b)
             }
         };
-        set_bitmap_bits(b, bit - page * page_bits, upto - bit, true);
+        set_bitmap_bits(b, bit - page * page_bits, upto - bit, present);
         bit = upto;
     }
     Ok(())
 }
 
 /// The 4 KiB pages (file offset, bytes) of the BAT and sector bitmaps `changes` makes.
-fn metadata_pages(v: &Vhdx, changes: &Changes) -> Vec<(u64, Vec<u8>)> {
+pub(super) fn metadata_pages(v: &Vhdx, changes: &Changes) -> Vec<(u64, Vec<u8>)> {
     let bat = v.bat();
     let per_page = (LOG_SECTOR_SIZE / 8) as u64;
     let base = v.regions.bat.offset;
