@@ -373,3 +373,84 @@ fn compact_fs_aware_of_a_vhdx_is_refused_clearly_and_a_fixed_one_too() {
     let line = assert_failed_one_line(&vhdkit(["compact", p(&fixed)]));
     assert!(line.contains("dynamic or differencing"), "{line}");
 }
+
+#[test]
+fn resize_of_a_dynamic_vhdx_grows_within_its_bat_region_and_shrinks_over_absent_blocks() {
+    let dir = tempdir();
+    let disk = dir.path().join("disk.vhdx");
+    let q = run_cmd(Command::new("qemu-img").args([
+        "create",
+        "-q",
+        "-f",
+        "vhdx",
+        "-o",
+        "subformat=dynamic,block_size=1M",
+        p(&disk),
+        "24M",
+    ]));
+    assert_eq!(q.code, 0, "{}", q.stderr);
+    let data = pattern(5, 3 * MIB as usize);
+    write_at(
+        &disk,
+        20 * MIB,
+        &data[..4 * MIB as usize - MIB as usize],
+        &[],
+    );
+    let mut want = vec![0u8; 24 * MIB as usize];
+    want[20 * MIB as usize..23 * MIB as usize].copy_from_slice(&data);
+    let guid_before = data_write_guid(&disk);
+    vhdkit(["resize", p(&disk), "--size", "100M"]).ok();
+    want.resize(100 * MIB as usize, 0);
+    assert_eq!(vhdkit_size(&disk), 100 * MIB);
+    assert!(read_all(&disk) == want);
+    assert!(qemu_vhdx(&disk) == want, "qemu-img reads the grown file");
+    assert!(
+        pyvhdi_read_all(&[&disk]) == want,
+        "libvhdi reads the grown file"
+    );
+    assert_ne!(data_write_guid(&disk), guid_before);
+    assert_eq!(info(&disk)["vhdx"]["log"], "clean");
+    // A shrink over stored blocks is refused, untouched…
+    let before = fs::read(&disk).unwrap();
+    let line = assert_failed_one_line(&vhdkit([
+        "resize",
+        p(&disk),
+        "--size",
+        "22M",
+        "--allow-shrink",
+    ]));
+    assert!(line.contains("block 22"), "{line}");
+    assert_eq!(fs::read(&disk).unwrap(), before);
+    // …and one over blocks it does not store cuts only absent ones.
+    vhdkit(["resize", p(&disk), "--size", "60M", "--allow-shrink"]).ok();
+    want.truncate(60 * MIB as usize);
+    assert!(qemu_vhdx(&disk) == want, "qemu-img reads the shrunk file");
+    assert!(pyvhdi_read_all(&[&disk]) == want);
+    // The new end takes writes.
+    write_at(&disk, 59 * MIB, &data[..MIB as usize], &[]);
+    want[59 * MIB as usize..60 * MIB as usize].copy_from_slice(&data[..MIB as usize]);
+    assert!(qemu_vhdx(&disk) == want);
+    vhdkit(["check", p(&disk)]).ok();
+}
+
+#[test]
+fn resize_past_the_bat_region_of_a_vhdx_is_refused_clearly() {
+    let dir = tempdir();
+    let disk = dir.path().join("disk.vhdx");
+    let q = run_cmd(Command::new("qemu-img").args([
+        "create",
+        "-q",
+        "-f",
+        "vhdx",
+        "-o",
+        "subformat=dynamic,block_size=1M",
+        p(&disk),
+        "24M",
+    ]));
+    assert_eq!(q.code, 0, "{}", q.stderr);
+    let before = fs::read(&disk).unwrap();
+    // A 1 MiB BAT region holds 131072 entries: 1 MiB blocks reach 128 GiB at most.
+    let line = assert_failed_one_line(&vhdkit(["resize", p(&disk), "--size", "200G"]));
+    assert!(line.contains("BAT region"), "{line}");
+    assert_eq!(fs::read(&disk).unwrap(), before);
+}

@@ -257,20 +257,6 @@ impl VhdFile {
         self.vhdx().map(Vhdx::info)
     }
 
-    /// Refuses `what` (an in-place operation that is VHD-only for now: compact,
-    /// set-parent) on a VHDX file, clearly, before anything is written.
-    pub(crate) fn refuse_vhdx(&self, what: &str) -> Result<()> {
-        if self.is_vhdx() {
-            return Err(Error::Unsupported {
-                path: self.core.path.clone(),
-                detail: format!(
-                    "{what} of a VHDX file is not yet supported (convert it to a VHD first)"
-                ),
-            });
-        }
-        Ok(())
-    }
-
     /// A VHDX file's data write GUID as it is now (it changes on the first data write
     /// since opening); `None` for other files.
     pub(crate) fn vhdx_data_write_guid(&self) -> Option<uuid::Uuid> {

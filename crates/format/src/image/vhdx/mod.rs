@@ -11,6 +11,7 @@
 //! | `info.rs` | the facts `info` shows |
 //! | `write.rs` | writes in place, metadata through the log |
 //! | `compact.rs` | blocks released, the file shortened, metadata through the log |
+//! | `resize.rs` | the virtual size and the BAT changed together, through the log |
 //! | `relink.rs` | a parent locator rewritten in place, through the log |
 //!
 //! `VhdFile`'s API is footer-centric: a VHDX file gets a footer made up from its
@@ -25,6 +26,7 @@ mod log;
 mod map;
 mod open;
 mod relink;
+mod resize;
 mod write;
 
 use std::ops::Range;
@@ -290,10 +292,21 @@ impl Container for Vhdx {
         self.allocated().len() as u64
     }
 
-    fn plan_resize(&self, f: &FileCore, _new: u64) -> Result<super::container::ResizePlan> {
-        Err(Error::Unsupported {
-            path: f.path.clone(),
-            detail: "resizing a VHDX file is not yet supported".into(),
-        })
+    fn plan_resize(&self, f: &FileCore, new: u64) -> Result<super::container::ResizePlan> {
+        resize::plan(self, f, new)
+    }
+
+    fn resize(
+        &mut self,
+        f: &mut FileCore,
+        plan: super::container::ResizePlan,
+        job: super::container::ResizeJob,
+        steps: &mut dyn super::container::ResizeSteps,
+    ) -> Result<u64> {
+        let _ = plan;
+        steps.check_cancelled()?;
+        resize::resize(self, f, job.new)?;
+        steps.lap("resize");
+        Ok(0)
     }
 }

@@ -125,7 +125,7 @@ fn begin(f: &FileCore, st: &mut WriteState) -> Result<Uuid> {
 
 /// Before the first write since opening: new file write and data write GUIDs (MS-VHDX:
 /// before the first change a reader could see), durably.
-fn new_write_guids(f: &FileCore, st: &mut WriteState) -> Result<()> {
+pub(super) fn new_write_guids(f: &FileCore, st: &mut WriteState) -> Result<()> {
     if st.guids_changed {
         return Ok(());
     }
