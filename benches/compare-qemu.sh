@@ -209,6 +209,7 @@ compare_case() {
     shift 4
     local ext=vhd
     [[ $fmt == raw ]] && ext=raw
+    [[ $fmt == vhdx ]] && ext=vhdx # vhdkit writes a VHDX for the extension
     local out=$T/work/out.$ext floor=$T/work/floor.dd
     local vk=("$VHDKIT" convert "$src" "$out" --type "$type" --progress none)
     local qm=(qemu-img convert -t writeback "$@" "$src" "$out")
@@ -239,6 +240,18 @@ if want convert; then
     compare_case "dynamic → raw" raw base.vhd raw -f vpc -O raw
     compare_case "dynamic → fixed" vpc base.vhd fixed -f vpc -O vpc -o subformat=fixed,force_size=on
     compare_case "fixed → dynamic" vpc fixed.vhd dynamic -f vpc -O vpc -o subformat=dynamic,force_size=on
+    # VHD → VHDX, both tools with Hyper-V's 32 MiB blocks (vhdkit's default; qemu-img
+    # would choose by size).
+    compare_case "raw → dynamic VHDX" vhdx base.raw dynamic -f raw -O vhdx -o subformat=dynamic,block_size=32M
+    compare_case "dynamic → dynamic VHDX" vhdx base.vhd dynamic -f vpc -O vhdx -o subformat=dynamic,block_size=32M
+    compare_case "dynamic → fixed VHDX" vhdx base.vhd fixed -f vpc -O vhdx -o subformat=fixed,block_size=32M
+    # VHDX → VHD and raw: the source is a dynamic VHDX written by qemu-img (an
+    # independent writer), 32 MiB blocks.
+    [[ -e base.vhdx ]] || qemu-img convert -f raw -O vhdx -o subformat=dynamic,block_size=32M base.raw base.vhdx
+    qemu-img compare -q -f raw -F vhdx base.raw base.vhdx || die "base.vhdx differs from base.raw"
+    compare_case "dynamic VHDX → dynamic" vpc base.vhdx dynamic -f vhdx -O vpc -o subformat=dynamic,force_size=on
+    compare_case "dynamic VHDX → fixed" vpc base.vhdx fixed -f vhdx -O vpc -o subformat=fixed,force_size=on
+    compare_case "dynamic VHDX → raw" raw base.vhdx raw -f vhdx -O raw
 fi
 
 # --- copy offload on file systems that share extents ----------------------------------

@@ -1,5 +1,6 @@
 //! SIGKILL in the middle of `vhdkit compact` (of a dynamic disk, and of a differencing
-//! disk that deduplicates against its parent), `vhdkit merge` and `vhdkit convert`.
+//! disk that deduplicates against its parent), `vhdkit merge` and `vhdkit convert` (to a
+//! VHD, and to a VHDX).
 //!
 //! Each test first times an uninterrupted run (and when each of its phases began, from
 //! its `--progress json` events), then starts the binary again and again on a fresh copy
@@ -15,7 +16,7 @@
 //!   which `check` exits 0 and the content is still the same.
 //! - convert: the destination either does not exist or is complete and right (a
 //!   temporary file, which a killed process cannot remove, may stay; it is never the
-//!   destination's name).
+//!   destination's name); a VHDX destination is read by qemu-img.
 //!
 //! The counts of kills that landed mid-operation and of runs that finished first are
 //! printed (see `--nocapture`).
@@ -475,14 +476,46 @@ fn merge_killed_at_random_points_keeps_the_child_view_and_rerun_completes() {
 
 #[test]
 fn convert_killed_at_random_points_never_leaves_a_partial_destination() {
+    convert_killed_at_random_points("dst.vhd");
+}
+
+#[test]
+fn convert_to_vhdx_killed_at_random_points_never_leaves_a_partial_destination() {
+    convert_killed_at_random_points("dst.vhdx");
+}
+
+/// The bytes qemu-img reads from the VHDX at `path` (its check clean first).
+fn qemu_vhdx_read(path: &Path, scratch: &Path) -> Vec<u8> {
+    let raw = scratch.join("qemu.raw");
+    for args in [
+        vec!["check", "-f", "vhdx", p(path)],
+        vec!["convert", "-f", "vhdx", "-O", "raw", p(path), p(&raw)],
+    ] {
+        let r = testkit::run_cmd(std::process::Command::new("qemu-img").args(&args));
+        assert_eq!(
+            r.code,
+            0,
+            "qemu-img {args:?}: {}{}",
+            r.stderr,
+            r.stdout_str()
+        );
+    }
+    let b = std::fs::read(&raw).expect("read");
+    std::fs::remove_file(&raw).expect("remove");
+    b
+}
+
+/// `convert` to `name` (a VHD or, by its extension, a VHDX) killed at random points.
+fn convert_killed_at_random_points(name: &str) {
+    let vhdx = name.ends_with(".vhdx");
     let root = tempfile::tempdir().expect("tempdir");
     let src = root.path().join("src.vhd");
     let content = compact_image(&src);
     let out = root.path().join("out");
     std::fs::create_dir(&out).expect("mkdir");
-    let dst = out.join("dst.vhd");
+    let dst = out.join(name);
     let args = |dst: &Path| -> Vec<String> {
-        [
+        let mut a = vec![
             "convert",
             p(&src),
             p(dst),
@@ -490,10 +523,12 @@ fn convert_killed_at_random_points_never_leaves_a_partial_destination() {
             "dynamic",
             "--progress",
             "json",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect()
+        ];
+        if vhdx {
+            // A VHDX's smallest blocks.
+            a.extend(["--block-size", "1M"]);
+        }
+        a.iter().map(|s| s.to_string()).collect()
     };
     let a = args(&dst);
     let a: Vec<&str> = a.iter().map(String::as_str).collect();
@@ -517,12 +552,15 @@ fn convert_killed_at_random_points_never_leaves_a_partial_destination() {
             .collect();
         for n in &names {
             assert!(
-                n == "dst.vhd" || (n.starts_with(".dst.vhd.") && n.ends_with(".vhdkit-tmp")),
+                n == name || (n.starts_with(&format!(".{name}.")) && n.ends_with(".vhdkit-tmp")),
                 "unexpected file {n}"
             );
         }
         temps_left += names.iter().filter(|n| n.ends_with(".vhdkit-tmp")).count();
-        if dst.exists() {
+        if dst.exists() && vhdx {
+            let got = qemu_vhdx_read(&dst, root.path());
+            assert_bytes_eq("a destination that exists", &got, &content);
+        } else if dst.exists() {
             assert_eq!(check_state(&dst), Ok(false));
             assert_bytes_eq(
                 "a destination that exists",
@@ -535,7 +573,13 @@ fn convert_killed_at_random_points_never_leaves_a_partial_destination() {
     }
     let mut extra = BTreeMap::new();
     extra.insert("temporary files left by a kill", temps_left);
-    report("convert", &timing, killed, finished, &extra);
+    report(
+        &format!("convert to {name}"),
+        &timing,
+        killed,
+        finished,
+        &extra,
+    );
     assert!(killed >= 1, "no kill landed mid-operation");
 }
 

@@ -7,6 +7,7 @@ use vhdkit_format::image::OutputOptions;
 use vhdkit_format::ops::{self, OpsOptions, Target};
 use vhdkit_format::DEFAULT_BLOCK_SIZE;
 
+use super::create::{logical_sector_arg, FormatArg};
 use super::runner::{self, RunArgs};
 use super::volumes::FsAware;
 use super::{align_arg, block_size_arg, CliError, OpenArgs, SourceArgs};
@@ -46,8 +47,16 @@ pub struct ConvertArgs {
     kind: ConvertType,
     /// Block size of a dynamic destination: a power of two from 4K to 256M (default
     /// 2M; qemu, libvhdi, Windows and Hyper-V read every such size; Xen's blktap only 2M).
+    /// A VHDX destination (fixed or dynamic): 1M to 256M, default 32M as Hyper-V.
     #[arg(long, value_parser = block_size_arg)]
     block_size: Option<u32>,
+    /// Container of a fixed or dynamic destination (default: by its extension:
+    /// `.vhdx`/`.avhdx` make a VHDX, anything else a VHD).
+    #[arg(long, value_enum)]
+    format: Option<FormatArg>,
+    /// Logical sector size of a VHDX destination: 512 (default) or 4096.
+    #[arg(long, value_name = "BYTES", value_parser = logical_sector_arg)]
+    logical_sector: Option<u32>,
     /// A fixed destination: leave its data area sparse instead of allocating it up front
     /// (a result that clones its source's data on XFS or btrfs is never preallocated).
     #[arg(long)]
@@ -159,8 +168,16 @@ pub struct MergeToArgs {
     kind: MergeToType,
     /// Block size of a dynamic destination: a power of two from 4K to 256M (default
     /// 2M; qemu, libvhdi, Windows and Hyper-V read every such size; Xen's blktap only 2M).
+    /// A VHDX destination (fixed or dynamic): 1M to 256M, default 32M as Hyper-V.
     #[arg(long, value_parser = block_size_arg)]
     block_size: Option<u32>,
+    /// Container of a fixed or dynamic destination (default: by its extension:
+    /// `.vhdx`/`.avhdx` make a VHDX, anything else a VHD).
+    #[arg(long, value_enum)]
+    format: Option<FormatArg>,
+    /// Logical sector size of a VHDX destination: 512 (default) or 4096.
+    #[arg(long, value_name = "BYTES", value_parser = logical_sector_arg)]
+    logical_sector: Option<u32>,
     /// A fixed destination: leave its data area sparse instead of allocating it up front
     /// (a result that clones its source's data on XFS or btrfs is never preallocated).
     #[arg(long)]
@@ -215,16 +232,45 @@ fn leaves_at(dst: &Path) -> runner::Leaves {
     }
 }
 
+/// The destination of the operations that write a new file (convert, merge-to): its
+/// container and blocks.
+struct Destination<'a> {
+    path: &'a Path,
+    target: Target,
+    format: Option<FormatArg>,
+    block: Option<u32>,
+    logical_sector: Option<u32>,
+}
+
 /// Options of the operations that write a new file (convert, merge-to).
 fn new_file_opts(
     open: &OpenArgs,
     src: &std::path::Path,
-    block: Option<u32>,
+    dst: Destination<'_>,
     verify: &VerifyArgs,
-    target: Target,
     sparse: bool,
 ) -> Result<OpsOptions, CliError> {
-    if block.is_some() && target != Target::Dynamic {
+    let Destination {
+        target,
+        block,
+        logical_sector,
+        ..
+    } = dst;
+    let format = dst.format.map(FormatArg::container);
+    let vhdx = target != Target::Raw
+        && vhdkit_format::image::ContainerFormat::choose(format, dst.path)
+            == vhdkit_format::image::ContainerFormat::Vhdx;
+    if target == Target::Raw && format.is_some() {
+        return Err(super::usage_error(
+            "--format applies to a fixed or dynamic destination (a raw image has no container)",
+        ));
+    }
+    if logical_sector.is_some() && !vhdx {
+        return Err(super::usage_error(
+            "--logical-sector applies to a VHDX destination (a VHD has 512-byte sectors)",
+        ));
+    }
+    if block.is_some() && target != Target::Dynamic && !vhdx {
         return Err(super::usage_error(
             "--block-size applies to a dynamic destination",
         ));
@@ -234,12 +280,26 @@ fn new_file_opts(
             "--sparse applies to a fixed destination",
         ));
     }
+    if let (true, Some(bs)) = (vhdx, block) {
+        if let Err(e) = vhdkit_format::image::check_vhdx_block_size(bs) {
+            return Err(super::usage_error(&format!("--block-size: {e}")));
+        }
+    }
+    let defaults = OpsOptions::default();
+    let (block_size, vhdx_block_size) = match block {
+        Some(b) if vhdx => (DEFAULT_BLOCK_SIZE, b),
+        Some(b) => (b, defaults.vhdx_block_size),
+        None => (DEFAULT_BLOCK_SIZE, defaults.vhdx_block_size),
+    };
     Ok(OpsOptions {
         open: open.options_for(src)?,
-        block_size: block.unwrap_or(DEFAULT_BLOCK_SIZE),
+        block_size,
+        vhdx_block_size,
+        logical_sector_size: logical_sector.unwrap_or(512),
+        format,
         verify: verify.verify,
         sparse,
-        ..OpsOptions::default()
+        ..defaults
     })
 }
 
@@ -249,7 +309,14 @@ pub fn convert(a: ConvertArgs) -> Result<u8, CliError> {
         ConvertType::Dynamic => Target::Dynamic,
         ConvertType::Raw => Target::Raw,
     };
-    let mut opts = new_file_opts(&a.open, &a.src, a.block_size, &a.verify, target, a.sparse)?;
+    let dst = Destination {
+        path: &a.dst,
+        target,
+        format: a.format,
+        block: a.block_size,
+        logical_sector: a.logical_sector,
+    };
+    let mut opts = new_file_opts(&a.open, &a.src, dst, &a.verify, a.sparse)?;
     opts.open = a.source.apply(opts.open);
     opts.align = a.align;
     opts.output = a.output.options();
@@ -367,7 +434,14 @@ pub fn merge_to(a: MergeToArgs) -> Result<u8, CliError> {
         MergeToType::Dynamic => Target::Dynamic,
         MergeToType::Raw => Target::Raw,
     };
-    let mut opts = new_file_opts(&a.open, &a.child, a.block_size, &a.verify, target, a.sparse)?;
+    let dst = Destination {
+        path: &a.dst,
+        target,
+        format: a.format,
+        block: a.block_size,
+        logical_sector: a.logical_sector,
+    };
+    let mut opts = new_file_opts(&a.open, &a.child, dst, &a.verify, a.sparse)?;
     opts.align = a.align;
     opts.output = a.output.options();
     let fs = fs_aware(a.fs_aware, target)?;

@@ -41,6 +41,7 @@ mod realworld;
 mod rng;
 mod run;
 mod vhd_bytes;
+mod vhdx_readers;
 
 pub use blktap::BatmapDamage;
 pub use bytes::{all_zero, assert_bytes_eq};
@@ -63,6 +64,9 @@ pub use realworld::{
 pub use rng::{Algorithm, Rng};
 pub use run::{assert_no_panic, assert_streams_eq, have, need, run_cmd, Run, Tool};
 pub use vhd_bytes::{clear_locator, move_locator_payload, restore_parent_time};
+pub use vhdx_readers::{
+    dissect_geometry, dissect_read_all, libvhdi_python_read_all, vhdx_venv_python, VHDX_VENV_ENV,
+};
 
 /// One KiB.
 pub const KIB: u64 = 1024;

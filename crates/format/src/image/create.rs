@@ -19,6 +19,7 @@ use crate::spec::{
 use super::backend::{Backend, FileBackend};
 use super::chain::Disk;
 use super::newfile::{allocate, write_new};
+use super::newvhdx::{self, ContainerFormat};
 use super::output::DEFAULT_MODE;
 use super::{DiskKind, HostDrives, OpenOptions};
 
@@ -51,6 +52,16 @@ pub struct CreateOptions {
     /// takes its parent chain's (see [`super::output::source_mode`]: the child receives
     /// the writes meant for a disk only its owner may read), any other disk 0666.
     pub mode: Option<u32>,
+    /// The container: VHD or VHDX. `None`: by the path's extension (`.vhdx` and
+    /// `.avhdx` make a VHDX, anything else a VHD; see [`ContainerFormat::for_path`]).
+    /// A VHDX's block size defaults to 32 MiB (Hyper-V's; a differencing disk's to its
+    /// parent's) and may be a power of two from 1 MiB to 256 MiB; its size may reach
+    /// 64 TiB. A differencing VHDX needs a VHDX parent, a differencing VHD a VHD parent.
+    pub format: Option<ContainerFormat>,
+    /// A VHDX's logical sector size, 512 or 4096 (`None`: 512; a differencing disk's
+    /// is its parent's). The physical sector size is 4096, as Hyper-V writes it (a
+    /// differencing disk's is its parent's). A VHD has 512-byte sectors only.
+    pub logical_sector_size: Option<u32>,
 }
 
 impl CreateOptions {
@@ -65,6 +76,8 @@ impl CreateOptions {
             read_only: false,
             sparse: false,
             mode: None,
+            format: None,
+            logical_sector_size: None,
         }
     }
 
@@ -90,6 +103,27 @@ impl CreateOptions {
         self.block_size = Some(block_size);
         self
     }
+
+    /// Sets the container (see [`CreateOptions::format`]).
+    ///
+    /// ```
+    /// use vhdkit_format::image::ContainerFormat;
+    /// use vhdkit_format::{CreateOptions, Disk, DiskKind};
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let opts = CreateOptions::new(DiskKind::Dynamic, 64 << 20).format(ContainerFormat::Vhdx);
+    /// Disk::create(dir.path().join("disk.img"), &opts).unwrap();
+    /// let bytes = std::fs::read(dir.path().join("disk.img")).unwrap();
+    /// assert_eq!(&bytes[..8], b"vhdxfile");
+    /// ```
+    pub fn format(mut self, format: ContainerFormat) -> CreateOptions {
+        self.format = Some(format);
+        self
+    }
+
+    /// The container `path` gets: [`CreateOptions::format`], else by its extension.
+    pub fn format_for(&self, path: impl AsRef<Path>) -> ContainerFormat {
+        ContainerFormat::choose(self.format, path)
+    }
 }
 
 /// The number of BAT entries a disk of `size` bytes in blocks of `block_size` needs, if
@@ -110,6 +144,20 @@ pub fn check_bat_entries(size: u64, block_size: u32) -> Result<u32> {
 /// fixed or dynamic disk, the block size, that a differencing disk has a parent and a
 /// host-drive disk a device.
 pub fn check_create_options(opts: &CreateOptions) -> Result<()> {
+    check_create_options_for(opts, opts.format.unwrap_or_default())
+}
+
+/// [`check_create_options`] for a disk of the container `format` (a VHDX has other
+/// limits: see [`CreateOptions::format`]).
+pub fn check_create_options_for(opts: &CreateOptions, format: ContainerFormat) -> Result<()> {
+    if format == ContainerFormat::Vhdx {
+        return check_vhdx_options(opts);
+    }
+    if opts.logical_sector_size.is_some_and(|l| l != 512) {
+        return Err(Error::InvalidArgument(
+            "a VHD has 512-byte sectors; a 4096-byte logical sector needs a VHDX".into(),
+        ));
+    }
     if matches!(opts.kind, DiskKind::Fixed | DiskKind::Dynamic) {
         check_create_size(opts.size)?;
     }
@@ -126,6 +174,29 @@ pub fn check_create_options(opts: &CreateOptions) -> Result<()> {
         DiskKind::Raw => Err(Error::InvalidArgument(
             "vhdkit creates VHDs, not raw images".into(),
         )),
+        _ => Ok(()),
+    }
+}
+
+/// The checks of [`check_create_options`] for a VHDX.
+fn check_vhdx_options(opts: &CreateOptions) -> Result<()> {
+    if matches!(opts.kind, DiskKind::Fixed | DiskKind::Dynamic) {
+        newvhdx::check_vhdx_size(opts.size, opts.logical_sector_size.unwrap_or(512))?;
+    }
+    if let Some(l) = opts.logical_sector_size {
+        newvhdx::check_logical_sector(l)?;
+    }
+    if let Some(bs) = opts.block_size {
+        newvhdx::check_vhdx_block_size(bs)?;
+    }
+    match opts.kind {
+        DiskKind::Differencing if opts.parent.is_none() => Err(Error::InvalidArgument(
+            "a differencing disk needs a parent".into(),
+        )),
+        DiskKind::HostDrive | DiskKind::Raw => Err(Error::InvalidArgument(format!(
+            "a VHDX is fixed, dynamic or differencing; a {} disk is a VHD",
+            opts.kind
+        ))),
         _ => Ok(()),
     }
 }
@@ -228,6 +299,13 @@ fn create_file(path: &Path, opts: &CreateOptions) -> Result<Created> {
     if path.symlink_metadata().is_ok() {
         return Err(Error::AlreadyExists {
             path: path.to_owned(),
+        });
+    }
+    if opts.format_for(path) == ContainerFormat::Vhdx {
+        check_create_options_for(opts, ContainerFormat::Vhdx)?;
+        return Ok(match newvhdx::create_vhdx(path, opts)? {
+            Some(parent) => Created::Differencing { parent },
+            None => Created::Plain,
         });
     }
     match opts.kind {
@@ -336,6 +414,15 @@ impl ParentLink {
     /// check it is a fixed, dynamic or differencing VHD.
     pub(crate) fn resolve(child: &Path, parent: &Path) -> Result<ParentLink> {
         let (child_dir, parent_abs) = ParentLink::locate(child, parent)?;
+        if newvhdx::is_vhdx_file(&parent_abs) {
+            return Err(Error::WrongDiskType {
+                path: parent_abs,
+                found: "a VHDX".into(),
+                expected: "a VHD child needs a VHD parent (Hyper-V never mixes VHD and VHDX \
+                           in one chain); name the child .avhdx to create a VHDX"
+                    .into(),
+            });
+        }
         // Host drives are not followed (only a host-drive stub gives `NotAllowed` here),
         // and a host-drive stub cannot be a parent anyway.
         let disk = match Disk::open_with(&parent_abs, &OpenOptions::new()) {
@@ -361,7 +448,7 @@ impl ParentLink {
 
     /// The child's canonical folder and the parent's canonical path: `parent` relative
     /// to the child's folder first, then to the current one.
-    fn locate(child: &Path, parent: &Path) -> Result<(PathBuf, PathBuf)> {
+    pub(crate) fn locate(child: &Path, parent: &Path) -> Result<(PathBuf, PathBuf)> {
         let child_dir = child
             .parent()
             .filter(|d| !d.as_os_str().is_empty())
@@ -396,8 +483,27 @@ impl ParentLink {
         let mtime = std::fs::metadata(&parent_abs)
             .and_then(|m| m.modified())
             .map_err(|e| Error::file(&parent_abs, "reading the modification time", e))?;
+        let (name, absolute, relative) = ParentLink::paths(child_dir, &parent_abs);
+        Ok(ParentLink {
+            path: parent_abs.clone(),
+            size: disk.virtual_size(),
+            block_size: disk.top().header().map(|h| h.block_size),
+            unique_id: disk.top().footer().unique_id,
+            timestamp: VhdTime::from_system_time(mtime),
+            name,
+            absolute,
+            relative,
+            mode: super::output::source_mode(disk),
+        })
+    }
+}
+
+impl ParentLink {
+    /// The parent's file name, absolute path and path relative to `child_dir` (in
+    /// Windows form, `.\name` or `..\…`), as a child's locators record them.
+    pub(crate) fn paths(child_dir: &Path, parent_abs: &Path) -> (String, String, String) {
         let rel =
-            pathdiff::diff_paths(&parent_abs, child_dir).unwrap_or_else(|| parent_abs.clone());
+            pathdiff::diff_paths(parent_abs, child_dir).unwrap_or_else(|| parent_abs.to_owned());
         let rel = rel.to_string_lossy().replace('/', "\\");
         let relative = if rel.starts_with("..") {
             rel
@@ -408,17 +514,7 @@ impl ParentLink {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        Ok(ParentLink {
-            path: parent_abs.clone(),
-            size: disk.virtual_size(),
-            block_size: disk.top().header().map(|h| h.block_size),
-            unique_id: disk.top().footer().unique_id,
-            timestamp: VhdTime::from_system_time(mtime),
-            name,
-            absolute: parent_abs.to_string_lossy().into_owned(),
-            relative,
-            mode: super::output::source_mode(disk),
-        })
+        (name, parent_abs.to_string_lossy().into_owned(), relative)
     }
 }
 

@@ -24,6 +24,7 @@ pub mod hostdrive;
 // the one module with unsafe: maps files, clones extents; see its SAFETY comments
 mod map_clone;
 pub(crate) mod newfile;
+pub(crate) mod newvhdx;
 pub(crate) mod open;
 mod options;
 pub mod output;
@@ -40,10 +41,16 @@ pub use crate::spec::layout::DATA_ALIGNMENT;
 pub use backend::MemBackend;
 pub use backend::{Backend, FileBackend};
 pub use chain::{Disk, Extent};
-pub use create::{check_create_options, check_create_size, CreateOptions};
+pub use create::{
+    check_create_options, check_create_options_for, check_create_size, CreateOptions,
+};
 pub use file::{FooterSource, LayerExtent, VhdFile};
 pub(crate) use newfile::sync_dir;
 pub use newfile::NewFile;
+pub use newvhdx::{
+    check_logical_sector, check_vhdx_block_size, check_vhdx_size, ContainerFormat,
+    DEFAULT_VHDX_BLOCK_SIZE, MIN_VHDX_SIZE,
+};
 pub use output::{source_mode, OutputOptions};
 pub use parents::{
     find_children, parent_candidates, FoundBy, FsResolver, ParentCandidate, ParentResolver,

@@ -1,5 +1,8 @@
 //! Convert (and merge-to): the source's virtual content — any disk, a whole chain
-//! flattened, a host drive or a raw image — into a new fixed, dynamic or raw file. With
+//! flattened, a host drive or a raw image — into a new fixed, dynamic or raw file; a
+//! fixed or dynamic one is a VHD or a VHDX ([`OpsOptions::format`], else the
+//! destination's extension), placed by the same `Placement` and written by the same
+//! writer, the VHDX's metadata from `vhdx::layout` written last. With
 //! [`OpsOptions::align`] the content is the source padded with zeros to the next
 //! multiple of the alignment. Where each block goes and how long the file ends up is
 //! `Placement`'s, which [`super::measure()`] runs without writing.
@@ -31,7 +34,7 @@ use vhdkit_task::{Phase, Progress};
 use crate::error::{Error, Result};
 use crate::image::backend::{Backend, FileBackend};
 use crate::image::output::{self, Existing};
-use crate::image::NewFile;
+use crate::image::{ContainerFormat, NewFile};
 use crate::image::{Disk, OpenOptions};
 use crate::spec::SECTOR_SIZE;
 
@@ -47,6 +50,21 @@ use super::{OpsOptions, PhaseClock, Report, Target};
 /// block size and size are valid. Returns the virtual size of the result: the source's,
 /// rounded up to [`OpsOptions::align`] when asked (the padding reads as zeros).
 pub(crate) fn check_target(disk: &Disk, target: Target, opts: &OpsOptions) -> Result<u64> {
+    check_target_as(disk, target, ContainerFormat::Vhd, opts)
+}
+
+/// [`check_target`] for a result in the container `format`: a VHDX takes sizes to
+/// 64 TiB that are a multiple of its logical sector, blocks of 1 to 256 MiB, and no
+/// verification yet (reading a VHDX back needs the VHDX container).
+pub(crate) fn check_target_as(
+    disk: &Disk,
+    target: Target,
+    format: ContainerFormat,
+    opts: &OpsOptions,
+) -> Result<u64> {
+    if format == ContainerFormat::Vhdx && target != Target::Raw {
+        return check_vhdx_target(disk, target, opts);
+    }
     let source = disk.virtual_size();
     let path = disk.top().path().display();
     if source == 0 {
@@ -78,6 +96,55 @@ pub(crate) fn check_target(disk: &Disk, target: Target, opts: &OpsOptions) -> Re
         }
     }
     Ok(size)
+}
+
+/// The checks of [`check_target_as`] for a VHDX result.
+fn check_vhdx_target(disk: &Disk, target: Target, opts: &OpsOptions) -> Result<u64> {
+    let path = disk.top().path().display();
+    let source = disk.virtual_size();
+    if source == 0 {
+        return Err(Error::InvalidArgument(format!(
+            "{path}: the source is empty (0 bytes): there is no disk to convert"
+        )));
+    }
+    let size = aligned_size(source, opts.align)?;
+    let logical = opts.logical_sector_size;
+    crate::image::check_logical_sector(logical)?;
+    if !size.is_multiple_of(u64::from(logical)) {
+        return Err(Error::InvalidArgument(format!(
+            "{path}: size {size} is not a whole number of {logical}-byte logical sectors \
+             (--align {logical} rounds it up)"
+        )));
+    }
+    if size > crate::vhdx::MAX_VIRTUAL_SIZE {
+        return Err(Error::SizeTooLarge {
+            size,
+            detail: "a VHDX holds at most 64 TiB".into(),
+        });
+    }
+    crate::image::check_vhdx_block_size(opts.vhdx_block_size)?;
+    if target == Target::Fixed && opts.unused_ranges.is_some() {
+        return Err(Error::InvalidArgument(format!(
+            "{path}: leaving out unused ranges applies to dynamic and raw results; a fixed \
+             disk stores every byte"
+        )));
+    }
+    Ok(size)
+}
+
+/// The placement of a `target` result of `size` bytes in the container `format`.
+pub(crate) fn placement_for(
+    target: Target,
+    format: Option<ContainerFormat>,
+    size: u64,
+    opts: &OpsOptions,
+) -> Result<Placement> {
+    match format {
+        Some(ContainerFormat::Vhdx) => {
+            Placement::vhdx(target, size, opts.vhdx_block_size, opts.logical_sector_size)
+        }
+        _ => Placement::new(target, size, opts.block_size),
+    }
 }
 
 /// Checks, before any work, what stands at the destination `dst` of a conversion of
@@ -160,7 +227,11 @@ pub fn convert_disk(
 ) -> Result<Report> {
     let dst = dst.as_ref();
     let start = Instant::now();
-    let size = check_target(disk, target, opts)?;
+    let format = opts.format_for(dst, target);
+    let size = check_target_as(disk, target, format.unwrap_or_default(), opts)?;
+    // Where each block goes and how long the file ends up: the same arithmetic
+    // `measure` runs without writing.
+    let placement = placement_for(target, format, size, opts)?;
     // The unused ranges, when asked (a scan of the source, which is only read).
     let mut clock = PhaseClock::start();
     let unused = unused::resolve(opts.unused_ranges.as_ref(), disk, progress)?;
@@ -186,16 +257,17 @@ pub fn convert_disk(
     let device = new.device();
     let offload = offload_device(out.file()).filter(|_| device.is_none());
     let allocate_late = allocate && offload.is_some();
+    let fixed_len = match placement.vhdx_state() {
+        Some(_) => placement.file_len(),
+        None => size + FOOTER_SIZE,
+    };
     let allocate_fixed = || {
-        crate::image::newfile::allocate(out.file(), size + FOOTER_SIZE)
+        crate::image::newfile::allocate(out.file(), fixed_len)
             .map_err(|e| Error::file(dst, "allocating the fixed disk", e))
     };
     if allocate && !allocate_late {
         allocate_fixed()?;
     }
-    // Where each block goes and how long the file ends up: the same arithmetic
-    // `measure` runs without writing.
-    let placement = Placement::new(target, size, opts.block_size)?;
     let unit = placement.unit();
     let blocks = placement.blocks();
     let mut report = Report {

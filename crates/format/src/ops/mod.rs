@@ -35,7 +35,7 @@ use std::time::Duration;
 use vhdkit_task::{Progress, TaskBuilder};
 
 use crate::error::{Error, Result};
-use crate::image::{CreateOptions, Disk, DiskKind, OpenOptions, OutputOptions};
+use crate::image::{ContainerFormat, CreateOptions, Disk, DiskKind, OpenOptions, OutputOptions};
 
 pub use measure::{measure, measure_task, Measure, MeasureTask};
 pub use resize::{ResizeFacts, ResizeOptions};
@@ -135,6 +135,24 @@ pub struct OpsOptions {
     /// replace atomically; a device, which takes a raw result in place) and the new
     /// file's permission bits (by default the source's). See [`OutputOptions`].
     pub output: OutputOptions,
+    /// Convert and merge-to: the container of a fixed or dynamic result, VHD or VHDX.
+    /// `None`: by the destination's extension (`.vhdx` and `.avhdx` make a VHDX,
+    /// anything else a VHD; see [`ContainerFormat::for_path`]). A raw result has none.
+    pub format: Option<ContainerFormat>,
+    /// Block size of a dynamic (or fixed) VHDX result: a power of two from 1 MiB to
+    /// 256 MiB. Default 32 MiB, Hyper-V's. ([`block_size`](Self::block_size) is a VHD's.)
+    pub vhdx_block_size: u32,
+    /// Logical sector size of a VHDX result: 512 (default) or 4096 (the virtual size must
+    /// then be a multiple of 4096: [`align`](Self::align) can make it one).
+    pub logical_sector_size: u32,
+}
+
+impl OpsOptions {
+    /// The container a fixed or dynamic result at `dst` gets (`None` for a raw one):
+    /// [`format`](Self::format), else by `dst`'s extension.
+    pub fn format_for(&self, dst: impl AsRef<Path>, target: Target) -> Option<ContainerFormat> {
+        (target != Target::Raw).then(|| ContainerFormat::choose(self.format, dst))
+    }
 }
 
 /// Chunks' worth of blocks that compact moves, and merge writes, per batch: each batch
@@ -161,6 +179,9 @@ impl Default for OpsOptions {
             unused_ranges: None,
             dry_run: false,
             output: OutputOptions::default(),
+            format: None,
+            vhdx_block_size: crate::image::DEFAULT_VHDX_BLOCK_SIZE,
+            logical_sector_size: 512,
         }
     }
 }
@@ -481,7 +502,7 @@ pub fn resize_prepared_task(prepared: resize::Prepared, opts: &OpsOptions) -> Op
 pub fn create_task(path: impl AsRef<Path>, opts: &CreateOptions) -> Result<OpTask> {
     let path = path.as_ref();
     require_absent(path)?;
-    crate::image::create::check_create_options(opts)?;
+    crate::image::create::check_create_options_for(opts, opts.format_for(path))?;
     let (p, o) = (path.to_owned(), opts.clone());
     Ok(spawn(
         format!("Creating {} disk {}", opts.kind, path.display()),

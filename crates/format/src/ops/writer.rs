@@ -18,6 +18,7 @@ use std::path::Path;
 
 use crate::error::{Error, Result};
 use crate::image::backend::{Backend, FileBackend};
+use crate::image::newvhdx::write_metadata;
 use crate::image::output;
 use crate::image::{Disk, Extent};
 use crate::spec::{DiskType, Footer};
@@ -203,7 +204,7 @@ impl<'a> Writer<'a> {
         };
         self.next_unit = c.index + 1;
         let placed = self.placement.place(c.index, self.path)?;
-        let flat = placed.bitmap.is_none();
+        let flat = placed.flat;
         if let Some(bitmap_at) = placed.bitmap {
             // Bitmap: fully set, as every real writer of dynamic disks does.
             let bitmap = vec![0xFFu8; (placed.data - bitmap_at) as usize];
@@ -380,6 +381,16 @@ impl<'a> Writer<'a> {
         self.zero_units_before(units)?;
         let p = &self.placement;
         let end = p.footer_at();
+        if let Some(v) = p.vhdx_state() {
+            // A VHDX: its length, then everything outside the payload (identifier,
+            // headers, region tables, metadata, the BAT of the blocks placed).
+            let metadata = v.layout.metadata(uuid::Uuid::new_v4(), None);
+            return self
+                .out
+                .set_len(end)
+                .and_then(|_| write_metadata(self.out, &v.layout, &metadata, Some(&v.bat)))
+                .map_err(self.io("writing the VHDX metadata", 0));
+        }
         match (p.dynamic_metadata(), p.target()) {
             // A device keeps its size; bytes past the result are left as they are.
             (_, Target::Raw) if self.device.is_some() => Ok(()),
