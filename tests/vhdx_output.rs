@@ -538,7 +538,9 @@ fn vhd_chains_flatten_into_vhdx_by_convert_and_merge_to() {
         let doc: serde_json::Value = serde_json::from_slice(&r.stdout).expect("convert's JSON");
         assert_eq!(doc["verified"], true, "{ty}: {doc}");
         assert_eq!(
-            std::fs::read(&nv).map(|b| b[..8].to_vec()).expect("the result"),
+            std::fs::read(&nv)
+                .map(|b| b[..8].to_vec())
+                .expect("the result"),
             b"vhdxfile"
         );
     }

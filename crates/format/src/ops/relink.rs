@@ -67,7 +67,10 @@ pub fn set_parent(
     refuse_loop(child, alone.footer().unique_id, parent)?;
     drop(alone);
     let mut file = VhdFile::open(child, &OpenOptions::new().writable(true))?;
-    let link = ParentLink::resolve(child, parent)?;
+    let link = match file.is_vhdx() {
+        true => ParentLink::resolve_vhdx(child, parent)?,
+        false => ParentLink::resolve(child, parent)?,
+    };
     relink(&mut file, &link, ignore_parent_id)
 }
 
@@ -192,14 +195,6 @@ pub(crate) fn relink(
     }
     // The parent's own chain must not lead back to the child.
     let chain = Disk::open_with(&parent, &OpenOptions::new())?;
-    if chain.top().is_vhdx() {
-        return Err(Error::WrongDiskType {
-            path: parent,
-            found: "a VHDX file".into(),
-            expected: "a VHD child's parent must be a VHD (Hyper-V mixes no containers in a chain)"
-                .into(),
-        });
-    }
     if chain
         .layers()
         .iter()
