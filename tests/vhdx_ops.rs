@@ -266,7 +266,9 @@ fn set_parent_of_a_checkpoint_refuses_another_disk_unless_forced_and_a_vhd() {
 
 /// `vhdkit compact --json` of `disk`.
 fn compact_json(disk: &Path) -> serde_json::Value {
-    vhdkit(["compact", p(disk), "--json"]).json()
+    let r = vhdkit(["compact", p(disk), "--json", "--verify"]).json();
+    assert_eq!(r["verified"], true, "{r}");
+    r
 }
 
 #[test]

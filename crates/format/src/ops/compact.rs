@@ -558,7 +558,7 @@ fn block_crcs(
 
 /// CRC32 of the virtual range of each block as the whole chain reads it (the disk's
 /// view), in parallel a chunk at a time, like [`block_crcs`].
-fn view_crcs(
+pub(super) fn view_crcs(
     disk: &Disk,
     blocks: &[u64],
     block_size: u64,

@@ -17,7 +17,7 @@ use vhdkit_task::{Phase, Progress};
 use crate::error::{Error, Result};
 use crate::image::{Disk, DiskKind, VhdFile};
 
-use super::compact::{classify, Found};
+use super::compact::{classify, view_crcs, Found};
 use super::{OpsOptions, PhaseClock, Report};
 
 /// Refuses what cannot be compacted among VHDX files: fixed files (leave blocks
@@ -97,11 +97,40 @@ pub(crate) fn run(disk: Disk, opts: &OpsOptions, progress: &Progress) -> Result<
         report.elapsed = start.elapsed();
         return Ok(report);
     }
+    // With --verify: the view of every released block (through the chain when it is
+    // open; an empty-bitmap block of a differencing file opened alone stored nothing),
+    // before and after.
+    let checked: Vec<u64> = match differencing && disk.layers().len() < 2 {
+        true => same.clone(),
+        false => release.clone(),
+    };
+    let before = match opts.verify {
+        true => Some(view_crcs(
+            &disk, &checked, block_size, per_chunk, progress, false,
+        )?),
+        false => None,
+    };
     progress.check_cancelled()?;
     progress.set_phase(Phase::Move, 0, 0);
     f.vhdx_release_blocks(&release)?;
     report.file_size_after = f.vhdx_shorten()?;
     clock.lap(&mut report, "release");
+    if let Some(before) = before {
+        let after = view_crcs(&disk, &checked, block_size, per_chunk, progress, false)?;
+        if let Some(i) = (0..checked.len()).find(|&i| before[i] != after[i]) {
+            return Err(Error::Corrupt {
+                path: f.path().to_owned(),
+                structure: "block",
+                offset: checked[i] * block_size,
+                detail: format!(
+                    "verification failed: released block {} reads with a different CRC32",
+                    checked[i]
+                ),
+            });
+        }
+        report.verified = true;
+        clock.lap(&mut report, "verify");
+    }
     report.elapsed = start.elapsed();
     Ok(report)
 }
