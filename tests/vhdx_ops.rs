@@ -231,15 +231,9 @@ fn set_parent_of_a_checkpoint_refuses_another_disk_unless_forced_and_a_vhd() {
     let before = fs::read(child).unwrap();
     // Another VHDX of the same size: another data write GUID.
     let other = dir.path().join("other.vhdx");
-    let (_, _) = chain(
-        &{
-            let d = dir.path().join("o");
-            fs::create_dir(&d).unwrap();
-            d
-        },
-        &["other.vhdx"],
-    );
-    fs::rename(dir.path().join("o").join("other.vhdx"), &other).unwrap();
+    let mut n = NewVhdx::new(DiskType::Dynamic, SIZE);
+    n.block_size = 2 * MIB as u32;
+    build(&other, &n, None, &level_blocks(0));
     let line = assert_failed_one_line(&vhdkit(["set-parent", p(child), p(&other)]));
     assert!(line.to_lowercase().contains("id"), "{line}");
     // A VHD parent under a VHDX child: refused whatever the flags.
@@ -455,4 +449,26 @@ fn resize_past_the_bat_region_of_a_vhdx_is_refused_clearly() {
     let line = assert_failed_one_line(&vhdkit(["resize", p(&disk), "--size", "200G"]));
     assert!(line.contains("BAT region"), "{line}");
     assert_eq!(fs::read(&disk).unwrap(), before);
+}
+
+#[test]
+fn set_parent_search_finds_a_moved_vhdx_parent_by_its_data_write_guid() {
+    let dir = tempdir();
+    let (files, want) = chain(dir.path(), &["disk.vhdx", "disk_A1B2.avhdx"]);
+    let (base, child) = (&files[0], &files[1]);
+    let store = dir.path().join("store");
+    fs::create_dir_all(store.join("deep")).unwrap();
+    let moved = store.join("deep").join("base-copy.vhdx");
+    fs::rename(base, &moved).unwrap();
+    // A VHD beside it is not a candidate for a VHDX child.
+    create(
+        &store.join("decoy.vhd"),
+        &["--type", "dynamic", "--size", "20M"],
+    );
+    vhdkit(["set-parent", p(child), "--search", p(&store)]).ok();
+    assert!(read_all(child) == want);
+    assert_eq!(
+        locator(child, "relative_path").as_deref(),
+        Some(r".\store\deep\base-copy.vhdx")
+    );
 }
