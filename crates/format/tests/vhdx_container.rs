@@ -591,3 +591,26 @@ fn absolute_locator_paths_outside_the_child_folder_need_permission() {
         );
     }
 }
+
+#[test]
+fn read_only_open_of_a_log_that_only_grows_the_file_reads_zeros_past_its_end() {
+    let dir = tempdir();
+    let path = dir.path().join("cut.vhdx");
+    vhdx_build::file_cut_with_growing_log(&path);
+    let before = fs::read(&path).unwrap();
+    let disk = Disk::open_with(&path, &OpenOptions::new()).unwrap();
+    let mut buf = vec![0xAAu8; 2 * MIB as usize];
+    disk.read_at(&mut buf, 2 * MIB).unwrap();
+    assert!(buf.iter().all(|&x| x == 0), "block 3 reads zeros");
+    drop(disk);
+    assert_eq!(
+        fs::read(&path).unwrap(),
+        before,
+        "a read-only open writes nothing"
+    );
+    // Opened for writing, the replay grows the file: the same zeros.
+    let disk = Disk::open_with(&path, &OpenOptions::new().writable(true)).unwrap();
+    let mut buf = vec![0xAAu8; MIB as usize];
+    disk.read_at(&mut buf, 3 * MIB).unwrap();
+    assert!(buf.iter().all(|&x| x == 0));
+}

@@ -438,6 +438,23 @@ impl ParentLink {
         ParentLink::of_disk(&child_dir, parent_abs, &disk)
     }
 
+    /// The link from a VHDX child (set-parent of a checkpoint) to `parent`, found as
+    /// [`ParentLink::resolve`] finds it, which must be a VHDX file.
+    pub(crate) fn resolve_vhdx(child: &Path, parent: &Path) -> Result<ParentLink> {
+        let (child_dir, parent_abs) = ParentLink::locate(child, parent)?;
+        if !newvhdx::is_vhdx_file(&parent_abs) {
+            return Err(Error::WrongDiskType {
+                path: parent_abs,
+                found: "not a VHDX file".into(),
+                expected: "a VHDX child needs a VHDX parent (Hyper-V never mixes VHD and \
+                           VHDX in one chain)"
+                    .into(),
+            });
+        }
+        let disk = Disk::open_with(&parent_abs, &OpenOptions::new())?;
+        ParentLink::of_disk(&child_dir, parent_abs, &disk)
+    }
+
     /// The link from `child` to `parent` (as [`ParentLink::resolve`] finds it), taken
     /// from `disk`, the parent's chain the caller has open already (merge --into: the
     /// ancestor it wrote into), instead of opening it again.

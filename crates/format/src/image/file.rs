@@ -257,18 +257,47 @@ impl VhdFile {
         self.vhdx().map(Vhdx::info)
     }
 
-    /// Refuses `what` (an in-place operation that is VHD-only for now: compact,
-    /// set-parent) on a VHDX file, clearly, before anything is written.
-    pub(crate) fn refuse_vhdx(&self, what: &str) -> Result<()> {
-        if self.is_vhdx() {
-            return Err(Error::Unsupported {
-                path: self.core.path.clone(),
-                detail: format!(
-                    "{what} of a VHDX file is not yet supported (convert it to a VHD first)"
-                ),
-            });
+    /// A VHDX file's data write GUID as it is now (it changes on the first data write
+    /// since opening); `None` for other files.
+    pub(crate) fn vhdx_data_write_guid(&self) -> Option<uuid::Uuid> {
+        self.vhdx().map(super::vhdx::Vhdx::data_write_guid)
+    }
+
+    /// Makes `guid` the data write GUID this VHDX file's first data write gives it.
+    pub(crate) fn vhdx_plan_data_write_guid(&self, guid: uuid::Uuid) -> Result<()> {
+        match self.vhdx() {
+            Some(v) => v.plan_data_write_guid(&self.core, guid),
+            None => Ok(()),
         }
-        Ok(())
+    }
+
+    /// Replaces this differencing VHDX file's parent locator, through its log.
+    pub(crate) fn vhdx_rewrite_parent_locator(
+        &self,
+        loc: &crate::vhdx::ParentLocator,
+    ) -> Result<()> {
+        let v = self.vhdx().ok_or_else(|| Error::WrongDiskType {
+            path: self.core.path.clone(),
+            found: self.kind().to_string(),
+            expected: "a differencing VHDX file".into(),
+        })?;
+        v.rewrite_parent_locator(&self.core, loc)
+    }
+
+    /// Releases stored blocks of this VHDX file (compact), through its log.
+    pub(crate) fn vhdx_release_blocks(&self, blocks: &[u64]) -> Result<()> {
+        match self.vhdx() {
+            Some(v) => v.release_blocks(&self.core, blocks),
+            None => Ok(()),
+        }
+    }
+
+    /// Closes this VHDX file's log and cuts it after what it holds; its new length.
+    pub(crate) fn vhdx_shorten(&self) -> Result<u64> {
+        match self.vhdx() {
+            Some(v) => v.shorten(&self.core),
+            None => Ok(self.file_len()),
+        }
     }
 
     /// Whether the file is a VHDX file (`info` names the container).

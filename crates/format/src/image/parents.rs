@@ -282,11 +282,12 @@ pub fn find_children(
         }
         seen_dirs.push(canon_dir);
         for p in entries.filter_map(|e| e.ok().map(|e| dir.join(e.file_name()))) {
-            let is_vhd = p
-                .extension()
-                .and_then(|x| x.to_str())
-                .is_some_and(|x| x.eq_ignore_ascii_case("vhd") || x.eq_ignore_ascii_case("avhd"));
-            if !is_vhd || recorded_parent_id(&p) != Some(unique_id) {
+            let is_vhd = p.extension().and_then(|x| x.to_str()).is_some_and(|x| {
+                ["vhd", "avhd", "vhdx", "avhdx"]
+                    .iter()
+                    .any(|e| x.eq_ignore_ascii_case(e))
+            });
+            if !is_vhd || !recorded_parent_ids(&p).contains(&unique_id) {
                 continue;
             }
             let canon = canonical(&p);
@@ -300,17 +301,49 @@ pub fn find_children(
     Ok(out)
 }
 
-/// The parent unique id a differencing VHD at `path` records, read from its footer and
-/// dynamic header without a lock (checksums not required: a child is never missed for
-/// a damaged checksum). `None` for anything else.
-fn recorded_parent_id(path: &Path) -> Option<uuid::Uuid> {
+/// The parent unique ids a differencing disk at `path` records: a VHD's, read from its
+/// footer and dynamic header without a lock (checksums not required: a child is never
+/// missed for a damaged checksum); a VHDX file's `parent_linkage` and
+/// `parent_linkage2`, its log replayed in memory. Empty for anything else.
+fn recorded_parent_ids(path: &Path) -> Vec<uuid::Uuid> {
     use super::backend::{Backend, FileBackend};
-    use crate::spec::{DiskType, DynamicHeader, HEADER_SIZE};
-    let file = super::open::open_unlocked(path, super::open::Accept::Regular).ok()?;
+    let Ok(file) = super::open::open_unlocked(path, super::open::Accept::Regular) else {
+        return Vec::new();
+    };
     let b = FileBackend::new(file);
-    let len = b.len().ok()?;
+    let Ok(len) = b.len() else {
+        return Vec::new();
+    };
+    let mut prefix = [0u8; 8];
+    if b.read_exact_at(&mut prefix, 0).is_ok() && crate::vhdx::parse::is_vhdx(&prefix) {
+        let Ok((_, v)) =
+            super::vhdx::open_vhdx(path, std::sync::Arc::new(b), len, &OpenOptions::new())
+        else {
+            return Vec::new();
+        };
+        return v
+            .parent_locator()
+            .map(|l| {
+                [l.parent_linkage(), l.parent_linkage2()]
+                    .into_iter()
+                    .flatten()
+                    .collect()
+            })
+            .unwrap_or_default();
+    }
+    recorded_parent_id(path, &b, len).into_iter().collect()
+}
+
+/// The parent unique id a differencing VHD records (see [`recorded_parent_ids`]).
+fn recorded_parent_id(
+    path: &Path,
+    b: &super::backend::FileBackend,
+    len: u64,
+) -> Option<uuid::Uuid> {
+    use super::backend::Backend;
+    use crate::spec::{DiskType, DynamicHeader, HEADER_SIZE};
     let (footer, _, _) =
-        super::footer::read_footer(path, &b, len, &OpenOptions::new(), &mut Vec::new()).ok()?;
+        super::footer::read_footer(path, b, len, &OpenOptions::new(), &mut Vec::new()).ok()?;
     if footer.disk_type != DiskType::Differencing {
         return None;
     }

@@ -63,7 +63,9 @@ pub fn check_compactable(disk: &Disk) -> Result<()> {
 }
 
 fn check_compactable_file(top: &VhdFile) -> Result<()> {
-    top.refuse_vhdx("compacting")?;
+    if top.is_vhdx() {
+        return Ok(());
+    }
     if !top.footer().disk_type.is_sparse() || top.header().is_none() {
         return Err(Error::WrongDiskType {
             path: top.path().to_owned(),
@@ -94,6 +96,9 @@ pub fn open(path: impl AsRef<Path>, opts: &OpsOptions) -> Result<Disk> {
     let open = opts.open.clone().writable(!opts.dry_run);
     let top = VhdFile::open(path, &open)?;
     check_compactable_file(&top)?;
+    if top.is_vhdx() {
+        super::compact_vhdx::check(&top, opts)?;
+    }
     if opts.unused_ranges.is_some() && !opts.dry_run {
         let mut dependents = super::dependents::Dependents::new(opts);
         let effect = super::dependents::Effect::FreeSpace;
@@ -119,6 +124,9 @@ pub fn compact(path: impl AsRef<Path>, opts: &OpsOptions, progress: &Progress) -
 /// Compacts a disk [`open`] opened.
 pub fn run(disk: Disk, opts: &OpsOptions, progress: &Progress) -> Result<Report> {
     let start = Instant::now();
+    if disk.top().is_vhdx() {
+        return super::compact_vhdx::run(disk, opts, progress);
+    }
     let path = disk.top().path().to_owned();
     let path = path.as_path();
     check_compactable(&disk)?;
@@ -397,7 +405,7 @@ fn not_sparse(f: &VhdFile) -> Error {
 
 /// What the scan found of a block.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Found {
+pub(super) enum Found {
     /// It holds data: it stays.
     Keep,
     /// It carries nothing: an empty bitmap, or (dynamic disks) only zeros in its marked
@@ -430,7 +438,7 @@ const COMPARE_STEP: u64 = 1 << 20;
 /// view of them. A block that only `unused` makes releasable — each stored byte is
 /// either unused or what the block would read as without it (zero, or the parent's) —
 /// is [`Found::FreeOrZero`].
-fn classify(
+pub(super) fn classify(
     disk: &Disk,
     block: u64,
     block_size: u64,
@@ -550,7 +558,7 @@ fn block_crcs(
 
 /// CRC32 of the virtual range of each block as the whole chain reads it (the disk's
 /// view), in parallel a chunk at a time, like [`block_crcs`].
-fn view_crcs(
+pub(super) fn view_crcs(
     disk: &Disk,
     blocks: &[u64],
     block_size: u64,

@@ -44,7 +44,6 @@ pub fn precheck(child: impl AsRef<Path>, opts: &OpsOptions) -> Result<PathBuf> {
 /// The checks of a merge on the chain it opened: a differencing disk, a parent the
 /// child may write into without the user naming it, not smaller than the child.
 fn check_chain(child: &Path, disk: &Disk) -> Result<()> {
-    disk.top().refuse_vhdx("merging")?;
     if disk.kind() != DiskKind::Differencing {
         return Err(Error::WrongDiskType {
             path: child.to_owned(),
@@ -159,11 +158,16 @@ pub fn run(files: MergeFiles, opts: &OpsOptions, progress: &Progress) -> Result<
         parent,
     } = files;
     let child = child_path.as_path();
-    let block_size = child_file
-        .block_size()
-        .expect("differencing disks have blocks");
-    let bat = child_file.bat().expect("differencing disks have a BAT");
-    let blocks: Vec<u64> = bat.allocated().map(|(i, _)| i).collect();
+    let (block_size, blocks) = match child_file.vhdx() {
+        Some(v) => (v.block_size(), v.merge_blocks()),
+        None => {
+            let bat = child_file.bat().expect("differencing disks have a BAT");
+            let block_size = child_file
+                .block_size()
+                .expect("differencing disks have blocks");
+            (block_size, bat.allocated().map(|(i, _)| i).collect())
+        }
+    };
     let file_size_before = parent.top().file_len();
     let mut report = Report {
         operation: super::Operation::Merge,
@@ -185,6 +189,11 @@ pub fn run(files: MergeFiles, opts: &OpsOptions, progress: &Progress) -> Result<
         .saturating_mul(super::IN_PLACE_ROUND_CHUNKS)
         / block_size)
         .max(1) as usize;
+    // A VHDX child accepts the parent's next data write GUID before it is written.
+    progress.check_cancelled()?;
+    if !blocks.is_empty() {
+        super::vhdx_link::stage(&child_file, parent.top())?;
+    }
     for chunk in blocks.chunks(per_chunk) {
         progress.check_cancelled()?;
         // Compose the child's runs of marked sectors in parallel…
@@ -208,17 +217,25 @@ pub fn run(files: MergeFiles, opts: &OpsOptions, progress: &Progress) -> Result<
     parent.flush()?;
     clock.lap(&mut report, "flush");
     report.file_size_after = parent.top().file_len();
+    let parent_guid = parent.top().vhdx_data_write_guid();
     drop(parent);
-    // The parent changed: record its new modification time in the child.
-    let mtime = std::fs::metadata(&parent_path)
-        .and_then(|m| m.modified())
-        .map_err(|e| Error::file(&parent_path, "reading the modification time", e))?;
-    let mut header = child_file
-        .header()
-        .cloned()
-        .expect("differencing disks have a header");
-    header.parent_timestamp = VhdTime::from_system_time(mtime);
-    child_file.rewrite_header(header)?;
+    if let Some(guid) = parent_guid {
+        // A VHDX child names the parent's data write GUID as it is now.
+        if !opts.delete_child {
+            super::vhdx_link::settle(&child_file, guid)?;
+        }
+    } else {
+        // The parent changed: record its new modification time in the child.
+        let mtime = std::fs::metadata(&parent_path)
+            .and_then(|m| m.modified())
+            .map_err(|e| Error::file(&parent_path, "reading the modification time", e))?;
+        let mut header = child_file
+            .header()
+            .cloned()
+            .expect("differencing disks have a header");
+        header.parent_timestamp = VhdTime::from_system_time(mtime);
+        child_file.rewrite_header(header)?;
+    }
     drop(child_file);
     if opts.delete_child {
         std::fs::remove_file(child)
@@ -258,6 +275,10 @@ fn child_runs(child: &VhdFile, b: u64, block_size: u64) -> Result<Vec<(u64, RunD
     let mut out = Vec::new();
     let mut pos = start;
     for e in child.extents(start, len)? {
+        // A VHDX child's zero blocks read zeros over the parent: the parent takes them.
+        if let (LayerExtent::Zero { len }, true) = (e, child.is_vhdx()) {
+            out.push((pos, RunData::Owned(vec![0u8; len as usize])));
+        }
         if let LayerExtent::Data { file_offset, len } = e {
             let data = match child.map_data(file_offset, len) {
                 Some(w) => RunData::Mapped(w?),

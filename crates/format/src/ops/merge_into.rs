@@ -90,7 +90,8 @@ pub fn open(
 ) -> Result<MergeIntoFiles> {
     let child = child.as_ref();
     let open = opts.open.clone().writable(true);
-    let top = VhdFile::open(child, &open)?;
+    let look = opts.open.clone().writable(false);
+    let vhdx = VhdFile::open(child, &look.clone().no_parents(true))?.is_vhdx();
     // One open of each file: the child and the ancestor (when the chain may write into
     // it) for writing, the levels between read-only; the chain found is the chain
     // merged, so nothing can be swapped between the checks and the writes.
@@ -99,15 +100,30 @@ pub fn open(
         Ancestor::Path(p) => Some(canon(p)),
         Ancestor::Depth(_) => None,
     };
+    // In a VHDX chain the level right above the ancestor records the ancestor's next
+    // data write GUID before the merge writes (`vhdx_link`): it is opened for writing
+    // too. Its depth, for an ancestor named by path, from a first read-only look.
+    let above = match (vhdx, ancestor) {
+        (false, _) => None,
+        (true, Ancestor::Depth(n)) => n.checked_sub(1).filter(|&l| l >= 1),
+        (true, Ancestor::Path(_)) => {
+            let look = Disk::open_with(child, &look)?;
+            look.layers()
+                .iter()
+                .position(|l| Some(canon(l.path())) == wanted)
+                .and_then(|k| k.checked_sub(1))
+                .filter(|&l| l >= 1)
+        }
+    };
     let write = |level: usize, c: &ParentCandidate| {
         let here = match (ancestor, &wanted) {
             (Ancestor::Depth(n), _) => level == *n,
             (Ancestor::Path(_), Some(w)) => canon(&c.path) == *w,
             (Ancestor::Path(_), None) => false,
         };
-        here && c.found_by.trusted_for_writing()
+        (here || above == Some(level)) && c.found_by.trusted_for_writing()
     };
-    top.refuse_vhdx("merging")?;
+    let top = VhdFile::open(child, &open)?;
     let chain = Disk::resolve_writing(top, &open, &FsResolver, &write)?;
     if chain.kind() != DiskKind::Differencing {
         return Err(Error::WrongDiskType {
@@ -172,6 +188,12 @@ pub fn open(
         return Err(Error::ReadOnly {
             path: layers[k].0.clone(),
             detail: "the file is read-only".into(),
+        });
+    }
+    if vhdx && k >= 2 && !chain.layers()[k - 1].is_writable() {
+        return Err(Error::ReadOnly {
+            path: layers[k - 1].0.clone(),
+            detail: "the VHDX level above the ancestor records the ancestor's next identity before the merge writes; it is read-only".into(),
         });
     }
     let (mut upper, ancestor_disk) = chain.split_at(k);
@@ -248,8 +270,12 @@ pub fn run(files: MergeIntoFiles, opts: &OpsOptions, progress: &Progress) -> Res
     let mut clock = PhaseClock::start();
     progress.plan_phases(&[(Phase::Copy, size)]);
     progress.set_phase(Phase::Copy, windows, size);
-    // 1. Every sector held above the ancestor, written into it.
+    // 1. Every sector held above the ancestor, written into it (a VHDX level above
+    // the ancestor first accepts the ancestor's next data write GUID).
     let levels: Vec<&VhdFile> = std::iter::once(&child).chain(&middle).collect();
+    let above = *levels.last().expect("the child is a level");
+    progress.check_cancelled()?;
+    super::vhdx_link::stage(above, ancestor.top())?;
     for w in 0..windows {
         progress.check_cancelled()?;
         let pos = w * window;
@@ -279,7 +305,12 @@ pub fn run(files: MergeIntoFiles, opts: &OpsOptions, progress: &Progress) -> Res
         true => None,
         false => Some(ParentLink::of_open(&child_path, &ancestor_path, &ancestor)?),
     };
+    let ancestor_guid = ancestor.top().vhdx_data_write_guid();
     drop(ancestor);
+    // A kept VHDX intermediate above the ancestor names it as it is now.
+    if let (Some(guid), true, false) = (ancestor_guid, opts.keep_intermediates, middle.is_empty()) {
+        super::vhdx_link::settle(above, guid)?;
+    }
     // 3. The child on the ancestor (or gone).
     progress.check_cancelled()?;
     match link {
@@ -288,7 +319,12 @@ pub fn run(files: MergeIntoFiles, opts: &OpsOptions, progress: &Progress) -> Res
             remove(&child_path)?;
         }
         Some(link) => {
-            super::relink::relink(&mut child, &link, true)?;
+            match ancestor_guid {
+                Some(guid) => super::vhdx_link::relink(&child, &link, guid)?,
+                None => {
+                    super::relink::relink(&mut child, &link, true)?;
+                }
+            }
             drop(child);
         }
     }
@@ -344,8 +380,12 @@ fn covered_ranges(levels: &[&VhdFile], pos: u64, n: u64) -> Result<Vec<(u64, u64
     let mut ranges: Vec<(u64, u64)> = Vec::new();
     for level in levels {
         let mut at = pos;
+        // A VHDX level's zero blocks read zeros over what is below: they count.
+        let zeros_count = level.is_vhdx();
         for e in level.extents(pos, n)? {
-            if matches!(e, LayerExtent::Data { .. }) {
+            if matches!(e, LayerExtent::Data { .. })
+                || (zeros_count && matches!(e, LayerExtent::Zero { .. }))
+            {
                 ranges.push((at, at + e.len()));
             }
             at += e.len();

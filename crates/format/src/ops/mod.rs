@@ -11,6 +11,7 @@
 //! result is durable (fsync).
 
 pub mod compact;
+mod compact_vhdx;
 pub mod convert;
 mod dependents;
 pub mod measure;
@@ -25,6 +26,7 @@ mod source;
 mod task;
 mod units;
 pub mod unused;
+mod vhdx_link;
 mod writer;
 
 use std::path::{Path, PathBuf};

@@ -57,7 +57,6 @@ pub fn set_parent(
     // leads back to the child would otherwise meet the child's own lock and read as
     // "in use".
     let alone = VhdFile::open(child, &OpenOptions::new().no_parents(true))?;
-    alone.refuse_vhdx("set-parent")?;
     if !alone.is_differencing() {
         return Err(Error::WrongDiskType {
             path: child.to_owned(),
@@ -68,7 +67,10 @@ pub fn set_parent(
     refuse_loop(child, alone.footer().unique_id, parent)?;
     drop(alone);
     let mut file = VhdFile::open(child, &OpenOptions::new().writable(true))?;
-    let link = ParentLink::resolve(child, parent)?;
+    let link = match file.is_vhdx() {
+        true => ParentLink::resolve_vhdx(child, parent)?,
+        false => ParentLink::resolve(child, parent)?,
+    };
     relink(&mut file, &link, ignore_parent_id)
 }
 
@@ -88,9 +90,7 @@ fn refuse_loop(child: &Path, id: uuid::Uuid, parent: &Path) -> Result<()> {
             let entry = (
                 canonical(f.path()),
                 f.footer().unique_id,
-                f.is_differencing()
-                    .then(|| f.header().map(|h| h.parent_unique_id))
-                    .flatten(),
+                recorded_parent_id(f),
             );
             self.0.lock().unwrap_or_else(|e| e.into_inner()).push(entry);
         }
@@ -138,6 +138,18 @@ fn refuse_loop(child: &Path, id: uuid::Uuid, parent: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The parent id a differencing disk records: a VHD's parent unique id, a VHDX file's
+/// `parent_linkage` (its parent's data write GUID). `None` for other disks.
+fn recorded_parent_id(f: &VhdFile) -> Option<uuid::Uuid> {
+    if !f.is_differencing() {
+        return None;
+    }
+    match f.vhdx() {
+        Some(v) => v.parent_locator().and_then(|l| l.parent_linkage()),
+        None => f.header().map(|h| h.parent_unique_id),
+    }
+}
+
 fn canonical(p: &Path) -> PathBuf {
     std::fs::canonicalize(p).unwrap_or_else(|_| p.to_owned())
 }
@@ -149,6 +161,9 @@ pub(crate) fn relink(
     link: &ParentLink,
     ignore_parent_id: bool,
 ) -> Result<RelinkReport> {
+    if file.is_vhdx() {
+        return relink_vhdx(file, link, ignore_parent_id);
+    }
     let child = file.path().to_owned();
     let header = file.header().cloned().ok_or_else(|| Error::WrongDiskType {
         path: child.clone(),
@@ -233,6 +248,79 @@ pub(crate) fn relink(
     })
 }
 
+/// The parent a VHDX child names, for messages and reports: its relative path, else
+/// its absolute one, else its linkage.
+fn previous_name(loc: Option<&crate::vhdx::ParentLocator>) -> String {
+    loc.and_then(|l| {
+        l.relative_path()
+            .or(l.absolute_win32_path())
+            .map(str::to_owned)
+            .or_else(|| l.parent_linkage().map(|g| format!("{{{g}}}")))
+    })
+    .unwrap_or_default()
+}
+
+/// [`relink`] for a VHDX child: the new parent must be a VHDX file of the child's size,
+/// whose data write GUID the child records (`parent_linkage`, or `parent_linkage2`)
+/// unless `ignore_parent_id`; the locator is rewritten through the child's log
+/// (`vhdx_link`, "VHDX parent locator" in docs/crash-safety.md), its linkage the
+/// parent's data write GUID.
+fn relink_vhdx(file: &VhdFile, link: &ParentLink, ignore_parent_id: bool) -> Result<RelinkReport> {
+    let child = file.path().to_owned();
+    let parent = PathBuf::from(&link.absolute);
+    let loc = file
+        .vhdx()
+        .and_then(|v| v.parent_locator())
+        .cloned()
+        .ok_or_else(|| Error::WrongDiskType {
+            path: child.clone(),
+            found: file.kind().to_string(),
+            expected: "a differencing disk".into(),
+        })?;
+    let chain = Disk::open_with(&parent, &OpenOptions::new())?;
+    if !chain.top().is_vhdx() {
+        return Err(Error::WrongDiskType {
+            path: parent,
+            found: "a VHD".into(),
+            expected:
+                "a VHDX child's parent must be a VHDX file (Hyper-V mixes no containers in a chain)"
+                    .into(),
+        });
+    }
+    let id = file.footer().unique_id;
+    if link.unique_id == id || chain.layers().iter().any(|l| l.footer().unique_id == id) {
+        return Err(Error::ChainLoop {
+            path: child,
+            again: parent,
+        });
+    }
+    drop(chain);
+    let recorded = [loc.parent_linkage(), loc.parent_linkage2()];
+    if !recorded.contains(&Some(link.unique_id)) && !ignore_parent_id {
+        return Err(Error::ParentIdMismatch {
+            child,
+            parent,
+            expected: loc.parent_linkage().unwrap_or_default(),
+        });
+    }
+    if link.size != file.virtual_size() {
+        return Err(Error::InvalidArgument(format!(
+            "{}: the parent {} is {} bytes, the child {}: a child and its parent have one size",
+            child.display(),
+            parent.display(),
+            link.size,
+            file.virtual_size()
+        )));
+    }
+    super::vhdx_link::relink(file, link, link.unique_id)?;
+    Ok(RelinkReport {
+        child,
+        parent,
+        previous_parent_name: previous_name(Some(&loc)),
+        parent_id_changed: loc.parent_linkage() != Some(link.unique_id),
+    })
+}
+
 /// Finds `child`'s missing parent by the unique id it records, among the VHDs (`.vhd`,
 /// `.avhd`) under `dirs` (regular files only, at most [`SEARCH_MAX_DEPTH`] folders down,
 /// at most [`SEARCH_MAX_ENTRIES`] entries visited; the folders waiting to be searched
@@ -243,19 +331,22 @@ pub fn search_parent(child: impl AsRef<Path>, dirs: &[impl AsRef<Path>]) -> Resu
     let dirs: Vec<PathBuf> = dirs.iter().map(|d| d.as_ref().to_owned()).collect();
     let alone = OpenOptions::new().no_parents(true);
     let file = VhdFile::open(child, &alone)?;
-    file.refuse_vhdx("set-parent")?;
-    let header: DynamicHeader = file.header().cloned().ok_or_else(|| Error::WrongDiskType {
-        path: child.to_owned(),
-        found: file.kind().to_string(),
-        expected: "set-parent needs a differencing disk".into(),
-    })?;
-    if !file.is_differencing() {
+    let (Some(want), true) = (recorded_parent_id(&file), file.is_differencing()) else {
         return Err(Error::WrongDiskType {
             path: child.to_owned(),
             found: file.kind().to_string(),
             expected: "set-parent needs a differencing disk".into(),
         });
-    }
+    };
+    // A VHDX child's parent is a VHDX file (Hyper-V mixes no containers in a chain).
+    let vhdx = file.is_vhdx();
+    let name = match file.vhdx() {
+        Some(v) => previous_name(v.parent_locator()),
+        None => file
+            .header()
+            .map(DynamicHeader::parent_name)
+            .unwrap_or_default(),
+    };
     drop(file);
     if let Some(d) = dirs.iter().find(|d| !d.is_dir()) {
         return Err(if d.exists() {
@@ -267,8 +358,12 @@ pub fn search_parent(child: impl AsRef<Path>, dirs: &[impl AsRef<Path>]) -> Resu
             Error::PathNotFound { path: d.clone() }
         });
     }
-    let want = header.parent_unique_id;
     let me = canonical(child);
+    let extensions: &[&str] = if vhdx {
+        &["vhdx", "avhdx"]
+    } else {
+        &["vhd", "avhd"]
+    };
     let mut found: Vec<PathBuf> = Vec::new();
     let limits = SearchLimits {
         depth: SEARCH_MAX_DEPTH,
@@ -278,7 +373,7 @@ pub fn search_parent(child: impl AsRef<Path>, dirs: &[impl AsRef<Path>]) -> Resu
         let is_vhd = p
             .extension()
             .and_then(|x| x.to_str())
-            .is_some_and(|x| x.eq_ignore_ascii_case("vhd") || x.eq_ignore_ascii_case("avhd"));
+            .is_some_and(|x| extensions.iter().any(|e| x.eq_ignore_ascii_case(e)));
         if !is_vhd {
             return;
         }
@@ -296,7 +391,7 @@ pub fn search_parent(child: impl AsRef<Path>, dirs: &[impl AsRef<Path>]) -> Resu
         1 => Ok(found.remove(0)),
         0 => Err(Error::ParentNotFound {
             child: child.to_owned(),
-            name: header.parent_name(),
+            name,
             tried: dirs,
             refused: Vec::new(),
         }),

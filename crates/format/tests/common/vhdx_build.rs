@@ -160,3 +160,32 @@ pub fn file_with_pending_log(path: &Path) -> Vec<u8> {
     fs::write(path, &b).unwrap();
     b
 }
+
+/// A dynamic file (16 MiB, 1 MiB blocks) cut short: its BAT names block 3 at its old
+/// end, and its pending log holds one entry without writes whose file offsets say the
+/// file is 1 MiB longer — a replay grows it to hold block 3, which then reads zeros.
+pub fn file_cut_with_growing_log(path: &Path) {
+    let mut n = NewVhdx::new(DiskType::Dynamic, 16 * MIB);
+    n.block_size = MIB as u32;
+    let l = n.layout().unwrap();
+    let mut b = vec![0u8; l.file_len as usize];
+    for (at, bytes) in l.initial_writes(&l.header(), &l.metadata(Uuid::nil(), None)) {
+        b[at as usize..at as usize + bytes.len()].copy_from_slice(&bytes);
+    }
+    let end = b.len() as u64;
+    let mut bat = l.initial_bat();
+    bat.set_payload(3, PayloadState::FullyPresent, end);
+    let e = bat.encode();
+    b[l.bat.offset as usize..l.bat.offset as usize + e.len()].copy_from_slice(&e);
+    let guid = Uuid::from_u128(0x5678);
+    let placed = LogCursor::new(u64::from(l.log.length))
+        .append(guid, end, end + MIB, &[])
+        .unwrap();
+    placed.write_into(&mut b[l.log.offset as usize..l.log.end() as usize]);
+    let mut h = l.header();
+    h.sequence_number = 9;
+    h.log_guid = guid;
+    let at = HeaderSlot::First.offset() as usize;
+    b[at..at + HEADER_SIZE].copy_from_slice(&h.encode());
+    fs::write(path, &b).unwrap();
+}

@@ -51,19 +51,23 @@ impl LogState {
 #[derive(Debug, Default)]
 pub(super) struct Overlay {
     writes: Vec<LogWrite>,
+    /// Whether the replay makes the file longer than it is: reads past its real end
+    /// then give zeros (never an I/O error), whether or not the log writes there.
+    grows: bool,
 }
 
 impl Overlay {
-    /// The overlay of `plan`'s writes.
-    pub(super) fn new(plan: &ReplayPlan) -> Overlay {
+    /// The overlay of `plan`'s writes over a file of `len` bytes.
+    pub(super) fn new(plan: &ReplayPlan, len: u64) -> Overlay {
         Overlay {
             writes: plan.writes.clone(),
+            grows: plan.new_file_len > len,
         }
     }
 
     /// Whether reads see the file as it is.
     pub(super) fn is_empty(&self) -> bool {
-        self.writes.is_empty()
+        self.writes.is_empty() && !self.grows
     }
 
     /// Lays the writes meeting `buf` (the file's bytes at `at`) over it.

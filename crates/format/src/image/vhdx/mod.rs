@@ -9,6 +9,10 @@
 //! | `log.rs` | a pending log: replayed in memory (read-only opens) or on disk (writable) |
 //! | `map.rs` | BAT states and sector bitmaps → extents |
 //! | `info.rs` | the facts `info` shows |
+//! | `write.rs` | writes in place, metadata through the log |
+//! | `compact.rs` | blocks released, the file shortened, metadata through the log |
+//! | `resize.rs` | the virtual size and the BAT changed together, through the log |
+//! | `relink.rs` | a parent locator rewritten in place, through the log |
 //!
 //! `VhdFile`'s API is footer-centric: a VHDX file gets a footer made up from its
 //! metadata (`docs/architecture.md`, "VHDX files"): the kind (fixed when
@@ -16,10 +20,13 @@
 //! the virtual size, and the header's data write GUID as the unique id, the identity a
 //! child's `parent_linkage` names.
 
+mod compact;
 mod info;
 mod log;
 mod map;
 mod open;
+mod relink;
+mod resize;
 mod write;
 
 use std::ops::Range;
@@ -116,8 +123,67 @@ impl Vhdx {
         self.write.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The data write GUID the file has now: the header's at open, a new one after the
+    /// first data write ([`Vhdx::plan_data_write_guid`]). A child's `parent_linkage`
+    /// names it.
+    pub(crate) fn data_write_guid(&self) -> uuid::Uuid {
+        write::data_write_guid(&self.write_state())
+    }
+
+    /// Makes `guid` the data write GUID the first data write gives the file (a merge
+    /// names it in the child as `parent_linkage2` before writing). Refused once the
+    /// file has been written since opening (its GUID is changed already).
+    pub(crate) fn plan_data_write_guid(&self, f: &FileCore, guid: uuid::Uuid) -> Result<()> {
+        let mut st = self.write_state();
+        if st.guids_changed() {
+            return Err(Error::InvalidArgument(format!(
+                "{}: written since it was opened, so its next data write GUID is taken",
+                f.path.display()
+            )));
+        }
+        st.next_data_guid = Some(guid);
+        Ok(())
+    }
+
+    /// Replaces the parent locator of this differencing file by `loc`, through the log
+    /// (`relink.rs`). The in-memory metadata keeps the old locator: reopen to see it.
+    pub(crate) fn rewrite_parent_locator(&self, f: &FileCore, loc: &ParentLocator) -> Result<()> {
+        relink::rewrite_parent_locator(self, f, loc)
+    }
+
+    /// The blocks a merge copies from this file: those it stores (fully or partially
+    /// present) and those it reads as zeros over its parent (zero state), in order.
+    pub(crate) fn merge_blocks(&self) -> Vec<u64> {
+        let bat = self.bat();
+        (0..bat.geometry.data_blocks)
+            .filter(|&b| {
+                bat.payload(b).is_some_and(|p| {
+                    matches!(
+                        p.state,
+                        Some(
+                            PayloadState::FullyPresent
+                                | PayloadState::PartiallyPresent
+                                | PayloadState::Zero
+                        )
+                    )
+                })
+            })
+            .collect()
+    }
+
+    /// Sets `blocks` (stored ones) not present, through the log (`compact.rs`).
+    pub(crate) fn release_blocks(&self, f: &FileCore, blocks: &[u64]) -> Result<()> {
+        compact::release(self, f, blocks)
+    }
+
+    /// Closes the log and cuts the file after what it holds (`compact.rs`); returns its
+    /// length.
+    pub(crate) fn shorten(&self, f: &FileCore) -> Result<u64> {
+        compact::shorten(self, f)
+    }
+
     /// The payload blocks stored in the file (fully or partially present), in order.
-    fn allocated(&self) -> Vec<u64> {
+    pub(crate) fn allocated(&self) -> Vec<u64> {
         let bat = self.bat();
         (0..bat.geometry.data_blocks)
             .filter(|&b| {
@@ -226,10 +292,21 @@ impl Container for Vhdx {
         self.allocated().len() as u64
     }
 
-    fn plan_resize(&self, f: &FileCore, _new: u64) -> Result<super::container::ResizePlan> {
-        Err(Error::Unsupported {
-            path: f.path.clone(),
-            detail: "resizing a VHDX file is not yet supported".into(),
-        })
+    fn plan_resize(&self, f: &FileCore, new: u64) -> Result<super::container::ResizePlan> {
+        resize::plan(self, f, new)
+    }
+
+    fn resize(
+        &mut self,
+        f: &mut FileCore,
+        plan: super::container::ResizePlan,
+        job: super::container::ResizeJob,
+        steps: &mut dyn super::container::ResizeSteps,
+    ) -> Result<u64> {
+        let _ = plan;
+        steps.check_cancelled()?;
+        resize::resize(self, f, job.new)?;
+        steps.lap("resize");
+        Ok(0)
     }
 }

@@ -112,7 +112,7 @@ pub(crate) fn open_vhdx(
                 (
                     header,
                     LogState::ReplayedInMemory { entries, writes },
-                    Overlay::new(&plan),
+                    Overlay::new(&plan, len),
                 )
             }
         }

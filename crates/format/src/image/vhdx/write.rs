@@ -53,9 +53,19 @@ pub(crate) struct WriteState {
     session: Option<Uuid>,
     /// Whether the data write GUID was changed since opening.
     guids_changed: bool,
+    /// Whether the file write GUID was changed since opening (a metadata-only update).
+    file_guid_changed: bool,
+    /// The data write GUID the first data write gives the file, when planned (a merge
+    /// names it in the child first: `parent_linkage2`); a random one otherwise.
+    pub next_data_guid: Option<Uuid>,
 }
 
 impl WriteState {
+    /// Whether the data write GUID was changed since opening.
+    pub(crate) fn guids_changed(&self) -> bool {
+        self.guids_changed
+    }
+
     /// The state of a file just opened.
     pub(crate) fn new(header: &CurrentHeader, file_end: u64, log_length: u64) -> WriteState {
         WriteState {
@@ -64,6 +74,8 @@ impl WriteState {
             cursor: LogCursor::new(log_length),
             session: None,
             guids_changed: false,
+            file_guid_changed: false,
+            next_data_guid: None,
         }
     }
 }
@@ -113,16 +125,34 @@ fn begin(f: &FileCore, st: &mut WriteState) -> Result<Uuid> {
 
 /// Before the first write since opening: new file write and data write GUIDs (MS-VHDX:
 /// before the first change a reader could see), durably.
-fn new_write_guids(f: &FileCore, st: &mut WriteState) -> Result<()> {
+pub(super) fn new_write_guids(f: &FileCore, st: &mut WriteState) -> Result<()> {
     if st.guids_changed {
         return Ok(());
     }
+    let data = st.next_data_guid.take().unwrap_or_else(Uuid::new_v4);
     write_header(f, st, |h| {
         h.file_write_guid = Uuid::new_v4();
-        h.data_write_guid = Uuid::new_v4();
+        h.data_write_guid = data;
     })?;
     st.guids_changed = true;
     Ok(())
+}
+
+/// Before the first metadata-only update since opening (a parent locator rewritten):
+/// a new file write GUID, the data write GUID kept (what the disk reads does not
+/// change, so children made against it stay linked), durably.
+pub(super) fn new_file_write_guid(f: &FileCore, st: &mut WriteState) -> Result<()> {
+    if st.guids_changed || st.file_guid_changed {
+        return Ok(());
+    }
+    write_header(f, st, |h| h.file_write_guid = Uuid::new_v4())?;
+    st.file_guid_changed = true;
+    Ok(())
+}
+
+/// The data write GUID the file has now (changed by the first data write).
+pub(super) fn data_write_guid(st: &WriteState) -> Uuid {
+    st.header.header.data_write_guid
 }
 
 /// Step 5: clears the header's log GUID when a session is open.
@@ -137,13 +167,13 @@ pub(super) fn close_log(v: &Vhdx, f: &FileCore) -> Result<()> {
     Ok(())
 }
 
-/// The metadata a batch of runs changes.
+/// The metadata a batch of runs (or a release) changes.
 #[derive(Default)]
-struct Changes {
+pub(super) struct Changes {
     /// BAT index → new entry.
-    bat: BTreeMap<u64, BatEntry>,
+    pub bat: BTreeMap<u64, BatEntry>,
     /// File offset of a sector-bitmap page → its new bytes.
-    pages: BTreeMap<u64, Vec<u8>>,
+    pub pages: BTreeMap<u64, Vec<u8>>,
 }
 
 /// Writes sector-aligned `runs` (inside the disk) in the order of the module's
@@ -233,7 +263,7 @@ pub(super) fn write_runs(v: &Vhdx, f: &FileCore, runs: &[(u64, &[u8])]) -> Resul
                     };
                     let first = first_bit + in_block / sector;
                     let count = (n as u64).div_ceil(sector);
-                    set_bits(v, f, &mut changes, bitmap_at, first, count)?;
+                    set_bits(v, f, &mut changes, bitmap_at, first, count, true)?;
                 }
                 data.push((at + in_block, now));
                 pos += n as u64;
@@ -257,9 +287,33 @@ pub(super) fn write_runs(v: &Vhdx, f: &FileCore, runs: &[(u64, &[u8])]) -> Resul
         return Ok(());
     }
     // Steps 3 and 4: the metadata pages through the log, then in place.
-    let guid = begin(f, &mut st)?;
-    let pages = metadata_pages(v, &changes);
+    log_and_apply(f, &mut st, &metadata_pages(v, &changes))?;
+    apply_bat(v, changes);
+    Ok(())
+}
+
+/// The BAT entries of `changes`, into the in-memory table (once they are in the file).
+pub(super) fn apply_bat(v: &Vhdx, changes: Changes) {
+    let mut bat = v.bat.write().unwrap_or_else(|e| e.into_inner());
+    for (i, e) in changes.bat {
+        bat.entries[i as usize] = e;
+    }
+}
+
+/// Steps 3 and 4 for `pages` (4 KiB-aligned file offsets and 4 KiB of bytes each):
+/// a log session opened if none is, each group of pages as one log entry (synced),
+/// then written in place (synced). A log entry replays whole or not at all.
+pub(super) fn log_and_apply(
+    f: &FileCore,
+    st: &mut WriteState,
+    pages: &[(u64, Vec<u8>)],
+) -> Result<()> {
+    if pages.is_empty() {
+        return Ok(());
+    }
+    let guid = begin(f, st)?;
     let h = st.header.header;
+    let end = st.file_end;
     for chunk in pages.chunks(PAGES_PER_ENTRY) {
         let writes: Vec<LogWrite> = chunk
             .iter()
@@ -285,22 +339,19 @@ pub(super) fn write_runs(v: &Vhdx, f: &FileCore, runs: &[(u64, &[u8])]) -> Resul
         }
         f.sync("syncing VHDX metadata")?;
     }
-    let mut bat = v.bat.write().unwrap_or_else(|e| e.into_inner());
-    for (i, e) in changes.bat {
-        bat.entries[i as usize] = e;
-    }
     Ok(())
 }
 
-/// Sets bits `first..first + count` of the sector bitmap at `bitmap_at`, in the pages
-/// `changes` holds (read from the file the first time).
-fn set_bits(
+/// Sets (`present`) or clears bits `first..first + count` of the sector bitmap at
+/// `bitmap_at`, in the pages `changes` holds (read from the file the first time).
+pub(super) fn set_bits(
     v: &Vhdx,
     f: &FileCore,
     changes: &mut Changes,
     bitmap_at: u64,
     first: u64,
     count: u64,
+    present: bool,
 ) -> Result<()> {
     let page_bits = (LOG_SECTOR_SIZE * 8) as u64;
     let mut bit = first;
@@ -317,14 +368,14 @@ fn set_bits(
                 e.insert(b)
             }
         };
-        set_bitmap_bits(b, bit - page * page_bits, upto - bit, true);
+        set_bitmap_bits(b, bit - page * page_bits, upto - bit, present);
         bit = upto;
     }
     Ok(())
 }
 
 /// The 4 KiB pages (file offset, bytes) of the BAT and sector bitmaps `changes` makes.
-fn metadata_pages(v: &Vhdx, changes: &Changes) -> Vec<(u64, Vec<u8>)> {
+pub(super) fn metadata_pages(v: &Vhdx, changes: &Changes) -> Vec<(u64, Vec<u8>)> {
     let bat = v.bat();
     let per_page = (LOG_SECTOR_SIZE / 8) as u64;
     let base = v.regions.bat.offset;

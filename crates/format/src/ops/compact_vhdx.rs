@@ -1,0 +1,136 @@
+//! Compact of a VHDX file in place: the stored blocks that carry nothing — all zeros in
+//! a file without a parent, an empty sector bitmap in a differencing file, and (dedupe,
+//! on by default) a differencing file's blocks whose every stored sector holds what the
+//! parent chain shows there — are set not present through the file's log, then the
+//! file is cut after the last thing it holds (`image/vhdx/compact.rs` has the write
+//! order). The scan is the VHD compact's (`compact::classify`).
+//!
+//! Not done for VHDX (refused or reported): blocks are not moved into the holes the
+//! release leaves below the last live block (only a free tail is cut off), and the
+//! unused ranges of file systems (`--fs-aware`) are refused.
+
+use std::time::Instant;
+
+use rayon::prelude::*;
+use vhdkit_task::{Phase, Progress};
+
+use crate::error::{Error, Result};
+use crate::image::{Disk, DiskKind, VhdFile};
+
+use super::compact::{classify, view_crcs, Found};
+use super::{OpsOptions, PhaseClock, Report};
+
+/// Refuses what cannot be compacted among VHDX files: fixed files (leave blocks
+/// allocated) and the unused ranges of file systems.
+pub(crate) fn check(top: &VhdFile, opts: &OpsOptions) -> Result<()> {
+    if top.kind() == DiskKind::Fixed {
+        return Err(Error::WrongDiskType {
+            path: top.path().to_owned(),
+            found: top.kind().to_string(),
+            expected: "compact needs a dynamic or differencing disk".into(),
+        });
+    }
+    if opts.unused_ranges.is_some() {
+        return Err(Error::Unsupported {
+            path: top.path().to_owned(),
+            detail: "compacting a VHDX file with the file systems' unused ranges (--fs-aware) is not yet supported (plain compact and dedupe are)".into(),
+        });
+    }
+    Ok(())
+}
+
+/// Compacts the VHDX file at the top of `disk` (opened by `compact::open`).
+pub(crate) fn run(disk: Disk, opts: &OpsOptions, progress: &Progress) -> Result<Report> {
+    let start = Instant::now();
+    let f = disk.top();
+    check(f, opts)?;
+    let v = f.vhdx().expect("the caller checked it is a VHDX file");
+    let block_size = v.block_size();
+    let differencing = f.is_differencing();
+    let dedupe = opts.dedupe && differencing;
+    if dedupe && disk.layers().len() < 2 {
+        return Err(Error::InvalidArgument(format!(
+            "{}: comparing its blocks with the parent's needs the parent chain",
+            f.path().display()
+        )));
+    }
+    let allocated = v.allocated();
+    let mut report = Report {
+        operation: super::Operation::Compact,
+        path: f.path().to_owned(),
+        blocks_total: allocated.len() as u64,
+        file_size_before: f.file_len(),
+        dry_run: opts.dry_run,
+        ..Report::default()
+    };
+    let mut clock = PhaseClock::start();
+    let scan_per_block = if dedupe { 2 * block_size } else { block_size };
+    let scan_bytes = allocated.len() as u64 * scan_per_block;
+    progress.plan_phases(&[(Phase::Scan, scan_bytes), (Phase::Move, 0)]);
+    progress.set_phase(Phase::Scan, allocated.len() as u64, scan_bytes);
+    let per_chunk = (opts.chunk_bytes / block_size).max(1) as usize;
+    let (mut empty, mut same) = (Vec::new(), Vec::new());
+    for chunk in allocated.chunks(per_chunk) {
+        progress.check_cancelled()?;
+        let found: Vec<Found> = chunk
+            .par_iter()
+            .map(|&b| classify(&disk, b, block_size, dedupe, None))
+            .collect::<Result<_>>()?;
+        for (&b, found) in chunk.iter().zip(found) {
+            match found {
+                Found::Empty => empty.push(b),
+                Found::SameAsParent => same.push(b),
+                _ => {}
+            }
+            progress.block_done(b, scan_per_block);
+        }
+    }
+    clock.lap(&mut report, "scan");
+    report.blocks_zero = empty.len() as u64;
+    report.blocks_deduplicated = same.len() as u64;
+    report.blocks_released = (empty.len() + same.len()) as u64;
+    let mut release = empty;
+    release.extend_from_slice(&same);
+    release.sort_unstable();
+    if opts.dry_run {
+        report.file_size_after = report.file_size_before;
+        report.elapsed = start.elapsed();
+        return Ok(report);
+    }
+    // With --verify: the view of every released block (through the chain when it is
+    // open; an empty-bitmap block of a differencing file opened alone stored nothing),
+    // before and after.
+    let checked: Vec<u64> = match differencing && disk.layers().len() < 2 {
+        true => same.clone(),
+        false => release.clone(),
+    };
+    let before = match opts.verify {
+        true => Some(view_crcs(
+            &disk, &checked, block_size, per_chunk, progress, false,
+        )?),
+        false => None,
+    };
+    progress.check_cancelled()?;
+    progress.set_phase(Phase::Move, 0, 0);
+    f.vhdx_release_blocks(&release)?;
+    report.file_size_after = f.vhdx_shorten()?;
+    clock.lap(&mut report, "release");
+    if let Some(before) = before {
+        let after = view_crcs(&disk, &checked, block_size, per_chunk, progress, false)?;
+        if let Some(i) = (0..checked.len()).find(|&i| before[i] != after[i]) {
+            return Err(Error::Corrupt {
+                path: f.path().to_owned(),
+                structure: "block",
+                offset: checked[i] * block_size,
+                detail: format!(
+                    "verification failed: released block {} reads with a different CRC32",
+                    checked[i]
+                ),
+            });
+        }
+        report.verified = true;
+        clock.lap(&mut report, "verify");
+    }
+    report.elapsed = start.elapsed();
+    Ok(report)
+}
