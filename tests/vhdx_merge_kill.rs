@@ -4,6 +4,9 @@
 //! as it was or as the merge makes it, alike in vhdkit and in qemu-img (once `qemu-img
 //! check -r all` has replayed a log left); running the merge again completes it.
 
+// Signals and kill -9, qemu-img: Linux CI only.
+#![cfg(target_os = "linux")]
+
 mod common;
 
 #[path = "../crates/format/tests/common/vhdx_build.rs"]
