@@ -374,6 +374,50 @@ fn ntfs_on_mbr_fs_aware_compact_and_convert_match_the_zero_filled_reference() {
     fs_aware_matches_the_reference("mbr", "ntfs", 0x17);
 }
 
+/// `compact --fs-aware` of a VHDX (Hyper-V's format) made from the same ext4 disk:
+/// every file and the checker intact, the blocks released counted as unused, and as few
+/// blocks left as in a VHDX converted from the zero-filled reference (blocks are
+/// released, not moved: the blocks stored are what compares, not the file's length).
+#[test]
+fn ext4_in_a_vhdx_fs_aware_compact_keeps_every_file_and_matches_the_zero_filled_reference() {
+    let case = Case::new("gpt", "ext4", 0xe4);
+    let dir = case.dir.path();
+    let vhdx = dir.join("disk.vhdx");
+    convert(&case.raw.path, &vhdx, "dynamic", &["--block-size", "2M"]);
+    let reference = dir.join("reference.vhdx");
+    convert(
+        &case.reference_raw,
+        &reference,
+        "dynamic",
+        &["--block-size", "2M"],
+    );
+    let stored = |path: &Path| {
+        json(&["info", p(path)])["allocated_blocks"]
+            .as_u64()
+            .expect("allocated blocks")
+    };
+    let before = stored(&vhdx);
+    let run = json(&["compact", p(&vhdx), "--fs-aware", "--verify"]);
+    assert_eq!(run["verified"], true, "{run}");
+    assert!(run["blocks_unused"].as_u64() > Some(0), "{run}");
+    assert_eq!(run["partitions"][0]["fs"], "ext4", "{run}");
+    let after = stored(&vhdx);
+    assert_eq!(
+        before - after,
+        run["blocks_released"].as_u64().expect("released"),
+        "{run}"
+    );
+    let c = json(&["check", p(&vhdx)]);
+    assert_eq!(c["problem_count"], 0, "{c}");
+    assert_intact(&read_back(&vhdx, dir, "back-vhdx.img"), &case.made);
+    // In bytes of the blocks stored (2 MiB each).
+    assert_near(
+        "ext4 VHDX compact (stored blocks)",
+        after * 2 * MIB,
+        stored(&reference) * 2 * MIB,
+    );
+}
+
 /// Writes into `child` (a differencing disk over the VHD of `from`) every 64 KiB run
 /// where the raw disk `to` differs from `from`: the child then reads as `to`.
 fn write_difference(child: &Path, from: &Path, to: &Path) {

@@ -97,7 +97,7 @@ pub fn open(path: impl AsRef<Path>, opts: &OpsOptions) -> Result<Disk> {
     let top = VhdFile::open(path, &open)?;
     check_compactable_file(&top)?;
     if top.is_vhdx() {
-        super::compact_vhdx::check(&top, opts)?;
+        super::compact_vhdx::check(&top)?;
     }
     if opts.unused_ranges.is_some() && !opts.dry_run {
         let mut dependents = super::dependents::Dependents::new(opts);
@@ -424,7 +424,7 @@ pub(super) enum Found {
 
 /// The virtual bytes of block `block`: `block_size` of them, the last block clipped to
 /// the disk's `size`.
-fn block_span(block: u64, block_size: u64, size: u64) -> std::ops::Range<u64> {
+pub(crate) fn block_span(block: u64, block_size: u64, size: u64) -> std::ops::Range<u64> {
     let start = block.saturating_mul(block_size);
     start..start.saturating_add(block_size).min(size)
 }

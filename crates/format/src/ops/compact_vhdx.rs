@@ -1,13 +1,14 @@
 //! Compact of a VHDX file in place: the stored blocks that carry nothing — all zeros in
 //! a file without a parent, an empty sector bitmap in a differencing file, and (dedupe,
 //! on by default) a differencing file's blocks whose every stored sector holds what the
-//! parent chain shows there — are set not present through the file's log, then the
-//! file is cut after the last thing it holds (`image/vhdx/compact.rs` has the write
-//! order). The scan is the VHD compact's (`compact::classify`).
+//! parent chain shows there — and (`--fs-aware`: [`OpsOptions::unused_ranges`]) the
+//! blocks whose every byte no file system uses or holds zeros, are set not present
+//! through the file's log, then the file is cut after the last thing it holds
+//! (`image/vhdx/compact.rs` has the write order). The scan is the VHD compact's
+//! (`compact::classify`), the unused ranges its too (`unused::resolve`).
 //!
-//! Not done for VHDX (refused or reported): blocks are not moved into the holes the
-//! release leaves below the last live block (only a free tail is cut off), and the
-//! unused ranges of file systems (`--fs-aware`) are refused.
+//! Not done for VHDX: blocks are not moved into the holes the release leaves below the
+//! last live block (only a free tail is cut off; the blocks released are reported).
 
 use std::time::Instant;
 
@@ -17,23 +18,18 @@ use vhdkit_task::{Phase, Progress};
 use crate::error::{Error, Result};
 use crate::image::{Disk, DiskKind, VhdFile};
 
-use super::compact::{classify, view_crcs, Found};
+use super::compact::{block_span, classify, view_crcs, Found};
+use super::unused::{self, UnusedRanges};
 use super::{OpsOptions, PhaseClock, Report};
 
 /// Refuses what cannot be compacted among VHDX files: fixed files (leave blocks
-/// allocated) and the unused ranges of file systems.
-pub(crate) fn check(top: &VhdFile, opts: &OpsOptions) -> Result<()> {
+/// allocated).
+pub(crate) fn check(top: &VhdFile) -> Result<()> {
     if top.kind() == DiskKind::Fixed {
         return Err(Error::WrongDiskType {
             path: top.path().to_owned(),
             found: top.kind().to_string(),
             expected: "compact needs a dynamic or differencing disk".into(),
-        });
-    }
-    if opts.unused_ranges.is_some() {
-        return Err(Error::Unsupported {
-            path: top.path().to_owned(),
-            detail: "compacting a VHDX file with the file systems' unused ranges (--fs-aware) is not yet supported (plain compact and dedupe are)".into(),
         });
     }
     Ok(())
@@ -43,7 +39,7 @@ pub(crate) fn check(top: &VhdFile, opts: &OpsOptions) -> Result<()> {
 pub(crate) fn run(disk: Disk, opts: &OpsOptions, progress: &Progress) -> Result<Report> {
     let start = Instant::now();
     let f = disk.top();
-    check(f, opts)?;
+    check(f)?;
     let v = f.vhdx().expect("the caller checked it is a VHDX file");
     let block_size = v.block_size();
     let differencing = f.is_differencing();
@@ -64,23 +60,29 @@ pub(crate) fn run(disk: Disk, opts: &OpsOptions, progress: &Progress) -> Result<
         ..Report::default()
     };
     let mut clock = PhaseClock::start();
+    // The unused ranges, when asked: scanned on the disk as opened (locked).
+    let unused = unused::resolve(opts.unused_ranges.as_ref(), &disk, progress)?;
+    if unused.is_some() {
+        clock.lap(&mut report, "volumes");
+    }
     let scan_per_block = if dedupe { 2 * block_size } else { block_size };
     let scan_bytes = allocated.len() as u64 * scan_per_block;
     progress.plan_phases(&[(Phase::Scan, scan_bytes), (Phase::Move, 0)]);
     progress.set_phase(Phase::Scan, allocated.len() as u64, scan_bytes);
     let per_chunk = (opts.chunk_bytes / block_size).max(1) as usize;
-    let (mut empty, mut same) = (Vec::new(), Vec::new());
+    let (mut empty, mut same, mut unused_blocks) = (Vec::new(), Vec::new(), Vec::new());
     for chunk in allocated.chunks(per_chunk) {
         progress.check_cancelled()?;
         let found: Vec<Found> = chunk
             .par_iter()
-            .map(|&b| classify(&disk, b, block_size, dedupe, None))
+            .map(|&b| classify(&disk, b, block_size, dedupe, unused.as_deref()))
             .collect::<Result<_>>()?;
         for (&b, found) in chunk.iter().zip(found) {
             match found {
                 Found::Empty => empty.push(b),
                 Found::SameAsParent => same.push(b),
-                _ => {}
+                Found::Unused | Found::FreeOrZero => unused_blocks.push(b),
+                Found::Keep => {}
             }
             progress.block_done(b, scan_per_block);
         }
@@ -88,9 +90,25 @@ pub(crate) fn run(disk: Disk, opts: &OpsOptions, progress: &Progress) -> Result<
     clock.lap(&mut report, "scan");
     report.blocks_zero = empty.len() as u64;
     report.blocks_deduplicated = same.len() as u64;
-    report.blocks_released = (empty.len() + same.len()) as u64;
+    report.blocks_unused = unused_blocks.len() as u64;
+    // The unused bytes of the blocks released as unused (all of a wholly unused one).
+    let size = f.virtual_size();
+    let released_unused = UnusedRanges::new(unused_blocks.iter().flat_map(|&b| {
+        let span = block_span(b, block_size, size);
+        unused
+            .as_deref()
+            .map(|u| u.within(&span))
+            .unwrap_or_default()
+    }));
+    report.bytes_unused = released_unused.total_bytes();
+    report.unused_released = released_unused.ranges().to_vec();
+    report.blocks_released = (empty.len() + same.len() + unused_blocks.len()) as u64;
+    // Blocks released as unused are not verified: they may read differently
+    // afterwards (zeros, or the parent's), which is what was asked.
     let mut release = empty;
     release.extend_from_slice(&same);
+    let verified_release = release.clone();
+    release.extend_from_slice(&unused_blocks);
     release.sort_unstable();
     if opts.dry_run {
         report.file_size_after = report.file_size_before;
@@ -100,10 +118,11 @@ pub(crate) fn run(disk: Disk, opts: &OpsOptions, progress: &Progress) -> Result<
     // With --verify: the view of every released block (through the chain when it is
     // open; an empty-bitmap block of a differencing file opened alone stored nothing),
     // before and after.
-    let checked: Vec<u64> = match differencing && disk.layers().len() < 2 {
+    let mut checked: Vec<u64> = match differencing && disk.layers().len() < 2 {
         true => same.clone(),
-        false => release.clone(),
+        false => verified_release,
     };
+    checked.sort_unstable();
     let before = match opts.verify {
         true => Some(view_crcs(
             &disk, &checked, block_size, per_chunk, progress, false,
