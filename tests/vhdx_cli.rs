@@ -177,28 +177,20 @@ fn read_map_compare_and_measure_work_on_qemu_vhdx_files() {
 }
 
 #[test]
-fn in_place_changes_a_checkpoint_cannot_take_are_refused_clearly_and_leave_it_untouched() {
+fn a_resize_a_checkpoint_cannot_take_is_refused_clearly_and_leaves_it_untouched() {
     let dir = tempdir();
     let (base, child, _) = checkpoint_chain(dir.path());
     let before = fs::read(&child).unwrap();
     let base_before = fs::read(&base).unwrap();
-    let input = dir.path().join("in.bin");
-    fs::write(&input, vec![1u8; 4096]).unwrap();
-    for (args, why) in [(vec!["resize", p(&child), "--size", "40M"], "its parent's")] {
-        let r = vhdkit(&args);
-        let line = assert_failed_one_line(&r);
-        assert!(line.contains(why), "{args:?}: {line}");
-        assert_eq!(
-            fs::read(&child).unwrap(),
-            before,
-            "{args:?} changed the file"
-        );
-        assert_eq!(
-            fs::read(&base).unwrap(),
-            base_before,
-            "{args:?} changed the parent"
-        );
-    }
+    let r = vhdkit(["resize", p(&child), "--size", "40M"]);
+    let line = assert_failed_one_line(&r);
+    assert!(line.contains("its parent's"), "{line}");
+    assert_eq!(fs::read(&child).unwrap(), before, "resize changed the file");
+    assert_eq!(
+        fs::read(&base).unwrap(),
+        base_before,
+        "resize changed the parent"
+    );
 }
 
 #[test]
