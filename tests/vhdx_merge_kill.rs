@@ -136,7 +136,10 @@ fn kill_merges(names: &[&str], extra: &[&str], seed: u64) {
         {
             assert!(
                 g == o || g == w,
-                "{at:?}: sector {s} of the base is neither"
+                "{at:?}: sector {s} of the base is neither: got {:?}, old {:?}, new {:?}",
+                &g[..16],
+                &o[..16],
+                &w[..16]
             );
         }
         let copy = dir.path().join("copy.vhdx");
