@@ -215,19 +215,13 @@ pub fn run(disk: Disk, opts: &OpsOptions, progress: &Progress) -> Result<Report>
             progress.block_done(block, scan_per_block);
         }
     }
-    report.blocks_zero = empty.len() as u64;
-    report.blocks_deduplicated = same.len() as u64;
-    report.blocks_unused = unused_blocks.len() as u64;
-    // The unused bytes of the blocks released as unused (all of a wholly unused one).
-    let released_unused = UnusedRanges::new(unused_blocks.iter().flat_map(|&b| {
-        let span = block_span(b, block_size, size);
-        unused
-            .as_deref()
-            .map(|u| u.within(&span))
-            .unwrap_or_default()
-    }));
-    report.bytes_unused = released_unused.total_bytes();
-    report.unused_released = released_unused.ranges().to_vec();
+    record_found(
+        &mut report,
+        (&empty, &same, &unused_blocks),
+        unused.as_deref(),
+        block_size,
+        size,
+    );
     let mut releasable = empty;
     releasable.extend_from_slice(&same);
     releasable.extend_from_slice(&unused_blocks);
@@ -422,9 +416,30 @@ pub(super) enum Found {
     FreeOrZero,
 }
 
+/// Records what the scan found in `report`: the blocks all zero (or with an empty
+/// bitmap), those equal to the parent chain's, those released as unused, and the unused
+/// bytes of the last (all of a wholly unused one).
+pub(super) fn record_found(
+    report: &mut Report,
+    (empty, same, unused_blocks): (&[u64], &[u64], &[u64]),
+    unused: Option<&UnusedRanges>,
+    block_size: u64,
+    size: u64,
+) {
+    report.blocks_zero = empty.len() as u64;
+    report.blocks_deduplicated = same.len() as u64;
+    report.blocks_unused = unused_blocks.len() as u64;
+    let released_unused = UnusedRanges::new(unused_blocks.iter().flat_map(|&b| {
+        let span = block_span(b, block_size, size);
+        unused.map(|u| u.within(&span)).unwrap_or_default()
+    }));
+    report.bytes_unused = released_unused.total_bytes();
+    report.unused_released = released_unused.ranges().to_vec();
+}
+
 /// The virtual bytes of block `block`: `block_size` of them, the last block clipped to
 /// the disk's `size`.
-pub(crate) fn block_span(block: u64, block_size: u64, size: u64) -> std::ops::Range<u64> {
+fn block_span(block: u64, block_size: u64, size: u64) -> std::ops::Range<u64> {
     let start = block.saturating_mul(block_size);
     start..start.saturating_add(block_size).min(size)
 }

@@ -18,8 +18,8 @@ use vhdkit_task::{Phase, Progress};
 use crate::error::{Error, Result};
 use crate::image::{Disk, DiskKind, VhdFile};
 
-use super::compact::{block_span, classify, view_crcs, Found};
-use super::unused::{self, UnusedRanges};
+use super::compact::{classify, record_found, view_crcs, Found};
+use super::unused;
 use super::{OpsOptions, PhaseClock, Report};
 
 /// Refuses what cannot be compacted among VHDX files: fixed files (leave blocks
@@ -88,20 +88,13 @@ pub(crate) fn run(disk: Disk, opts: &OpsOptions, progress: &Progress) -> Result<
         }
     }
     clock.lap(&mut report, "scan");
-    report.blocks_zero = empty.len() as u64;
-    report.blocks_deduplicated = same.len() as u64;
-    report.blocks_unused = unused_blocks.len() as u64;
-    // The unused bytes of the blocks released as unused (all of a wholly unused one).
-    let size = f.virtual_size();
-    let released_unused = UnusedRanges::new(unused_blocks.iter().flat_map(|&b| {
-        let span = block_span(b, block_size, size);
-        unused
-            .as_deref()
-            .map(|u| u.within(&span))
-            .unwrap_or_default()
-    }));
-    report.bytes_unused = released_unused.total_bytes();
-    report.unused_released = released_unused.ranges().to_vec();
+    record_found(
+        &mut report,
+        (&empty, &same, &unused_blocks),
+        unused.as_deref(),
+        block_size,
+        f.virtual_size(),
+    );
     report.blocks_released = (empty.len() + same.len() + unused_blocks.len()) as u64;
     // Blocks released as unused are not verified: they may read differently
     // afterwards (zeros, or the parent's), which is what was asked.
