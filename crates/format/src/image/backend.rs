@@ -100,7 +100,9 @@ impl Backend for FileBackend {
 
     fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
         faults::before(&self.path, faults::FaultOp::Write)?;
-        FileExt::write_all_at(&self.file, buf, offset)
+        write_in_page_phase(buf, offset, |piece, at| {
+            FileExt::write_all_at(&self.file, piece, at)
+        })
     }
 
     fn set_len(&self, len: u64) -> io::Result<()> {
@@ -124,6 +126,59 @@ impl Backend for FileBackend {
     fn as_file(&self) -> Option<&File> {
         Some(&self.file)
     }
+}
+
+/// The page size whose boundaries a cut-short write may stop at.
+const PAGE: usize = 4096;
+/// The most one bounced write copies at a time (a multiple of [`PAGE`]).
+const BOUNCE: usize = 1 << 20;
+
+thread_local! {
+    /// A page-aligned buffer for [`write_in_page_phase`], made on first need per thread.
+    static BOUNCE_BUF: std::cell::RefCell<Option<memmap2::MmapMut>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Writes `buf` at `offset` through `write` so that a write the kernel cuts short stops
+/// at a page boundary of the file, never inside a sector.
+///
+/// A buffered write copies the source into the page cache with page faults disabled;
+/// when a source page is not mapped at that instant the copy stops at that *source*
+/// page's boundary, the kernel commits the part copied, and a kill -9 arriving before it
+/// retries leaves the file with exactly that part written. If the source does not sit at
+/// the file's page phase — a large `Vec` from malloc starts 16 bytes into a page — the
+/// cut falls inside a file sector, which then reads neither its old nor its new bytes:
+/// a torn sector in a disk an in-place operation promised to keep old-or-new. Sources
+/// at the file's phase (memory maps of another image, page-aligned buffers), or lying
+/// within one page, are written as they are; others are copied, [`BOUNCE`] bytes at a
+/// time, into a page-aligned buffer at the file's phase first.
+fn write_in_page_phase(
+    buf: &[u8],
+    offset: u64,
+    mut write: impl FnMut(&[u8], u64) -> io::Result<()>,
+) -> io::Result<()> {
+    let phase = (offset % PAGE as u64) as usize;
+    let addr = buf.as_ptr() as usize % PAGE;
+    if addr == phase || addr + buf.len() <= PAGE {
+        return write(buf, offset);
+    }
+    BOUNCE_BUF.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.is_none() {
+            *slot = Some(memmap2::MmapMut::map_anon(BOUNCE + PAGE)?);
+        }
+        let bounce = slot.as_mut().expect("the bounce buffer was just made");
+        let mut done = 0;
+        while done < buf.len() {
+            // Every piece starts BOUNCE (a whole number of pages) after the last, so at
+            // the same phase.
+            let n = (buf.len() - done).min(BOUNCE);
+            bounce[phase..phase + n].copy_from_slice(&buf[done..done + n]);
+            write(&bounce[phase..phase + n], offset + done as u64)?;
+            done += n;
+        }
+        Ok(())
+    })
 }
 
 /// An image held in memory, for tests and fuzzing (cargo feature `testing`).
@@ -344,6 +399,56 @@ fn eof() -> io::Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every piece `write_in_page_phase` hands on either sits at its file offset's page
+    /// phase or lies within one page (so a copy cut short at a source page boundary
+    /// stops at a file page boundary), and the pieces put every byte in its place.
+    #[test]
+    fn writes_keep_the_source_at_the_file_page_phase() {
+        let data: Vec<u8> = (0..(3 * BOUNCE + 5000))
+            .map(|i| (i * 7 % 251) as u8)
+            .collect();
+        for (skip, len, offset) in [
+            (16, 2 * BOUNCE + 100, 0u64),
+            (16, BOUNCE, 512),
+            (1, 3 * BOUNCE, 4096 * 3 + 1024),
+            (0, 9000, 4096),
+            (4000, 200, 7 * 512),
+            (4000, 5000, 7 * 512),
+            (100, 2 * PAGE, 100),
+        ] {
+            let src = &data[skip..skip + len];
+            let mut file = vec![0u8; offset as usize + len];
+            write_in_page_phase(src, offset, |piece, at| {
+                let (addr, phase) = (piece.as_ptr() as usize % PAGE, (at % PAGE as u64) as usize);
+                assert!(
+                    addr == phase || addr + piece.len() <= PAGE,
+                    "a piece of {} bytes for {at} starts at page offset {addr}",
+                    piece.len()
+                );
+                file[at as usize..at as usize + piece.len()].copy_from_slice(piece);
+                Ok(())
+            })
+            .expect("write");
+            assert_eq!(
+                &file[offset as usize..],
+                src,
+                "skip {skip} len {len} at {offset}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_file_backend_writes_misaligned_sources_whole() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("f");
+        let b = FileBackend::new(File::create_new(&path).expect("create"));
+        let data: Vec<u8> = (0..(BOUNCE * 2 + 777)).map(|i| (i % 253) as u8).collect();
+        b.write_all_at(&data[3..], 1536).expect("write");
+        let back = std::fs::read(&path).expect("read");
+        assert_eq!(back.len(), 1536 + data.len() - 3);
+        assert_eq!(&back[1536..], &data[3..]);
+    }
 
     #[test]
     fn mem_backend_reads_back_writes_and_refuses_short_reads() {
