@@ -1,20 +1,21 @@
 //! The dicts the package returns, each with the fields of the JSON document the
 //! command line prints for the same thing (`docs/json.md`, `docs/schema/`): `info()`,
-//! an operation's report, a progress event, `measure()`, the rows of `map()`. The CLI
-//! builds its documents in the binary (`src/cmd/`), out of reach of a library; the
-//! tests validate these dicts against the same schemas.
+//! an operation's report, a progress event, `measure()`, the rows of `map()`. `info()`,
+//! reports and events are the library's documents (`vhdkit_format::info`,
+//! `vhdkit_format::report`), serialized as the command line serializes them; the tests
+//! validate every dict against the same schemas.
 
 use std::path::Path;
 
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList};
+use pyo3::types::PyDict;
 use vhdkit_format::image::Extent;
-use vhdkit_format::ops::{Measure, Report, UnusedRanges};
-use vhdkit_format::volume::{DiskReport, Reason, TableKind};
+use vhdkit_format::ops::{Measure, Report};
+use vhdkit_format::report::{EventDoc, ReportDoc};
+use vhdkit_format::volume::DiskReport;
 use vhdkit_format::{Disk, Error, ProgressEvent};
 
 use crate::convert::{dict, path_str, serde_dict};
-use crate::errors::variant_name;
 
 /// The version of the JSON documents these dicts mirror (their `"schema"` field).
 pub const SCHEMA: u32 = 1;
@@ -29,131 +30,31 @@ pub fn info<'py>(
     chain_error: Option<&Error>,
     path: &Path,
 ) -> PyResult<Bound<'py, PyDict>> {
-    let info = vhdkit_format::info::describe(disk, chain_error, path);
-    let d = dict!(py, { "schema" => SCHEMA });
-    d.update(serde_dict(py, &info)?.as_mapping())?;
-    Ok(d)
+    schema_dict(py, &vhdkit_format::info::describe(disk, chain_error, path))
 }
 
-/// A progress event: the fields of one `--progress json` line.
+/// A progress event: the fields of one `--progress json` line (the library's
+/// [`EventDoc`], the very document the command line prints).
 pub fn event<'py>(py: Python<'py>, e: &ProgressEvent) -> PyResult<Bound<'py, PyDict>> {
-    Ok(dict!(py, {
-        "schema" => SCHEMA,
-        "task_id" => e.task_id,
-        "phase" => e.phase.name(),
-        "percent" => e.task_percent,
-        "phase_percent" => e.phase_percent,
-        "phase_blocks_done" => e.phase_blocks_done,
-        "phase_blocks_total" => e.phase_blocks_total,
-        "phase_bytes_done" => e.phase_bytes_done,
-        "phase_bytes_total" => e.phase_bytes_total,
-        "block_index" => e.block_index,
-        "lost" => e.lost,
-        "final" => e.is_final,
-        "result" => e.result.map(|r| variant_name(&r)),
-    }))
+    schema_dict(py, &EventDoc::from(e))
 }
 
-/// An operation's report: the fields of its `--json` document; with the disk's
-/// partitions when `volumes` holds what a file-system scan (`fs_aware`) found.
+/// An operation's report: the fields of its `--json` document (the library's
+/// [`ReportDoc`]); with the disk's partitions when `volumes` holds what a file-system
+/// scan (`fs_aware`) found.
 pub fn report<'py>(
     py: Python<'py>,
     r: &Report,
     volumes: Option<&DiskReport>,
 ) -> PyResult<Bound<'py, PyDict>> {
-    let phases = PyList::empty(py);
-    for (name, d) in &r.phases {
-        phases.append(dict!(py, { "name" => name, "seconds" => d.as_secs_f64() }))?;
-    }
-    let d = dict!(py, {
-        "schema" => SCHEMA,
-        "operation" => r.operation.name(),
-        "path" => path_str(py, &r.path)?,
-        "blocks_total" => r.blocks_total,
-        "blocks_copied" => r.blocks_copied,
-        "blocks_zero" => r.blocks_zero,
-        "blocks_released" => r.blocks_released,
-        "blocks_deduplicated" => r.blocks_deduplicated,
-        "blocks_unused" => r.blocks_unused,
-        "bytes_unused" => r.bytes_unused,
-        "blocks_moved" => r.blocks_moved,
-        "blocks_composed" => r.blocks_composed,
-        "bytes_written" => r.bytes_written,
-        "bytes_cloned" => r.bytes_cloned,
-        "file_size_before" => r.file_size_before,
-        "file_size_after" => r.file_size_after,
-        "verified" => r.verified,
-        "dry_run" => r.dry_run,
-        "elapsed" => r.elapsed.as_secs_f64(),
-        "phases" => phases,
-    });
-    if let Some(f) = &r.resize {
-        d.set_item("size_before", f.size_before)?;
-        d.set_item("size_after", f.size_after)?;
-        d.set_item("nonzero_bytes_cut", f.nonzero_bytes_cut)?;
-        d.set_item("bat", f.bat.name())?;
-    }
-    if let Some(v) = volumes {
-        let released = UnusedRanges::new(r.unused_released.iter().cloned());
-        d.set_item("partition_table", table_name(v.table))?;
-        d.set_item("partitions", partitions(py, v, &released)?)?;
-        d.set_item("partition_table_warnings", v.warnings.clone())?;
-    }
+    schema_dict(py, &ReportDoc::new(r, volumes))
+}
+
+/// `doc` as a dict with `"schema"` first, as the command line's `json::Doc` prints it.
+fn schema_dict<'py, T: serde::Serialize>(py: Python<'py>, doc: &T) -> PyResult<Bound<'py, PyDict>> {
+    let d = dict!(py, { "schema" => SCHEMA });
+    d.update(serde_dict(py, doc)?.as_mapping())?;
     Ok(d)
-}
-
-/// The `partition_table` value: `mbr`, `gpt`, `none` (a file system spanning the
-/// disk) or `unrecognised`.
-fn table_name(kind: TableKind) -> &'static str {
-    match kind {
-        TableKind::Mbr => "mbr",
-        TableKind::Gpt => "gpt",
-        TableKind::WholeDisk => "none",
-        TableKind::Unrecognised => "unrecognised",
-    }
-}
-
-/// The `left_alone_reason` value: the kind of a [`Reason`].
-fn reason_kind(r: &Reason) -> &'static str {
-    match r {
-        Reason::UnknownPartitionType => "unknown_partition_type",
-        Reason::Container => "container",
-        Reason::NoFileSystem => "no_file_system",
-        Reason::Ambiguous(_) => "ambiguous",
-        Reason::Unsupported(_) => "unsupported",
-        Reason::NotClean(_) => "not_clean",
-        Reason::SizeMismatch { .. } => "size_mismatch",
-        Reason::Corrupt(_) => "corrupt",
-        Reason::BadExtent(_) => "bad_extent",
-    }
-}
-
-/// The `partitions` array of an `fs_aware` report: each partition, with the bytes of
-/// its free space the operation released (or left out).
-fn partitions<'py>(
-    py: Python<'py>,
-    v: &DiskReport,
-    released: &UnusedRanges,
-) -> PyResult<Bound<'py, PyList>> {
-    let list = PyList::empty(py);
-    for p in &v.partitions {
-        list.append(dict!(py, {
-            "index" => p.index,
-            "start" => p.start,
-            "length" => p.length,
-            "type" => p.type_name,
-            "name" => &p.name,
-            "fs" => p.fs.name(),
-            "fs_size" => p.fs_size,
-            "used_bytes" => p.used_bytes,
-            "free_bytes" => p.free_bytes,
-            "released_bytes" => released.overlap_bytes(&p.free),
-            "left_alone" => p.left_alone.as_ref().map(ToString::to_string),
-            "left_alone_reason" => p.left_alone.as_ref().map(reason_kind),
-            "warnings" => &p.warnings,
-        }))?;
-    }
-    Ok(list)
 }
 
 /// `measure()`: the fields of `measure --json` for the source `path`.

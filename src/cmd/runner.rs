@@ -3,16 +3,15 @@
 //! JSON on stdout.
 
 use std::io::IsTerminal;
-use std::path::Path;
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
-use serde::Serialize;
 use vhdkit_format::ops::{OpTask, Report};
-use vhdkit_task::{ProgressEvent, TaskFailure, VMTaskResult};
+use vhdkit_format::report::{EventDoc, ReportDoc};
+use vhdkit_task::{ProgressEvent, TaskFailure};
 
 use super::human::{count, size, size_and_bytes};
-use super::volumes::{self, FsAware, PartitionDoc};
+use super::volumes::{self, FsAware};
 use super::{json, terminal, CliError, EXIT_OK};
 
 /// Exit code of a command cancelled with Ctrl-C (SIGINT); SIGTERM gives 143 and SIGHUP
@@ -93,152 +92,6 @@ impl RunArgs {
     }
 }
 
-/// One `--progress json` line (docs/json.md). `percent` is the task's (weighted across
-/// its phases, never decreasing, 100 only in the final event of a success); every
-/// `phase_*` field is the current phase's, starting again from 0 in each phase; `lost`
-/// counts the events this listener missed just before.
-#[derive(Debug, Serialize)]
-struct EventDoc {
-    task_id: u32,
-    phase: &'static str,
-    percent: u32,
-    phase_percent: u32,
-    phase_blocks_done: u64,
-    phase_blocks_total: u64,
-    phase_bytes_done: u64,
-    phase_bytes_total: u64,
-    block_index: Option<u64>,
-    lost: u64,
-    #[serde(rename = "final")]
-    is_final: bool,
-    /// The task's outcome in the final event (`success`, `cancelled`,
-    /// `disk_related_error`, …), else `None`.
-    result: Option<VMTaskResult>,
-}
-
-impl From<&ProgressEvent> for EventDoc {
-    fn from(e: &ProgressEvent) -> EventDoc {
-        EventDoc {
-            task_id: e.task_id,
-            phase: e.phase.name(),
-            percent: e.task_percent,
-            phase_percent: e.phase_percent,
-            phase_blocks_done: e.phase_blocks_done,
-            phase_blocks_total: e.phase_blocks_total,
-            phase_bytes_done: e.phase_bytes_done,
-            phase_bytes_total: e.phase_bytes_total,
-            block_index: e.block_index,
-            lost: e.lost,
-            is_final: e.is_final,
-            result: e.result,
-        }
-    }
-}
-
-/// The final report of `--json` (docs/json.md): the engine's [`Report`] with its
-/// phases as an array in the order they ran.
-#[derive(Debug, Serialize)]
-struct ReportDoc<'a> {
-    operation: &'a str,
-    path: &'a Path,
-    /// The blocks the operation examined; see docs/json.md for what a block is in
-    /// each operation. Each is counted once in the outcome counters that follow.
-    blocks_total: u64,
-    /// Convert, merge-to: of `blocks_total`, those read and composed (the metadata says
-    /// they may hold data); the rest are known empty without a read.
-    blocks_composed: u64,
-    blocks_copied: u64,
-    blocks_zero: u64,
-    blocks_released: u64,
-    blocks_deduplicated: u64,
-    /// Blocks released (compact) or left out (convert, merge-to) because no file system
-    /// uses any byte of them (`--fs-aware`).
-    blocks_unused: u64,
-    bytes_unused: u64,
-    blocks_moved: u64,
-    bytes_written: u64,
-    bytes_cloned: u64,
-    file_size_before: u64,
-    file_size_after: u64,
-    verified: bool,
-    /// Compact `--dry-run`: nothing was written; the counts are what a run would do.
-    dry_run: bool,
-    /// Wall time, seconds.
-    elapsed: f64,
-    phases: Vec<PhaseDoc<'a>>,
-    /// Resize only: the sizes, the non-zero bytes a shrink cut, what became of the BAT.
-    #[serde(flatten, skip_serializing_if = "Option::is_none")]
-    resize: Option<ResizeDoc>,
-    /// `--fs-aware` only: the partition table and the partitions found.
-    #[serde(flatten, skip_serializing_if = "Option::is_none")]
-    volumes: Option<VolumesDoc>,
-}
-
-/// The fields only a `--fs-aware` report has (docs/json.md).
-#[derive(Debug, Serialize)]
-struct VolumesDoc {
-    partition_table: &'static str,
-    partitions: Vec<PartitionDoc>,
-    /// Remarks about the table (a backup GPT used, a broken EBR chain…).
-    partition_table_warnings: Vec<String>,
-}
-
-/// The fields only a resize report has (docs/json.md).
-#[derive(Debug, Serialize)]
-struct ResizeDoc {
-    size_before: u64,
-    size_after: u64,
-    nonzero_bytes_cut: u64,
-    bat: &'static str,
-}
-
-/// One phase of an operation and its wall time.
-#[derive(Debug, Serialize)]
-struct PhaseDoc<'a> {
-    name: &'a str,
-    seconds: f64,
-}
-
-impl<'a> From<&'a Report> for ReportDoc<'a> {
-    fn from(r: &'a Report) -> ReportDoc<'a> {
-        ReportDoc {
-            operation: r.operation.name(),
-            path: &r.path,
-            blocks_total: r.blocks_total,
-            blocks_composed: r.blocks_composed,
-            blocks_copied: r.blocks_copied,
-            blocks_zero: r.blocks_zero,
-            blocks_released: r.blocks_released,
-            blocks_deduplicated: r.blocks_deduplicated,
-            blocks_unused: r.blocks_unused,
-            bytes_unused: r.bytes_unused,
-            blocks_moved: r.blocks_moved,
-            bytes_written: r.bytes_written,
-            bytes_cloned: r.bytes_cloned,
-            file_size_before: r.file_size_before,
-            file_size_after: r.file_size_after,
-            verified: r.verified,
-            dry_run: r.dry_run,
-            elapsed: r.elapsed.as_secs_f64(),
-            phases: r
-                .phases
-                .iter()
-                .map(|(name, d)| PhaseDoc {
-                    name,
-                    seconds: d.as_secs_f64(),
-                })
-                .collect(),
-            resize: r.resize.as_ref().map(|f| ResizeDoc {
-                size_before: f.size_before,
-                size_after: f.size_after,
-                nonzero_bytes_cut: f.nonzero_bytes_cut,
-                bat: f.bat.name(),
-            }),
-            volumes: None,
-        }
-    }
-}
-
 /// What a disk-full failure of a fixed disk that is allocated up front suggests.
 const SPARSE_HINT: &str =
     "a fixed disk is allocated whole up front; --sparse allocates only what is written";
@@ -280,12 +133,7 @@ pub fn run_fs_aware(
     let found = fs.and_then(FsAware::report);
     let released = vhdkit_format::ops::UnusedRanges::new(report.unused_released.iter().cloned());
     if args.json {
-        let mut doc = ReportDoc::from(&report);
-        doc.volumes = found.as_ref().map(|d| VolumesDoc {
-            partition_table: volumes::table_name(d.table),
-            partitions: volumes::partition_docs(d, &released),
-            partition_table_warnings: d.warnings.clone(),
-        });
+        let doc = ReportDoc::new(&report, found.as_ref());
         json::print(&json::Doc::new(&doc))?;
     } else {
         if let Some(d) = &found {

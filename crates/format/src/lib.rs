@@ -57,6 +57,7 @@ pub mod error;
 pub mod image;
 pub mod info;
 pub mod ops;
+pub mod report;
 #[cfg(feature = "testing")]
 pub mod spec;
 // Complete descriptions of the structures: a few of their helpers and offsets only the
