@@ -269,9 +269,12 @@ impl Disk {
     ) -> Result<()> {
         let layer = &self.layers[level];
         let within = len.min(layer.virtual_size().saturating_sub(offset));
+        let mine = layer.extents(offset, within)?;
+        let has_parent = level + 1 < self.layers.len();
         let mut pos = offset;
-        for e in layer.extents(offset, within)? {
-            match e {
+        let mut i = 0;
+        while i < mine.len() {
+            match mine[i] {
                 LayerExtent::Data { file_offset, len } => push(
                     out,
                     Extent::Data {
@@ -281,15 +284,35 @@ impl Disk {
                     },
                 ),
                 LayerExtent::Zero { len } => push(out, Extent::Zero { len }),
-                LayerExtent::Parent { len } => {
-                    if level + 1 < self.layers.len() {
-                        self.extents_from(level + 1, pos, len, out)?;
-                    } else {
-                        push(out, Extent::Zero { len });
+                LayerExtent::Parent { len } if !has_parent => push(out, Extent::Zero { len }),
+                LayerExtent::Parent { .. } => {
+                    // This piece and the next ones starting within the window: the
+                    // levels below walked once for all their parent pieces.
+                    let (group, span) = parent_group(&mine[i..]);
+                    let mut below = Vec::new();
+                    self.extents_from(level + 1, pos, span, &mut below)?;
+                    let mut below = Slicer::new(&below, pos);
+                    for e in &mine[i..i + group] {
+                        match *e {
+                            LayerExtent::Data { file_offset, len } => push(
+                                out,
+                                Extent::Data {
+                                    layer: level,
+                                    file_offset,
+                                    len,
+                                },
+                            ),
+                            LayerExtent::Zero { len } => push(out, Extent::Zero { len }),
+                            LayerExtent::Parent { len } => below.take(pos, len, out),
+                        }
+                        pos += e.len();
                     }
+                    i += group;
+                    continue;
                 }
             }
-            pos += e.len();
+            pos += mine[i].len();
+            i += 1;
         }
         if len > within {
             push(out, Extent::Zero { len: len - within });
@@ -313,19 +336,8 @@ impl Disk {
     /// Reads `buf.len()` virtual bytes at `offset`, through the whole chain.
     pub fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
         self.check_range(offset, buf.len() as u64)?;
-        let mut pos = 0usize;
-        for e in self.extents(offset, buf.len() as u64)? {
-            let n = e.len() as usize;
-            let dst = &mut buf[pos..pos + n];
-            match e {
-                Extent::Data {
-                    layer, file_offset, ..
-                } => self.layers[layer].read_data(dst, file_offset)?,
-                Extent::Zero { .. } => dst.fill(0),
-            }
-            pos += n;
-        }
-        Ok(())
+        let extents = self.extents(offset, buf.len() as u64)?;
+        self.read_extents(&extents, buf)
     }
 
     /// Writes `data` at virtual `offset` (any offset and length) into the file opened.
@@ -479,6 +491,121 @@ impl Disk {
     }
 }
 
+/// How far past the start of a layer's piece that comes from the parent the parent
+/// pieces after it are resolved with it, in one walk of the levels below: a disk whose
+/// sector bitmaps alternate (Windows writes such) costs one walk per window below, not
+/// one per 512-byte piece; at most this much of the walk below is for bytes the layer
+/// holds itself.
+const PARENT_WINDOW: u64 = 4 << 20;
+
+/// The first `n` of `pieces` (the first one from the parent) to resolve together — it and the following ones that start within
+/// [`PARENT_WINDOW`], cut after the last parent piece — and the bytes they span.
+fn parent_group(pieces: &[LayerExtent]) -> (usize, u64) {
+    let (mut n, mut span, mut at) = (1, pieces[0].len(), pieces[0].len());
+    for (k, e) in pieces.iter().enumerate().skip(1) {
+        if at >= PARENT_WINDOW {
+            break;
+        }
+        at += e.len();
+        if matches!(e, LayerExtent::Parent { .. }) {
+            (n, span) = (k + 1, at);
+        }
+    }
+    (n, span)
+}
+
+/// Stored pieces of one layer at most this far apart in its file are read as one span
+/// (the bytes between them read and dropped): a block whose sector bitmap alternates
+/// costs one read per layer, not one per 512-byte piece.
+const GATHER_GAP: u64 = 64 << 10;
+/// The longest span read to gather pieces.
+const GATHER_SPAN: u64 = 4 << 20;
+
+/// A stored piece of a read: `len` bytes of layer `layer` at `file_offset`, for the
+/// buffer at `at`.
+#[derive(Debug, Clone, Copy)]
+struct Piece {
+    layer: usize,
+    file_offset: u64,
+    at: usize,
+    len: usize,
+}
+
+/// How many of `pieces` (sorted by layer and file offset) to read as one span from the
+/// first one's offset, and the span's length: the following pieces of the same layer
+/// that start within [`GATHER_GAP`] of the span so far and keep it within
+/// [`GATHER_SPAN`].
+fn gather(pieces: &[Piece]) -> (usize, usize) {
+    let first = pieces[0];
+    let mut end = first.file_offset + first.len as u64;
+    let mut n = 1;
+    for p in &pieces[1..] {
+        let p_end = p.file_offset + p.len as u64;
+        if p.layer != first.layer
+            || p.file_offset > end + GATHER_GAP
+            || p_end.max(end) - first.file_offset > GATHER_SPAN
+        {
+            break;
+        }
+        end = end.max(p_end);
+        n += 1;
+    }
+    (n, (end - first.file_offset) as usize)
+}
+
+/// Hands out the parts of a contiguous run of extents (starting at a virtual offset)
+/// that lie in ranges asked for in increasing order.
+struct Slicer<'a> {
+    list: &'a [Extent],
+    idx: usize,
+    /// The virtual offset where `list[idx]` starts.
+    at: u64,
+}
+
+impl<'a> Slicer<'a> {
+    fn new(list: &'a [Extent], start: u64) -> Slicer<'a> {
+        Slicer {
+            list,
+            idx: 0,
+            at: start,
+        }
+    }
+
+    /// Pushes onto `out` the extents covering `pos..pos + len` (at or after the last
+    /// range taken).
+    fn take(&mut self, pos: u64, len: u64, out: &mut Vec<Extent>) {
+        let end = pos + len;
+        while let Some(&e) = self.list.get(self.idx) {
+            let e_end = self.at + e.len();
+            if e_end <= pos {
+                (self.idx, self.at) = (self.idx + 1, e_end);
+                continue;
+            }
+            if self.at >= end {
+                break;
+            }
+            let (s, t) = (self.at.max(pos), e_end.min(end));
+            push(
+                out,
+                match e {
+                    Extent::Data {
+                        layer, file_offset, ..
+                    } => Extent::Data {
+                        layer,
+                        file_offset: file_offset + (s - self.at),
+                        len: t - s,
+                    },
+                    Extent::Zero { .. } => Extent::Zero { len: t - s },
+                },
+            );
+            if e_end > end {
+                break;
+            }
+            (self.idx, self.at) = (self.idx + 1, e_end);
+        }
+    }
+}
+
 fn push(out: &mut Vec<Extent>, e: Extent) {
     if let Some(last) = out.last_mut() {
         match (last, e) {
@@ -534,6 +661,8 @@ impl Disk {
         buf: &mut [u8],
         read: fn(&VhdFile, &mut [u8], u64) -> Result<()>,
     ) -> Result<()> {
+        // The stored pieces, by layer and file offset, to gather neighbours into one read.
+        let mut pieces = Vec::new();
         let mut pos = 0usize;
         for e in extents {
             let n = e.len() as usize;
@@ -543,10 +672,37 @@ impl Disk {
             match *e {
                 Extent::Data {
                     layer, file_offset, ..
-                } => read(&self.layers[layer], dst, file_offset)?,
+                } => pieces.push(Piece {
+                    layer,
+                    file_offset,
+                    at: pos,
+                    len: n,
+                }),
                 Extent::Zero { .. } => dst.fill(0),
             }
             pos += n;
+        }
+        pieces.sort_by_key(|p| (p.layer, p.file_offset));
+        let mut span = Vec::new();
+        let mut rest = &pieces[..];
+        while let Some(first) = rest.first() {
+            let (n, len) = gather(rest);
+            let layer = &self.layers[first.layer];
+            if n == 1 {
+                read(
+                    layer,
+                    &mut buf[first.at..first.at + first.len],
+                    first.file_offset,
+                )?;
+            } else {
+                span.resize(len, 0);
+                read(layer, &mut span, first.file_offset)?;
+                for p in &rest[..n] {
+                    let from = (p.file_offset - first.file_offset) as usize;
+                    buf[p.at..p.at + p.len].copy_from_slice(&span[from..from + p.len]);
+                }
+            }
+            rest = &rest[n..];
         }
         Ok(())
     }
