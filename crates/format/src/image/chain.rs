@@ -274,44 +274,30 @@ impl Disk {
         let mut pos = offset;
         let mut i = 0;
         while i < mine.len() {
-            match mine[i] {
-                LayerExtent::Data { file_offset, len } => push(
-                    out,
-                    Extent::Data {
-                        layer: level,
-                        file_offset,
-                        len,
-                    },
-                ),
-                LayerExtent::Zero { len } => push(out, Extent::Zero { len }),
-                LayerExtent::Parent { len } if !has_parent => push(out, Extent::Zero { len }),
-                LayerExtent::Parent { .. } => {
-                    // This piece and the next ones starting within the window: the
-                    // levels below walked once for all their parent pieces.
-                    let (group, span) = parent_group(&mine[i..]);
-                    let mut below = Vec::new();
-                    self.extents_from(level + 1, pos, span, &mut below)?;
-                    let mut below = Slicer::new(&below, pos);
-                    for e in &mine[i..i + group] {
-                        match *e {
-                            LayerExtent::Data { file_offset, len } => push(
-                                out,
-                                Extent::Data {
-                                    layer: level,
-                                    file_offset,
-                                    len,
-                                },
-                            ),
-                            LayerExtent::Zero { len } => push(out, Extent::Zero { len }),
-                            LayerExtent::Parent { len } => below.take(pos, len, out),
-                        }
-                        pos += e.len();
+            if matches!(mine[i], LayerExtent::Parent { .. }) && has_parent {
+                // This piece and the next ones starting within the window: the levels
+                // below walked once for all their parent pieces.
+                let (group, span) = parent_group(&mine[i..]);
+                let mut below = Vec::new();
+                self.extents_from(level + 1, pos, span, &mut below)?;
+                let mut below = Slicer::new(&below, pos);
+                for &e in &mine[i..i + group] {
+                    match answered(level, e) {
+                        Some(x) => push(out, x),
+                        None => below.take(pos, e.len(), out),
                     }
-                    i += group;
-                    continue;
+                    pos += e.len();
                 }
+                i += group;
+                continue;
             }
-            pos += mine[i].len();
+            // The last level's parent pieces read as zeros.
+            let e = mine[i];
+            push(
+                out,
+                answered(level, e).unwrap_or(Extent::Zero { len: e.len() }),
+            );
+            pos += e.len();
             i += 1;
         }
         if len > within {
@@ -488,6 +474,20 @@ impl Disk {
             out.push(Extent::Zero { len });
         }
         Ok(out)
+    }
+}
+
+/// Piece `e` of level `level` as the chain's extent, when the level answers it itself
+/// (stored there, or zeros); `None` for a piece from its parent.
+fn answered(level: usize, e: LayerExtent) -> Option<Extent> {
+    match e {
+        LayerExtent::Data { file_offset, len } => Some(Extent::Data {
+            layer: level,
+            file_offset,
+            len,
+        }),
+        LayerExtent::Zero { len } => Some(Extent::Zero { len }),
+        LayerExtent::Parent { .. } => None,
     }
 }
 
