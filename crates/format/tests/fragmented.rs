@@ -143,3 +143,46 @@ fn a_chain_with_random_bitmaps_reads_each_sector_from_its_level() {
         assert_reads(&disk, &expect);
     }
 }
+
+/// Merging the fragmented top into its parent (a block's bitmap read and written once
+/// for all its pieces, the pieces mapped in one window) keeps what the chain reads.
+#[test]
+fn merging_a_fragmented_child_keeps_what_the_chain_reads() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (disk, expect) = chain(dir.path(), &|_| vec![0x55; (BS / 512 / 8) as usize]);
+    drop(disk);
+    let task = vhdkit_format::ops::merge_task(dir.path().join("top.vhd"), &Default::default())
+        .expect("merge starts");
+    task.join().expect("merge");
+    let merged = Disk::open(dir.path().join("mid.vhd")).expect("open the parent");
+    let mut got = vec![0u8; SIZE as usize];
+    merged.read_at(&mut got, 0).expect("read");
+    assert!(
+        got == expect,
+        "the merged parent reads other bytes than the chain did"
+    );
+}
+
+/// A fragmented child merged into a parent that holds none of its blocks: every piece
+/// lands in a block the merge allocates (placed once per block, not searched per
+/// piece).
+#[test]
+fn merging_a_fragmented_child_into_an_empty_parent_keeps_what_it_reads() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let base = create(dir.path(), "base.vhd", DiskKind::Dynamic, SIZE, BS);
+    let child = create_child(dir.path(), "top.vhd", &base, BS);
+    let data = pattern(5, SIZE as usize);
+    write(&child, &data, 0);
+    let random = random_bitmap(13);
+    set_bitmaps(&child, &random);
+    let expect = model(&[data], &[&random]);
+    let task = vhdkit_format::ops::merge_task(&child, &Default::default()).expect("merge starts");
+    task.join().expect("merge");
+    let merged = Disk::open(&base).expect("open the parent");
+    let mut got = vec![0u8; SIZE as usize];
+    merged.read_at(&mut got, 0).expect("read");
+    assert!(
+        got == expect,
+        "the merged parent reads other bytes than the child did"
+    );
+}

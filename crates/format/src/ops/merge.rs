@@ -12,6 +12,7 @@
 //! `delete_child` the child is deleted last.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 use rayon::prelude::*;
@@ -252,9 +253,10 @@ pub fn run(files: MergeFiles, opts: &OpsOptions, progress: &Progress) -> Result<
 }
 
 /// A run of the child's own sectors: mapped straight from the child's file (no copy)
-/// when it lives in a file, copied otherwise.
+/// when it lives in a file — a part of one window mapped for all the runs of a block —
+/// copied otherwise.
 enum RunData {
-    Mapped(crate::image::Window),
+    Mapped(Arc<crate::image::Window>, std::ops::Range<usize>),
     Owned(Vec<u8>),
 }
 
@@ -262,7 +264,7 @@ impl std::ops::Deref for RunData {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
         match self {
-            RunData::Mapped(w) => w,
+            RunData::Mapped(w, r) => &w[r.clone()],
             RunData::Owned(v) => v,
         }
     }
@@ -272,16 +274,37 @@ impl std::ops::Deref for RunData {
 fn child_runs(child: &VhdFile, b: u64, block_size: u64) -> Result<Vec<(u64, RunData)>> {
     let start = b * block_size;
     let len = block_size.min(child.virtual_size().saturating_sub(start));
+    let extents = child.extents(start, len)?;
+    // The stored runs lie in order in the block's data area: one map spans them all
+    // (a block whose bitmap alternates holds a run per other sector).
+    let stored = extents.iter().filter_map(|e| match *e {
+        LayerExtent::Data { file_offset, len } => Some((file_offset, file_offset + len)),
+        _ => None,
+    });
+    let span = stored.fold(None, |acc: Option<(u64, u64)>, (s, t)| match acc {
+        None => Some((s, t)),
+        Some((a, z)) => Some((a.min(s), z.max(t))),
+    });
+    let window = match span {
+        Some((s, t)) => child
+            .map_data(s, t - s)
+            .transpose()?
+            .map(|w| (s, Arc::new(w))),
+        None => None,
+    };
     let mut out = Vec::new();
     let mut pos = start;
-    for e in child.extents(start, len)? {
+    for e in extents {
         // A VHDX child's zero blocks read zeros over the parent: the parent takes them.
         if let (LayerExtent::Zero { len }, true) = (e, child.is_vhdx()) {
             out.push((pos, RunData::Owned(vec![0u8; len as usize])));
         }
         if let LayerExtent::Data { file_offset, len } = e {
-            let data = match child.map_data(file_offset, len) {
-                Some(w) => RunData::Mapped(w?),
+            let data = match &window {
+                Some((s, w)) => {
+                    let from = (file_offset - s) as usize;
+                    RunData::Mapped(Arc::clone(w), from..from + len as usize)
+                }
                 None => {
                     let mut buf = vec![0u8; len as usize];
                     child.read_data(&mut buf, file_offset)?;

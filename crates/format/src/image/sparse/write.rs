@@ -50,6 +50,8 @@ impl Sparse {
         }
         let mut pieces = Vec::new();
         let mut next_free = state.next_free;
+        // Blocks placed by this write: block index → offset.
+        let mut placed = std::collections::HashMap::new();
         {
             let bat = s.bat_read();
             for &(offset, data) in runs {
@@ -62,14 +64,14 @@ impl Sparse {
                     let src = &data[(pos - offset) as usize..(pos - offset + n) as usize];
                     let (block_offset, new) = match bat.block_offset(block) {
                         Some(o) => (o, false),
-                        None => match pieces.iter().find(|p: &&Piece| p.block == block && p.new) {
-                            Some(p) => (p.block_offset, true),
-                            None => {
+                        None => {
+                            let at = *placed.entry(block).or_insert_with(|| {
                                 let at = s.layout.place_block(next_free);
                                 next_free = at + stride;
-                                (at, true)
-                            }
-                        },
+                                at
+                            });
+                            (at, true)
+                        }
                     };
                     pieces.push(Piece {
                         block,
@@ -83,15 +85,14 @@ impl Sparse {
             }
         }
         let new_blocks: Vec<(u64, u64)> = {
-            let mut v: Vec<(u64, u64)> = pieces
-                .iter()
-                .filter(|p| p.new)
-                .map(|p| (p.block, p.block_offset))
-                .collect();
+            let mut v: Vec<(u64, u64)> = placed.into_iter().collect();
             v.sort_unstable();
-            v.dedup();
             v
         };
+        // The pieces by block, for the bitmaps: each block's read and written once however
+        // many pieces it has (a merged block whose bitmap alternates has one per sector).
+        let mut by_block: Vec<&Piece> = pieces.iter().collect();
+        by_block.sort_by_key(|p| p.block);
         for &(_, at) in &new_blocks {
             if (at / SECTOR_SIZE) >= u64::from(BAT_ENTRY_UNUSED) {
                 return Err(Error::Unsupported {
@@ -127,7 +128,11 @@ impl Sparse {
             // reads return zeros for data behind partly set bitmaps of small blocks). A
             // differencing block sets only the bits of the sectors it holds.
             let mut bitmap = vec![if differencing { 0u8 } else { 0xFF }; bitmap_size as usize];
-            for p in pieces.iter().filter(|p| differencing && p.block == block) {
+            let (lo, hi) = (
+                by_block.partition_point(|p| p.block < block),
+                by_block.partition_point(|p| p.block <= block),
+            );
+            for p in by_block[lo..hi].iter().filter(|_| differencing) {
                 let first = p.in_block / SECTOR_SIZE;
                 set_range(&mut bitmap, first, p.data.len() as u64 / SECTOR_SIZE);
             }
@@ -148,17 +153,25 @@ impl Sparse {
         f.sync("syncing block data")?;
 
         // Step 4: bitmap bits of existing blocks, then BAT sectors of new blocks.
-        for p in pieces.iter().filter(|p| !p.new) {
-            let mut bm = s.read_bitmap(f, p.block_offset)?;
+        for group in by_block
+            .chunk_by(|a, b| a.block == b.block)
+            .filter(|g| !g[0].new)
+        {
+            let block_offset = group[0].block_offset;
+            let mut bm = s.read_bitmap(f, block_offset)?;
             let before = bm.clone();
-            let first = p.in_block / SECTOR_SIZE;
-            let count = p.data.len() as u64 / SECTOR_SIZE;
-            set_range(&mut bm, first, count);
+            for p in group {
+                set_range(
+                    &mut bm,
+                    p.in_block / SECTOR_SIZE,
+                    p.data.len() as u64 / SECTOR_SIZE,
+                );
+            }
             if bm != before {
                 // Rewrite only the bitmap sectors that changed.
                 for (i, (a, b)) in bm.chunks(512).zip(before.chunks(512)).enumerate() {
                     if a != b {
-                        let at = p.block_offset + i as u64 * SECTOR_SIZE;
+                        let at = block_offset + i as u64 * SECTOR_SIZE;
                         f.write(a, at, "updating a sector bitmap")?;
                     }
                 }
