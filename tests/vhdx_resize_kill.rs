@@ -11,7 +11,9 @@
 //! old bytes and zeros after (sampled in a 130 GiB disk: the old disk whole, the MiB
 //! after, the middle and the last MiB); `check` reports nothing worse than a log not yet
 //! applied; and once `qemu-img check -r all` has replayed that log, qemu-img reads the
-//! same size and bytes and `qemu-img check` finds nothing.
+//! same size and bytes and `qemu-img check` finds nothing. The BAT move is also run as
+//! a process killed with SIGKILL at points spread over its run, each file left judged
+//! the same way.
 
 // qemu-img: Linux CI only.
 #![cfg(target_os = "linux")]
@@ -23,6 +25,7 @@ use std::io;
 use std::path::Path;
 use std::process::Command;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use common::*;
 use vhdkit_format::image::{Backend, FsResolver, MemBackend};
@@ -149,12 +152,70 @@ fn qemu_range(disk: &Path, at: u64, len: u64) -> Vec<u8> {
     fs::read(&out).unwrap()
 }
 
-/// Judges every state a kill can leave in a resize of `disk` (whose bytes read
-/// `old_bytes`) to `new`; returns how many read as before and as resized.
-fn every_step(disk: &Path, new: u64) -> (usize, usize) {
-    let old = vhdkit_size(disk);
+/// Judges the file at `state` that a resize of a disk of `old` bytes reading
+/// `old_bytes` to `new` left (see the module's documentation; `what` names it in a
+/// failure). Returns whether it reads as resized.
+fn judge(state: &Path, old_bytes: &[u8], new: u64, what: &str) -> bool {
+    let old = old_bytes.len() as u64;
+    // vhdkit, a pending log replayed in memory.
+    let d = Disk::open(state).unwrap_or_else(|e| panic!("{what}: {e}"));
+    let size = d.virtual_size();
+    assert!(size == old || size == new, "{what}: size {size}");
+    let got: Vec<u8> = samples(size, old)
+        .into_iter()
+        .flat_map(|(a, n)| {
+            let mut b = vec![0u8; n as usize];
+            d.read_at(&mut b, a)
+                .unwrap_or_else(|e| panic!("{what}: {e}"));
+            b
+        })
+        .collect();
+    drop(d);
+    assert!(
+        got == expected(size, old_bytes),
+        "{what}: vhdkit reads other bytes"
+    );
+    let r = vhdkit(["check", "--json", p(state)]);
+    assert!(
+        r.code == EXIT_OK || r.code == EXIT_DIFFERENT,
+        "{what}: {}",
+        r.stderr
+    );
+    for f in r.json()["files"].as_array().unwrap() {
+        for pr in f["problems"].as_array().unwrap() {
+            assert_eq!(pr["structure"], "VHDX log", "{what}: {pr}");
+            assert_eq!(pr["severity"], "warning", "{what}: {pr}");
+        }
+    }
+    // qemu-img, once it has replayed the log.
+    let r = qemu(&["check", "-q", "-r", "all", "-f", "vhdx", p(state)]);
+    assert_eq!(r.code, 0, "{what}: qemu-img check -r all: {}", r.stderr);
+    let r = qemu(&["check", "-f", "vhdx", p(state)]);
+    assert_eq!(
+        r.code,
+        0,
+        "{what}: qemu-img check: {}{}",
+        r.stdout_str(),
+        r.stderr
+    );
+    let r = qemu(&["info", "--output=json", "-f", "vhdx", p(state)]);
+    assert_eq!(r.code, 0, "{what}: {}", r.stderr);
+    assert_eq!(r.json()["virtual-size"], size, "{what}: qemu-img's size");
+    let got: Vec<u8> = samples(size, old)
+        .into_iter()
+        .flat_map(|(a, n)| qemu_range(state, a, n))
+        .collect();
+    assert!(
+        got == expected(size, old_bytes),
+        "{what}: qemu-img reads other bytes"
+    );
+    size == new
+}
+
+/// Judges every state a kill can leave in a resize of `disk` to `new`.
+fn every_step(disk: &Path, new: u64) {
     let old_bytes = read_all(disk);
-    assert_eq!(old_bytes.len() as u64, old);
+    assert_eq!(old_bytes.len() as u64, vhdkit_size(disk));
     let orig = fs::read(disk).unwrap();
     let ops = record(disk, new);
     assert!(ops.len() > 4, "{} changes", ops.len());
@@ -164,63 +225,11 @@ fn every_step(disk: &Path, new: u64) -> (usize, usize) {
     for k in 0..=ops.len() {
         lay(&orig, &ops[..k], &state);
         let what = format!("{} after {k} of {} changes", disk.display(), ops.len());
-        // vhdkit, a pending log replayed in memory.
-        let d = Disk::open(&state).unwrap_or_else(|e| panic!("{what}: {e}"));
-        let size = d.virtual_size();
-        assert!(size == old || size == new, "{what}: size {size}");
-        let got: Vec<u8> = samples(size, old)
-            .into_iter()
-            .flat_map(|(a, n)| {
-                let mut b = vec![0u8; n as usize];
-                d.read_at(&mut b, a)
-                    .unwrap_or_else(|e| panic!("{what}: {e}"));
-                b
-            })
-            .collect();
-        drop(d);
-        assert!(
-            got == expected(size, &old_bytes),
-            "{what}: vhdkit reads other bytes"
-        );
-        if size == old {
-            before += 1;
-        } else {
+        if judge(&state, &old_bytes, new, &what) {
             after += 1;
+        } else {
+            before += 1;
         }
-        let r = vhdkit(["check", "--json", p(&state)]);
-        assert!(
-            r.code == EXIT_OK || r.code == EXIT_DIFFERENT,
-            "{what}: {}",
-            r.stderr
-        );
-        for f in r.json()["files"].as_array().unwrap() {
-            for pr in f["problems"].as_array().unwrap() {
-                assert_eq!(pr["structure"], "VHDX log", "{what}: {pr}");
-                assert_eq!(pr["severity"], "warning", "{what}: {pr}");
-            }
-        }
-        // qemu-img, once it has replayed the log.
-        let r = qemu(&["check", "-q", "-r", "all", "-f", "vhdx", p(&state)]);
-        assert_eq!(r.code, 0, "{what}: qemu-img check -r all: {}", r.stderr);
-        let r = qemu(&["check", "-f", "vhdx", p(&state)]);
-        assert_eq!(
-            r.code,
-            0,
-            "{what}: qemu-img check: {}{}",
-            r.stdout_str(),
-            r.stderr
-        );
-        let r = qemu(&["info", "--output=json", "-f", "vhdx", p(&state)]);
-        assert_eq!(r.code, 0, "{what}: {}", r.stderr);
-        assert_eq!(r.json()["virtual-size"], size, "{what}: qemu-img's size");
-        let got: Vec<u8> = samples(size, old)
-            .into_iter()
-            .flat_map(|(a, n)| qemu_range(&state, a, n))
-            .collect();
-        assert!(
-            got == expected(size, &old_bytes),
-            "{what}: qemu-img reads other bytes"
-        );
     }
     eprintln!(
         "{}: {} states, {before} as before, {after} as resized",
@@ -228,13 +237,11 @@ fn every_step(disk: &Path, new: u64) -> (usize, usize) {
         ops.len() + 1
     );
     assert!(before > 0 && after > 0, "{before} {after}");
-    (before, after)
 }
 
-#[test]
-fn a_resize_moving_the_bat_killed_at_every_step_reads_old_or_new() {
-    let dir = tempdir();
-    let disk = dir.path().join("dynamic.vhdx");
+/// A dynamic VHDX of 24 MiB in 1 MiB blocks with data, made by qemu-img.
+fn qemu_dynamic(dir: &Path) -> std::path::PathBuf {
+    let disk = dir.join("dynamic.vhdx");
     let r = qemu(&[
         "create",
         "-q",
@@ -253,8 +260,60 @@ fn a_resize_moving_the_bat_killed_at_every_step_reads_old_or_new() {
         &[],
     );
     write_at(&disk, 512, &pattern(2, 1000), &[]);
+    disk
+}
+
+#[test]
+fn a_resize_moving_the_bat_killed_at_every_step_reads_old_or_new() {
+    let dir = tempdir();
     // 130 GiB in 1 MiB blocks: a table longer than the 1 MiB region.
-    every_step(&disk, 130 * GIB);
+    every_step(&qemu_dynamic(dir.path()), 130 * GIB);
+}
+
+/// The same with the process itself killed (SIGKILL) at points spread over its run.
+#[test]
+fn a_resize_moving_the_bat_killed_by_sigkill_reads_old_or_new() {
+    const KILLS: usize = 8;
+    let dir = tempdir();
+    let fresh = qemu_dynamic(dir.path());
+    let old_bytes = read_all(&fresh);
+    let disk = dir.path().join("disk.vhdx");
+    let args = ["resize", p(&disk), "--size", "130G", "--progress", "json"];
+    // The shortest of three runs spreads the kill points.
+    let mut total = Duration::MAX;
+    for _ in 0..3 {
+        fs::copy(&fresh, &disk).unwrap();
+        let t = Instant::now();
+        vhdkit(args).ok();
+        total = total.min(t.elapsed());
+    }
+    let mut rng = Rng::xorshift_star(0x7265_7369);
+    let (mut landed, mut after) = (0, 0);
+    let mut scale = 0.95;
+    for i in 0..4 * KILLS {
+        if landed == KILLS {
+            break;
+        }
+        fs::copy(&fresh, &disk).unwrap();
+        let frac = (landed as f64 + rng.unit()) / KILLS as f64 * scale;
+        let delay = Duration::from_secs_f64(total.as_secs_f64() * frac);
+        if !run_and_kill(Path::new(bin()), &args, KillAt { after: None, delay }) {
+            scale *= 0.7;
+            continue;
+        }
+        landed += 1;
+        after += usize::from(judge(
+            &disk,
+            &old_bytes,
+            130 * GIB,
+            &format!("kill {i} ({delay:?})"),
+        ));
+    }
+    eprintln!("{landed} kills landed, {after} left the disk resized");
+    assert!(
+        landed >= KILLS / 2,
+        "only {landed} kills landed during the run"
+    );
 }
 
 #[test]
