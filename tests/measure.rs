@@ -341,3 +341,99 @@ fn progress_events_end_with_the_final_one() {
     assert_eq!(last["percent"], 100);
     assert_eq!(r.json()["allocated_blocks"], 1);
 }
+
+/// `--format vhdx`: for VHD, raw and VHDX sources (a checkpoint chain among them),
+/// fixed and dynamic results, several block sizes, with and without `--align`, one with
+/// 4096-byte logical sectors: the measure is the length `convert` then writes, and a
+/// dynamic result's block counts are the converted file's.
+#[test]
+fn measure_of_a_vhdx_result_equals_the_converted_file_length() {
+    let dir = tempdir();
+    let mut srcs: Vec<Source> = sources(dir.path())
+        .into_iter()
+        .filter(|s| ["raw-full", "dynamic-sparse", "chain"].contains(&s.name.as_str()))
+        .collect();
+    // A VHDX checkpoint chain: a base with data, a child writing more.
+    let base = dir.path().join("x-base.vhdx");
+    create(
+        &base,
+        &["--type", "dynamic", "--size", "40M", "--block-size", "2M"],
+    );
+    write_at(&base, 0, &pattern(8, (5 * MIB) as usize), &[]);
+    write_at(&base, 33 * MIB, &pattern(9, 4096), &[]);
+    let child = dir.path().join("x-child.avhdx");
+    create(&child, &["--type", "differencing", "--parent", p(&base)]);
+    write_at(&child, 17 * MIB + 512, &pattern(10, 3000), &[]);
+    write_at(&child, 39 * MIB, &pattern(11, MIB as usize), &[]);
+    srcs.push(Source {
+        name: "vhdx-chain".into(),
+        path: child,
+        chain: true,
+    });
+    let mut n = 0;
+    for src in &srcs {
+        let mut cases: Vec<Vec<&str>> = vec![vec!["--type", "fixed"]];
+        for bs in ["1M", "2M", "8M"] {
+            cases.push(vec!["--type", "dynamic", "--block-size", bs]);
+        }
+        cases.push(vec!["--type", "dynamic"]);
+        cases.push(vec!["--type", "fixed", "--block-size", "8M"]);
+        cases.push(vec![
+            "--type",
+            "dynamic",
+            "--logical-sector",
+            "4096",
+            "--align",
+            "1M",
+        ]);
+        for case in cases {
+            for align in [None, Some("1M")] {
+                let mut args = case.clone();
+                args.extend_from_slice(&["--format", "vhdx"]);
+                if let (Some(a), false) = (align, args.contains(&"--align")) {
+                    args.extend_from_slice(&["--align", a]);
+                }
+                let what = format!("{} {args:?}", src.name);
+                let m = measure(&src.path, &args);
+                assert_eq!(m["format"], "vhdx", "{what}");
+                n += 1;
+                let dst = dir.path().join(format!("vx-{n}.vhdx"));
+                convert("convert", &src.path, &dst, &args);
+                let len = std::fs::metadata(&dst).expect("stat").len();
+                assert_eq!(m["required_bytes"], len, "{what}: measure vs the file");
+                let info = vhdkit(["info", "--json", p(&dst)]).ok().json();
+                assert_eq!(m["virtual_size"], info["virtual_size"], "{what}");
+                if args.contains(&"dynamic") {
+                    assert_eq!(
+                        m["allocated_blocks"], info["allocated_blocks"],
+                        "{what}: {info}"
+                    );
+                }
+                std::fs::remove_file(&dst).expect("rm");
+            }
+        }
+    }
+    // The default stays a VHD, and says so.
+    let m = measure(&srcs[0].path, &["--type", "fixed"]);
+    assert_eq!(m["format"], "vhd");
+    let m = measure(&srcs[0].path, &["--type", "raw"]);
+    assert!(m["format"].is_null());
+    // --logical-sector without a VHDX result, --format of a raw one: usage errors.
+    for args in [
+        &["--type", "dynamic", "--logical-sector", "4096"][..],
+        &["--type", "raw", "--format", "vhdx"][..],
+        &[
+            "--type",
+            "dynamic",
+            "--format",
+            "vhdx",
+            "--block-size",
+            "512K",
+        ][..],
+    ] {
+        let mut a = vec!["measure", p(&srcs[0].path)];
+        a.extend_from_slice(args);
+        let r = vhdkit(&a);
+        assert_eq!(r.code, EXIT_USAGE, "{args:?}: {}", r.stderr);
+    }
+}

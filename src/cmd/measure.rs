@@ -4,9 +4,11 @@ use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
 use serde::Serialize;
+use vhdkit_format::image::ContainerFormat;
 use vhdkit_format::ops::{self, Measure, OpsOptions, Target};
 use vhdkit_format::DEFAULT_BLOCK_SIZE;
 
+use super::create::{logical_sector_arg, FormatArg};
 use super::human::{count, size_and_bytes};
 use super::runner::{self, RunArgs};
 use super::{align_arg, block_size_arg, json, terminal, CliError, OpenArgs, SourceArgs, EXIT_OK};
@@ -20,15 +22,23 @@ pub enum MeasureType {
 
 #[derive(Debug, Args)]
 pub struct MeasureArgs {
-    /// Source: any VHD (a differencing chain is flattened, as convert and merge-to
-    /// flatten it), host-drive stub or raw image.
+    /// Source: any VHD or VHDX (a differencing chain is flattened, as convert and
+    /// merge-to flatten it), host-drive stub or raw image.
     src: PathBuf,
     /// Kind of the file to measure.
     #[arg(long = "type", value_enum)]
     kind: MeasureType,
+    /// Container of a fixed or dynamic result, as convert's `--format` (default: vhd;
+    /// there is no destination name to go by).
+    #[arg(long, value_enum)]
+    format: Option<FormatArg>,
     /// Block size of a dynamic result: a power of two from 4K to 256M (default 2M).
+    /// A VHDX result (fixed or dynamic): 1M to 256M, default 32M as Hyper-V.
     #[arg(long, value_parser = block_size_arg)]
     block_size: Option<u32>,
+    /// Logical sector size of a VHDX result: 512 (default) or 4096.
+    #[arg(long, value_name = "BYTES", value_parser = logical_sector_arg)]
+    logical_sector: Option<u32>,
     /// Round the virtual size up to a multiple of SIZE, as `convert --align` does.
     #[arg(long, value_name = "SIZE", value_parser = align_arg)]
     align: Option<u64>,
@@ -45,6 +55,7 @@ pub struct MeasureArgs {
 struct MeasureDoc<'a> {
     path: &'a std::path::Path,
     target: &'static str,
+    format: Option<&'static str>,
     source_size: u64,
     virtual_size: u64,
     required_bytes: u64,
@@ -60,16 +71,42 @@ pub fn run(a: MeasureArgs) -> Result<u8, CliError> {
         MeasureType::Dynamic => Target::Dynamic,
         MeasureType::Raw => Target::Raw,
     };
-    if a.block_size.is_some() && target != Target::Dynamic {
+    let format = a.format.map(FormatArg::container);
+    if target == Target::Raw && format.is_some() {
         return Err(super::usage_error(
-            "--block-size applies to a dynamic result",
+            "--format applies to a fixed or dynamic result (a raw image has no container)",
         ));
     }
+    let vhdx = target != Target::Raw && format == Some(ContainerFormat::Vhdx);
+    if a.block_size.is_some() && target != Target::Dynamic && !vhdx {
+        return Err(super::usage_error(
+            "--block-size applies to a dynamic or VHDX result",
+        ));
+    }
+    if a.logical_sector.is_some() && !vhdx {
+        return Err(super::usage_error(
+            "--logical-sector applies to a VHDX result (--format vhdx)",
+        ));
+    }
+    let defaults = OpsOptions::default();
+    let (block_size, vhdx_block_size) = match a.block_size {
+        Some(b) if vhdx => {
+            if let Err(e) = vhdkit_format::image::check_vhdx_block_size(b) {
+                return Err(super::usage_error(&format!("--block-size: {e}")));
+            }
+            (DEFAULT_BLOCK_SIZE, b)
+        }
+        Some(b) => (b, defaults.vhdx_block_size),
+        None => (DEFAULT_BLOCK_SIZE, defaults.vhdx_block_size),
+    };
     let opts = OpsOptions {
         open: a.source.apply(a.open.options_for(&a.src)?),
-        block_size: a.block_size.unwrap_or(DEFAULT_BLOCK_SIZE),
+        block_size,
+        vhdx_block_size,
+        logical_sector_size: a.logical_sector.unwrap_or(512),
+        format,
         align: a.align,
-        ..OpsOptions::default()
+        ..defaults
     };
     let task = ops::measure_task(&a.src, target, &opts)?;
     let m = runner::wait(task, &a.run, runner::Leaves::Nothing)?;
@@ -85,6 +122,7 @@ fn doc<'a>(path: &'a std::path::Path, m: &Measure) -> MeasureDoc<'a> {
     MeasureDoc {
         path,
         target: m.target.name(),
+        format: m.format.map(ContainerFormat::name),
         source_size: m.source_size,
         virtual_size: m.virtual_size,
         required_bytes: m.required_bytes,
@@ -98,6 +136,9 @@ fn doc<'a>(path: &'a std::path::Path, m: &Measure) -> MeasureDoc<'a> {
 fn print_text(m: &Measure) -> Result<(), CliError> {
     let line = |label: &str, value: String| terminal::line(format!("{label:<19}{value}"));
     line("type:", m.target.name().to_owned())?;
+    if let Some(f) = m.format {
+        line("format:", f.name().to_owned())?;
+    }
     line("virtual size:", size_and_bytes(m.virtual_size))?;
     if m.virtual_size != m.source_size {
         line("source size:", size_and_bytes(m.source_size))?;

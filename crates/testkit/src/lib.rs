@@ -67,7 +67,8 @@ pub use rng::{Algorithm, Rng};
 pub use run::{assert_no_panic, assert_streams_eq, have, need, run_cmd, Run, Tool};
 pub use vhd_bytes::{clear_locator, move_locator_payload, restore_parent_time};
 pub use vhdx_readers::{
-    dissect_geometry, dissect_read_all, libvhdi_python_read_all, vhdx_venv_python, VHDX_VENV_ENV,
+    dissect_geometry, dissect_read_all, dissect_read_ranges, libvhdi_python_read_all,
+    libvhdi_python_read_ranges, vhdx_venv_python, VHDX_VENV_ENV,
 };
 
 /// One KiB.

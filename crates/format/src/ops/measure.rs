@@ -22,18 +22,22 @@ use vhdkit_task::{CancelToken, Phase, Progress};
 use crate::error::Result;
 use crate::image::Disk;
 
-use super::convert::{check_target, mask_for};
-use super::placement::Placement;
+use super::convert::{check_target_as, mask_for, placement_for};
 use super::source::{compose_chunk, BufferPool};
 use super::units::{chunks_ahead, data_units, units_and_bytes};
 use super::unused;
 use super::{OpsOptions, Target};
+use crate::image::ContainerFormat;
 
 /// What a conversion of a source would produce.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Measure {
     /// The kind of file measured.
     pub target: Target,
+    /// The container of a fixed or dynamic result (`None` for a raw one):
+    /// [`OpsOptions::format`], VHD when it says nothing.
+    #[serde(serialize_with = "format_name")]
+    pub format: Option<ContainerFormat>,
     /// The source's virtual size.
     pub source_size: u64,
     /// The result's virtual size: the source's, rounded up to [`OpsOptions::align`]
@@ -45,7 +49,8 @@ pub struct Measure {
     pub block_size: Option<u32>,
     /// A dynamic result's blocks (its BAT entries that cover the virtual size).
     pub blocks_total: Option<u64>,
-    /// The blocks a dynamic result holds: those not all zero.
+    /// The blocks a dynamic result holds: those not all zero (a VHDX: those with any
+    /// piece not all zero).
     pub allocated_blocks: Option<u64>,
     /// Of a dynamic result's blocks, those read and tested (the source's metadata says
     /// some level of it may store data there, as for [`Report::blocks_composed`]); the
@@ -58,12 +63,41 @@ pub struct Measure {
     pub elapsed: Duration,
 }
 
+fn format_name<S: serde::Serializer>(
+    f: &Option<ContainerFormat>,
+    s: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    match f {
+        Some(f) => s.serialize_str(f.name()),
+        None => s.serialize_none(),
+    }
+}
+
+/// The container a measure of a `target` result assumes: [`OpsOptions::format`], VHD
+/// when it says nothing (there is no destination name to go by); none for a raw result.
+fn format_of(target: Target, opts: &OpsOptions) -> Option<ContainerFormat> {
+    (target != Target::Raw).then(|| opts.format.unwrap_or_default())
+}
+
 /// A running measure: an [`OpTask`](super::OpTask) whose value is a [`Measure`].
 pub type MeasureTask = super::OpTask<Measure>;
 
-/// Measures the file a conversion of `src` (any VHD, a chain flattened, or a raw image,
-/// opened as [`super::convert_task`] opens it) into a `target` would write, with the
-/// options a conversion would get (`block_size`, `align`, `open`).
+/// Measures the file a conversion of `src` (any VHD or VHDX, a chain flattened, or a
+/// raw image, opened as [`super::convert_task`] opens it) into a `target` would write,
+/// with the options a conversion would get (`block_size`, `align`, `open`; a VHDX
+/// result — [`OpsOptions::format`] — `vhdx_block_size` and `logical_sector_size`).
+///
+/// ```no_run
+/// use vhdkit_format::image::ContainerFormat;
+/// use vhdkit_format::ops::{measure, OpsOptions, Target};
+/// let opts = OpsOptions {
+///     format: Some(ContainerFormat::Vhdx),
+///     ..OpsOptions::default()
+/// };
+/// let m = measure("disk.vhd", Target::Dynamic, &opts)?;
+/// println!("a dynamic VHDX of it takes {} bytes", m.required_bytes);
+/// # Ok::<(), vhdkit_format::Error>(())
+/// ```
 pub fn measure(src: impl AsRef<Path>, target: Target, opts: &OpsOptions) -> Result<Measure> {
     let src = src.as_ref();
     let disk = Disk::open_any(src, &opts.open)?;
@@ -79,7 +113,12 @@ pub fn measure_task(
 ) -> Result<MeasureTask> {
     let src = src.as_ref();
     let disk = Disk::open_any(src, &opts.open)?;
-    check_target(&disk, target, opts)?;
+    check_target_as(
+        &disk,
+        target,
+        format_of(target, opts).unwrap_or_default(),
+        opts,
+    )?;
     let o = opts.clone();
     Ok(super::spawn(
         format!("Measuring {} as {}", src.display(), target.name()),
@@ -96,10 +135,12 @@ pub fn measure_disk(
     progress: &Progress,
 ) -> Result<Measure> {
     let start = Instant::now();
-    let size = check_target(disk, target, opts)?;
-    let mut placement = Placement::new(target, size, opts.block_size)?;
+    let format = format_of(target, opts);
+    let size = check_target_as(disk, target, format.unwrap_or_default(), opts)?;
+    let mut placement = placement_for(target, format, size, opts)?;
     let mut m = Measure {
         target,
+        format,
         source_size: disk.virtual_size(),
         virtual_size: size,
         required_bytes: placement.file_len(),
@@ -111,7 +152,9 @@ pub fn measure_disk(
     };
     if target != Target::Dynamic {
         // Every byte of a fixed or raw result has its place: the length is the size's
-        // (unused ranges make holes in a raw file, not a shorter one).
+        // (unused ranges make holes in a raw file, not a shorter one); a fixed VHDX's
+        // depends on its block size too (its data area is whole blocks).
+        m.block_size = placement.vhdx_state().map(|v| v.layout.new.block_size);
         progress.check_cancelled()?;
         m.elapsed = start.elapsed();
         return Ok(m);
@@ -144,9 +187,24 @@ pub fn measure_disk(
     }
     progress.check_cancelled()?;
     m.required_bytes = placement.file_len();
-    m.block_size = Some(opts.block_size);
-    m.blocks_total = Some(blocks);
-    m.allocated_blocks = Some(allocated);
+    match placement.vhdx_state() {
+        // A VHDX result's pieces are not its blocks: count the blocks placed.
+        Some(v) => {
+            let bat = &v.bat;
+            m.block_size = Some(v.layout.new.block_size);
+            m.blocks_total = Some(bat.geometry.data_blocks);
+            m.allocated_blocks = Some(
+                (0..bat.geometry.data_blocks)
+                    .filter(|&b| bat.payload(b).is_some_and(|p| p.file_offset.is_some()))
+                    .count() as u64,
+            );
+        }
+        None => {
+            m.block_size = Some(opts.block_size);
+            m.blocks_total = Some(blocks);
+            m.allocated_blocks = Some(allocated);
+        }
+    }
     m.blocks_scanned = Some(to_scan);
     m.elapsed = start.elapsed();
     Ok(m)

@@ -11,7 +11,7 @@
 //! | `info.rs` | the facts `info` shows |
 //! | `write.rs` | writes in place, metadata through the log |
 //! | `compact.rs` | blocks released, the file shortened, metadata through the log |
-//! | `resize.rs` | the virtual size and the BAT changed together, through the log |
+//! | `resize.rs` | the virtual size and the BAT changed together, through the log (the BAT region moved, a fixed file's blocks added or cut) |
 //! | `relink.rs` | a parent locator rewritten in place, through the log |
 //!
 //! `VhdFile`'s API is footer-centric: a VHDX file gets a footer made up from its
@@ -305,8 +305,8 @@ impl Container for Vhdx {
     ) -> Result<u64> {
         let _ = plan;
         steps.check_cancelled()?;
-        resize::resize(self, f, job.new)?;
+        let cut = resize::resize(self, f, job.new, job.sparse)?;
         steps.lap("resize");
-        Ok(0)
+        Ok(cut)
     }
 }

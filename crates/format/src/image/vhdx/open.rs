@@ -87,6 +87,11 @@ pub(crate) fn open_vhdx(
     } else {
         None
     };
+    let plan_touches_regions = plan.as_ref().is_some_and(|p| {
+        p.writes
+            .iter()
+            .any(|w| w.offset() < HEADER_SECTION_SIZE && !w.is_empty())
+    });
     let (header, log_state, overlay) = match plan {
         None if h.has_log() => (header, LogState::NothingToReplay, Overlay::default()),
         None => (header, LogState::Clean, Overlay::default()),
@@ -115,6 +120,22 @@ pub(crate) fn open_vhdx(
                     Overlay::new(&plan, len),
                 )
             }
+        }
+    };
+    // A log that switched the region table (a BAT region moved by a resize): the table
+    // as replayed is the one in force, and the areas follow it.
+    let (regions, regions_agree) = match plan_touches_regions {
+        false => (regions, regions_agree),
+        true => {
+            let mut t = vec![0u8; (REGION_TABLE_2_OFFSET as usize) + REGION_TABLE_SIZE];
+            read_replayed(&core, &overlay, &mut t, 0, "reading the VHDX region tables")?;
+            let chosen = RegionTable::choose(
+                &t[REGION_TABLE_1_OFFSET as usize..],
+                &t[REGION_TABLE_2_OFFSET as usize..],
+            )
+            .map_err(bad)?;
+            areas = FileAreas::new(&header.header, &chosen.0, areas.file_len).map_err(bad)?;
+            chosen
         }
     };
     let md = regions.metadata;

@@ -263,6 +263,17 @@ pub(super) fn write_runs(v: &Vhdx, f: &FileCore, runs: &[(u64, &[u8])]) -> Resul
                     };
                     let first = first_bit + in_block / sector;
                     let count = (n as u64).div_ceil(sector);
+                    if bitmap_at >= st.file_end {
+                        // A bitmap block placed past the file's end now: it starts
+                        // empty (it is not in the file to be read yet).
+                        let page_bits = (LOG_SECTOR_SIZE * 8) as u64;
+                        for page in first / page_bits..=(first + count - 1) / page_bits {
+                            changes
+                                .pages
+                                .entry(bitmap_at + page * LOG_SECTOR_SIZE as u64)
+                                .or_insert_with(|| vec![0u8; LOG_SECTOR_SIZE]);
+                        }
+                    }
                     set_bits(v, f, &mut changes, bitmap_at, first, count, true)?;
                 }
                 data.push((at + in_block, now));

@@ -488,7 +488,14 @@ mod tests {
 
     #[test]
     fn writes_into_header_section_or_log_are_refused() {
-        for off in [0, 64 * 1024, LOG_AT, LOG_AT + MIB - 4096] {
+        for off in [
+            0,
+            64 * 1024,
+            160 * 1024,
+            512 * 1024,
+            LOG_AT,
+            LOG_AT + MIB - 4096,
+        ] {
             let err = replay_of(
                 &[LogWrite::Data {
                     offset: off,
@@ -521,6 +528,42 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("into the log"), "{err}");
+    }
+
+    #[test]
+    fn writes_into_the_region_tables_replay_and_the_rest_of_the_header_section_not() {
+        // Both copies, first and last page: a moved BAT region is switched there.
+        for off in [192 * 1024, 256 * 1024, 320 * 1024 - 4096] {
+            let plan = replay_of(
+                &[LogWrite::Data {
+                    offset: off,
+                    bytes: sector(1),
+                }],
+                8 * MIB,
+                8 * MIB,
+                8 * MIB,
+            )
+            .unwrap()
+            .unwrap();
+            assert_eq!(plan.writes[0].offset(), off);
+        }
+        // The identifier, the headers, the reserved space after the tables; and a zero
+        // range running out of them.
+        for (offset, length) in [
+            (0, 4096),
+            (128 * 1024, 4096),
+            (320 * 1024, 4096),
+            (316 * 1024, 8192),
+        ] {
+            let err = replay_of(
+                &[LogWrite::Zero { offset, length }],
+                8 * MIB,
+                8 * MIB,
+                8 * MIB,
+            )
+            .unwrap_err();
+            assert!(err.to_string().contains("header section"), "{err}");
+        }
     }
 
     #[test]

@@ -8,7 +8,8 @@
 //! - [`mod@replay`]: finding the active sequence (the valid run of entries with the
 //!   highest sequence number whose head names its own tail) and turning it into the
 //!   list of writes and the file's new length, as a pure function. Every write is
-//!   checked against the file's areas: never into the header section or the log,
+//!   checked against the file's areas: never into the header section (but for its two
+//!   region table copies, which a moved BAT region is switched in) or the log,
 //!   never past the new length, which may exceed the file's real length by at most
 //!   [`replay::MAX_REPLAY_GROWTH`]. The scan's work is bounded by a multiple of the
 //!   log's length, so a log built to be slow is refused rather than followed.

@@ -403,8 +403,8 @@ fn complete(run: &[LogEntry]) -> Option<(usize, usize)> {
 /// file's areas (its real length included). `None` when the header names no log or the
 /// log holds no complete sequence. Refuses (with the entry or write at fault) a file
 /// shorter than an entry's flushed file offset, a growth past
-/// [`MAX_REPLAY_GROWTH`], and any write into the header section or the log or past the
-/// new length.
+/// [`MAX_REPLAY_GROWTH`], and any write into the header section (the region tables
+/// excepted: [`in_region_tables`]) or the log or past the new length.
 pub fn replay(
     log: &[u8],
     header: &Header,
@@ -495,8 +495,17 @@ pub fn replay(
     }))
 }
 
-/// Refuses a write into the header section or the log, or past `new_len`. `at` is its
-/// descriptor's file offset.
+/// Whether `start..end` lies inside the two region table copies (192 KiB to 320 KiB):
+/// the one part of the header section a log may update (a BAT region moved to a new
+/// place is switched to there; the headers, which locate the log, never go through it).
+pub fn in_region_tables(start: u64, end: u64) -> bool {
+    use crate::vhdx::region::{REGION_TABLE_1_OFFSET, REGION_TABLE_2_OFFSET, REGION_TABLE_SIZE};
+    start >= REGION_TABLE_1_OFFSET && end <= REGION_TABLE_2_OFFSET + REGION_TABLE_SIZE as u64
+}
+
+/// Refuses a write into the header section (but for the region tables, see
+/// [`in_region_tables`]) or the log, or past `new_len`. `at` is its descriptor's file
+/// offset.
 fn check_write(w: &LogWrite, areas: &FileAreas, new_len: u64, at: u64) -> Result<(), VhdxError> {
     let start = w.offset();
     let end = start
@@ -505,8 +514,8 @@ fn check_write(w: &LogWrite, areas: &FileAreas, new_len: u64, at: u64) -> Result
     if w.is_empty() {
         return Ok(());
     }
-    let fault = if start < HEADER_SECTION_SIZE {
-        Some("into the header section".to_string())
+    let fault = if start < HEADER_SECTION_SIZE && !in_region_tables(start, end) {
+        Some("into the header section (other than the region tables)".to_string())
     } else if start < areas.log.1 && areas.log.0 < end {
         Some("into the log".to_string())
     } else if end > new_len {
