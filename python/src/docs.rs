@@ -11,7 +11,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use vhdkit_format::image::Extent;
 use vhdkit_format::ops::{Measure, Report};
-use vhdkit_format::report::{EventDoc, ReportDoc};
+use vhdkit_format::report::{EventDoc, MeasureDoc, ReportDoc};
 use vhdkit_format::volume::DiskReport;
 use vhdkit_format::{Disk, Error, ProgressEvent};
 
@@ -57,20 +57,10 @@ fn schema_dict<'py, T: serde::Serialize>(py: Python<'py>, doc: &T) -> PyResult<B
     Ok(d)
 }
 
-/// `measure()`: the fields of `measure --json` for the source `path`.
+/// `measure()`: the fields of `measure --json` for the source `path` (the library's
+/// [`MeasureDoc`]).
 pub fn measure<'py>(py: Python<'py>, path: &Path, m: &Measure) -> PyResult<Bound<'py, PyDict>> {
-    Ok(dict!(py, {
-        "schema" => SCHEMA,
-        "path" => path_str(py, path)?,
-        "target" => m.target.name(),
-        "source_size" => m.source_size,
-        "virtual_size" => m.virtual_size,
-        "required_bytes" => m.required_bytes,
-        "block_size" => m.block_size,
-        "blocks_total" => m.blocks_total,
-        "allocated_blocks" => m.allocated_blocks,
-        "blocks_scanned" => m.blocks_scanned,
-    }))
+    schema_dict(py, &MeasureDoc::new(path, m))
 }
 
 /// One row of `map()` (a row of `map --json`): where a run of virtual bytes lives.

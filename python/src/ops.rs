@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use vhdkit_format::image::OutputOptions;
+use vhdkit_format::ops::layout::LayoutRequest;
 use vhdkit_format::ops::merge_into::Ancestor;
 use vhdkit_format::ops::{self, OpsOptions, ResizeOptions, Target};
 use vhdkit_format::volume::{partition_table, shrink_guard, FsScan};
@@ -17,7 +18,6 @@ use crate::docs;
 use crate::errors::{invalid_argument, OrRaise};
 use crate::options::{align, block_size, container_format, open_options, target, Container};
 use crate::task::{finish, Task};
-use vhdkit_format::image::ContainerFormat;
 
 /// `source_format=`: "auto" (a VHD, or raw bytes when the file has no VHD footer and
 /// no other format's signature) or "raw" (the file's bytes as they are).
@@ -33,6 +33,11 @@ fn source_format(py: Python<'_>, name: &str, opts: OpenOptions) -> PyResult<Open
             format!("source_format={other:?}: expected \"auto\" or \"raw\""),
         )),
     }
+}
+
+/// A library option's name (`block_size`) as a keyword argument (`block_size=`).
+fn keyword(name: &str) -> String {
+    format!("{name}=")
 }
 
 /// The options of the operations that write a new file (convert, merge-to), checked as
@@ -51,43 +56,16 @@ fn new_file(
     fs_aware: bool,
     verify: bool,
 ) -> PyResult<(OpsOptions, Option<FsScan>)> {
-    let block = block_size(py, block)?;
     let format = container_format(py, container.format)?;
-    let vhdx =
-        target != Target::Raw && ContainerFormat::choose(format, dst) == ContainerFormat::Vhdx;
-    if target == Target::Raw && format.is_some() {
-        return Err(invalid_argument(
-            py,
-            "format= applies to a fixed or dynamic destination (a raw image has no container)",
-        ));
+    let layout = LayoutRequest {
+        format,
+        block_size: block_size(py, block)?,
+        logical_sector: container.logical_sector,
+        sparse,
+        ..LayoutRequest::new(target, Some(dst))
     }
-    if container.logical_sector.is_some() && !vhdx {
-        return Err(invalid_argument(
-            py,
-            "logical_sector= applies to a VHDX destination (a VHD has 512-byte sectors)",
-        ));
-    }
-    if block.is_some() && target != Target::Dynamic && !vhdx {
-        return Err(invalid_argument(
-            py,
-            "block_size= applies to a dynamic destination",
-        ));
-    }
-    if let (true, Some(b)) = (vhdx, block) {
-        vhdkit_format::image::check_vhdx_block_size(b).or_raise(py)?;
-    }
-    let defaults = OpsOptions::default();
-    let (vhd_block, vhdx_block) = match block {
-        Some(b) if vhdx => (vhdkit_format::DEFAULT_BLOCK_SIZE, b),
-        Some(b) => (b, defaults.vhdx_block_size),
-        None => (vhdkit_format::DEFAULT_BLOCK_SIZE, defaults.vhdx_block_size),
-    };
-    if sparse && target != Target::Fixed {
-        return Err(invalid_argument(
-            py,
-            "sparse= applies to a fixed destination",
-        ));
-    }
+    .check()
+    .map_err(|m| invalid_argument(py, m.message(keyword)))?;
     if fs_aware && target == Target::Fixed {
         return Err(invalid_argument(
             py,
@@ -97,18 +75,14 @@ fn new_file(
     let scan = fs_aware.then(FsScan::new);
     let opts = OpsOptions {
         open,
-        block_size: vhd_block,
-        vhdx_block_size: vhdx_block,
-        logical_sector_size: container.logical_sector.unwrap_or(512),
-        format,
         verify,
         sparse,
         align: align(py, align_to)?,
         output: OutputOptions::new().replace(replace).devices(true),
         unused_ranges: scan.as_ref().map(FsScan::unused),
-        ..defaults
+        ..OpsOptions::default()
     };
-    Ok((opts, scan))
+    Ok((layout.apply(opts, format), scan))
 }
 
 /// Starts compacting the dynamic or differencing disk at `path` in place, as `vhdkit
@@ -389,12 +363,14 @@ pub fn resize(
 }
 
 /// The exact length of the file convert() (or merge_to()) with the same `type`,
-/// `block_size` and `align` would write, computed without writing, as `vhdkit
-/// measure`: a dict with its fields (docs/json.md). Returns when measured (a dynamic
+/// `block_size`, `align`, `format` ("vhd", the default, or "vhdx") and `logical_sector`
+/// would write, computed without writing, as `vhdkit measure`: a dict with its fields
+/// (docs/json.md). Returns when measured (a dynamic
 /// result reads the source's allocated data), other threads running meanwhile; a
 /// KeyboardInterrupt stops it.
 #[pyfunction]
-#[pyo3(signature = (src, r#type, *, block_size = None, align = None, source_format = "auto", **options))]
+#[pyo3(signature = (src, r#type, *, block_size = None, align = None, source_format = "auto", format = None, logical_sector = None, **options))]
+#[allow(clippy::too_many_arguments)]
 pub fn measure<'py>(
     py: Python<'py>,
     src: PathBuf,
@@ -402,23 +378,27 @@ pub fn measure<'py>(
     block_size: Option<u64>,
     align: Option<u64>,
     source_format: &str,
+    format: Option<String>,
+    logical_sector: Option<u32>,
     options: Option<&Bound<'py, PyDict>>,
 ) -> PyResult<Bound<'py, PyDict>> {
     let target = target(py, r#type)?;
-    let block = self::block_size(py, block_size)?;
-    if block.is_some() && target != Target::Dynamic {
-        return Err(invalid_argument(
-            py,
-            "block_size= applies to a dynamic result",
-        ));
+    let format = container_format(py, format)?;
+    let layout = LayoutRequest {
+        format,
+        block_size: self::block_size(py, block_size)?,
+        logical_sector,
+        ..LayoutRequest::new(target, None)
     }
+    .check()
+    .map_err(|m| invalid_argument(py, m.message(keyword)))?;
     let open = open_options(py, "measure", options, OpenOptions::new())?;
     let opts = OpsOptions {
         open: self::source_format(py, source_format, open)?,
-        block_size: block.unwrap_or(vhdkit_format::DEFAULT_BLOCK_SIZE),
         align: self::align(py, align)?,
         ..OpsOptions::default()
     };
+    let opts = layout.apply(opts, format);
     let task = py
         .detach(|| ops::measure_task(&src, target, &opts))
         .or_raise(py)?;

@@ -75,6 +75,25 @@ def test_format_and_logical_sector_choose_the_container(tmp_path):
 
 
 @pytest.mark.parametrize(
+    "kind, extra",
+    [("dynamic", {}), ("fixed", {}), ("dynamic", {"block_size": 2 * MIB, "logical_sector": 4096})],
+)
+def test_measure_of_a_vhdx_result_is_the_length_convert_writes(tmp_path, schema, kind, extra):
+    base, top = vhdx_chain(tmp_path)
+    m = vhdkit.measure(top, kind, format="vhdx", **extra)
+    schema(m, "measure")
+    assert m["format"] == "vhdx", m
+    out = tmp_path / "out.vhdx"
+    vhdkit.convert(top, out, kind, **extra).join()
+    assert m["required_bytes"] == out.stat().st_size
+    assert vhdkit.measure(top, kind)["format"] == "vhd"
+    with pytest.raises(vhdkit.InvalidArgument):
+        vhdkit.measure(top, "raw", format="vhdx")
+    with pytest.raises(vhdkit.InvalidArgument):
+        vhdkit.measure(top, kind, logical_sector=4096)
+
+
+@pytest.mark.parametrize(
     "call",
     [
         lambda t: vhdkit.convert(t / "base.vhdx", t / "x.vhd", "dynamic", logical_sector=4096),

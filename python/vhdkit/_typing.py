@@ -82,6 +82,7 @@ class Measure(TypedDict):
     schema: int
     path: str
     target: Target
+    format: Optional[Literal["vhd", "vhdx"]]
     source_size: int
     virtual_size: int
     required_bytes: int

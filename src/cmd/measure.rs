@@ -3,10 +3,9 @@
 use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
-use serde::Serialize;
-use vhdkit_format::image::ContainerFormat;
+use vhdkit_format::ops::layout::LayoutRequest;
 use vhdkit_format::ops::{self, Measure, OpsOptions, Target};
-use vhdkit_format::DEFAULT_BLOCK_SIZE;
+use vhdkit_format::report::MeasureDoc;
 
 use super::create::{logical_sector_arg, FormatArg};
 use super::human::{count, size_and_bytes};
@@ -51,20 +50,6 @@ pub struct MeasureArgs {
 }
 
 /// What `measure --json` prints (docs/json.md).
-#[derive(Debug, Serialize)]
-struct MeasureDoc<'a> {
-    path: &'a std::path::Path,
-    target: &'static str,
-    format: Option<&'static str>,
-    source_size: u64,
-    virtual_size: u64,
-    required_bytes: u64,
-    block_size: Option<u32>,
-    blocks_total: Option<u64>,
-    allocated_blocks: Option<u64>,
-    blocks_scanned: Option<u64>,
-}
-
 pub fn run(a: MeasureArgs) -> Result<u8, CliError> {
     let target = match a.kind {
         MeasureType::Fixed => Target::Fixed,
@@ -72,65 +57,28 @@ pub fn run(a: MeasureArgs) -> Result<u8, CliError> {
         MeasureType::Raw => Target::Raw,
     };
     let format = a.format.map(FormatArg::container);
-    if target == Target::Raw && format.is_some() {
-        return Err(super::usage_error(
-            "--format applies to a fixed or dynamic result (a raw image has no container)",
-        ));
+    let layout = LayoutRequest {
+        format,
+        block_size: a.block_size,
+        logical_sector: a.logical_sector,
+        ..LayoutRequest::new(target, None)
     }
-    let vhdx = target != Target::Raw && format == Some(ContainerFormat::Vhdx);
-    if a.block_size.is_some() && target != Target::Dynamic && !vhdx {
-        return Err(super::usage_error(
-            "--block-size applies to a dynamic or VHDX result",
-        ));
-    }
-    if a.logical_sector.is_some() && !vhdx {
-        return Err(super::usage_error(
-            "--logical-sector applies to a VHDX result (--format vhdx)",
-        ));
-    }
-    let defaults = OpsOptions::default();
-    let (block_size, vhdx_block_size) = match a.block_size {
-        Some(b) if vhdx => {
-            if let Err(e) = vhdkit_format::image::check_vhdx_block_size(b) {
-                return Err(super::usage_error(&format!("--block-size: {e}")));
-            }
-            (DEFAULT_BLOCK_SIZE, b)
-        }
-        Some(b) => (b, defaults.vhdx_block_size),
-        None => (DEFAULT_BLOCK_SIZE, defaults.vhdx_block_size),
-    };
+    .check()
+    .map_err(|m| super::usage_error(&m.message(super::flag)))?;
     let opts = OpsOptions {
         open: a.source.apply(a.open.options_for(&a.src)?),
-        block_size,
-        vhdx_block_size,
-        logical_sector_size: a.logical_sector.unwrap_or(512),
-        format,
         align: a.align,
-        ..defaults
+        ..OpsOptions::default()
     };
+    let opts = layout.apply(opts, format);
     let task = ops::measure_task(&a.src, target, &opts)?;
     let m = runner::wait(task, &a.run, runner::Leaves::Nothing)?;
     if a.run.json {
-        json::print(&json::Doc::new(doc(&a.src, &m)))?;
+        json::print(&json::Doc::new(MeasureDoc::new(&a.src, &m)))?;
     } else {
         print_text(&m)?;
     }
     Ok(EXIT_OK)
-}
-
-fn doc<'a>(path: &'a std::path::Path, m: &Measure) -> MeasureDoc<'a> {
-    MeasureDoc {
-        path,
-        target: m.target.name(),
-        format: m.format.map(ContainerFormat::name),
-        source_size: m.source_size,
-        virtual_size: m.virtual_size,
-        required_bytes: m.required_bytes,
-        block_size: m.block_size,
-        blocks_total: m.blocks_total,
-        allocated_blocks: m.allocated_blocks,
-        blocks_scanned: m.blocks_scanned,
-    }
 }
 
 fn print_text(m: &Measure) -> Result<(), CliError> {

@@ -198,6 +198,11 @@ impl OpenArgs {
     }
 }
 
+/// A library option's name (`block_size`) as the command line spells it (`--block-size`).
+pub fn flag(name: &str) -> String {
+    format!("--{}", name.replace('_', "-"))
+}
+
 /// A usage mistake clap cannot see (an option that does not apply, a value out of
 /// range): reported as clap reports its own, with the subcommand's usage (or as a JSON
 /// error), exit code 2.

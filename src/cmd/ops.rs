@@ -4,8 +4,8 @@ use std::path::{Path, PathBuf};
 
 use clap::{Args, ValueEnum};
 use vhdkit_format::image::OutputOptions;
+use vhdkit_format::ops::layout::LayoutRequest;
 use vhdkit_format::ops::{self, OpsOptions, Target};
-use vhdkit_format::DEFAULT_BLOCK_SIZE;
 
 use super::create::{logical_sector_arg, FormatArg};
 use super::runner::{self, RunArgs};
@@ -255,57 +255,23 @@ fn new_file_opts(
     verify: &VerifyArgs,
     sparse: bool,
 ) -> Result<OpsOptions, CliError> {
-    let Destination {
-        target,
-        block,
-        logical_sector,
-        ..
-    } = dst;
     let format = dst.format.map(FormatArg::container);
-    let vhdx = target != Target::Raw
-        && vhdkit_format::image::ContainerFormat::choose(format, dst.path)
-            == vhdkit_format::image::ContainerFormat::Vhdx;
-    if target == Target::Raw && format.is_some() {
-        return Err(super::usage_error(
-            "--format applies to a fixed or dynamic destination (a raw image has no container)",
-        ));
-    }
-    if logical_sector.is_some() && !vhdx {
-        return Err(super::usage_error(
-            "--logical-sector applies to a VHDX destination (a VHD has 512-byte sectors)",
-        ));
-    }
-    if block.is_some() && target != Target::Dynamic && !vhdx {
-        return Err(super::usage_error(
-            "--block-size applies to a dynamic destination",
-        ));
-    }
-    if sparse && target != Target::Fixed {
-        return Err(super::usage_error(
-            "--sparse applies to a fixed destination",
-        ));
-    }
-    if let (true, Some(bs)) = (vhdx, block) {
-        if let Err(e) = vhdkit_format::image::check_vhdx_block_size(bs) {
-            return Err(super::usage_error(&format!("--block-size: {e}")));
-        }
-    }
-    let defaults = OpsOptions::default();
-    let (block_size, vhdx_block_size) = match block {
-        Some(b) if vhdx => (DEFAULT_BLOCK_SIZE, b),
-        Some(b) => (b, defaults.vhdx_block_size),
-        None => (DEFAULT_BLOCK_SIZE, defaults.vhdx_block_size),
-    };
-    Ok(OpsOptions {
-        open: open.options_for(src)?,
-        block_size,
-        vhdx_block_size,
-        logical_sector_size: logical_sector.unwrap_or(512),
+    let layout = LayoutRequest {
         format,
+        block_size: dst.block,
+        logical_sector: dst.logical_sector,
+        sparse,
+        ..LayoutRequest::new(dst.target, Some(dst.path))
+    }
+    .check()
+    .map_err(|m| super::usage_error(&m.message(super::flag)))?;
+    let opts = OpsOptions {
+        open: open.options_for(src)?,
         verify: verify.verify,
         sparse,
-        ..defaults
-    })
+        ..OpsOptions::default()
+    };
+    Ok(layout.apply(opts, format))
 }
 
 pub fn convert(a: ConvertArgs) -> Result<u8, CliError> {

@@ -1,6 +1,7 @@
-//! An operation's report and its progress events as serializable documents: the
-//! `--json` report and the `--progress json` lines of the command line (docs/json.md)
-//! and the dicts Python's tasks return, built once here for both.
+//! An operation's report, its progress events and a measurement as serializable
+//! documents: the `--json` report, the `--progress json` lines and `measure --json` of
+//! the command line (docs/json.md), and the dicts Python returns, built once here for
+//! both.
 //!
 //! ```
 //! use vhdkit_format::{ops, report, CreateOptions, Disk, DiskKind};
@@ -22,7 +23,7 @@ use std::path::Path;
 use serde::Serialize;
 use vhdkit_task::VMTaskResult;
 
-use crate::ops::{Report, UnusedRanges};
+use crate::ops::{Measure, Report, UnusedRanges};
 use crate::volume::{DiskReport, Partition, Reason, TableKind};
 use crate::ProgressEvent;
 
@@ -151,6 +152,22 @@ impl<'a> ReportDoc<'a> {
                 partition_table_warnings: d.warnings.clone(),
             }),
         }
+    }
+}
+
+/// The document of `measure --json` (docs/json.md): the source measured and the
+/// library's [`Measure`].
+#[derive(Debug, Serialize)]
+pub struct MeasureDoc<'a> {
+    path: &'a Path,
+    #[serde(flatten)]
+    measure: &'a Measure,
+}
+
+impl<'a> MeasureDoc<'a> {
+    /// The document of `measure`, made of the source at `path`.
+    pub fn new(path: &'a Path, measure: &'a Measure) -> MeasureDoc<'a> {
+        MeasureDoc { path, measure }
     }
 }
 

@@ -14,6 +14,7 @@ pub mod compact;
 mod compact_vhdx;
 pub mod convert;
 mod dependents;
+pub mod layout;
 pub mod measure;
 pub mod merge;
 pub mod merge_into;
