@@ -420,7 +420,11 @@ fn ext4_in_a_vhdx_fs_aware_compact_keeps_every_file_and_matches_the_zero_filled_
     // fresh conversion does (4 MiB of header section, log, metadata and BAT).
     let first_payload = len(&reference) - stored(&reference) * 2 * MIB;
     assert_eq!(len(&vhdx), first_payload + after * 2 * MIB, "{run}");
-    assert_near("ext4 VHDX compact (file length)", len(&vhdx), len(&reference));
+    assert_near(
+        "ext4 VHDX compact (file length)",
+        len(&vhdx),
+        len(&reference),
+    );
 }
 
 /// Writes into `child` (a differencing disk over the VHD of `from`) every 64 KiB run

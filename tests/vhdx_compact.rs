@@ -168,7 +168,11 @@ fn compact_of_a_checkpoint_moves_its_blocks_and_sector_bitmap_into_the_holes() {
     assert_eq!(len(&child), expected, "{r} (was {before})");
     assert_eq!(dry["blocks_moved"], r["blocks_moved"], "{dry}");
     assert_eq!(dry["file_size_after"], expected, "{dry}");
-    assert_eq!(fs::read(&base).unwrap(), base_before, "the parent is untouched");
+    assert_eq!(
+        fs::read(&base).unwrap(),
+        base_before,
+        "the parent is untouched"
+    );
     all_read(&[&child, &base], &want);
     // Written again into a partially present block that moved: its bitmap moved too.
     write_at(&child, 5 * BLOCK, &[9u8; 4096], &[]);

@@ -195,20 +195,36 @@ fn killed_compactions_leave_files_every_reader_reads_as_before_and_a_rerun_finis
         if assert_check_ok(&disk) {
             pending += 1;
         }
-        assert!(read_all(&disk) == want, "kill {i} ({at:?}): vhdkit reads other bytes");
+        assert!(
+            read_all(&disk) == want,
+            "kill {i} ({at:?}): vhdkit reads other bytes"
+        );
         let copy = dir.path().join("copy.vhdx");
         fs::copy(&disk, &copy).unwrap();
         let r = qemu(&["check", "-q", "-r", "all", "-f", "vhdx", p(&copy)]);
         assert!(r.code == 0, "kill {i}: qemu-img check -r all: {}", r.stderr);
-        assert!(qemu_raw(&copy) == want, "kill {i} ({at:?}): qemu-img reads other bytes");
+        assert!(
+            qemu_raw(&copy) == want,
+            "kill {i} ({at:?}): qemu-img reads other bytes"
+        );
         fs::remove_file(&copy).unwrap();
         // A rerun finishes the job.
         vhdkit(["compact", p(&disk)]).ok();
-        assert_eq!(fs::metadata(&disk).unwrap().len(), done, "kill {i}: the rerun");
-        assert!(read_all(&disk) == want, "kill {i}: the rerun changed the bytes");
+        assert_eq!(
+            fs::metadata(&disk).unwrap().len(),
+            done,
+            "kill {i}: the rerun"
+        );
+        assert!(
+            read_all(&disk) == want,
+            "kill {i}: the rerun changed the bytes"
+        );
         let r = qemu(&["check", "-q", "-f", "vhdx", p(&disk)]);
         assert_eq!(r.code, 0, "kill {i}: {}", r.stderr);
     }
     eprintln!("{landed} kills landed, {pending} left a log to replay");
-    assert!(landed >= KILLS / 2, "only {landed} kills landed during the run");
+    assert!(
+        landed >= KILLS / 2,
+        "only {landed} kills landed during the run"
+    );
 }

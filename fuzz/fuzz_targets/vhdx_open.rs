@@ -151,7 +151,11 @@ fn build(
             l.metadata.offset,
             l.metadata.offset + 64 * 1024,
             l.bat.offset,
-            if payload != 0 { payload } else { l.first_payload },
+            if payload != 0 {
+                payload
+            } else {
+                l.first_payload
+            },
             if bitmap != 0 { bitmap } else { len },
             len,
         ],
@@ -168,7 +172,11 @@ fn templates() -> &'static [(Template, Option<Template>)] {
         for log in [false, true] {
             let mut n = NewVhdx::new(DiskType::Dynamic, 16 * MIB);
             n.block_size = MIB as u32;
-            let blocks = [(0, Content::Full(0x41)), (2, Content::Zero), (5, Content::Full(0x45))];
+            let blocks = [
+                (0, Content::Full(0x41)),
+                (2, Content::Zero),
+                (5, Content::Full(0x45)),
+            ];
             out.push((build(&n, None, &blocks, log, Uuid::from_u128(1)), None));
             let mut n4k = n.clone();
             n4k.logical_sector_size = 4096;
@@ -188,7 +196,10 @@ fn templates() -> &'static [(Template, Option<Template>)] {
                 (3, Content::Full(0x53)),
                 (5, Content::Zero),
             ];
-            out.push((build(&d, Some(loc), &child, log, Uuid::from_u128(4)), Some(base)));
+            out.push((
+                build(&d, Some(loc), &child, log, Uuid::from_u128(4)),
+                Some(base),
+            ));
         }
         out
     })
@@ -416,7 +427,11 @@ fuzz_target!(|data: &[u8]| {
         ..OpenOptions::new()
     };
     // Read-only: a pending log is replayed in memory, the file never written.
-    let resolver = Parent(if flags & 64 != 0 { None } else { parent.as_ref() });
+    let resolver = Parent(if flags & 64 != 0 {
+        None
+    } else {
+        parent.as_ref()
+    });
     let file: Arc<dyn Backend> = Arc::new(patched(t, flags, &data[2..]));
     if let Ok(top) = VhdFile::from_backend(&path_of(0), file, &opts) {
         let _ = top.warnings();

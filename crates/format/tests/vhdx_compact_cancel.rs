@@ -99,9 +99,19 @@ fn vhdx_compact_cancelled_at_every_event_stays_valid_and_a_rerun_completes() {
         assert!(read(&disk) == want, "cancel after {k} events: other bytes");
         let progress = Progress::detached(CancelToken::new());
         let report = ops::compact::compact(&disk, &opts(), &progress).expect("the rerun");
-        assert_eq!(len(&disk), done, "cancel after {k} events, rerun: {report:?}");
-        assert!(read(&disk) == want, "cancel after {k} events: the rerun's bytes");
+        assert_eq!(
+            len(&disk),
+            done,
+            "cancel after {k} events, rerun: {report:?}"
+        );
+        assert!(
+            read(&disk) == want,
+            "cancel after {k} events: the rerun's bytes"
+        );
     }
     eprintln!("{events} events: {cancelled} cancelled, {mid_way} with moves half done");
-    assert!(cancelled > 0 && mid_way > 0, "{cancelled} cancelled, {mid_way} mid-way");
+    assert!(
+        cancelled > 0 && mid_way > 0,
+        "{cancelled} cancelled, {mid_way} mid-way"
+    );
 }

@@ -301,7 +301,11 @@ impl VhdFile {
     }
 
     /// Moves a batch of this VHDX file's blocks (compact), their entries through its log.
-    pub(crate) fn vhdx_move_blocks(&self, batch: &[super::vhdx::Move], buf: &mut Vec<u8>) -> Result<()> {
+    pub(crate) fn vhdx_move_blocks(
+        &self,
+        batch: &[super::vhdx::Move],
+        buf: &mut Vec<u8>,
+    ) -> Result<()> {
         match self.vhdx() {
             Some(v) => v.move_blocks(&self.core, batch, buf),
             None => Ok(()),

@@ -179,7 +179,9 @@ fn move_batches(
     progress: &Progress,
     report: &mut Report,
 ) -> Result<bool> {
-    let per_batch = opts.chunk_bytes.saturating_mul(super::IN_PLACE_ROUND_CHUNKS);
+    let per_batch = opts
+        .chunk_bytes
+        .saturating_mul(super::IN_PLACE_ROUND_CHUNKS);
     let mut buf = Vec::new();
     let mut batch: Vec<Move> = Vec::new();
     let mut bytes = 0;

@@ -374,7 +374,11 @@ mod tests {
         let raw = RawRegionTable::decode(&b, 1).unwrap();
         let problems = raw.problems(1);
         assert!(problems.len() <= n + 4, "{} problems", problems.len());
-        assert!(problems[1].to_string().contains("listed twice"), "{}", problems[1]);
+        assert!(
+            problems[1].to_string().contains("listed twice"),
+            "{}",
+            problems[1]
+        );
         assert!(raw.validate(1).is_err());
     }
 

@@ -24,7 +24,9 @@
 //!    log entry names the longer file any more, so a replay never needs its tail.
 
 use crate::error::{Error, Result};
-use crate::vhdx::bat::{bitmap_bits, BatEntry, PAYLOAD_BLOCK_NOT_PRESENT, SECTOR_BITMAP_BLOCK_SIZE};
+use crate::vhdx::bat::{
+    bitmap_bits, BatEntry, PAYLOAD_BLOCK_NOT_PRESENT, SECTOR_BITMAP_BLOCK_SIZE,
+};
 use crate::vhdx::{PayloadState, SectorBitmapState, HEADER_SECTION_SIZE, MIB};
 
 use super::super::container::Container;
@@ -105,7 +107,11 @@ pub(super) fn plan_moves(v: &Vhdx, released: &[u64]) -> MovePlan {
     }
     taken.extend(v.areas.regions.iter().map(|&(s, e, _)| (s, e)));
     // The end of what stays: the areas, then each block that does not move.
-    let mut end = taken.iter().map(|t| t.1).max().unwrap_or(HEADER_SECTION_SIZE);
+    let mut end = taken
+        .iter()
+        .map(|t| t.1)
+        .max()
+        .unwrap_or(HEADER_SECTION_SIZE);
     let mut pieces: Vec<(u64, u64, u64)> = Vec::new(); // (from, len, index)
     {
         let bat = v.bat();
@@ -201,7 +207,12 @@ pub(super) fn move_blocks(v: &Vhdx, f: &FileCore, batch: &[Move], buf: &mut Vec<
             let n = CHUNK.min(m.len - done);
             buf.resize(n as usize, 0);
             let have = stored.saturating_sub(done).min(n) as usize;
-            v.read_file(f, &mut buf[..have], m.from + done, "reading a VHDX block to move")?;
+            v.read_file(
+                f,
+                &mut buf[..have],
+                m.from + done,
+                "reading a VHDX block to move",
+            )?;
             buf[have..].fill(0);
             f.write(buf, m.to + done, "copying a VHDX block")?;
             done += n;

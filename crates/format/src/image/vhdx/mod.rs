@@ -184,7 +184,12 @@ impl Vhdx {
     }
 
     /// Moves one batch of blocks, their BAT entries through the log (`compact.rs`).
-    pub(crate) fn move_blocks(&self, f: &FileCore, batch: &[Move], buf: &mut Vec<u8>) -> Result<()> {
+    pub(crate) fn move_blocks(
+        &self,
+        f: &FileCore,
+        batch: &[Move],
+        buf: &mut Vec<u8>,
+    ) -> Result<()> {
         compact::move_blocks(self, f, batch, buf)
     }
 
