@@ -179,16 +179,34 @@ fn killed_compactions_leave_files_every_reader_reads_as_before_and_a_rerun_finis
     let disk = dir.path().join("disk.vhdx");
     let args = ["compact", p(&disk), "--progress", "json"];
     // The uninterrupted run: its length spreads the kill points, its result is the end.
-    fs::copy(&fresh, &disk).unwrap();
-    let timing = timed(Path::new(bin()), &args);
+    // The shortest of three runs (the first pays for a cold cache).
+    let mut timing: Option<Timing> = None;
+    for _ in 0..3 {
+        fs::copy(&fresh, &disk).unwrap();
+        let t = timed(Path::new(bin()), &args);
+        if timing.as_ref().is_none_or(|best| t.total < best.total) {
+            timing = Some(t);
+        }
+    }
+    let timing = timing.expect("three runs");
     let done = fs::metadata(&disk).unwrap().len();
     assert_eq!(done, 4 * MIB + 128 * MIB, "every data block moved");
     assert!(read_all(&disk) == want);
     let points = kill_points(&timing, "move", KILLS, Rng::xorshift_star(0x636f6d70));
     let (mut landed, mut pending) = (0, 0);
-    for (i, at) in points.into_iter().enumerate() {
-        fs::copy(&fresh, &disk).unwrap();
-        if !run_and_kill(Path::new(bin()), &args, at) {
+    for (i, mut at) in points.into_iter().enumerate() {
+        // A point the run outlived (a loaded machine runs it faster than timed) is
+        // tried again earlier.
+        let mut killed = false;
+        for _ in 0..3 {
+            fs::copy(&fresh, &disk).unwrap();
+            killed = run_and_kill(Path::new(bin()), &args, at);
+            if killed {
+                break;
+            }
+            at.delay = at.delay.mul_f64(0.6);
+        }
+        if !killed {
             continue;
         }
         landed += 1;

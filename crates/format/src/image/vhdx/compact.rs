@@ -148,11 +148,16 @@ pub(super) fn plan_moves(v: &Vhdx, released: &[u64]) -> MovePlan {
     pieces.sort_unstable();
     let mut moves = Vec::new();
     let mut stays = pieces.len();
+    // The lowest hole that may still hold a sector-bitmap block (1 MiB), and a payload
+    // block: holes only shrink, so one skipped as too small never fits again, and the
+    // plan costs a step per block and per hole.
+    let mut lowest = [0usize; 2];
     for &(from, len, index) in pieces.iter().rev() {
-        let Some(h) = holes
-            .iter_mut()
-            .find(|h| h.1 - h.0 >= len && h.0 + len <= from)
-        else {
+        let k = usize::from(len != SECTOR_BITMAP_BLOCK_SIZE);
+        while holes.get(lowest[k]).is_some_and(|h| h.1 - h.0 < len) {
+            lowest[k] += 1;
+        }
+        let Some(h) = holes.get_mut(lowest[k]).filter(|h| h.0 + len <= from) else {
             break;
         };
         moves.push(Move {
