@@ -54,6 +54,12 @@ for dir in "$root/fixtures" $realworld; do
         < <(find "$dir" -type f \( -name '*.vhd' -o -name '*.bin' \) -print0 | sort -z)
 done
 cargo run -q --release --example seedgen -- extract "$gen" "${images[@]}"
+# vhdx_open: each VHDX fixture as patches over every template (src: its header
+# section, metadata region, BAT and log, in 255-byte runs of non-zero bytes, offsets
+# from the file's start; fuzz_targets/vhdx_open.rs has the input format).
+mkdir -p "$gen/vhdx_open"
+find "$root/fixtures" $realworld -type f \( -name '*.vhdx' -o -name '*.avhdx' \) -print0 \
+    | xargs -0 -r python3 vhdx_open_seeds.py "$gen/vhdx_open"
 # The fixture chain as one multi-file input (flags byte 0, files split by the
 # separator), each file shrunk to its metadata so it stays under libFuzzer's 1 MiB.
 sep=$'\n--vhdkit-fuzz-file--\n'

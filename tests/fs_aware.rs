@@ -375,9 +375,9 @@ fn ntfs_on_mbr_fs_aware_compact_and_convert_match_the_zero_filled_reference() {
 }
 
 /// `compact --fs-aware` of a VHDX (Hyper-V's format) made from the same ext4 disk:
-/// every file and the checker intact, the blocks released counted as unused, and as few
-/// blocks left as in a VHDX converted from the zero-filled reference (blocks are
-/// released, not moved: the blocks stored are what compares, not the file's length).
+/// every file and the checker intact, the blocks released counted as unused, as few
+/// blocks left as in a VHDX converted from the zero-filled reference, and (the blocks
+/// stored last moved into the holes) a file as long as that conversion.
 #[test]
 fn ext4_in_a_vhdx_fs_aware_compact_keeps_every_file_and_matches_the_zero_filled_reference() {
     let case = Case::new("gpt", "ext4", 0xe4);
@@ -415,6 +415,15 @@ fn ext4_in_a_vhdx_fs_aware_compact_keeps_every_file_and_matches_the_zero_filled_
         "ext4 VHDX compact (stored blocks)",
         after * 2 * MIB,
         stored(&reference) * 2 * MIB,
+    );
+    // The moves leave no hole: the file holds its metadata and its blocks, as a
+    // fresh conversion does (4 MiB of header section, log, metadata and BAT).
+    let first_payload = len(&reference) - stored(&reference) * 2 * MIB;
+    assert_eq!(len(&vhdx), first_payload + after * 2 * MIB, "{run}");
+    assert_near(
+        "ext4 VHDX compact (file length)",
+        len(&vhdx),
+        len(&reference),
     );
 }
 

@@ -3,12 +3,17 @@
 //! and, once `qemu-img check -r all` has replayed that log, in qemu-img with the same
 //! bytes; each block reads wholly old (zeros) or wholly new, never a mix; `check` finds
 //! nothing worse than a log not yet applied, and `check --repair` leaves a file
-//! qemu-img opens read-only and calls clean.
+//! qemu-img opens read-only and calls clean. `vhdkit compact` killed the same way
+//! (during its scan, release, moves and truncation) leaves a file every reader reads
+//! exactly as before, and a rerun finishes the compaction.
 
 // Signals and kill -9, qemu-img: Linux CI only.
 #![cfg(target_os = "linux")]
 
 mod common;
+
+#[path = "../crates/format/tests/common/vhdx_build.rs"]
+mod vhdx_build;
 
 use std::fs;
 use std::path::Path;
@@ -16,6 +21,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
+use vhdkit_format::vhdx::{DiskType, NewVhdx};
+use vhdx_build::{build, model, Content};
 
 const KILLS: usize = 12;
 const SIZE: u64 = 64 * MIB;
@@ -143,6 +150,95 @@ fn killed_writes_leave_old_or_new_blocks_that_vhdkit_and_qemu_read_alike() {
             qemu_raw(&disk) == got,
             "kill {i}: the repair changed the bytes"
         );
+    }
+    eprintln!("{landed} kills landed, {pending} left a log to replay");
+    assert!(
+        landed >= KILLS / 2,
+        "only {landed} kills landed during the run"
+    );
+}
+
+/// A dynamic VHDX (256 MiB, 1 MiB blocks) whose 128 zero-filled blocks are stored first
+/// and its 128 data blocks after them: compact releases the first and moves every data
+/// block into their places, in several batches. Returns the bytes it reads as.
+fn file_for_compact(path: &Path) -> Vec<u8> {
+    let mut n = NewVhdx::new(DiskType::Dynamic, 256 * MIB);
+    n.block_size = MIB as u32;
+    let mut blocks: Vec<(u64, Content)> = (0..128).map(|b| (2 * b, Content::Full(0))).collect();
+    blocks.extend((0..128).map(|b| (2 * b + 1, Content::Full(b as u8 | 1))));
+    build(path, &n, None, &blocks);
+    model(256 * MIB, &n, &[&blocks])
+}
+
+#[test]
+fn killed_compactions_leave_files_every_reader_reads_as_before_and_a_rerun_finishes() {
+    have(Tool::QemuImg);
+    let dir = tempdir();
+    let fresh = dir.path().join("fresh.vhdx");
+    let want = file_for_compact(&fresh);
+    let disk = dir.path().join("disk.vhdx");
+    let args = ["compact", p(&disk), "--progress", "json"];
+    // The uninterrupted run: its length spreads the kill points, its result is the end.
+    // The shortest of three runs (the first pays for a cold cache).
+    let mut timing: Option<Timing> = None;
+    for _ in 0..3 {
+        fs::copy(&fresh, &disk).unwrap();
+        let t = timed(Path::new(bin()), &args);
+        if timing.as_ref().is_none_or(|best| t.total < best.total) {
+            timing = Some(t);
+        }
+    }
+    let timing = timing.expect("three runs");
+    let done = fs::metadata(&disk).unwrap().len();
+    assert_eq!(done, 4 * MIB + 128 * MIB, "every data block moved");
+    assert!(read_all(&disk) == want);
+    let points = kill_points(&timing, "move", KILLS, Rng::xorshift_star(0x636f6d70));
+    let (mut landed, mut pending) = (0, 0);
+    for (i, mut at) in points.into_iter().enumerate() {
+        // A point the run outlived (a loaded machine runs it faster than timed) is
+        // tried again earlier.
+        let mut killed = false;
+        for _ in 0..3 {
+            fs::copy(&fresh, &disk).unwrap();
+            killed = run_and_kill(Path::new(bin()), &args, at);
+            if killed {
+                break;
+            }
+            at.delay = at.delay.mul_f64(0.6);
+        }
+        if !killed {
+            continue;
+        }
+        landed += 1;
+        if assert_check_ok(&disk) {
+            pending += 1;
+        }
+        assert!(
+            read_all(&disk) == want,
+            "kill {i} ({at:?}): vhdkit reads other bytes"
+        );
+        let copy = dir.path().join("copy.vhdx");
+        fs::copy(&disk, &copy).unwrap();
+        let r = qemu(&["check", "-q", "-r", "all", "-f", "vhdx", p(&copy)]);
+        assert!(r.code == 0, "kill {i}: qemu-img check -r all: {}", r.stderr);
+        assert!(
+            qemu_raw(&copy) == want,
+            "kill {i} ({at:?}): qemu-img reads other bytes"
+        );
+        fs::remove_file(&copy).unwrap();
+        // A rerun finishes the job.
+        vhdkit(["compact", p(&disk)]).ok();
+        assert_eq!(
+            fs::metadata(&disk).unwrap().len(),
+            done,
+            "kill {i}: the rerun"
+        );
+        assert!(
+            read_all(&disk) == want,
+            "kill {i}: the rerun changed the bytes"
+        );
+        let r = qemu(&["check", "-q", "-f", "vhdx", p(&disk)]);
+        assert_eq!(r.code, 0, "kill {i}: {}", r.stderr);
     }
     eprintln!("{landed} kills landed, {pending} left a log to replay");
     assert!(

@@ -269,7 +269,7 @@ fn compact_json(disk: &Path) -> serde_json::Value {
 }
 
 #[test]
-fn compact_of_a_dynamic_vhdx_releases_zero_blocks_and_cuts_the_free_tail() {
+fn compact_of_a_dynamic_vhdx_releases_zero_blocks_moves_the_rest_down_and_cuts_the_tail() {
     let dir = tempdir();
     let disk = dir.path().join("disk.vhdx");
     let mut n = NewVhdx::new(DiskType::Dynamic, SIZE);
@@ -286,8 +286,9 @@ fn compact_of_a_dynamic_vhdx_releases_zero_blocks_and_cuts_the_free_tail() {
     let len_before = fs::metadata(&disk).unwrap().len();
     let r = compact_json(&disk);
     assert_eq!(r["blocks_released"], 3, "{r}");
-    // The two zero blocks stored last are cut off with the tail.
-    assert_eq!(fs::metadata(&disk).unwrap().len(), len_before - 4 * MIB);
+    // Block 2 moves into block 1's place; the three places after it are cut off.
+    assert_eq!(r["blocks_moved"], 1, "{r}");
+    assert_eq!(fs::metadata(&disk).unwrap().len(), len_before - 6 * MIB);
     assert!(read_all(&disk) == want);
     assert!(qemu_vhdx(&disk) == want, "qemu-img reads the same bytes");
     assert!(

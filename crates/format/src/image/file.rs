@@ -292,6 +292,26 @@ impl VhdFile {
         }
     }
 
+    /// The moves that would fill this VHDX file's holes from its tail once `released`
+    /// (payload blocks, sorted) are not stored (compact).
+    pub(crate) fn vhdx_plan_moves(&self, released: &[u64]) -> super::vhdx::MovePlan {
+        self.vhdx()
+            .map(|v| v.plan_moves(released))
+            .unwrap_or_default()
+    }
+
+    /// Moves a batch of this VHDX file's blocks (compact), their entries through its log.
+    pub(crate) fn vhdx_move_blocks(
+        &self,
+        batch: &[super::vhdx::Move],
+        buf: &mut Vec<u8>,
+    ) -> Result<()> {
+        match self.vhdx() {
+            Some(v) => v.move_blocks(&self.core, batch, buf),
+            None => Ok(()),
+        }
+    }
+
     /// Closes this VHDX file's log and cuts it after what it holds; its new length.
     pub(crate) fn vhdx_shorten(&self) -> Result<u64> {
         match self.vhdx() {

@@ -3,12 +3,16 @@
 //! on by default) a differencing file's blocks whose every stored sector holds what the
 //! parent chain shows there — and (`--fs-aware`: [`OpsOptions::unused_ranges`]) the
 //! blocks whose every byte no file system uses or holds zeros, are set not present
-//! through the file's log, then the file is cut after the last thing it holds
-//! (`image/vhdx/compact.rs` has the write order). The scan is the VHD compact's
-//! (`compact::classify`), the unused ranges its too (`unused::resolve`).
+//! through the file's log; then the blocks stored last (payload and sector-bitmap
+//! blocks) are moved into the holes below them, a batch at a time (copies synced
+//! first, then their BAT entries through the log), the log closed, and the file cut
+//! after the last thing it holds (`image/vhdx/compact.rs` has the write order). The
+//! scan is the VHD compact's (`compact::classify`), the unused ranges its too
+//! (`unused::resolve`).
 //!
-//! Not done for VHDX: blocks are not moved into the holes the release leaves below the
-//! last live block (only a free tail is cut off; the blocks released are reported).
+//! A cancel between two batches stops the moves: the log is closed and the file cut
+//! after what it holds, valid and partly compacted; a rerun continues (its plan fills
+//! the holes left).
 
 use std::time::Instant;
 
@@ -16,6 +20,7 @@ use rayon::prelude::*;
 use vhdkit_task::{Phase, Progress};
 
 use crate::error::{Error, Result};
+use crate::image::vhdx::Move;
 use crate::image::{Disk, DiskKind, VhdFile};
 
 use super::compact::{classify, record_found, view_crcs, Found};
@@ -67,7 +72,8 @@ pub(crate) fn run(disk: Disk, opts: &OpsOptions, progress: &Progress) -> Result<
     }
     let scan_per_block = if dedupe { 2 * block_size } else { block_size };
     let scan_bytes = allocated.len() as u64 * scan_per_block;
-    progress.plan_phases(&[(Phase::Scan, scan_bytes), (Phase::Move, 0)]);
+    let upper = allocated.len() as u64 * block_size;
+    progress.plan_phases(&[(Phase::Scan, scan_bytes), (Phase::Move, 2 * upper)]);
     progress.set_phase(Phase::Scan, allocated.len() as u64, scan_bytes);
     let per_chunk = (opts.chunk_bytes / block_size).max(1) as usize;
     let (mut empty, mut same, mut unused_blocks) = (Vec::new(), Vec::new(), Vec::new());
@@ -100,20 +106,28 @@ pub(crate) fn run(disk: Disk, opts: &OpsOptions, progress: &Progress) -> Result<
     // afterwards (zeros, or the parent's), which is what was asked.
     let mut release = empty;
     release.extend_from_slice(&same);
-    let verified_release = release.clone();
     release.extend_from_slice(&unused_blocks);
     release.sort_unstable();
+    // The moves, planned as if the release had landed (a dry run reports them).
+    let plan = f.vhdx_plan_moves(&release);
+    let move_bytes: u64 = plan.moves.iter().map(|m| m.len).sum();
     if opts.dry_run {
-        report.file_size_after = report.file_size_before;
+        report.blocks_moved = plan.moves.len() as u64;
+        report.bytes_written = move_bytes;
+        report.file_size_after = plan.end.min(report.file_size_before);
         report.elapsed = start.elapsed();
         return Ok(report);
     }
-    // With --verify: the view of every released block (through the chain when it is
-    // open; an empty-bitmap block of a differencing file opened alone stored nothing),
-    // before and after.
+    // With --verify: the view of every block but those released as unused (through
+    // the chain when it is open; a differencing file opened alone reads nothing of its
+    // parent, so only what dedupe compared is checked), before and after.
     let mut checked: Vec<u64> = match differencing && disk.layers().len() < 2 {
         true => same.clone(),
-        false => verified_release,
+        false => allocated
+            .iter()
+            .copied()
+            .filter(|b| unused_blocks.binary_search(b).is_err())
+            .collect(),
     };
     checked.sort_unstable();
     let before = match opts.verify {
@@ -123,10 +137,18 @@ pub(crate) fn run(disk: Disk, opts: &OpsOptions, progress: &Progress) -> Result<
         false => None,
     };
     progress.check_cancelled()?;
-    progress.set_phase(Phase::Move, 0, 0);
+    progress.plan_phases(&[(Phase::Scan, scan_bytes), (Phase::Move, 2 * move_bytes)]);
+    progress.set_phase(Phase::Move, plan.moves.len() as u64, 2 * move_bytes);
     f.vhdx_release_blocks(&release)?;
-    report.file_size_after = f.vhdx_shorten()?;
     clock.lap(&mut report, "release");
+    let cancelled = move_batches(f, &plan.moves, opts, progress, &mut report)?;
+    clock.lap(&mut report, "move");
+    progress.set_phase(Phase::Flush, 0, 0);
+    report.file_size_after = f.vhdx_shorten()?;
+    clock.lap(&mut report, "truncate");
+    if cancelled {
+        return Err(vhdkit_task::Cancelled.into());
+    }
     if let Some(before) = before {
         let after = view_crcs(&disk, &checked, block_size, per_chunk, progress, false)?;
         if let Some(i) = (0..checked.len()).find(|&i| before[i] != after[i]) {
@@ -135,7 +157,7 @@ pub(crate) fn run(disk: Disk, opts: &OpsOptions, progress: &Progress) -> Result<
                 structure: "block",
                 offset: checked[i] * block_size,
                 detail: format!(
-                    "verification failed: released block {} reads with a different CRC32",
+                    "verification failed: block {} reads with a different CRC32 after compaction",
                     checked[i]
                 ),
             });
@@ -145,4 +167,48 @@ pub(crate) fn run(disk: Disk, opts: &OpsOptions, progress: &Progress) -> Result<
     }
     report.elapsed = start.elapsed();
     Ok(report)
+}
+
+/// Moves the blocks of `moves` in batches of about a round of chunks (each batch costs
+/// two syncs and one log entry); a batch never copies into a place one of its own blocks
+/// leaves. Returns whether a cancel stopped it (after a whole batch).
+fn move_batches(
+    f: &VhdFile,
+    moves: &[Move],
+    opts: &OpsOptions,
+    progress: &Progress,
+    report: &mut Report,
+) -> Result<bool> {
+    let per_batch = opts
+        .chunk_bytes
+        .saturating_mul(super::IN_PLACE_ROUND_CHUNKS);
+    let mut buf = Vec::new();
+    let mut batch: Vec<Move> = Vec::new();
+    let mut bytes = 0;
+    let mut commit = |batch: &mut Vec<Move>, report: &mut Report| -> Result<()> {
+        f.vhdx_move_blocks(batch, &mut buf)?;
+        for m in batch.iter() {
+            progress.add_blocks_done(1, 2 * m.len);
+            report.blocks_moved += 1;
+            report.bytes_written += m.len;
+        }
+        batch.clear();
+        Ok(())
+    };
+    for m in moves {
+        let overlaps = batch
+            .iter()
+            .any(|b| m.to < b.from + b.len && b.from < m.to + m.len);
+        if !batch.is_empty() && (overlaps || bytes >= per_batch) {
+            commit(&mut batch, report)?;
+            bytes = 0;
+            if progress.is_cancelled() {
+                return Ok(true);
+            }
+        }
+        batch.push(*m);
+        bytes += m.len;
+    }
+    commit(&mut batch, report)?;
+    Ok(progress.is_cancelled())
 }

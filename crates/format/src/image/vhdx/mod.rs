@@ -10,7 +10,7 @@
 //! | `map.rs` | BAT states and sector bitmaps → extents |
 //! | `info.rs` | the facts `info` shows |
 //! | `write.rs` | writes in place, metadata through the log |
-//! | `compact.rs` | blocks released, the file shortened, metadata through the log |
+//! | `compact.rs` | blocks released and moved into the holes, the file shortened, metadata through the log |
 //! | `resize.rs` | the virtual size and the BAT changed together, through the log (the BAT region moved, a fixed file's blocks added or cut) |
 //! | `relink.rs` | a parent locator rewritten in place, through the log |
 //!
@@ -44,6 +44,7 @@ use super::core::FileCore;
 use super::extent::LayerExtent;
 use super::DiskKind;
 
+pub(crate) use compact::{Move, MovePlan};
 pub use info::{LocatorEntry, VhdxInfo};
 pub(crate) use log::LogState;
 pub(crate) use open::open_vhdx;
@@ -174,6 +175,22 @@ impl Vhdx {
     /// Sets `blocks` (stored ones) not present, through the log (`compact.rs`).
     pub(crate) fn release_blocks(&self, f: &FileCore, blocks: &[u64]) -> Result<()> {
         compact::release(self, f, blocks)
+    }
+
+    /// The moves that fill the file's holes from its tail once `released` (payload
+    /// blocks, sorted) are not stored (`compact.rs`).
+    pub(crate) fn plan_moves(&self, released: &[u64]) -> MovePlan {
+        compact::plan_moves(self, released)
+    }
+
+    /// Moves one batch of blocks, their BAT entries through the log (`compact.rs`).
+    pub(crate) fn move_blocks(
+        &self,
+        f: &FileCore,
+        batch: &[Move],
+        buf: &mut Vec<u8>,
+    ) -> Result<()> {
+        compact::move_blocks(self, f, batch, buf)
     }
 
     /// Closes the log and cuts the file after what it holds (`compact.rs`); returns its
