@@ -65,6 +65,17 @@ pub(crate) fn write_runs(f: &FileCore, runs: &[(u64, &[u8])]) -> Result<()> {
     Ok(())
 }
 
+/// Gives back the space of `offset..offset + len` (inside the disk) of a flat file: a
+/// hole punched where the file system can, zeros written where it cannot (either way
+/// the range reads as zeros, which both trim and write zeroes allow). The footer of a
+/// fixed disk lies past the disk's bytes, untouched. Returns `len`.
+pub(crate) fn discard(f: &FileCore, offset: u64, len: u64) -> Result<u64> {
+    f.backend
+        .punch(offset, len)
+        .map_err(|e| crate::error::Error::io(&f.path, "punching a hole", offset, e))?;
+    Ok(len)
+}
+
 /// The stored (non-hole) ranges of `0..limit` of a flat file, from `SEEK_DATA` and
 /// `SEEK_HOLE`. Where the file system cannot tell, everything is data.
 pub(crate) fn data_ranges(file: &File, limit: u64) -> Vec<(u64, u64)> {
