@@ -25,7 +25,8 @@ fn nbd_read(mut s: impl Read + Write, offset: u64, len: u32) -> Vec<u8> {
     opt.extend_from_slice(&0u32.to_be_bytes()); // the default (empty) name
     s.write_all(&opt).expect("option");
     let mut export = vec![0u8; if no_zeroes { 10 } else { 134 }];
-    s.read_exact(&mut export).expect("the export's size and flags");
+    s.read_exact(&mut export)
+        .expect("the export's size and flags");
     let mut req = 0x2560_9513u32.to_be_bytes().to_vec();
     req.extend_from_slice(&0u16.to_be_bytes()); // flags
     req.extend_from_slice(&0u16.to_be_bytes()); // NBD_CMD_READ
@@ -75,7 +76,9 @@ fn serve_without_an_address_listens_where_the_platform_can() {
     let got = if cfg!(windows) {
         let addr = start["address"].as_str().expect("a TCP address on Windows");
         assert!(addr.starts_with("127.0.0.1:"), "{start}");
-        assert!(start["uri"].as_str().is_some_and(|u| u.starts_with("nbd://127.0.0.1:")));
+        assert!(start["uri"]
+            .as_str()
+            .is_some_and(|u| u.starts_with("nbd://127.0.0.1:")));
         let s = std::net::TcpStream::connect(addr).expect("connecting");
         nbd_read(s, 65536, 8192)
     } else {
