@@ -434,3 +434,48 @@ fn on_a_file_system_without_holes_a_punch_writes_zeros() {
         &want,
     );
 }
+
+/// A conversion whose result is its source's bytes as they are — a fixed disk or a raw
+/// image into raw — clones the whole file in one call (`FICLONE`) and cuts the footer
+/// off: every byte of the disk is cloned (holes too), `--verify` still reads both and
+/// compares, and the result takes no new space for its data.
+fn whole_file_clone_on(kind: &str) {
+    let fs = Mounted::new(kind);
+    let d = disks(&fs);
+    for (name, extra) in [("whole.raw", &[][..]), ("whole-v.raw", &["--verify"][..])] {
+        let out = fs.path(name);
+        let (report, grew) = convert(&fs, &d.fixed, &out, "raw", extra);
+        assert_eq!(
+            report["bytes_cloned"], SIZE,
+            "fixed → raw {extra:?}: {report}"
+        );
+        assert_eq!(report["verified"], !extra.is_empty(), "{report}");
+        assert_eq!(std::fs::metadata(&out).expect("meta").len(), SIZE);
+        assert_reads("fixed → raw, cloned whole", &out, "raw", &d.base_raw);
+        assert!(grew < MIB, "fixed → raw: the output took {grew} bytes");
+    }
+    // A raw image (the result above, with its holes) into raw.
+    let out = fs.path("again.raw");
+    let (report, grew) = convert(&fs, &fs.path("whole.raw"), &out, "raw", &["--verify"]);
+    assert_eq!(report["bytes_cloned"], SIZE, "raw → raw: {report}");
+    assert_reads("raw → raw, cloned whole", &out, "raw", &d.base_raw);
+    assert!(grew < MIB, "raw → raw: the output took {grew} bytes");
+    // Writing into the clone leaves its source as it was.
+    std::fs::write(&out, vec![0x5a; MIB as usize]).expect("overwrite");
+    assert_reads(
+        "the source after writing its clone",
+        &d.fixed,
+        "vpc",
+        &d.base_raw,
+    );
+}
+
+#[test]
+fn fixed_to_raw_on_xfs_clones_the_whole_file() {
+    whole_file_clone_on("xfs");
+}
+
+#[test]
+fn fixed_to_raw_on_btrfs_clones_the_whole_file() {
+    whole_file_clone_on("btrfs");
+}

@@ -424,6 +424,17 @@ pub fn clone_range(
     sys::clone_range(src, src_offset, len, dest, dest_offset)
 }
 
+/// Makes the new, empty file `dest` share every extent of `src`: `dest` then reads as
+/// `src` and has its length, and no data was read or written (Linux `FICLONE` on XFS
+/// with reflink and btrfs; Windows `FSCTL_DUPLICATE_EXTENTS_TO_FILE` over the whole file
+/// on ReFS). Any error means nothing was cloned; [`clone_refused`] tells the errors after
+/// which the caller copies instead. macOS clones whole files only into a new name
+/// (`clonefile`), which an output already open cannot take: there, as on other file
+/// systems, `Unsupported`.
+pub fn clone_file(src: &File, dest: &File) -> io::Result<()> {
+    sys::clone_file(src, dest)
+}
+
 /// Whether the system refused a clone of a pair of files or ranges (nothing was
 /// cloned): the caller copies the bytes itself from then on.
 pub fn clone_refused(e: &io::Error) -> bool {

@@ -161,6 +161,11 @@ pub(crate) fn clone_range(
     Ok(())
 }
 
+pub(crate) fn clone_file(src: &File, dest: &File) -> io::Result<()> {
+    rustix::fs::ioctl_ficlone(dest, src)?;
+    Ok(())
+}
+
 pub(crate) fn clone_refused(e: &io::Error) -> bool {
     errno_in(
         e,

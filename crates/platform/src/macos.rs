@@ -132,6 +132,10 @@ pub(crate) fn clone_range(_: &File, _: u64, _: u64, _: &File, _: u64) -> io::Res
     Err(io::ErrorKind::Unsupported.into())
 }
 
+pub(crate) fn clone_file(_: &File, _: &File) -> io::Result<()> {
+    Err(io::ErrorKind::Unsupported.into())
+}
+
 pub(crate) fn clone_refused(_: &io::Error) -> bool {
     false
 }

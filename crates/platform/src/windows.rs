@@ -489,6 +489,17 @@ pub(crate) fn clone_range(
     Ok(())
 }
 
+/// The whole file through [`clone_range`]: ReFS clones whole clusters, so the range
+/// is rounded up to 64 KiB (the largest ReFS cluster) and the length cut back after.
+pub(crate) fn clone_file(src: &File, dest: &File) -> io::Result<()> {
+    const CLUSTER: u64 = 64 * 1024;
+    let len = src.metadata()?.len();
+    if len > 0 {
+        clone_range(src, 0, len.div_ceil(CLUSTER) * CLUSTER, dest, 0)?;
+    }
+    dest.set_len(len)
+}
+
 pub(crate) fn clone_refused(e: &io::Error) -> bool {
     win32_in(
         e,

@@ -152,6 +152,8 @@ fn a_clone_the_file_system_cannot_do_is_refused_not_half_done() {
     }
     let e = vhdkit_platform::clone_range(&src, 0, 65536, &dst, 0).expect_err("no clones");
     assert!(vhdkit_platform::clone_refused(&e), "{e}");
+    let e = vhdkit_platform::clone_file(&src, &dst).expect_err("no whole-file clones");
+    assert!(vhdkit_platform::clone_refused(&e), "{e}");
 }
 
 #[test]
