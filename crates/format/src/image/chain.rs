@@ -457,7 +457,8 @@ impl Disk {
     /// in the file (`fallocate`'s `FALLOC_FL_PUNCH_HOLE`, macOS `F_PUNCHHOLE`, Windows
     /// `FSCTL_SET_ZERO_DATA`, which frees space only in a file already sparse), or zeros
     /// are written where the file system has no holes; it reads as zeros either way and
-    /// the file keeps its length (a fixed disk's footer is untouched).
+    /// the file keeps its length (a fixed disk's footer is untouched). A raw image on a
+    /// device has no holes: nothing is released there.
     ///
     /// Releases nothing (returns 0) on other disks: a differencing disk's released
     /// block would read from its parent — neither zeros nor what it held — and VHDX
