@@ -355,6 +355,7 @@ if want offload && [[ -z $OFFLOAD_NOTE ]]; then
             COLD+=("| $fs | $name | $a | $c | $(ratio "$a" "$c") | $(awk -v a="$a" -v c="$c" 'BEGIN{print (a <= 3 * c) ? "yes" : "NO"}') |")
         }
         cold_case "fixed → raw" fixed.vhd
+        cold_case "raw → raw" base.raw
         cold_case "dynamic → raw" base.vhd
         offload_case "chain → fixed" child.vhd out.vhd fixed chain.raw ""
         offload_case "chain → dynamic" child.vhd out.vhd dynamic chain.raw ""
@@ -657,7 +658,9 @@ if ((${#COLD[@]})); then
     cat <<EOF
 
 Clones at metadata speed, from a cold cache (\`echo 3 > /proc/sys/vm/drop_caches\` before
-each run): a raw result needs no zero test, so vhdkit clones the source's runs without
+each run): a fixed disk or a raw image into raw is the source's bytes as they are, so
+vhdkit clones the whole file in one call (\`FICLONE\`) and cuts the footer off; from a
+dynamic disk a raw result needs no zero test, so vhdkit clones the source's runs without
 reading them. Against \`cp --reflink=always\` of the same source file, \`truncate\` to the
 disk's size and \`sync\` of it; target ≤ 3×.
 

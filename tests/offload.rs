@@ -5,7 +5,8 @@
 //! the disk it came from (vhdkit and qemu-img), that the report counts the cloned bytes,
 //! that the outputs took less than 10% of their data in new space, and that writing into
 //! an output leaves its source as it was. Needs root (loop mounts), mkfs.xfs (xfsprogs)
-//! and mkfs.btrfs (btrfs-progs): a missing one fails the test.
+//! and mkfs.btrfs (btrfs-progs): a missing one fails the test. The fallback of hole
+//! punching is tested on a ramfs (no `fallocate`).
 
 mod common;
 
@@ -25,6 +26,17 @@ struct Mounted {
 }
 
 impl Mounted {
+    /// Mounts a ramfs (in memory, no `fallocate` at all).
+    fn ramfs() -> Mounted {
+        let dir = tempdir();
+        let mnt = dir.path().join("mnt");
+        std::fs::create_dir(&mnt).expect("mkdir");
+        run(Command::new("mount")
+            .args(["-t", "ramfs", "none"])
+            .arg(&mnt));
+        Mounted { _dir: dir, mnt }
+    }
+
     /// Makes a `kind` file system ("xfs" or "btrfs") in a sparse 1 GiB file and mounts it.
     fn new(kind: &str) -> Mounted {
         let dir = tempdir();
@@ -396,4 +408,74 @@ fn across_file_systems_the_data_is_copied() {
     let (report, _) = convert(&btrfs, &d.fixed, &out, "raw", &[]);
     assert_eq!(report["bytes_cloned"], 0, "{report}");
     assert_reads("fixed → raw across file systems", &out, "raw", &d.base_raw);
+}
+
+/// Where the file system has no holes (ramfs: `fallocate` refuses `FALLOC_FL_PUNCH_HOLE`),
+/// punching one writes zeros instead: the range reads as zeros, nothing else changes.
+#[test]
+fn on_a_file_system_without_holes_a_punch_writes_zeros() {
+    let fs = Mounted::ramfs();
+    let path = fs.path("d.raw");
+    let data = Rng::new(7).bytes(4 * MIB as usize);
+    std::fs::write(&path, &data).expect("write");
+    let f = std::fs::File::options()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .expect("open");
+    let released = vhdkit_platform::punch_hole(&f, MIB + 512, 2 * MIB).expect("punch");
+    assert!(!released, "FAT punched a hole");
+    drop(f);
+    let mut want = data;
+    want[(MIB + 512) as usize..(3 * MIB + 512) as usize].fill(0);
+    assert_bytes_eq(
+        "the file after the punch",
+        &std::fs::read(&path).expect("read"),
+        &want,
+    );
+}
+
+/// A conversion whose result is its source's bytes as they are — a fixed disk or a raw
+/// image into raw — clones the whole file in one call (`FICLONE`) and cuts the footer
+/// off: every byte of the disk is cloned (holes too), `--verify` still reads both and
+/// compares, and the result takes no new space for its data.
+fn whole_file_clone_on(kind: &str) {
+    let fs = Mounted::new(kind);
+    let d = disks(&fs);
+    for (name, extra) in [("whole.raw", &[][..]), ("whole-v.raw", &["--verify"][..])] {
+        let out = fs.path(name);
+        let (report, grew) = convert(&fs, &d.fixed, &out, "raw", extra);
+        assert_eq!(
+            report["bytes_cloned"], SIZE,
+            "fixed → raw {extra:?}: {report}"
+        );
+        assert_eq!(report["verified"], !extra.is_empty(), "{report}");
+        assert_eq!(std::fs::metadata(&out).expect("meta").len(), SIZE);
+        assert_reads("fixed → raw, cloned whole", &out, "raw", &d.base_raw);
+        assert!(grew < MIB, "fixed → raw: the output took {grew} bytes");
+    }
+    // A raw image (the result above, with its holes) into raw.
+    let out = fs.path("again.raw");
+    let (report, grew) = convert(&fs, &fs.path("whole.raw"), &out, "raw", &["--verify"]);
+    assert_eq!(report["bytes_cloned"], SIZE, "raw → raw: {report}");
+    assert_reads("raw → raw, cloned whole", &out, "raw", &d.base_raw);
+    assert!(grew < MIB, "raw → raw: the output took {grew} bytes");
+    // Writing into the clone leaves its source as it was.
+    std::fs::write(&out, vec![0x5a; MIB as usize]).expect("overwrite");
+    assert_reads(
+        "the source after writing its clone",
+        &d.fixed,
+        "vpc",
+        &d.base_raw,
+    );
+}
+
+#[test]
+fn fixed_to_raw_on_xfs_clones_the_whole_file() {
+    whole_file_clone_on("xfs");
+}
+
+#[test]
+fn fixed_to_raw_on_btrfs_clones_the_whole_file() {
+    whole_file_clone_on("btrfs");
 }

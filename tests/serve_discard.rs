@@ -1,4 +1,5 @@
-//! `vhdkit serve`: NBD TRIM and WRITE_ZEROES from qemu-io release the whole blocks of a
+//! `vhdkit serve`: NBD TRIM and WRITE_ZEROES punch holes in raw and fixed exports
+//! (nbdsh), and from qemu-io release the whole blocks of a
 //! dynamic export (`vhdkit info` counts fewer allocated blocks; they read as zeros), and
 //! never release a block of a differencing export.
 
@@ -140,4 +141,115 @@ fn serve_a_differencing_export_never_releases_a_block() {
         );
     }
     check_clean(&top);
+}
+
+/// 512-byte blocks the file takes on disk, after its data is synced.
+fn blocks_of(path: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let f = std::fs::File::open(path).expect("open");
+    f.sync_all().expect("sync");
+    f.metadata().expect("meta").blocks()
+}
+
+/// A raw image or a fixed disk of 8 MiB of data, trimmed and zeroed by libnbd through
+/// nbdsh (`python3 -m nbd`): TRIM of 2 MiB at 1 MiB and WRITE_ZEROES of 1 MiB + 4 KiB at 6 MiB - 4 KiB
+/// punch holes (the file takes 3 MiB less and they read as zeros), WRITE_ZEROES with
+/// NBD_CMD_FLAG_NO_HOLE of 1 MiB at 4 MiB zeros and keeps the space.
+fn trim_and_zero_punch_holes(kind: &str) {
+    const MIB: u64 = 1 << 20;
+    // nbdsh is `python3 -m nbd` of the python3 on PATH: the system one has libnbd.
+    need("/usr/bin/python3", &["-c", "import nbd"]);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut want = bytes(11, 8 << 20);
+    let disk = if kind == "raw" {
+        let p = dir.path().join("d.raw");
+        std::fs::write(&p, &want).expect("writing the image");
+        p
+    } else {
+        let p = dir.path().join("d.vhd");
+        let src = dir.path().join("data.raw");
+        std::fs::write(&src, &want).expect("writing the data");
+        vhdkit([
+            "create".as_ref(),
+            p.as_os_str(),
+            "--type".as_ref(),
+            "fixed".as_ref(),
+            "--size".as_ref(),
+            "8M".as_ref(),
+        ]);
+        vhdkit([
+            "write".as_ref(),
+            p.as_os_str(),
+            "--offset".as_ref(),
+            "0".as_ref(),
+            "--input".as_ref(),
+            src.as_os_str(),
+        ]);
+        p
+    };
+    let len_before = std::fs::metadata(&disk).expect("len").len();
+    let before = blocks_of(&disk);
+
+    let served = serve([disk.as_os_str()]);
+    run(Command::new("/usr/bin/python3").args([
+        "-m",
+        "nbd",
+        "-u",
+        &served.uri,
+        "-c",
+        "h.trim(2 * 2**20, 2**20)",
+        "-c",
+        "h.zero(2**20, 4 * 2**20, nbd.CMD_FLAG_NO_HOLE)",
+        "-c",
+        "h.zero(2**20 + 4096, 6 * 2**20 - 4096)",
+        "-c",
+        "h.flush()",
+    ]));
+    let ended = served.stop().clean();
+    assert_eq!(
+        ended.summary["bytes_trimmed"].as_u64(),
+        Some(2 * MIB),
+        "{}",
+        ended.summary
+    );
+
+    want[MIB as usize..(3 * MIB) as usize].fill(0);
+    want[(4 * MIB) as usize..(5 * MIB) as usize].fill(0);
+    want[(6 * MIB - 4096) as usize..(7 * MIB) as usize].fill(0);
+    let now = if kind == "raw" {
+        std::fs::read(&disk).expect("read")
+    } else {
+        read_all(&disk)
+    };
+    assert!(now == want, "{kind}: the disk reads other bytes");
+    assert_eq!(std::fs::metadata(&disk).expect("len").len(), len_before);
+    let after = blocks_of(&disk);
+    eprintln!("{kind}: {before} -> {after} blocks of 512 bytes");
+    assert!(
+        after + (3 * MIB + 4096) / 512 <= before,
+        "{kind}: the holes gave back too little ({before} -> {after} blocks)"
+    );
+    // NO_HOLE: 3 MiB to 6 MiB - 4 KiB is still allocated, the zeroed MiB included.
+    let f = std::fs::File::open(&disk).expect("open");
+    let hole = vhdkit_platform::next_hole(&f, 3 * MIB).expect("SEEK_HOLE");
+    assert!(hole >= 6 * MIB - 4096, "{kind}: a hole at {hole}");
+    if kind == "fixed" {
+        check_clean(&disk);
+        let raw = dir.path().join("want.raw");
+        std::fs::write(&raw, &want).expect("write");
+        run(Command::new("qemu-img")
+            .args(["compare", "-q", "-f", "vpc", "-F", "raw"])
+            .arg(&disk)
+            .arg(&raw));
+    }
+}
+
+#[test]
+fn serve_trim_and_write_zeroes_punch_holes_in_a_raw_image() {
+    trim_and_zero_punch_holes("raw");
+}
+
+#[test]
+fn serve_trim_and_write_zeroes_punch_holes_in_a_fixed_disk() {
+    trim_and_zero_punch_holes("fixed");
 }

@@ -220,7 +220,10 @@ impl Layout {
     /// Applies the layout's writes to `file` (created or grown to the layout's size):
     /// a sparse raw image where holes stay holes.
     pub fn apply_to_raw(&self, file: &std::fs::File) -> std::io::Result<()> {
-        use vhdkit_platform::FileExt;
+        // Plain std (seek, write): the comparison script builds the generator with
+        // rustc alone, without the workspace's crates.
+        use std::io::{Seek, SeekFrom, Write as _};
+        let mut out = file;
         if file.metadata()?.len() < self.size {
             file.set_len(self.size)?;
         }
@@ -233,7 +236,8 @@ impl Layout {
                     len: (BLOCK - pos % BLOCK).min(w.offset + w.len - pos),
                     zero: w.zero,
                 };
-                file.write_all_at(&self.data(&piece), pos)?;
+                out.seek(SeekFrom::Start(pos))?;
+                out.write_all(&self.data(&piece))?;
                 pos += piece.len;
             }
         }

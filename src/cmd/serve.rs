@@ -21,13 +21,14 @@ const EXIT_INTERRUPTED: i32 = 130;
 pub struct ServeArgs {
     /// The disk: a VHD of any type (a differencing chain is resolved) or a raw image.
     path: PathBuf,
-    /// Listen on this Unix socket (default: a new private directory under
-    /// $XDG_RUNTIME_DIR or the temporary directory).
+    /// Listen on this Unix socket (the default on Unix: a new private directory under
+    /// $XDG_RUNTIME_DIR or the temporary directory; Windows has no Unix sockets here).
     #[arg(long, value_name = "PATH", conflicts_with = "listen")]
     socket: Option<PathBuf>,
     /// Listen on TCP at ADDR:PORT (a bare PORT or :PORT means 127.0.0.1; ADDR is an IP
-    /// address or a host name). NBD has no authentication: anyone who can connect can
-    /// read and write the disk.
+    /// address or a host name). The default on Windows: 127.0.0.1 on a port the system
+    /// picks, announced in the start line. NBD has no authentication: anyone who can
+    /// connect can read and write the disk.
     #[arg(long, value_name = "ADDR:PORT", value_parser = parse_listen)]
     listen: Option<SocketAddr>,
     /// Refuse writes.
@@ -298,8 +299,17 @@ fn open(a: &ServeArgs) -> Result<(Disk, &'static str), CliError> {
     }
 }
 
+/// Where `serve` listens without `--listen` or `--socket`: on Windows, which has no
+/// Unix sockets here, TCP on 127.0.0.1 at a port the system picks (announced in the
+/// start line, as the Unix default's new socket path is); elsewhere nothing (a Unix
+/// socket in a new private directory).
+fn default_tcp(a: &ServeArgs) -> Option<SocketAddr> {
+    let unix_sockets = !cfg!(windows);
+    (a.socket.is_none() && !unix_sockets).then_some(SocketAddr::from(([127, 0, 0, 1], 0)))
+}
+
 fn bind(a: &ServeArgs) -> Result<(Listener, Place), CliError> {
-    if let Some(addr) = a.listen {
+    if let Some(addr) = a.listen.or_else(|| default_tcp(a)) {
         let l =
             TcpListener::bind(addr).map_err(|e| CliError::io(format!("listening on {addr}"), e))?;
         let addr = l.local_addr().unwrap_or(addr);

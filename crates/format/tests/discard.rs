@@ -1,7 +1,7 @@
 //! `Disk::discard`: the blocks of a dynamic disk that a range covers entirely are
 //! released and read as zeros (the file shortened when they were its last), partial
-//! blocks are left alone, and nothing is released in differencing, fixed or read-only
-//! disks.
+//! blocks are left alone, a fixed disk has a hole punched over the range (its footer
+//! kept), and nothing is released in differencing or read-only disks.
 
 mod common;
 
@@ -103,7 +103,7 @@ fn discard_counts_a_short_last_block_when_the_range_reaches_the_end() {
 }
 
 #[test]
-fn discard_releases_nothing_in_differencing_fixed_or_read_only_disks() {
+fn discard_releases_nothing_in_differencing_or_read_only_disks() {
     let dir = tempfile::tempdir().expect("tmp");
     let (base, _) = full_dynamic(dir.path());
     let child = create_child(dir.path(), "child.vhd", &base, BS as u32);
@@ -115,16 +115,27 @@ fn discard_releases_nothing_in_differencing_fixed_or_read_only_disks() {
     drop(d);
     assert_bytes_eq("the child's view", &read_file(&child), &view);
 
-    let fixed = create(dir.path(), "f.vhd", DiskKind::Fixed, 4 * MIB, BS as u32);
-    write(&fixed, &pattern(10, 4 * MIB as usize), 0);
-    let d = Disk::open_rw(&fixed).expect("open");
-    assert_eq!(d.discard(0, 4 * MIB).expect("discard"), 0);
-    assert_bytes_eq("fixed", &read_all(&d), &pattern(10, 4 * MIB as usize));
-    drop(d);
-
     let d = Disk::open(&base).expect("open read-only");
     let err = d.discard(0, 2 * MIB).expect_err("read-only");
     assert_eq!(err.kind(), ErrorKind::ReadOnly, "{err}");
+}
+
+#[test]
+fn discard_punches_a_hole_in_a_fixed_disk_and_keeps_its_footer() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let fixed = create(dir.path(), "f.vhd", DiskKind::Fixed, 4 * MIB, BS as u32);
+    let mut want = pattern(10, 4 * MIB as usize);
+    write(&fixed, &want, 0);
+    let len = std::fs::metadata(&fixed).expect("len").len();
+    let d = Disk::open_rw(&fixed).expect("open");
+    assert_eq!(d.discard(MIB, 2 * MIB).expect("discard"), 2 * MIB);
+    want[MIB as usize..(3 * MIB) as usize].fill(0);
+    assert_bytes_eq("fixed", &read_all(&d), &want);
+    d.flush().expect("flush");
+    drop(d);
+    assert_eq!(std::fs::metadata(&fixed).expect("len").len(), len);
+    let r = check(&fixed, &Default::default()).expect("check");
+    assert!(r.is_clean(), "{r:?}");
 }
 
 #[test]

@@ -318,6 +318,65 @@ pub fn zero_device_range(file: &File, offset: u64, len: u64) -> bool {
     sys::zero_device_range(file, offset, len)
 }
 
+/// Makes `len` bytes at `offset` of `file` read as zeros and gives
+/// their storage back where the file system can (Linux `fallocate` with
+/// `FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE`, macOS `F_PUNCHHOLE`, Windows
+/// `FSCTL_SET_ZERO_DATA`, which deallocates only in a file already sparse: vhdkit never
+/// makes an existing file sparse, as Hyper-V refuses sparse disk files). Where the file
+/// system says no, zeros are written instead. The file's length never changes (a range
+/// past the end is cut at it). True when the storage was released (as far as the
+/// system tells), false when zeros were written (always on a device).
+///
+/// ```
+/// use vhdkit_platform::FileExt;
+/// # let dir = tempfile::tempdir().unwrap();
+/// let f = std::fs::File::options()
+///     .read(true).write(true).create_new(true)
+///     .open(dir.path().join("f")).unwrap();
+/// f.write_all_at(&[7u8; 1 << 16], 0).unwrap();
+/// vhdkit_platform::punch_hole(&f, 4096, 8192).unwrap();
+/// let mut back = vec![9u8; 1 << 16];
+/// f.read_exact_at(&mut back, 0).unwrap();
+/// assert!(back[4096..12288].iter().all(|&b| b == 0));
+/// assert!(back[..4096].iter().chain(&back[12288..]).all(|&b| b == 7));
+/// assert_eq!(f.metadata().unwrap().len(), 1 << 16);
+/// ```
+pub fn punch_hole(file: &File, offset: u64, len: u64) -> io::Result<bool> {
+    let meta = file.metadata()?;
+    if kind(&meta) != FileKind::Regular {
+        // A device: no holes, and its metadata tells no length to cut the range at.
+        write_zeros(file, offset, len)?;
+        return Ok(false);
+    }
+    let size = meta.len();
+    let end = offset.saturating_add(len).min(size);
+    if offset >= end {
+        return Ok(true);
+    }
+    match sys::punch_hole(file, offset, end - offset) {
+        Ok(released) => Ok(released),
+        Err(e) if e.kind() == io::ErrorKind::Unsupported || sys::punch_refused(&e) => {
+            write_zeros(file, offset, end - offset)?;
+            Ok(false)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Writes zeros over `len` bytes at `offset`: the fallback of [`punch_hole`].
+fn write_zeros(file: &File, offset: u64, len: u64) -> io::Result<()> {
+    const STEP: u64 = 1 << 20;
+    let zeros = vec![0u8; STEP.min(len) as usize];
+    let mut pos = offset;
+    let end = offset + len;
+    while pos < end {
+        let n = STEP.min(end - pos) as usize;
+        file.write_all_at(&zeros[..n], pos)?;
+        pos += n as u64;
+    }
+    Ok(())
+}
+
 /// The first offset at or after `from` that holds data (`SEEK_DATA`; Windows
 /// `FSCTL_QUERY_ALLOCATED_RANGES`): `Ok(None)` when only a hole follows. An error
 /// means the file system cannot tell: the caller treats everything as data.
@@ -363,6 +422,17 @@ pub fn clone_range(
     dest_offset: u64,
 ) -> io::Result<()> {
     sys::clone_range(src, src_offset, len, dest, dest_offset)
+}
+
+/// Makes the new, empty file `dest` share every extent of `src`: `dest` then reads as
+/// `src` and has its length, and no data was read or written (Linux `FICLONE` on XFS
+/// with reflink and btrfs; Windows `FSCTL_DUPLICATE_EXTENTS_TO_FILE` over the whole file
+/// on ReFS). Any error means nothing was cloned; [`clone_refused`] tells the errors after
+/// which the caller copies instead. macOS clones whole files only into a new name
+/// (`clonefile`), which an output already open cannot take: there, as on other file
+/// systems, `Unsupported`.
+pub fn clone_file(src: &File, dest: &File) -> io::Result<()> {
+    sys::clone_file(src, dest)
 }
 
 /// Whether the system refused a clone of a pair of files or ranges (nothing was

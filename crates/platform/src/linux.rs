@@ -1,4 +1,4 @@
-//! Linux: `O_TMPFILE` + `linkat`, `fallocate`, `FICLONERANGE` on XFS and btrfs,
+//! Linux: `O_TMPFILE` + `linkat`, `fallocate` (allocation, hole punching), `FICLONERANGE` on XFS and btrfs,
 //! `POSIX_FADV_WILLNEED`, `MADV_POPULATE_READ`.
 
 use std::fs::File;
@@ -72,6 +72,23 @@ pub(crate) fn zero_device_range(file: &File, offset: u64, len: u64) -> bool {
     .is_ok()
 }
 
+pub(crate) fn punch_hole(file: &File, offset: u64, len: u64) -> io::Result<bool> {
+    use rustix::fs::FallocateFlags;
+    rustix::fs::fallocate(
+        file,
+        FallocateFlags::PUNCH_HOLE | FallocateFlags::KEEP_SIZE,
+        offset,
+        len,
+    )?;
+    Ok(true)
+}
+
+/// Errors of `FALLOC_FL_PUNCH_HOLE` meaning "not on this file system" (vfat, old
+/// kernels): the caller writes zeros.
+pub(crate) fn punch_refused(e: &io::Error) -> bool {
+    errno_in(e, &[Errno::OPNOTSUPP, Errno::NOSYS])
+}
+
 pub(crate) fn will_need(file: &File, offset: u64, len: u64) {
     // Failing advice changes nothing: the reads happen anyway.
     let _ = rustix::fs::fadvise(
@@ -141,6 +158,11 @@ pub(crate) fn clone_range(
         let ctl = rustix::ioctl::Setter::<FICLONERANGE, FileCloneRange>::new(range);
         rustix::ioctl::ioctl(dest, ctl)?;
     }
+    Ok(())
+}
+
+pub(crate) fn clone_file(src: &File, dest: &File) -> io::Result<()> {
+    rustix::fs::ioctl_ficlone(dest, src)?;
     Ok(())
 }
 

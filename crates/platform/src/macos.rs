@@ -71,6 +71,53 @@ pub(crate) fn zero_device_range(_: &File, _: u64, _: u64) -> bool {
     false
 }
 
+/// `F_PUNCHHOLE` over the file system blocks `offset..offset + len` covers entirely;
+/// zeros written over the pieces of blocks at either end (APFS frees whole blocks only
+/// and wants the range aligned to them).
+#[cfg(target_os = "macos")]
+pub(crate) fn punch_hole(file: &File, offset: u64, len: u64) -> io::Result<bool> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::MetadataExt;
+    let block = file.metadata()?.blksize().max(512);
+    let end = offset + len;
+    let first = offset.div_ceil(block) * block;
+    let last = end / block * block;
+    if first >= last {
+        return Err(io::ErrorKind::Unsupported.into());
+    }
+    let args = libc::fpunchhole_t {
+        fp_flags: 0,
+        reserved: 0,
+        fp_offset: first as libc::off_t,
+        fp_length: (last - first) as libc::off_t,
+    };
+    // SAFETY: F_PUNCHHOLE reads one `fpunchhole_t`, which `args` is, during the call;
+    // the descriptor is open (borrowed from `file`).
+    if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_PUNCHHOLE, &args) } == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    let zeros = vec![0u8; block as usize];
+    for (a, b) in [(offset, first), (last, end)] {
+        if b > a {
+            crate::FileExt::write_all_at(file, &zeros[..(b - a) as usize], a)?;
+        }
+    }
+    Ok(true)
+}
+
+#[cfg(not(target_os = "macos"))]
+pub(crate) fn punch_hole(_: &File, _: u64, _: u64) -> io::Result<bool> {
+    Err(io::ErrorKind::Unsupported.into())
+}
+
+/// Errors of `F_PUNCHHOLE` meaning "not on this file system" (HFS+): the caller writes
+/// zeros.
+pub(crate) fn punch_refused(e: &io::Error) -> bool {
+    [libc::ENOTSUP, libc::EINVAL, libc::ENOSYS]
+        .iter()
+        .any(|&n| e.raw_os_error() == Some(n))
+}
+
 pub(crate) fn will_need(_: &File, _: u64, _: u64) {}
 
 pub(crate) fn populate(_: &memmap2::Mmap, _: std::ops::Range<usize>) -> io::Result<()> {
@@ -82,6 +129,10 @@ pub(crate) fn offload_volume(_: &File) -> Option<u64> {
 }
 
 pub(crate) fn clone_range(_: &File, _: u64, _: u64, _: &File, _: u64) -> io::Result<()> {
+    Err(io::ErrorKind::Unsupported.into())
+}
+
+pub(crate) fn clone_file(_: &File, _: &File) -> io::Result<()> {
     Err(io::ErrorKind::Unsupported.into())
 }
 

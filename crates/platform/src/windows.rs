@@ -345,6 +345,33 @@ pub(crate) fn zero_device_range(_: &File, _: u64, _: u64) -> bool {
     false
 }
 
+/// `FSCTL_SET_ZERO_DATA`: the range reads as zeros; in a sparse file its clusters are
+/// released (true), in any other the file system writes the zeros itself (false).
+pub(crate) fn punch_hole(file: &File, offset: u64, len: u64) -> io::Result<bool> {
+    use std::os::windows::fs::MetadataExt;
+    let zero = Ioctl::FILE_ZERO_DATA_INFORMATION {
+        FileOffset: offset as i64,
+        BeyondFinalZero: offset.saturating_add(len) as i64,
+    };
+    let mut none: [u8; 0] = [];
+    // SAFETY: FSCTL_SET_ZERO_DATA reads one FILE_ZERO_DATA_INFORMATION; no output.
+    unsafe { ioctl(file, Ioctl::FSCTL_SET_ZERO_DATA, Some(&zero), &mut none)? };
+    Ok(file.metadata()?.file_attributes() & fs::FILE_ATTRIBUTE_SPARSE_FILE != 0)
+}
+
+/// Errors of `FSCTL_SET_ZERO_DATA` meaning "not on this file system" (FAT): the
+/// caller writes zeros.
+pub(crate) fn punch_refused(e: &io::Error) -> bool {
+    win32_in(
+        e,
+        &[
+            ERROR_INVALID_FUNCTION,
+            ERROR_NOT_SUPPORTED,
+            ERROR_INVALID_PARAMETER,
+        ],
+    )
+}
+
 /// The allocated ranges of `file` from `from` to its end, as many as one call returns.
 fn allocated_ranges(file: &File, from: u64) -> io::Result<(Vec<(u64, u64)>, bool)> {
     let size = file.metadata()?.len();
@@ -460,6 +487,17 @@ pub(crate) fn clone_range(
         )?
     };
     Ok(())
+}
+
+/// The whole file through [`clone_range`]: ReFS clones whole clusters, so the range
+/// is rounded up to 64 KiB (the largest ReFS cluster) and the length cut back after.
+pub(crate) fn clone_file(src: &File, dest: &File) -> io::Result<()> {
+    const CLUSTER: u64 = 64 * 1024;
+    let len = src.metadata()?.len();
+    if len > 0 {
+        clone_range(src, 0, len.div_ceil(CLUSTER) * CLUSTER, dest, 0)?;
+    }
+    dest.set_len(len)
 }
 
 pub(crate) fn clone_refused(e: &io::Error) -> bool {

@@ -100,6 +100,46 @@ fn allocation_sets_the_size_and_reserving_keeps_it() {
     assert!(vhdkit_platform::free_space(&f).expect("free space") > 0);
 }
 
+/// Blocks of 512 bytes the file takes on disk (`st_blocks`); on Windows, none to ask.
+#[cfg(unix)]
+fn allocated(f: &File) -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    Some(f.metadata().expect("meta").blocks())
+}
+
+#[cfg(windows)]
+fn allocated(_: &File) -> Option<u64> {
+    None
+}
+
+#[test]
+fn a_punched_hole_reads_as_zeros_and_gives_the_space_back() {
+    const MIB: u64 = 1 << 20;
+    let dir = tempfile::tempdir().expect("tmp");
+    let f = rw(&dir.path().join("data"));
+    let data: Vec<u8> = (0..4 * MIB).map(|i| (i % 251) as u8 + 1).collect();
+    f.write_all_at(&data, 0).expect("write");
+    f.sync_all().expect("sync");
+    let before = allocated(&f);
+    // Unaligned at both ends: whole blocks are released, the pieces zeroed.
+    let (at, len) = (MIB + 100, 2 * MIB);
+    let released = vhdkit_platform::punch_hole(&f, at, len).expect("punch");
+    // Past the end: cut at it, the length stays.
+    vhdkit_platform::punch_hole(&f, 4 * MIB - 10, 100).expect("punch at the end");
+    assert_eq!(f.metadata().expect("meta").len(), 4 * MIB);
+    let mut back = vec![0u8; data.len()];
+    f.read_exact_at(&mut back, 0).expect("read");
+    let mut want = data.clone();
+    want[at as usize..(at + len) as usize].fill(0);
+    want[(4 * MIB - 10) as usize..].fill(0);
+    assert!(back == want, "the file reads other bytes");
+    if let (Some(b), Some(a)) = (before, allocated(&f)) {
+        // The ext4 or tmpfs under /tmp releases: nearly 2 MiB fewer 512-byte blocks.
+        assert!(released, "Linux file systems punch holes");
+        assert!(a + (2 * MIB - 8192) / 512 <= b, "{b} -> {a} blocks");
+    }
+}
+
 #[test]
 fn a_clone_the_file_system_cannot_do_is_refused_not_half_done() {
     let dir = tempfile::tempdir().expect("tmp");
@@ -111,6 +151,8 @@ fn a_clone_the_file_system_cannot_do_is_refused_not_half_done() {
         return;
     }
     let e = vhdkit_platform::clone_range(&src, 0, 65536, &dst, 0).expect_err("no clones");
+    assert!(vhdkit_platform::clone_refused(&e), "{e}");
+    let e = vhdkit_platform::clone_file(&src, &dst).expect_err("no whole-file clones");
     assert!(vhdkit_platform::clone_refused(&e), "{e}");
 }
 

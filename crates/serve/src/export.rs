@@ -161,10 +161,15 @@ impl BlockRelease for KeepBlocks {
 /// which both trim and write zeroes allow. The rest of the range (partial blocks) is
 /// left to [`DiskExport`]'s zero writing.
 ///
+/// On a fixed disk or a raw image it releases the whole range: [`Disk::discard`] punches
+/// a hole in the file (`fallocate`'s `FALLOC_FL_PUNCH_HOLE`, macOS `F_PUNCHHOLE`, Windows
+/// `FSCTL_SET_ZERO_DATA`), or writes zeros where the file system has no holes — either
+/// way the range reads as zeros, and the file takes less space.
+///
 /// On every other disk it releases nothing. A differencing disk's released block would
 /// read from its parent: neither zeros (write zeroes) nor what it held (trim must never
-/// lose data, and the parent's bytes are not the guest's). Fixed disks and raw images
-/// have no blocks.
+/// lose data, and the parent's bytes are not the guest's). A VHDX's blocks are not
+/// released here: zeros are written over their data.
 ///
 /// A read that overlaps a trim or write zeroes in flight may fail (the connection is
 /// then closed) or see other bytes: its content was being discarded, and a released
@@ -180,6 +185,12 @@ impl BlockRelease for DiscardBlocks {
         len: u64,
         _need_zeros: bool,
     ) -> ExportResult<Vec<(u64, u64)>> {
+        if matches!(disk.kind(), DiskKind::Fixed | DiskKind::Raw) {
+            // The whole range: a hole punched (or zeros written where the file system
+            // has no holes); 0 from a container that releases nothing (VHDX).
+            let n = disk.discard(offset, len)?;
+            return Ok(if n > 0 { vec![(offset, n)] } else { Vec::new() });
+        }
         let Some(bs) = disk.top().block_size() else {
             return Ok(Vec::new());
         };
@@ -297,6 +308,9 @@ impl DiskExport {
             }
             _ => Vec::new(),
         };
+        if released.first() == Some(&(offset, len)) {
+            return Ok(());
+        }
         let mut scratch = self.scratch.lock().unwrap_or_else(|e| e.into_inner());
         scratch.resize(ZERO_STEP as usize, 0);
         let end = offset + len;

@@ -115,3 +115,55 @@ fn a_differencing_export_never_releases_a_block() {
     assert!(now[..(6 * BS) as usize].iter().all(|&b| b == 0));
     assert!(now[(6 * BS) as usize..] == parent[(6 * BS) as usize..]);
 }
+
+/// A raw image and a fixed disk: trim and write zeroes punch holes in the file (on
+/// Windows `FSCTL_SET_ZERO_DATA`, or zeros written where the system cannot), the
+/// ranges read as zeros, the rest and the file's length as before; NO_HOLE zeros.
+#[test]
+fn flat_exports_punch_holes_and_read_zeros() {
+    for kind in [DiskKind::Raw, DiskKind::Fixed] {
+        let dir = tempdir();
+        let p = dir.path().join("d.img");
+        let mut want = pattern(3, SIZE as usize);
+        let opts = if kind == DiskKind::Raw {
+            std::fs::write(&p, &want).expect("write");
+            vhdkit_format::OpenOptions {
+                force_raw: true,
+                ..vhdkit_format::OpenOptions::new().writable(true)
+            }
+        } else {
+            Disk::create(&p, &CreateOptions::new(DiskKind::Fixed, SIZE)).expect("create");
+            let d = Disk::open_rw(&p).expect("open");
+            d.write_at(&want, 0).expect("write");
+            d.flush().expect("flush");
+            vhdkit_format::OpenOptions::new().writable(true)
+        };
+        let len = std::fs::metadata(&p).expect("len").len();
+        let e = DiskExport::new(Disk::open_any(&p, &opts).expect("open"));
+        assert_eq!(e.disk().kind(), kind);
+        e.trim(100_000, 3 << 20).expect("trim");
+        e.write_zeroes(5 << 20, 1 << 20, false)
+            .expect("zero, NO_HOLE");
+        e.write_zeroes(SIZE - 4096, 4096, true).expect("zero");
+        e.flush().expect("flush");
+        want[100_000..100_000 + (3 << 20)].fill(0);
+        want[5 << 20..6 << 20].fill(0);
+        want[(SIZE - 4096) as usize..].fill(0);
+        assert!(read(&e) == want, "{kind:?}: the disk reads other bytes");
+        drop(e);
+        assert_eq!(std::fs::metadata(&p).expect("len").len(), len);
+        if kind == DiskKind::Fixed {
+            let r = vhdkit_format::check::check(&p, &Default::default()).expect("check");
+            assert!(r.is_clean(), "{r:?}");
+        }
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::MetadataExt;
+            let blocks = std::fs::metadata(&p).expect("meta").blocks();
+            assert!(
+                blocks * 512 <= len - (3 << 20) + 8192,
+                "{kind:?}: {blocks} blocks of 512 bytes for {len} bytes"
+            );
+        }
+    }
+}

@@ -33,6 +33,22 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     fn as_file(&self) -> Option<&File> {
         None
     }
+    /// Makes `len` bytes at `offset` (inside the storage) read as zeros, giving their
+    /// space back where it can (a hole punched in a file: `fallocate`'s
+    /// `FALLOC_FL_PUNCH_HOLE`, `F_PUNCHHOLE`, `FSCTL_SET_ZERO_DATA`); the length never
+    /// changes. True when the space was released, false when zeros were written (memory,
+    /// devices, file systems without holes).
+    fn punch(&self, offset: u64, len: u64) -> io::Result<bool> {
+        let zeros = vec![0u8; len.min(1 << 20) as usize];
+        let end = offset + len;
+        let mut pos = offset;
+        while pos < end {
+            let n = (end - pos).min(zeros.len() as u64);
+            self.write_all_at(&zeros[..n as usize], pos)?;
+            pos += n;
+        }
+        Ok(false)
+    }
 }
 
 /// A file (or block device) on the host.
@@ -82,6 +98,14 @@ impl FileBackend {
         faults::before(&self.path, faults::FaultOp::Write)?;
         super::map_clone::clone_range(src, src_offset, len, &self.file, offset)
     }
+
+    /// Makes this new, empty file share every extent of `src` (its length then `src`'s),
+    /// where the file system can (`FICLONE`; any error: nothing was cloned, though the
+    /// length may have changed); a write as far as fault injection goes.
+    pub(crate) fn clone_all_from(&self, src: &std::fs::File) -> io::Result<()> {
+        faults::before(&self.path, faults::FaultOp::Write)?;
+        vhdkit_platform::clone_file(src, &self.file)
+    }
 }
 
 impl Backend for FileBackend {
@@ -121,6 +145,11 @@ impl Backend for FileBackend {
             return Ok(());
         }
         vhdkit_platform::reserve(&self.file, offset, len)
+    }
+
+    fn punch(&self, offset: u64, len: u64) -> io::Result<bool> {
+        faults::before(&self.path, faults::FaultOp::Write)?;
+        vhdkit_platform::punch_hole(&self.file, offset, len)
     }
 
     fn as_file(&self) -> Option<&File> {

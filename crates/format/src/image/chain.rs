@@ -451,9 +451,16 @@ impl Disk {
     /// the file is truncated (the order compact uses). At every instant each block reads
     /// as before or as zeros.
     ///
-    /// Releases nothing (returns 0) on other disks: fixed disks and raw images have no
-    /// blocks, and a differencing disk's released block would read from its parent —
-    /// neither zeros nor what it held. Concurrent reads of the released ranges may fail
+    /// On a fixed disk or a raw image the whole range is released: a hole is punched
+    /// in the file (`fallocate`'s `FALLOC_FL_PUNCH_HOLE`, macOS `F_PUNCHHOLE`, Windows
+    /// `FSCTL_SET_ZERO_DATA`, which frees space only in a file already sparse), or zeros
+    /// are written where the file system has no holes; it reads as zeros either way and
+    /// the file keeps its length (a fixed disk's footer is untouched). A raw image on a
+    /// device has no holes: nothing is released there.
+    ///
+    /// Releases nothing (returns 0) on other disks: a differencing disk's released
+    /// block would read from its parent — neither zeros nor what it held — and VHDX
+    /// files are not released here. Concurrent reads of the released ranges may fail
     /// or see another block's bytes (their content is being discarded); writes wait.
     pub fn discard(&self, offset: u64, len: u64) -> Result<u64> {
         self.check_range(offset, len)?;

@@ -605,7 +605,8 @@ impl VhdFile {
 
     /// [`crate::Disk::discard`] on this file: releases what the container can of
     /// `offset..offset + len` (inside the disk) — a dynamic disk's blocks the range
-    /// covers entirely, in `image/sparse/edit.rs`' order — and returns the virtual bytes
+    /// covers entirely, in `image/sparse/edit.rs`' order; all of it in a fixed disk or
+    /// raw image (a hole punched, `image/flat.rs`) — and returns the virtual bytes
     /// released; 0 on other disk kinds.
     pub(crate) fn discard(&self, offset: u64, len: u64) -> Result<u64> {
         self.check_writable()?;

@@ -38,6 +38,10 @@ impl Container for Fixed {
         flat::write_runs(f, runs)
     }
 
+    fn discard(&self, f: &FileCore, offset: u64, len: u64) -> Result<u64> {
+        flat::discard(f, offset, len)
+    }
+
     /// A new size, or at the same size the padding an interrupted resize left before
     /// the footer: [`ResizePlan::Fixed`].
     fn plan_resize(&self, f: &FileCore, new: u64) -> Result<ResizePlan> {

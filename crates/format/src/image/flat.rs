@@ -65,6 +65,26 @@ pub(crate) fn write_runs(f: &FileCore, runs: &[(u64, &[u8])]) -> Result<()> {
     Ok(())
 }
 
+/// Gives back the space of `offset..offset + len` (inside the disk) of a flat file: a
+/// hole punched where the file system can, zeros written where it cannot (either way
+/// the range reads as zeros, which both trim and write zeroes allow). The footer of a
+/// fixed disk lies past the disk's bytes, untouched. Returns `len`; 0 on a device (it
+/// has no holes: the caller zeros only what is not zero already, rather than write the
+/// whole range).
+pub(crate) fn discard(f: &FileCore, offset: u64, len: u64) -> Result<u64> {
+    let regular = f
+        .backend
+        .as_file()
+        .is_some_and(|file| file.metadata().is_ok_and(|m| m.is_file()));
+    if !regular {
+        return Ok(0);
+    }
+    f.backend
+        .punch(offset, len)
+        .map_err(|e| crate::error::Error::io(&f.path, "punching a hole", offset, e))?;
+    Ok(len)
+}
+
 /// The stored (non-hole) ranges of `0..limit` of a flat file, from `SEEK_DATA` and
 /// `SEEK_HOLE`. Where the file system cannot tell, everything is data.
 pub(crate) fn data_ranges(file: &File, limit: u64) -> Vec<(u64, u64)> {

@@ -34,4 +34,8 @@ impl Container for Raw {
     fn write_runs(&self, f: &FileCore, runs: &[(u64, &[u8])]) -> Result<()> {
         flat::write_runs(f, runs)
     }
+
+    fn discard(&self, f: &FileCore, offset: u64, len: u64) -> Result<u64> {
+        flat::discard(f, offset, len)
+    }
 }

@@ -256,6 +256,32 @@ pub fn convert_disk(
     // nothing is written, so the writer zeroes what a new file would leave as holes.
     let device = new.device();
     let offload = offload_device(out.file()).filter(|_| device.is_none());
+    // The source's bytes as they are (fixed or raw into raw): the whole file cloned.
+    if super::clone_whole::try_clone(disk, &new, target, size, opts, offload)? {
+        let blocks = placement.blocks();
+        let mut report = Report {
+            operation,
+            path: dst.to_owned(),
+            blocks_total: blocks,
+            blocks_copied: blocks,
+            bytes_cloned: size,
+            ..Report::default()
+        };
+        progress.plan_phases(&[(Phase::Copy, 0), (Phase::Verify, size)]);
+        clock.lap(&mut report, "copy");
+        return finish(
+            new,
+            (dst, size),
+            report,
+            clock,
+            opts,
+            progress,
+            start,
+            |new| {
+                super::clone_whole::verify_clone(disk, new, size, placement.unit(), opts, progress)
+            },
+        );
+    }
     let allocate_late = allocate && offload.is_some();
     let fixed_len = match placement.vhdx_state() {
         Some(_) => placement.file_len(),
@@ -427,21 +453,48 @@ pub fn convert_disk(
         allocate_fixed()?;
     }
     clock.lap(&mut report, "copy");
+    finish(
+        new,
+        (dst, size),
+        report,
+        clock,
+        opts,
+        progress,
+        start,
+        |new| verify(new, target, size, unit, &crcs, opts, progress),
+    )
+}
+
+/// The end of a conversion once the data (`size` bytes of disk) is in `new`: sync,
+/// `--verify` (`check`), the name `dst` given; the report completed.
+#[allow(clippy::too_many_arguments)]
+fn finish(
+    new: NewFile,
+    (dst, size): (&Path, u64),
+    mut report: Report,
+    mut clock: PhaseClock,
+    opts: &OpsOptions,
+    progress: &Progress,
+    start: Instant,
+    check: impl FnOnce(&NewFile) -> Result<()>,
+) -> Result<Report> {
     progress.set_phase(Phase::Flush, 0, 0);
     new.sync()
-        .map_err(|e| Error::file(&tmp_path, "syncing the new file", e))?;
+        .map_err(|e| Error::file(new.shown_path(), "syncing the new file", e))?;
     clock.lap(&mut report, "flush");
     if opts.verify {
         progress.check_cancelled()?;
-        verify(&new, target, size, unit, &crcs, opts, progress)?;
+        check(&new)?;
         report.verified = true;
         clock.lap(&mut report, "verify");
     }
     progress.check_cancelled()?;
+    let device = new.is_device();
     new.persist(dst)?;
-    report.file_size_after = match device {
-        Some(_) => size,
-        None => std::fs::metadata(dst).map(|m| m.len()).unwrap_or(0),
+    report.file_size_after = if device {
+        size
+    } else {
+        std::fs::metadata(dst).map(|m| m.len()).unwrap_or(0)
     };
     report.elapsed = start.elapsed();
     Ok(report)
@@ -468,7 +521,7 @@ pub(crate) fn mask_for<'a>(placement: &Placement, unused: &'a UnusedRanges) -> M
 }
 
 /// A composed block's index and the CRC32 of its bytes; `None`: it reads as zeros.
-fn crc_of(c: &Composed) -> (u64, Option<u32>) {
+pub(super) fn crc_of(c: &Composed) -> (u64, Option<u32>) {
     let bytes = |d: &super::source::BlockData| {
         d.bytes()
             .expect("blocks are read when verifying")
@@ -496,7 +549,7 @@ fn zero_crc(len: u64) -> u32 {
 /// read as the source does). Every other block is empty in both — the source's
 /// metadata and the new file's say so — and reads as zeros in both: the work follows
 /// what was written, not the virtual size.
-fn verify(
+pub(super) fn verify(
     new: &NewFile,
     target: Target,
     size: u64,

@@ -10,6 +10,7 @@
 //! checked and progress reported between chunks; success is reported only after the
 //! result is durable (fsync).
 
+mod clone_whole;
 pub mod compact;
 mod compact_vhdx;
 pub mod convert;
