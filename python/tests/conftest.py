@@ -17,8 +17,10 @@ from helpers import MIB, REPO, pattern
 SCHEMAS = REPO / "docs" / "schema"
 
 # Bytes of the large source the cancel and GIL tests work on: large enough that a
-# conversion with verification runs for a good fraction of a second on this machine.
-BIG = 256 * MIB
+# conversion with verification runs well over the 0.4 s those tests wait, at the speed
+# a quiet machine converts (256 MiB took 0.27–0.8 s, and the tests then failed now and
+# then: the conversion was done before the wait or the interrupt).
+BIG = 1024 * MIB
 
 
 @pytest.fixture
