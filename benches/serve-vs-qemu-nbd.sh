@@ -23,13 +23,17 @@
 # sector bitmap alternates (0x55: every other 512-byte sector from the child, as Windows
 # writes them), so a read is one piece per sector. `nbdcopy URI null:` through
 # `vhdkit serve` against `vhdkit read DISK > /dev/null`, alternating; qemu-nbd cannot
-# serve it (no parents).
+# serve it (no parents). Beside them, where nbdkit is installed, the transport's floor:
+# the same bytes flattened into a raw file and served by `nbdkit file` (no format work
+# at all) to the same nbdcopy, so that serve / floor shows what the format work costs
+# and floor / read what NBD itself costs against a local read.
 #
 # Sparse: a 2040 GiB dynamic disk with 32 MiB of data in the middle and a differencing
 # child over it with 8 MiB; `nbdinfo --map` (block status over the whole disk) through
 # `vhdkit serve`, and qemu-nbd on the dynamic parent.
 #
-# Needs: cargo, qemu-nbd, qemu-img, nbdcopy and nbdinfo (libnbd-bin), python3.
+# Needs: cargo, qemu-nbd, qemu-img, nbdcopy and nbdinfo (libnbd-bin), python3; nbdkit
+# for the fragmented section's floor (optional).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -227,23 +231,41 @@ PY
     cmp -s <(nbdcopy "$a" -) <("$vhdkit" read "$work/alt.vhd") ||
         { echo "vhdkit serve (fragmented) read wrong data" >&2; exit 1; }
     read_time() { local t0; t0=$(now); "$vhdkit" read "$work/alt.vhd" > /dev/null; since "$t0"; }
+    # The transport's floor: the same bytes flattened into a raw file, served by nbdkit's
+    # file plugin (no format work at all) to the same nbdcopy.
+    floor=""
+    if command -v nbdkit >/dev/null; then
+        "$vhdkit" read "$work/alt.vhd" --output "$work/alt-flat.raw"
+        nbdkit --exit-with-parent -f -r -U "$work/k.sock" file "$work/alt-flat.raw" 2>/dev/null &
+        pids+=($!)
+        for _ in $(seq 100); do [ -S "$work/k.sock" ] && break; sleep 0.05; done
+        floor="nbd+unix:///?socket=$work/k.sock"
+    fi
     echo
-    echo "fragmented: $size differencing disk, every sector bitmap 0x55 (a piece per 512 bytes)"
+    echo "fragmented: $size differencing disk, every sector bitmap 0x55 (a piece per 512 bytes);"
+    echo "floor: the same bytes flattened into a raw file, served by \`nbdkit file\` to the same nbdcopy"
     echo
-    echo "| connections | vhdkit serve + nbdcopy median s | vhdkit read median s | ratio (serve / read) |"
-    echo "|---:|---:|---:|---:|"
+    echo "| connections | vhdkit serve + nbdcopy median s | vhdkit read median s | ratio (serve / read) | floor: nbdkit file + nbdcopy median s | floor / read | serve / floor |"
+    echo "|---:|---:|---:|---:|---:|---:|---:|"
     for c in 1 4; do
         copy_time "$a" "$c" null >/dev/null; read_time >/dev/null   # warm-up
-        st=(); rt=()
+        [ -n "$floor" ] && copy_time "$floor" "$c" null >/dev/null
+        st=(); rt=(); ft=()
         for _ in $(seq "$runs"); do
             st+=("$(copy_time "$a" "$c" null)")
             rt+=("$(read_time)")
+            [ -n "$floor" ] && ft+=("$(copy_time "$floor" "$c" null)")
         done
         sm=$(median "${st[@]}"); rdm=$(median "${rt[@]}")
-        echo "| $c | $sm | $rdm | $(ratio "$sm" "$rdm") |"
+        if [ -n "$floor" ]; then
+            fm=$(median "${ft[@]}")
+            echo "| $c | $sm | $rdm | $(ratio "$sm" "$rdm") | $fm | $(ratio "$fm" "$rdm") | $(ratio "$sm" "$fm") |"
+        else
+            echo "| $c | $sm | $rdm | $(ratio "$sm" "$rdm") | n/a (no nbdkit) | | |"
+        fi
     done
     stop_all
-    rm -f "$work/alt.vhd" "$work/alt-base.vhd"
+    rm -f "$work/alt.vhd" "$work/alt-base.vhd" "$work/alt-flat.raw"
 fi
 
 # --- sparse: block status over 2040 GiB ---------------------------------------------
