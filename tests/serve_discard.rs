@@ -253,3 +253,169 @@ fn serve_trim_and_write_zeroes_punch_holes_in_a_raw_image() {
 fn serve_trim_and_write_zeroes_punch_holes_in_a_fixed_disk() {
     trim_and_zero_punch_holes("fixed");
 }
+
+/// `nbdsh` (`python3 -m nbd` of the system python3, which has libnbd) running the
+/// commands `cmds` against `uri`.
+fn nbdsh(uri: &str, cmds: &[&str]) {
+    need("/usr/bin/python3", &["-c", "import nbd"]);
+    let mut c = Command::new("/usr/bin/python3");
+    c.args(["-m", "nbd", "-u", uri]);
+    for cmd in cmds {
+        c.args(["-c", cmd]);
+    }
+    run(&mut c);
+}
+
+/// Write zeroes with NBD_CMD_FLAG_NO_HOLE (1 MiB at 2 MiB) over a hole of a raw image
+/// or a fixed disk leaves the range allocated, as the flag asks; without it (1 MiB at
+/// 5 MiB) the hole stays.
+fn no_hole_allocates_a_hole(kind: &str) {
+    const MIB: u64 = 1 << 20;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut want = bytes(13, 8 << 20);
+    let disk = dir
+        .path()
+        .join(if kind == "raw" { "d.raw" } else { "d.vhd" });
+    if kind == "raw" {
+        std::fs::write(&disk, &want).expect("writing the image");
+    } else {
+        let src = dir.path().join("data.raw");
+        std::fs::write(&src, &want).expect("writing the data");
+        vhdkit([
+            "convert".as_ref(),
+            src.as_os_str(),
+            disk.as_os_str(),
+            "--type".as_ref(),
+            "fixed".as_ref(),
+        ]);
+    }
+    // Holes at 2 MiB and 5 MiB, 1 MiB each (a fixed disk's data starts at 0).
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&disk)
+        .expect("open");
+    for at in [2 * MIB, 5 * MIB] {
+        vhdkit_platform::punch_hole(&f, at, MIB).expect("punching a hole");
+        want[at as usize..(at + MIB) as usize].fill(0);
+    }
+    f.sync_all().expect("sync");
+    let hole = vhdkit_platform::next_hole(&f, 2 * MIB).expect("SEEK_HOLE");
+    assert_eq!(hole, 2 * MIB, "{kind}: no hole punched at 2 MiB");
+    drop(f);
+    let before = blocks_of(&disk);
+
+    let served = serve([disk.as_os_str()]);
+    nbdsh(
+        &served.uri,
+        &[
+            "h.zero(2**20, 2 * 2**20, nbd.CMD_FLAG_NO_HOLE)",
+            "h.zero(2**20, 5 * 2**20)",
+            "h.flush()",
+        ],
+    );
+    served.stop().clean();
+
+    // (Allocated but unwritten extents may still show as holes to SEEK_HOLE: count
+    // the blocks instead.)
+    let after = blocks_of(&disk);
+    eprintln!("{kind}: {before} -> {after} blocks of 512 bytes");
+    assert!(
+        after >= before + MIB / 512,
+        "{kind}: NO_HOLE left the hole at 2 MiB ({before} -> {after} blocks)"
+    );
+    assert!(
+        after < before + 2 * MIB / 512,
+        "{kind}: the hole at 5 MiB was filled too ({before} -> {after} blocks)"
+    );
+    let now = if kind == "raw" {
+        std::fs::read(&disk).expect("read")
+    } else {
+        check_clean(&disk);
+        read_all(&disk)
+    };
+    assert!(now == want, "{kind}: the disk reads other bytes");
+}
+
+#[test]
+fn serve_write_zeroes_no_hole_allocates_a_hole_of_a_raw_image() {
+    no_hole_allocates_a_hole("raw");
+}
+
+#[test]
+fn serve_write_zeroes_no_hole_allocates_a_hole_of_a_fixed_disk() {
+    no_hole_allocates_a_hole("fixed");
+}
+
+/// Write zeroes with NBD_CMD_FLAG_NO_HOLE allocates the blocks of a dynamic disk it
+/// covers (they hold zeros), and in a differencing disk stores zeros over both a
+/// parent's data and blocks no level holds; without the flag, unallocated blocks stay
+/// unallocated.
+#[test]
+fn serve_write_zeroes_no_hole_allocates_blocks() {
+    const MIB: usize = 1 << 20;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let base = dir.path().join("base.vhd");
+    vhdkit([
+        "create".as_ref(),
+        base.as_os_str(),
+        "--type".as_ref(),
+        "dynamic".as_ref(),
+        "--size".as_ref(),
+        "8M".as_ref(),
+        "--block-size".as_ref(),
+        "512K".as_ref(),
+    ]);
+    let src = dir.path().join("data.raw");
+    let data = bytes(17, MIB);
+    std::fs::write(&src, &data).expect("writing the data");
+    vhdkit([
+        "write".as_ref(),
+        base.as_os_str(),
+        "--offset".as_ref(),
+        "0".as_ref(),
+        "--input".as_ref(),
+        src.as_os_str(),
+    ]);
+    assert_eq!(allocated(&base), 2);
+    let child = dir.path().join("child.vhd");
+    vhdkit([
+        "create".as_ref(),
+        child.as_os_str(),
+        "--type".as_ref(),
+        "differencing".as_ref(),
+        "--parent".as_ref(),
+        base.as_os_str(),
+    ]);
+
+    // The child: zeros over the parent's MiB and the unallocated MiB after it.
+    let served = serve([child.as_os_str()]);
+    nbdsh(
+        &served.uri,
+        &[
+            "h.zero(2 * 2**20, 0, nbd.CMD_FLAG_NO_HOLE)",
+            "h.zero(2**20, 4 * 2**20)",
+            "h.flush()",
+        ],
+    );
+    served.stop().clean();
+    assert_eq!(allocated(&child), 4, "blocks 0-3 stored in the child");
+    let mut want = vec![0u8; 8 * MIB];
+    assert!(read_all(&child) == want, "the child reads other bytes");
+    check_clean(&child);
+
+    // The base itself: blocks 4 and 5 allocated, 12 and 13 not.
+    let served = serve([base.as_os_str()]);
+    nbdsh(
+        &served.uri,
+        &[
+            "h.zero(2**20, 2 * 2**20, nbd.CMD_FLAG_NO_HOLE)",
+            "h.zero(2**20, 6 * 2**20)",
+            "h.flush()",
+        ],
+    );
+    served.stop().clean();
+    assert_eq!(allocated(&base), 4, "blocks 0, 1, 4 and 5 allocated");
+    want[..MIB].copy_from_slice(&data);
+    assert!(read_all(&base) == want, "the base reads other bytes");
+    check_clean(&base);
+}

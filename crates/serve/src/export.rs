@@ -111,7 +111,8 @@ pub trait Export: Send + Sync {
     fn write_runs(&self, runs: &[(u64, &[u8])]) -> ExportResult<()>;
 
     /// Makes the range read as zeros. `may_release`: storage may be released
-    /// (`NBD_CMD_FLAG_NO_HOLE` was not set).
+    /// (`NBD_CMD_FLAG_NO_HOLE` was not set); when false, the range is left allocated
+    /// (written zeros, not holes or unallocated blocks), as the flag asks.
     fn write_zeroes(&self, offset: u64, len: u64, may_release: bool) -> ExportResult<()>;
 
     /// The range is no longer needed (its content may change to anything).
@@ -290,17 +291,47 @@ impl DiskExport {
         self.disk
     }
 
+    /// Allocates `offset..offset + len` in the file of a raw image or a fixed VHD (whose
+    /// bytes are the disk's at the same offsets), holes included, without changing a
+    /// byte (`vhdkit_platform::reserve`): write zeroes with `NBD_CMD_FLAG_NO_HOLE`
+    /// leaves no hole there. The other kinds get their blocks from the zeros
+    /// [`DiskExport::zero_data`] writes.
+    fn reserve_plain(&self, offset: u64, len: u64) -> ExportResult<()> {
+        let top = self.disk.top();
+        if top.is_vhdx() || !matches!(top.kind(), DiskKind::Fixed | DiskKind::Raw) {
+            return Ok(());
+        }
+        let Some(file) = top.backend().as_file() else {
+            return Ok(());
+        };
+        vhdkit_platform::reserve(file, offset, len).map_err(|e| {
+            let errno = if e.kind() == std::io::ErrorKind::StorageFull {
+                proto::ENOSPC
+            } else {
+                proto::EIO
+            };
+            let path = top.path().display();
+            ExportError::new(
+                errno,
+                format!("{path}: allocating {len} bytes of data at offset {offset}: {e}"),
+            )
+        })
+    }
+
     /// Writes zeros over the data of `offset..offset + len` that is not zero already.
     /// `top_only`: only data stored in the top file (trim leaves a parent's data alone,
     /// so that it never allocates blocks in a differencing disk). `release`: offer the
     /// range to the [`BlockRelease`] hook first, saying whether it must then read as
-    /// zeros.
+    /// zeros. `allocate` (`NBD_CMD_FLAG_NO_HOLE`): the whole range ends up stored in
+    /// the top file — zeros are written over holes, unallocated blocks and a parent's
+    /// data too, and only the top file's own zeros are left as they are.
     fn zero_data(
         &self,
         offset: u64,
         len: u64,
         top_only: bool,
         release: Option<bool>,
+        allocate: bool,
     ) -> ExportResult<()> {
         let released = match release {
             Some(need_zeros) if len > 0 => {
@@ -321,7 +352,13 @@ impl DiskExport {
             let mut at = pos;
             for e in self.disk.extents(pos, n)? {
                 let l = e.len();
-                if let Extent::Data {
+                let stored_in_top = matches!(e, Extent::Data { layer: 0, .. });
+                if allocate && !stored_in_top {
+                    match runs.last_mut() {
+                        Some((o, rl)) if *o + *rl == at => *rl += l,
+                        _ => runs.push((at, l)),
+                    }
+                } else if let Extent::Data {
                     layer, file_offset, ..
                 } = e
                 {
@@ -418,11 +455,20 @@ impl Export for DiskExport {
     }
 
     fn write_zeroes(&self, offset: u64, len: u64, may_release: bool) -> ExportResult<()> {
-        self.zero_data(offset, len, false, may_release.then_some(true))
+        if !may_release {
+            self.reserve_plain(offset, len)?;
+        }
+        self.zero_data(
+            offset,
+            len,
+            false,
+            may_release.then_some(true),
+            !may_release,
+        )
     }
 
     fn trim(&self, offset: u64, len: u64) -> ExportResult<()> {
-        self.zero_data(offset, len, true, Some(false))
+        self.zero_data(offset, len, true, Some(false), false)
     }
 
     fn flush(&self) -> ExportResult<()> {
