@@ -32,11 +32,8 @@ fn allocated(disk: &Path) -> u64 {
         .expect("allocated_blocks")
 }
 
-#[test]
-fn serve_trim_and_write_zeroes_release_whole_blocks_of_a_dynamic_disk() {
-    need("qemu-io", &["--version"]);
-    let dir = tempfile::tempdir().expect("temp dir");
-    let disk = dir.path().join("d.vhd");
+/// A new 8 MiB dynamic disk of 512 KiB blocks.
+fn dynamic_8m(disk: &Path) {
     vhdkit([
         "create".as_ref(),
         disk.as_os_str(),
@@ -47,17 +44,18 @@ fn serve_trim_and_write_zeroes_release_whole_blocks_of_a_dynamic_disk() {
         "--block-size".as_ref(),
         "512K".as_ref(),
     ]);
+}
+
+#[test]
+fn serve_trim_and_write_zeroes_release_whole_blocks_of_a_dynamic_disk() {
+    need("qemu-io", &["--version"]);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let disk = dir.path().join("d.vhd");
+    dynamic_8m(&disk);
     let src = dir.path().join("data.raw");
     let mut want = bytes(7, 8 << 20);
     std::fs::write(&src, &want).expect("writing the data");
-    vhdkit([
-        "write".as_ref(),
-        disk.as_os_str(),
-        "--offset".as_ref(),
-        "0".as_ref(),
-        "--input".as_ref(),
-        src.as_os_str(),
-    ]);
+    write_at(&disk, 0, &src);
     assert_eq!(allocated(&disk), 16);
     let size_before = std::fs::metadata(&disk).expect("len").len();
 
@@ -355,37 +353,14 @@ fn serve_write_zeroes_no_hole_allocates_blocks() {
     const MIB: usize = 1 << 20;
     let dir = tempfile::tempdir().expect("temp dir");
     let base = dir.path().join("base.vhd");
-    vhdkit([
-        "create".as_ref(),
-        base.as_os_str(),
-        "--type".as_ref(),
-        "dynamic".as_ref(),
-        "--size".as_ref(),
-        "8M".as_ref(),
-        "--block-size".as_ref(),
-        "512K".as_ref(),
-    ]);
+    dynamic_8m(&base);
     let src = dir.path().join("data.raw");
     let data = bytes(17, MIB);
     std::fs::write(&src, &data).expect("writing the data");
-    vhdkit([
-        "write".as_ref(),
-        base.as_os_str(),
-        "--offset".as_ref(),
-        "0".as_ref(),
-        "--input".as_ref(),
-        src.as_os_str(),
-    ]);
+    write_at(&base, 0, &src);
     assert_eq!(allocated(&base), 2);
     let child = dir.path().join("child.vhd");
-    vhdkit([
-        "create".as_ref(),
-        child.as_os_str(),
-        "--type".as_ref(),
-        "differencing".as_ref(),
-        "--parent".as_ref(),
-        base.as_os_str(),
-    ]);
+    create_child(&child, &base);
 
     // The child: zeros over the parent's MiB and the unallocated MiB after it.
     let served = serve([child.as_os_str()]);
