@@ -394,3 +394,93 @@ fn serve_write_zeroes_no_hole_allocates_blocks() {
     assert!(read_all(&base) == want, "the base reads other bytes");
     check_clean(&base);
 }
+
+/// The whole of a VHDX without a parent as qemu-img reads it, after a clean `qemu-img
+/// check -f vhdx`.
+#[cfg(target_os = "linux")]
+fn qemu_vhdx(disk: &Path) -> Vec<u8> {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = dir.path().join("q.raw");
+    run(Command::new("qemu-img")
+        .args(["check", "-q", "-f", "vhdx"])
+        .arg(disk));
+    run(Command::new("qemu-img")
+        .args(["convert", "-f", "vhdx", "-O", "raw"])
+        .arg(disk)
+        .arg(&out));
+    std::fs::read(&out).expect("reading qemu-img's output")
+}
+
+/// Trim and write zeroes (without NO_HOLE) release the whole payload blocks of a dynamic
+/// VHDX they cover: fewer blocks allocated, the file takes less space, the data write
+/// GUID changes, and every reader (vhdkit, qemu-img, libvhdi-python, dissect) reads
+/// zeros there and the rest unchanged. Partial blocks and NO_HOLE get zeros written.
+#[cfg(target_os = "linux")]
+#[test]
+fn serve_trim_and_write_zeroes_release_whole_blocks_of_a_dynamic_vhdx() {
+    use vhdkit_testkit::{dissect_read_all, libvhdi_python_read_all};
+    const MIB: usize = 1 << 20;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let src = dir.path().join("data.raw");
+    let mut want = bytes(19, 16 * MIB);
+    std::fs::write(&src, &want).expect("writing the data");
+    let disk = dir.path().join("d.vhdx");
+    vhdkit([
+        "convert".as_ref(),
+        src.as_os_str(),
+        disk.as_os_str(),
+        "--type".as_ref(),
+        "dynamic".as_ref(),
+        "--block-size".as_ref(),
+        "1M".as_ref(),
+    ]);
+    assert_eq!(allocated(&disk), 16);
+    let guid = info(&disk)["vhdx"]["data_write_guid"].clone();
+    let before = blocks_of(&disk);
+
+    let served = serve([disk.as_os_str()]);
+    nbdsh(
+        &served.uri,
+        &[
+            // Blocks 2 and 3.
+            "h.trim(2 * 2**20, 2 * 2**20)",
+            // 6.5 MiB to 10 MiB: blocks 7, 8 and 9 released, half of block 6 zeroed.
+            "h.zero(7 * 2**19, 13 * 2**19)",
+            // Block 12 zeroed and kept.
+            "h.zero(2**20, 12 * 2**20, nbd.CMD_FLAG_NO_HOLE)",
+            "h.flush()",
+        ],
+    );
+    let ended = served.stop().clean();
+    assert_eq!(
+        ended.summary["bytes_trimmed"].as_u64(),
+        Some(2 * MIB as u64),
+        "{}",
+        ended.summary
+    );
+
+    want[2 * MIB..4 * MIB].fill(0);
+    want[13 * MIB / 2..10 * MIB].fill(0);
+    want[12 * MIB..13 * MIB].fill(0);
+    assert_eq!(allocated(&disk), 11, "blocks 2, 3, 7, 8 and 9 released");
+    let after = blocks_of(&disk);
+    eprintln!("d.vhdx: {before} -> {after} blocks of 512 bytes");
+    // 5 MiB released; the log's entries take some of the log region's space (1 MiB).
+    assert!(
+        after + 4 * MIB as u64 / 512 <= before,
+        "the released blocks' space was not given back ({before} -> {after} blocks)"
+    );
+    assert_ne!(
+        info(&disk)["vhdx"]["data_write_guid"],
+        guid,
+        "the disk's bytes changed: a new data write GUID"
+    );
+    check_clean(&disk);
+    assert!(read_all(&disk) == want, "vhdkit reads other bytes");
+    assert!(qemu_vhdx(&disk) == want, "qemu-img reads other bytes");
+    assert!(
+        libvhdi_python_read_all(&[&disk]) == want,
+        "libvhdi-python reads other bytes"
+    );
+    assert!(dissect_read_all(&disk) == want, "dissect reads other bytes");
+}

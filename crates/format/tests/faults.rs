@@ -14,6 +14,10 @@ use vhdkit_format::{CreateOptions, Disk, DiskKind, Error};
 use vhdkit_task::{CancelToken, HResult, Progress};
 
 use common::{pattern, read_file, restore_parent_time, MIB};
+use vhdx_build::{build, Content};
+
+#[path = "common/vhdx_build.rs"]
+mod vhdx_build;
 
 const ENOSPC: i32 = 28;
 const EIO: i32 = 5;
@@ -344,6 +348,55 @@ fn discard_with_any_failed_write_or_sync_reads_old_data_or_zeros() {
         },
     );
     eprintln!("discard: {points} fault points");
+}
+
+/// A dynamic VHDX of 8 MiB in 1 MiB blocks, blocks 1 to 6 stored (block `b` full of
+/// `b`).
+fn make_vhdx(dir: &Path) {
+    use vhdkit_format::vhdx::{DiskType, NewVhdx};
+    let mut n = NewVhdx::new(DiskType::Dynamic, 8 * MIB);
+    n.block_size = MIB as u32;
+    let blocks: Vec<(u64, Content)> = (1..7).map(|b| (b, Content::Full(b as u8))).collect();
+    build(&dir.join("d.vhdx"), &n, None, &blocks);
+}
+
+#[test]
+fn vhdx_discard_with_any_failed_write_or_sync_reads_old_data_or_zeros() {
+    // Discard 1.5 MiB..6 MiB: blocks 2 to 5 whole (released), 1 and 6 partly (kept).
+    let before = {
+        let dir = tempfile::tempdir().expect("tmp");
+        make_vhdx(dir.path());
+        read_file(&dir.path().join("d.vhdx"))
+    };
+    let discard = |d: &Path| -> Result<u64, Error> {
+        let disk = Disk::open_rw(d.join("d.vhdx"))?;
+        let n = disk.discard(3 * MIB / 2, 9 * MIB / 2)?;
+        disk.flush()?;
+        Ok(n)
+    };
+    let op = |d: &Path| -> Result<(), Error> {
+        assert_eq!(discard(d)?, 4 * MIB);
+        Ok(())
+    };
+    let block = MIB as usize;
+    let points = every_fault(&make_vhdx, &op, &|d, _| {
+        let path = d.join("d.vhdx");
+        let now = read_file(&path);
+        for (b, (got, old)) in now.chunks(block).zip(before.chunks(block)).enumerate() {
+            let inside = (2..6).contains(&b);
+            assert!(
+                got == old || (inside && got.iter().all(|&x| x == 0)),
+                "block {b} reads neither as before nor (discarded) as zeros"
+            );
+        }
+        discard(d).expect("a rerun completes");
+        let mut want = before.clone();
+        want[2 * block..6 * block].fill(0);
+        assert_eq!(read_file(&path), want, "after the rerun");
+        let report = vhdkit_format::check::check(&path, &Default::default()).expect("check");
+        assert!(report.is_clean(), "{:?}", report.files);
+    });
+    eprintln!("vhdx discard: {points} fault points");
 }
 
 #[test]

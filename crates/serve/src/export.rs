@@ -169,8 +169,10 @@ impl BlockRelease for KeepBlocks {
 ///
 /// On every other disk it releases nothing. A differencing disk's released block would
 /// read from its parent: neither zeros (write zeroes) nor what it held (trim must never
-/// lose data, and the parent's bytes are not the guest's). A VHDX's blocks are not
-/// released here: zeros are written over their data.
+/// lose data, and the parent's bytes are not the guest's). A dynamic VHDX releases its
+/// whole payload blocks too (the BAT entries set not present through its log, then
+/// holes punched over their space); a fixed VHDX releases nothing: zeros are written
+/// over its data.
 ///
 /// A read that overlaps a trim or write zeroes in flight may fail (the connection is
 /// then closed) or see other bytes: its content was being discarded, and a released
@@ -192,7 +194,7 @@ impl BlockRelease for DiscardBlocks {
             let n = disk.discard(offset, len)?;
             return Ok(if n > 0 { vec![(offset, n)] } else { Vec::new() });
         }
-        let Some(bs) = disk.top().block_size() else {
+        let Some(bs) = disk.top().allocation_unit() else {
             return Ok(Vec::new());
         };
         if disk.kind() != DiskKind::Dynamic {

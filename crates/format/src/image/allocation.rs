@@ -61,3 +61,17 @@ impl Disk {
         }
     }
 }
+
+/// The blocks of `block_size` bytes that `offset..offset + len` covers entirely, on a
+/// disk of `size` bytes whose last block may be shorter: it counts as covered when the
+/// range reaches the end of the disk. What a discard releases.
+pub(crate) fn covered_blocks(offset: u64, len: u64, size: u64, block_size: u64) -> Range<u64> {
+    let end = offset.saturating_add(len).min(size);
+    let first = offset.div_ceil(block_size);
+    let stop = if end == size {
+        size.div_ceil(block_size)
+    } else {
+        end / block_size
+    };
+    first..stop.max(first)
+}

@@ -345,6 +345,23 @@ impl VhdFile {
         container_as::<Sparse>(self).map(|s| s.layout().block_size)
     }
 
+    /// The unit a dynamic or differencing file allocates, and a discard releases
+    /// whole: a VHD's block size, a VHDX's payload block size; `None` for fixed disks,
+    /// raw images and host drives.
+    ///
+    /// ```
+    /// use vhdkit_format::{CreateOptions, Disk, DiskKind};
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let path = dir.path().join("d.vhd");
+    /// Disk::create(&path, &CreateOptions::new(DiskKind::Dynamic, 8 << 20)).unwrap();
+    /// let disk = Disk::open(&path).unwrap();
+    /// assert_eq!(disk.top().allocation_unit(), Some(2 << 20));
+    /// ```
+    pub fn allocation_unit(&self) -> Option<u64> {
+        self.block_size()
+            .or_else(|| container_as::<Vhdx>(self).map(Vhdx::block_size))
+    }
+
     /// Bytes of sector bitmap before each block.
     pub fn bitmap_size(&self) -> Option<u64> {
         container_as::<Sparse>(self).map(|s| s.layout().bitmap_size)

@@ -122,15 +122,8 @@ impl Sparse {
     pub(super) fn discard_blocks(&self, f: &FileCore, offset: u64, len: u64) -> Result<u64> {
         let size = f.footer.current_size;
         let bs = self.layout.block_size;
-        let end = offset.saturating_add(len).min(size);
-        let first = offset.div_ceil(bs);
-        // A last block shorter than the block size is covered when the range reaches
-        // the end of the disk.
-        let stop = if end == size {
-            size.div_ceil(bs)
-        } else {
-            end / bs
-        };
+        let covered = super::super::allocation::covered_blocks(offset, len, size, bs);
+        let (first, stop) = (covered.start, covered.end);
         if first >= stop {
             return Ok(0);
         }

@@ -32,12 +32,16 @@ use crate::vhdx::{PayloadState, SectorBitmapState, HEADER_SECTION_SIZE, MIB};
 use super::super::container::Container;
 use super::super::core::{FileCore, CHUNK};
 use super::write::{
-    apply_bat, close_log, log_and_apply, metadata_pages, new_file_write_guid, set_bits, Changes,
+    apply_bat, close_log, log_and_apply, metadata_pages, new_file_write_guid, new_write_guids,
+    set_bits, Changes,
 };
 use super::Vhdx;
 
-/// Steps 1 and 2: `blocks` (fully or partially present) set not present.
-pub(super) fn release(v: &Vhdx, f: &FileCore, blocks: &[u64]) -> Result<()> {
+/// Steps 1 and 2: `blocks` (fully or partially present) set not present. `content`:
+/// the blocks' bytes change (a discard: they read as zeros now, whatever they held),
+/// so the data write GUID changes too; compact keeps it (what it releases reads as
+/// before).
+pub(super) fn release(v: &Vhdx, f: &FileCore, blocks: &[u64], content: bool) -> Result<()> {
     let mut changes = Changes::default();
     {
         let bat = v.bat();
@@ -63,7 +67,11 @@ pub(super) fn release(v: &Vhdx, f: &FileCore, blocks: &[u64]) -> Result<()> {
         return Ok(());
     }
     let mut st = v.write_state();
-    new_file_write_guid(f, &mut st)?;
+    if content {
+        new_write_guids(f, &mut st)?;
+    } else {
+        new_file_write_guid(f, &mut st)?;
+    }
     log_and_apply(f, &mut st, &metadata_pages(v, &changes))?;
     drop(st);
     apply_bat(v, changes);

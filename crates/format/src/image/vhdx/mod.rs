@@ -21,6 +21,7 @@
 //! child's `parent_linkage` names.
 
 mod compact;
+mod discard;
 mod info;
 mod log;
 mod map;
@@ -174,7 +175,7 @@ impl Vhdx {
 
     /// Sets `blocks` (stored ones) not present, through the log (`compact.rs`).
     pub(crate) fn release_blocks(&self, f: &FileCore, blocks: &[u64]) -> Result<()> {
-        compact::release(self, f, blocks)
+        compact::release(self, f, blocks, false)
     }
 
     /// The moves that fill the file's holes from its tail once `released` (payload
@@ -269,6 +270,10 @@ impl Container for Vhdx {
 
     fn write_runs(&self, f: &FileCore, runs: &[(u64, &[u8])]) -> Result<()> {
         write::write_runs(self, f, runs)
+    }
+
+    fn discard(&self, f: &FileCore, offset: u64, len: u64) -> Result<u64> {
+        discard::discard(self, f, offset, len)
     }
 
     fn flush(&self, f: &FileCore) -> Result<()> {
