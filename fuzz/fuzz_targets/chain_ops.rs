@@ -100,6 +100,10 @@ fn content(path: &Path, open: &OpenOptions) -> Option<(Vec<u8>, Vec<PathBuf>)> {
     }
     let mut buf = vec![0u8; disk.virtual_size() as usize];
     disk.read_at(&mut buf, 0).ok()?;
-    let layers = disk.layers().iter().map(|l| l.path().to_path_buf()).collect();
+    let layers = disk
+        .layers()
+        .iter()
+        .map(|l| l.path().to_path_buf())
+        .collect();
     Some((buf, layers))
 }

@@ -20,7 +20,7 @@ fuzz_target!(|data: &[u8]| {
     for strict in [false, true] {
         let opts = OpenOptions::new().strict(strict).no_parents(true);
         let backend: Arc<dyn Backend> = Arc::new(MemBackend::new(data.to_vec()));
-        let Ok(top) = VhdFile::from_backend(&path_of(0), backend, &opts) else {
+        let Ok(top) = VhdFile::from_backend(path_of(0), backend, &opts) else {
             continue;
         };
         if !strict {
@@ -64,7 +64,7 @@ fuzz_target!(|data: &[u8]| {
     ));
     let opts = OpenOptions::new().writable(true).no_parents(true);
     let backend: Arc<dyn Backend> = mem.clone();
-    let Ok(top) = VhdFile::from_backend(&path_of(0), backend, &opts) else {
+    let Ok(top) = VhdFile::from_backend(path_of(0), backend, &opts) else {
         return;
     };
     let Ok(disk) = Disk::resolve(top, &opts, &NoResolver) else {
@@ -78,7 +78,7 @@ fuzz_target!(|data: &[u8]| {
         let _ = disk.flush();
         // The grown file opens again and holds the write.
         let reopened = VhdFile::from_backend(
-            &path_of(0),
+            path_of(0),
             Arc::new(MemBackend::new(mem.to_vec())),
             &OpenOptions::new().no_parents(true),
         )

@@ -20,7 +20,7 @@ fuzz_target!(|data: &[u8]| {
         .collect();
     let backend: Arc<dyn Backend> = Arc::new(MemBackend::new(data.to_vec()));
     let opts = OpenOptions::new().strict(true).no_parents(true);
-    match VhdFile::from_backend(&path_of(0), backend, &opts) {
+    match VhdFile::from_backend(path_of(0), backend, &opts) {
         Ok(f) => {
             if f.kind() != DiskKind::HostDrive && f.footer_source() != FooterSource::Copy {
                 assert!(
@@ -32,7 +32,7 @@ fuzz_target!(|data: &[u8]| {
         Err(e) => {
             let backend: Arc<dyn Backend> = Arc::new(MemBackend::new(data.to_vec()));
             let lenient =
-                VhdFile::from_backend(&path_of(0), backend, &OpenOptions::new().no_parents(true));
+                VhdFile::from_backend(path_of(0), backend, &OpenOptions::new().no_parents(true));
             if errors.is_empty()
                 && !matches!(
                     e,

@@ -48,7 +48,7 @@ fuzz_target!(|data: &[u8]| {
         let raw = RawHeader::decode(at(off, HEADER_SIZE), slot).expect("4 KiB");
         let problems = raw.problems(slot);
         for p in &problems {
-            assert_eq!(p.structure().name().is_empty(), false);
+            assert!(!p.structure().name().is_empty());
             let _ = p.to_string();
         }
         if let Ok(h) = raw.validate(slot) {

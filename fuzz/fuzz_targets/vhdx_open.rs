@@ -340,7 +340,7 @@ impl ParentResolver for Parent {
             return Ok(None);
         };
         let backend: Arc<dyn Backend> = Arc::new(Cow::new(&t.bytes, t.bytes.len() as u64));
-        VhdFile::from_backend(&path_of(1), backend, opts).map(Some)
+        VhdFile::from_backend(path_of(1), backend, opts).map(Some)
     }
 }
 
@@ -433,7 +433,7 @@ fuzz_target!(|data: &[u8]| {
         parent.as_ref()
     });
     let file: Arc<dyn Backend> = Arc::new(patched(t, flags, &data[2..]));
-    if let Ok(top) = VhdFile::from_backend(&path_of(0), file, &opts) {
+    if let Ok(top) = VhdFile::from_backend(path_of(0), file, &opts) {
         let _ = top.warnings();
         let _ = top.kind();
         let _ = top.allocated_blocks();
@@ -451,7 +451,7 @@ fuzz_target!(|data: &[u8]| {
     let wopts = opts.clone().writable(true).no_parents(true);
     let file = Arc::new(patched(t, flags, &data[2..]));
     let backend: Arc<dyn Backend> = file.clone();
-    let Ok(top) = VhdFile::from_backend(&path_of(0), backend, &wopts) else {
+    let Ok(top) = VhdFile::from_backend(path_of(0), backend, &wopts) else {
         return;
     };
     let Ok(disk) = Disk::resolve(top, &wopts, &NoResolver) else {
@@ -465,7 +465,7 @@ fuzz_target!(|data: &[u8]| {
         let _ = disk.flush();
         drop(disk);
         let backend: Arc<dyn Backend> = file;
-        let again = VhdFile::from_backend(&path_of(0), backend, &opts.no_parents(true));
+        let again = VhdFile::from_backend(path_of(0), backend, &opts.no_parents(true));
         assert!(
             again.is_ok(),
             "a file just written opens again: {:?}",

@@ -113,7 +113,7 @@ impl MemResolver {
     /// Opens file `i` with `opts`.
     pub fn open_index(&self, i: usize, opts: &OpenOptions) -> Result<VhdFile> {
         let backend: Arc<dyn Backend> = self.files[i].clone();
-        VhdFile::from_backend(&path_of(i), backend, opts)
+        VhdFile::from_backend(path_of(i), backend, opts)
     }
 }
 
