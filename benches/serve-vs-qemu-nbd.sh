@@ -23,17 +23,18 @@
 # sector bitmap alternates (0x55: every other 512-byte sector from the child, as Windows
 # writes them), so a read is one piece per sector. `nbdcopy URI null:` through
 # `vhdkit serve` against `vhdkit read DISK > /dev/null`, alternating; qemu-nbd cannot
-# serve it (no parents). Beside them, where nbdkit is installed, the transport's floor:
-# the same bytes flattened into a raw file and served by `nbdkit file` (no format work
-# at all) to the same nbdcopy, so that serve / floor shows what the format work costs
-# and floor / read what NBD itself costs against a local read.
+# serve it (no parents). Beside them, where nbdkit is installed, a server without any
+# format work: the same bytes flattened into a raw file and served by `nbdkit file` to
+# the same nbdcopy, so that nbdkit / read shows what NBD itself costs against a local
+# read, and serve / nbdkit what the format work adds. The qemu-nbd cases get the same
+# reference (the expected raw image, holes and all, through `nbdkit file`).
 #
 # Sparse: a 2040 GiB dynamic disk with 32 MiB of data in the middle and a differencing
 # child over it with 8 MiB; `nbdinfo --map` (block status over the whole disk) through
 # `vhdkit serve`, and qemu-nbd on the dynamic parent.
 #
 # Needs: cargo, qemu-nbd, qemu-img, nbdcopy and nbdinfo (libnbd-bin), python3; nbdkit
-# for the fragmented section's floor (optional).
+# for the reference server without format work (optional).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -83,6 +84,12 @@ start_qemu() { # FILE SOCKET
     pids+=($!)
     for _ in $(seq 100); do [ -S "$2" ] && return; sleep 0.05; done
     echo "qemu-nbd did not start" >&2; exit 1
+}
+start_nbdkit() { # RAW-FILE SOCKET: a server without any format work
+    nbdkit --exit-with-parent -f -r -U "$2" file "$1" 2>/dev/null &
+    pids+=($!)
+    for _ in $(seq 100); do [ -S "$2" ] && return; sleep 0.05; done
+    echo "nbdkit did not start" >&2; exit 1
 }
 stop_all() {
     for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
@@ -158,8 +165,8 @@ PY
     alloc_mib=$(( $(du -k "$work/base.raw" | cut -f1) / 1024 ))
     echo "disk: $size virtual, 2 MiB blocks; base.raw $alloc_mib MiB allocated; base.vhd $(( $(stat -c %s "$work/base.vhd") >> 20 )) MiB; chain base <- mid <- top"
     echo
-    echo "| case | connections | to | vhdkit median s | qemu-nbd median s | ratio (vhdkit / qemu-nbd) | qemu-nbd on the chain's top, wrong data, s |"
-    echo "|---|---:|---|---:|---:|---:|---:|"
+    echo "| case | connections | to | vhdkit median s | qemu-nbd median s | ratio (vhdkit / qemu-nbd) | nbdkit file (the raw bytes) median s | nbdkit / qemu-nbd | qemu-nbd on the chain's top, wrong data, s |"
+    echo "|---|---:|---|---:|---:|---:|---:|---:|---:|"
     for case in dynamic chain; do
         file="$work/base.vhd"; qfile="$work/base.vhd"; expected="$work/base.raw"
         if [ "$case" = chain ]; then
@@ -171,6 +178,11 @@ PY
         q="nbd+unix:///?socket=$work/q.sock"
         check_copy "$v" "$expected" "vhdkit serve ($case)"
         check_copy "$q" "$expected" "qemu-nbd ($case)"
+        k=""
+        if command -v nbdkit >/dev/null; then
+            start_nbdkit "$expected" "$work/k.sock"
+            k="nbd+unix:///?socket=$work/k.sock"
+        fi
         if [ "$case" = chain ]; then
             start_qemu "$work/top.vhd" "$work/w.sock"
             w="nbd+unix:///?socket=$work/w.sock"
@@ -178,18 +190,22 @@ PY
         for sink in null file; do
             for c in 1 4; do
                 copy_time "$v" "$c" "$sink" >/dev/null; copy_time "$q" "$c" "$sink" >/dev/null   # warm-up
-                vt=(); qt=(); wt=()
+                [ -n "$k" ] && copy_time "$k" "$c" "$sink" >/dev/null
+                vt=(); qt=(); wt=(); kt=()
                 for _ in $(seq "$runs"); do
                     vt+=("$(copy_time "$v" "$c" "$sink")")
                     qt+=("$(copy_time "$q" "$c" "$sink")")
+                    if [ -n "$k" ]; then kt+=("$(copy_time "$k" "$c" "$sink")"); fi
                     if [ "$case" = chain ]; then wt+=("$(copy_time "$w" "$c" "$sink")"); fi
                 done
                 vm=$(median "${vt[@]}"); qm=$(median "${qt[@]}")
+                km="n/a"; kr=""
+                if [ -n "$k" ]; then km=$(median "${kt[@]}"); kr=$(ratio "$km" "$qm"); fi
                 wm="-"; if [ "$case" = chain ]; then wm=$(median "${wt[@]}"); fi
                 label="dynamic, $size, half data"
                 if [ "$case" = chain ]; then label="3-level chain (qemu-nbd: the same content flattened)"; fi
                 to="null:"; if [ "$sink" = file ]; then to="a file"; fi
-                echo "| $label | $c | $to | $vm | $qm | $(ratio "$vm" "$qm") | $wm |"
+                echo "| $label | $c | $to | $vm | $qm | $(ratio "$vm" "$qm") | $km | $kr | $wm |"
             done
         done
         stop_all
@@ -231,33 +247,31 @@ PY
     cmp -s <(nbdcopy "$a" -) <("$vhdkit" read "$work/alt.vhd") ||
         { echo "vhdkit serve (fragmented) read wrong data" >&2; exit 1; }
     read_time() { local t0; t0=$(now); "$vhdkit" read "$work/alt.vhd" > /dev/null; since "$t0"; }
-    # The transport's floor: the same bytes flattened into a raw file, served by nbdkit's
-    # file plugin (no format work at all) to the same nbdcopy.
-    floor=""
+    # A server without format work: the same bytes flattened into a raw file, served by
+    # nbdkit's file plugin to the same nbdcopy.
+    plain=""
     if command -v nbdkit >/dev/null; then
         "$vhdkit" read "$work/alt.vhd" --output "$work/alt-flat.raw"
-        nbdkit --exit-with-parent -f -r -U "$work/k.sock" file "$work/alt-flat.raw" 2>/dev/null &
-        pids+=($!)
-        for _ in $(seq 100); do [ -S "$work/k.sock" ] && break; sleep 0.05; done
-        floor="nbd+unix:///?socket=$work/k.sock"
+        start_nbdkit "$work/alt-flat.raw" "$work/k.sock"
+        plain="nbd+unix:///?socket=$work/k.sock"
     fi
     echo
     echo "fragmented: $size differencing disk, every sector bitmap 0x55 (a piece per 512 bytes);"
-    echo "floor: the same bytes flattened into a raw file, served by \`nbdkit file\` to the same nbdcopy"
+    echo "nbdkit: the same bytes flattened into a raw file, served by \`nbdkit file\` to the same nbdcopy"
     echo
-    echo "| connections | vhdkit serve + nbdcopy median s | vhdkit read median s | ratio (serve / read) | floor: nbdkit file + nbdcopy median s | floor / read | serve / floor |"
+    echo "| connections | vhdkit serve + nbdcopy median s | vhdkit read median s | ratio (serve / read) | nbdkit file + nbdcopy median s | nbdkit / read | serve / nbdkit |"
     echo "|---:|---:|---:|---:|---:|---:|---:|"
     for c in 1 4; do
         copy_time "$a" "$c" null >/dev/null; read_time >/dev/null   # warm-up
-        [ -n "$floor" ] && copy_time "$floor" "$c" null >/dev/null
+        [ -n "$plain" ] && copy_time "$plain" "$c" null >/dev/null
         st=(); rt=(); ft=()
         for _ in $(seq "$runs"); do
             st+=("$(copy_time "$a" "$c" null)")
             rt+=("$(read_time)")
-            [ -n "$floor" ] && ft+=("$(copy_time "$floor" "$c" null)")
+            [ -n "$plain" ] && ft+=("$(copy_time "$plain" "$c" null)")
         done
         sm=$(median "${st[@]}"); rdm=$(median "${rt[@]}")
-        if [ -n "$floor" ]; then
+        if [ -n "$plain" ]; then
             fm=$(median "${ft[@]}")
             echo "| $c | $sm | $rdm | $(ratio "$sm" "$rdm") | $fm | $(ratio "$fm" "$rdm") | $(ratio "$sm" "$fm") |"
         else
