@@ -139,6 +139,63 @@ impl Drop for Mount {
     }
 }
 
+/// A file system made in a sparse 1 GiB file of its own and mounted through a loop
+/// device (`mount -o loop`, under the lock every test that attaches loop devices
+/// shares); unmounted, and its device freed, when dropped. `kind`: `xfs` (with
+/// reflink), `xfs-noreflink`, `btrfs` or `ext4`.
+pub struct ImageFs {
+    mount: Mount,
+    _img: tempfile::TempDir,
+}
+
+impl ImageFs {
+    /// Makes and mounts the file system.
+    pub fn new(kind: &str) -> ImageFs {
+        let img_dir = tempdir();
+        let img = img_dir.path().join("fs.img");
+        File::create(&img)
+            .and_then(|f| f.set_len(1 << 30))
+            .expect("the file system's backing file");
+        let img = img.display();
+        sh(&match kind {
+            "xfs" => format!("mkfs.xfs -q -m reflink=1 '{img}'"),
+            "xfs-noreflink" => format!("mkfs.xfs -q -m reflink=0 '{img}'"),
+            "btrfs" => format!("mkfs.btrfs -q '{img}'"),
+            "ext4" => format!("mkfs.ext4 -q -F '{img}'"),
+            _ => panic!("no such test file system: {kind}"),
+        });
+        let dir = tempdir();
+        sh(&format!(
+            "flock /tmp/vhdkit-tests-losetup.lock mount -o loop '{img}' '{}'",
+            dir.path().display()
+        ));
+        ImageFs {
+            mount: Mount { dir, mounted: true },
+            _img: img_dir,
+        }
+    }
+
+    /// `name` inside the file system.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.mount.path().join(name)
+    }
+}
+
+/// The extents of `path` as `filefrag -v` lists them (FIEMAP), one line each, with its
+/// flags (`shared` where another file holds the same blocks: a clone).
+pub fn extents(path: &Path) -> Vec<String> {
+    sh(&format!("filefrag -v '{}'", path.display()))
+        .lines()
+        .filter(|l| {
+            let l = l.trim_start();
+            l.split(':')
+                .next()
+                .is_some_and(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()))
+        })
+        .map(str::to_owned)
+        .collect()
+}
+
 /// Deterministic file content: bits 24..32 of each value of [`Rng::xorshift`].
 pub fn content(seed: u64, len: usize) -> Vec<u8> {
     let mut rng = Rng::xorshift(seed);
