@@ -172,9 +172,9 @@ pub(crate) fn clone_file(_: &File, _: &File) -> io::Result<()> {
 const CLONE_NOOWNERCOPY: u32 = 0x0002;
 
 /// `fclonefileat` into `path` (it fails with `EEXIST` on anything there, a symbolic
-/// link too), then the clone's permission bits set to 0o600 (it got `src`'s, which may
-/// not let its owner write) and the clone opened for reading and writing, without
-/// following a link; removed again if either fails.
+/// link too), then the clone's locking flags cleared and its permission bits set to
+/// 0o600 (it got `src`'s, which may not let its owner write), and the clone opened for
+/// reading and writing, without following a link; removed again if any of it fails.
 #[cfg(target_os = "macos")]
 pub(crate) fn clone_file_to(src: &File, path: &Path) -> io::Result<File> {
     use std::ffi::CString;
@@ -197,20 +197,23 @@ pub(crate) fn clone_file_to(src: &File, path: &Path) -> io::Result<File> {
     if r != 0 {
         return Err(io::Error::last_os_error());
     }
-    let opened = rustix::fs::chmodat(
-        rustix::fs::CWD,
-        path,
-        rustix::fs::Mode::from_raw_mode(0o600),
-        rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
-    )
-    .map_err(io::Error::from)
-    .and_then(|()| {
-        std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(path)
-    });
+    let opened = unlock(&name, path)
+        .and_then(|()| {
+            rustix::fs::chmodat(
+                rustix::fs::CWD,
+                path,
+                rustix::fs::Mode::from_raw_mode(0o600),
+                rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+            )
+            .map_err(io::Error::from)
+        })
+        .and_then(|()| {
+            std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(path)
+        });
     match opened {
         Ok(file) => Ok(file),
         Err(e) => {
@@ -218,6 +221,24 @@ pub(crate) fn clone_file_to(src: &File, path: &Path) -> io::Result<File> {
             Err(e)
         }
     }
+}
+
+/// Clears the flags that lock a file (`uchg`, `uappnd`: Finder's "Locked") on the clone
+/// at `path` (`name`, as a C string): it carries its source's, and locked it could be
+/// neither changed nor removed. Its other flags stay.
+#[cfg(target_os = "macos")]
+fn unlock(name: &std::ffi::CStr, path: &Path) -> io::Result<()> {
+    use std::os::macos::fs::MetadataExt;
+    let flags = std::fs::symlink_metadata(path)?.st_flags();
+    let locks = libc::UF_IMMUTABLE | libc::UF_APPEND;
+    if flags & locks == 0 {
+        return Ok(());
+    }
+    // SAFETY: `name` is a NUL-terminated string that lives through the call.
+    if unsafe { libc::lchflags(name.as_ptr(), flags & !locks) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 #[cfg(not(target_os = "macos"))]
