@@ -1,7 +1,8 @@
 //! Real disks for the tests: images in temporary files, partitioned with sfdisk,
 //! formatted with the real mkfs tools over loop devices, filled through kernel (or FUSE)
 //! mounts. Needs root and the tools `.ci/run` installs; a missing tool fails the test.
-//! (The volume crate's suites and the CLI's `fs_aware` suite use them.)
+//! (The volume crate's suites, the CLI's `fs_aware` and `offload` suites and the format
+//! crate's whole-file clone tests use them.)
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
@@ -145,7 +146,8 @@ impl Drop for Mount {
 /// reflink), `xfs-noreflink`, `btrfs` or `ext4`.
 pub struct ImageFs {
     mount: Mount,
-    _img: tempfile::TempDir,
+    /// The backing file's directory (none for a ramfs), removed after the unmount.
+    _img: Option<tempfile::TempDir>,
 }
 
 impl ImageFs {
@@ -171,13 +173,33 @@ impl ImageFs {
         ));
         ImageFs {
             mount: Mount { dir, mounted: true },
-            _img: img_dir,
+            _img: Some(img_dir),
+        }
+    }
+
+    /// Mounts a ramfs (in memory, no `fallocate` at all, so no holes).
+    pub fn ramfs() -> ImageFs {
+        let dir = tempdir();
+        sh(&format!("mount -t ramfs none '{}'", dir.path().display()));
+        ImageFs {
+            mount: Mount { dir, mounted: true },
+            _img: None,
         }
     }
 
     /// `name` inside the file system.
     pub fn path(&self, name: &str) -> PathBuf {
         self.mount.path().join(name)
+    }
+
+    /// Bytes in use on the file system, after a sync of it (`df`).
+    pub fn used(&self) -> u64 {
+        let mnt = self.mount.path().display();
+        sh(&format!("sync -f '{mnt}'; df --output=used -B1 '{mnt}'"))
+            .lines()
+            .nth(1)
+            .and_then(|l| l.trim().parse().ok())
+            .expect("df prints the bytes used")
     }
 }
 
