@@ -14,79 +14,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::*;
+use vhdkit_testkit::disks::ImageFs;
 
 const MIB: u64 = 1 << 20;
 /// Virtual size of the test disks.
 const SIZE: u64 = 64 * MIB;
-
-/// A file system made on a loop device and mounted; unmounted when dropped.
-struct Mounted {
-    _dir: tempfile::TempDir,
-    mnt: PathBuf,
-}
-
-impl Mounted {
-    /// Mounts a ramfs (in memory, no `fallocate` at all).
-    fn ramfs() -> Mounted {
-        let dir = tempdir();
-        let mnt = dir.path().join("mnt");
-        std::fs::create_dir(&mnt).expect("mkdir");
-        run(Command::new("mount")
-            .args(["-t", "ramfs", "none"])
-            .arg(&mnt));
-        Mounted { _dir: dir, mnt }
-    }
-
-    /// Makes a `kind` file system ("xfs" or "btrfs") in a sparse 1 GiB file and mounts it.
-    fn new(kind: &str) -> Mounted {
-        let dir = tempdir();
-        let img = dir.path().join("fs.img");
-        let mnt = dir.path().join("mnt");
-        std::fs::create_dir(&mnt).expect("mkdir");
-        std::fs::File::create(&img)
-            .and_then(|f| f.set_len(1 << 30))
-            .expect("the file system's backing file");
-        match kind {
-            "xfs" => run(Command::new("mkfs.xfs")
-                .args(["-q", "-m", "reflink=1"])
-                .arg(&img)),
-            "btrfs" => run(Command::new("mkfs.btrfs").arg("-q").arg(&img)),
-            _ => unreachable!("{kind}"),
-        }
-        // Loop devices are attached under the lock every test that attaches them shares.
-        run(Command::new("flock")
-            .args(["/tmp/vhdkit-tests-losetup.lock", "mount", "-o", "loop"])
-            .arg(&img)
-            .arg(&mnt));
-        Mounted { _dir: dir, mnt }
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.mnt.join(name)
-    }
-
-    /// Bytes in use on the file system, after a sync of it.
-    fn used(&self) -> u64 {
-        run(Command::new("sync").arg("-f").arg(&self.mnt));
-        let out = Command::new("df")
-            .args(["--output=used", "-B1"])
-            .arg(&self.mnt)
-            .output()
-            .expect("running df");
-        assert!(out.status.success(), "df failed");
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .nth(1)
-            .and_then(|l| l.trim().parse().ok())
-            .expect("df prints the bytes used")
-    }
-}
-
-impl Drop for Mounted {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.mnt).status();
-    }
-}
 
 fn run(cmd: &mut Command) {
     let out = cmd
@@ -111,7 +43,7 @@ struct Disks {
     chain_data: u64,
 }
 
-fn disks(fs: &Mounted) -> Disks {
+fn disks(fs: &ImageFs) -> Disks {
     let base = fs.path("base.vhd");
     let child = fs.path("child.vhd");
     let fixed = fs.path("fixed.vhd");
@@ -149,7 +81,7 @@ fn disks(fs: &Mounted) -> Disks {
 /// Converts `src` to `dst` (`--type kind`, extra args), returning the JSON report and the
 /// bytes of new space the output took.
 fn convert(
-    fs: &Mounted,
+    fs: &ImageFs,
     src: &Path,
     dst: &Path,
     kind: &str,
@@ -184,7 +116,7 @@ fn assert_reads(what: &str, out: &Path, format: &str, want: &[u8]) {
 }
 
 fn offload_on(kind: &str) {
-    let fs = Mounted::new(kind);
+    let fs = ImageFs::new(kind);
     let d = disks(&fs);
     let base_data = d.base_raw.chunks(4096).filter(|p| !all_zero(p)).count() as u64 * 4096;
     // What, source, output, type, what it reads as, its non-zero bytes.
@@ -311,7 +243,7 @@ fn evict(path: &Path) {
 /// read at all: a raw or fixed layout needs no zero test. From a cold cache, converting
 /// reads the metadata (footer, header, BAT, sector bitmaps) and none of the data.
 fn clones_without_reading(kind: &str) {
-    let fs = Mounted::new(kind);
+    let fs = ImageFs::new(kind);
     let d = disks(&fs);
     let base_data = d.base_raw.chunks(4096).filter(|p| !all_zero(p)).count() as u64 * 4096;
     type Case<'a> = (&'a str, &'a Path, &'a str, &'a str, &'a [u8], u64);
@@ -388,8 +320,8 @@ fn raw_results_on_btrfs_clone_without_reading_the_data() {
 /// and a fixed output is allocated in full (as everywhere without cloning).
 #[test]
 fn across_file_systems_the_data_is_copied() {
-    let xfs = Mounted::new("xfs");
-    let btrfs = Mounted::new("btrfs");
+    let xfs = ImageFs::new("xfs");
+    let btrfs = ImageFs::new("btrfs");
     let d = disks(&xfs);
     let out = btrfs.path("out.vhd");
     let (report, grew) = convert(&btrfs, &d.child, &out, "fixed", &[]);
@@ -414,7 +346,7 @@ fn across_file_systems_the_data_is_copied() {
 /// punching one writes zeros instead: the range reads as zeros, nothing else changes.
 #[test]
 fn on_a_file_system_without_holes_a_punch_writes_zeros() {
-    let fs = Mounted::ramfs();
+    let fs = ImageFs::ramfs();
     let path = fs.path("d.raw");
     let data = Rng::new(7).bytes(4 * MIB as usize);
     std::fs::write(&path, &data).expect("write");
@@ -440,7 +372,7 @@ fn on_a_file_system_without_holes_a_punch_writes_zeros() {
 /// off: every byte of the disk is cloned (holes too), `--verify` still reads both and
 /// compares, and the result takes no new space for its data.
 fn whole_file_clone_on(kind: &str) {
-    let fs = Mounted::new(kind);
+    let fs = ImageFs::new(kind);
     let d = disks(&fs);
     for (name, extra) in [("whole.raw", &[][..]), ("whole-v.raw", &["--verify"][..])] {
         let out = fs.path(name);

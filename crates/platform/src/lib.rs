@@ -430,9 +430,63 @@ pub fn clone_range(
 /// on ReFS). Any error means nothing was cloned; [`clone_refused`] tells the errors after
 /// which the caller copies instead. macOS clones whole files only into a new name
 /// (`clonefile`), which an output already open cannot take: there, as on other file
-/// systems, `Unsupported`.
+/// systems, `Unsupported` (see [`clone_file_to`]).
 pub fn clone_file(src: &File, dest: &File) -> io::Result<()> {
     sys::clone_file(src, dest)
+}
+
+/// Creates a new file at `path` that shares every extent of `src` and returns it open
+/// for reading and writing: it reads as `src` and has its length, and no data was read
+/// or written (macOS `fclonefileat` on APFS; Linux a new file and `FICLONE` on XFS with
+/// reflink and btrfs; Windows a new file and `FSCTL_DUPLICATE_EXTENTS_TO_FILE` on
+/// ReFS). The name `path` must be free: anything there (even a dangling symbolic link)
+/// fails with `AlreadyExists` and is left alone. The new file's permission bits are
+/// 0o600 (the caller sets the ones it wants); its owner is this process's user (on
+/// macOS the clone keeps `src`'s extended attributes, as `clonefile` does).
+///
+/// Any error means no file is left at `path` (one that was made is removed again);
+/// [`clone_refused`] tells the errors after which the caller copies instead. This is
+/// the whole-file clone of systems that clone only into a new name (macOS); where the
+/// output is already open without a name, [`clone_file`] clones into it.
+///
+/// ```
+/// # let dir = tempfile::tempdir().unwrap();
+/// let src = dir.path().join("src");
+/// std::fs::write(&src, b"extents").unwrap();
+/// let src = std::fs::File::open(&src).unwrap();
+/// match vhdkit_platform::clone_file_to(&src, &dir.path().join("clone")) {
+///     Ok(_) => assert_eq!(std::fs::read(dir.path().join("clone")).unwrap(), b"extents"),
+///     // Not on this file system (ext4, tmpfs, NTFS, HFS+): nothing was made.
+///     Err(e) if vhdkit_platform::clone_refused(&e) => {
+///         assert!(!dir.path().join("clone").exists())
+///     }
+///     Err(e) => panic!("{e}"),
+/// }
+/// ```
+pub fn clone_file_to(src: &File, path: &Path) -> io::Result<File> {
+    sys::clone_file_to(src, path)
+}
+
+/// The volume of `out` if its file system clones whole files ([`clone_file`] into an
+/// open file, [`clone_file_to`] into a new name): where [`offload_volume`] says so, and
+/// on macOS APFS (which clones no ranges). A source on the same volume may be cloned
+/// whole; the file system may still refuse ([`clone_refused`]).
+pub fn whole_clone_volume(out: &File) -> Option<u64> {
+    sys::whole_clone_volume(out)
+}
+
+/// Gives `file`, just made at `path`, back when `made` (what was done to it) succeeded;
+/// else closes it, removes `path` and returns the error.
+#[allow(dead_code)] // not on the Unix systems that have no clone call at all
+fn kept_or_removed(file: File, path: &Path, made: io::Result<()>) -> io::Result<File> {
+    match made {
+        Ok(()) => Ok(file),
+        Err(e) => {
+            drop(file);
+            let _ = std::fs::remove_file(path);
+            Err(e)
+        }
+    }
 }
 
 /// Whether the system refused a clone of a pair of files or ranges (nothing was

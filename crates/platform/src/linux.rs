@@ -166,6 +166,24 @@ pub(crate) fn clone_file(src: &File, dest: &File) -> io::Result<()> {
     Ok(())
 }
 
+/// A new file at `path` (`O_EXCL`: nothing there is ever replaced or followed, mode
+/// 0o600), then `FICLONE` from `src`; removed again if the clone fails.
+pub(crate) fn clone_file_to(src: &File, path: &Path) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    let cloned = clone_file(src, &file);
+    crate::kept_or_removed(file, path, cloned)
+}
+
+pub(crate) fn whole_clone_volume(out: &File) -> Option<u64> {
+    offload_volume(out)
+}
+
 pub(crate) fn clone_refused(e: &io::Error) -> bool {
     errno_in(
         e,

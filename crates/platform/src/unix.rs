@@ -17,8 +17,9 @@ use super::linux as os;
 use super::macos as os;
 
 pub(crate) use os::{
-    allocate, clone_file, clone_range, clone_refused, offload_volume, open_unnamed, populate,
-    punch_hole, punch_refused, reserve, unnamed_unsupported, will_need, zero_device_range,
+    allocate, clone_file, clone_file_to, clone_range, clone_refused, offload_volume, open_unnamed,
+    populate, punch_hole, punch_refused, reserve, unnamed_unsupported, whole_clone_volume,
+    will_need, zero_device_range,
 };
 
 pub(crate) fn read_at(f: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {

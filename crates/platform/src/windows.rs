@@ -500,6 +500,25 @@ pub(crate) fn clone_file(src: &File, dest: &File) -> io::Result<()> {
     dest.set_len(len)
 }
 
+/// A new file at `path` (`CREATE_NEW`: nothing there is ever replaced; shared for
+/// reading, writing and deleting, as `tempfile` opens its files, so that it can be
+/// renamed while open), then [`clone_file`] from `src`; removed again if that fails.
+pub(crate) fn clone_file_to(src: &File, path: &Path) -> io::Result<File> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .share_mode(fs::FILE_SHARE_READ | fs::FILE_SHARE_WRITE | fs::FILE_SHARE_DELETE)
+        .open(path)?;
+    make_sparse(&file);
+    let cloned = clone_file(src, &file);
+    crate::kept_or_removed(file, path, cloned)
+}
+
+pub(crate) fn whole_clone_volume(out: &File) -> Option<u64> {
+    offload_volume(out)
+}
+
 pub(crate) fn clone_refused(e: &io::Error) -> bool {
     win32_in(
         e,

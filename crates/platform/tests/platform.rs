@@ -154,6 +154,35 @@ fn a_clone_the_file_system_cannot_do_is_refused_not_half_done() {
     assert!(vhdkit_platform::clone_refused(&e), "{e}");
     let e = vhdkit_platform::clone_file(&src, &dst).expect_err("no whole-file clones");
     assert!(vhdkit_platform::clone_refused(&e), "{e}");
+    let to = dir.path().join("clone");
+    let e = vhdkit_platform::clone_file_to(&src, &to).expect_err("no clones into a name");
+    assert!(vhdkit_platform::clone_refused(&e), "{e}");
+    assert!(!to.exists(), "the refused clone's file is removed");
+}
+
+/// A clone into a name never replaces what stands there, a file or a symbolic link
+/// (not even a dangling one), and leaves it as it was.
+#[test]
+fn a_clone_into_a_name_never_replaces_anything() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let src = rw(&dir.path().join("src"));
+    src.write_all_at(b"source", 0).expect("write");
+    let taken = dir.path().join("taken");
+    std::fs::write(&taken, b"someone else's").expect("write");
+    let e = vhdkit_platform::clone_file_to(&src, &taken).expect_err("a file is there");
+    assert_eq!(e.kind(), std::io::ErrorKind::AlreadyExists, "{e}");
+    assert_eq!(std::fs::read(&taken).expect("read"), b"someone else's");
+    #[cfg(unix)]
+    {
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(dir.path().join("nowhere"), &link).expect("symlink");
+        let e = vhdkit_platform::clone_file_to(&src, &link).expect_err("a link is there");
+        assert_eq!(e.kind(), std::io::ErrorKind::AlreadyExists, "{e}");
+        assert!(
+            !dir.path().join("nowhere").exists(),
+            "the link is not followed"
+        );
+    }
 }
 
 #[test]

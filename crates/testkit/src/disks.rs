@@ -1,7 +1,8 @@
 //! Real disks for the tests: images in temporary files, partitioned with sfdisk,
 //! formatted with the real mkfs tools over loop devices, filled through kernel (or FUSE)
 //! mounts. Needs root and the tools `.ci/run` installs; a missing tool fails the test.
-//! (The volume crate's suites and the CLI's `fs_aware` suite use them.)
+//! (The volume crate's suites, the CLI's `fs_aware` and `offload` suites and the format
+//! crate's whole-file clone tests use them.)
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
@@ -137,6 +138,84 @@ impl Drop for Mount {
             let _ = sh_status(&format!("umount -l '{}'", self.dir.path().display()));
         }
     }
+}
+
+/// A file system made in a sparse 1 GiB file of its own and mounted through a loop
+/// device (`mount -o loop`, under the lock every test that attaches loop devices
+/// shares); unmounted, and its device freed, when dropped. `kind`: `xfs` (with
+/// reflink), `xfs-noreflink`, `btrfs` or `ext4`.
+pub struct ImageFs {
+    mount: Mount,
+    /// The backing file's directory (none for a ramfs), removed after the unmount.
+    _img: Option<tempfile::TempDir>,
+}
+
+impl ImageFs {
+    /// Makes and mounts the file system.
+    pub fn new(kind: &str) -> ImageFs {
+        let img_dir = tempdir();
+        let img = img_dir.path().join("fs.img");
+        File::create(&img)
+            .and_then(|f| f.set_len(1 << 30))
+            .expect("the file system's backing file");
+        let img = img.display();
+        sh(&match kind {
+            "xfs" => format!("mkfs.xfs -q -m reflink=1 '{img}'"),
+            "xfs-noreflink" => format!("mkfs.xfs -q -m reflink=0 '{img}'"),
+            "btrfs" => format!("mkfs.btrfs -q '{img}'"),
+            "ext4" => format!("mkfs.ext4 -q -F '{img}'"),
+            _ => panic!("no such test file system: {kind}"),
+        });
+        let dir = tempdir();
+        sh(&format!(
+            "flock /tmp/vhdkit-tests-losetup.lock mount -o loop '{img}' '{}'",
+            dir.path().display()
+        ));
+        ImageFs {
+            mount: Mount { dir, mounted: true },
+            _img: Some(img_dir),
+        }
+    }
+
+    /// Mounts a ramfs (in memory, no `fallocate` at all, so no holes).
+    pub fn ramfs() -> ImageFs {
+        let dir = tempdir();
+        sh(&format!("mount -t ramfs none '{}'", dir.path().display()));
+        ImageFs {
+            mount: Mount { dir, mounted: true },
+            _img: None,
+        }
+    }
+
+    /// `name` inside the file system.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.mount.path().join(name)
+    }
+
+    /// Bytes in use on the file system, after a sync of it (`df`).
+    pub fn used(&self) -> u64 {
+        let mnt = self.mount.path().display();
+        sh(&format!("sync -f '{mnt}'; df --output=used -B1 '{mnt}'"))
+            .lines()
+            .nth(1)
+            .and_then(|l| l.trim().parse().ok())
+            .expect("df prints the bytes used")
+    }
+}
+
+/// The extents of `path` as `filefrag -v` lists them (FIEMAP), one line each, with its
+/// flags (`shared` where another file holds the same blocks: a clone).
+pub fn extents(path: &Path) -> Vec<String> {
+    sh(&format!("filefrag -v '{}'", path.display()))
+        .lines()
+        .filter(|l| {
+            let l = l.trim_start();
+            l.split(':')
+                .next()
+                .is_some_and(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()))
+        })
+        .map(str::to_owned)
+        .collect()
 }
 
 /// Deterministic file content: bits 24..32 of each value of [`Rng::xorshift`].

@@ -84,3 +84,14 @@ pub fn copy_keeping_time(src: &Path, dst: &Path) {
         .and_then(|f| f.set_modified(mtime))
         .unwrap_or_else(|e| panic!("setting the time of {}: {e}", dst.display()));
 }
+
+/// The process's umask, from /proc (reading it with umask(2) would change it for every
+/// thread for a moment). Linux only.
+pub fn umask() -> u32 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    let line = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Umask:"))
+        .expect("an Umask line (Linux 4.7 and later)");
+    u32::from_str_radix(line.trim(), 8).expect("octal")
+}

@@ -46,7 +46,7 @@ mod vhdx_readers;
 
 pub use blktap::BatmapDamage;
 pub use bytes::{all_zero, assert_bytes_eq};
-pub use files::{copy_keeping_time, dir_names, fast_tempdir, file_len, tempdir, Tmpfs};
+pub use files::{copy_keeping_time, dir_names, fast_tempdir, file_len, tempdir, umask, Tmpfs};
 #[cfg(unix)]
 pub use kill::{kill_points, run_and_kill, timed, KillAt, Timing};
 pub use libvhdi::{

@@ -106,6 +106,18 @@ impl FileBackend {
         faults::before(&self.path, faults::FaultOp::Write)?;
         vhdkit_platform::clone_file(src, &self.file)
     }
+
+    /// Creates a new file at `path` sharing every extent of `src`
+    /// ([`vhdkit_platform::clone_file_to`]; any error: no file was left there); a write
+    /// to this backend's file as far as fault injection goes (it becomes that file).
+    pub(crate) fn clone_to(
+        &self,
+        src: &std::fs::File,
+        path: &std::path::Path,
+    ) -> io::Result<std::fs::File> {
+        faults::before(&self.path, faults::FaultOp::Write)?;
+        vhdkit_platform::clone_file_to(src, path)
+    }
 }
 
 impl Backend for FileBackend {

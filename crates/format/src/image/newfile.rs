@@ -45,9 +45,11 @@ pub struct NewFile {
 enum Inner {
     /// `O_TMPFILE`; `replace`: renamed over an existing regular file at the end.
     Unnamed { file: File, replace: bool },
-    /// A temporary dot-name.
+    /// A temporary dot-name (`name`: the destination's file name, which the temporary
+    /// names are made from).
     Named {
         tmp: tempfile::NamedTempFile,
+        name: String,
         replace: bool,
     },
     /// A device, written in place.
@@ -90,12 +92,7 @@ impl NewFile {
             Existing::Nothing => false,
         };
         output::remove_leftovers(path);
-        NewFile::beside_with(
-            path,
-            opts.mode_for(source),
-            replace,
-            vhdkit_platform::open_unnamed,
-        )
+        NewFile::beside_with(path, opts.mode_for(source), replace, open_unnamed)
     }
 
     /// The file, for writing and reading at positions.
@@ -151,9 +148,10 @@ impl NewFile {
                 return Err(Error::file(&dir, "creating a temporary file", e))
             }
             Err(_) => {
-                let tmp = named_temporary(path, &dir, mode)?;
+                let name = file_name_of(path);
+                let tmp = named_temporary(&name, &dir, mode)?;
                 let shown = tmp.path().to_owned();
-                (Inner::Named { tmp, replace }, shown)
+                (Inner::Named { tmp, name, replace }, shown)
             }
         };
         let file = match &inner {
@@ -182,6 +180,35 @@ impl NewFile {
             (Err(e), Some(false)) if vhdkit_platform::sync_unsupported(&e) => Ok(()),
             (r, _) => r,
         }
+    }
+
+    /// Makes the still empty new file share every extent of `src` (its length then
+    /// `src`'s), where the file system can; any error means nothing was cloned and the
+    /// new file is as it was (though an unnamed one's length may have changed). A
+    /// device is never cloned into (`Unsupported`).
+    ///
+    /// An unnamed file is cloned into as it is (`FICLONE`). A named one cannot be on
+    /// every system (macOS clones only into a new name), so it is replaced: the clone is
+    /// made under a second temporary name beside it
+    /// ([`vhdkit_platform::clone_file_to`]), given the permission bits the new file
+    /// has, locked as it is, and then becomes the new file (the empty one is removed):
+    /// from then on the file, its handle and the path messages name are the clone's.
+    /// Fault injection sees this as a write to the new file.
+    pub(crate) fn clone_whole_from(&mut self, src: &File) -> std::io::Result<()> {
+        let (tmp, name) = match &mut self.inner {
+            Inner::Device { .. } => return Err(std::io::ErrorKind::Unsupported.into()),
+            Inner::Unnamed { .. } => return self.backend.clone_all_from(src),
+            Inner::Named { tmp, name, .. } => (tmp, name.as_str()),
+        };
+        let permissions = tmp.as_file().metadata()?.permissions();
+        let clone = locked_temporary(name, |builder| {
+            builder.make_in(&self.dir, |path| self.backend.clone_to(src, path))
+        })?;
+        clone.as_file().set_permissions(permissions)?;
+        self.backend = FileBackend::with_path(clone.as_file().try_clone()?, clone.path());
+        // The empty file's name is removed as it is dropped.
+        *tmp = clone;
+        Ok(())
     }
 
     /// The path messages name the file by: the destination (unnamed file, device) or
@@ -221,8 +248,11 @@ impl NewFile {
             Inner::Named {
                 tmp,
                 replace: false,
+                ..
             } => tmp.persist_noclobber(path).map(drop).map_err(|e| e.error),
-            Inner::Named { tmp, replace: true } => tmp.persist(path).map(drop).map_err(|e| e.error),
+            Inner::Named {
+                tmp, replace: true, ..
+            } => tmp.persist(path).map(drop).map_err(|e| e.error),
         };
         named.map_err(|e| {
             if e.kind() == std::io::ErrorKind::AlreadyExists {
@@ -237,29 +267,61 @@ impl NewFile {
     }
 }
 
-/// A new file under a temporary dot-name beside `path` (`.NAME.XXXXXX.vhdkit-tmp`,
-/// permission bits `mode` less the umask), locked (`flock`) as long as it lives, so that
-/// a leftover sweep ([`output::remove_leftovers`]) of another run leaves it alone. A
-/// sweep that took it between its creation and the lock removed it: then another one is
-/// made.
-fn named_temporary(path: &Path, dir: &Path, mode: u32) -> Result<tempfile::NamedTempFile> {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "disk".into());
-    let mut attempts = 0;
-    loop {
-        let prefix = output::temporary_prefix(&name);
-        let mut builder = tempfile::Builder::new();
-        builder.prefix(&prefix).suffix(TEMP_SUFFIX);
+#[cfg(not(test))]
+use vhdkit_platform::open_unnamed;
+
+#[cfg(test)]
+thread_local! {
+    /// Whether [`NewFile::create`] on this thread makes named files only, as on a file
+    /// system without `O_TMPFILE` (and on macOS and Windows): this crate's tests run the
+    /// named way of whole operations through it.
+    pub(crate) static NAMED_ONLY: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// `vhdkit_platform::open_unnamed`, unless the thread asked for named files only.
+#[cfg(test)]
+fn open_unnamed(dir: &Path, mode: u32) -> std::io::Result<File> {
+    if NAMED_ONLY.get() {
+        return Err(std::io::ErrorKind::Unsupported.into());
+    }
+    vhdkit_platform::open_unnamed(dir, mode)
+}
+
+/// A new file under a temporary dot-name for the destination `name` in `dir`
+/// (`.NAME.XXXXXX.vhdkit-tmp`, permission bits `mode` less the umask), locked (`flock`)
+/// as long as it lives, so that a leftover sweep ([`output::remove_leftovers`]) of
+/// another run leaves it alone.
+fn named_temporary(name: &str, dir: &Path, mode: u32) -> Result<tempfile::NamedTempFile> {
+    locked_temporary(name, |builder| {
         if let Some(permissions) = vhdkit_platform::new_file_permissions(mode) {
             builder.permissions(permissions);
         }
-        let tmp = builder
-            .tempfile_in(dir)
-            .map_err(|e| Error::file(dir, "creating a temporary file", e))?;
-        vhdkit_platform::lock(tmp.as_file())
-            .map_err(|e| Error::file(tmp.path(), "locking the new file", e))?;
+        builder.tempfile_in(dir)
+    })
+    .map_err(|e| Error::file(dir, "creating a temporary file", e))
+}
+
+/// A file `make` creates through a builder of temporary dot-names for the destination
+/// `name` (`.NAME.XXXXXX.vhdkit-tmp`, as the leftover sweep knows them), locked as long
+/// as it lives. A sweep that took it between its creation and the lock removed it: then
+/// another one is made. An error of `make` is returned as it is (the caller may tell a
+/// refused clone by it); one of the lock is named as such.
+fn locked_temporary(
+    name: &str,
+    mut make: impl FnMut(&mut tempfile::Builder) -> std::io::Result<tempfile::NamedTempFile>,
+) -> std::io::Result<tempfile::NamedTempFile> {
+    let mut attempts = 0;
+    loop {
+        let prefix = output::temporary_prefix(name);
+        let mut builder = tempfile::Builder::new();
+        builder.prefix(&prefix).suffix(TEMP_SUFFIX);
+        let tmp = make(&mut builder)?;
+        vhdkit_platform::lock(tmp.as_file()).map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!("locking the new file {}: {e}", tmp.path().display()),
+            )
+        })?;
         let kept = vhdkit_platform::still_linked(tmp.as_file());
         attempts += 1;
         if kept || attempts == 3 {
@@ -268,15 +330,19 @@ fn named_temporary(path: &Path, dir: &Path, mode: u32) -> Result<tempfile::Named
     }
 }
 
+/// The file name of the destination `path`, which temporary names are made from.
+fn file_name_of(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "disk".into())
+}
+
 /// Gives the unnamed `file` the name `path`, replacing the regular file there in one
 /// step: linked in under a fresh temporary name (locked, as the file is), then renamed
 /// over `path`. A failure removes the temporary name again; a kill between the two
 /// steps leaves it for the next run's leftover sweep.
 fn replace_with_unnamed(file: &File, path: &Path) -> std::io::Result<()> {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "disk".into());
+    let name = file_name_of(path);
     let dir = output::folder_of(path);
     let mut attempt = 0;
     let tmp = loop {
@@ -369,18 +435,6 @@ mod tests {
         ways
     }
 
-    /// The process's umask, from /proc (reading it with umask(2) would change it for
-    /// every thread for a moment).
-    #[cfg(unix)]
-    fn umask() -> u32 {
-        let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
-        let line = status
-            .lines()
-            .find_map(|l| l.strip_prefix("Umask:"))
-            .expect("an Umask line (Linux 4.7 and later)");
-        u32::from_str_radix(line.trim(), 8).expect("octal")
-    }
-
     #[cfg(unix)]
     #[test]
     fn new_file_has_the_mode_asked_for_less_the_umask_named_or_not() {
@@ -392,11 +446,15 @@ mod tests {
             if !unnamed {
                 // The temporary name is as private as the file it becomes.
                 let tmp = std::fs::metadata(new.shown_path()).expect("temporary file");
-                assert_eq!(tmp.mode() & 0o777, 0o640 & !umask(), "temporary name");
+                assert_eq!(
+                    tmp.mode() & 0o777,
+                    0o640 & !vhdkit_testkit::umask(),
+                    "temporary name"
+                );
             }
             new.persist(&dst).expect("persist");
             let mode = std::fs::metadata(&dst).expect("meta").mode() & 0o777;
-            assert_eq!(mode, 0o640 & !umask(), "unnamed: {unnamed}");
+            assert_eq!(mode, 0o640 & !vhdkit_testkit::umask(), "unnamed: {unnamed}");
         }
     }
 

@@ -238,9 +238,7 @@ pub fn convert_disk(
     // The destination is checked again as it is opened (the task may start long after
     // it was created); a block device must hold the whole raw result.
     check_output(disk, dst, target, opts, size)?;
-    let new = NewFile::create(dst, &opts.output, Some(disk), size)?;
-    let tmp_path = new.shown_path().to_owned();
-    let out = &new.backend;
+    let mut new = NewFile::create(dst, &opts.output, Some(disk), size)?;
     // A fixed disk is allocated, as Virtual Server and Hyper-V make it: a volume too
     // small fails here, before any work, and leaves nothing. Where the data may be cloned
     // from the source (an extent-sharing file system), only the holes that remain are
@@ -255,9 +253,9 @@ pub fn convert_disk(
     // A device is written in place: no extents to share, and its old bytes stay where
     // nothing is written, so the writer zeroes what a new file would leave as holes.
     let device = new.device();
-    let offload = offload_device(out.file()).filter(|_| device.is_none());
+    let offload = offload_device(new.file()).filter(|_| device.is_none());
     // The source's bytes as they are (fixed or raw into raw): the whole file cloned.
-    if super::clone_whole::try_clone(disk, &new, target, size, opts, offload)? {
+    if super::clone_whole::try_clone(disk, &mut new, target, size, opts)? {
         let blocks = placement.blocks();
         let mut report = Report {
             operation,
@@ -282,6 +280,8 @@ pub fn convert_disk(
             },
         );
     }
+    let tmp_path = new.shown_path().to_owned();
+    let out = &new.backend;
     let allocate_late = allocate && offload.is_some();
     let fixed_len = match placement.vhdx_state() {
         Some(_) => placement.file_len(),
@@ -388,8 +388,10 @@ pub fn convert_disk(
                     if c.data.is_some() {
                         stats.blocks_copied += 1;
                         stats.bytes_written += c.len;
-                        // Cloned data leaves nothing in the page cache to sync.
-                        unsynced += c.len.saturating_sub(writer.cloned() - cloned);
+                        // Cloned data leaves nothing in the page cache to sync. (The
+                        // count falls when the file system refuses a clone asked for
+                        // earlier, whose bytes are then copied: XFS without reflink.)
+                        unsynced += c.len.saturating_sub(writer.cloned().saturating_sub(cloned));
                     }
                     progress.block_done(c.index, c.len);
                     pool.give(c.data);
@@ -439,7 +441,7 @@ pub fn convert_disk(
     });
     flushed?;
     // The writer's error comes first: it is why the producer stopped early.
-    let (writer, stats) = written?;
+    let (mut writer, stats) = written?;
     let crcs = produced?;
     progress.check_cancelled()?;
     report.blocks_copied = stats.blocks_copied;
@@ -447,6 +449,8 @@ pub fn convert_disk(
     // metadata knew to be empty (never composed).
     report.blocks_zero = blocks - stats.blocks_copied;
     report.bytes_written = stats.bytes_written;
+    // The last clone asked for is issued first: if refused, its bytes were copied.
+    writer.flush_clone()?;
     report.bytes_cloned = writer.cloned();
     writer.finish()?;
     if allocate_late && report.bytes_cloned == 0 {

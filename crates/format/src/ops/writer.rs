@@ -331,7 +331,7 @@ impl<'a> Writer<'a> {
 
     /// Issues the pending clone. Refused by the kernel (nothing cloned): the bytes are
     /// copied instead, and nothing is cloned from then on.
-    fn flush_clone(&mut self) -> Result<()> {
+    pub(crate) fn flush_clone(&mut self) -> Result<()> {
         let Some(p) = self.pending.take() else {
             return Ok(());
         };
