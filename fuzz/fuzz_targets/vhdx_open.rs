@@ -462,6 +462,7 @@ fuzz_target!(|data: &[u8]| {
     let n = rng.below(9000).min(size - off) as usize;
     let fill = (rng.next_u64() as u8) | 1;
     if write_and_verify(&disk, &vec![fill; n], off) {
+        discard_and_verify(&disk, &mut rng);
         let _ = disk.flush();
         drop(disk);
         let backend: Arc<dyn Backend> = file;
@@ -473,3 +474,43 @@ fuzz_target!(|data: &[u8]| {
         );
     }
 });
+
+/// A discard (serve's trim) of a range around the written one: the whole blocks it
+/// releases read as zeros, every other byte of the window around it as before.
+fn discard_and_verify(disk: &Disk, rng: &mut Rng) {
+    let size = disk.virtual_size();
+    let Some(bs) = disk.top().allocation_unit() else {
+        return;
+    };
+    let off = rng.below(size);
+    let len = rng.below((4 * bs).min(size - off) + 1);
+    // The window compared: the range and a block either side, at most 16 MiB.
+    let lo = off.saturating_sub(bs);
+    let hi = (off + len + bs).min(size).min(lo + (16 << 20));
+    let mut before = vec![0u8; (hi - lo) as usize];
+    if disk.read_at(&mut before, lo).is_err() {
+        return;
+    }
+    let Ok(released) = disk.discard(off, len) else {
+        return;
+    };
+    let mut after = vec![0u8; before.len()];
+    disk.read_at(&mut after, lo)
+        .expect("reading back after a discard");
+    let (first, stop) = (
+        off.div_ceil(bs) * bs,
+        if off + len == size {
+            size
+        } else {
+            (off + len) / bs * bs
+        },
+    );
+    for (i, (&a, &b)) in after.iter().zip(&before).enumerate() {
+        let at = lo + i as u64;
+        let inside = released > 0 && at >= first && at < stop;
+        assert!(
+            a == b || (inside && a == 0),
+            "byte {at:#x} changed by a discard of {off:#x}+{len:#x} ({released} bytes released)"
+        );
+    }
+}
