@@ -484,3 +484,32 @@ fn serve_trim_and_write_zeroes_release_whole_blocks_of_a_dynamic_vhdx() {
     );
     assert!(dissect_read_all(&disk) == want, "dissect reads other bytes");
 }
+
+/// Write zeroes with NO_HOLE on a block device served as a raw disk: zeros written
+/// (a device has no holes to allocate, and no free space of its own to check), the
+/// bytes around them unchanged.
+#[cfg(target_os = "linux")]
+#[test]
+fn serve_write_zeroes_no_hole_on_a_block_device_writes_zeros() {
+    const MIB: usize = 1 << 20;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let img = dir.path().join("d.img");
+    let mut want = bytes(23, 8 * MIB);
+    std::fs::write(&img, &want).expect("writing the image");
+    let dev = vhdkit_testkit::disks::Loop::new(&img, 0, 8 * MIB as u64);
+    let served = serve([dev.dev.as_str()]);
+    nbdsh(
+        &served.uri,
+        &[
+            "h.zero(3 * 2**20, 2**20, nbd.CMD_FLAG_NO_HOLE)",
+            "h.flush()",
+        ],
+    );
+    served.stop().clean();
+    drop(dev);
+    want[MIB..4 * MIB].fill(0);
+    assert!(
+        std::fs::read(&img).expect("read") == want,
+        "the device reads other bytes"
+    );
+}

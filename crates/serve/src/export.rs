@@ -296,14 +296,19 @@ impl DiskExport {
     /// Allocates `offset..offset + len` in the file of a raw image or a fixed VHD (whose
     /// bytes are the disk's at the same offsets), holes included, without changing a
     /// byte (`vhdkit_platform::reserve`): write zeroes with `NBD_CMD_FLAG_NO_HOLE`
-    /// leaves no hole there. The other kinds get their blocks from the zeros
-    /// [`DiskExport::zero_data`] writes.
+    /// leaves no hole there. Nothing to do on a device. The other kinds get their
+    /// blocks from the zeros [`DiskExport::zero_data`] writes.
     fn reserve_plain(&self, offset: u64, len: u64) -> ExportResult<()> {
         let top = self.disk.top();
         if top.is_vhdx() || !matches!(top.kind(), DiskKind::Fixed | DiskKind::Raw) {
             return Ok(());
         }
-        let Some(file) = top.backend().as_file() else {
+        // A device has no holes (and no free space of its own to check).
+        let Some(file) = top
+            .backend()
+            .as_file()
+            .filter(|f| f.metadata().is_ok_and(|m| m.is_file()))
+        else {
             return Ok(());
         };
         vhdkit_platform::reserve(file, offset, len).map_err(|e| {
