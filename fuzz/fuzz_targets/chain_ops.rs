@@ -2,8 +2,9 @@
 //! files split at `FILE_SEP`), written to real files `0.vhd`, `1.vhd`, `2.vhd` so the
 //! seeds' relative locators resolve:
 //!
-//! - set-parent of `0.vhd` to a byte copy of its parent under another name: whatever
-//!   the metadata, it succeeds or fails, and `0.vhd` then reads exactly as before;
+//! - set-parent of `0.vhd` to a byte copy of its parent (the file the chain resolved one
+//!   level up) under another name: whatever the metadata, it succeeds or fails, and
+//!   `0.vhd` then reads exactly as before;
 //! - merge of `0.vhd` into the base two levels up (`--depth 2`): it succeeds or fails,
 //!   `0.vhd` reads exactly as before either way, and after a success the ancestor (with
 //!   its own parents, if it has any) reads as the chain did. The ancestor is the file the
@@ -47,9 +48,10 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     if flags & 1 == 0 {
-        // set-parent to a copy of the parent.
-        let copy = dir.path().join("copy-of-1.vhd");
-        if std::fs::copy(dir.path().join("1.vhd"), &copy).is_err() {
+        // set-parent to a copy of the parent: the file the chain resolved one level up
+        // (a mutated locator may name any of the files, not `1.vhd`).
+        let copy = dir.path().join("copy-of-parent.vhd");
+        if std::fs::copy(&layers[1], &copy).is_err() {
             return;
         }
         let result = set_parent(&top, &copy, true);
